@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+/** mstore's command line: parse, dispatch to a thin command module, exit 0 / 1 / 2. */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { initCommand } from './commands/init.js';
+import { commitCommand } from './commands/commit.js';
+import { logCommand } from './commands/log.js';
+import { showCommand } from './commands/show.js';
+import { checkoutCommand } from './commands/checkout.js';
+import { tagCommand } from './commands/tag.js';
+import { statusCommand } from './commands/status.js';
+
+await yargs(hideBin(process.argv))
+  .scriptName('mstore')
+  .usage('$0 <command> [options]\n\nA Git-like, content-addressed store for machine-learning models.')
+  .option('C', { type: 'string', global: true, describe: 'run as if started in DIR', requiresArg: true })
+  .middleware((a) => {
+    if (typeof a.C === 'string') {
+      try {
+        process.chdir(a.C);
+      } catch {
+        process.stderr.write(`mstore: error: cannot change to directory '${a.C}'\n`);
+        process.exit(2);
+      }
+    }
+  }, true)
+  .command(initCommand)
+  .command(commitCommand)
+  .command(logCommand)
+  .command(showCommand)
+  .command(checkoutCommand)
+  .command(tagCommand)
+  .command(statusCommand)
+  .demandCommand(1, 'name a command; see mstore --help')
+  .strict()
+  .recommendCommands()
+  .help()
+  .alias('h', 'help')
+  .version()
+  .wrap(Math.min(110, process.stdout.columns || 110))
+  .fail((msg, err, y) => {
+    if (err) throw err;
+    process.stderr.write(`mstore: usage: ${msg}\n(see mstore --help)\n`);
+    void y;
+    process.exit(2);
+  })
+  .parseAsync();

@@ -1,0 +1,186 @@
+/**
+ * `checkout`: materialise a version, whole or some files, into the workspace or any
+ * directory. Every conflict is found before anything is written; each file is written
+ * to a temporary name, verified, fsynced and renamed into place.
+ */
+import { lstat, mkdir, rename, symlink, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import picomatch from 'picomatch';
+import { MstoreError } from './errors.js';
+import type { Store } from './store.js';
+import { ContentReader } from './content.js';
+import type { StatEntry } from './index-db.js';
+import { atomicWriteFile, tmpName } from './fsutil.js';
+import { identifyFile } from './identify.js';
+import { nowNs, statEntry, statMatches, type StatInfo, type WorkFile } from './workspace.js';
+import { readMeta, resolveRev } from './versions.js';
+import { listVersionFiles, type VersionFile } from './version-files.js';
+import type { Progress } from './commit.js';
+
+export interface CheckoutOptions {
+  rev: string;
+  cwd: string;
+  /** Materialise here instead of the workspace. */
+  to?: string;
+  /** Version paths, directories or globs; all files when empty. */
+  patterns?: string[];
+  force?: boolean;
+  onProgress?: (p: Progress) => void;
+}
+
+export interface CheckoutResult {
+  version: string | undefined;
+  commit: string;
+  target: string;
+  written: string[];
+  unchanged: string[];
+  removed: string[];
+  bytes: number;
+}
+
+const GLOB_CHARS = /[*?[\]{}!]/;
+
+export function selectFiles(files: VersionFile[], patterns: string[] | undefined, what: string): VersionFile[] {
+  if (!patterns?.length) return files;
+  const chosen = new Set<VersionFile>();
+  for (const pat of patterns) {
+    const clean = pat.replace(/^\.\//, '').replace(/\/+$/, '');
+    const match = GLOB_CHARS.test(clean)
+      ? picomatch(clean, { dot: true })
+      : (p: string) => p === clean || p.startsWith(`${clean}/`);
+    const hits = files.filter((f) => match(f.path));
+    if (!hits.length) throw new MstoreError('EBADINPUT', `'${pat}' matches no file in ${what}`);
+    hits.forEach((f) => chosen.add(f));
+  }
+  return files.filter((f) => chosen.has(f));
+}
+
+/** Tree paths come from stores that may have been pulled from elsewhere: never trust them. */
+function safeJoin(root: string, p: string): string {
+  const parts = p.split('/');
+  if (parts.some((c) => c === '' || c === '.' || c === '..' || c === '.mstore' || c === '.git' || c.includes('\\') || c.includes('\0'))) {
+    throw new MstoreError('ECORRUPT', `refusing unsafe path '${p}' in version tree`);
+  }
+  return path.join(root, ...parts);
+}
+
+async function lstatInfo(abs: string): Promise<{ info: StatInfo; isDir: boolean; isLink: boolean } | undefined> {
+  try {
+    const s = await lstat(abs, { bigint: true });
+    return {
+      info: { size: Number(s.size), mtimeNs: s.mtimeNs.toString(), ctimeNs: s.ctimeNs.toString(), ino: Number(s.ino), mode: Number(s.mode) },
+      isDir: s.isDirectory(),
+      isLink: s.isSymbolicLink(),
+    };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw e;
+  }
+}
+
+export async function checkout(store: Store, opts: CheckoutOptions): Promise<CheckoutResult> {
+  const intoWorkspace = opts.to === undefined;
+  const target = intoWorkspace ? store.requireWorkspace('checkout without --to') : path.resolve(opts.cwd, opts.to!);
+  const run = async (): Promise<CheckoutResult> => {
+    const repo = store.repo;
+    const index = store.index;
+    const commit = await resolveRev(repo, opts.rev);
+    const meta = await readMeta(repo, commit);
+    const what = meta?.version ?? commit.slice(0, 12);
+    const all = await listVersionFiles(repo, commit);
+    const files = selectFiles(all, opts.patterns, what);
+
+    const writes: { f: VersionFile; dest: string }[] = [];
+    const unchanged: { f: VersionFile; dest: string }[] = [];
+    const conflicts: string[] = [];
+    for (const f of files) {
+      const dest = safeJoin(target, f.path);
+      const cur = await lstatInfo(dest);
+      if (!cur) {
+        writes.push({ f, dest });
+        continue;
+      }
+      if (cur.isDir) {
+        conflicts.push(`${f.path} (a directory is in the way)`);
+        continue;
+      }
+      const cached = intoWorkspace ? index.stat(f.path) : undefined;
+      const tracked = statMatches(cached, cur.info);
+      const wf: WorkFile = { path: f.path, abs: dest, isLink: cur.isLink, stat: cur.info };
+      const blob = tracked ? cached!.blob : (await identifyFile(repo, wf, store.config.textMaxBytes)).blob;
+      const sameMode = cur.isLink ? f.mode === '120000' : f.mode === (cur.info.mode & 0o111 ? '100755' : '100644');
+      if (blob === f.blob && sameMode) unchanged.push({ f, dest });
+      else if (tracked || opts.force || (intoWorkspace && blob === cached?.blob)) writes.push({ f, dest });
+      else conflicts.push(f.path);
+    }
+
+    // Whole-version checkout into the workspace also removes tracked files the version lacks.
+    const removals: string[] = [];
+    if (intoWorkspace && !opts.patterns?.length) {
+      const wanted = new Set(all.map((f) => f.path));
+      for (const p of index.statPaths()) {
+        if (wanted.has(p)) continue;
+        const cur = await lstatInfo(path.join(target, p));
+        if (!cur) removals.push(p);
+        else if (statMatches(index.stat(p), cur.info) || opts.force) removals.push(p);
+        else conflicts.push(`${p} (modified, and not in ${what})`);
+      }
+    }
+    if (conflicts.length) {
+      const shown = conflicts.slice(0, 5).join(', ') + (conflicts.length > 5 ? `, and ${conflicts.length - 5} more` : '');
+      throw new MstoreError('ECONFLICT', `checkout of ${what} would overwrite local changes: ${shown} (commit them, or use --force)`);
+    }
+
+    const total = writes.reduce((a, w) => a + w.f.size, 0);
+    let done = 0;
+    const onBytes = (n: number): void => {
+      done += n;
+      opts.onProgress?.({ phase: 'checkout', done, total });
+    };
+    const reader = new ContentReader(index, store.hasher, store.packsDir);
+    try {
+      for (const { f, dest } of writes) {
+        await mkdir(path.dirname(dest), { recursive: true }).catch((e: NodeJS.ErrnoException) => {
+          throw new MstoreError('ECONFLICT', `cannot create the directory for ${f.path}: ${e.code}`);
+        });
+        const mode = f.mode === '100755' ? 0o755 : 0o644;
+        if (f.kind === 'lfs') {
+          await reader.materialize(f.oid, dest, f.path, mode, onBytes);
+        } else if (f.kind === 'link') {
+          const t = Buffer.from(await repo.readBlob(f.blob)).toString();
+          const tmp = tmpName(path.join(path.dirname(dest), `.mstore-tmp-${path.basename(dest)}`));
+          await symlink(t, tmp);
+          await rename(tmp, dest);
+        } else {
+          await atomicWriteFile(dest, await repo.readBlob(f.blob), mode);
+          onBytes(f.size);
+        }
+      }
+    } finally {
+      await reader.close();
+    }
+    for (const p of removals) await unlink(path.join(target, p)).catch(() => undefined);
+
+    if (intoWorkspace) {
+      const at = nowNs();
+      const updates = new Map<string, StatEntry | null>();
+      for (const { f, dest } of [...writes, ...unchanged]) {
+        const cur = await lstatInfo(dest);
+        if (cur) updates.set(f.path, statEntry(cur.info, f.kind, f.oid, f.blob, at));
+      }
+      for (const p of removals) updates.set(p, null);
+      index.updateStats(updates);
+    }
+    return {
+      version: meta?.version,
+      commit,
+      target,
+      written: writes.map((w) => w.f.path),
+      unchanged: unchanged.map((w) => w.f.path),
+      removed: removals,
+      bytes: total,
+    };
+  };
+  // Into the workspace the stat cache changes too: hold the writer lock.
+  return intoWorkspace ? store.withLock('checkout', run) : run();
+}

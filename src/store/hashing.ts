@@ -1,0 +1,86 @@
+/**
+ * sha256 through node:crypto (brief §2: ~1450 MB/s with SHA-NI; pure-JS hashes are
+ * 10x slower and stay off bulk paths). `ParallelHasher` moves one running digest per
+ * file onto a second core so two sha256 passes (file oid and chunk ids) cost one.
+ */
+import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+
+export function sha256(data: Uint8Array): Buffer {
+  return createHash('sha256').update(data).digest();
+}
+
+export function sha256Hex(data: Uint8Array | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+interface Pending {
+  resolve: (digest: string | undefined) => void;
+  reject: (e: Error) => void;
+}
+
+/** One worker thread; each `begin()` opens an independent digest job. */
+export class ParallelHasher {
+  private worker: Worker | undefined;
+  private nextId = 1;
+  private nextSeq = 1;
+  private pending = new Map<number, Pending>();
+  private failure: Error | undefined;
+
+  private ensure(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(new URL('./hash-worker.js', import.meta.url));
+    w.on('message', (m: { seq: number; digest?: string }) => {
+      const p = this.pending.get(m.seq);
+      this.pending.delete(m.seq);
+      p?.resolve(m.digest);
+    });
+    w.on('error', (e) => this.fail(e));
+    w.on('exit', (code) => {
+      if (this.pending.size) this.fail(new Error(`hash worker exited with code ${code}`));
+    });
+    this.worker = w;
+    return w;
+  }
+
+  private fail(e: Error): void {
+    this.failure = e;
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+  }
+
+  private request(msg: object, seq: number): Promise<string | undefined> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.pending.set(seq, { resolve, reject });
+      this.ensure().postMessage(msg);
+    });
+  }
+
+  begin(): HashJob {
+    const id = this.nextId++;
+    this.ensure().postMessage({ op: 'begin', id });
+    return {
+      update: (buf, off, len) => {
+        const seq = this.nextSeq++;
+        return this.request({ op: 'update', id, seq, buf, off, len }, seq).then(() => undefined);
+      },
+      digest: () => {
+        const seq = this.nextSeq++;
+        return this.request({ op: 'end', id, seq }, seq).then((d) => d!);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.worker = undefined;
+    if (w) await w.terminate();
+  }
+}
+
+export interface HashJob {
+  /** Hash `len` bytes of shared memory at `off`; resolves once the worker is done with them. */
+  update(buf: SharedArrayBuffer, off: number, len: number): Promise<void>;
+  digest(): Promise<string>;
+}

@@ -1,0 +1,77 @@
+/** Read-only views of versions: `log` and `show`. */
+import type { Store } from './store.js';
+import { resolveRev, readMeta, type VersionMeta } from './versions.js';
+import { listVersionFiles, type VersionFile } from './version-files.js';
+import type { GitRepo } from './repo.js';
+
+export interface LogEntry {
+  version: string | undefined;
+  commit: string;
+  date: string;
+  description: string;
+  bytes: number | undefined;
+  metrics: Record<string, unknown>;
+  status: string | null;
+  tags: string[];
+  meta: VersionMeta | undefined;
+}
+
+/** Map commit id -> tag names that point at it (annotated or not). */
+export async function tagsByCommit(repo: GitRepo): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  for (const name of await repo.listRefs('refs/tags')) {
+    const oid = await repo.readRef(`refs/tags/${name}`);
+    if (!oid) continue;
+    let commit: string;
+    try {
+      commit = await repo.peelToCommit(oid);
+    } catch {
+      continue;
+    }
+    const list = out.get(commit) ?? [];
+    list.push(name);
+    out.set(commit, list);
+  }
+  return out;
+}
+
+/** Newest first along first parents from `rev` (default `latest`). */
+export async function log(store: Store, opts: { rev?: string; limit?: number } = {}): Promise<LogEntry[]> {
+  const repo = store.repo;
+  const tags = await tagsByCommit(repo);
+  let oid: string | undefined = await resolveRev(repo, opts.rev ?? 'latest');
+  const out: LogEntry[] = [];
+  while (oid && (opts.limit === undefined || out.length < opts.limit)) {
+    const c = await repo.readCommit(oid);
+    const meta = await readMeta(repo, oid);
+    out.push({
+      version: meta?.version,
+      commit: oid,
+      date: meta?.created ?? new Date(c.committer.timestamp * 1000).toISOString(),
+      description: meta?.description ?? c.message.trim(),
+      bytes: meta?.files.bytes,
+      metrics: meta?.metrics ?? {},
+      status: meta?.status ?? null,
+      tags: (tags.get(oid) ?? []).filter((t) => t !== meta?.version).sort(),
+      meta,
+    });
+    oid = c.parent[0];
+  }
+  return out;
+}
+
+export interface ShowResult {
+  version: string | undefined;
+  commit: string;
+  tags: string[];
+  meta: VersionMeta | undefined;
+  files: VersionFile[];
+}
+
+export async function show(store: Store, rev: string): Promise<ShowResult> {
+  const repo = store.repo;
+  const commit = await resolveRev(repo, rev);
+  const meta = await readMeta(repo, commit);
+  const tags = ((await tagsByCommit(repo)).get(commit) ?? []).filter((t) => t !== meta?.version).sort();
+  return { version: meta?.version, commit, tags, meta, files: await listVersionFiles(repo, commit) };
+}

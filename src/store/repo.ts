@@ -1,0 +1,160 @@
+/**
+ * The version records: a bare git repository written and read with isomorphic-git.
+ * Trees are handled as flat maps (path -> mode + blob id), like git's index.
+ */
+import git from 'isomorphic-git';
+import { gitFs } from './git-fs.js';
+
+export type FileMode = '100644' | '100755' | '120000';
+
+export interface FlatEntry {
+  mode: FileMode;
+  /** git blob id (sha1 hex). */
+  blob: string;
+}
+
+export type FlatTree = Map<string, FlatEntry>;
+
+export interface Signature {
+  name: string;
+  email: string;
+  timestamp: number;
+  timezoneOffset: number;
+}
+
+export class GitRepo {
+  /** One shared cache object for every read (brief §2: 12x faster on packed repos). */
+  readonly cache: object = {};
+  constructor(readonly gitdir: string) {}
+
+  private get base() {
+    return { fs: gitFs, gitdir: this.gitdir };
+  }
+
+  static async init(gitdir: string): Promise<GitRepo> {
+    await git.init({ fs: gitFs, gitdir, bare: true, defaultBranch: 'latest' });
+    return new GitRepo(gitdir);
+  }
+
+  writeBlob(data: Uint8Array): Promise<string> {
+    return git.writeBlob({ ...this.base, blob: data });
+  }
+
+  async hashBlob(data: Uint8Array): Promise<string> {
+    return (await git.hashBlob({ object: data })).oid;
+  }
+
+  async readBlob(oid: string): Promise<Uint8Array> {
+    return (await git.readBlob({ ...this.base, oid, cache: this.cache })).blob;
+  }
+
+  /** Writes the nested trees for a flat map; returns the root tree id. */
+  async writeFlatTree(flat: FlatTree): Promise<string> {
+    interface Dir {
+      files: { name: string; mode: FileMode; oid: string }[];
+      dirs: Map<string, Dir>;
+    }
+    const root: Dir = { files: [], dirs: new Map() };
+    for (const [p, e] of flat) {
+      const parts = p.split('/');
+      let d = root;
+      for (const part of parts.slice(0, -1)) {
+        let sub = d.dirs.get(part);
+        if (!sub) d.dirs.set(part, (sub = { files: [], dirs: new Map() }));
+        d = sub;
+      }
+      d.files.push({ name: parts[parts.length - 1], mode: e.mode, oid: e.blob });
+    }
+    const write = async (d: Dir): Promise<string> => {
+      const tree: { mode: string; path: string; oid: string; type: 'blob' | 'tree' }[] = [];
+      for (const f of d.files) tree.push({ mode: f.mode, path: f.name, oid: f.oid, type: 'blob' });
+      for (const [name, sub] of d.dirs) tree.push({ mode: '040000', path: name, oid: await write(sub), type: 'tree' });
+      return git.writeTree({ ...this.base, tree });
+    };
+    return write(root);
+  }
+
+  async readFlatTree(treeOid: string): Promise<FlatTree> {
+    const flat: FlatTree = new Map();
+    const walk = async (oid: string, prefix: string): Promise<void> => {
+      const { tree } = await git.readTree({ ...this.base, oid, cache: this.cache });
+      for (const e of tree) {
+        const p = prefix + e.path;
+        if (e.type === 'tree') await walk(e.oid, `${p}/`);
+        else if (e.type === 'blob') flat.set(p, { mode: e.mode as FileMode, blob: e.oid });
+      }
+    };
+    await walk(treeOid, '');
+    return flat;
+  }
+
+  writeCommit(c: { message: string; tree: string; parents: string[]; author: Signature }): Promise<string> {
+    return git.writeCommit({
+      ...this.base,
+      commit: { message: c.message, tree: c.tree, parent: c.parents, author: c.author, committer: c.author },
+    });
+  }
+
+  async readCommit(oid: string) {
+    return (await git.readCommit({ ...this.base, oid, cache: this.cache })).commit;
+  }
+
+  writeAnnotatedTag(t: { name: string; object: string; message: string; tagger: Signature }): Promise<string> {
+    return git.writeTag({
+      ...this.base,
+      tag: { object: t.object, type: 'commit', tag: t.name, tagger: t.tagger, message: t.message },
+    });
+  }
+
+  async readObjectType(oid: string): Promise<string> {
+    return (await git.readObject({ ...this.base, oid, format: 'parsed', cache: this.cache })).type;
+  }
+
+  /** Follows annotated tags down to a commit id. */
+  async peelToCommit(oid: string): Promise<string> {
+    for (let i = 0; i < 16; i++) {
+      const o = await git.readObject({ ...this.base, oid, format: 'parsed', cache: this.cache });
+      if (o.type === 'commit') return oid;
+      if (o.type !== 'tag') throw new Error(`${oid} is a ${o.type}, not a commit`);
+      oid = (o.object as { object: string }).object;
+    }
+    throw new Error(`tag chain at ${oid} is too long`);
+  }
+
+  async readTagMessage(oid: string): Promise<{ tag: string; message: string } | undefined> {
+    const o = await git.readObject({ ...this.base, oid, format: 'parsed', cache: this.cache });
+    if (o.type !== 'tag') return undefined;
+    const t = o.object as { tag: string; message: string };
+    return { tag: t.tag, message: t.message };
+  }
+
+  /** The value of a ref, or undefined. Does not follow tags. */
+  async readRef(ref: string): Promise<string | undefined> {
+    try {
+      return await git.resolveRef({ ...this.base, ref });
+    } catch {
+      return undefined;
+    }
+  }
+
+  writeRef(ref: string, value: string, force = true): Promise<void> {
+    return git.writeRef({ ...this.base, ref, value, force });
+  }
+
+  deleteRef(ref: string): Promise<void> {
+    return git.deleteRef({ ...this.base, ref });
+  }
+
+  /** Ref names under a prefix such as 'refs/tags', relative to it. */
+  listRefs(prefix: string): Promise<string[]> {
+    return git.listRefs({ ...this.base, filepath: prefix });
+  }
+
+  async expandOid(short: string): Promise<string | undefined> {
+    try {
+      return await git.expandOid({ ...this.base, oid: short, cache: this.cache });
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,64 @@
+/** User tags: annotated git tags beside the version tags, never named like one. */
+import os from 'node:os';
+import { MstoreError } from './errors.js';
+import type { Store } from './store.js';
+import { checkTagName, resolveRev, readMeta } from './versions.js';
+import { defaultAuthor } from './commit.js';
+
+export interface TagInfo {
+  name: string;
+  commit: string;
+  /** The version the tag points at, if it is one. */
+  version: string | undefined;
+  /** True for vNNN / line/vNNN tags that commit created. */
+  isVersion: boolean;
+  message: string | undefined;
+}
+
+export async function createTag(store: Store, name: string, rev = 'latest', message?: string): Promise<TagInfo> {
+  checkTagName(name);
+  return store.withLock('tag', async () => {
+    const repo = store.repo;
+    if (await repo.readRef(`refs/tags/${name}`)) throw new MstoreError('EEXISTS', `tag '${name}' already exists`);
+    const commit = await resolveRev(repo, rev);
+    const meta = await readMeta(repo, commit);
+    const author = defaultAuthor();
+    const now = new Date();
+    const msg = message ?? `${name} -> ${meta?.version ?? commit.slice(0, 12)} (tagged on ${os.hostname()})`;
+    const tagId = await repo.writeAnnotatedTag({
+      name,
+      object: commit,
+      message: `${msg}\n`,
+      tagger: { ...author, timestamp: Math.floor(now.getTime() / 1000), timezoneOffset: now.getTimezoneOffset() },
+    });
+    await repo.writeRef(`refs/tags/${name}`, tagId, false);
+    return { name, commit, version: meta?.version, isVersion: false, message: msg };
+  });
+}
+
+export async function deleteTag(store: Store, name: string): Promise<void> {
+  checkTagName(name);
+  await store.withLock('tag', async () => {
+    if (!(await store.repo.readRef(`refs/tags/${name}`))) throw new MstoreError('EUNKNOWNREV', `tag '${name}' not found`);
+    await store.repo.deleteRef(`refs/tags/${name}`);
+  });
+}
+
+export async function listTags(store: Store): Promise<TagInfo[]> {
+  const repo = store.repo;
+  const out: TagInfo[] = [];
+  for (const name of (await repo.listRefs('refs/tags')).sort()) {
+    const oid = await repo.readRef(`refs/tags/${name}`);
+    if (!oid) continue;
+    let commit: string;
+    try {
+      commit = await repo.peelToCommit(oid);
+    } catch {
+      continue;
+    }
+    const meta = await readMeta(repo, commit);
+    const tag = await repo.readTagMessage(oid);
+    out.push({ name, commit, version: meta?.version, isVersion: meta?.version === name, message: tag?.message.trim() });
+  }
+  return out;
+}
