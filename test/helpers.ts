@@ -1,0 +1,183 @@
+/** Test fixtures: real safetensors files, a real CLI process, temporary directories. */
+import { spawnSync, spawn, type SpawnSyncReturns } from 'node:child_process';
+import { mkdtempSync, rmSync, openSync, writeSync, closeSync, mkdirSync, writeFileSync, readFileSync, readSync, readdirSync, lstatSync, readlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli.js');
+
+export function tmpDir(prefix = 'mstore-test-'): string {
+  const base = process.env.MSTORE_TEST_TMP ?? os.tmpdir();
+  mkdirSync(base, { recursive: true });
+  return mkdtempSync(path.join(base, prefix));
+}
+
+export function cleanup(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function mstore(cwd: string, args: string[], env: Record<string, string> = {}): RunResult {
+  const r: SpawnSyncReturns<string> = spawnSync(process.execPath, [CLI, ...args], {
+    cwd,
+    encoding: 'utf8',
+    env: { ...process.env, NO_COLOR: '1', ...env },
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs mstore and parses --json output; throws with stderr when it fails. */
+export function mstoreJson<T = unknown>(cwd: string, args: string[]): T {
+  const r = mstore(cwd, [...args, '--json']);
+  if (r.code !== 0) throw new Error(`mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+export function spawnMstore(cwd: string, args: string[]) {
+  return spawn(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export function git(gitdir: string, args: string[]): RunResult {
+  const r = spawnSync('git', [`--git-dir=${gitdir}`, ...args], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Deterministic fast bytes: xorshift128+ seeded, 8 bytes per step. */
+export function fillPattern(buf: Buffer, seed: number): void {
+  let s0 = BigInt(seed) * 0x9e3779b97f4a7c15n + 1n;
+  let s1 = (BigInt(seed) + 7n) * 0xbf58476d1ce4e5b9n + 3n;
+  const mask = (1n << 64n) - 1n;
+  s0 &= mask;
+  s1 &= mask;
+  // BigInt is slow: generate one 64 KiB block, then vary it cheaply per block.
+  const block = Buffer.alloc(65536);
+  for (let i = 0; i < block.length; i += 8) {
+    let x = s0;
+    const y = s1;
+    s0 = y;
+    x ^= (x << 23n) & mask;
+    s1 = x ^ y ^ (x >> 17n) ^ (y >> 26n);
+    block.writeBigUInt64LE((s1 + y) & mask, i);
+  }
+  for (let off = 0, n = 0; off < buf.length; off += block.length, n++) {
+    const len = Math.min(block.length, buf.length - off);
+    block.copy(buf, off, 0, len);
+    // make every block distinct so content-defined chunking and dedup see real data
+    buf.writeUInt32LE((n * 2654435761) >>> 0, off);
+    if (len >= 8) buf.writeUInt32LE((seed * 40503 + n) >>> 0, off + 4);
+  }
+}
+
+export interface TensorSpec {
+  name: string;
+  dtype: string;
+  shape: number[];
+  /** Seed of the tensor's bytes: same seed, same bytes. */
+  seed: number;
+}
+
+const DTYPE_BYTES: Record<string, number> = { BF16: 2, F16: 2, F32: 4, U8: 1, I64: 8 };
+
+/** Writes a valid safetensors file, streaming tensor by tensor (memory bounded by 16 MiB). */
+export function writeSafetensors(file: string, tensors: TensorSpec[], metadata?: Record<string, string>): void {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  let off = 0;
+  for (const t of tensors) {
+    const n = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + n] };
+    off += n;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+  const fd = openSync(file, 'w');
+  try {
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+    writeSync(fd, len);
+    writeSync(fd, Buffer.from(json));
+    const piece = Buffer.alloc(16 * 1024 * 1024);
+    for (const t of tensors) {
+      let left = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
+      let part = 0;
+      while (left > 0) {
+        const n = Math.min(left, piece.length);
+        fillPattern(piece.subarray(0, n), t.seed * 1000 + part++);
+        writeSync(fd, piece, 0, n);
+        left -= n;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** `count` BF16 tensors of `rows` x `cols`, named like a transformer's layers. */
+export function layerTensors(count: number, rows: number, cols: number, seedBase = 1): TensorSpec[] {
+  return Array.from({ length: count }, (_, i) => ({ name: `model.layers.${i}.mlp.weight`, dtype: 'BF16', shape: [rows, cols], seed: seedBase + i }));
+}
+
+/** A small Hugging Face style model directory with an adapter and evolution snapshots. */
+export function writeModelDir(dir: string, opts: { tensors?: TensorSpec[]; step?: number } = {}): void {
+  mkdirSync(path.join(dir, 'adapter'), { recursive: true });
+  mkdirSync(path.join(dir, 'evolution'), { recursive: true });
+  writeSafetensors(path.join(dir, 'model.safetensors'), opts.tensors ?? layerTensors(4, 256, 512));
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'qwen3', hidden_size: 512 }, null, 2));
+  writeFileSync(path.join(dir, 'adapter', 'adapter_config.json'), JSON.stringify({ r: 8, lora_alpha: 16, target_modules: ['q_proj'] }));
+  writeSafetensors(path.join(dir, 'adapter', 'adapter_model.safetensors'), [
+    { name: 'base_model.model.q_proj.lora_A.weight', dtype: 'F32', shape: [8, 512], seed: 900 + (opts.step ?? 0) },
+    { name: 'base_model.model.q_proj.lora_B.weight', dtype: 'F32', shape: [512, 8], seed: 950 + (opts.step ?? 0) },
+  ]);
+  const step = opts.step ?? 1;
+  writeFileSync(
+    path.join(dir, 'evolution', `step_${String(step).padStart(5, '0')}.json`),
+    JSON.stringify({ step, loss: 2 / step, lr: 1e-4 }),
+  );
+}
+
+export function sha256File(file: string): string {
+  const h = createHash('sha256');
+  const fd = openSync(file, 'r');
+  const buf = Buffer.alloc(8 * 1024 * 1024);
+  try {
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (!n) break;
+      h.update(buf.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+
+/** Every regular file and symlink under dir, relative path -> sha256 (links: 'link:' + target). */
+export function treeDigest(dir: string, skip = new Set(['.mstore'])): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (rel: string): void => {
+    for (const name of readdirSync(path.join(dir, rel))) {
+      if (skip.has(name)) continue;
+      const p = rel ? `${rel}/${name}` : name;
+      const st = lstatSync(path.join(dir, p));
+      if (st.isDirectory()) walk(p);
+      else if (st.isSymbolicLink()) out.set(p, `link:${readlinkSync(path.join(dir, p))}`);
+      else out.set(p, `${sha256File(path.join(dir, p))}:${(st.mode & 0o111) !== 0 ? 'x' : '-'}`);
+    }
+  };
+  walk('');
+  return out;
+}
+
+
+export function readJson<T = unknown>(file: string): T {
+  return JSON.parse(readFileSync(file, 'utf8')) as T;
+}
