@@ -1,0 +1,110 @@
+/**
+ * `npm run demo`: the main job on the embedded default (a local store in a temporary
+ * directory, no server, no network). It drives the real CLI and prints each command.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeSafetensors, layerTensors, type TensorSpec } from '../test/helpers.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const CLI = path.resolve(here, '../src/cli.js');
+const root = mkdtempSync(path.join(os.tmpdir(), 'mstore-demo-'));
+const ws = path.join(root, 'workspace');
+mkdirSync(ws);
+
+function say(text: string): void {
+  process.stdout.write(`\n# ${text}\n`);
+}
+
+function run(args: string[], echoOutput: boolean): string {
+  process.stdout.write(`$ mstore ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}\n`);
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ws, encoding: 'utf8', env: { ...process.env, MSTORE_AUTHOR_NAME: 'demo' } });
+  if (echoOutput) process.stdout.write(r.stdout);
+  process.stderr.write(r.stderr);
+  if (r.status !== 0) throw new Error(`mstore ${args[0]} exited ${r.status}`);
+  return r.stdout;
+}
+
+const mstore = (...args: string[]): string => run(args, true);
+/** For --json calls whose output the demo digests itself. */
+const mstoreQuiet = (...args: string[]): string => run(args, false);
+
+function sha256(file: string): string {
+  return createHash('sha256').update(readFileSync(file)).digest('hex');
+}
+
+/** One training round: a base-size model, an adapter, a learning-curve snapshot, metrics. */
+function train(round: number, tensors: TensorSpec[]): void {
+  writeSafetensors(path.join(ws, 'model.safetensors'), tensors);
+  mkdirSync(path.join(ws, 'adapter'), { recursive: true });
+  writeFileSync(path.join(ws, 'adapter', 'adapter_config.json'), JSON.stringify({ r: 16, lora_alpha: 32, target_modules: ['q_proj', 'v_proj'] }, null, 2));
+  writeSafetensors(path.join(ws, 'adapter', 'adapter_model.safetensors'), [
+    { name: 'base_model.model.q_proj.lora_A.weight', dtype: 'F32', shape: [16, 1024], seed: 500 + round },
+    { name: 'base_model.model.q_proj.lora_B.weight', dtype: 'F32', shape: [1024, 16], seed: 600 + round },
+  ]);
+  writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ model_type: 'qwen3', hidden_size: 1024, num_hidden_layers: 12 }, null, 2));
+  mkdirSync(path.join(ws, 'evolution'), { recursive: true });
+  const curve = Array.from({ length: 10 }, (_, i) => ({ step: (round - 1) * 1000 + (i + 1) * 100, loss: 2.5 / (round + i * 0.2) }));
+  writeFileSync(path.join(ws, 'evolution', `round_${round}.json`), JSON.stringify(curve));
+  writeFileSync(path.join(root, `metrics_${round}.json`), JSON.stringify({ loss: curve[curve.length - 1].loss, accuracy: 0.5 + round * 0.1 }));
+  writeFileSync(path.join(root, `params_${round}.json`), JSON.stringify({ learning_rate: 1e-4 / round, epochs: 1, r: 16 }));
+}
+
+try {
+  say(`A workspace in ${ws}; mstore keeps everything in its .mstore/ directory.`);
+  mstore('init');
+
+  say('Round 1: a 96 MiB model (12 BF16 tensors), an adapter, a learning curve. Commit it as v001.');
+  const tensors = layerTensors(12, 2048, 2048, 1);
+  train(1, tensors);
+  mstore('commit', '-m', 'initial fine-tune, math 10k', '--metrics', path.join(root, 'metrics_1.json'), '--params', path.join(root, 'params_1.json'), '--status', 'completed');
+
+  say('Nothing changed: committing again creates nothing (an unchanged file costs a stat, not a hash).');
+  mstore('commit', '-m', 'no-op');
+
+  say('Round 2: 4 of the 12 tensors change. Only their bytes are stored again (tensor-aware chunking).');
+  for (const i of [0, 3, 6, 9]) tensors[i] = { ...tensors[i], seed: tensors[i].seed + 100 };
+  train(2, tensors);
+  mstore('status');
+  mstore('commit', '-m', 'reasoning focus', '--metrics', path.join(root, 'metrics_2.json'), '--params', path.join(root, 'params_2.json'), '--meta', 'dataset=reasoning_5k.jsonl');
+
+  say('Round 3: the adapter and the curve only.');
+  train(3, tensors);
+  mstore('commit', '-m', 'longer schedule', '--metrics', path.join(root, 'metrics_3.json'), '--status', 'completed');
+
+  say('The history, newest first, with sizes and key metrics.');
+  mstore('log');
+
+  say('Size diff between versions: what each one added to the store.');
+  const showJson = (rev: string) => JSON.parse(mstoreQuiet('show', rev, '--json')) as { files: { path: string; size: number; oid: string }[] };
+  const a = showJson('v001');
+  const b = showJson('v002');
+  const bByPath = new Map(b.files.map((f) => [f.path, f]));
+  for (const f of a.files) {
+    const g = bByPath.get(f.path);
+    const state = !g ? 'removed' : g.oid === f.oid ? 'same' : 'changed';
+    process.stdout.write(`  ${state.padEnd(8)} ${String(f.size).padStart(10)} -> ${String(g?.size ?? 0).padStart(10)}  ${f.path}\n`);
+  }
+  for (const g of b.files) if (!a.files.some((f) => f.path === g.path)) process.stdout.write(`  added    ${''.padStart(10)} -> ${String(g.size).padStart(10)}  ${g.path}\n`);
+
+  say('Name a version, and restore v001 elsewhere ("restore v001 to current_model/").');
+  mstore('tag', 'production', 'v002');
+  const restored = path.join(root, 'current_model');
+  mstore('checkout', 'v001', '--to', restored);
+  const v001Model = a.files.find((f) => f.path === 'model.safetensors')!;
+  const ok = sha256(path.join(restored, 'model.safetensors')) === v001Model.oid;
+  process.stdout.write(`  sha256 of restored model.safetensors matches v001: ${ok ? 'yes' : 'NO'}\n`);
+  if (!ok) throw new Error('restored file differs');
+
+  say('Real git reads the version records: `git --git-dir=.mstore/git log --oneline latest`');
+  const gl = spawnSync('git', ['--git-dir=.mstore/git', 'log', '--oneline', 'latest'], { cwd: ws, encoding: 'utf8' });
+  process.stdout.write(gl.status === 0 ? gl.stdout : '  (git is not installed)\n');
+
+  say(`Done. The store lives in ${ws}/.mstore and is removed now.`);
+} finally {
+  rmSync(root, { recursive: true, force: true });
+}
