@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { writeSafetensors, layerTensors, type TensorSpec } from '../test/helpers.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const CLI = path.resolve(here, '../src/cli.js');
+const CLI = path.resolve(here, '../bundle/cli.js');
 const root = mkdtempSync(path.join(os.tmpdir(), 'mstore-demo-'));
 const ws = path.join(root, 'workspace');
 mkdirSync(ws);

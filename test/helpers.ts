@@ -6,7 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli.js');
+/** The shipped entry point (package.json bin): the esbuild bundle of dist/src/cli.js. */
+export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bundle/cli.js');
 
 export function tmpDir(prefix = 'mstore-test-'): string {
   const base = process.env.MSTORE_TEST_TMP ?? os.tmpdir();

@@ -144,6 +144,7 @@ export class StoreIndex {
     }
     chunkRows.sort((a, b) => Buffer.compare(a[0], b[0]));
     fileRows.sort((a, b) => Buffer.compare(a[0], b[0]));
+    if (!chunkRows.length && !fileRows.length && !packs.length && !statUpdates?.size) return;
     const created = new Date().toISOString();
     this.root.transactionSync(() => {
       for (const [k, v] of chunkRows) this.chunks.put(k, v);
