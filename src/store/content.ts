@@ -93,7 +93,7 @@ export class ContentWriter {
     this.newChunks.add(key);
     const w = this.packs.add(ENTRY_CHUNK, id, data);
     if (slot) slot.track(w);
-    else w.catch(() => undefined); // awaited again through finish()
+    else w.catch(() => undefined); // a failed write surfaces again through finish()
     this.newBytes += data.length;
     return data.length;
   }

@@ -25,17 +25,22 @@ function alive(pid: number): boolean {
 }
 
 export class StoreLock {
-  private constructor(private readonly file: string) {}
+  private constructor(
+    private readonly file: string,
+    /** True when a crashed owner's lock was taken over: its unfinished work may need recovery. */
+    readonly tookOverStale: boolean,
+  ) {}
 
   static async acquire(file: string, command: string, timeoutMs: number): Promise<StoreLock> {
     const deadline = Date.now() + timeoutMs;
     const me: LockOwner = { pid: process.pid, host: os.hostname(), since: new Date().toISOString(), command };
+    let stale = false;
     for (;;) {
       try {
         const fh = await open(file, 'wx');
         await fh.writeFile(JSON.stringify(me));
         await fh.close();
-        return new StoreLock(file);
+        return new StoreLock(file, stale);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }
@@ -47,6 +52,7 @@ export class StoreLock {
       }
       if (owner && owner.host === me.host && !alive(owner.pid)) {
         await unlink(file).catch(() => undefined);
+        stale = true;
         continue;
       }
       if (!owner) {
@@ -54,6 +60,7 @@ export class StoreLock {
         const age = await stat(file).then((s) => Date.now() - s.mtimeMs, () => 0);
         if (age > 2000) {
           await unlink(file).catch(() => undefined);
+          stale = true;
           continue;
         }
       }

@@ -47,7 +47,8 @@ export function packPath(packsDir: string, id: string): string {
 const SYNC_EVERY = 64 * 1024 * 1024;
 
 interface OpenPack {
-  fh: FileHandle;
+  /** Opened asynchronously; everything else about the pack is bookkept synchronously. */
+  fh: Promise<FileHandle>;
   tmp: string;
   offset: number;
   entries: PackEntry[];
@@ -56,9 +57,14 @@ interface OpenPack {
   syncing: Promise<void> | undefined;
 }
 
+/** Keeps a promise's rejection for whoever awaits it later, without an unhandled-rejection crash. */
+function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
 export class PackWriter {
   private cur: OpenPack | undefined;
-  private opening: Promise<OpenPack> | undefined;
   private finishing: Promise<PackInfo>[] = [];
   bytesWritten = 0;
 
@@ -69,51 +75,48 @@ export class PackWriter {
   ) {}
 
   /**
-   * Appends an entry; the returned promise settles when its bytes are written, and the
+   * Appends an entry. Placement (pack, offset) is decided synchronously, in call order, so
+   * concurrent callers never race; the promise settles when the bytes are written, and the
    * caller must keep `data` unchanged until then.
    */
-  async add(type: number, id: Buffer, data: Uint8Array): Promise<void> {
-    let p = await this.current();
-    if (p.offset + data.length > this.targetBytes && p.entries.length > 0) {
-      this.cur = undefined;
-      this.finishing.push(this.seal(p));
-      p = await this.current();
+  add(type: number, id: Buffer, data: Uint8Array): Promise<void> {
+    let p = this.cur;
+    if (p && p.offset + data.length > this.targetBytes && p.entries.length > 0) {
+      this.finishing.push(quiet(this.seal(p)));
+      p = undefined;
     }
-    const offset = p.offset;
-    p.offset += data.length;
-    p.entries.push({ type, id, offset, length: data.length });
+    if (!p) p = this.cur = this.openPack();
+    const pack = p;
+    const offset = pack.offset;
+    pack.offset += data.length;
+    pack.entries.push({ type, id, offset, length: data.length });
     this.bytesWritten += data.length;
-    const w = p.fh.write(data, 0, data.length, offset).then(() => {
-      p.unsynced += data.length;
-      if (p.unsynced >= SYNC_EVERY && !p.syncing) {
-        p.unsynced = 0;
-        p.syncing = p.fh.datasync().finally(() => {
-          p.syncing = undefined;
-        });
+    const w = pack.fh.then(async (fh) => {
+      await fh.write(data, 0, data.length, offset);
+      pack.unsynced += data.length;
+      if (pack.unsynced >= SYNC_EVERY && !pack.syncing) {
+        pack.unsynced = 0;
+        pack.syncing = quiet(fh.datasync().finally(() => (pack.syncing = undefined)));
       }
     });
-    p.writes.push(w);
-    await w;
+    pack.writes.push(quiet(w));
+    return w;
   }
 
-  private current(): Promise<OpenPack> {
-    if (this.cur) return Promise.resolve(this.cur);
-    if (!this.opening) {
-      this.opening = (async () => {
-        const tmp = path.join(this.tmpDir, `pack-${randomBytes(8).toString('hex')}.tmp`);
-        const fh = await open(tmp, 'wx');
-        await fh.write(PACK_MAGIC, 0, PACK_MAGIC.length, 0);
-        const p: OpenPack = { fh, tmp, offset: PACK_MAGIC.length, entries: [], writes: [], unsynced: 0, syncing: undefined };
-        this.cur = p;
-        this.opening = undefined;
-        return p;
-      })();
-    }
-    return this.opening;
+  private openPack(): OpenPack {
+    const tmp = path.join(this.tmpDir, `pack-${randomBytes(8).toString('hex')}.tmp`);
+    const fh = quiet(
+      open(tmp, 'wx').then(async (h) => {
+        await h.write(PACK_MAGIC, 0, PACK_MAGIC.length, 0);
+        return h;
+      }),
+    );
+    return { fh, tmp, offset: PACK_MAGIC.length, entries: [], writes: [], unsynced: 0, syncing: undefined };
   }
 
   /** Writes table and footer, fsyncs, and renames the pack into place. */
   private async seal(p: OpenPack): Promise<PackInfo> {
+    const fh = await p.fh;
     try {
       await Promise.all(p.writes);
       await p.syncing;
@@ -130,9 +133,9 @@ export class PackWriter {
       footer.writeUInt32LE(p.entries.length, 32);
       PACK_END_MAGIC.copy(footer, 36);
       const tail = Buffer.concat([table, footer]);
-      await p.fh.write(tail, 0, tail.length, p.offset);
-      await p.fh.datasync();
-      await p.fh.close();
+      await fh.write(tail, 0, tail.length, p.offset);
+      await fh.datasync();
+      await fh.close();
       const id = hash.toString('hex');
       const final = packPath(this.packsDir, id);
       await mkdir(path.dirname(final), { recursive: true });
@@ -140,7 +143,7 @@ export class PackWriter {
       await fsyncDir(path.dirname(final));
       return { id, size: p.offset + tail.length, entries: p.entries };
     } catch (e) {
-      await p.fh.close().catch(() => undefined);
+      await fh.close().catch(() => undefined);
       await unlink(p.tmp).catch(() => undefined);
       throw e;
     }
@@ -148,13 +151,12 @@ export class PackWriter {
 
   /** Seals the open pack; resolves with every pack this writer completed. */
   async finish(): Promise<PackInfo[]> {
-    if (this.opening) await this.opening;
-    if (this.cur) {
-      const p = this.cur;
-      this.cur = undefined;
+    const p = this.cur;
+    this.cur = undefined;
+    if (p) {
       if (p.entries.length) this.finishing.push(this.seal(p));
       else {
-        await p.fh.close();
+        await (await p.fh).close();
         await unlink(p.tmp);
       }
     }
@@ -169,7 +171,7 @@ export class PackWriter {
     this.cur = undefined;
     if (p) {
       await Promise.allSettled(p.writes);
-      await p.fh.close().catch(() => undefined);
+      await p.fh.then((h) => h.close()).catch(() => undefined);
       await unlink(p.tmp).catch(() => undefined);
     }
     await Promise.allSettled(this.finishing);

@@ -11,6 +11,7 @@ import { GitRepo } from './repo.js';
 import { StoreIndex } from './index-db.js';
 import { ParallelHasher } from './hashing.js';
 import { StoreLock } from './lock.js';
+import { indexPacks } from './reindex.js';
 import type { ChunkingConfig } from './content.js';
 
 export const STORE_DIR = '.mstore';
@@ -140,6 +141,8 @@ export class Store {
     try {
       await rm(this.tmpDir, { recursive: true, force: true });
       await mkdir(this.tmpDir, { recursive: true });
+      // A crashed writer may have sealed packs it never indexed: index them, don't store them twice.
+      if (lock.tookOverStale) await indexPacks(this);
       return await fn();
     } finally {
       await lock.release();

@@ -1,0 +1,63 @@
+/**
+ * Indexing packs from their own tables (restic's rule: the index is derived data). Used
+ * after a crashed writer, whose sealed but unpublished packs would otherwise be stored
+ * again by the next commit, and by a full index rebuild.
+ */
+import { readdir, open, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Store } from './store.js';
+import { ENTRY_FILE, packPath, readPackTable, type PackInfo } from './pack.js';
+import { MANIFEST_RECORD, type NewFile } from './index-db.js';
+
+/** Every pack id present on disk. */
+export async function listPackFiles(packsDir: string): Promise<string[]> {
+  const ids: string[] = [];
+  for (const sub of await readdir(packsDir).catch(() => [] as string[])) {
+    if (!/^[0-9a-f]{2}$/.test(sub)) continue;
+    for (const name of await readdir(path.join(packsDir, sub))) {
+      const m = /^([0-9a-f]{64})\.pack$/.exec(name);
+      if (m && m[1].startsWith(sub)) ids.push(m[1]);
+    }
+  }
+  return ids.sort();
+}
+
+export interface ReindexResult {
+  indexed: string[];
+  /** Packs whose table could not be read: left alone, reported. */
+  damaged: { pack: string; error: string }[];
+}
+
+/** Adds the given packs (or every pack the index lacks) to the index. Caller holds the lock. */
+export async function indexPacks(store: Store, ids?: string[]): Promise<ReindexResult> {
+  const known = new Set(store.index.packIds());
+  const todo = (ids ?? (await listPackFiles(store.packsDir))).filter((id) => !known.has(id));
+  const packs: PackInfo[] = [];
+  const files: NewFile[] = [];
+  const damaged: ReindexResult['damaged'] = [];
+  for (const id of todo) {
+    try {
+      const entries = await readPackTable(store.packsDir, id);
+      const fh = await open(packPath(store.packsDir, id), 'r');
+      try {
+        for (const e of entries) {
+          if (e.type !== ENTRY_FILE) continue;
+          const manifest = Buffer.alloc(e.length);
+          await fh.read(manifest, 0, e.length, e.offset);
+          if (manifest.length % MANIFEST_RECORD !== 0) throw new Error(`file manifest ${e.id.toString('hex')} has a bad length`);
+          let size = 0;
+          for (let o = 32; o < manifest.length; o += MANIFEST_RECORD) size += manifest.readUInt32LE(o);
+          files.push({ oid: e.id, size, manifest });
+        }
+      } finally {
+        await fh.close();
+      }
+      const { size } = await stat(packPath(store.packsDir, id));
+      packs.push({ id, size, entries });
+    } catch (e) {
+      damaged.push({ pack: id, error: (e as Error).message });
+    }
+  }
+  if (packs.length) store.index.recordPacks(packs, files);
+  return { indexed: packs.map((p) => p.id), damaged };
+}
