@@ -12,7 +12,7 @@ import { ContentReader } from './content.js';
 import type { StatEntry } from './index-db.js';
 import { atomicWriteFile, tmpName } from './fsutil.js';
 import { identifyFile } from './identify.js';
-import { nowNs, statEntry, statMatches, type StatInfo, type WorkFile } from './workspace.js';
+import { nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, type StatInfo, type WorkFile } from './workspace.js';
 import { readMeta, resolveRev } from './versions.js';
 import { listVersionFiles, type VersionFile } from './version-files.js';
 import type { Progress } from './commit.js';
@@ -89,6 +89,7 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
     const what = meta?.version ?? commit.slice(0, 12);
     const all = await listVersionFiles(repo, commit);
     const files = selectFiles(all, opts.patterns, what);
+    if (intoWorkspace) await sweepTemps(target, (await scanWorkspace(target)).temps);
 
     const writes: { f: VersionFile; dest: string }[] = [];
     const unchanged: { f: VersionFile; dest: string }[] = [];

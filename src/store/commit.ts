@@ -10,7 +10,7 @@ import { ContentWriter } from './content.js';
 import type { StatEntry } from './index-db.js';
 import type { FlatTree, Signature } from './repo.js';
 import { identifyFile } from './identify.js';
-import { gitMode, nowNs, scanWorkspace, statEntry, statMatches, toWorkspacePaths, underAny } from './workspace.js';
+import { gitMode, nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, toWorkspacePaths, underAny } from './workspace.js';
 import {
   DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, lastVersionNumber, lineRef, readMeta, versionName,
   type VersionMeta,
@@ -76,7 +76,8 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
     const headFlat: FlatTree = head ? modelEntries(await repo.readFlatTree((await repo.readCommit(head)).tree)) : new Map();
 
     const scanAt = nowNs();
-    const { files, skipped } = await scanWorkspace(root, prefixes);
+    const { files, skipped, temps } = await scanWorkspace(root, prefixes);
+    await sweepTemps(root, temps);
     const warnings = skipped.map((p) => `skipped ${p}: not a regular file or symlink`);
     const flat: FlatTree = new Map();
     if (prefixes) for (const [p, e] of headFlat) if (!underAny(p, prefixes)) flat.set(p, e);

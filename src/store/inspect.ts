@@ -38,6 +38,8 @@ export async function tagsByCommit(repo: GitRepo): Promise<Map<string, string[]>
 /** Newest first along first parents from `rev` (default `latest`). */
 export async function log(store: Store, opts: { rev?: string; limit?: number } = {}): Promise<LogEntry[]> {
   const repo = store.repo;
+  // An empty store has no history, which is not an error.
+  if (!opts.rev && !(await repo.readRef('refs/heads/latest'))) return [];
   const tags = await tagsByCommit(repo);
   let oid: string | undefined = await resolveRev(repo, opts.rev ?? 'latest');
   const out: LogEntry[] = [];

@@ -165,7 +165,7 @@ export class PackWriter {
     return done;
   }
 
-  /** Drops unfinished work (on error): temporary files go, sealed packs stay harmlessly unindexed. */
+  /** Drops everything this writer wrote (on error): nothing of it was published, so the store is as before. */
   async abort(): Promise<void> {
     const p = this.cur;
     this.cur = undefined;
@@ -174,7 +174,10 @@ export class PackWriter {
       await p.fh.then((h) => h.close()).catch(() => undefined);
       await unlink(p.tmp).catch(() => undefined);
     }
-    await Promise.allSettled(this.finishing);
+    for (const r of await Promise.allSettled(this.finishing)) {
+      if (r.status === 'fulfilled') await unlink(packPath(this.packsDir, r.value.id)).catch(() => undefined);
+    }
+    this.finishing = [];
   }
 }
 

@@ -2,7 +2,7 @@
  * The workspace: scanning it (with .mstoreignore), classifying files (git blob, git-lfs
  * pointer, symlink) and the stat cache that lets an unchanged 16 GB file cost a stat.
  */
-import { readdir, lstat, readFile, open } from 'node:fs/promises';
+import { readdir, lstat, readFile, open, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import ignore, { type Ignore } from 'ignore';
 import { MstoreError } from './errors.js';
@@ -99,10 +99,14 @@ export function underAny(p: string, prefixes: string[]): boolean {
  * Lists the files (and symlinks) of the workspace, or of the given workspace-relative
  * prefixes, skipping ignored names. Other file types are reported in `skipped`.
  */
-export async function scanWorkspace(root: string, prefixes?: string[]): Promise<{ files: WorkFile[]; skipped: string[] }> {
+export async function scanWorkspace(
+  root: string,
+  prefixes?: string[],
+): Promise<{ files: WorkFile[]; skipped: string[]; temps: string[] }> {
   const ig = await loadIgnore(root);
   const files: WorkFile[] = [];
   const skipped: string[] = [];
+  const temps: string[] = [];
   const visit = async (rel: string): Promise<void> => {
     const abs = rel ? path.join(root, rel) : root;
     let entries;
@@ -112,8 +116,12 @@ export async function scanWorkspace(root: string, prefixes?: string[]): Promise<
       throw new MstoreError('EBADINPUT', `cannot read directory ${rel || '.'}: ${(e as NodeJS.ErrnoException).code}`);
     }
     for (const d of entries) {
-      if (ALWAYS_IGNORED.has(d.name) || d.name.startsWith(TMP_PREFIX)) continue;
+      if (ALWAYS_IGNORED.has(d.name)) continue;
       const p = rel ? `${rel}/${d.name}` : d.name;
+      if (d.name.startsWith(TMP_PREFIX)) {
+        temps.push(p);
+        continue;
+      }
       if (d.isDirectory()) {
         if (ig.ignores(`${p}/`)) continue;
         if (prefixes && !prefixes.some((pre) => pre === '' || pre === p || pre.startsWith(`${p}/`) || p.startsWith(`${pre}/`))) continue;
@@ -132,7 +140,29 @@ export async function scanWorkspace(root: string, prefixes?: string[]): Promise<
   };
   await visit('');
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  return { files, skipped };
+  return { files, skipped, temps };
+}
+
+/**
+ * Removes checkout temporaries (`.mstore-tmp-<name>.tmp-<pid>-<rand>`) left by a killed
+ * process; a live process's are kept. Callers hold the store lock.
+ */
+export async function sweepTemps(root: string, temps: string[]): Promise<void> {
+  for (const p of temps) {
+    const m = /\.tmp-([0-9]+)-[0-9a-f]+$/.exec(p);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    let alive = pid === process.pid;
+    if (!alive) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (e) {
+        alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    if (!alive) await unlink(path.join(root, p)).catch(() => undefined);
+  }
 }
 
 export function isTextCandidate(p: string, size: number, textMaxBytes: number): boolean {
