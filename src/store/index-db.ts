@@ -75,7 +75,9 @@ export class StoreIndex {
   private readonly stats: Database<StatEntry, string>;
 
   constructor(dir: string) {
-    this.root = open({ path: dir, maxDbs: 8, compression: false });
+    // overlappingSync (lmdb-js's default on Linux) lets a commit return before its fsync;
+    // the publish order (index before refs) needs the index durable when the call returns.
+    this.root = open({ path: dir, maxDbs: 8, compression: false, overlappingSync: false });
     this.chunks = this.root.openDB({ name: 'chunks', keyEncoding: 'binary', encoding: 'binary' });
     this.files = this.root.openDB({ name: 'files', keyEncoding: 'binary', encoding: 'binary' });
     this.packs = this.root.openDB({ name: 'packs' });
