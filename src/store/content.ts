@@ -183,6 +183,7 @@ export class ContentWriter {
         filled += bytesRead;
         pos += bytesRead;
       }
+      if (filled === carry && !(pos >= size)) throw new Error(`internal: chunker made no progress in ${display}`);
       if (filled > carry) {
         slot.track(job.update(slot.sab, carry, filled - carry));
         onBytes?.(filled - carry);

@@ -12,7 +12,7 @@ import { StoreIndex } from './index-db.js';
 import { ParallelHasher } from './hashing.js';
 import { StoreLock } from './lock.js';
 import { indexPacks } from './reindex.js';
-import type { ChunkingConfig } from './content.js';
+import { SLOT_BYTES, type ChunkingConfig } from './content.js';
 
 export const STORE_DIR = '.mstore';
 export const FORMAT = 'mstore/1';
@@ -61,7 +61,23 @@ async function readConfig(dir: string): Promise<StoreConfig | undefined> {
   }
   if (cfg.format !== FORMAT) return undefined;
   const d = defaultConfig(cfg.bare);
-  return { ...d, ...cfg, chunking: { ...d.chunking, ...cfg.chunking, cdc: { ...d.chunking.cdc, ...cfg.chunking?.cdc } } };
+  const merged = { ...d, ...cfg, chunking: { ...d.chunking, ...cfg.chunking, cdc: { ...d.chunking.cdc, ...cfg.chunking?.cdc } } };
+  const problem = configProblem(merged);
+  if (problem) throw new MstoreError('ECORRUPT', `${path.join(dir, 'config.json')}: ${problem}`);
+  return merged;
+}
+
+/** Chunks must fit half a pipeline slot (the other half carries the previous chunk's tail). */
+function configProblem(c: StoreConfig): string | undefined {
+  const maxChunk = SLOT_BYTES / 2;
+  const { pieceBytes, cdc, singleChunkBytes, packTargetBytes } = c.chunking;
+  const ints = { textMaxBytes: c.textMaxBytes, pieceBytes, 'cdc.min': cdc.min, 'cdc.avg': cdc.avg, 'cdc.max': cdc.max, singleChunkBytes, packTargetBytes };
+  for (const [k, v] of Object.entries(ints)) if (!Number.isSafeInteger(v) || v <= 0) return `${k} must be a positive integer`;
+  if (pieceBytes > maxChunk) return `chunking.pieceBytes must be at most ${maxChunk}`;
+  if (!(cdc.min < cdc.avg && cdc.avg < cdc.max)) return 'chunking.cdc needs min < avg < max';
+  if (cdc.max > maxChunk) return `chunking.cdc.max must be at most ${maxChunk}`;
+  if (singleChunkBytes > 0xffffffff) return 'chunking.singleChunkBytes must fit in 32 bits';
+  return undefined;
 }
 
 export class Store {
