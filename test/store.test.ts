@@ -200,4 +200,38 @@ test('commit of some paths keeps the rest of latest', () => {
   }
 });
 
+test('review findings: pointer-shaped text, tag/line collisions, newly ignored files, no temporaries in refs', () => {
+  const ws = tmpDir();
+  const dest = tmpDir();
+  try {
+    mstore(ws, ['init']);
+    writeModelDir(ws);
+    // A text file whose content is a valid git-lfs pointer is content, not a pointer.
+    const fake = `version https://git-lfs.github.com/spec/v1\noid sha256:${'b'.repeat(64)}\nsize 5\n`;
+    writeFileSync(path.join(ws, 'pointer.txt'), fake);
+    writeFileSync(path.join(ws, 'scratch.json'), '{"keep":"me"}');
+    mstoreJson(ws, ['commit', '-m', 'one']);
+    assert.is(mstore(ws, ['checkout', 'v001', '--to', dest]).code, 0);
+    assert.is(readFileSync(path.join(dest, 'pointer.txt'), 'utf8'), fake);
+    // A user tag and a line of the same name cannot both exist in git.
+    assert.is(mstore(ws, ['tag', 'exp']).code, 0);
+    writeFileSync(path.join(ws, 'notes.txt'), 'x');
+    const r = mstore(ws, ['commit', '-m', 'on line exp', '--line', 'exp']);
+    assert.is(r.code, 2, r.stderr);
+    assert.match(r.stderr, /collides/);
+    mstoreJson(ws, ['commit', '-m', 'on line other', '--line', 'other']);
+    assert.is(mstore(ws, ['tag', 'other']).code, 2);
+    // A file that becomes ignored is no longer tracked: a full checkout leaves it alone.
+    writeFileSync(path.join(ws, '.mstoreignore'), 'scratch.json\n');
+    mstoreJson(ws, ['commit', '-m', 'ignore scratch']);
+    assert.is(mstore(ws, ['checkout', 'v002']).code, 0);
+    assert.is(readFileSync(path.join(ws, 'scratch.json'), 'utf8'), '{"keep":"me"}');
+    const tags = mstoreJson<{ name: string }[]>(ws, ['tag', '--list']).map((t) => t.name);
+    assert.ok(tags.every((t) => !t.includes('tmp')), tags.join(' '));
+  } finally {
+    cleanup(ws);
+    cleanup(dest);
+  }
+});
+
 test.run();

@@ -10,7 +10,7 @@ import { MstoreError } from './errors.js';
 import type { Store } from './store.js';
 import { ContentReader } from './content.js';
 import type { StatEntry } from './index-db.js';
-import { atomicWriteFile, tmpName } from './fsutil.js';
+import { atomicWriteFile, fsyncDir, tmpName } from './fsutil.js';
 import { identifyFile } from './identify.js';
 import { nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, type StatInfo, type WorkFile } from './workspace.js';
 import { readMeta, resolveRev } from './versions.js';
@@ -139,6 +139,7 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
       opts.onProgress?.({ phase: 'checkout', done, total });
     };
     const reader = new ContentReader(index, store.hasher, store.packsDir);
+    const dirs = new Set<string>();
     try {
       for (const { f, dest } of writes) {
         await mkdir(path.dirname(dest), { recursive: true }).catch((e: NodeJS.ErrnoException) => {
@@ -149,18 +150,24 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
           await reader.materialize(f.oid, dest, f.path, mode, onBytes);
         } else if (f.kind === 'link') {
           const t = Buffer.from(await repo.readBlob(f.blob)).toString();
-          const tmp = tmpName(path.join(path.dirname(dest), `.mstore-tmp-${path.basename(dest)}`));
+          const tmp = tmpName(dest);
           await symlink(t, tmp);
           await rename(tmp, dest);
         } else {
-          await atomicWriteFile(dest, await repo.readBlob(f.blob), mode);
+          await atomicWriteFile(dest, await repo.readBlob(f.blob), { mode, exactMode: true });
           onBytes(f.size);
         }
+        dirs.add(path.dirname(dest));
       }
     } finally {
       await reader.close();
     }
-    for (const p of removals) await unlink(path.join(target, p)).catch(() => undefined);
+    for (const p of removals) {
+      await unlink(path.join(target, p)).catch(() => undefined);
+      dirs.add(path.dirname(path.join(target, p)));
+    }
+    // The renames themselves must survive a power loss before we report success.
+    for (const d of dirs) await fsyncDir(d).catch(() => undefined);
 
     if (intoWorkspace) {
       const at = nowNs();

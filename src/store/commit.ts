@@ -12,7 +12,7 @@ import type { FlatTree, Signature } from './repo.js';
 import { identifyFile } from './identify.js';
 import { gitMode, nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, toWorkspacePaths, underAny } from './workspace.js';
 import {
-  DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, lastVersionNumber, lineRef, readMeta, versionName,
+  DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, lastVersionNumber, lineRef, readMeta, refCollision, versionName,
   type VersionMeta,
 } from './versions.js';
 import { describeEntry, modelEntries } from './version-files.js';
@@ -73,6 +73,10 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
     const index = store.index;
     const prefixes = opts.paths?.length ? toWorkspacePaths(root, opts.cwd, opts.paths) : undefined;
     const head = await repo.readRef(lineRef(line));
+    if (!head && line !== DEFAULT_LINE) {
+      const clash = (await refCollision(repo, `refs/tags/${line}/v001`)) ?? (await refCollision(repo, lineRef(line)));
+      if (clash) throw new MstoreError('EBADNAME', `line '${line}' collides with the existing ref ${clash}`, 2);
+    }
     const headFlat: FlatTree = head ? modelEntries(await repo.readFlatTree((await repo.readCommit(head)).tree)) : new Map();
 
     const scanAt = nowNs();
@@ -125,6 +129,11 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
     }
     for (const p of headFlat.keys()) if (!flat.has(p)) deleted.push(p);
     const changed = added.length + modified.length + deleted.length > 0;
+    // Paths gone from the workspace (deleted, or now ignored) are no longer tracked.
+    const scanned = new Set(files.map((f) => f.path));
+    for (const p of index.statPaths()) {
+      if (!scanned.has(p) && (!prefixes || underAny(p, prefixes))) statUpdates.set(p, null);
+    }
 
     let totalBytes = 0;
     for (const [p, e] of flat) {

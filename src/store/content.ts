@@ -5,7 +5,6 @@
  * (ParallelHasher) while this thread hashes chunks and the thread pool does the I/O.
  */
 import { open, unlink, rename, chmod, type FileHandle } from 'node:fs/promises';
-import path from 'node:path';
 import { MstoreError } from './errors.js';
 import { sha256, type ParallelHasher } from './hashing.js';
 import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath } from './pack.js';
@@ -325,7 +324,7 @@ export class ContentReader {
    * while writing, fsynced, then renamed into place. Nothing partial is ever left.
    */
   async materialize(oid: string, dest: string, display: string, mode: number, onBytes?: BytesCallback): Promise<void> {
-    const tmp = tmpName(path.join(path.dirname(dest), `.mstore-tmp-${path.basename(dest)}`));
+    const tmp = tmpName(dest);
     const fh = await open(tmp, 'wx', mode);
     let ok = false;
     try {

@@ -1,6 +1,10 @@
 /** Small filesystem helpers for the publish-after-fsync rule. */
-import { open, rename, unlink } from 'node:fs/promises';
+import { open, rename, unlink, chmod } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+
+/** Every temporary file mstore creates starts with this, so scans skip it and sweeps find it. */
+export const TMP_PREFIX = '.mstore-tmp-';
 
 /** fsync a directory so a rename inside it survives power loss. */
 export async function fsyncDir(dir: string): Promise<void> {
@@ -12,13 +16,27 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-export function tmpName(finalPath: string): string {
-  return `${finalPath}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+/**
+ * `<dir>/.mstore-tmp-<name>.tmp-<pid>-<hex>`, in the target's directory unless `dir` is
+ * given (it must be on the same filesystem for the rename). The pid lets a sweep tell a
+ * dead writer's leftovers from a live one's.
+ */
+export function tmpName(finalPath: string, dir?: string): string {
+  return path.join(dir ?? path.dirname(finalPath), `${TMP_PREFIX}${path.basename(finalPath)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+export interface AtomicWriteOptions {
+  mode?: number;
+  /** Set the mode exactly (chmod), not filtered by the umask. */
+  exactMode?: boolean;
+  /** Where the temporary file goes (default: the target's directory). */
+  tmpDir?: string;
 }
 
 /** Write to a temporary name, fsync, rename over the target: readers see old or new, never partial. */
-export async function atomicWriteFile(file: string, data: Uint8Array | string, mode = 0o666): Promise<void> {
-  const tmp = tmpName(file);
+export async function atomicWriteFile(file: string, data: Uint8Array | string, opts: AtomicWriteOptions = {}): Promise<void> {
+  const mode = opts.mode ?? 0o666;
+  const tmp = tmpName(file, opts.tmpDir);
   const fh = await open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
@@ -30,6 +48,7 @@ export async function atomicWriteFile(file: string, data: Uint8Array | string, m
   }
   await fh.close();
   try {
+    if (opts.exactMode) await chmod(tmp, mode);
     await rename(tmp, file);
   } catch (e) {
     await unlink(tmp).catch(() => undefined);

@@ -5,7 +5,7 @@
 import { readlink } from 'node:fs/promises';
 import { MstoreError } from './errors.js';
 import { sha256Hex } from './hashing.js';
-import { renderPointer } from './pointer.js';
+import { parsePointer, renderPointer } from './pointer.js';
 import type { StatKind } from './index-db.js';
 import type { GitRepo } from './repo.js';
 import type { ContentWriter, BytesCallback } from './content.js';
@@ -47,7 +47,8 @@ export async function identifyFile(
   }
   if (f.stat.size === 0 || isTextCandidate(f.path, f.stat.size, textMaxBytes)) {
     const data = await readSmallFile(f.abs, f.path);
-    if (data.length === 0 || isText(data)) {
+    // Text that happens to be a git-lfs pointer would be read back as one: store it as content.
+    if (data.length === 0 || (isText(data) && !parsePointer(data))) {
       onBytes?.(data.length);
       return { kind: 'git', oid: sha256Hex(data), blob: await repo.hashBlob(data), size: data.length, gitContent: data, newBytes: data.length };
     }

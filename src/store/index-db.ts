@@ -41,6 +41,7 @@ export interface StatEntry {
 }
 
 export const MANIFEST_RECORD = 36;
+const MAX_STAT_KEY = 1900;
 
 export function encodeManifest(chunks: ManifestChunk[]): Buffer {
   const b = Buffer.alloc(chunks.length * MANIFEST_RECORD);
@@ -163,6 +164,8 @@ export class StoreIndex {
 
   private applyStats(updates: Map<string, StatEntry | null>): void {
     for (const [k, v] of [...updates].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
+      // lmdb keys are limited (~1978 bytes): such a path is simply never cached (re-hashed each time).
+      if (Buffer.byteLength(k) > MAX_STAT_KEY) continue;
       if (v === null) this.stats.remove(k);
       else this.stats.put(k, v);
     }

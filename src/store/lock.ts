@@ -24,6 +24,52 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * Removes a stale lock under a second, short-lived lock, re-reading it first: two waiters
+ * that both saw the same dead owner must not let the slower one delete the faster one's
+ * fresh lock. A takeover lock older than 10 s is itself a crash leftover.
+ */
+async function takeOver(file: string, seen: LockOwner | undefined): Promise<boolean> {
+  const guard = `${file}.takeover`;
+  try {
+    await (await open(guard, 'wx')).close();
+  } catch {
+    const old = await stat(guard).then((s) => Date.now() - s.mtimeMs > 10_000, () => false);
+    if (old) await unlink(guard).catch(() => undefined);
+    return false;
+  }
+  try {
+    const now = await readFile(file, 'utf8').then(
+      (t) => t,
+      () => undefined,
+    );
+    if (now === undefined) return true; // already gone
+    const stillStale = seen ? isSameOwner(now, seen) : !parses(now);
+    if (stillStale) await unlink(file).catch(() => undefined);
+    return true;
+  } finally {
+    await unlink(guard).catch(() => undefined);
+  }
+}
+
+function parses(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isSameOwner(text: string, seen: LockOwner): boolean {
+  try {
+    const o = JSON.parse(text) as LockOwner;
+    return o.pid === seen.pid && o.host === seen.host && o.since === seen.since;
+  } catch {
+    return false;
+  }
+}
+
 export class StoreLock {
   private constructor(
     private readonly file: string,
@@ -50,16 +96,9 @@ export class StoreLock {
       } catch {
         owner = undefined; // being written right now, or torn by a crash
       }
-      if (owner && owner.host === me.host && !alive(owner.pid)) {
-        await unlink(file).catch(() => undefined);
-        stale = true;
-        continue;
-      }
-      if (!owner) {
-        // A torn lock file from a crash between create and write: stale after a short while.
-        const age = await stat(file).then((s) => Date.now() - s.mtimeMs, () => 0);
-        if (age > 2000) {
-          await unlink(file).catch(() => undefined);
+      const tornAndOld = !owner && (await stat(file).then((s) => Date.now() - s.mtimeMs > 2000, () => false));
+      if ((owner && owner.host === me.host && !alive(owner.pid)) || tornAndOld) {
+        if (await takeOver(file, owner)) {
           stale = true;
           continue;
         }

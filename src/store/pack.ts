@@ -138,7 +138,7 @@ export class PackWriter {
       await fh.close();
       const id = hash.toString('hex');
       const final = packPath(this.packsDir, id);
-      await mkdir(path.dirname(final), { recursive: true });
+      if (await mkdir(path.dirname(final), { recursive: true })) await fsyncDir(this.packsDir);
       await rename(p.tmp, final);
       await fsyncDir(path.dirname(final));
       return { id, size: p.offset + tail.length, entries: p.entries };
@@ -210,6 +210,9 @@ export async function readPackTable(packsDir: string, id: string): Promise<PackE
   try {
     const { size } = await fh.stat();
     if (size < PACK_MAGIC.length + FOOTER_BYTES) throw new Error(`pack ${id}: too short`);
+    const magic = Buffer.alloc(PACK_MAGIC.length);
+    await fh.read(magic, 0, magic.length, 0);
+    if (!magic.equals(PACK_MAGIC)) throw new Error(`pack ${id}: bad header magic`);
     const footer = Buffer.alloc(FOOTER_BYTES);
     await fh.read(footer, 0, FOOTER_BYTES, size - FOOTER_BYTES);
     const count = footer.readUInt32LE(32);

@@ -6,7 +6,7 @@
 import { mkdir, readFile, stat, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { MstoreError } from './errors.js';
-import { atomicWriteFile } from './fsutil.js';
+import { atomicWriteFile, TMP_PREFIX } from './fsutil.js';
 import { GitRepo } from './repo.js';
 import { StoreIndex } from './index-db.js';
 import { ParallelHasher } from './hashing.js';
@@ -59,7 +59,9 @@ async function readConfig(dir: string): Promise<StoreConfig | undefined> {
   } catch {
     throw new MstoreError('ECORRUPT', `${path.join(dir, 'config.json')} is not valid JSON`);
   }
-  if (cfg.format !== FORMAT) return undefined;
+  if (cfg.format !== FORMAT) {
+    throw new MstoreError('ECORRUPT', `${path.join(dir, 'config.json')}: unsupported store format '${String(cfg.format)}' (this mstore reads ${FORMAT})`);
+  }
   const d = defaultConfig(cfg.bare);
   const merged = { ...d, ...cfg, chunking: { ...d.chunking, ...cfg.chunking, cdc: { ...d.chunking.cdc, ...cfg.chunking?.cdc } } };
   const problem = configProblem(merged);
@@ -124,8 +126,12 @@ export class Store {
     for (;;) {
       const ws = await readConfig(path.join(d, STORE_DIR));
       if (ws) return new Store(path.join(d, STORE_DIR), d, ws);
-      const bare = await readConfig(d);
-      if (bare?.bare) return new Store(d, undefined, bare);
+      // A bare store is a directory with git/ and packs/ beside config.json; any other
+      // config.json (a model's, say) is none of our business.
+      if ((await exists(path.join(d, 'git'))) && (await exists(path.join(d, 'packs')))) {
+        const bare = await readConfig(d);
+        if (bare?.bare) return new Store(d, undefined, bare);
+      }
       const up = path.dirname(d);
       if (up === d) break;
       d = up;
@@ -157,6 +163,10 @@ export class Store {
     try {
       await rm(this.tmpDir, { recursive: true, force: true });
       await mkdir(this.tmpDir, { recursive: true });
+      // Temporaries of git writes interrupted by a crash (every git writer holds this lock).
+      for (const name of await readdir(this.gitdir).catch(() => [] as string[])) {
+        if (name.startsWith(TMP_PREFIX)) await rm(path.join(this.gitdir, name), { force: true });
+      }
       // A crashed writer may have sealed packs it never indexed: index them, don't store them twice.
       if (lock.tookOverStale) await indexPacks(this);
       return await fn();

@@ -2,7 +2,7 @@
 import os from 'node:os';
 import { MstoreError } from './errors.js';
 import type { Store } from './store.js';
-import { checkTagName, resolveRev, readMeta } from './versions.js';
+import { checkTagName, refCollision, resolveRev, readMeta } from './versions.js';
 import { defaultAuthor } from './commit.js';
 
 export interface TagInfo {
@@ -20,6 +20,8 @@ export async function createTag(store: Store, name: string, rev = 'latest', mess
   return store.withLock('tag', async () => {
     const repo = store.repo;
     if (await repo.readRef(`refs/tags/${name}`)) throw new MstoreError('EEXISTS', `tag '${name}' already exists`);
+    const clash = await refCollision(repo, `refs/tags/${name}`);
+    if (clash) throw new MstoreError('EBADNAME', `tag '${name}' collides with the existing ref ${clash}`, 2);
     const commit = await resolveRev(repo, rev);
     const meta = await readMeta(repo, commit);
     const author = defaultAuthor();

@@ -54,6 +54,20 @@ export function checkTagName(name: string): void {
   }
 }
 
+/**
+ * git cannot hold both refs/tags/a and refs/tags/a/b (a file and a directory of one name):
+ * names whose ref would collide with an existing one are refused before anything is written.
+ */
+export async function refCollision(repo: GitRepo, ref: string): Promise<string | undefined> {
+  const parts = ref.split('/');
+  for (let i = 3; i < parts.length; i++) {
+    const prefix = parts.slice(0, i).join('/');
+    if (await repo.readRef(prefix)) return prefix;
+  }
+  const below = await repo.listRefs(ref);
+  return below.length ? `${ref}/${below[0]}` : undefined;
+}
+
 export function lineRef(line: string): string {
   return line === DEFAULT_LINE ? 'refs/heads/latest' : `refs/heads/${line}/latest`;
 }

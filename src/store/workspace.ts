@@ -9,10 +9,10 @@ import { MstoreError } from './errors.js';
 import type { StatEntry, StatKind } from './index-db.js';
 import type { FileMode } from './repo.js';
 import { STORE_DIR } from './store.js';
+import { TMP_PREFIX } from './fsutil.js';
 
 /** Names never versioned, at any depth: store and git metadata, checkout temporaries. */
 const ALWAYS_IGNORED = new Set([STORE_DIR, '.git']);
-const TMP_PREFIX = '.mstore-tmp-';
 
 /** Extensions stored as plain git blobs when small enough and valid UTF-8 without NUL. */
 export const TEXT_EXTENSIONS = new Set(['.json', '.jsonl', '.yaml', '.yml', '.txt', '.md', '.csv', '.tsv', '.toml', '.cfg', '.ini', '.py', '.sh', '.jinja']);
