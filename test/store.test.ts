@@ -2,7 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import path from 'node:path';
-import { writeFileSync, symlinkSync, chmodSync, mkdirSync, rmSync, existsSync, readFileSync } from 'node:fs';
+import { writeFileSync, symlinkSync, chmodSync, mkdirSync, rmSync, existsSync, readFileSync, lstatSync, readdirSync } from 'node:fs';
 import { cleanup, git, layerTensors, mstore, mstoreJson, sha256File, tmpDir, treeDigest, writeModelDir, writeSafetensors } from './helpers.js';
 
 interface CommitJson {
@@ -230,6 +230,40 @@ test('review findings: pointer-shaped text, tag/line collisions, newly ignored f
     assert.ok(tags.every((t) => !t.includes('tmp')), tags.join(' '));
   } finally {
     cleanup(ws);
+    cleanup(dest);
+  }
+});
+
+test('checkout never writes through a symlinked directory', () => {
+  const ws = tmpDir();
+  const outside = tmpDir();
+  const dest = tmpDir();
+  try {
+    mstore(ws, ['init']);
+    writeFileSync(path.join(ws, 'config.json'), '{}');
+    symlinkSync(outside, path.join(ws, 'a'));
+    mstoreJson(ws, ['commit', '-m', 'a is a link']);
+    rmSync(path.join(ws, 'a'));
+    mkdirSync(path.join(ws, 'a'));
+    writeFileSync(path.join(ws, 'a', 'file.txt'), 'inside');
+    mstoreJson(ws, ['commit', '-m', 'a is a directory']);
+    // Back to v001 (a -> outside), then forward to v002: the tracked link is replaced, not followed.
+    assert.is(mstore(ws, ['checkout', 'v001', '--force']).code, 0);
+    assert.ok(lstatSync(path.join(ws, 'a')).isSymbolicLink());
+    const r = mstore(ws, ['checkout', 'v002']);
+    assert.is(r.code, 0, r.stderr);
+    assert.ok(lstatSync(path.join(ws, 'a')).isDirectory());
+    assert.is(readFileSync(path.join(ws, 'a', 'file.txt'), 'utf8'), 'inside');
+    assert.equal(readdirSync(outside), [], 'nothing written outside the workspace');
+    // A symlink planted in a --to target is refused, not followed.
+    symlinkSync(outside, path.join(dest, 'a'));
+    const t = mstore(ws, ['checkout', 'v002', '--to', dest]);
+    assert.is(t.code, 1);
+    assert.match(t.stderr, /symlink/);
+    assert.equal(readdirSync(outside), []);
+  } finally {
+    cleanup(ws);
+    cleanup(outside);
     cleanup(dest);
   }
 });

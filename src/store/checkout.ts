@@ -3,7 +3,7 @@
  * directory. Every conflict is found before anything is written; each file is written
  * to a temporary name, verified, fsynced and renamed into place.
  */
-import { lstat, mkdir, rename, symlink, unlink } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, rmdir, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import picomatch from 'picomatch';
 import { MstoreError } from './errors.js';
@@ -64,6 +64,55 @@ function safeJoin(root: string, p: string): string {
   return path.join(root, ...parts);
 }
 
+async function onlyRemovedFilesUnder(root: string, rel: string, removing: Set<string>): Promise<boolean> {
+  for (const e of await readdir(path.join(root, rel), { withFileTypes: true })) {
+    const p = `${rel}/${e.name}`;
+    if (e.isDirectory() ? !(await onlyRemovedFilesUnder(root, p, removing)) : !removing.has(p)) return false;
+  }
+  return true;
+}
+
+/** rmdir a tree that holds only directories, deepest first. */
+async function removeEmptyTree(dir: string): Promise<void> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // already pruned
+    throw e;
+  }
+  for (const e of entries) if (e.isDirectory()) await removeEmptyTree(path.join(dir, e.name));
+  await rmdir(dir);
+}
+
+/** After removals, drop the directories they left empty, up to (not including) the root. */
+async function pruneEmptyDirs(root: string, removed: string[]): Promise<void> {
+  for (const p of removed) {
+    let d = path.dirname(p);
+    while (d !== '.' && d !== '') {
+      try {
+        await rmdir(path.join(root, d));
+      } catch {
+        break; // not empty (or gone): stop climbing
+      }
+      d = path.dirname(d);
+    }
+  }
+}
+
+/** The first parent directory of `rel` under `root` that is a symlink or not a directory. */
+async function blockedParent(root: string, rel: string): Promise<{ path: string; kind: string } | undefined> {
+  const parts = rel.split('/');
+  for (let i = 1; i < parts.length; i++) {
+    const p = parts.slice(0, i).join('/');
+    const st = await lstat(path.join(root, p)).catch(() => undefined);
+    if (!st) return undefined;
+    if (st.isSymbolicLink()) return { path: p, kind: 'symlink' };
+    if (!st.isDirectory()) return { path: p, kind: 'file' };
+  }
+  return undefined;
+}
+
 async function lstatInfo(abs: string): Promise<{ info: StatInfo; isDir: boolean; isLink: boolean } | undefined> {
   try {
     const s = await lstat(abs, { bigint: true });
@@ -94,15 +143,58 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
     const writes: { f: VersionFile; dest: string }[] = [];
     const unchanged: { f: VersionFile; dest: string }[] = [];
     const conflicts: string[] = [];
+
+    // Whole-version checkout into the workspace also removes tracked files the version lacks.
+    const removals: string[] = [];
+    if (intoWorkspace && !opts.patterns?.length) {
+      const wanted = new Set(all.map((f) => f.path));
+      for (const p of index.statPaths()) {
+        if (wanted.has(p)) continue;
+        if (await blockedParent(target, p)) continue; // never delete through a symlinked directory
+        const abs = path.join(target, p);
+        const cur = await lstatInfo(abs);
+        const cached = index.stat(p);
+        if (!cur || opts.force || statMatches(cached, cur.info)) {
+          removals.push(p);
+          continue;
+        }
+        if (cur.isDir) {
+          conflicts.push(`${p} (now a directory, and not in ${what})`);
+          continue;
+        }
+        // The stat differs (or is too recent to trust): the content decides.
+        const now = await identifyFile(repo, { path: p, abs, isLink: cur.isLink, stat: cur.info }, store.config.textMaxBytes);
+        if (cached && now.blob === cached.blob) removals.push(p);
+        else conflicts.push(`${p} (modified, and not in ${what})`);
+      }
+    }
+    const removing = new Set(removals);
+
+    // A parent that is a symlink (or a file) must never be written through: the file would
+    // land outside the target. It is replaced only when it is a tracked file going away, or with --force.
+    const clearFirst = new Set<string>();
+    const emptiedDirs = new Set<string>();
     for (const f of files) {
       const dest = safeJoin(target, f.path);
+      const blocker = await blockedParent(target, f.path);
+      if (blocker) {
+        if (removing.has(blocker.path) || opts.force) {
+          clearFirst.add(blocker.path);
+          writes.push({ f, dest });
+        } else conflicts.push(`${f.path} (${blocker.path} is a ${blocker.kind} in the way)`);
+        continue;
+      }
       const cur = await lstatInfo(dest);
       if (!cur) {
         writes.push({ f, dest });
         continue;
       }
       if (cur.isDir) {
-        conflicts.push(`${f.path} (a directory is in the way)`);
+        // A directory whose files all go away with this checkout is removed (git does the same).
+        if (await onlyRemovedFilesUnder(target, f.path, removing)) {
+          emptiedDirs.add(f.path);
+          writes.push({ f, dest });
+        } else conflicts.push(`${f.path} (a directory is in the way)`);
         continue;
       }
       const cached = intoWorkspace ? index.stat(f.path) : undefined;
@@ -113,19 +205,6 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
       if (blob === f.blob && sameMode) unchanged.push({ f, dest });
       else if (tracked || opts.force || (intoWorkspace && blob === cached?.blob)) writes.push({ f, dest });
       else conflicts.push(f.path);
-    }
-
-    // Whole-version checkout into the workspace also removes tracked files the version lacks.
-    const removals: string[] = [];
-    if (intoWorkspace && !opts.patterns?.length) {
-      const wanted = new Set(all.map((f) => f.path));
-      for (const p of index.statPaths()) {
-        if (wanted.has(p)) continue;
-        const cur = await lstatInfo(path.join(target, p));
-        if (!cur) removals.push(p);
-        else if (statMatches(index.stat(p), cur.info) || opts.force) removals.push(p);
-        else conflicts.push(`${p} (modified, and not in ${what})`);
-      }
     }
     if (conflicts.length) {
       const shown = conflicts.slice(0, 5).join(', ') + (conflicts.length > 5 ? `, and ${conflicts.length - 5} more` : '');
@@ -138,8 +217,15 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
       done += n;
       opts.onProgress?.({ phase: 'checkout', done, total });
     };
-    const reader = new ContentReader(index, store.hasher, store.packsDir);
     const dirs = new Set<string>();
+    for (const p of removals) {
+      await unlink(path.join(target, p)).catch(() => undefined);
+      dirs.add(path.dirname(path.join(target, p)));
+    }
+    await pruneEmptyDirs(target, removals);
+    for (const d of emptiedDirs) await removeEmptyTree(path.join(target, d));
+    for (const p of clearFirst) await unlink(path.join(target, p)).catch(() => undefined);
+    const reader = new ContentReader(index, store.hasher, store.packsDir);
     try {
       for (const { f, dest } of writes) {
         await mkdir(path.dirname(dest), { recursive: true }).catch((e: NodeJS.ErrnoException) => {
@@ -161,10 +247,6 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
       }
     } finally {
       await reader.close();
-    }
-    for (const p of removals) {
-      await unlink(path.join(target, p)).catch(() => undefined);
-      dirs.add(path.dirname(path.join(target, p)));
     }
     // The renames themselves must survive a power loss before we report success.
     for (const d of dirs) await fsyncDir(d).catch(() => undefined);

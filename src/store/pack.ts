@@ -216,8 +216,9 @@ export async function readPackTable(packsDir: string, id: string): Promise<PackE
     const footer = Buffer.alloc(FOOTER_BYTES);
     await fh.read(footer, 0, FOOTER_BYTES, size - FOOTER_BYTES);
     const count = footer.readUInt32LE(32);
-    const tail = Buffer.alloc(count * TABLE_ENTRY_BYTES + FOOTER_BYTES);
-    if (tail.length > size - PACK_MAGIC.length) throw new Error(`pack ${id}: table larger than the file`);
+    const tailBytes = count * TABLE_ENTRY_BYTES + FOOTER_BYTES;
+    if (tailBytes > size - PACK_MAGIC.length) throw new Error(`pack ${id}: table larger than the file`);
+    const tail = Buffer.alloc(tailBytes);
     await fh.read(tail, 0, tail.length, size - tail.length);
     return parsePackTail(id, size, tail);
   } finally {

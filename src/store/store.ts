@@ -78,7 +78,7 @@ function configProblem(c: StoreConfig): string | undefined {
   if (pieceBytes > maxChunk) return `chunking.pieceBytes must be at most ${maxChunk}`;
   if (!(cdc.min < cdc.avg && cdc.avg < cdc.max)) return 'chunking.cdc needs min < avg < max';
   if (cdc.max > maxChunk) return `chunking.cdc.max must be at most ${maxChunk}`;
-  if (singleChunkBytes > 0xffffffff) return 'chunking.singleChunkBytes must fit in 32 bits';
+  if (singleChunkBytes > maxChunk) return `chunking.singleChunkBytes must be at most ${maxChunk}`;
   return undefined;
 }
 
