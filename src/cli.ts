@@ -46,10 +46,10 @@ await yargs(argv)
   .version(version)
   // yargs renders (and wraps) the help text on every run to cache it; wrapping costs ~30 ms of startup.
   .wrap(wantsHelp ? Math.min(110, process.stdout.columns || 110) : null)
-  .fail((msg, err, y) => {
-    if (err) throw err;
-    process.stderr.write(`mstore: usage: ${msg}\n(see mstore --help)\n`);
-    void y;
+  .fail((msg, err) => {
+    // Validation and parse errors (yargs' YError, or a throwing coerce) are usage errors: exit 2.
+    // Command failures never get here: commands/ui.ts handler() reports those.
+    process.stderr.write(`mstore: usage: ${msg ?? err?.message ?? 'invalid arguments'}\n(see mstore --help)\n`);
     process.exit(2);
   })
   .parseAsync();

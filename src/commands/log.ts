@@ -23,7 +23,14 @@ export const logCommand: CommandModule<object, Args> = {
   builder: (y) =>
     y
       .positional('rev', { type: 'string', describe: 'start here (default: latest)' })
-      .option('n', { type: 'number', describe: 'show at most N versions' })
+      .option('n', {
+        type: 'number',
+        describe: 'show at most N versions',
+        coerce: (v: number) => {
+          if (!Number.isInteger(v) || v < 0) throw new Error('-n expects a non-negative integer');
+          return v;
+        },
+      })
       .option('json', { type: 'boolean', default: false })
       .example('$0 log -n 5', 'the five newest versions')
       .example('$0 log merged/latest --json', 'the merged line as JSON') as never,

@@ -228,6 +228,9 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
     const reader = new ContentReader(index, store.hasher, store.packsDir);
     try {
       for (const { f, dest } of writes) {
+        // Re-checked at write time: the plan was made before this checkout created anything.
+        const blocker = await blockedParent(target, f.path);
+        if (blocker) throw new MstoreError('ECORRUPT', `refusing to write ${f.path}: ${blocker.path} is a ${blocker.kind}`);
         await mkdir(path.dirname(dest), { recursive: true }).catch((e: NodeJS.ErrnoException) => {
           throw new MstoreError('ECONFLICT', `cannot create the directory for ${f.path}: ${e.code}`);
         });

@@ -80,11 +80,21 @@ export class GitRepo {
       const { tree } = await git.readTree({ ...this.base, oid, cache: this.cache });
       for (const e of tree) {
         const p = prefix + e.path;
-        if (e.type === 'tree') await walk(e.oid, `${p}/`);
-        else if (e.type === 'blob') flat.set(p, { mode: e.mode as FileMode, blob: e.oid });
+        if (e.type === 'tree') {
+          if (dirs.has(p)) throw new Error(`tree ${treeOid} names directory ${p} twice`);
+          dirs.add(p);
+          await walk(e.oid, `${p}/`);
+        } else if (e.type === 'blob') {
+          if (flat.has(p)) throw new Error(`tree ${treeOid} names ${p} twice`);
+          flat.set(p, { mode: e.mode as FileMode, blob: e.oid });
+        }
       }
     };
+    // Git's own writers never produce duplicate names or a name that is both a file and a
+    // directory; a hand-made tree can (git mktree accepts it). Checkout relies on neither.
+    const dirs = new Set<string>();
     await walk(treeOid, '');
+    for (const d of dirs) if (flat.has(d)) throw new Error(`tree ${treeOid} has both a file and a directory named ${d}`);
     return flat;
   }
 
