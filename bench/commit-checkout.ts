@@ -1,205 +1,380 @@
 /**
- * `npm run bench`: commit, no-op commit, checkout, dedup and peak memory of mstore on a
- * generated 1 GiB safetensors file, against anchors measured in the same run:
- * `openssl dgst -sha256` (the hashing limit), `cp` (the copy limit), git-lfs and restic.
- * Timings are medians of MSTORE_BENCH_REPS runs (default 3), each after `sync` and a short
- * pause, because this machine's disk writeback (and `discard` on delete) is noisy.
+ * `npm run bench`: commit, no-op commit, checkout, dedup and peak memory of mstore on generated
+ * safetensors files (24 BF16 tensors, incompressible), against anchors measured in the same run:
+ * `openssl dgst -sha256` (the hashing limit) and `cp` (the copy limit), plus git-lfs and restic
+ * when installed. Every timing is the wall time of a real process (performance.now around
+ * spawnSync), node startup included; anchors and mstore steps are medians of MSTORE_BENCH_REPS
+ * interleaved reps, each step started after `sync` (no dirty pages; the input stays in the page
+ * cache). Ratios are ratios of those medians; the per-rep ratios and CPU times are printed too.
  *
- * Env: MSTORE_BENCH_DIR (work dir), MSTORE_BENCH_GIB (1), MSTORE_BENCH_RSS_GIB (4; 0 skips),
- * MSTORE_BENCH_REPS (3).
+ * Env: MSTORE_BENCH_DIR (work dir; default os.tmpdir()), MSTORE_BENCH_GIB (1), MSTORE_BENCH_RSS_GIB
+ * (4; 0 skips), MSTORE_BENCH_REPS (3), MSTORE_BENCH_CLI (the CLI file; default the esbuild bundle
+ * when it is at least as new as dist/src/cli.js, else dist/src/cli.js).
+ * Exit status: 0 when every acceptance figure passes, 1 otherwise.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, mkdirSync, readdirSync, lstatSync, readFileSync, existsSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeSafetensors, type TensorSpec } from '../test/helpers.js';
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bundle/cli.js');
-const GIB = Number(process.env.MSTORE_BENCH_GIB ?? 1);
-const RSS_GIB = Number(process.env.MSTORE_BENCH_RSS_GIB ?? 4);
-const REPS = Math.max(1, Number(process.env.MSTORE_BENCH_REPS ?? 3));
+const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const SRC_CLI = path.join(DIST, 'src', 'cli.js');
+const BUNDLE_CLI = path.join(DIST, 'bundle', 'cli.js');
+const bundleFresh = existsSync(BUNDLE_CLI) && existsSync(SRC_CLI) && statSync(BUNDLE_CLI).mtimeMs >= statSync(SRC_CLI).mtimeMs;
+const CLI = path.resolve(process.env.MSTORE_BENCH_CLI ?? (bundleFresh ? BUNDLE_CLI : SRC_CLI));
+const OTHER_CLI = CLI === BUNDLE_CLI ? SRC_CLI : CLI === SRC_CLI && existsSync(BUNDLE_CLI) ? BUNDLE_CLI : undefined;
+
+const num = (name: string, dflt: number): number => {
+  const v = Number(process.env[name] ?? dflt);
+  if (!Number.isFinite(v) || v < 0) throw new Error(`${name} must be a non-negative number`);
+  return v;
+};
+const GIB = num('MSTORE_BENCH_GIB', 1);
+const RSS_GIB = num('MSTORE_BENCH_RSS_GIB', 4);
+const REPS = Math.max(1, Math.floor(num('MSTORE_BENCH_REPS', 3)));
 const TENSORS = 24;
+const CHANGED = 8; // tensors changed in place for v2: a third
+const MiB = 2 ** 20;
 
-const base = process.env.MSTORE_BENCH_DIR ?? os.tmpdir();
-mkdirSync(base, { recursive: true });
-const root = mkdtempSync(path.join(base, 'mstore-bench-'));
+// ---------------------------------------------------------------- helpers
 
-function run(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): { ms: number; stdout: string; stderr: string } {
-  const t = performance.now();
-  const r = spawnSync(cmd, args, { cwd: opts.cwd, encoding: 'utf8', env: { ...process.env, ...opts.env }, maxBuffer: 1 << 26 });
-  const ms = performance.now() - t;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-  return { ms, stdout: r.stdout, stderr: r.stderr };
+interface Ran {
+  ms: number;
+  stdout: string;
+  stderr: string;
+  /** CPU seconds of the child (user, sys) and its peak RSS in KB, from GNU time when present. */
+  cpu?: { user: number; sys: number; maxKb: number };
 }
 
-/** Start each timed step with no dirty pages and a settled disk. */
+const GNU_TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
+let rusageSeq = 0;
+
+/**
+ * Runs a real process and times it with performance.now() around spawnSync. With `rusage`, it
+ * runs under GNU time (`-o FILE`, so its output stays apart; ~1 ms) to record CPU and peak RSS.
+ */
+function run(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string>; rusage?: boolean } = {}): Ran {
+  const ru = opts.rusage && GNU_TIME ? path.join(root, `rusage-${rusageSeq++}.txt`) : undefined;
+  const [file, argv] = ru ? [GNU_TIME!, ['-f', '%U %S %M', '-o', ru, cmd, ...args]] : [cmd, args];
+  const t = performance.now();
+  const r = spawnSync(file, argv, {
+    cwd: opts.cwd,
+    encoding: 'utf8',
+    env: { ...process.env, NO_COLOR: '1', ...opts.env },
+    maxBuffer: 64 * MiB,
+  });
+  const ms = performance.now() - t;
+  if (r.error) throw r.error;
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} ${r.signal ? `killed by ${r.signal}` : `exited ${r.status}`}: ${r.stderr}`);
+  let cpu: Ran['cpu'];
+  if (ru) {
+    const [user, sys, maxKb] = readFileSync(ru, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+    rmSync(ru, { force: true });
+    cpu = { user, sys, maxKb };
+  }
+  return { ms, stdout: r.stdout, stderr: r.stderr, cpu };
+}
+
+const have = (cmd: string, args: string[]): boolean => {
+  const r = spawnSync(cmd, args, { stdio: 'ignore' });
+  return !r.error && r.status === 0;
+};
+
+/**
+ * Start each timed step with no dirty pages (drop_caches is not possible here). No pause after
+ * `sync`: on this VM (virtio-balloon free page reporting) page-cache pages freed more than ~2 s
+ * earlier go back to the host, and writing 1 GiB into fresh ones costs 2-3 s of system time
+ * instead of ~0.4 s, for cp and mstore alike; a pause makes that random, not fairer.
+ */
 function settle(): void {
   spawnSync('sync');
-  spawnSync('sleep', ['1']);
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 
+/** Apparent size in bytes, as `du -sb`. */
 function du(dir: string): number {
   if (!existsSync(dir)) return 0;
-  let total = 0;
-  for (const name of readdirSync(dir)) {
-    const p = path.join(dir, name);
-    const st = lstatSync(p);
-    total += st.isDirectory() ? du(p) : st.size;
-  }
-  return total;
+  return Number(run('du', ['-sb', dir]).stdout.split(/\s/)[0]);
 }
 
-function sha256(file: string): string {
-  return run('sha256sum', [file]).stdout.split(' ')[0];
+/** Reads a file once through a fixed buffer, so that it sits in the page cache. */
+function warm(file: string): void {
+  const buf = Buffer.allocUnsafe(8 * MiB);
+  const fd = openSync(file, 'r');
+  try {
+    while (readSync(fd, buf, 0, buf.length, null) > 0);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function tensors(seeds: number[], gib: number): TensorSpec[] {
-  const rows = Math.floor((gib * 2 ** 30) / seeds.length / 4096 / 2);
+  const rows = Math.max(1, Math.floor((gib * 2 ** 30) / seeds.length / 4096 / 2));
   return seeds.map((seed, i) => ({ name: `model.layers.${i}.mlp.weight`, dtype: 'BF16', shape: [rows, 4096], seed }));
 }
 
-const have = (cmd: string, args: string[]): boolean => spawnSync(cmd, args).status === 0;
-const s = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
-const mstore = (cwd: string, ...args: string[]) => run(process.execPath, [CLI, ...args], { cwd });
+const secs = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
+const mib = (b: number): string => `${(b / MiB).toFixed(1)} MiB`;
+const x = (r: number): string => `${r.toFixed(2)}x`;
+const openssl = (file: string): Ran => run('openssl', ['dgst', '-sha256', file]);
+const digestOf = (r: Ran): string => r.stdout.trim().split(/\s/).pop()!;
+const mstore = (cwd: string, args: string[], cli = CLI): Ran => run(process.execPath, [cli, ...args], { cwd, rusage: true });
 
 interface Row {
   what: string;
   value: string;
-  ratio: string;
-  target: string;
-  pass: boolean | undefined;
+  ratio?: string;
+  target?: string;
+  pass?: boolean;
 }
 const rows: Row[] = [];
+const summary: Row[] = [];
+const accept = (r: Row): void => {
+  rows.push(r);
+  summary.push(r);
+};
 
+function table(list: Row[]): string {
+  const cols: (keyof Row)[] = ['what', 'value', 'ratio', 'target'];
+  const cell = (r: Row, k: keyof Row): string => (k === 'pass' ? '' : String(r[k] ?? ''));
+  const w = cols.map((k) => Math.max(k.length, ...list.map((r) => cell(r, k).length)) + 2);
+  const line = (cells: string[], res: string): string => `${cells.map((c, i) => c.padEnd(w[i])).join('')}${res}`.trimEnd();
+  const out = [line(['what', 'value', 'ratio', 'target'], 'result'), line(w.map((n) => '-'.repeat(n - 2)), '------')];
+  for (const r of list) out.push(line(cols.map((k) => cell(r, k)), r.pass === undefined ? '' : r.pass ? 'PASS' : 'FAIL'));
+  return out.join('\n');
+}
+
+// ---------------------------------------------------------------- setup
+
+const base = path.resolve(process.env.MSTORE_BENCH_DIR ?? os.tmpdir());
+mkdirSync(base, { recursive: true });
+{
+  // Peak use: v1 + v2 masters, a workspace copy, its store, a checkout / cp copy (~5x), or the
+  // big file and its store (2x RSS_GIB); plus headroom.
+  const need = Math.max(5.5 * GIB, 2.2 * RSS_GIB) * 2 ** 30 + 2 ** 30;
+  const fs = statfsSync(base);
+  const free = fs.bavail * fs.bsize;
+  if (free < need) {
+    process.stderr.write(`bench: ${base} has ${(free / 2 ** 30).toFixed(1)} GiB free, needs ~${(need / 2 ** 30).toFixed(1)} GiB (set MSTORE_BENCH_DIR)\n`);
+    process.exit(2);
+  }
+}
+const root = mkdtempSync(path.join(base, 'mstore-bench-'));
+let cleaned = false;
+const cleanup = (): void => {
+  if (cleaned) return;
+  cleaned = true;
+  rmSync(root, { recursive: true, force: true });
+};
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => {
+    cleanup();
+    process.exit(130);
+  });
+}
+
+let failed = false;
 try {
+  const load0 = os.loadavg()[0];
+  const seeds1 = Array.from({ length: TENSORS }, (_, i) => i + 1);
+  // v2: 8 of 24 tensors (every third) get new bytes; same names, shapes and offsets.
+  const changedIdx = Array.from({ length: CHANGED }, (_, k) => k * 3);
+  const seeds2 = seeds1.map((s, i) => (changedIdx.includes(i) ? s + 1000 : s));
+
+  const v1 = path.join(root, 'v1.safetensors');
+  const v2 = path.join(root, 'v2.safetensors');
+  writeSafetensors(v1, tensors(seeds1, GIB));
+  writeSafetensors(v2, tensors(seeds2, GIB));
+  const size = statSync(v1).size;
+  const tensorBytes = tensors(seeds1, GIB)[0].shape.reduce((a, b) => a * b, 1) * 2;
+  const changedBytes = CHANGED * tensorBytes;
+  const mbps = (ms: number): string => `${(size / MiB / (ms / 1000)).toFixed(0)} MiB/s`;
+
   const ws = path.join(root, 'ws');
   mkdirSync(ws);
   const file = path.join(ws, 'model.safetensors');
-  const seeds = Array.from({ length: TENSORS }, (_, i) => i + 1);
-  writeSafetensors(file, tensors(seeds, GIB));
-  const size = lstatSync(file).size;
-  readFileSync(file).length; // warm the page cache
-  process.stdout.write(`mstore bench: ${(size / 2 ** 30).toFixed(2)} GiB safetensors (${TENSORS} BF16 tensors), ${REPS} reps, in ${root}\n`);
+  run('cp', [v1, file]);
+  settle();
+  warm(file);
+  process.stdout.write(
+    `mstore bench: ${(size / 2 ** 30).toFixed(2)} GiB safetensors (${TENSORS} BF16 tensors), ${REPS} reps, ` +
+      `in ${root}\ncli: ${path.relative(process.cwd(), CLI) || CLI}${CLI === SRC_CLI && existsSync(BUNDLE_CLI) ? ' (bundle older than dist/src: run `npm run build` to bench the bundle)' : ''}\n` +
+      `${os.cpus().length} cpus, load average ${load0.toFixed(2)}\n\n`,
+  );
 
-  const openssl: number[] = [];
-  const cp: number[] = [];
-  const cpSync: number[] = [];
-  const commit: number[] = [];
-  const noop: number[] = [];
-  const checkout: number[] = [];
+  // -------------------------------------------------------------- 1-3: anchors, commit, no-op, checkout
+  // Interleaved: each rep runs every anchor and every mstore step, so a burst of load from
+  // elsewhere (or the VM's memory state) hits a rep's anchor and its mstore steps alike.
+  type Step = 'openssl' | 'cp' | 'cpSync' | 'commit' | 'noop' | 'checkout';
+  const t: Record<Step, number[]> = { openssl: [], cp: [], cpSync: [], commit: [], noop: [], checkout: [] };
+  const cpu: Partial<Record<Step, string[]>> = {};
+  const note = (k: Step, r: Ran): number => {
+    t[k].push(r.ms);
+    if (r.cpu) (cpu[k] ??= []).push(`${r.cpu.user.toFixed(2)}u+${r.cpu.sys.toFixed(2)}s`);
+    return r.ms;
+  };
   const dst = path.join(root, 'cp.bin');
   const out = path.join(root, 'out');
+  let want = '';
+  const checkedOut: boolean[] = [];
   for (let i = 0; i < REPS; i++) {
     settle();
-    openssl.push(run('openssl', ['dgst', '-sha256', file]).ms);
+    const o = run('openssl', ['dgst', '-sha256', file], { rusage: true });
+    note('openssl', o);
+    want = digestOf(o);
     settle();
-    const copy = run('cp', [file, dst]).ms;
-    cp.push(copy);
-    cpSync.push(copy + run('sync', []).ms);
+    const c = note('cp', run('cp', [file, dst], { rusage: true }));
+    t.cpSync.push(c + run('sync', []).ms);
     rmSync(dst);
     rmSync(path.join(ws, '.mstore'), { recursive: true, force: true });
-    mstore(ws, 'init');
+    mstore(ws, ['init']);
     settle();
-    commit.push(mstore(ws, 'commit', '-m', 'bench').ms);
-    noop.push(mstore(ws, 'commit', '-m', 'again').ms);
+    note('commit', mstore(ws, ['commit', '-m', 'bench']));
     settle();
-    checkout.push(mstore(ws, 'checkout', 'v001', '--to', out).ms);
-    if (i === 0 && sha256(path.join(out, 'model.safetensors')) !== sha256(file)) throw new Error('checkout differs from the original');
+    note('noop', mstore(ws, ['commit', '-m', 'again']));
+    settle();
+    note('checkout', mstore(ws, ['checkout', 'v001', '--to', out]));
+    // correctness, not timed
+    checkedOut.push(digestOf(openssl(path.join(out, 'model.safetensors'))) === want);
     rmSync(out, { recursive: true });
   }
-  const [o, c, cs, cm, n, co] = [openssl, cp, cpSync, commit, noop, checkout].map(median);
-  const mbps = (ms: number) => `${((size / 2 ** 20) / (ms / 1000)).toFixed(0)} MiB/s`;
-  rows.push({ what: 'openssl dgst -sha256', value: `${s(o)} (${mbps(o)})`, ratio: '1.00', target: 'anchor', pass: undefined });
-  rows.push({ what: 'cp', value: `${s(c)} (${mbps(c)})`, ratio: '1.00', target: 'anchor', pass: undefined });
-  // mstore makes what it writes durable (fsync) before publishing; cp does not. For context:
-  rows.push({ what: 'cp + sync (durable copy)', value: `${s(cs)} (${mbps(cs)})`, ratio: `${(cs / o).toFixed(2)}x openssl`, target: 'context', pass: undefined });
-  rows.push({ what: 'mstore commit (fresh)', value: `${s(cm)} (${mbps(cm)})`, ratio: `${(cm / o).toFixed(2)}x openssl`, target: '<= 2.0x (goal 1.25x)', pass: cm / o <= 2.0 });
-  rows.push({ what: 'mstore commit (no change)', value: s(n), ratio: '', target: '<= 0.30 s', pass: n <= 300 });
-  rows.push({ what: 'mstore checkout --to', value: `${s(co)} (${mbps(co)})`, ratio: `${(co / c).toFixed(2)}x cp`, target: '<= 2.5x (goal 1.25x)', pass: co / c <= 2.5 });
+  let otherNoop: number | undefined;
+  if (OTHER_CLI) {
+    const ms: number[] = [];
+    for (let i = 0; i < REPS; i++) ms.push(mstore(ws, ['commit', '-m', 'again'], OTHER_CLI).ms);
+    otherNoop = median(ms);
+  }
+  const m = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, median(v)])) as Record<Step, number>;
 
-  // Dedup: v2 with a third of the tensors changed in place.
-  const storeBefore = du(path.join(ws, '.mstore'));
-  for (let i = 0; i < TENSORS; i += 3) seeds[i] += 1000;
-  writeSafetensors(file, tensors(seeds, GIB));
-  const tensorBytes = (size - 8 - Number(readFileSync(file).readBigUInt64LE(0))) / TENSORS;
-  const changed = (TENSORS / 3) * tensorBytes;
+  rows.push({ what: 'openssl dgst -sha256', value: `${secs(m.openssl)} (${mbps(m.openssl)})`, ratio: '1.00x', target: 'anchor' });
+  rows.push({ what: 'cp (no fsync)', value: `${secs(m.cp)} (${mbps(m.cp)})`, ratio: '1.00x', target: 'anchor' });
+  rows.push({ what: 'cp + sync (durable copy)', value: `${secs(m.cpSync)} (${mbps(m.cpSync)})`, ratio: `${x(m.cpSync / m.cp)} cp`, target: 'context' });
+  const commitRatio = m.commit / m.openssl;
+  accept({ what: 'mstore commit (fresh file)', value: `${secs(m.commit)} (${mbps(m.commit)})`, ratio: `${x(commitRatio)} openssl`, target: '<= 2.00x (goal 1.25x)', pass: commitRatio <= 2.0 });
+  accept({ what: 'mstore commit (nothing changed)', value: secs(m.noop), target: '<= 0.30 s', pass: m.noop <= 300 });
+  if (otherNoop !== undefined && OTHER_CLI) {
+    rows.push({ what: `  same, via ${path.relative(DIST, OTHER_CLI)}`, value: secs(otherNoop), target: 'context' });
+  }
+  const coRatio = m.checkout / m.cp;
+  accept({ what: 'mstore checkout v001 --to', value: `${secs(m.checkout)} (${mbps(m.checkout)})`, ratio: `${x(coRatio)} cp; ${x(m.checkout / m.cpSync)} cp+sync`, target: '<= 2.50x (goal 1.25x)', pass: coRatio <= 2.5 });
+  accept({ what: 'checkout sha256 == original', value: `${checkedOut.filter(Boolean).length}/${checkedOut.length} match`, target: 'all', pass: checkedOut.every(Boolean) });
+
+  // -------------------------------------------------------------- 4: dedup, v2 with a third of the tensors changed in place
+  const before = du(path.join(ws, '.mstore'));
+  writeSafetensors(file, tensors(seeds2, GIB)); // same inode, same layout, 8 tensors rewritten
   settle();
-  const v2 = mstore(ws, 'commit', '-m', 'v2').ms;
-  const growth = du(path.join(ws, '.mstore')) - storeBefore;
-  rows.push({ what: 'mstore commit v2 (1/3 changed)', value: s(v2), ratio: `${(v2 / o).toFixed(2)}x openssl`, target: '', pass: undefined });
-  rows.push({
-    what: 'store growth for v2',
-    value: `${(growth / 2 ** 20).toFixed(1)} MiB`,
-    ratio: `${((growth / changed) * 100).toFixed(2)} % of changed`,
+  warm(file);
+  const c2 = mstore(ws, ['commit', '-m', 'v2', '--json']);
+  const growth = du(path.join(ws, '.mstore')) - before;
+  const newBytes = (JSON.parse(c2.stdout) as { newBytes?: number }).newBytes;
+  rows.push({ what: `mstore commit v2 (${CHANGED}/${TENSORS} changed)`, value: secs(c2.ms), ratio: `${x(c2.ms / m.openssl)} openssl`, target: 'context' });
+  accept({
+    what: 'mstore store growth for v2',
+    value: mib(growth),
+    ratio: `${((growth / changedBytes) * 100).toFixed(2)} % of changed (${mib(changedBytes)})`,
     target: '<= changed + 1 %',
-    pass: growth <= changed * 1.01,
+    pass: growth <= changedBytes * 1.01,
   });
-  rmSync(path.join(ws, '.mstore'), { recursive: true, force: true });
-
-  // git-lfs and restic on the same v1 -> v2 files.
-  for (let i = 0; i < TENSORS; i += 3) seeds[i] -= 1000;
-  writeSafetensors(file, tensors(seeds, GIB));
-  readFileSync(file).length;
-  if (have('git', ['lfs', 'version'])) {
-    const repo = path.join(root, 'lfs');
-    mkdirSync(repo);
-    run('git', ['init', '-q'], { cwd: repo });
-    run('git', ['lfs', 'install', '--local'], { cwd: repo });
-    run('git', ['lfs', 'track', '*.safetensors'], { cwd: repo });
-    run('cp', [file, path.join(repo, 'model.safetensors')]);
-    settle();
-    const add = run('git', ['add', 'model.safetensors', '.gitattributes'], { cwd: repo }).ms;
-    run('git', ['-c', 'user.name=b', '-c', 'user.email=b@b', 'commit', '-qm', 'v1'], { cwd: repo });
-    const before = du(path.join(repo, '.git'));
-    for (let i = 0; i < TENSORS; i += 3) seeds[i] += 1000;
-    writeSafetensors(path.join(repo, 'model.safetensors'), tensors(seeds, GIB));
-    for (let i = 0; i < TENSORS; i += 3) seeds[i] -= 1000;
-    run('git', ['add', 'model.safetensors'], { cwd: repo });
-    const g = du(path.join(repo, '.git')) - before;
-    rows.push({ what: 'git-lfs git add', value: s(add), ratio: `${(add / o).toFixed(2)}x openssl; mstore ${(add / cm).toFixed(1)}x faster`, target: '', pass: undefined });
-    rows.push({ what: 'git-lfs growth for v2', value: `${(g / 2 ** 20).toFixed(1)} MiB`, ratio: `${((g / changed) * 100).toFixed(0)} % of changed`, target: '', pass: undefined });
-    rmSync(repo, { recursive: true, force: true });
-  } else rows.push({ what: 'git-lfs', value: 'skipped (not installed)', ratio: '', target: '', pass: undefined });
-
-  if (have('restic', ['version'])) {
-    const repo = path.join(root, 'restic');
-    const env = { RESTIC_PASSWORD: 'bench', RESTIC_REPOSITORY: repo, RESTIC_CACHE_DIR: path.join(root, 'restic-cache') };
-    run('restic', ['init', '-q'], { env });
-    settle();
-    const b = run('restic', ['backup', '-q', ws], { env }).ms;
-    const before = du(repo);
-    for (let i = 0; i < TENSORS; i += 3) seeds[i] += 1000;
-    writeSafetensors(file, tensors(seeds, GIB));
-    run('restic', ['backup', '-q', ws], { env });
-    const g = du(repo) - before;
-    rows.push({ what: 'restic backup', value: s(b), ratio: `${(b / o).toFixed(2)}x openssl; mstore ${(b / cm).toFixed(1)}x faster`, target: '', pass: undefined });
-    rows.push({ what: 'restic growth for v2', value: `${(g / 2 ** 20).toFixed(1)} MiB`, ratio: `${((g / changed) * 100).toFixed(0)} % of changed`, target: '', pass: undefined });
-  } else rows.push({ what: 'restic', value: 'skipped (not installed)', ratio: '', target: '', pass: undefined });
+  if (newBytes !== undefined) rows.push({ what: '  newBytes reported by commit --json', value: mib(newBytes), target: 'context' });
   rmSync(ws, { recursive: true, force: true });
 
-  // Peak memory committing a big fresh file: must not grow with file size.
+  // -------------------------------------------------------------- 5: peak RSS of a fresh big commit
   if (RSS_GIB > 0) {
     const big = path.join(root, 'big');
     mkdirSync(big);
-    writeSafetensors(path.join(big, 'model.safetensors'), tensors(Array.from({ length: TENSORS }, (_, i) => 5000 + i), RSS_GIB));
-    mstore(big, 'init');
+    const bigFile = path.join(big, 'model.safetensors');
+    writeSafetensors(bigFile, tensors(Array.from({ length: TENSORS }, (_, i) => 5000 + i), RSS_GIB));
+    const bigSize = statSync(bigFile).size;
+    mstore(big, ['init']);
     settle();
     const r = run('/usr/bin/time', ['-f', '%M', process.execPath, CLI, 'commit', '-m', 'rss'], { cwd: big });
     const kb = Number(r.stderr.trim().split('\n').pop());
-    rows.push({ what: `peak RSS, commit of ${RSS_GIB} GiB`, value: `${(kb / 1024).toFixed(0)} MB`, ratio: '', target: '<= 300 MB', pass: kb / 1024 <= 300 });
+    const mb = (kb * 1024) / 1e6;
+    accept({ what: `peak RSS, commit of ${(bigSize / 2 ** 30).toFixed(2)} GiB`, value: `${mb.toFixed(0)} MB`, ratio: `(took ${secs(r.ms)}, ${(bigSize / MiB / (r.ms / 1000)).toFixed(0)} MiB/s)`, target: '<= 300 MB', pass: mb <= 300 });
     rmSync(big, { recursive: true, force: true });
+    spawnSync('sync');
   }
 
-  const w = [34, 22, 38, 22];
-  process.stdout.write(`\n${'what'.padEnd(w[0])}${'value'.padEnd(w[1])}${'ratio'.padEnd(w[2])}${'target'.padEnd(w[3])}result\n`);
-  for (const r of rows) {
-    const res = r.pass === undefined ? '' : r.pass ? 'PASS' : 'FAIL';
-    process.stdout.write(`${r.what.padEnd(w[0])}${r.value.padEnd(w[1])}${r.ratio.padEnd(w[2])}${r.target.padEnd(w[3])}${res}\n`);
-  }
-  process.stdout.write(`\nraw ms: openssl ${openssl.map(Math.round)}, cp ${cp.map(Math.round)}, cp+sync ${cpSync.map(Math.round)}, commit ${commit.map(Math.round)}, no-op ${noop.map(Math.round)}, checkout ${checkout.map(Math.round)}\n`);
+  // -------------------------------------------------------------- 6: git-lfs and restic on the same v1 -> v2 files
+  if (have('git', ['lfs', 'version'])) {
+    const repo = path.join(root, 'lfs');
+    mkdirSync(repo);
+    const g = (args: string[]): Ran => run('git', ['-c', 'user.name=bench', '-c', 'user.email=bench@example.com', ...args], { cwd: repo });
+    g(['init', '-q']);
+    g(['lfs', 'install', '--local']);
+    g(['lfs', 'track', '*.safetensors']);
+    g(['add', '.gitattributes']);
+    g(['commit', '-qm', 'attributes']);
+    const f = path.join(repo, 'model.safetensors');
+    run('cp', [v1, f]);
+    settle();
+    warm(f);
+    const add1 = g(['add', 'model.safetensors']).ms;
+    g(['commit', '-qm', 'v1']);
+    const lfsBefore = du(path.join(repo, '.git', 'lfs'));
+    run('cp', [v2, f]);
+    settle();
+    warm(f);
+    const add2 = g(['add', 'model.safetensors']).ms;
+    g(['commit', '-qm', 'v2']);
+    const lfsGrowth = du(path.join(repo, '.git', 'lfs')) - lfsBefore;
+    rows.push({ what: 'git-lfs: git add v1', value: `${secs(add1)} (${mbps(add1)})`, ratio: `${x(add1 / m.openssl)} openssl; ${x(add1 / m.commit)} mstore`, target: 'comparison' });
+    rows.push({ what: 'git-lfs: git add v2', value: secs(add2), ratio: `${x(add2 / m.openssl)} openssl`, target: 'comparison' });
+    rows.push({ what: 'git-lfs: .git/lfs growth for v2', value: mib(lfsGrowth), ratio: `${((lfsGrowth / changedBytes) * 100).toFixed(0)} % of changed`, target: 'comparison' });
+    rmSync(repo, { recursive: true, force: true });
+  } else rows.push({ what: 'git-lfs', value: 'skipped (not installed)' });
+
+  if (have('restic', ['version'])) {
+    const repo = path.join(root, 'restic');
+    const data = path.join(root, 'restic-data');
+    mkdirSync(data);
+    const env = { RESTIC_PASSWORD: 'bench', RESTIC_REPOSITORY: repo, RESTIC_CACHE_DIR: path.join(root, 'restic-cache') };
+    run('restic', ['init', '-q'], { env });
+    const f = path.join(data, 'model.safetensors');
+    run('cp', [v1, f]);
+    settle();
+    warm(f);
+    const b1 = run('restic', ['backup', '-q', data], { env }).ms;
+    const repoBefore = du(repo);
+    run('cp', [v2, f]);
+    settle();
+    warm(f);
+    const b2 = run('restic', ['backup', '-q', data], { env }).ms;
+    const rGrowth = du(repo) - repoBefore;
+    rows.push({ what: 'restic: backup v1', value: `${secs(b1)} (${mbps(b1)})`, ratio: `${x(b1 / m.openssl)} openssl; ${x(b1 / m.commit)} mstore`, target: 'comparison' });
+    rows.push({ what: 'restic: backup v2', value: secs(b2), ratio: `${x(b2 / m.openssl)} openssl`, target: 'comparison' });
+    rows.push({ what: 'restic: repo growth for v2', value: mib(rGrowth), ratio: `${((rGrowth / changedBytes) * 100).toFixed(0)} % of changed`, target: 'comparison' });
+    rmSync(repo, { recursive: true, force: true });
+    rmSync(data, { recursive: true, force: true });
+  } else rows.push({ what: 'restic', value: 'skipped (not installed)' });
+
+  // -------------------------------------------------------------- report
+  const r0 = (xs: number[]): string => xs.map((v) => Math.round(v)).join(' ');
+  const perRep = (a: number[], b: number[]): string => a.map((v, i) => (v / b[i]).toFixed(2)).join(' ');
+  process.stdout.write(`${table(rows)}\n\n`);
+  process.stdout.write(
+    `raw wall ms per rep: openssl ${r0(t.openssl)} | cp ${r0(t.cp)} | cp+sync ${r0(t.cpSync)} | commit ${r0(t.commit)} | no-op ${r0(t.noop)} | checkout ${r0(t.checkout)}\n` +
+      `per-rep ratios: commit/openssl ${perRep(t.commit, t.openssl)} | checkout/cp ${perRep(t.checkout, t.cp)} | checkout/(cp+sync) ${perRep(t.checkout, t.cpSync)}\n` +
+      `cpu s per rep (user+sys): ${Object.entries(cpu).map(([k, v]) => `${k} ${v!.join(' ')}`).join(' | ')}\n` +
+      `load average ${load0.toFixed(2)} at start, ${os.loadavg()[0].toFixed(2)} at end (2 cores: > ~0.5 at start means another job competed)\n\n`,
+  );
+  const goal = (r: number): string => (r <= 1.25 ? 'goal met' : 'goal not met');
+  process.stdout.write(`SUMMARY (acceptance)\n${table(summary)}\n`);
+  process.stdout.write(`commit ${x(commitRatio)} openssl: ${goal(commitRatio)}; checkout ${x(coRatio)} cp: ${goal(coRatio)}\n`);
+  failed = summary.some((r) => r.pass === false);
+  process.stdout.write(`\n${failed ? 'FAIL' : 'PASS'}: ${summary.filter((r) => r.pass).length}/${summary.length} acceptance figures pass\n`);
+} catch (e) {
+  failed = true;
+  process.stderr.write(`bench failed: ${(e as Error).stack ?? e}\n`);
+  if (rows.length) process.stdout.write(`partial results:\n${table(rows)}\n`);
 } finally {
-  rmSync(root, { recursive: true, force: true });
+  cleanup();
 }
+process.exitCode = failed ? 1 : 0;
