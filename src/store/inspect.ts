@@ -19,19 +19,7 @@ export interface LogEntry {
 /** Map commit id -> tag names that point at it (annotated or not). */
 export async function tagsByCommit(repo: GitRepo): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>();
-  for (const name of await repo.listRefs('refs/tags')) {
-    const oid = await repo.readRef(`refs/tags/${name}`);
-    if (!oid) continue;
-    let commit: string;
-    try {
-      commit = await repo.peelToCommit(oid);
-    } catch {
-      continue;
-    }
-    const list = out.get(commit) ?? [];
-    list.push(name);
-    out.set(commit, list);
-  }
+  for (const { name, commit } of await repo.peeledTags()) out.set(commit, [...(out.get(commit) ?? []), name]);
   return out;
 }
 

@@ -155,6 +155,21 @@ export class GitRepo {
     return git.deleteRef({ ...this.base, ref });
   }
 
+  /** Every tag that leads to a commit, sorted by name: its name, its own object and the commit. */
+  async peeledTags(): Promise<{ name: string; oid: string; commit: string }[]> {
+    const out: { name: string; oid: string; commit: string }[] = [];
+    for (const name of (await this.listRefs('refs/tags')).sort()) {
+      const oid = await this.readRef(`refs/tags/${name}`);
+      if (!oid) continue;
+      try {
+        out.push({ name, oid, commit: await this.peelToCommit(oid) });
+      } catch {
+        // a tag of a tree or blob: not a version name
+      }
+    }
+    return out;
+  }
+
   /** Ref names under a prefix such as 'refs/tags', relative to it. */
   listRefs(prefix: string): Promise<string[]> {
     return git.listRefs({ ...this.base, filepath: prefix });

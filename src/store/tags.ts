@@ -49,15 +49,7 @@ export async function deleteTag(store: Store, name: string): Promise<void> {
 export async function listTags(store: Store): Promise<TagInfo[]> {
   const repo = store.repo;
   const out: TagInfo[] = [];
-  for (const name of (await repo.listRefs('refs/tags')).sort()) {
-    const oid = await repo.readRef(`refs/tags/${name}`);
-    if (!oid) continue;
-    let commit: string;
-    try {
-      commit = await repo.peelToCommit(oid);
-    } catch {
-      continue;
-    }
+  for (const { name, oid, commit } of await repo.peeledTags()) {
     const meta = await readMeta(repo, commit);
     const tag = await repo.readTagMessage(oid);
     out.push({ name, commit, version: meta?.version, isVersion: meta?.version === name, message: tag?.message.trim() });
