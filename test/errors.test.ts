@@ -10,8 +10,8 @@ import os from 'node:os';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  chmodSync, chownSync, closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync,
-  statSync, truncateSync, utimesSync, writeFileSync, writeSync,
+  chmodSync, chownSync, closeSync, cpSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync,
+  statSync, symlinkSync, truncateSync, utimesSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { CLI, cleanup, layerTensors, mstore, sha256File, tmpDir, treeDigest, writeModelDir, writeSafetensors, type RunResult } from './helpers.js';
 
@@ -45,10 +45,12 @@ function ok(cwd: string, args: string[]): string {
  * `re` (a usage error may add the fixed hint line `(see mstore --help)`); no stack trace.
  */
 function expectError(r: RunResult, code: number, re: RegExp, what: string): string {
-  assert.is(r.code, code, `${what}: exit code (stderr: ${r.stderr})`);
+  // a stack trace through the minified bundle is one enormous line: show its start and end
+  const shown = r.stderr.length > 600 ? `${r.stderr.slice(0, 200)} [...] ${r.stderr.slice(-400)}` : r.stderr;
+  assert.is(r.code, code, `${what}: exit code (stderr: ${shown})`);
   const lines = r.stderr.replace(/\n$/, '').split('\n');
   const extra = lines.slice(1).filter((l) => l !== '(see mstore --help)');
-  assert.equal(extra, [], `${what}: one line on stderr, got:\n${r.stderr}`);
+  assert.equal(extra.length, 0, `${what}: one line on stderr, got:\n${shown}`);
   assert.match(lines[0], /^mstore: /, `${what}: starts with 'mstore: '`);
   assert.match(lines[0], re, `${what}: message`);
   return lines[0];
@@ -88,15 +90,29 @@ function temps(dir: string): string[] {
   return walkFiles(dir).filter((p) => path.posix.basename(p).startsWith('.mstore-tmp-'));
 }
 
-/** A workspace with v001: an 8 MiB safetensors (2 tensors, several chunks), small files. */
+let template: string | undefined;
+
+/**
+ * A workspace with v001: an 8 MiB safetensors (2 tensors, several chunks), small files.
+ * Built once and copied for each test (a copy has new inodes, so its stat cache does not
+ * match and files are re-hashed: slower per command, still correct).
+ */
 function makeStore(): string {
+  if (!template) {
+    template = tmpDir('mstore-err-template-');
+    ok(template, ['init']);
+    writeModelDir(template, { tensors: layerTensors(2, 256, 512, 1), step: 1 });
+    writeSafetensors(path.join(template, 'big.safetensors'), layerTensors(2, 2048, 1024, 700));
+    ok(template, ['commit', '-m', 'one']);
+  }
   const ws = tmpDir('mstore-err-');
-  ok(ws, ['init']);
-  writeModelDir(ws, { tensors: layerTensors(2, 256, 512, 1), step: 1 });
-  writeSafetensors(path.join(ws, 'big.safetensors'), layerTensors(2, 2048, 1024, 700));
-  ok(ws, ['commit', '-m', 'one']);
+  cpSync(template, ws, { recursive: true });
   return ws;
 }
+
+test.after(() => {
+  if (template) cleanup(template);
+});
 
 /** Runs git with a fixed identity (commit-tree needs one). */
 function gitRun(gitdir: string, args: string[], input?: string): string {
@@ -569,8 +585,23 @@ test('hostile tree: a path through a symlink the same version creates never writ
     const sub = gitRun(gitdir, ['mktree'], `100644 blob ${evil}\tevil\n`);
     hostileVersion(ws, 'through-link', `120000 blob ${target}\tlink\n040000 tree ${sub}\tlink\n`);
     const dest = path.join(out, 'dest');
-    mstore(ws, ['checkout', 'through-link', '--to', dest]);
+    expectError(mstore(ws, ['checkout', 'through-link', '--to', dest]), 1, /link/, 'checkout through-link');
     assert.equal(readdirSync(outside), [], `checkout wrote ${readdirSync(outside).join(', ')} into ${outside}, outside ${dest}`);
+
+    // A symlink already in the target where a valid version has a directory: never followed.
+    hostileVersion(ws, 'plain-dir', `040000 tree ${sub}\tlink\n`);
+    const dest2 = path.join(out, 'dest2');
+    mkdirSync(dest2);
+    symlinkSync(outside, path.join(dest2, 'link'));
+    const r = mstore(ws, ['checkout', 'plain-dir', '--to', dest2]);
+    expectError(r, 1, /link.*symlink/, 'checkout over a symlinked parent');
+    assert.equal(readdirSync(outside), [], `checkout wrote ${readdirSync(outside).join(', ')} through the symlink ${dest2}/link`);
+    // --force replaces the symlink by a directory; it still writes nothing through it
+    const r2 = mstore(ws, ['checkout', 'plain-dir', '--to', dest2, '--force']);
+    assert.is(r2.code, 0, r2.stderr);
+    assert.equal(readdirSync(outside), [], `checkout --force wrote ${readdirSync(outside).join(', ')} through the symlink ${dest2}/link`);
+    assert.ok(lstatSync(path.join(dest2, 'link')).isDirectory(), 'the symlink was replaced by a directory');
+    assert.is(readFileSync(path.join(dest2, 'link', 'evil'), 'utf8'), 'evil\n');
   } finally {
     cleanup(ws);
     cleanup(out);

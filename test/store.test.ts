@@ -268,4 +268,20 @@ test('checkout never writes through a symlinked directory', () => {
   }
 });
 
+test('an option that takes a value requires one: `checkout --to` alone never means "here"', () => {
+  const ws = tmpDir();
+  try {
+    mstore(ws, ['init']);
+    writeModelDir(ws);
+    mstoreJson(ws, ['commit', '-m', 'one']);
+    for (const args of [['checkout', 'v001', '--to'], ['commit', '-m'], ['tag', 'x', '-m'], ['commit', '-m', 'x', '--line']]) {
+      const r = mstore(ws, args);
+      assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /^mstore: usage: /);
+    }
+  } finally {
+    cleanup(ws);
+  }
+});
+
 test.run();

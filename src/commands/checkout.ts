@@ -17,7 +17,7 @@ export const checkoutCommand: CommandModule<object, Args> = {
     y
       .positional('rev', { type: 'string', demandOption: true })
       .positional('paths', { type: 'string', array: true, default: [], describe: 'version paths, directories or globs' })
-      .option('to', { type: 'string', describe: 'write into this directory instead of the workspace' })
+      .option('to', { type: 'string', requiresArg: true, describe: 'write into this directory instead of the workspace' })
       .option('force', { type: 'boolean', default: false, describe: 'overwrite modified or untracked files' })
       .option('json', { type: 'boolean', default: false })
       .example('$0 checkout v001 --to current_model/', 'restore v001 into current_model/')

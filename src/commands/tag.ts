@@ -21,7 +21,7 @@ export const tagCommand: CommandModule<object, Args> = {
       .positional('rev', { type: 'string', describe: 'default: latest' })
       .option('delete', { alias: 'd', type: 'boolean', default: false })
       .option('list', { alias: 'l', type: 'boolean', default: false })
-      .option('message', { alias: 'm', type: 'string' })
+      .option('message', { alias: 'm', type: 'string', requiresArg: true })
       .option('json', { type: 'boolean', default: false })
       .example('$0 tag production v003', 'name v003 "production"')
       .example('$0 tag -d production', 'remove the name')
