@@ -21,13 +21,15 @@ const version = argv.includes('--version')
 await yargs(argv)
   .scriptName('mstore')
   .usage('$0 <command> [options]\n\nA Git-like, content-addressed store for machine-learning models.')
-  .option('C', { type: 'string', global: true, describe: 'run as if started in DIR', requiresArg: true })
+  .option('C', { type: 'string', global: true, describe: 'run as if started in DIR (repeatable, like git)', requiresArg: true })
   .middleware((a) => {
-    if (typeof a.C === 'string') {
+    // Like git, repeated -C options chain: `-C a -C b` means a/b.
+    const dirs = a.C === undefined ? [] : ([] as unknown[]).concat(a.C);
+    for (const d of dirs) {
       try {
-        process.chdir(a.C);
+        process.chdir(String(d));
       } catch {
-        process.stderr.write(`mstore: error: cannot change to directory '${a.C}'\n`);
+        process.stderr.write(`mstore: usage: cannot change to directory '${String(d)}' (see mstore --help)\n`);
         process.exit(2);
       }
     }
@@ -49,7 +51,7 @@ await yargs(argv)
   .fail((msg, err) => {
     // Validation and parse errors (yargs' YError, or a throwing coerce) are usage errors: exit 2.
     // Command failures never get here: commands/ui.ts handler() reports those.
-    process.stderr.write(`mstore: usage: ${msg ?? err?.message ?? 'invalid arguments'}\n(see mstore --help)\n`);
+    process.stderr.write(`mstore: usage: ${msg ?? err?.message ?? 'invalid arguments'} (see mstore --help)\n`);
     process.exit(2);
   })
   .parseAsync();

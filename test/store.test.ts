@@ -278,7 +278,11 @@ test('an option that takes a value requires one: `checkout --to` alone never mea
       const r = mstore(ws, args);
       assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /^mstore: usage: /);
+      assert.is(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
     }
+    // -C chains like git's: -C a -C b is a/b.
+    mkdirSync(path.join(ws, 'sub'));
+    assert.is(mstoreJson<{ version: string }>(path.dirname(ws), ['-C', path.basename(ws), '-C', 'sub', 'show', 'v001']).version, 'v001');
   } finally {
     cleanup(ws);
   }
