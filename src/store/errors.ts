@@ -25,10 +25,6 @@ export class MstoreError extends Error {
   }
 }
 
-export function isMstoreError(e: unknown, code?: ErrorCode): e is MstoreError {
-  return e instanceof MstoreError && (code === undefined || e.code === code);
-}
-
 /** The one-line text of any thrown value (node errors carry their own code and path). */
 export function errorLine(e: unknown): string {
   if (e instanceof MstoreError) return e.message;

@@ -48,6 +48,16 @@ export class GitRepo {
     return (await git.readBlob({ ...this.base, oid, cache: this.cache })).blob;
   }
 
+  /** The blob at `filepath` in a commit's tree, reading only the trees on that path; undefined if absent. */
+  async readFileAt(commit: string, filepath: string): Promise<Uint8Array | undefined> {
+    try {
+      return (await git.readBlob({ ...this.base, oid: commit, filepath, cache: this.cache })).blob;
+    } catch (e) {
+      if ((e as { code?: string }).code === 'NotFoundError') return undefined;
+      throw e;
+    }
+  }
+
   /** Writes the nested trees for a flat map; returns the root tree id. */
   async writeFlatTree(flat: FlatTree): Promise<string> {
     interface Dir {

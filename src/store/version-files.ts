@@ -3,7 +3,6 @@ import { sha256Hex } from './hashing.js';
 import { parsePointer } from './pointer.js';
 import type { StatKind } from './index-db.js';
 import type { FileMode, FlatTree, GitRepo } from './repo.js';
-import { META_PATH } from './versions.js';
 
 export interface VersionFile {
   path: string;
@@ -37,4 +36,3 @@ export async function listVersionFiles(repo: GitRepo, commit: string): Promise<V
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
-export { META_PATH };

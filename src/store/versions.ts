@@ -89,11 +89,9 @@ export async function lastVersionNumber(repo: GitRepo, line: string): Promise<nu
 }
 
 export async function readMeta(repo: GitRepo, commit: string): Promise<VersionMeta | undefined> {
-  const c = await repo.readCommit(commit);
-  const flat = await repo.readFlatTree(c.tree);
-  const e = flat.get(META_PATH);
-  if (!e) return undefined;
-  const text = Buffer.from(await repo.readBlob(e.blob)).toString('utf8');
+  const blob = await repo.readFileAt(commit, META_PATH);
+  if (!blob) return undefined;
+  const text = Buffer.from(blob).toString('utf8');
   try {
     return JSON.parse(text) as VersionMeta;
   } catch {
