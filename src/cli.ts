@@ -10,6 +10,7 @@ import { showCommand } from './commands/show.js';
 import { checkoutCommand } from './commands/checkout.js';
 import { tagCommand } from './commands/tag.js';
 import { statusCommand } from './commands/status.js';
+import { verifyCommand } from './commands/verify.js';
 
 const argv = hideBin(process.argv);
 const wantsHelp = argv.some((a) => a === '--help' || a === '-h');
@@ -41,6 +42,7 @@ await yargs(argv)
   .command(checkoutCommand)
   .command(tagCommand)
   .command(statusCommand)
+  .command(verifyCommand)
   .demandCommand(1, 'name a command; see mstore --help')
   .strict()
   .help()

@@ -16,6 +16,8 @@ import {
   type VersionMeta,
 } from './versions.js';
 import { describeEntry, modelEntries } from './version-files.js';
+import { now as clockNow } from './clock.js';
+import { moveRefs, readRefLog } from './reflog.js';
 
 export interface Progress {
   phase: 'scan' | 'store' | 'checkout';
@@ -52,6 +54,18 @@ export interface CommitResult {
   modified: string[];
   deleted: string[];
   warnings: string[];
+}
+
+/** The highest version number of a line that the ref history has seen (removed versions included). */
+function highestRecordedNumber(entries: { ref: string }[], line: string): number {
+  const prefix = line === DEFAULT_LINE ? 'refs/tags/' : `refs/tags/${line}/`;
+  let max = 0;
+  for (const e of entries) {
+    if (!e.ref.startsWith(prefix)) continue;
+    const m = /^v([0-9]+)$/.exec(e.ref.slice(prefix.length));
+    if (m) max = Math.max(max, Number(m[1]));
+  }
+  return max;
 }
 
 export function defaultAuthor(): { name: string; email: string } {
@@ -156,10 +170,11 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
       const written = await repo.writeBlob(data);
       if (written !== blob) throw new Error(`internal: blob id ${written} != ${blob}`);
     }
-    const number = (await lastVersionNumber(repo, line)) + 1;
+    // Numbers are never reused: a removed version's number stays taken (its tag is in the ref history).
+    const number = Math.max(await lastVersionNumber(repo, line), highestRecordedNumber(await readRefLog(store), line)) + 1;
     const version = versionName(line, number);
     const author = opts.author ?? defaultAuthor();
-    const now = new Date();
+    const now = clockNow();
     const meta: VersionMeta = {
       schema: META_SCHEMA,
       version,
@@ -188,13 +203,10 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
     };
     const commitId = await repo.writeCommit({ message: `${opts.message.trim()}\n`, tree, parents: head ? [head] : [], author: sig });
     const tagId = await repo.writeAnnotatedTag({ name: version, object: commitId, message: `${version}: ${opts.message.trim()}\n`, tagger: sig });
-    // 3. refs: the version tag, then the line. Never overwrite an existing version tag.
-    try {
-      await repo.writeRef(`refs/tags/${version}`, tagId, false);
-    } catch {
-      throw new MstoreError('ECONFLICT', `version tag ${version} already exists`);
-    }
-    await repo.writeRef(lineRef(line), commitId, true);
+    // 3. refs, recorded in the ref history first: the version tag (never overwritten), then the line.
+    await moveRefs(store, [{ ref: `refs/tags/${version}`, value: tagId, create: true }, { ref: lineRef(line), value: commitId }], 'commit', {
+      message: opts.message.trim().split('\n')[0],
+    });
     // 4. the stat cache, last: it may only name content that versions hold.
     index.updateStats(statUpdates);
     return {

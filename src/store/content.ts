@@ -335,6 +335,60 @@ export class ContentReader {
   }
 
   /**
+   * Re-reads a file's content and checks it without writing it anywhere: each chunk must
+   * re-hash to its id (this thread) and the whole to `oid` (the worker, in parallel).
+   * Chunks already in `verified` are not hashed again (shared between files/versions).
+   * The next run is read while this one is hashed. Throws only when a pack cannot be read.
+   */
+  async check(oid: string, verified: Set<string>, onBytes?: BytesCallback): Promise<{ digest: string; damaged: { chunk: string; pack: string }[] }> {
+    const { runs } = this.plan(oid, oid);
+    const job = this.hasher.begin();
+    const damaged: { chunk: string; pack: string }[] = [];
+    const load = async (run: ReadRun): Promise<Slot> => {
+      const slot = await this.pool.acquire();
+      const fh = await this.packFiles.get(run.pack);
+      let got = 0;
+      while (got < run.bytes) {
+        const { bytesRead } = await fh.read(slot.buf, got, run.bytes - got, run.offset + got);
+        if (bytesRead === 0) throw new MstoreError('ECORRUPT', `pack ${run.pack} is truncated`);
+        got += bytesRead;
+      }
+      return slot;
+    };
+    const quietly = <T>(p: Promise<T>): Promise<T> => {
+      p.catch(() => undefined);
+      return p;
+    };
+    let next = runs.length ? quietly(load(runs[0])) : undefined;
+    for (let i = 0; i < runs.length; i++) {
+      const run = runs[i];
+      const slot = await next!;
+      next = i + 1 < runs.length ? quietly(load(runs[i + 1])) : undefined;
+      slot.track(job.update(slot.sab, 0, run.bytes));
+      let o = 0;
+      for (const c of run.chunks) {
+        const key = c.id.toString('hex');
+        if (!verified.has(key)) {
+          if (sha256(slot.buf.subarray(o, o + c.length)).equals(c.id)) verified.add(key);
+          else damaged.push({ chunk: key, pack: run.pack });
+        }
+        o += c.length;
+      }
+      onBytes?.(run.bytes);
+    }
+    await this.pool.drainAll();
+    return { digest: await job.digest(), damaged };
+  }
+
+  /** Reads one chunk and checks its id; false when it does not re-hash to it. */
+  async checkChunk(id: Buffer, loc: { pack: string; offset: number; length: number }): Promise<boolean> {
+    const fh = await this.packFiles.get(loc.pack);
+    const buf = Buffer.alloc(loc.length);
+    const { bytesRead } = await fh.read(buf, 0, loc.length, loc.offset);
+    return bytesRead === loc.length && sha256(buf).equals(id);
+  }
+
+  /**
    * Writes content to `dest` through a temporary name in the same directory: verified
    * while writing, fsynced, then renamed into place. Nothing partial is ever left.
    */

@@ -10,6 +10,7 @@
 import { open, type RootDatabase, type Database } from 'lmdb';
 import type { PackInfo } from './pack.js';
 import { ENTRY_CHUNK, ENTRY_FILE } from './pack.js';
+import { now as clockNow } from './clock.js';
 
 export interface ChunkLocation {
   pack: string;
@@ -148,7 +149,7 @@ export class StoreIndex {
     chunkRows.sort((a, b) => Buffer.compare(a[0], b[0]));
     fileRows.sort((a, b) => Buffer.compare(a[0], b[0]));
     if (!chunkRows.length && !fileRows.length && !packs.length && !statUpdates?.size) return;
-    const created = new Date().toISOString();
+    const created = clockNow().toISOString();
     this.root.transactionSync(() => {
       for (const [k, v] of chunkRows) this.chunks.put(k, v);
       for (const [k, v] of fileRows) this.files.put(k, v);

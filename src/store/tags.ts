@@ -4,6 +4,8 @@ import { MstoreError } from './errors.js';
 import type { Store } from './store.js';
 import { checkTagName, refCollision, resolveRev, readMeta } from './versions.js';
 import { defaultAuthor } from './commit.js';
+import { now as clockNow } from './clock.js';
+import { moveRefs } from './reflog.js';
 
 export interface TagInfo {
   name: string;
@@ -25,7 +27,7 @@ export async function createTag(store: Store, name: string, rev = 'latest', mess
     const commit = await resolveRev(repo, rev);
     const meta = await readMeta(repo, commit);
     const author = defaultAuthor();
-    const now = new Date();
+    const now = clockNow();
     const msg = message ?? `${name} -> ${meta?.version ?? commit.slice(0, 12)} (tagged on ${os.hostname()})`;
     const tagId = await repo.writeAnnotatedTag({
       name,
@@ -33,7 +35,7 @@ export async function createTag(store: Store, name: string, rev = 'latest', mess
       message: `${msg}\n`,
       tagger: { ...author, timestamp: Math.floor(now.getTime() / 1000), timezoneOffset: now.getTimezoneOffset() },
     });
-    await repo.writeRef(`refs/tags/${name}`, tagId, false);
+    await moveRefs(store, [{ ref: `refs/tags/${name}`, value: tagId, create: true }], 'tag', { message: msg });
     return { name, commit, version: meta?.version, isVersion: false, message: msg };
   });
 }
@@ -42,7 +44,7 @@ export async function deleteTag(store: Store, name: string): Promise<void> {
   checkTagName(name);
   await store.withLock('tag', async () => {
     if (!(await store.repo.readRef(`refs/tags/${name}`))) throw new MstoreError('EUNKNOWNREV', `tag '${name}' not found`);
-    await store.repo.deleteRef(`refs/tags/${name}`);
+    await moveRefs(store, [{ ref: `refs/tags/${name}`, value: null }], 'delete');
   });
 }
 

@@ -1,0 +1,134 @@
+/**
+ * Ref history: every move of a ref or tag, recorded before the ref moves (write-ahead),
+ * so a ref never changes without a trace and a deleted version can be found again.
+ * One append-only JSON-lines file, `reflog.jsonl` in the store (docs/format.md §9).
+ */
+import { open, readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { MstoreError } from './errors.js';
+import { now } from './clock.js';
+import type { Store } from './store.js';
+
+export const REFLOG_FILE = 'reflog.jsonl';
+
+export type RefReason =
+  | 'commit'
+  | 'tag'
+  | 'delete'
+  | 'rm'
+  | 'prune'
+  | 'restore'
+  | 'pull'
+  | 'import'
+  | 'backup'
+  | 'backup-restore';
+
+export interface RefLogEntry {
+  /** ISO 8601, from the store clock. */
+  time: string;
+  ref: string;
+  /** The ref's value before the move (null: it did not exist). */
+  old: string | null;
+  /** The value after (null: deleted). */
+  new: string | null;
+  reason: RefReason;
+  /** Moves made by one command share an op id (restore uses it to bring back a whole rm). */
+  op: string;
+  message?: string;
+}
+
+export interface RefMove {
+  ref: string;
+  /** New value, or null to delete. */
+  value: string | null;
+  /** Refuse if the ref exists (create only). */
+  create?: boolean;
+}
+
+export function newOpId(): string {
+  return randomBytes(6).toString('hex');
+}
+
+function journalPath(store: Store): string {
+  return path.join(store.dir, REFLOG_FILE);
+}
+
+/** Every entry, oldest first. A torn last line (crash mid-append) is ignored. */
+export async function readRefLog(store: Store): Promise<RefLogEntry[]> {
+  let text: string;
+  try {
+    text = await readFile(journalPath(store), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  const out: RefLogEntry[] = [];
+  const lines = text.split('\n');
+  lines.forEach((line, i) => {
+    if (!line) return;
+    try {
+      out.push(JSON.parse(line) as RefLogEntry);
+    } catch {
+      if (i < lines.length - 1 && lines.slice(i + 1).some((l) => l)) {
+        throw new MstoreError('ECORRUPT', `${journalPath(store)} line ${i + 1} is not valid JSON`);
+      }
+    }
+  });
+  return out;
+}
+
+/** Appends entries durably (one write, then fdatasync). */
+async function appendEntries(store: Store, entries: RefLogEntry[]): Promise<void> {
+  if (!entries.length) return;
+  const fh = await open(journalPath(store), 'a+');
+  try {
+    const { size } = await fh.stat();
+    let text = entries.map((e) => JSON.stringify(e)).join('\n') + '\n';
+    if (size > 0) {
+      // A crash may have left a torn line without its newline: start on a fresh line.
+      const last = Buffer.alloc(1);
+      await fh.read(last, 0, 1, size - 1);
+      if (last[0] !== 0x0a) text = `\n${text}`;
+    }
+    await fh.write(text);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Moves refs as one recorded operation: the history entries are made durable first, then
+ * the refs are written in order. Caller holds the store lock. Returns the entries written.
+ */
+export async function moveRefs(
+  store: Store,
+  moves: RefMove[],
+  reason: RefReason,
+  opts: { op?: string; message?: string } = {},
+): Promise<RefLogEntry[]> {
+  const repo = store.repo;
+  const op = opts.op ?? newOpId();
+  const time = now().toISOString();
+  const entries: RefLogEntry[] = [];
+  for (const m of moves) {
+    const old = (await repo.readRef(m.ref)) ?? null;
+    if (m.create && old) throw new MstoreError('ECONFLICT', `${m.ref.replace(/^refs\/(tags|heads)\//, '')} already exists`);
+    if (m.value === null && !old) throw new MstoreError('EUNKNOWNREV', `${m.ref} does not exist`);
+    if (old === m.value) continue;
+    entries.push({ time, ref: m.ref, old, new: m.value, reason, op, ...(opts.message ? { message: opts.message } : {}) });
+  }
+  await appendEntries(store, entries);
+  for (const e of entries) {
+    if (e.new === null) await repo.deleteRef(e.ref);
+    else await repo.writeRef(e.ref, e.new, true);
+  }
+  return entries;
+}
+
+/** The entries for one ref (exact name, or a short name under refs/tags/ or refs/heads/), newest first. */
+export function entriesFor(entries: RefLogEntry[], name: string): RefLogEntry[] {
+  const names = name.startsWith('refs/') ? [name] : [`refs/tags/${name}`, `refs/heads/${name}`, ...(name === 'latest' ? ['refs/heads/latest'] : [])];
+  return entries.filter((e) => names.includes(e.ref)).reverse();
+}
