@@ -11,6 +11,7 @@ import { checkoutCommand } from './commands/checkout.js';
 import { tagCommand } from './commands/tag.js';
 import { statusCommand } from './commands/status.js';
 import { verifyCommand } from './commands/verify.js';
+import { fsckCommand } from './commands/fsck.js';
 
 const argv = hideBin(process.argv);
 const wantsHelp = argv.some((a) => a === '--help' || a === '-h');
@@ -43,6 +44,7 @@ await yargs(argv)
   .command(tagCommand)
   .command(statusCommand)
   .command(verifyCommand)
+  .command(fsckCommand)
   .demandCommand(1, 'name a command; see mstore --help')
   .strict()
   .help()

@@ -158,6 +158,57 @@ export class StoreIndex {
     });
   }
 
+  /** Every chunk row: id and location. */
+  *chunkRows(): Generator<[Buffer, ChunkLocation]> {
+    for (const { key, value } of this.chunks.getRange()) {
+      const v = value as unknown as Buffer;
+      yield [key, { pack: v.subarray(0, 32).toString('hex'), offset: Number(v.readBigUInt64LE(32)), length: v.readUInt32LE(40) }];
+    }
+  }
+
+  /** Every file row: oid, size and manifest. */
+  *fileRows(): Generator<[Buffer, { size: number; chunks: ManifestChunk[] }]> {
+    for (const { key, value } of this.files.getRange()) {
+      const v = value as unknown as Buffer;
+      yield [key, { size: Number(v.readBigUInt64LE(0)), chunks: decodeManifest(v.subarray(8)) }];
+    }
+  }
+
+  packInfo(id: string): { size: number; entries: number; created: string } | undefined {
+    return this.packs.get(id);
+  }
+
+  /**
+   * gc's index switch, one durable transaction: chunk rows moved to their new packs,
+   * dead chunk and file rows dropped, old pack records replaced by the new ones.
+   */
+  switchPacks(change: {
+    newPacks: PackInfo[];
+    moveChunks: Map<string, ChunkLocation>;
+    dropChunks: Buffer[];
+    dropFiles: Buffer[];
+    dropPacks: string[];
+    dropStats: string[];
+  }): void {
+    const created = clockNow().toISOString();
+    const rows = [...change.moveChunks].map(([k, loc]) => {
+      const v = Buffer.alloc(44);
+      Buffer.from(loc.pack, 'hex').copy(v, 0);
+      v.writeBigUInt64LE(BigInt(loc.offset), 32);
+      v.writeUInt32LE(loc.length, 40);
+      return [Buffer.from(k, 'hex'), v] as const;
+    });
+    rows.sort((a, b) => Buffer.compare(a[0], b[0]));
+    this.root.transactionSync(() => {
+      for (const [k, v] of rows) this.chunks.put(k, v);
+      for (const k of change.dropChunks) this.chunks.remove(k);
+      for (const k of change.dropFiles) this.files.remove(k);
+      for (const id of change.dropPacks) this.packs.remove(id);
+      for (const p of change.newPacks) this.packs.put(p.id, { size: p.size, entries: p.entries.length, created });
+      for (const k of change.dropStats) this.stats.remove(k);
+    });
+  }
+
   updateStats(updates: Map<string, StatEntry | null>): void {
     if (updates.size === 0) return;
     this.root.transactionSync(() => this.applyStats(updates));

@@ -175,6 +175,14 @@ export class Store {
     }
   }
 
+  /** Deletes the lmdb index (derived data) so it can be rebuilt from the packs. Caller holds the lock. */
+  async dropIndex(): Promise<void> {
+    await this._index?.close();
+    this._index = undefined;
+    await rm(path.join(this.dir, 'index'), { recursive: true, force: true });
+    await mkdir(path.join(this.dir, 'index'), { recursive: true });
+  }
+
   async close(): Promise<void> {
     await this._hasher?.close();
     await this._index?.close();
