@@ -12,6 +12,18 @@ import { tagCommand } from './commands/tag.js';
 import { statusCommand } from './commands/status.js';
 import { verifyCommand } from './commands/verify.js';
 import { fsckCommand } from './commands/fsck.js';
+import { backupCommand } from './commands/backup.js';
+import { rmCommand } from './commands/rm.js';
+import { restoreCommand } from './commands/restore.js';
+import { reflogCommand } from './commands/reflog.js';
+import { pruneCommand } from './commands/prune.js';
+import { gcCommand } from './commands/gc.js';
+
+// A reader that stops early (mstore log | head) is not an error.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw e;
+});
 
 const argv = hideBin(process.argv);
 const wantsHelp = argv.some((a) => a === '--help' || a === '-h');
@@ -45,6 +57,12 @@ await yargs(argv)
   .command(statusCommand)
   .command(verifyCommand)
   .command(fsckCommand)
+  .command(backupCommand)
+  .command(rmCommand)
+  .command(restoreCommand)
+  .command(reflogCommand)
+  .command(pruneCommand)
+  .command(gcCommand)
   .demandCommand(1, 'name a command; see mstore --help')
   .strict()
   .help()

@@ -23,7 +23,7 @@ export async function tagsByCommit(repo: GitRepo): Promise<Map<string, string[]>
   return out;
 }
 
-/** Newest first along first parents from `rev` (default `latest`). */
+/** Newest first along first parents from `rev` (default `latest`), skipping removed versions. */
 export async function log(store: Store, opts: { rev?: string; limit?: number } = {}): Promise<LogEntry[]> {
   const repo = store.repo;
   // An empty store has no history, which is not an error.
@@ -34,6 +34,11 @@ export async function log(store: Store, opts: { rev?: string; limit?: number } =
   while (oid && (opts.limit === undefined || out.length < opts.limit)) {
     const c = await repo.readCommit(oid);
     const meta = await readMeta(repo, oid);
+    // A removed version (rm/prune) stays in the parent chain but is no longer listed.
+    if (meta?.version && !(tags.get(oid) ?? []).includes(meta.version)) {
+      oid = c.parent[0];
+      continue;
+    }
     out.push({
       version: meta?.version,
       commit: oid,

@@ -1,0 +1,64 @@
+/** Walking the git object graph of a store's version records. */
+import git from 'isomorphic-git';
+import { gitFs } from './git-fs.js';
+
+export type GitType = 'blob' | 'tree' | 'commit' | 'tag';
+
+export interface WalkedObject {
+  oid: string;
+  type: GitType;
+}
+
+/**
+ * Every object reachable from `starts` (tags, commits with their parents, trees, blobs),
+ * each once, in dependency order: an object comes after everything it points at, so
+ * writing them in this order never leaves a written object pointing at a missing one.
+ */
+export async function reachableObjects(gitdir: string, starts: string[], cache: object = {}): Promise<WalkedObject[]> {
+  const order: WalkedObject[] = [];
+  const state = new Map<string, 'open' | 'done'>();
+  // Iterative post-order DFS: histories can be thousands of commits deep.
+  const stack: { oid: string; children?: string[]; type?: GitType }[] = starts.map((oid) => ({ oid }));
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    if (!top.children) {
+      if (state.has(top.oid)) {
+        stack.pop();
+        continue;
+      }
+      state.set(top.oid, 'open');
+      const o = await git.readObject({ fs: gitFs, gitdir, oid: top.oid, format: 'parsed', cache });
+      top.type = o.type as GitType;
+      if (o.type === 'commit') {
+        const c = o.object as { tree: string; parent: string[] };
+        top.children = [c.tree, ...c.parent];
+      } else if (o.type === 'tree') {
+        top.children = (o.object as { oid: string; type: string }[]).filter((e) => e.type !== 'commit').map((e) => e.oid);
+      } else if (o.type === 'tag') top.children = [(o.object as { object: string }).object];
+      else top.children = [];
+      for (const c of top.children) if (!state.has(c)) stack.push({ oid: c });
+      continue;
+    }
+    stack.pop();
+    if (state.get(top.oid) === 'done') continue;
+    state.set(top.oid, 'done');
+    order.push({ oid: top.oid, type: top.type! });
+  }
+  return order;
+}
+
+export async function hasObject(gitdir: string, oid: string, cache: object = {}): Promise<boolean> {
+  try {
+    await git.readObject({ fs: gitFs, gitdir, oid, format: 'deflated', cache });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Copies one object (verified: isomorphic-git re-hashes what it reads, and the written id must match). */
+export async function copyObject(fromGitdir: string, toGitdir: string, oid: string, cache: object = {}): Promise<void> {
+  const o = await git.readObject({ fs: gitFs, gitdir: fromGitdir, oid, format: 'content', cache });
+  const written = await git.writeObject({ fs: gitFs, gitdir: toGitdir, type: o.type as GitType, object: o.object as Uint8Array, format: 'content' });
+  if (written !== oid) throw new Error(`git object ${oid} was written as ${written}`);
+}
