@@ -27,6 +27,8 @@ export async function allRefs(repo: GitRepo): Promise<string[]> {
 
 export interface RootProblem {
   ref: string;
+  /** The object the chain broke at (the damaged commit, or the ref's own value). */
+  oid?: string;
   message: string;
 }
 
@@ -43,7 +45,10 @@ export async function refRoots(repo: GitRepo): Promise<{ roots: Roots; problems:
     try {
       addRoot(roots, await repo.peelToCommit(oid), ref);
     } catch (e) {
-      problems.push({ ref, message: `${ref} -> ${oid}: ${(e as Error).message.split('\n')[0]}` });
+      // Name the object that broke the chain: the tag's target when the tag itself reads.
+      const target = await repo.readTagTarget(oid).catch(() => undefined);
+      const broken = target ?? oid;
+      problems.push({ ref, oid: broken, message: `${ref} -> ${broken}: ${(e as Error).message.split('\n')[0]}` });
     }
   }
   return { roots, problems };

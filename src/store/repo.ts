@@ -126,6 +126,17 @@ export class GitRepo {
     });
   }
 
+  /** An object's type and its content (without git's `<type> <len>\0` header); git re-hashes it on read. */
+  async readRawObject(oid: string): Promise<{ type: string; content: Uint8Array }> {
+    const o = await git.readObject({ ...this.base, oid, format: 'content', cache: this.cache });
+    return { type: o.type, content: o.object as Uint8Array };
+  }
+
+  /** Writes an object from its content (loose, through the atomic gitFs); returns its id. */
+  writeRawObject(type: 'commit' | 'tree' | 'blob' | 'tag', content: Uint8Array): Promise<string> {
+    return git.writeObject({ ...this.base, type, object: content, format: 'content' });
+  }
+
   async readObjectType(oid: string): Promise<string> {
     return (await git.readObject({ ...this.base, oid, format: 'parsed', cache: this.cache })).type;
   }
@@ -139,6 +150,12 @@ export class GitRepo {
       oid = (o.object as { object: string }).object;
     }
     throw new Error(`tag chain at ${oid} is too long`);
+  }
+
+  /** The object an annotated tag points at; undefined when `oid` is not a tag. */
+  async readTagTarget(oid: string): Promise<string | undefined> {
+    const o = await git.readObject({ ...this.base, oid, format: 'parsed', cache: this.cache });
+    return o.type === 'tag' ? (o.object as { object: string }).object : undefined;
   }
 
   async readTagMessage(oid: string): Promise<{ tag: string; message: string } | undefined> {

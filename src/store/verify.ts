@@ -88,7 +88,15 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
   } else {
     const r = await refRoots(repo);
     targets = r.roots;
-    for (const p of r.problems) problems.push({ versions: [p.ref], files: [], message: p.message });
+    // A ref whose version record cannot be read is a damaged version, named like the others.
+    const broken = new Map<string, string[]>();
+    for (const p of r.problems) broken.set(p.oid ?? p.ref, [...(broken.get(p.oid ?? p.ref) ?? []), p.ref]);
+    for (const [oid, refs] of broken) {
+      const name = preferredName(refs);
+      byVersion.set(oid, { name, commit: oid, ok: true, problems: [] });
+      const msg = r.problems.find((p) => (p.oid ?? p.ref) === oid)!.message.replace(/^\S+ -> /, '');
+      problems.push({ versions: [name], files: [], message: `${name}: version record ${msg}` });
+    }
   }
 
   const report = (name: string, commit: string): VersionReport => {
@@ -103,7 +111,7 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
   // 1. Version records: commit, metadata, tree, blobs, pointers.
   const files = new Map<string, FileUse>();
   for (const [commit, names] of targets) {
-    let name = shortName(names[0]);
+    let name = preferredName(names);
     const v = report(name, commit);
     try {
       const c = await repo.readCommit(commit);
@@ -257,6 +265,12 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const versions = [...byVersion.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { ok: problems.length === 0, mode, versions, problems, files: files.size, chunks, bytes, seconds };
+}
+
+/** A version tag's name if one of the refs is one, else the first ref's short name. */
+function preferredName(refs: string[]): string {
+  const names = refs.map(shortName);
+  return names.find((n) => /(^|\/)v[0-9]+$/.test(n)) ?? names.find((n) => !n.endsWith('latest')) ?? names[0];
 }
 
 function shortName(ref: string): string {
