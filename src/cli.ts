@@ -11,6 +11,8 @@ import { checkoutCommand } from './commands/checkout.js';
 import { tagCommand } from './commands/tag.js';
 import { statusCommand } from './commands/status.js';
 import { verifyCommand } from './commands/verify.js';
+import { exportCommand } from './commands/export.js';
+import { importCommand } from './commands/import.js';
 import { fsckCommand } from './commands/fsck.js';
 import { backupCommand } from './commands/backup.js';
 import { rmCommand } from './commands/rm.js';
@@ -56,6 +58,8 @@ await yargs(argv)
   .command(tagCommand)
   .command(statusCommand)
   .command(verifyCommand)
+  .command(exportCommand)
+  .command(importCommand)
   .command(fsckCommand)
   .command(backupCommand)
   .command(rmCommand)
