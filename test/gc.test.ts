@@ -1,0 +1,241 @@
+/**
+ * gc safety (issue 3, acceptance 2): a random sequence of commit, tag, rm, restore, prune and
+ * gc never removes data a live or restorable version needs; kill -9 of gc at random moments
+ * leaves every version intact and the next gc completes.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { Store } from '../src/store/store.js';
+import { commit } from '../src/store/commit.js';
+import { createTag } from '../src/store/tags.js';
+import { executeRemoval, restoreRef } from '../src/store/remove.js';
+import { planPrune } from '../src/store/prune.js';
+import { gc } from '../src/store/gc.js';
+import { checkout } from '../src/store/checkout.js';
+import { refRoots } from '../src/store/reach.js';
+import { MstoreError } from '../src/store/errors.js';
+import { cleanup, git, mstore, mstoreJson, spawnMstore, tmpDir, treeDigest, writeSafetensors, type TensorSpec } from './helpers.js';
+
+/** Small deterministic PRNG (mulberry32) so a failing sequence can be replayed from its seed. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const digestKey = (m: Map<string, string>): string => JSON.stringify([...m].sort());
+
+async function checkoutDigest(store: Store, commitId: string, scratch: string): Promise<string> {
+  const dir = path.join(scratch, `co-${commitId.slice(0, 12)}-${Date.now()}`);
+  await checkout(store, { rev: commitId, cwd: scratch, to: dir });
+  const d = digestKey(treeDigest(dir));
+  rmSync(dir, { recursive: true, force: true });
+  return d;
+}
+
+const started = Date.now();
+const took = (what: string): void => {
+  if (process.env.MSTORE_TEST_VERBOSE) console.error(`${what}: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+};
+
+test('200+ random operations: gc never removes what a live or restorable version needs', async () => {
+  const seed = Number(process.env.MSTORE_GC_SEED ?? 20261123);
+  const rand = rng(seed);
+  const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)];
+  const root = tmpDir('mstore-gcprop-');
+  const scratch = path.join(root, 'scratch');
+  const ws = path.join(root, 'ws');
+  mkdirSync(scratch);
+  mkdirSync(ws);
+  const savedNow = process.env.MSTORE_NOW;
+  let clock = Date.parse('2026-01-01T00:00:00Z');
+  const tick = (): void => {
+    clock += Math.floor(rand() * 20 * 3_600_000);
+    process.env.MSTORE_NOW = new Date(clock).toISOString();
+  };
+  tick();
+  await Store.init(ws).then((s) => s.close());
+  const store = await Store.find(ws);
+  const seeds = [1, 2, 3, 4, 5, 6];
+  let nextSeed = 100;
+  const expected = new Map<string, string>(); // commit -> digest of the model files
+  const removedAt = new Map<string, number>(); // version name -> time of its removal
+  const commitOf = new Map<string, string>(); // version name -> commit
+  // Commits a gc may have freed (not live, outside that gc's grace): their restore may fail.
+  const mayBeFreed = new Set<string>();
+  const counts: Record<string, number> = { commit: 0, tag: 0, rm: 0, restore: 0, restoreRefused: 0, prune: 0, gc: 0, checked: 0 };
+  const liveVersions = async (): Promise<Map<string, string>> => {
+    const { roots } = await refRoots(store.repo);
+    const out = new Map<string, string>();
+    for (const [c, refs] of roots) for (const r of refs) if (/^refs\/tags\/v[0-9]+$/.test(r)) out.set(r.slice(10), c);
+    return out;
+  };
+  try {
+    for (let op = 0; op < Number(process.env.MSTORE_GC_OPS ?? 220); op++) {
+      tick();
+      const live = await liveVersions();
+      const r = rand();
+      if (r < 0.28 || live.size === 0) {
+        // commit: a few tensors change (new chunks), others stay (shared chunks)
+        for (let i = 0; i < seeds.length; i++) if (rand() < 0.35) seeds[i] = nextSeed++;
+        const tensors: TensorSpec[] = seeds.map((s, i) => ({ name: `layers.${i}.weight`, dtype: 'BF16', shape: [128, 1024], seed: s }));
+        writeSafetensors(path.join(ws, 'model.safetensors'), tensors);
+        writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ op, seeds }));
+        if (rand() < 0.5) writeSafetensors(path.join(ws, 'adapter.safetensors'), [{ name: 'a', dtype: 'BF16', shape: [64, 1024], seed: nextSeed++ }]);
+        const c = await commit(store, { cwd: ws, message: `op ${op}`, allowEmpty: true });
+        expected.set(c.commit!, digestKey(treeDigest(ws)));
+        commitOf.set(c.version!, c.commit!);
+        counts.commit++;
+      } else if (r < 0.36) {
+        await createTag(store, `t${op}`, pick([...live.keys()]));
+        counts.tag++;
+      } else if (r < 0.52) {
+        const v = pick([...live.keys()]);
+        await executeRemoval(store, [v], { reason: 'rm', noBackup: true });
+        removedAt.set(v, clock);
+        counts.rm++;
+      } else if (r < 0.7) {
+        // Mostly the latest removal (undo right after a mistake), sometimes an older one.
+        const gone = [...removedAt.keys()].filter((v) => !live.has(v)).sort((a, b) => removedAt.get(b)! - removedAt.get(a)!);
+        if (!gone.length) continue;
+        const v = rand() < 0.7 ? gone[0] : pick(gone);
+        try {
+          await restoreRef(store, v);
+          mayBeFreed.delete(commitOf.get(v)!);
+          removedAt.delete(v);
+          counts.restore++;
+        } catch (e) {
+          // Refusing is allowed only when a gc may have freed it, and must say so clearly.
+          assert.ok(e instanceof MstoreError && e.code === 'EMISSING', `restore ${v}: ${String(e)}`);
+          assert.ok(mayBeFreed.has(commitOf.get(v)!), `restore of ${v} refused although no gc could have freed it: ${(e as Error).message}`);
+          counts.restoreRefused++;
+          if (process.env.MSTORE_TEST_VERBOSE) console.error(`refused ${v} removed ${((clock - removedAt.get(v)!) / 3.6e6).toFixed(1)} h ago: ${(e as Error).message}`);
+        }
+      } else if (r < 0.78) {
+        const plan = await planPrune(store, { keepLast: 1 + Math.floor(rand() * 3) });
+        if (!plan.remove.length) continue;
+        await executeRemoval(store, plan.remove.map((v) => v.commit), { reason: 'prune', noBackup: true });
+        for (const v of plan.remove) removedAt.set(v.version, clock);
+        counts.prune++;
+      } else {
+        const graceMs = pick([0, 6 * 3_600_000, 2 * 86_400_000]);
+        await gc(store, { graceMs });
+        counts.gc++;
+        const cutoff = clock - graceMs;
+        const liveCommits = new Set((await refRoots(store.repo)).roots.keys());
+        // Every live version checks out byte for byte.
+        for (const c of liveCommits) {
+          if (!expected.has(c)) continue;
+          assert.is(await checkoutDigest(store, c, scratch), expected.get(c), `live commit ${c} after gc #${counts.gc} (seed ${seed})`);
+          counts.checked++;
+        }
+        // Every version removed within the grace period (and not already freed) checks out too.
+        for (const [v, at] of removedAt) {
+          const c = commitOf.get(v)!;
+          if (liveCommits.has(c)) continue;
+          if (at >= cutoff && !mayBeFreed.has(c)) {
+            assert.is(await checkoutDigest(store, c, scratch), expected.get(c), `restorable ${v} after gc #${counts.gc} (seed ${seed})`);
+            counts.checked++;
+          } else mayBeFreed.add(c);
+        }
+      }
+    }
+    // A last gc with no grace keeps exactly what refs reach, and fsck agrees.
+    await gc(store, { graceMs: 0 });
+    for (const c of (await refRoots(store.repo)).roots.keys()) {
+      if (expected.has(c)) assert.is(await checkoutDigest(store, c, scratch), expected.get(c));
+    }
+    await store.close();
+    const fsck = mstoreJson<{ ok: boolean; problems: string[]; unreachable: { chunks: number } }>(ws, ['fsck']);
+    assert.ok(fsck.ok, fsck.problems.join('; '));
+    assert.is(fsck.unreachable.chunks, 0, 'gc --grace 0 leaves no unreachable chunk');
+    assert.is(git(path.join(ws, '.mstore/git'), ['fsck', '--strict']).code, 0);
+    // The sequence really exercised every operation.
+    for (const k of ['commit', 'tag', 'rm', 'restore', 'prune', 'gc']) assert.ok(counts[k] > 0, `no ${k} in the sequence: ${JSON.stringify(counts)}`);
+    assert.ok(counts.gc >= 20 && counts.checked >= 100, JSON.stringify(counts));
+    if (process.env.MSTORE_TEST_VERBOSE) console.error(`gc property test (seed ${seed}): ${JSON.stringify(counts)}`);
+    took('property test');
+  } finally {
+    await store.close();
+    if (savedNow === undefined) delete process.env.MSTORE_NOW;
+    else process.env.MSTORE_NOW = savedNow;
+    cleanup(root);
+  }
+});
+
+test('kill -9 of gc at random moments leaves every version intact; the next gc completes', async () => {
+  const rand = rng(Number(process.env.MSTORE_GC_SEED ?? 7));
+  const root = tmpDir('mstore-gckill-');
+  const ws = path.join(root, 'ws');
+  mkdirSync(ws);
+  try {
+    assert.is(mstore(ws, ['init']).code, 0);
+    const seeds = Array.from({ length: 8 }, (_, i) => i + 1);
+    let next = 100;
+    const expected = new Map<string, string>();
+    const commitOne = (i: number): void => {
+      for (let k = 0; k < 3; k++) seeds[Math.floor(rand() * seeds.length)] = next++;
+      writeSafetensors(path.join(ws, 'model.safetensors'), seeds.map((s, j) => ({ name: `l.${j}`, dtype: 'BF16', shape: [512, 2048], seed: s })));
+      writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ i }));
+      const r = mstoreJson<{ version: string; commit: string }>(ws, ['commit', '-m', `c${i}`]);
+      expected.set(r.version, digestKey(treeDigest(ws)));
+    };
+    for (let i = 0; i < 4; i++) commitOne(i);
+    let kills = 0;
+    let finished = 0;
+    for (let round = 0; kills < 20 && round < 60; round++) {
+      // New garbage each round: a new version, the oldest live one removed.
+      commitOne(100 + round);
+      const log = mstoreJson<{ version: string }[]>(ws, ['log']);
+      assert.is(mstore(ws, ['rm', log[log.length - 1].version, '--confirm', '--no-backup']).code, 0);
+      const refsBefore = git(path.join(ws, '.mstore/git'), ['for-each-ref']).stdout;
+      const child = spawnMstore(ws, ['gc', '--grace', '0']);
+      const delay = 60 + Math.floor(rand() * 400);
+      const timer = setTimeout(() => child.kill('SIGKILL'), delay);
+      const how = await new Promise<string>((resolve) => child.on('exit', (code, sig) => resolve(sig ?? String(code))));
+      clearTimeout(timer);
+      if (how === 'SIGKILL') kills++;
+      else {
+        assert.is(how, '0', 'an uninterrupted gc succeeds');
+        finished++;
+      }
+      // The store is the same: refs unchanged, every live version verifies and checks out byte for byte.
+      assert.is(git(path.join(ws, '.mstore/git'), ['for-each-ref']).stdout, refsBefore, `refs after kill at ${delay} ms`);
+      const v = mstore(ws, ['verify', '--all']);
+      assert.is(v.code, 0, `verify after kill at ${delay} ms: ${v.stdout}${v.stderr}`);
+      // verify --all re-hashed every byte above; checkouts compare with the committed trees now and then.
+      if (round % 5 !== 4) continue;
+      for (const e of mstoreJson<{ version: string }[]>(ws, ['log'])) {
+        const dir = path.join(root, `co-${round}-${e.version}`);
+        assert.is(mstore(ws, ['checkout', e.version, '--to', dir]).code, 0);
+        assert.is(digestKey(treeDigest(dir)), expected.get(e.version), `${e.version} after kill at ${delay} ms`);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+    if (process.env.MSTORE_TEST_VERBOSE) console.error(`gc kill test: ${kills} kills, ${finished} finished first`);
+    took('kill test');
+    assert.ok(kills >= 20, `only ${kills} kills landed while gc ran (${finished} finished first)`);
+    // The next gc completes and leaves a clean store with no leftovers.
+    assert.is(mstore(ws, ['gc', '--grace', '0']).code, 0);
+    for (const e of mstoreJson<{ version: string }[]>(ws, ['log'])) {
+      const dir = path.join(root, `co-final-${e.version}`);
+      assert.is(mstore(ws, ['checkout', e.version, '--to', dir]).code, 0);
+      assert.is(digestKey(treeDigest(dir)), expected.get(e.version), `${e.version} after the last gc`);
+    }
+    const fsck = mstoreJson<{ ok: boolean; problems: string[]; unreachable: { chunks: number } }>(ws, ['fsck']);
+    assert.ok(fsck.ok, fsck.problems.join('; '));
+    assert.is(fsck.unreachable.chunks, 0);
+    assert.ok(!existsSync(path.join(ws, '.mstore/tmp')) || mstore(ws, ['status']).code === 0);
+  } finally {
+    cleanup(root);
+  }
+});
+
+test.run();
