@@ -1,5 +1,5 @@
 /**
- * What `export` writes and `import` reads (docs/bundle.md): the names and limits of both
+ * What `export` writes and `import` reads (docs/format.md §16): the names and limits of both
  * tar layouts, git's object framing, the links between git objects, the rules for entry
  * names and symlink targets, and a streaming tar reader that turns tar-stream's errors
  * into one-line MstoreErrors.

@@ -1,5 +1,5 @@
 /**
- * `export`: versions into one tar file (docs/bundle.md), deterministically: the same
+ * `export`: versions into one tar file (docs/format.md §16), deterministically: the same
  * versions give the same bytes. Two layouts:
  *
  *  - files: one directory per version (`v003/`, `merged/v002/`) holding the model files and

@@ -1,5 +1,5 @@
 /**
- * `import` of the files layout (docs/bundle.md §2): each version directory (a directory
+ * `import` of the files layout (docs/format.md §16.2): each version directory (a directory
  * holding `.mstore/version.json`) becomes a new version on a line, with new ids, carrying
  * the description, author, parameters, metrics, training data, status and `meta` of its
  * version.json. Pass 1 checks every header (and parses every version.json) before anything

@@ -1,5 +1,5 @@
 /**
- * `import`: versions from a tar that `export` wrote (docs/bundle.md).
+ * `import`: versions from a tar that `export` wrote (docs/format.md §16).
  *
  * Pass 1 reads the whole archive without writing anything and without the lock: every
  * header (names, types, sizes, order), and for a bundle every byte (git objects re-hash to
