@@ -104,6 +104,20 @@ try {
   const gl = spawnSync('git', ['--git-dir=.mstore/git', 'log', '--oneline', 'latest'], { cwd: ws, encoding: 'utf8' });
   process.stdout.write(gl.status === 0 ? gl.stdout : '  (git is not installed)\n');
 
+  say('Before anything is deleted: verify every byte, and keep a verified backup on a second disk.');
+  mstore('verify', '--all');
+  mstore('backup', 'add', 'disk2', path.join(root, 'backup-disk'));
+  say('Remove v001: a pre-deletion backup is made and verified first; the ref history records the move.');
+  mstore('rm', 'v001', '--confirm');
+  mstore('reflog', '-n', '3');
+  say('Changed your mind within the grace period? restore. Past it (after gc), the backup still has it.');
+  mstore('restore', 'v001');
+  mstore('rm', 'v001', '--confirm');
+  mstore('gc', '--grace', '0');
+  mstore('backup', 'restore', 'disk2', 'v001');
+  mstore('log', '-n', '5');
+  mstore('backup', 'list');
+
   say(`Done. The store lives in ${ws}/.mstore and is removed now.`);
 } finally {
   rmSync(root, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { executeRemoval, planRemoval } from '../store/remove.js';
-import { dim, handler, out, printJson, red, warn, withStore } from './ui.js';
+import { dim, formatBytes, handler, out, printJson, red, warn, withStore } from './ui.js';
 
 interface Args {
   revs: string[];
@@ -36,7 +36,7 @@ export const rmCommand: CommandModule<object, Args> = {
       if (!a.backup) warn('--no-backup: removing WITHOUT a backup; only the ref history and the gc grace period can bring these versions back');
       const r = await executeRemoval(store, a.revs, { reason: 'rm', noBackup: !a.backup, backupName: a.to });
       if (a.json) return printJson(r);
-      if (r.backup) out(`Backed up to '${r.backup.name}' and verified (${r.backup.verifiedBytes} bytes re-read)`);
+      if (r.backup) out(`Backed up to '${r.backup.name}' and verified (${formatBytes(r.backup.verifiedBytes)} re-read there)`);
       for (const v of r.plan.versions) out(`Removed ${v.name} (${v.commit.slice(0, 12)}); 'mstore restore ${v.name}' brings it back until gc`);
       if (!r.backup) out(red('no backup was made'));
     });
