@@ -8,6 +8,7 @@ interface Args {
   all: boolean;
   quick: boolean;
   sample?: number;
+  chunkIds: boolean;
   json: boolean;
 }
 
@@ -20,6 +21,7 @@ export const verifyCommand: CommandModule<object, Args> = {
       .option('all', { type: 'boolean', default: false, describe: 'every version any ref or tag reaches' })
       .option('quick', { type: 'boolean', default: false, describe: 'presence and sizes only; read no chunk data' })
       .option('sample', { type: 'number', requiresArg: true, describe: 're-read a random PERCENT of the chunks' })
+      .option('chunk-ids', { type: 'boolean', default: false, describe: 'also re-hash every chunk to its id (a second pass; slower)' })
       .option('json', { type: 'boolean', default: false })
       .example('$0 verify --all', 'read and re-hash every byte of every version')
       .example('$0 verify v003 --quick', 'check that everything v003 needs is present')
@@ -32,7 +34,7 @@ export const verifyCommand: CommandModule<object, Args> = {
       const bar = progressBar('verify');
       let r;
       try {
-        r = await verify(store, { revs: a.revs, mode, samplePercent: a.sample, onProgress: (p) => bar.update({ phase: 'checkout', ...p }) });
+        r = await verify(store, { revs: a.revs, mode, samplePercent: a.sample, chunkIds: a.chunkIds, onProgress: (p) => bar.update({ phase: 'checkout', ...p }) });
       } finally {
         bar.stop();
       }

@@ -335,15 +335,43 @@ export class ContentReader {
   }
 
   /**
-   * Re-reads a file's content and checks it without writing it anywhere: each chunk must
-   * re-hash to its id (this thread) and the whole to `oid` (the worker, in parallel).
-   * Chunks already in `verified` are not hashed again (shared between files/versions).
-   * The next run is read while this one is hashed. Throws only when a pack cannot be read.
+   * Re-reads a file's content and checks it without writing it anywhere. The whole file is
+   * re-hashed to `oid` on the worker while the next run is read. With `chunkIds`, this
+   * thread also re-hashes every chunk to its id in parallel (skipping ids in `verified`);
+   * without, chunk ids are re-hashed only when the file fails, to name the damaged chunks.
+   * Throws only when a pack cannot be read.
    */
-  async check(oid: string, verified: Set<string>, onBytes?: BytesCallback): Promise<{ digest: string; damaged: { chunk: string; pack: string }[] }> {
+  async check(
+    oid: string,
+    verified: Set<string>,
+    opts: { chunkIds?: boolean; onBytes?: BytesCallback } = {},
+  ): Promise<{ digest: string; damaged: { chunk: string; pack: string }[] }> {
     const { runs } = this.plan(oid, oid);
     const job = this.hasher.begin();
     const damaged: { chunk: string; pack: string }[] = [];
+    const hashChunks = (run: ReadRun, slot: Slot): void => {
+      let o = 0;
+      for (const c of run.chunks) {
+        const key = c.id.toString('hex');
+        if (!verified.has(key)) {
+          if (sha256(slot.buf.subarray(o, o + c.length)).equals(c.id)) verified.add(key);
+          else damaged.push({ chunk: key, pack: run.pack });
+        }
+        o += c.length;
+      }
+    };
+    await this.eachRun(runs, (run, slot) => {
+      slot.track(job.update(slot.sab, 0, run.bytes));
+      if (opts.chunkIds) hashChunks(run, slot);
+      opts.onBytes?.(run.bytes);
+    });
+    const digest = await job.digest();
+    if (digest !== oid && !opts.chunkIds) await this.eachRun(runs, hashChunks);
+    return { digest, damaged };
+  }
+
+  /** Reads runs into slots in order, the next one while `fn` handles the current one. */
+  private async eachRun(runs: ReadRun[], fn: (run: ReadRun, slot: Slot) => void): Promise<void> {
     const load = async (run: ReadRun): Promise<Slot> => {
       const slot = await this.pool.acquire();
       const fh = await this.packFiles.get(run.pack);
@@ -361,23 +389,11 @@ export class ContentReader {
     };
     let next = runs.length ? quietly(load(runs[0])) : undefined;
     for (let i = 0; i < runs.length; i++) {
-      const run = runs[i];
       const slot = await next!;
       next = i + 1 < runs.length ? quietly(load(runs[i + 1])) : undefined;
-      slot.track(job.update(slot.sab, 0, run.bytes));
-      let o = 0;
-      for (const c of run.chunks) {
-        const key = c.id.toString('hex');
-        if (!verified.has(key)) {
-          if (sha256(slot.buf.subarray(o, o + c.length)).equals(c.id)) verified.add(key);
-          else damaged.push({ chunk: key, pack: run.pack });
-        }
-        o += c.length;
-      }
-      onBytes?.(run.bytes);
+      fn(runs[i], slot);
     }
     await this.pool.drainAll();
-    return { digest: await job.digest(), damaged };
   }
 
   /** Reads one chunk and checks its id; false when it does not re-hash to it. */

@@ -2,9 +2,10 @@
  * `verify`: proves that versions can be checked out byte for byte. For each version: the
  * commit, its tree, every blob (git re-hashes each object it reads), the metadata record,
  * every lfs pointer; then, per distinct file, the manifest, each chunk's index entry
- * against its pack's own table, and the bytes: every chunk re-hashed to its id and the
- * whole file to its oid (restic check --read-data). Quick mode stops before the bytes;
- * sample mode re-hashes a random share of the chunks (restic --read-data-subset).
+ * against its pack's own table, and the bytes: every distinct file re-hashed to its oid
+ * (restic check --read-data), with every chunk re-hashed to its id as well when `chunkIds`
+ * is set, else only in a file that fails, to name the damaged chunks. Quick mode stops
+ * before the bytes; sample mode re-hashes a random share of the chunks (--read-data-subset).
  */
 import { stat } from 'node:fs/promises';
 import { MstoreError } from './errors.js';
@@ -26,6 +27,12 @@ export interface VerifyOptions {
   mode?: VerifyMode;
   /** Share of chunks to re-read in sample mode, 0 < p <= 100. */
   samplePercent?: number;
+  /**
+   * Full mode: also re-hash every chunk to its id (a second sha256 pass). Without it, each
+   * distinct file is re-hashed once to its oid, which proves every byte a checkout would
+   * produce; chunk ids are then re-hashed only in files that fail, to name the damage.
+   */
+  chunkIds?: boolean;
   random?: () => number;
   onProgress?: (p: { done: number; total: number }) => void;
 }
@@ -158,7 +165,7 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
     return t;
   };
   const sound: string[] = [];
-  const chunkIds = new Map<string, { id: Buffer; pack: string; offset: number; length: number; oid: string }>();
+  const chunkLocs = new Map<string, { id: Buffer; pack: string; offset: number; length: number; oid: string }>();
   let totalBytes = 0;
   for (const [oid, use] of files) {
     const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
@@ -194,7 +201,7 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
         okFile = false;
         continue;
       }
-      if (!chunkIds.has(key)) chunkIds.set(key, { id: c.id, ...loc, oid });
+      if (!chunkLocs.has(key)) chunkLocs.set(key, { id: c.id, ...loc, oid });
     }
     if (okFile) {
       sound.push(oid);
@@ -214,9 +221,12 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
         const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
         const label = where.files[0] + (where.files.length > 1 ? ` (+${where.files.length - 1} more)` : '');
         try {
-          const r = await reader.check(oid, verified, (n) => {
-            bytes += n;
-            opts.onProgress?.({ done: bytes, total: totalBytes });
+          const r = await reader.check(oid, verified, {
+            chunkIds: opts.chunkIds,
+            onBytes: (n) => {
+              bytes += n;
+              opts.onProgress?.({ done: bytes, total: totalBytes });
+            },
           });
           for (const d of r.damaged) fail({ ...where, chunk: d.chunk, pack: d.pack, message: `${label}: chunk ${d.chunk} in pack ${d.pack} is damaged (hash mismatch)` });
           if (!r.damaged.length && r.digest !== oid) fail({ ...where, message: `${label}: content hashes to ${r.digest}, expected ${oid} (file manifest damaged)` });
@@ -224,11 +234,11 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
           fail({ ...where, message: `${label}: ${firstLine(e)}` });
         }
       }
-      chunks = verified.size;
+      chunks = opts.chunkIds ? verified.size : chunkLocs.size;
     } else if (mode === 'sample') {
       const rnd = opts.random ?? Math.random;
       const share = opts.samplePercent! / 100;
-      const all = [...chunkIds.values()];
+      const all = [...chunkLocs.values()];
       const picked = all.filter(() => rnd() < share);
       if (!picked.length && all.length) picked.push(all[Math.floor(rnd() * all.length)]);
       const total = picked.reduce((a, c) => a + c.length, 0);
@@ -243,7 +253,7 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
       }
     } else {
       // quick: the pack files must at least be as long as their tables say (readPackTable checked that).
-      for (const c of chunkIds.values()) {
+      for (const c of chunkLocs.values()) {
         const st = await stat(packPath(store.packsDir, c.pack)).catch(() => undefined);
         if (!st || st.size < c.offset + c.length) fail({ versions: [], files: [], chunk: c.id.toString('hex'), pack: c.pack, message: `pack ${c.pack} is shorter than chunk ${c.id.toString('hex')} needs` });
       }
