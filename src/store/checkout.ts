@@ -131,6 +131,7 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
   const intoWorkspace = opts.to === undefined;
   const target = intoWorkspace ? store.requireWorkspace('checkout without --to') : path.resolve(opts.cwd, opts.to!);
   const run = async (): Promise<CheckoutResult> => {
+    store.hasher.warm();
     const repo = store.repo;
     const index = store.index;
     const commit = await resolveRev(repo, opts.rev);

@@ -11,7 +11,7 @@ import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath } from './pack.js';
 import { encodeManifest, type ManifestChunk, type NewFile, type StoreIndex, type StatEntry } from './index-db.js';
 import { FastCdcChunker, PlannedChunker, type Chunker, type CdcParams } from './chunker.js';
 import { readSafetensorsHeader, chunkCuts } from './safetensors.js';
-import { tmpName } from './fsutil.js';
+import { tmpName, writeInPieces } from './fsutil.js';
 
 export interface ChunkingConfig {
   /** Fixed piece size inside big tensors and other planned regions. */
@@ -423,7 +423,7 @@ export class ContentReader {
           const at = pos;
           pos += data.length;
           slot.track(
-            fh.write(data, 0, data.length, at).then(() => {
+            writeInPieces(fh, data, at).then(() => {
               unsynced += data.length;
               if (unsynced >= SYNC_EVERY && !syncing) {
                 unsynced = 0;

@@ -14,7 +14,7 @@ import { open, rename, mkdir, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { sha256 } from './hashing.js';
-import { fsyncDir } from './fsutil.js';
+import { fsyncDir, writeInPieces } from './fsutil.js';
 
 export const PACK_MAGIC = Buffer.from('MSTPACK\x01', 'latin1');
 export const PACK_END_MAGIC = Buffer.from('MSTPEND\x01', 'latin1');
@@ -92,7 +92,7 @@ export class PackWriter {
     pack.entries.push({ type, id, offset, length: data.length });
     this.bytesWritten += data.length;
     const w = pack.fh.then(async (fh) => {
-      await fh.write(data, 0, data.length, offset);
+      await writeInPieces(fh, data, offset);
       pack.unsynced += data.length;
       if (pack.unsynced >= SYNC_EVERY && !pack.syncing) {
         pack.unsynced = 0;

@@ -79,6 +79,7 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
   if (mode === 'sample' && !(opts.samplePercent! > 0 && opts.samplePercent! <= 100)) {
     throw new MstoreError('EBADINPUT', `--sample takes a percentage in (0, 100], got ${opts.samplePercent}`, 2);
   }
+  if (mode !== 'quick') store.hasher.warm();
   const repo = store.repo;
   const index = store.index;
   const problems: Problem[] = [];
