@@ -609,4 +609,20 @@ test('hostile tree: a path through a symlink the same version creates never writ
   }
 });
 
+test('a removed version: its name says how to get it back; tag -d of a version points to rm', () => {
+  const ws = makeStore();
+  try {
+    ok(ws, ['rm', 'v001', '--confirm', '--no-backup']);
+    const before = storeState(ws);
+    expectError(mstore(ws, ['show', 'v001']), 1, /unknown revision 'v001': v001 was removed by rm at .*mstore restore v001/, 'show v001');
+    expectError(mstore(ws, ['checkout', 'v001~0', '--to', path.join(ws, 'o')]), 1, /mstore restore v001/, 'checkout v001~0');
+    expectError(mstore(ws, ['tag', '-d', 'v001']), 2, /'v001' is a version, not a tag: remove it with 'mstore rm v001'/, 'tag -d v001');
+    assert.is(storeState(ws), before);
+    ok(ws, ['restore', 'v001']);
+    ok(ws, ['show', 'v001']);
+  } finally {
+    cleanup(ws);
+  }
+});
+
 test.run();

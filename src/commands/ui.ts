@@ -2,6 +2,7 @@
 import cliProgress from 'cli-progress';
 import { MstoreError, errorLine } from '../store/errors.js';
 import { Store } from '../store/store.js';
+import { removalHint } from '../store/reflog.js';
 import type { Progress } from '../store/commit.js';
 
 export function formatBytes(n: number | undefined): string {
@@ -70,6 +71,13 @@ export async function withStore<T>(fn: (store: Store) => Promise<T>): Promise<T>
   const store = await Store.find(process.cwd());
   try {
     return await fn(store);
+  } catch (e) {
+    // A removed version's name: say what happened to it and how to get it back.
+    if (e instanceof MstoreError && e.code === 'EUNKNOWNREV' && e.subject) {
+      const hint = await removalHint(store, e.subject).catch(() => undefined);
+      if (hint) throw new MstoreError('EUNKNOWNREV', `unknown revision '${e.subject}': ${hint}`, e.exitCode);
+    }
+    throw e;
   } finally {
     await store.close();
   }

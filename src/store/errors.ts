@@ -17,11 +17,14 @@ export type ErrorCode =
 export class MstoreError extends Error {
   readonly code: ErrorCode;
   readonly exitCode: number;
-  constructor(code: ErrorCode, message: string, exitCode = 1) {
+  /** What the error is about, when a caller may explain it further (the revision of EUNKNOWNREV). */
+  subject?: string;
+  constructor(code: ErrorCode, message: string, exitCode = 1, subject?: string) {
     super(message);
     this.name = 'MstoreError';
     this.code = code;
     this.exitCode = exitCode;
+    this.subject = subject;
   }
 }
 

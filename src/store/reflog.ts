@@ -132,3 +132,13 @@ export function entriesFor(entries: RefLogEntry[], name: string): RefLogEntry[] 
   const names = name.startsWith('refs/') ? [name] : [`refs/tags/${name}`, `refs/heads/${name}`, ...(name === 'latest' ? ['refs/heads/latest'] : [])];
   return entries.filter((e) => names.includes(e.ref)).reverse();
 }
+
+/**
+ * Why a name no longer resolves, from the ref history: "v002 was removed by rm at <time>;
+ * 'mstore restore v002' brings it back until gc frees its data". Undefined if it never existed.
+ */
+export async function removalHint(store: Store, name: string): Promise<string | undefined> {
+  const e = entriesFor(await readRefLog(store), name)[0];
+  if (!e || e.new !== null) return undefined;
+  return `${name} was removed by ${e.reason} at ${e.time}; 'mstore restore ${name}' brings it back until gc frees its data (or 'mstore backup restore NAME ${name}')`;
+}

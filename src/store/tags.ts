@@ -41,6 +41,9 @@ export async function createTag(store: Store, name: string, rev = 'latest', mess
 }
 
 export async function deleteTag(store: Store, name: string): Promise<void> {
+  if (/(^|\/)v[0-9]+$/.test(name)) {
+    throw new MstoreError('EBADNAME', `'${name}' is a version, not a tag: remove it with 'mstore rm ${name}' (it makes a verified backup first)`, 2);
+  }
   checkTagName(name);
   await store.withLock('tag', async () => {
     if (!(await store.repo.readRef(`refs/tags/${name}`))) throw new MstoreError('EUNKNOWNREV', `tag '${name}' not found`);

@@ -115,7 +115,7 @@ export async function resolveRev(repo: GitRepo, rev: string): Promise<string> {
     if (oid) break;
   }
   if (!oid && /^[0-9a-f]{7,40}$/.test(base)) oid = await repo.expandOid(base);
-  if (!oid) throw new MstoreError('EUNKNOWNREV', `unknown revision '${rev}'`);
+  if (!oid) throw new MstoreError('EUNKNOWNREV', `unknown revision '${rev}'`, 1, base);
   let commit: string;
   try {
     commit = await repo.peelToCommit(oid);
