@@ -20,6 +20,7 @@ import { restoreCommand } from './commands/restore.js';
 import { reflogCommand } from './commands/reflog.js';
 import { pruneCommand } from './commands/prune.js';
 import { gcCommand } from './commands/gc.js';
+import { labelCommand } from './commands/label.js';
 
 // A reader that stops early (mstore log | head) is not an error.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -67,6 +68,7 @@ await yargs(argv)
   .command(reflogCommand)
   .command(pruneCommand)
   .command(gcCommand)
+  .command(labelCommand)
   .demandCommand(1, 'name a command; see mstore --help')
   .strict()
   .help()

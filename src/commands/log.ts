@@ -1,10 +1,14 @@
 import type { CommandModule } from 'yargs';
 import { log } from '../store/inspect.js';
-import { dim, formatBytes, handler, out, printJson, yellow, withStore } from './ui.js';
+import { dim, formatBytes, handler, out, printJson, statusBadge, yellow, withStore } from './ui.js';
+import { STATUSES } from '../store/versions.js';
+import { MstoreError } from '../store/errors.js';
 
 interface Args {
   rev?: string;
   n?: number;
+  metrics?: string;
+  status?: string;
   json: boolean;
 }
 
@@ -31,26 +35,37 @@ export const logCommand: CommandModule<object, Args> = {
           return v;
         },
       })
+      .option('metrics', { type: 'string', requiresArg: true, describe: 'metric columns, comma-separated (NAME,NAME)' })
+      .option('status', { type: 'string', requiresArg: true, describe: `only versions with this status (${STATUSES.join(', ')})` })
       .option('json', { type: 'boolean', default: false })
       .example('$0 log -n 5', 'the five newest versions')
+      .example('$0 log --metrics loss,accuracy --status completed', 'completed versions with two metric columns')
       .example('$0 log merged/latest --json', 'the merged line as JSON') as never,
   handler: handler(async (a) => {
     await withStore(async (store) => {
-      const entries = await log(store, { rev: a.rev, limit: a.n });
+      if (a.status !== undefined && !(STATUSES as readonly string[]).includes(a.status)) {
+        throw new MstoreError('EBADINPUT', `invalid status '${a.status}' (one of ${STATUSES.join(', ')})`, 2);
+      }
+      const columns = a.metrics?.split(',').map((m) => m.trim()).filter(Boolean);
+      const entries = await log(store, { rev: a.rev, limit: a.n, status: a.status });
       if (a.json) return printJson(entries.map(({ meta, ...e }) => ({ ...e, meta })));
+      const fmt = (v: unknown): string => (typeof v === 'number' ? String(Number(v.toPrecision(4))) : v === undefined ? '-' : String(v));
+      if (columns?.length) out(dim(['version', 'commit ', 'date            ', ...columns.map((c) => c.padStart(10))].join('  ')));
       for (const e of entries) {
         const date = e.date.replace('T', ' ').slice(0, 16);
         const tags = e.tags.length ? ` (${e.tags.join(', ')})` : '';
-        const cols = [
-          yellow((e.version ?? '-').padEnd(6)),
-          dim(e.commit.slice(0, 7)),
-          date,
-          formatBytes(e.bytes).padStart(10),
-          e.status ? `[${e.status}]` : '',
-          e.description + tags,
-          metricsSummary(e.metrics),
-        ].filter(Boolean);
-        out(cols.join('  '));
+        const cols = columns?.length
+          ? [yellow((e.version ?? '-').padEnd(7)), dim(e.commit.slice(0, 7)), date, ...columns.map((c) => fmt(e.metrics[c]).padStart(10)), e.status ? statusBadge(e.status) : '']
+          : [
+              yellow((e.version ?? '-').padEnd(6)),
+              dim(e.commit.slice(0, 7)),
+              date,
+              formatBytes(e.bytes).padStart(10),
+              e.status ? statusBadge(e.status) : '',
+              e.description + tags,
+              metricsSummary(e.metrics),
+            ];
+        out(cols.filter(Boolean).join('  '));
       }
     });
   }),

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { show } from '../store/inspect.js';
-import { formatBytes, handler, out, printJson, yellow, withStore } from './ui.js';
+import { formatBytes, handler, out, printJson, statusBadge, yellow, withStore } from './ui.js';
 
 interface Args {
   rev: string;
@@ -25,13 +25,14 @@ export const showCommand: CommandModule<object, Args> = {
       if (m) {
         out(`Description: ${m.description}`);
         out(`Created:     ${m.created} by ${m.author.name} <${m.author.email}> on ${m.host}`);
-        if (m.status) out(`Status:      ${m.status}`);
+        if (r.status) out(`Status:      ${statusBadge(r.status)}${r.labels.status && m.status && m.status !== r.labels.status ? ` (was ${m.status} at commit)` : ''}`);
         if (m.lineage.parent_versions.length) out(`Parents:     ${m.lineage.parent_versions.join(', ')}`);
         for (const [k, v] of Object.entries(m.params)) out(`Param:       ${k} = ${JSON.stringify(v)}`);
         for (const [k, v] of Object.entries(m.metrics)) out(`Metric:      ${k} = ${JSON.stringify(v)}`);
         for (const d of m.training_data) out(`Data:        ${d}`);
         for (const [k, v] of Object.entries(m.meta)) out(`Meta:        ${k} = ${JSON.stringify(v)}`);
       }
+      for (const [k, v] of Object.entries(r.labels)) if (k !== 'status') out(`Label:       ${k} = ${v}`);
       out(`Files:       ${r.files.length}, ${formatBytes(r.files.reduce((s, f) => s + f.size, 0))}`);
       for (const f of r.files) {
         const kind = f.kind === 'lfs' ? 'lfs ' : f.kind === 'link' ? 'link' : 'git ';

@@ -23,6 +23,22 @@ export const yellow = paint(33);
 export const green = paint(32);
 export const red = paint(31);
 export const dim = paint(2);
+const cyan = paint(36);
+
+const STATUS_LOOK: Record<string, { symbol: string; color: (s: string) => string }> = {
+  draft: { symbol: '○', color: dim },
+  pending: { symbol: '◔', color: yellow },
+  training: { symbol: '▶', color: cyan },
+  completed: { symbol: '✔', color: green },
+  failed: { symbol: '✘', color: red },
+};
+
+/** A training status with its symbol and colour on a terminal; `[status]` otherwise (NO_COLOR, pipes). */
+export function statusBadge(status: string): string {
+  const look = STATUS_LOOK[status];
+  if (!look || !useColor()) return `[${status}]`;
+  return look.color(`${look.symbol} ${status}`);
+}
 
 export function printJson(v: unknown): void {
   process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);

@@ -3,6 +3,7 @@ import type { Store } from './store.js';
 import { resolveRev, readMeta, type VersionMeta } from './versions.js';
 import { listVersionFiles, type VersionFile } from './version-files.js';
 import type { GitRepo } from './repo.js';
+import { allLabels, readLabels, type Labels } from './labels.js';
 
 export interface LogEntry {
   version: string | undefined;
@@ -11,8 +12,10 @@ export interface LogEntry {
   description: string;
   bytes: number | undefined;
   metrics: Record<string, unknown>;
+  /** The `status` label when set (mstore label), else the status given at commit. */
   status: string | null;
   tags: string[];
+  labels: Labels;
   meta: VersionMeta | undefined;
 }
 
@@ -24,11 +27,12 @@ export async function tagsByCommit(repo: GitRepo): Promise<Map<string, string[]>
 }
 
 /** Newest first along first parents from `rev` (default `latest`), skipping removed versions. */
-export async function log(store: Store, opts: { rev?: string; limit?: number } = {}): Promise<LogEntry[]> {
+export async function log(store: Store, opts: { rev?: string; limit?: number; status?: string } = {}): Promise<LogEntry[]> {
   const repo = store.repo;
   // An empty store has no history, which is not an error.
   if (!opts.rev && !(await repo.readRef('refs/heads/latest'))) return [];
   const tags = await tagsByCommit(repo);
+  const labels = await allLabels(store);
   let oid: string | undefined = await resolveRev(repo, opts.rev ?? 'latest');
   const out: LogEntry[] = [];
   while (oid && (opts.limit === undefined || out.length < opts.limit)) {
@@ -39,17 +43,22 @@ export async function log(store: Store, opts: { rev?: string; limit?: number } =
       oid = c.parent[0];
       continue;
     }
-    out.push({
-      version: meta?.version,
-      commit: oid,
-      date: meta?.created ?? new Date(c.committer.timestamp * 1000).toISOString(),
-      description: meta?.description ?? c.message.trim(),
-      bytes: meta?.files.bytes,
-      metrics: meta?.metrics ?? {},
-      status: meta?.status ?? null,
-      tags: (tags.get(oid) ?? []).filter((t) => t !== meta?.version).sort(),
-      meta,
-    });
+    const l = labels.get(oid) ?? {};
+    const status = l.status ?? meta?.status ?? null;
+    if (opts.status === undefined || status === opts.status) {
+      out.push({
+        version: meta?.version,
+        commit: oid,
+        date: meta?.created ?? new Date(c.committer.timestamp * 1000).toISOString(),
+        description: meta?.description ?? c.message.trim(),
+        bytes: meta?.files.bytes,
+        metrics: meta?.metrics ?? {},
+        status,
+        tags: (tags.get(oid) ?? []).filter((t) => t !== meta?.version).sort(),
+        labels: l,
+        meta,
+      });
+    }
     oid = c.parent[0];
   }
   return out;
@@ -59,6 +68,9 @@ export interface ShowResult {
   version: string | undefined;
   commit: string;
   tags: string[];
+  /** The `status` label when set, else the status given at commit. */
+  status: string | null;
+  labels: Labels;
   meta: VersionMeta | undefined;
   files: VersionFile[];
 }
@@ -68,5 +80,6 @@ export async function show(store: Store, rev: string): Promise<ShowResult> {
   const commit = await resolveRev(repo, rev);
   const meta = await readMeta(repo, commit);
   const tags = ((await tagsByCommit(repo)).get(commit) ?? []).filter((t) => t !== meta?.version).sort();
-  return { version: meta?.version, commit, tags, meta, files: await listVersionFiles(repo, commit) };
+  const labels = await readLabels(store, commit);
+  return { version: meta?.version, commit, tags, status: labels.status ?? meta?.status ?? null, labels, meta, files: await listVersionFiles(repo, commit) };
 }

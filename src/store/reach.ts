@@ -20,9 +20,15 @@ function addRoot(roots: Roots, commit: string, name: string): void {
   else roots.set(commit, [name]);
 }
 
-/** Every ref under refs/ (full names, sorted). */
+/**
+ * Every ref that names versions (full names, sorted): line heads, version and user tags,
+ * anything else under refs/ except notes (labels annotate versions; they are not versions).
+ */
 export async function allRefs(repo: GitRepo): Promise<string[]> {
-  return (await repo.listRefs('refs')).map((r) => `refs/${r}`).sort();
+  return (await repo.listRefs('refs'))
+    .map((r) => `refs/${r}`)
+    .filter((r) => !r.startsWith('refs/notes/'))
+    .sort();
 }
 
 export interface RootProblem {

@@ -22,7 +22,8 @@ export type RefReason =
   | 'pull'
   | 'import'
   | 'backup'
-  | 'backup-restore';
+  | 'backup-restore'
+  | 'label';
 
 export interface RefLogEntry {
   /** ISO 8601, from the store clock. */
