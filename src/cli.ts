@@ -21,6 +21,7 @@ import { reflogCommand } from './commands/reflog.js';
 import { pruneCommand } from './commands/prune.js';
 import { gcCommand } from './commands/gc.js';
 import { labelCommand } from './commands/label.js';
+import { diffCommand } from './commands/diff.js';
 
 // A reader that stops early (mstore log | head) is not an error.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -69,6 +70,7 @@ await yargs(argv)
   .command(pruneCommand)
   .command(gcCommand)
   .command(labelCommand)
+  .command(diffCommand)
   .demandCommand(1, 'name a command; see mstore --help')
   .strict()
   .help()
