@@ -79,17 +79,14 @@ try {
   say('The history, newest first, with sizes and key metrics.');
   mstore('log');
 
-  say('Size diff between versions: what each one added to the store.');
+  say('What changed from v001 to v002: metadata, params, metrics, files, tensors (from chunk lists), text, curves.');
+  mstore('diff', 'v001', 'v002', '--tensors');
   const showJson = (rev: string) => JSON.parse(mstoreQuiet('show', rev, '--json')) as { files: { path: string; size: number; oid: string }[] };
   const a = showJson('v001');
-  const b = showJson('v002');
-  const bByPath = new Map(b.files.map((f) => [f.path, f]));
-  for (const f of a.files) {
-    const g = bByPath.get(f.path);
-    const state = !g ? 'removed' : g.oid === f.oid ? 'same' : 'changed';
-    process.stdout.write(`  ${state.padEnd(8)} ${String(f.size).padStart(10)} -> ${String(g?.size ?? 0).padStart(10)}  ${f.path}\n`);
-  }
-  for (const g of b.files) if (!a.files.some((f) => f.path === g.path)) process.stdout.write(`  added    ${''.padStart(10)} -> ${String(g.size).padStart(10)}  ${g.path}\n`);
+
+  say('Label a version after the fact (git notes), and list versions with metric columns.');
+  mstore('label', 'v002', 'status=completed', 'eval_gsm8k=0.71');
+  mstore('log', '--metrics', 'loss,accuracy');
 
   say('Name a version, and restore v001 elsewhere ("restore v001 to current_model/").');
   mstore('tag', 'production', 'v002');

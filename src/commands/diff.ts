@@ -14,7 +14,8 @@ interface Args {
   stats: boolean;
 }
 
-const show = (v: unknown): string => (v === undefined ? '(none)' : typeof v === 'string' ? v : JSON.stringify(v));
+const show = (v: unknown): string =>
+  v === undefined ? '(none)' : typeof v === 'string' ? v : typeof v === 'number' ? String(Number(v.toPrecision(6))) : JSON.stringify(v);
 const num = (v: number): string => String(Number(v.toPrecision(4)));
 const signed = (v: number): string => (v > 0 ? `+${num(v)}` : v < 0 ? `−${num(-v)}` : '0');
 

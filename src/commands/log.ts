@@ -50,7 +50,7 @@ export const logCommand: CommandModule<object, Args> = {
       const entries = await log(store, { rev: a.rev, limit: a.n, status: a.status });
       if (a.json) return printJson(entries.map(({ meta, ...e }) => ({ ...e, meta })));
       const fmt = (v: unknown): string => (typeof v === 'number' ? String(Number(v.toPrecision(4))) : v === undefined ? '-' : String(v));
-      if (columns?.length) out(dim(['version', 'commit ', 'date            ', ...columns.map((c) => c.padStart(10))].join('  ')));
+      if (columns?.length) out(dim(['version', 'commit ', 'date'.padEnd(16), ...columns.map((c) => c.padStart(10))].join('  ')));
       for (const e of entries) {
         const date = e.date.replace('T', ' ').slice(0, 16);
         const tags = e.tags.length ? ` (${e.tags.join(', ')})` : '';
