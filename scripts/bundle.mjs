@@ -12,7 +12,9 @@ await build({
   platform: 'node',
   format: 'esm',
   target: 'node20',
-  external: ['lmdb'],
+  // vega, vega-lite and resvg (a native addon too) load from node_modules on first use by
+  // `curves`: no other command parses them.
+  external: ['lmdb', 'vega', 'vega-lite', '@resvg/resvg-js'],
   minify: true,
   logLevel: 'warning',
   // CommonJS dependencies inside an ESM bundle still call require() for node builtins.

@@ -20,6 +20,7 @@ import { restoreCommand } from './commands/restore.js';
 import { reflogCommand } from './commands/reflog.js';
 import { pruneCommand } from './commands/prune.js';
 import { gcCommand } from './commands/gc.js';
+import { curvesCommand } from './commands/curves.js';
 import { labelCommand } from './commands/label.js';
 import { diffCommand } from './commands/diff.js';
 
@@ -69,6 +70,7 @@ await yargs(argv)
   .command(reflogCommand)
   .command(pruneCommand)
   .command(gcCommand)
+  .command(curvesCommand)
   .command(labelCommand)
   .command(diffCommand)
   .demandCommand(1, 'name a command; see mstore --help')
