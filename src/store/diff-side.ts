@@ -3,7 +3,7 @@
  * the tensor diff and the curve readers see files only through this interface, so they
  * compare a version with a version or a version with the workspace the same way.
  */
-import { open } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Store } from './store.js';
 import { ContentReader } from './content.js';
@@ -41,6 +41,8 @@ export interface Side {
   /** The version's metadata record; undefined for the workspace. */
   meta: VersionMeta | undefined;
   files(): Promise<Map<string, SideFile>>;
+  /** Paths of the regular files (no links), without hashing anything. */
+  paths(): Promise<string[]>;
   /** Bytes [start, start + length) of a file (verified when stored). */
   read(file: string, start: number, length: number): Promise<Buffer>;
   /** The whole file (for small files: text, JSON, curves). */
@@ -82,6 +84,7 @@ export async function versionSide(store: Store, rev: string): Promise<Side> {
     commit,
     meta,
     files,
+    paths: async () => [...(await files()).values()].filter((f) => f.kind !== 'link').map((f) => f.path),
     async read(file, start, length) {
       const f = await entry(file);
       if (f.kind !== 'lfs') return (await blobOf(file)).subarray(start, start + length);
@@ -158,11 +161,14 @@ export async function workspaceSide(store: Store): Promise<Side> {
     commit: undefined,
     meta: undefined,
     files,
+    paths: async () => (cache ? [...cache.values()].filter((f) => f.kind !== 'link').map((f) => f.path) : (await scanWorkspace(root)).files.filter((w) => !w.isLink).map((w) => w.path)),
     read: readRange,
     async readAll(file) {
-      const f = (await files()).get(file);
-      if (!f) throw new MstoreError('EUNKNOWNREV', `the workspace has no file ${file}`);
-      return readRange(file, 0, f.size);
+      try {
+        return await readFile(abs(file));
+      } catch {
+        throw new MstoreError('EUNKNOWNREV', `the workspace has no file ${file}`);
+      }
     },
     async chunks(file) {
       const f = (await files()).get(file);

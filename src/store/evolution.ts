@@ -64,8 +64,7 @@ export function evolutionFiles(paths: Iterable<string>): string[] {
 
 /** Every curve a side holds, sorted by metric name; [] when it holds none. */
 export async function readCurves(side: Side): Promise<Curve[]> {
-  const files = await side.files();
-  const paths = [...files.values()].filter((f) => f.kind !== 'link').map((f) => f.path);
+  const paths = await side.paths();
   const byMetric = new Map<string, Map<number, number>>();
   const add = (rec: unknown): void => {
     if (!isObject(rec)) return;
