@@ -12,7 +12,7 @@ import * as assert from 'uvu/assert';
 import path from 'node:path';
 import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { CLI, cleanup, git, layerTensors, mstore, spawnMstore, tmpDir, treeDigest, writeModelDir, writeSafetensors } from './helpers.js';
+import { CLI, cleanup, git, layerTensors, mstore, prng, spawnMstore, tmpDir, treeDigest, writeModelDir, writeSafetensors } from './helpers.js';
 
 /** 6 BF16 tensors of 2048 x 2048: 48 MiB of incompressible data per version. */
 const BIG_TENSORS = 6;
@@ -28,17 +28,6 @@ const CHECKS_PER_KILL = 3;
 
 const SEED = Number(process.env.MSTORE_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
-/** mulberry32: a small seeded PRNG so a failing schedule can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Exit {
   code: number | null;

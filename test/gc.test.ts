@@ -16,19 +16,7 @@ import { gc } from '../src/store/gc.js';
 import { checkout } from '../src/store/checkout.js';
 import { refRoots } from '../src/store/reach.js';
 import { MstoreError } from '../src/store/errors.js';
-import { cleanup, git, mstore, mstoreJson, spawnMstore, tmpDir, treeDigest, writeSafetensors, type TensorSpec } from './helpers.js';
-
-/** Small deterministic PRNG (mulberry32) so a failing sequence can be replayed from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { cleanup, git, mstore, mstoreJson, prng, spawnMstore, tmpDir, treeDigest, writeSafetensors, type TensorSpec } from './helpers.js';
 
 const digestKey = (m: Map<string, string>): string => JSON.stringify([...m].sort());
 
@@ -47,7 +35,7 @@ const took = (what: string): void => {
 
 test('200+ random operations: gc never removes what a live or restorable version needs', async () => {
   const seed = Number(process.env.MSTORE_GC_SEED ?? 20261123);
-  const rand = rng(seed);
+  const rand = prng(seed);
   const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)];
   const root = tmpDir('mstore-gcprop-');
   const scratch = path.join(root, 'scratch');
@@ -171,7 +159,7 @@ test('200+ random operations: gc never removes what a live or restorable version
 });
 
 test('kill -9 of gc at random moments leaves every version intact; the next gc completes', async () => {
-  const rand = rng(Number(process.env.MSTORE_GC_SEED ?? 7));
+  const rand = prng(Number(process.env.MSTORE_GC_SEED ?? 7));
   const root = tmpDir('mstore-gckill-');
   const ws = path.join(root, 'ws');
   mkdirSync(ws);

@@ -12,7 +12,7 @@ import type { FlatTree, Signature } from './repo.js';
 import { identifyFile } from './identify.js';
 import { gitMode, nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, toWorkspacePaths, underAny } from './workspace.js';
 import {
-  DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, lastVersionNumber, lineRef, readMeta, refCollision, versionName,
+  DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, nextVersionNumber, lineRef, readMeta, refCollision, versionName,
   type VersionMeta,
 } from './versions.js';
 import { describeEntry, modelEntries } from './version-files.js';
@@ -56,17 +56,6 @@ export interface CommitResult {
   warnings: string[];
 }
 
-/** The highest version number of a line that the ref history has seen (removed versions included). */
-function highestRecordedNumber(entries: { ref: string }[], line: string): number {
-  const prefix = line === DEFAULT_LINE ? 'refs/tags/' : `refs/tags/${line}/`;
-  let max = 0;
-  for (const e of entries) {
-    if (!e.ref.startsWith(prefix)) continue;
-    const m = /^v([0-9]+)$/.exec(e.ref.slice(prefix.length));
-    if (m) max = Math.max(max, Number(m[1]));
-  }
-  return max;
-}
 
 export function defaultAuthor(): { name: string; email: string } {
   const name = process.env.MSTORE_AUTHOR_NAME ?? os.userInfo().username;
@@ -171,7 +160,7 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
       if (written !== blob) throw new Error(`internal: blob id ${written} != ${blob}`);
     }
     // Numbers are never reused: a removed version's number stays taken (its tag is in the ref history).
-    const number = Math.max(await lastVersionNumber(repo, line), highestRecordedNumber(await readRefLog(store), line)) + 1;
+    const number = await nextVersionNumber(repo, line, await readRefLog(store));
     const version = versionName(line, number);
     const author = opts.author ?? defaultAuthor();
     const now = clockNow();

@@ -21,7 +21,7 @@ import { defaultAuthor } from './commit.js';
 import { now as clockNow } from './clock.js';
 import { moveRefs, readRefLog } from './reflog.js';
 import {
-  DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, lastVersionNumber, lineRef, readMeta, refCollision, versionName,
+  DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, nextVersionNumber, lineRef, readMeta, refCollision, versionName,
   type VersionMeta,
 } from './versions.js';
 import { bareName, entryNameProblem, linkTargetProblem, readBody, readTar, skipBody, MAX_META_BYTES, byteOrder } from './bundle.js';
@@ -191,17 +191,6 @@ async function scanFiles(file: string, display: string): Promise<FilesPlan> {
   return { entries, versions };
 }
 
-/** The highest version number of a line that the ref history has seen (removed versions included). */
-function highestRecordedNumber(entries: { ref: string }[], line: string): number {
-  const prefix = line === DEFAULT_LINE ? 'refs/tags/' : `refs/tags/${line}/`;
-  let max = 0;
-  for (const e of entries) {
-    if (!e.ref.startsWith(prefix)) continue;
-    const m = /^v([0-9]+)$/.exec(e.ref.slice(prefix.length));
-    if (m) max = Math.max(max, Number(m[1]));
-  }
-  return max;
-}
 
 export async function importFiles(
   store: Store,
@@ -312,7 +301,7 @@ export async function importFiles(
         }
         const head = await repo.readRef(lineRef(line));
         const headMeta = head ? await readMeta(repo, head) : undefined;
-        const number = Math.max(await lastVersionNumber(repo, line), highestRecordedNumber(history, line)) + 1;
+        const number = await nextVersionNumber(repo, line, history);
         const version = versionName(line, number);
         const author = v.meta.author ?? defaultAuthor();
         const now = clockNow();

@@ -77,6 +77,21 @@ export function versionName(line: string, n: number): string {
   return line === DEFAULT_LINE ? v : `${line}/${v}`;
 }
 
+/**
+ * The number the next version of a line gets: one more than the highest used by a version
+ * tag now or ever recorded in the ref history (a removed version's number is never reused).
+ */
+export async function nextVersionNumber(repo: GitRepo, line: string, history: { ref: string }[]): Promise<number> {
+  const prefix = line === DEFAULT_LINE ? 'refs/tags/' : `refs/tags/${line}/`;
+  let max = await lastVersionNumber(repo, line);
+  for (const e of history) {
+    if (!e.ref.startsWith(prefix)) continue;
+    const m = /^v([0-9]+)$/.exec(e.ref.slice(prefix.length));
+    if (m) max = Math.max(max, Number(m[1]));
+  }
+  return max + 1;
+}
+
 /** The highest version number used on a line (0 when none). */
 export async function lastVersionNumber(repo: GitRepo, line: string): Promise<number> {
   const prefix = line === DEFAULT_LINE ? 'refs/tags' : `refs/tags/${line}`;
