@@ -1,0 +1,382 @@
+/**
+ * The numeric kernel of the merge: dtype conversion and W' = round(fp32(W) + Δ) row by row.
+ *
+ * `createKernel` is self-contained on purpose (it references nothing outside its own body):
+ * pool.ts runs its source text in worker threads (`new Worker(src, { eval: true })`), so the
+ * bundle needs no extra entry point, and the main thread calls the very same code in-process.
+ *
+ * Maths, matching torch on CPU bit for bit (docs/merge.md):
+ *   acc_j   = Σ_k fp32(P[i,k] × Q[k,j])   summed in k order, one fp32 rounding per step (no FMA),
+ *                                        which is what a reference sgemm does;
+ *   Δ_j     = fp32(acc_j × scale)         scale already rounded to fp32;
+ *   S_j     = fp32(fp32(W[i,j]) + Δ_j);
+ *   W'[i,j] = round_to_nearest_even(S_j) in the output dtype (BF16, F16 or F32: one rounding).
+ * DoRA rows: n = fp32(‖S‖₂), f = fp32(m_i / n), W'[i,j] = round(fp32(f × S_j)).
+ */
+
+/** Dtype codes shared by the kernel and its callers. */
+export const DT_BF16 = 0;
+export const DT_F16 = 1;
+export const DT_F32 = 2;
+export type DtypeCode = 0 | 1 | 2;
+
+/** One block of rows of one tensor. Typed arrays may live on SharedArrayBuffers. */
+export interface RowJob {
+  /** Source bytes of the block: `rows × cols` elements of `srcDtype`, starting at byte 0 of an aligned view. */
+  src: Uint8Array;
+  srcDtype: DtypeCode;
+  /** Output bytes of the block: `rows × cols` elements of `dstDtype`. */
+  dst: Uint8Array;
+  dstDtype: DtypeCode;
+  rows: number;
+  cols: number;
+  /** Rank; 0 means no Δ (a pure dtype conversion). */
+  r: number;
+  /** Left factor, row-major [tensorRows × r]; the block's row i uses row `pRow0 + i`. */
+  P: Float32Array | null;
+  /** Right factor, row-major [r × cols]. */
+  Q: Float32Array | null;
+  pRow0: number;
+  /** fp32 scale applied to Σ P Q. */
+  scale: number;
+  /** DoRA magnitude per tensor row (indexed like P), or null. */
+  mag: Float32Array | null;
+}
+
+export interface RowResult {
+  /** Output elements that are NaN or ±Inf. */
+  bad: number;
+  /** Block-relative element index of the first of them, or -1. */
+  firstBad: number;
+}
+
+export interface Kernel {
+  /** Processes rows [start, end) of the block. */
+  mergeRows(job: RowJob, start: number, end: number): RowResult;
+  /** Decodes `n` elements of `dtype` to fp32. */
+  decode(bytes: Uint8Array, dtype: DtypeCode): Float32Array;
+  /** Encodes fp32 values to `dtype` with round-to-nearest-even. */
+  encode(values: Float32Array, dtype: DtypeCode): Uint8Array;
+  f32BitsToBf16(bits: number): number;
+  f32BitsToF16(bits: number): number;
+  f16BitsToF32(h: number): number;
+}
+
+export function createKernel(options: { simd?: boolean } = {}): Kernel {
+  // fp16 → fp32 table (exact: every fp16 is an fp32).
+  const F16 = new Float32Array(65536);
+  {
+    const u = new Uint32Array(F16.buffer);
+    for (let h = 0; h < 65536; h++) {
+      const sign = (h & 0x8000) << 16;
+      const exp = (h >>> 10) & 0x1f;
+      const man = h & 0x3ff;
+      if (exp === 0x1f) u[h] = (sign | 0x7f800000 | (man << 13)) >>> 0;
+      else if (exp !== 0) u[h] = (sign | ((exp + 112) << 23) | (man << 13)) >>> 0;
+      else if (man === 0) u[h] = sign >>> 0;
+      else F16[h] = (sign ? -1 : 1) * man * 2 ** -24;
+    }
+  }
+
+  function f16BitsToF32(h: number): number {
+    return F16[h & 0xffff];
+  }
+
+  /** fp32 bits → bf16 bits, round to nearest even; NaN stays a (quiet) NaN, overflow rounds to ±Inf. */
+  function f32BitsToBf16(x: number): number {
+    if ((x & 0x7fffffff) >>> 0 > 0x7f800000) return ((x >>> 16) | 0x40) & 0xffff;
+    return ((x >>> 0) + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+  }
+
+  /** fp32 bits → fp16 bits, round to nearest even, subnormals included; overflow → ±Inf. */
+  function f32BitsToF16(x: number): number {
+    const sign = (x >>> 16) & 0x8000;
+    const exp = (x >>> 23) & 0xff;
+    let man = x & 0x7fffff;
+    if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 | (man >>> 13) : 0);
+    const e = exp - 112;
+    if (e >= 0x1f) return sign | 0x7c00;
+    if (e <= 0) {
+      if (e < -10) return sign;
+      man |= 0x800000;
+      const shift = 14 - e;
+      const half = 1 << (shift - 1);
+      const rem = man & ((1 << shift) - 1);
+      let h = man >>> shift;
+      if (rem > half || (rem === half && (h & 1) !== 0)) h++;
+      return sign | h;
+    }
+    let h = (e << 10) | (man >>> 13);
+    const rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem === 0x1000 && (h & 1) !== 0)) h++;
+    return sign | h;
+  }
+
+  /**
+   * The hot loop, acc[0..cols) = Σ_k fp32(p_k × Q[k, 0..cols)) in k order, as a WebAssembly
+   * SIMD function assembled here: 16 columns per step in four f32x4 accumulators, then 4, then
+   * 1. WebAssembly never fuses a multiply and an add, so each step rounds exactly like the JS
+   * fallback below and like a reference sgemm. Signature: row(p, q, acc, r, cols), byte addresses.
+   */
+  function assembleRow(): ArrayBuffer {
+    const u = (n: number): number[] => {
+      const b: number[] = [];
+      do {
+        let x = n & 0x7f;
+        n >>>= 7;
+        if (n) x |= 0x80;
+        b.push(x);
+      } while (n);
+      return b;
+    };
+    const i32c = (n: number): number[] => {
+      const b: number[] = [0x41];
+      for (;;) {
+        const x = n & 0x7f;
+        n >>= 7;
+        if ((n === 0 && (x & 0x40) === 0) || (n === -1 && (x & 0x40) !== 0)) return [...b, x];
+        b.push(x | 0x80);
+      }
+    };
+    const get = (i: number): number[] => [0x20, i];
+    const set = (i: number): number[] => [0x21, i];
+    const simd = (op: number, ...imm: number[]): number[] => [0xfd, ...u(op), ...imm];
+    const load = (off: number): number[] => simd(0x00, 2, ...u(off));
+    const store = (off: number): number[] => simd(0x0b, 2, ...u(off));
+    const splat = simd(0x13);
+    const fadd = simd(0xe4);
+    const fmul = simd(0xe6);
+    const ADD = 0x6a;
+    const GT_U = 0x4b;
+    const GE_U = 0x4f;
+    const SHL = 0x74;
+    // params 0 p, 1 q, 2 acc, 3 r, 4 cols; locals 5 j, 6 k, 7 qk, 8 stride, 9 pk (i32 addr), 10..13 a0..a3, 14 pv (v128), 15 x (f32)
+    const addr = (base: number, idx: number): number[] => [...get(base), ...get(idx), ...i32c(2), SHL, ADD];
+    const width = (w: number, accs: number): number[] => {
+      const first: number[] = [];
+      const step: number[] = [];
+      for (let a = 0; a < accs; a++) {
+        first.push(...get(14), ...get(7), ...load(a * 16), ...fmul, ...set(10 + a));
+        step.push(...get(10 + a), ...get(14), ...get(7), ...load(a * 16), ...fmul, ...fadd, ...set(10 + a));
+      }
+      const stores: number[] = [];
+      for (let a = 0; a < accs; a++) stores.push(...addr(2, 5), ...get(10 + a), ...store(a * 16));
+      return [
+        0x02, 0x40, 0x03, 0x40,
+        ...get(5), ...i32c(w), ADD, ...get(4), GT_U, 0x0d, 1,
+        ...addr(1, 5), ...set(7),
+        ...get(0), 0x2a, 2, 0, ...splat, ...set(14),
+        ...first,
+        ...i32c(1), ...set(6),
+        0x02, 0x40, 0x03, 0x40,
+        ...get(6), ...get(3), GE_U, 0x0d, 1,
+        ...get(7), ...get(8), ADD, ...set(7),
+        ...addr(0, 6), 0x2a, 2, 0, ...splat, ...set(14),
+        ...step,
+        ...get(6), ...i32c(1), ADD, ...set(6),
+        0x0c, 0, 0x0b, 0x0b,
+        ...stores,
+        ...get(5), ...i32c(w), ADD, ...set(5),
+        0x0c, 0, 0x0b, 0x0b,
+      ];
+    };
+    // scalar tail: x = p0*q[j]; x += p_k*q[k][j]
+    const tail = [
+      0x02, 0x40, 0x03, 0x40,
+      ...get(5), ...get(4), GE_U, 0x0d, 1,
+      ...addr(1, 5), ...set(7),
+      ...get(0), 0x2a, 2, 0, ...get(7), 0x2a, 2, 0, 0x94, ...set(15),
+      ...i32c(1), ...set(6),
+      0x02, 0x40, 0x03, 0x40,
+      ...get(6), ...get(3), GE_U, 0x0d, 1,
+      ...get(7), ...get(8), ADD, ...set(7),
+      ...get(15), ...addr(0, 6), 0x2a, 2, 0, ...get(7), 0x2a, 2, 0, 0x94, 0x92, ...set(15),
+      ...get(6), ...i32c(1), ADD, ...set(6),
+      0x0c, 0, 0x0b, 0x0b,
+      ...addr(2, 5), ...get(15), 0x38, 2, 0,
+      ...get(5), ...i32c(1), ADD, ...set(5),
+      0x0c, 0, 0x0b, 0x0b,
+    ];
+    const body = [
+      3, 5, 0x7f, 5, 0x7b, 1, 0x7d, // locals: 5 × i32, 5 × v128, 1 × f32
+      ...get(4), ...i32c(2), SHL, ...set(8),
+      ...i32c(0), ...set(5),
+      ...width(16, 4),
+      ...width(4, 1),
+      ...tail,
+      0x0b,
+    ];
+    const section = (id: number, bytes: number[]): number[] => [id, ...u(bytes.length), ...bytes];
+    const name = (s: string): number[] => [...u(s.length), ...Array.from(s, (c) => c.charCodeAt(0))];
+    return new Uint8Array([
+      0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+      ...section(1, [1, 0x60, 5, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0]),
+      ...section(2, [1, ...name('m'), ...name('mem'), 0x02, 0x00, 1]),
+      ...section(3, [1, 0]),
+      ...section(7, [1, ...name('row'), 0x00, 0]),
+      ...section(10, [1, ...u(body.length), ...body]),
+    ]).buffer;
+  }
+
+  let wasmRow: ((p: number, q: number, acc: number, r: number, cols: number) => void) | undefined;
+  let memory: WebAssembly.Memory | undefined;
+  if (options.simd !== false && typeof WebAssembly === 'object') {
+    try {
+      memory = new WebAssembly.Memory({ initial: 1 });
+      const inst = new WebAssembly.Instance(new WebAssembly.Module(assembleRow()), { m: { mem: memory } });
+      wasmRow = inst.exports.row as (p: number, q: number, acc: number, r: number, cols: number) => void;
+    } catch {
+      wasmRow = undefined;
+    }
+  }
+  // wasm memory layout: [0, pBytes) the P row, then Q [r × cols], then acc [cols].
+  let wasmQ: Float32Array | null = null;
+  let wasmQOff = 0;
+  let wasmAccOff = 0;
+  let wasmP = new Float32Array(0);
+  function wasmSetup(P: Float32Array, Q: Float32Array, r: number, cols: number): void {
+    const pBytes = Math.ceil((r * 4) / 16) * 16;
+    const need = pBytes + r * cols * 4 + cols * 4 + 64;
+    const have = memory!.buffer.byteLength;
+    if (need > have) memory!.grow(Math.ceil((need - have) / 65536));
+    wasmQOff = pBytes;
+    wasmAccOff = pBytes + Math.ceil((r * cols * 4) / 16) * 16;
+    if (wasmQ !== Q) new Float32Array(memory!.buffer, wasmQOff, r * cols).set(Q);
+    wasmQ = Q;
+    wasmP = new Float32Array(memory!.buffer, 0, r);
+    acc = new Float32Array(memory!.buffer, wasmAccOff, cols);
+  }
+
+  let acc = new Float32Array(0);
+  let wrow = new Float32Array(0);
+  let wrowBits = new Int32Array(0);
+  function ensure(cols: number): void {
+    if (wrow.length >= cols) return;
+    if (!wasmRow) acc = new Float32Array(cols);
+    wrow = new Float32Array(cols);
+    wrowBits = new Int32Array(wrow.buffer);
+  }
+
+  /** Elements [off, off+n) of a block as fp32, into wrow[0..n). */
+  function loadRow(src: Uint8Array, dtype: DtypeCode, off: number, n: number): void {
+    if (dtype === 0) {
+      const s = new Uint16Array(src.buffer, src.byteOffset + off * 2, n);
+      for (let j = 0; j < n; j++) wrowBits[j] = s[j] << 16;
+    } else if (dtype === 1) {
+      const s = new Uint16Array(src.buffer, src.byteOffset + off * 2, n);
+      for (let j = 0; j < n; j++) wrow[j] = F16[s[j]];
+    } else {
+      wrow.set(new Float32Array(src.buffer, src.byteOffset + off * 4, n));
+    }
+  }
+
+  /** wrow[0..n) → dst elements [off, off+n), rounded; counts non-finite outputs in rowBad, returns the first one's index or -1. */
+  let rowBad = 0;
+  function storeRow(dst: Uint8Array, dtype: DtypeCode, off: number, n: number): number {
+    let first = -1;
+    let badCount = 0;
+    if (dtype === 0) {
+      const d = new Uint16Array(dst.buffer, dst.byteOffset + off * 2, n);
+      for (let j = 0; j < n; j++) {
+        const x = wrowBits[j];
+        // int32 arithmetic: the wrapped sum has the bits of the unsigned one (no NaN gets here).
+        const h = (x & 0x7fffffff) > 0x7f800000 ? ((x >>> 16) | 0x40) & 0xffff : ((x + 0x7fff + ((x >>> 16) & 1)) | 0) >>> 16;
+        d[j] = h;
+        if ((h & 0x7f80) === 0x7f80) {
+          if (first < 0) first = j;
+          badCount++;
+        }
+      }
+    } else if (dtype === 1) {
+      const d = new Uint16Array(dst.buffer, dst.byteOffset + off * 2, n);
+      for (let j = 0; j < n; j++) {
+        const h = f32BitsToF16(wrowBits[j]);
+        d[j] = h;
+        if ((h & 0x7c00) === 0x7c00) {
+          if (first < 0) first = j;
+          badCount++;
+        }
+      }
+    } else {
+      new Float32Array(dst.buffer, dst.byteOffset + off * 4, n).set(wrow.subarray(0, n));
+      for (let j = 0; j < n; j++) {
+        if ((wrowBits[j] & 0x7f800000) === 0x7f800000) {
+          if (first < 0) first = j;
+          badCount++;
+        }
+      }
+    }
+    rowBad = badCount;
+    return first;
+  }
+
+  function mergeRows(job: RowJob, start: number, end: number): RowResult {
+    const { src, srcDtype, dst, dstDtype, cols, r, P, Q, pRow0, mag } = job;
+    const scale = Math.fround(job.scale);
+    ensure(cols);
+    if (wasmRow && r > 0 && P && Q) wasmSetup(P, Q, r, cols);
+    let bad = 0;
+    let firstBad = -1;
+    for (let i = start; i < end; i++) {
+      const off = i * cols;
+      loadRow(src, srcDtype, off, cols);
+      if (r > 0 && P && Q) {
+        const pr = (pRow0 + i) * r;
+        if (wasmRow) {
+          wasmP.set(P.subarray(pr, pr + r));
+          wasmRow(0, wasmQOff, wasmAccOff, r, cols);
+        } else {
+          // acc = Σ_k fp32(p_k × Q[k, :]) in k order; the Float32Array store rounds each sum to fp32.
+          const p0 = P[pr];
+          for (let j = 0; j < cols; j++) acc[j] = p0 * Q[j];
+          for (let k = 1; k < r; k++) {
+            const p = P[pr + k];
+            const q = k * cols;
+            for (let j = 0; j < cols; j++) acc[j] = acc[j] + Math.fround(p * Q[q + j]);
+          }
+        }
+        for (let j = 0; j < cols; j++) wrow[j] = wrow[j] + Math.fround(acc[j] * scale);
+        if (mag) {
+          let ss = 0;
+          for (let j = 0; j < cols; j++) ss += wrow[j] * wrow[j];
+          const norm = Math.fround(Math.sqrt(ss));
+          const f = Math.fround(mag[pRow0 + i] / norm);
+          for (let j = 0; j < cols; j++) wrow[j] = f * wrow[j];
+        }
+      }
+      const fb = storeRow(dst, dstDtype, off, cols);
+      if (fb >= 0) {
+        if (firstBad < 0) firstBad = off + fb;
+        bad += rowBad;
+      }
+    }
+    return { bad, firstBad };
+  }
+
+  function decode(bytes: Uint8Array, dtype: DtypeCode): Float32Array {
+    const size = dtype === 2 ? 4 : 2;
+    const n = Math.floor(bytes.length / size);
+    const aligned = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
+    const outv = new Float32Array(n);
+    if (dtype === 2) outv.set(new Float32Array(aligned.buffer, aligned.byteOffset, n));
+    else {
+      const s = new Uint16Array(aligned.buffer, aligned.byteOffset, n);
+      if (dtype === 0) {
+        const u = new Uint32Array(outv.buffer);
+        for (let j = 0; j < n; j++) u[j] = s[j] << 16;
+      } else for (let j = 0; j < n; j++) outv[j] = F16[s[j]];
+    }
+    return outv;
+  }
+
+  function encode(values: Float32Array, dtype: DtypeCode): Uint8Array {
+    const n = values.length;
+    if (dtype === 2) return new Uint8Array(Float32Array.from(values).buffer);
+    const bits = new Uint32Array(values.buffer, values.byteOffset, n);
+    const d = new Uint16Array(n);
+    for (let j = 0; j < n; j++) d[j] = dtype === 0 ? f32BitsToBf16(bits[j]) : f32BitsToF16(bits[j]);
+    return new Uint8Array(d.buffer);
+  }
+
+  return { mergeRows, decode, encode, f32BitsToBf16, f32BitsToF16, f16BitsToF32 };
+}

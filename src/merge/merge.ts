@@ -1,0 +1,395 @@
+/**
+ * mergeLora: the built-in CPU merge worker. Reads the base model tensor by tensor (in blocks
+ * of rows, so memory is bounded by a few blocks plus the adapter's factors for one tensor, not
+ * by the model), applies the adapter plan, and writes safetensors files with the base's header
+ * bytes (tensor names, order, shapes, dtypes, `__metadata__`), the base's sharding and index,
+ * and the base directory's other files. docs/merge.md is the contract.
+ */
+import { copyFile, mkdir, open, readdir, readFile, readlink, rm, stat, symlink, writeFile, type FileHandle } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { MstoreError } from '../store/errors.js';
+import { openBaseModel, type BaseModel } from './base-model.js';
+import { isKohyaKey, planKohya } from './kohya.js';
+import type { RowJob } from './kernel.js';
+import { planPeft } from './peft.js';
+import { matrixShape, type AdapterPlan, type TensorOp } from './plan.js';
+import { KernelPool } from './pool.js';
+import { DTYPE_BYTES, elements, floatDtype, openSafetensors, readTensorF32, type StFile, type TensorRef } from './tensors.js';
+
+export interface MergeProgress {
+  /** Output bytes written so far, of `total`. */
+  done: number;
+  total: number;
+  tensor?: string;
+}
+
+export interface MergeOptions {
+  /** Base model directory (one safetensors file, or shards + model.safetensors.index.json). */
+  base: string;
+  /** PEFT adapter directory (adapter_config.json + adapter_model.safetensors), or a kohya LoRA file / directory. */
+  adapter: string;
+  /** Output directory: created; must not exist or be empty. */
+  out: string;
+  /** Worker threads for the arithmetic (default: every core); 0 computes on the calling thread. */
+  threads?: number;
+  /** Target size of one block of rows (default 8 MiB). */
+  blockBytes?: number;
+  onProgress?: (p: MergeProgress) => void;
+}
+
+export interface MergedTensor {
+  target: string;
+  keys: string[];
+  /** lora, dora, embedding, replace (modules_to_save / saved layer), bias (lora_bias), replace+lora. */
+  kind: string;
+  rank?: number;
+  alpha?: number;
+  scale?: number;
+}
+
+export interface MergeResult {
+  format: 'peft' | 'kohya';
+  adapterFiles: string[];
+  /** Weight files written (base names, in the output directory). */
+  weightFiles: string[];
+  index?: string;
+  /** Other files copied from the base directory (relative paths). */
+  copied: string[];
+  /** Files of the base directory not copied: stale weights in other formats. */
+  skipped: string[];
+  /** Changes made to config.json, as lines. */
+  configChanges: string[];
+  tensors: number;
+  merged: MergedTensor[];
+  bytes: number;
+  seconds: number;
+  threads: number;
+}
+
+const STALE_WEIGHTS = /^(pytorch_model.*\.bin|pytorch_model\.bin\.index\.json|tf_model\.h5|flax_model\.msgpack|.*\.(pt|pth|ckpt|gguf))$/;
+const EMBED = /(^|\.)(embed_tokens|wte|word_embeddings|embed_in)\.weight$/;
+const COPY_PIECE = 16 * 1024 * 1024;
+
+export async function planAdapter(adapter: string, base: BaseModel, pool: KernelPool): Promise<AdapterPlan> {
+  const st = await stat(adapter).catch(() => undefined);
+  if (!st) throw new MstoreError('EBADINPUT', `adapter ${adapter} does not exist`);
+  let file = adapter;
+  if (st.isDirectory()) {
+    const names = await readdir(adapter);
+    if (names.includes('adapter_config.json')) return planPeft(adapter, base);
+    const sts = names.filter((n) => n.endsWith('.safetensors'));
+    if (sts.length !== 1) {
+      throw new MstoreError('EBADINPUT', `adapter directory ${adapter} has no adapter_config.json and ${sts.length} .safetensors files (a kohya LoRA is one file)`);
+    }
+    file = path.join(adapter, sts[0]);
+  }
+  const head = await openSafetensors(file);
+  if (!head.header.tensors.length || !head.header.tensors.every((t) => isKohyaKey(t.name))) {
+    throw new MstoreError('EBADINPUT', `${file} is not a kohya LoRA (lora_unet_/lora_te_ keys); a PEFT adapter is a directory with adapter_config.json`);
+  }
+  return planKohya(file, base, pool.local);
+}
+
+function describe(op: TensorOp): MergedTensor {
+  const d = op.delta;
+  const base = { target: op.target, keys: op.keys };
+  if (!d) return { ...base, kind: 'replace' };
+  if (d.kind === 'vector') return { ...base, kind: 'bias', scale: d.scale };
+  const kind = d.magnitude ? 'dora' : /lora_embedding_/.test(d.down.info.name) ? 'embedding' : 'lora';
+  return { ...base, kind: op.replace ? `replace+${kind}` : kind, rank: d.rank, alpha: d.alpha, scale: d.scale };
+}
+
+async function readAt(fh: FileHandle, buf: Uint8Array, pos: number, what: string): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, pos + done);
+    if (bytesRead === 0) throw new MstoreError('EBADINPUT', `${what}: file ended early`);
+    done += bytesRead;
+  }
+}
+
+async function writeAt(fh: FileHandle, buf: Uint8Array, pos: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, pos + done);
+    done += bytesWritten;
+  }
+}
+
+/** Shared, reusable block buffers (two in, two out), grown on demand. */
+class Blocks {
+  private bufs: SharedArrayBuffer[] = [];
+  get(slot: number, bytes: number): Uint8Array {
+    const need = Math.max(16, Math.ceil(bytes / 16) * 16);
+    if (!this.bufs[slot] || this.bufs[slot].byteLength < need) this.bufs[slot] = new SharedArrayBuffer(need);
+    return new Uint8Array(this.bufs[slot], 0, bytes);
+  }
+}
+
+function shared(a: Float32Array): Float32Array {
+  const s = new Float32Array(new SharedArrayBuffer(Math.max(4, a.byteLength)), 0, a.length);
+  s.set(a);
+  return s;
+}
+
+interface Factors {
+  P: Float32Array;
+  Q: Float32Array;
+  r: number;
+  scale: number;
+  mag: Float32Array | null;
+}
+
+/** The Δ factors of an op, as the kernel wants them: P [rows × r], Q [r × cols]. */
+async function factors(op: TensorOp, rows: number, cols: number, pool: KernelPool): Promise<Factors | undefined> {
+  const d = op.delta;
+  if (!d) return undefined;
+  if (d.kind === 'vector') {
+    return { P: shared(await readTensorF32(d.vector, pool.local)), Q: shared(Float32Array.of(1)), r: 1, scale: d.scale, mag: null };
+  }
+  const up = await readTensorF32(d.up, pool.local);
+  const down = await readTensorF32(d.down, pool.local);
+  const r = d.rank;
+  const mag = d.magnitude ? shared(await readTensorF32(d.magnitude, pool.local)) : null;
+  if (!d.transpose) return { P: shared(up), Q: shared(down), r, scale: d.scale, mag };
+  // Δ = (up @ down)ᵀ: P[i, k] = down[k, i], Q[k, j] = up[j, k].
+  const P = new Float32Array(new SharedArrayBuffer(rows * r * 4));
+  const Q = new Float32Array(new SharedArrayBuffer(r * cols * 4));
+  for (let k = 0; k < r; k++) for (let i = 0; i < rows; i++) P[i * r + k] = down[k * rows + i];
+  for (let j = 0; j < cols; j++) for (let k = 0; k < r; k++) Q[k * cols + j] = up[j * r + k];
+  return { P, Q, r, scale: d.scale, mag };
+}
+
+interface WriteCtx {
+  pool: KernelPool;
+  blocks: Blocks;
+  blockBytes: number;
+  onBytes: (n: number, tensor: string) => void;
+}
+
+/** One merged tensor, block by block: read the next block and write the last while the threads compute. */
+async function mergeTensor(op: TensorOp, baseRef: TensorRef, out: FileHandle, outDataStart: number, ctx: WriteCtx): Promise<void> {
+  const src = op.replace ?? baseRef;
+  const srcDtype = floatDtype(src);
+  const dstDtype = floatDtype(baseRef);
+  let { rows, cols } = matrixShape(baseRef.info.shape);
+  if (op.delta?.kind === 'vector') {
+    rows = elements(baseRef.info.shape);
+    cols = 1;
+  }
+  const f = await factors(op, rows, cols, ctx.pool);
+  const srcRow = cols * DTYPE_BYTES[srcDtype];
+  const dstRow = cols * DTYPE_BYTES[dstDtype];
+  const per = Math.max(1, Math.floor(ctx.blockBytes / Math.max(1, srcRow, dstRow)));
+  const nBlocks = Math.max(1, Math.ceil(rows / per));
+  const fin = await open(src.file.path, 'r');
+  try {
+    const inPos = src.file.header.dataStart + src.info.begin;
+    const outPos = outDataStart + baseRef.info.begin;
+    const read = async (b: number): Promise<Uint8Array> => {
+      const r0 = b * per;
+      const n = Math.min(rows, r0 + per) - r0;
+      const buf = ctx.blocks.get(b % 2, n * srcRow);
+      await readAt(fin, buf, inPos + r0 * srcRow, `${src.file.path}, tensor ${src.info.name}`);
+      return buf;
+    };
+    let nextRead: Promise<Uint8Array> | undefined = read(0);
+    let lastWrite: Promise<void> | undefined;
+    for (let b = 0; b < nBlocks; b++) {
+      const input: Uint8Array = await nextRead!;
+      const r0 = b * per;
+      const n = Math.min(rows, r0 + per) - r0;
+      const dst = ctx.blocks.get(2 + (b % 2), n * dstRow);
+      const job: RowJob = {
+        src: input,
+        srcDtype,
+        dst,
+        dstDtype,
+        rows: n,
+        cols,
+        r: f?.r ?? 0,
+        P: f?.P ?? null,
+        Q: f?.Q ?? null,
+        pRow0: r0,
+        scale: f?.scale ?? 1,
+        mag: f?.mag ?? null,
+      };
+      const computing = ctx.pool.run(job);
+      nextRead = b + 1 < nBlocks ? read(b + 1) : undefined;
+      const res = await computing;
+      if (lastWrite) await lastWrite;
+      if (res.bad > 0) {
+        const at = r0 * cols + res.firstBad;
+        if (nextRead) await nextRead.catch(() => undefined);
+        throw new MstoreError(
+          'ECORRUPT',
+          `merged tensor ${op.target} has NaN/Inf values (${res.bad} in rows ${r0}-${r0 + n - 1}, first at element ${at}; from ${op.keys.join(', ')})`,
+        );
+      }
+      lastWrite = writeAt(out, dst, outPos + r0 * dstRow).then(() => ctx.onBytes(dst.length, op.target));
+    }
+    if (lastWrite) await lastWrite;
+  } finally {
+    await fin.close();
+  }
+}
+
+async function copyRange(fin: FileHandle, out: FileHandle, inPos: number, outPos: number, length: number, buf: Uint8Array, what: string, onBytes: (n: number) => void): Promise<void> {
+  for (let off = 0; off < length; off += buf.length) {
+    const piece = buf.subarray(0, Math.min(buf.length, length - off));
+    await readAt(fin, piece, inPos + off, what);
+    await writeAt(out, piece, outPos + off);
+    onBytes(piece.length);
+  }
+}
+
+async function writeWeightFile(file: StFile, outPath: string, plan: AdapterPlan, base: BaseModel, ctx: WriteCtx): Promise<void> {
+  const n = file.headerJson.length;
+  const padded = n + ((8 - (n % 8)) % 8);
+  const head = Buffer.alloc(8 + padded, 0x20);
+  head.writeBigUInt64LE(BigInt(padded), 0);
+  file.headerJson.copy(head, 8);
+  const outDataStart = 8 + padded;
+  const out = await open(outPath, 'wx');
+  const fin = await open(file.path, 'r');
+  try {
+    await writeAt(out, head, 0);
+    ctx.onBytes(head.length, '');
+    const buf = new Uint8Array(COPY_PIECE);
+    for (const info of file.header.tensors) {
+      const op = plan.ops.get(info.name);
+      const ref = base.tensors.get(info.name)!;
+      if (op) await mergeTensor(op, ref, out, outDataStart, ctx);
+      else {
+        await copyRange(fin, out, file.header.dataStart + info.begin, outDataStart + info.begin, info.end - info.begin, buf, file.path, (b) => ctx.onBytes(b, info.name));
+      }
+    }
+    await out.sync();
+  } finally {
+    await fin.close();
+    await out.close();
+  }
+}
+
+/** Copies the base directory's other files (recursively), config.json through `adjust`. */
+async function copyOthers(base: BaseModel, out: string, adjust: (rel: string, text: string) => string | undefined, result: MergeResult): Promise<void> {
+  const weights = new Set(base.files.map((f) => path.basename(f.path)));
+  const walk = async (rel: string): Promise<void> => {
+    for (const ent of await readdir(path.join(base.dir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${ent.name}` : ent.name;
+      const from = path.join(base.dir, r);
+      const to = path.join(out, r);
+      if (!rel && (weights.has(ent.name) || ent.name === '.mstore' || ent.name === '.git')) continue;
+      if (ent.isDirectory()) {
+        await mkdir(to);
+        await walk(r);
+      } else if (ent.isSymbolicLink()) {
+        await symlink(await readlink(from), to);
+        result.copied.push(r);
+      } else if (ent.isFile()) {
+        if (STALE_WEIGHTS.test(ent.name)) {
+          result.skipped.push(r);
+          continue;
+        }
+        const changed = r === 'config.json' ? adjust(r, await readFile(from, 'utf8')) : undefined;
+        if (changed !== undefined) {
+          await writeFile(to, changed, { mode: (await stat(from)).mode & 0o777 });
+          const fh = await open(to, 'r+');
+          await fh.sync();
+          await fh.close();
+        } else await copyFile(from, to);
+        result.copied.push(r);
+      }
+    }
+  };
+  await walk('');
+}
+
+/**
+ * merge_and_unload keeps the config, except that a model whose config ties the output layer to
+ * the input embedding but which stores both tensors must stop tying them once only one (or each
+ * differently) changed: transformers would otherwise re-tie them on load and drop the change.
+ */
+function configAdjuster(base: BaseModel, plan: AdapterPlan, changes: string[]): (rel: string, text: string) => string | undefined {
+  return (_rel, text) => {
+    let cfg: unknown;
+    try {
+      cfg = JSON.parse(text);
+    } catch {
+      return undefined;
+    }
+    if (!cfg || typeof cfg !== 'object' || Array.isArray(cfg)) return undefined;
+    const c = cfg as Record<string, unknown>;
+    const embed = [...base.tensors.keys()].find((n) => EMBED.test(n));
+    const head = base.tensors.has('lm_head.weight') ? 'lm_head.weight' : undefined;
+    const touched = (embed && plan.ops.has(embed)) || (head && plan.ops.has(head));
+    if (embed && head && touched && c.tie_word_embeddings !== false) {
+      const before = c.tie_word_embeddings === undefined ? 'unset (transformers default: true)' : JSON.stringify(c.tie_word_embeddings);
+      c.tie_word_embeddings = false;
+      changes.push(`tie_word_embeddings: ${before} -> false (the adapter changes ${plan.ops.has(embed) ? embed : head}; the base stores both)`);
+      return `${JSON.stringify(c, null, 2)}\n`;
+    }
+    return undefined;
+  };
+}
+
+export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
+  const started = performance.now();
+  if (os.endianness() !== 'LE') throw new MstoreError('EBADINPUT', 'the merge worker needs a little-endian machine (safetensors is little-endian)');
+  const base = await openBaseModel(opts.base);
+  const threads = opts.threads ?? Math.max(1, os.availableParallelism());
+  const pool = new KernelPool(threads);
+  let created = false;
+  let owned = false;
+  try {
+    const plan = await planAdapter(opts.adapter, base, pool);
+    const existing = await readdir(opts.out).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
+    if (existing && existing.length) throw new MstoreError('EEXISTS', `output directory ${opts.out} is not empty`);
+    if (!existing) {
+      await mkdir(opts.out);
+      created = true;
+    }
+    owned = true;
+    const result: MergeResult = {
+      format: plan.format,
+      adapterFiles: plan.files,
+      weightFiles: base.files.map((f) => path.basename(f.path)),
+      index: base.index,
+      copied: [],
+      skipped: [],
+      configChanges: [],
+      tensors: base.tensors.size,
+      merged: [...plan.ops.values()].map(describe),
+      bytes: 0,
+      seconds: 0,
+      threads,
+    };
+    const total = base.files.reduce((s, f) => s + 8 + f.headerJson.length + ((8 - (f.headerJson.length % 8)) % 8) + (f.size - f.header.dataStart), 0);
+    const ctx: WriteCtx = {
+      pool,
+      blocks: new Blocks(),
+      blockBytes: opts.blockBytes ?? 8 * 1024 * 1024,
+      onBytes: (n, tensor) => {
+        result.bytes += n;
+        opts.onProgress?.({ done: result.bytes, total, tensor: tensor || undefined });
+      },
+    };
+    for (const f of base.files) await writeWeightFile(f, path.join(opts.out, path.basename(f.path)), plan, base, ctx);
+    await copyOthers(base, opts.out, configAdjuster(base, plan, result.configChanges), result);
+    result.seconds = (performance.now() - started) / 1000;
+    return result;
+  } catch (e) {
+    if (created) await rm(opts.out, { recursive: true, force: true });
+    else if (owned) await emptyDir(opts.out);
+    throw e;
+  } finally {
+    await pool.close();
+  }
+}
+
+/** Removes what a failed merge wrote into an output directory that existed (empty) before. */
+async function emptyDir(dir: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  await Promise.all(names.map((n) => rm(path.join(dir, n), { recursive: true, force: true })));
+}

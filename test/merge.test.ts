@@ -1,0 +1,585 @@
+/**
+ * LoRA merge (issue 6, part 1): the TypeScript worker (in-process and `mstore merge-lora`) and the
+ * torch worker (workers/merge_lora.py) against an independent torch reference
+ * (test/merge_reference.py: bf16(fp32 W + fp32 Δ) from an explicit recipe written here), on small
+ * Qwen-like, GPT-2-like and SD-like models generated in the test. Torch is required: without it
+ * these tests fail (CI installs python3-torch).
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, openSync, readSync, closeSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cleanup, mstore, readJson, tmpDir } from './helpers.js';
+import { createKernel, type DtypeCode } from '../src/merge/kernel.js';
+import { mergeLora, type MergeResult } from '../src/merge/merge.js';
+import { patternValue } from '../src/merge/peft.js';
+import { MstoreError } from '../src/store/errors.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const WORKER = path.join(ROOT, 'workers', 'merge_lora.py');
+const REFERENCE = path.join(ROOT, 'test', 'merge_reference.py');
+const K = createKernel();
+
+// ------------------------------------------------------------------ python with torch
+
+let python: string | undefined;
+/** An interpreter with torch: $MSTORE_PYTHON, python3, or Debian's /usr/bin/python3. Throws (fails the test) when none has it. */
+function torchPython(): string {
+  if (python) return python;
+  const candidates = [process.env.MSTORE_PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => !!p);
+  for (const p of candidates) {
+    const r = spawnSync(p, ['-c', 'import torch'], { encoding: 'utf8' });
+    if (r.status === 0) return (python = p);
+  }
+  throw new Error(`no Python with torch among ${candidates.join(', ')}: apt-get install python3-torch (or set MSTORE_PYTHON); the torch reference tests cannot run`);
+}
+
+function py(args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(torchPython(), args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, env: { ...process.env, OMP_NUM_THREADS: '1' } });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+// ------------------------------------------------------------------ fixtures
+
+type Dt = 'BF16' | 'F16' | 'F32';
+interface T {
+  name: string;
+  dtype: Dt;
+  shape: number[];
+  values: Float32Array;
+}
+const CODE: Record<Dt, DtypeCode> = { BF16: 0, F16: 1, F32: 2 };
+
+/** mulberry32: a small seeded PRNG; values are generated in fp32 and encoded, so no NaN bit patterns. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+let seedCounter = 1;
+function t(name: string, dtype: Dt, shape: number[], amp = 0.1, offset = 0): T {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const r = rng(seedCounter++ * 7919);
+  const values = new Float32Array(n);
+  for (let i = 0; i < n; i++) values[i] = offset + (r() * 2 - 1) * amp;
+  return { name, dtype, shape, values };
+}
+
+function writeSt(file: string, tensors: T[], metadata?: Record<string, string>): void {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  const bufs: Buffer[] = [];
+  let off = 0;
+  for (const x of tensors) {
+    const b = K.encode(x.values, CODE[x.dtype]);
+    header[x.name] = { dtype: x.dtype, shape: x.shape, data_offsets: [off, off + b.length] };
+    bufs.push(Buffer.from(b.buffer, b.byteOffset, b.length));
+    off += b.length;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(file, Buffer.concat([len, Buffer.from(json), ...bufs]));
+}
+
+interface Ref {
+  file: string;
+  key: string;
+}
+/** One expected change, described explicitly for the reference (not derived by mstore's parser). */
+interface RecipeOp {
+  target: string;
+  src?: Ref;
+  up?: Ref;
+  down?: Ref;
+  magnitude?: Ref;
+  vector?: Ref;
+  transpose?: boolean;
+  scale?: number;
+}
+interface Case {
+  name: string;
+  base: string;
+  baseFiles: string[];
+  adapter: string;
+  ops: RecipeOp[];
+}
+
+const H = 64;
+const QD = 64;
+const KV = 32;
+const INTER = 160;
+const VOCAB = 320;
+const PROJ: [string, number, number][] = [
+  ['self_attn.q_proj', QD, H],
+  ['self_attn.k_proj', KV, H],
+  ['self_attn.v_proj', KV, H],
+  ['self_attn.o_proj', H, QD],
+  ['mlp.gate_proj', INTER, H],
+  ['mlp.up_proj', INTER, H],
+  ['mlp.down_proj', H, INTER],
+];
+
+/** Qwen3-like tensor set (names and roles; small dims). */
+function qwen(dtype: Dt, layers: number, opts: { qBias?: boolean } = {}): T[] {
+  const ts: T[] = [t('model.embed_tokens.weight', dtype, [VOCAB, H])];
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}`;
+    ts.push(t(`${p}.input_layernorm.weight`, dtype, [H], 0.05, 1));
+    for (const [m, o, i] of PROJ) {
+      ts.push(t(`${p}.${m}.weight`, dtype, [o, i]));
+      if (opts.qBias && m === 'self_attn.q_proj') ts.push(t(`${p}.${m}.bias`, dtype, [o], 0.02));
+    }
+    ts.push(t(`${p}.self_attn.q_norm.weight`, dtype, [16], 0.05, 1));
+    ts.push(t(`${p}.self_attn.k_norm.weight`, dtype, [16], 0.05, 1));
+    ts.push(t(`${p}.post_attention_layernorm.weight`, dtype, [H], 0.05, 1));
+  }
+  ts.push(t('model.norm.weight', dtype, [H], 0.05, 1));
+  ts.push(t('lm_head.weight', dtype, [VOCAB, H]));
+  return ts;
+}
+
+const ADAPTER_ST = 'adapter_model.safetensors';
+
+let root = '';
+const cases: Record<string, Case> = {};
+
+function peftKey(module: string, part: string): string {
+  return `base_model.model.${module}.${part}`;
+}
+
+/** A: BF16, sharded, all seven projections, rank_pattern/alpha_pattern, embedding LoRA, modules_to_save lm_head. */
+function caseA(): Case {
+  const base = path.join(root, 'A-base');
+  const ad = path.join(root, 'A-adapter');
+  mkdirSync(path.join(base, 'extra'), { recursive: true });
+  mkdirSync(ad);
+  const ts = qwen('BF16', 2);
+  const half = Math.ceil(ts.length / 2);
+  const shards = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
+  writeSt(path.join(base, shards[0]), ts.slice(0, half), { format: 'pt' });
+  writeSt(path.join(base, shards[1]), ts.slice(half), { format: 'pt' });
+  const weightMap: Record<string, string> = {};
+  ts.forEach((x, i) => (weightMap[x.name] = shards[i < half ? 0 : 1]));
+  writeFileSync(path.join(base, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }, null, 2));
+  writeFileSync(path.join(base, 'config.json'), JSON.stringify({ model_type: 'qwen3', hidden_size: H, tie_word_embeddings: true, torch_dtype: 'bfloat16' }, null, 2));
+  writeFileSync(path.join(base, 'tokenizer.json'), JSON.stringify({ version: '1.0', model: { type: 'BPE' } }));
+  writeFileSync(path.join(base, 'generation_config.json'), JSON.stringify({ do_sample: true }));
+  writeFileSync(path.join(base, 'extra', 'notes.txt'), 'kept\n');
+  writeFileSync(path.join(base, 'pytorch_model.bin'), 'stale weights');
+  const file = path.join(ad, ADAPTER_ST);
+  const at: T[] = [];
+  const ops: RecipeOp[] = [];
+  for (let l = 0; l < 2; l++) {
+    for (const [m, o, i] of PROJ) {
+      const module = `model.layers.${l}.${m}`;
+      const r = m === 'mlp.down_proj' ? 4 : 8; // rank_pattern {down_proj: 4}
+      const alpha = l === 1 && m === 'self_attn.q_proj' ? 32 : 16; // alpha_pattern
+      const A = t(peftKey(module, 'lora_A.weight'), l === 0 && m === 'self_attn.q_proj' ? 'BF16' : 'F32', [r, i]);
+      const B = t(peftKey(module, 'lora_B.weight'), 'F32', [o, r]);
+      at.push(A, B);
+      ops.push({ target: `${module}.weight`, up: { file, key: B.name }, down: { file, key: A.name }, scale: alpha / r });
+    }
+  }
+  const eA = t(peftKey('model.embed_tokens', 'lora_embedding_A'), 'F32', [8, VOCAB]);
+  const eB = t(peftKey('model.embed_tokens', 'lora_embedding_B'), 'F32', [H, 8]);
+  const head = t(peftKey('lm_head', 'weight'), 'F32', [VOCAB, H]);
+  at.push(eA, eB, head);
+  ops.push({ target: 'model.embed_tokens.weight', up: { file, key: eB.name }, down: { file, key: eA.name }, transpose: true, scale: 16 / 8 });
+  ops.push({ target: 'lm_head.weight', src: { file, key: head.name } });
+  writeSt(file, at, { format: 'pt' });
+  writeFileSync(
+    path.join(ad, 'adapter_config.json'),
+    JSON.stringify({
+      peft_type: 'LORA',
+      r: 8,
+      lora_alpha: 16,
+      target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'embed_tokens'],
+      modules_to_save: ['lm_head'],
+      rank_pattern: { down_proj: 4 },
+      alpha_pattern: { 'layers\\.1\\.self_attn\\.q_proj': 32 },
+      use_rslora: false,
+      fan_in_fan_out: false,
+      use_dora: false,
+      bias: 'none',
+    }),
+  );
+  return { name: 'A', base, baseFiles: shards.map((s) => path.join(base, s)), adapter: ad, ops };
+}
+
+/** B: F16, one file, use_rslora, lora_bias on q_proj. */
+function caseB(): Case {
+  const base = path.join(root, 'B-base');
+  const ad = path.join(root, 'B-adapter');
+  mkdirSync(base);
+  mkdirSync(ad);
+  writeSt(path.join(base, 'model.safetensors'), qwen('F16', 1, { qBias: true }));
+  writeFileSync(path.join(base, 'config.json'), JSON.stringify({ model_type: 'qwen2', tie_word_embeddings: false }));
+  const file = path.join(ad, ADAPTER_ST);
+  const at: T[] = [];
+  const ops: RecipeOp[] = [];
+  const scale = 8 / Math.sqrt(8);
+  for (const [m, o, i] of PROJ.filter(([m]) => m === 'self_attn.q_proj' || m === 'self_attn.v_proj')) {
+    const module = `model.layers.0.${m}`;
+    const A = t(peftKey(module, 'lora_A.weight'), 'F16', [8, i]);
+    const B = t(peftKey(module, 'lora_B.weight'), 'F16', [o, 8]);
+    at.push(A, B);
+    ops.push({ target: `${module}.weight`, up: { file, key: B.name }, down: { file, key: A.name }, scale });
+    if (m === 'self_attn.q_proj') {
+      const bias = t(peftKey(module, 'lora_B.bias'), 'F32', [o], 0.01);
+      at.push(bias);
+      ops.push({ target: `${module}.bias`, vector: { file, key: bias.name }, scale });
+    }
+  }
+  writeSt(file, at);
+  writeFileSync(path.join(ad, 'adapter_config.json'), JSON.stringify({ r: 8, lora_alpha: 8, use_rslora: true, lora_bias: true, target_modules: ['q_proj', 'v_proj'] }));
+  return { name: 'B', base, baseFiles: [path.join(base, 'model.safetensors')], adapter: ad, ops };
+}
+
+/** C: GPT-2-like F32 Conv1D weights [in, out] with fan_in_fan_out. */
+function caseC(): Case {
+  const base = path.join(root, 'C-base');
+  const ad = path.join(root, 'C-adapter');
+  mkdirSync(base);
+  mkdirSync(ad);
+  const ts: T[] = [t('transformer.wte.weight', 'F32', [VOCAB, H])];
+  const mods: [string, number, number][] = [];
+  for (let l = 0; l < 2; l++) {
+    const p = `transformer.h.${l}`;
+    ts.push(t(`${p}.ln_1.weight`, 'F32', [H], 0.05, 1));
+    ts.push(t(`${p}.attn.c_attn.weight`, 'F32', [H, 3 * H]), t(`${p}.attn.c_attn.bias`, 'F32', [3 * H], 0.02));
+    ts.push(t(`${p}.attn.c_proj.weight`, 'F32', [H, H]));
+    ts.push(t(`${p}.mlp.c_fc.weight`, 'F32', [H, 4 * H]));
+    mods.push([`${p}.attn.c_attn`, H, 3 * H], [`${p}.attn.c_proj`, H, H], [`${p}.mlp.c_fc`, H, 4 * H]);
+  }
+  writeSt(path.join(base, 'model.safetensors'), ts);
+  writeFileSync(path.join(base, 'config.json'), JSON.stringify({ model_type: 'gpt2' }));
+  const file = path.join(ad, ADAPTER_ST);
+  const at: T[] = [];
+  const ops: RecipeOp[] = [];
+  for (const [module, inF, outF] of mods) {
+    const A = t(peftKey(module, 'lora_A.weight'), 'F32', [4, inF]);
+    const B = t(peftKey(module, 'lora_B.weight'), 'F32', [outF, 4]);
+    at.push(A, B);
+    ops.push({ target: `${module}.weight`, up: { file, key: B.name }, down: { file, key: A.name }, transpose: true, scale: 8 / 4 });
+  }
+  writeSt(file, at);
+  writeFileSync(path.join(ad, 'adapter_config.json'), JSON.stringify({ r: 4, lora_alpha: 8, fan_in_fan_out: true, target_modules: ['c_attn', 'c_proj', 'c_fc'] }));
+  return { name: 'C', base, baseFiles: [path.join(base, 'model.safetensors')], adapter: ad, ops };
+}
+
+/** D: DoRA on q_proj and v_proj (BF16). */
+function caseD(): Case {
+  const base = path.join(root, 'D-base');
+  const ad = path.join(root, 'D-adapter');
+  mkdirSync(base);
+  mkdirSync(ad);
+  writeSt(path.join(base, 'model.safetensors'), qwen('BF16', 1));
+  writeFileSync(path.join(base, 'config.json'), JSON.stringify({ model_type: 'qwen3', tie_word_embeddings: false }));
+  const file = path.join(ad, ADAPTER_ST);
+  const at: T[] = [];
+  const ops: RecipeOp[] = [];
+  for (const [m, o, i] of PROJ.filter(([m]) => m === 'self_attn.q_proj' || m === 'self_attn.v_proj')) {
+    const module = `model.layers.0.${m}`;
+    const A = t(peftKey(module, 'lora_A.weight'), 'F32', [8, i]);
+    const B = t(peftKey(module, 'lora_B.weight'), 'F32', [o, 8]);
+    const mag = t(peftKey(module, 'lora_magnitude_vector'), 'F32', [o], 0.1, 0.5);
+    at.push(A, B, mag);
+    ops.push({ target: `${module}.weight`, up: { file, key: B.name }, down: { file, key: A.name }, magnitude: { file, key: mag.name }, scale: 16 / 8 });
+  }
+  writeSt(file, at);
+  writeFileSync(path.join(ad, 'adapter_config.json'), JSON.stringify({ r: 8, lora_alpha: 16, use_dora: true, target_modules: ['q_proj', 'v_proj'] }));
+  return { name: 'D', base, baseFiles: [path.join(base, 'model.safetensors')], adapter: ad, ops };
+}
+
+/** E: SD-like F16 base, kohya LoRA (one file): conv 3×3, conv 1×1, linear (lossy '_' names), text encoder; alpha F32, BF16 and missing. */
+function caseE(): Case {
+  const base = path.join(root, 'E-base');
+  mkdirSync(base);
+  const blk = 'down_blocks.0.attentions.0.transformer_blocks.0';
+  const ts: T[] = [
+    t('down_blocks.0.resnets.0.conv1.weight', 'F16', [32, 16, 3, 3]),
+    t('down_blocks.0.resnets.0.conv1.bias', 'F16', [32], 0.02),
+    t('down_blocks.0.attentions.0.norm.weight', 'F16', [32], 0.05, 1),
+    t('down_blocks.0.attentions.0.proj_in.weight', 'F16', [32, 32, 1, 1]),
+    t(`${blk}.attn1.to_q.weight`, 'F16', [32, 32]),
+    t(`${blk}.attn1.to_out.0.weight`, 'F16', [32, 32]),
+    t(`${blk}.attn1.to_out.0.bias`, 'F16', [32], 0.02),
+    t('text_model.encoder.layers.0.self_attn.q_proj.weight', 'F16', [48, 48]),
+    t('text_model.final_layer_norm.weight', 'F16', [48], 0.05, 1),
+  ];
+  writeSt(path.join(base, 'model.safetensors'), ts);
+  const file = path.join(root, 'E-lora.safetensors');
+  const at: T[] = [];
+  const ops: RecipeOp[] = [];
+  const lora = (kname: string, target: string, r: number, down: number[], up: number[], alpha?: { dtype: Dt; value: number }): void => {
+    const D = t(`${kname}.lora_down.weight`, 'F16', [r, ...down]);
+    const U = t(`${kname}.lora_up.weight`, 'F16', [up[0], r, ...up.slice(1)]);
+    at.push(D, U);
+    if (alpha) at.push({ name: `${kname}.alpha`, dtype: alpha.dtype, shape: [], values: Float32Array.of(alpha.value) });
+    ops.push({ target, up: { file, key: U.name }, down: { file, key: D.name }, scale: (alpha?.value ?? r) / r });
+  };
+  lora('lora_unet_down_blocks_0_resnets_0_conv1', 'down_blocks.0.resnets.0.conv1.weight', 4, [16, 3, 3], [32, 1, 1], { dtype: 'F32', value: 2 });
+  lora('lora_unet_down_blocks_0_attentions_0_proj_in', 'down_blocks.0.attentions.0.proj_in.weight', 4, [32, 1, 1], [32, 1, 1], { dtype: 'BF16', value: 4 });
+  lora('lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q', `${blk}.attn1.to_q.weight`, 4, [32], [32]);
+  lora('lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0', `${blk}.attn1.to_out.0.weight`, 8, [32], [32], { dtype: 'F32', value: 4 });
+  lora('lora_te_text_model_encoder_layers_0_self_attn_q_proj', 'text_model.encoder.layers.0.self_attn.q_proj.weight', 4, [48], [48], { dtype: 'F32', value: 1 });
+  writeSt(file, at);
+  return { name: 'E', base, baseFiles: [path.join(base, 'model.safetensors')], adapter: file, ops };
+}
+
+const tsOut = (c: string): string => path.join(root, `${c}-ts`);
+const pyOut = (c: string): string => path.join(root, `${c}-py`);
+const results: Record<string, MergeResult> = {};
+
+test.before(() => {
+  root = tmpDir('mstore-merge-');
+  for (const c of [caseA(), caseB(), caseC(), caseD(), caseE()]) cases[c.name] = c;
+});
+
+test.after(() => cleanup(root));
+
+test('TS worker merges every case (worker threads, main thread, CLI)', async () => {
+  const threads: Record<string, number> = { A: 2, B: 0, D: 1, E: 2 };
+  for (const [name, n] of Object.entries(threads)) {
+    const c = cases[name];
+    results[name] = await mergeLora({ base: c.base, adapter: c.adapter, out: tsOut(name), threads: n });
+  }
+  // C through the real CLI, with --json
+  const r = mstore(root, ['merge-lora', '--base', cases.C.base, '--adapter', cases.C.adapter, '--out', tsOut('C'), '--json']);
+  assert.is(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as MergeResult & { out: string };
+  assert.is(j.out, tsOut('C'));
+  assert.is(j.format, 'peft');
+  assert.is(j.merged.length, 6);
+  assert.ok(j.merged.every((m) => m.kind === 'lora' && m.rank === 4 && m.scale === 2));
+  assert.is(readdirSync(root).filter((n) => n.startsWith('.')).length, 0, 'no temporary directory left');
+
+  const a = results.A;
+  assert.is(a.format, 'peft');
+  assert.is(a.tensors, qwen('BF16', 2).length);
+  assert.is(a.merged.length, 16);
+  const byTarget = new Map(a.merged.map((m) => [m.target, m]));
+  assert.is(byTarget.get('model.layers.0.mlp.down_proj.weight')?.rank, 4, 'rank_pattern');
+  assert.is(byTarget.get('model.layers.1.self_attn.q_proj.weight')?.alpha, 32, 'alpha_pattern');
+  assert.is(byTarget.get('model.layers.0.self_attn.q_proj.weight')?.alpha, 16);
+  assert.is(byTarget.get('model.embed_tokens.weight')?.kind, 'embedding');
+  assert.is(byTarget.get('lm_head.weight')?.kind, 'replace');
+  assert.equal(a.weightFiles, ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+  assert.is(results.B.merged.find((m) => m.kind === 'bias')?.target, 'model.layers.0.self_attn.q_proj.bias');
+  assert.equal(results.D.merged.map((m) => m.kind), ['dora', 'dora']);
+  assert.is(results.E.format, 'kohya');
+  assert.is(results.E.merged.length, 5);
+});
+
+test('output files: base header bytes, shards and index, non-weight files, config adjusted like merge_and_unload', () => {
+  const c = cases.A;
+  const out = tsOut('A');
+  for (const f of c.baseFiles) {
+    const head = (file: string): Buffer => {
+      const fd = openSync(file, 'r');
+      const b = Buffer.alloc(8);
+      readSync(fd, b, 0, 8, 0);
+      const n = Number(b.readBigUInt64LE(0));
+      const all = Buffer.alloc(8 + n);
+      readSync(fd, all, 0, 8 + n, 0);
+      closeSync(fd);
+      return all;
+    };
+    const h = head(path.join(out, path.basename(f)));
+    assert.ok(h.equals(head(f)), `${path.basename(f)}: header bytes kept`);
+    assert.is(h.length % 8, 0);
+    assert.match(h.toString(), '"__metadata__":{"format":"pt"}');
+  }
+  assert.is(readFileSync(path.join(out, 'model.safetensors.index.json'), 'utf8'), readFileSync(path.join(c.base, 'model.safetensors.index.json'), 'utf8'));
+  for (const f of ['tokenizer.json', 'generation_config.json', 'extra/notes.txt']) {
+    assert.is(readFileSync(path.join(out, f), 'utf8'), readFileSync(path.join(c.base, f), 'utf8'), f);
+  }
+  assert.not.ok(existsSync(path.join(out, 'pytorch_model.bin')), 'stale weights in another format are not copied');
+  assert.equal(results.A.skipped, ['pytorch_model.bin']);
+  const cfg = readJson<Record<string, unknown>>(path.join(out, 'config.json'));
+  assert.equal(cfg, { model_type: 'qwen3', hidden_size: H, tie_word_embeddings: false, torch_dtype: 'bfloat16' });
+  assert.is(results.A.configChanges.length, 1);
+  assert.match(results.A.configChanges[0], 'tie_word_embeddings: true -> false');
+  // untied base: config copied byte for byte
+  assert.is(readFileSync(path.join(tsOut('B'), 'config.json'), 'utf8'), readFileSync(path.join(cases.B.base, 'config.json'), 'utf8'));
+});
+
+test('Python worker (torch) merges every case', () => {
+  for (const name of Object.keys(cases)) {
+    const c = cases[name];
+    const r = py([WORKER, '--base', c.base, '--adapter', c.adapter, '--out', pyOut(name), '--json', '--device', 'cpu']);
+    assert.is(r.code, 0, `${name}: ${r.stderr}`);
+    const j = JSON.parse(r.stdout) as { merged: number; format: string; configChanges: string[]; device: string };
+    assert.is(j.merged, results[name]?.merged.length ?? 6, name);
+    assert.is(j.device, 'cpu');
+    if (name === 'A') assert.equal(j.configChanges, results.A.configChanges);
+    if (existsSync(path.join(c.base, 'config.json'))) {
+      assert.is(readFileSync(path.join(pyOut(name), 'config.json'), 'utf8'), readFileSync(path.join(tsOut(name), 'config.json'), 'utf8'), `${name}: config.json`);
+    }
+  }
+});
+
+interface Cmp {
+  problems: string[];
+  elements: number;
+  identical: number;
+  maxUlp: number;
+  worst: string | null;
+}
+
+function assertAgree(c: Cmp, what: string): void {
+  assert.equal(c.problems, [], `${what}: same tensor set, order, dtypes, shapes`);
+  assert.ok(c.elements > 0, what);
+  assert.ok(c.maxUlp <= 1, `${what}: max ${c.maxUlp} ulp (${c.worst})`);
+  assert.ok(c.identical / c.elements >= 0.999, `${what}: ${c.identical}/${c.elements} bit-identical`);
+}
+
+const ROUND_CASES = [
+  0x00000000, 0x80000000, 0x3f800000, 0xbf800000, 0x7f800000, 0xff800000, 0x7f7fffff, 0xff7fffff,
+  0x3f808000, 0x3f818000, 0x3f807fff, 0x3f808001, 0x7f7f8000, 0x00000001, 0x80000001, 0x00400000,
+  0x38800000, 0x387fe000, 0x33800000, 0x33800001, 0x33000000, 0x33000001, 0x477fe000, 0x477ff000, 0x477fefff,
+  0x38801000, 0x38803000, 0x38802000, 0x3c00f000, 0x7f000000, 0x0f000000, 0x46fffe00,
+];
+
+test('TS and Python outputs match the torch reference (≤ 1 ulp, ≥ 99.9 % identical), and each other; rounding matches torch', () => {
+  const jobs = {
+    cases: Object.values(cases).map((c) => ({ name: c.name, base: c.baseFiles, ops: c.ops, outs: [tsOut(c.name), pyOut(c.name)] })),
+    pairs: Object.keys(cases).map((n) => [tsOut(n), pyOut(n)]),
+    round: [...ROUND_CASES, ...Array.from({ length: 4000 }, (_, i) => (Math.imul(i + 1, 2654435761) >>> 0) ^ (i << 3))],
+  };
+  const jobFile = path.join(root, 'jobs.json');
+  writeFileSync(jobFile, JSON.stringify(jobs));
+  const r = py([REFERENCE, jobFile]);
+  assert.is(r.code, 0, r.stderr);
+  if (process.env.MSTORE_MERGE_DEBUG) writeFileSync(path.join(process.env.MSTORE_MERGE_DEBUG, 'reference.json'), r.stdout);
+  const res = JSON.parse(r.stdout) as { cases: Record<string, (Cmp & { dir: string })[]>; pairs: (Cmp & { a: string })[]; round: { bf16: number[]; f16: number[] } };
+  for (const [name, outs] of Object.entries(res.cases)) {
+    assert.is(outs.length, 2);
+    assertAgree(outs[0], `case ${name}: TS worker vs torch reference`);
+    assertAgree(outs[1], `case ${name}: Python worker vs torch reference`);
+  }
+  for (const p of res.pairs) assertAgree(p, `${path.basename(p.a)}: TS vs Python worker`);
+  // fp32 → bf16/f16, round to nearest even: every non-NaN pattern exactly as torch rounds it.
+  let checked = 0;
+  jobs.round.forEach((bits, i) => {
+    if ((bits & 0x7fffffff) >>> 0 > 0x7f800000) {
+      assert.ok((K.f32BitsToBf16(bits) & 0x7fff) > 0x7f80, 'NaN stays NaN (bf16)');
+      assert.ok((K.f32BitsToF16(bits) & 0x7fff) > 0x7c00, 'NaN stays NaN (f16)');
+      return;
+    }
+    assert.is(K.f32BitsToBf16(bits), res.round.bf16[i], `bf16 of 0x${bits.toString(16)}`);
+    assert.is(K.f32BitsToF16(bits), res.round.f16[i], `f16 of 0x${bits.toString(16)}`);
+    checked++;
+  });
+  assert.ok(checked > 3000);
+});
+
+test('SIMD and plain JS kernels are bit-identical; f16 decode round-trips', () => {
+  const js = createKernel({ simd: false });
+  for (const [rows, cols, r, dt] of [[9, 37, 3, 0], [40, 1024, 16, 0], [6, 19, 1, 1], [12, 2880, 8, 1], [5, 130, 5, 2]] as [number, number, number, DtypeCode][]) {
+    const g = rng(rows * 131 + cols);
+    const P = Float32Array.from({ length: rows * r }, () => g() - 0.5);
+    const Q = Float32Array.from({ length: r * cols }, () => g() - 0.5);
+    const src = K.encode(Float32Array.from({ length: rows * cols }, () => g() - 0.5), dt);
+    const bytes = rows * cols * (dt === 2 ? 4 : 2);
+    const a = new Uint8Array(bytes);
+    const b = new Uint8Array(bytes);
+    const job = { src, srcDtype: dt, dst: a, dstDtype: dt, rows, cols, r, P, Q, pRow0: 0, scale: 0.75, mag: null };
+    K.mergeRows(job, 0, rows);
+    js.mergeRows({ ...job, dst: b }, 0, rows);
+    assert.ok(Buffer.from(a).equals(Buffer.from(b)), `${rows}x${cols} r${r} dtype ${dt}`);
+  }
+  for (let h = 0; h < 65536; h++) {
+    const f = K.f16BitsToF32(h);
+    if (Number.isNaN(f)) continue;
+    const bits = new Uint32Array(Float32Array.of(f).buffer)[0];
+    assert.is(K.f32BitsToF16(bits), h);
+  }
+});
+
+test('rank_pattern / alpha_pattern: first matching key wins, anchored like re.match((.*\\.)?(k)$)', () => {
+  const p = { 'q_proj': 4, 'layers\\.1\\..*': 2, 'proj': 9 };
+  assert.is(patternValue(p, 'model.layers.0.self_attn.q_proj'), 4);
+  assert.is(patternValue(p, 'model.layers.1.self_attn.k_proj'), 2);
+  assert.is(patternValue(p, 'model.layers.0.self_attn.k_proj'), undefined, "'proj' must match a whole name component run");
+  assert.is(patternValue(p, 'proj'), 9);
+  assert.is(patternValue({ 'xq_proj': 1 }, 'model.q_proj'), undefined);
+});
+
+/** Adapter variants of case D's base that must fail, each naming the tensor. */
+function badAdapters(): { name: string; dir: string; expect: string }[] {
+  const c = cases.D;
+  const mk = (name: string, tensors: T[], cfg: object): string => {
+    const dir = path.join(root, `bad-${name}`);
+    mkdirSync(dir);
+    writeSt(path.join(dir, ADAPTER_ST), tensors);
+    writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(cfg));
+    return dir;
+  };
+  void c;
+  const q = 'model.layers.0.self_attn.q_proj';
+  const huge = (x: T): T => ({ ...x, values: x.values.map(() => 3e38) });
+  return [
+    {
+      name: 'unmatched',
+      dir: mk('unmatched', [t(peftKey('model.layers.7.self_attn.q_proj', 'lora_A.weight'), 'F32', [8, H]), t(peftKey('model.layers.7.self_attn.q_proj', 'lora_B.weight'), 'F32', [QD, 8])], { r: 8, lora_alpha: 8 }),
+      expect: 'base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight',
+    },
+    {
+      name: 'shape',
+      dir: mk('shape', [t(peftKey(q, 'lora_A.weight'), 'F32', [8, H]), t(peftKey(q, 'lora_B.weight'), 'F32', [QD + 1, 8])], { r: 8, lora_alpha: 8 }),
+      expect: `shape mismatch for ${q}.weight`,
+    },
+    {
+      name: 'nan',
+      dir: mk('nan', [huge(t(peftKey(q, 'lora_A.weight'), 'F32', [8, H])), huge(t(peftKey(q, 'lora_B.weight'), 'F32', [QD, 8]))], { r: 8, lora_alpha: 8 }),
+      expect: `${q}.weight has NaN/Inf`,
+    },
+    {
+      name: 'notsaved',
+      dir: mk('notsaved', [t(peftKey('model.norm', 'weight'), 'F32', [H])], { r: 8, lora_alpha: 8 }),
+      expect: 'base_model.model.model.norm.weight is not a LoRA weight',
+    },
+  ];
+}
+
+test('errors name the tensor, exit 1 and leave no output (CLI, library, Python worker)', async () => {
+  const base = cases.D.base;
+  for (const b of badAdapters()) {
+    const out = path.join(root, `err-${b.name}`);
+    const r = mstore(root, ['merge-lora', '--base', base, '--adapter', b.dir, '--out', out]);
+    assert.is(r.code, 1, `${b.name}: ${r.stderr}`);
+    assert.match(r.stderr, b.expect, b.name);
+    assert.is(r.stderr.trim().split('\n').length, 1, `${b.name}: one line`);
+    assert.not.ok(existsSync(out), `${b.name}: no output directory`);
+    assert.is(readdirSync(root).filter((n) => n.startsWith('.')).length, 0, `${b.name}: no temporary directory left`);
+    try {
+      await mergeLora({ base, adapter: b.dir, out, threads: 1 });
+      assert.unreachable(`${b.name}: library must throw`);
+    } catch (e) {
+      assert.instance(e, MstoreError, b.name);
+      assert.match((e as Error).message, b.expect);
+    }
+    assert.not.ok(existsSync(out), `${b.name}: library removed its output`);
+    const p = py([WORKER, '--base', base, '--adapter', b.dir, '--out', out, '--device', 'cpu']);
+    assert.is(p.code, 1, `${b.name} (python): ${p.stderr}`);
+    assert.match(p.stderr, b.expect.replace(' has NaN/Inf', ''), `${b.name} (python)`);
+    assert.not.ok(existsSync(out), `${b.name} (python): no output directory`);
+  }
+  // an existing destination is refused before any work
+  const r = mstore(root, ['merge-lora', '--base', base, '--adapter', cases.D.adapter, '--out', tsOut('D')]);
+  assert.is(r.code, 1);
+  assert.match(r.stderr, 'already exists');
+});
+
+test.run();
