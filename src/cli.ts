@@ -23,6 +23,7 @@ import { gcCommand } from './commands/gc.js';
 import { curvesCommand } from './commands/curves.js';
 import { labelCommand } from './commands/label.js';
 import { diffCommand } from './commands/diff.js';
+import { consolidateCommand } from './commands/consolidate.js';
 import { mergeLoraCommand } from './commands/merge-lora.js';
 
 // A reader that stops early (mstore log | head) is not an error.
@@ -74,6 +75,7 @@ await yargs(argv)
   .command(curvesCommand)
   .command(labelCommand)
   .command(diffCommand)
+  .command(consolidateCommand)
   .command(mergeLoraCommand)
   .demandCommand(1, 'name a command; see mstore --help')
   .strict()

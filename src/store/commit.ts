@@ -8,16 +8,12 @@ import { MstoreError } from './errors.js';
 import type { Store } from './store.js';
 import { ContentWriter } from './content.js';
 import type { StatEntry } from './index-db.js';
-import type { FlatTree, Signature } from './repo.js';
+import type { FlatTree } from './repo.js';
 import { identifyFile } from './identify.js';
 import { gitMode, nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, toWorkspacePaths, underAny } from './workspace.js';
-import {
-  DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, nextVersionNumber, lineRef, readMeta, refCollision, versionName,
-  type VersionMeta,
-} from './versions.js';
+import { DEFAULT_LINE, STATUSES, checkLineName, lineRef, readMeta, refCollision } from './versions.js';
 import { describeEntry, modelEntries } from './version-files.js';
-import { now as clockNow } from './clock.js';
-import { moveRefs, readRefLog } from './reflog.js';
+import { writeVersion } from './version-write.js';
 
 export interface Progress {
   phase: 'scan' | 'store' | 'checkout';
@@ -154,52 +150,15 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
 
     // 1. chunk data fsynced in packs, then the index, in one transaction.
     await writer.finish();
-    // 2. git objects: blobs, metadata, trees, commit, tag.
-    for (const [blob, data] of gitBlobs) {
-      const written = await repo.writeBlob(data);
-      if (written !== blob) throw new Error(`internal: blob id ${written} != ${blob}`);
-    }
-    // Numbers are never reused: a removed version's number stays taken (its tag is in the ref history).
-    const number = await nextVersionNumber(repo, line, await readRefLog(store));
-    const version = versionName(line, number);
-    const author = opts.author ?? defaultAuthor();
-    const now = clockNow();
-    const meta: VersionMeta = {
-      schema: META_SCHEMA,
-      version,
-      line,
-      number,
-      description: opts.message,
-      created: now.toISOString(),
-      author,
-      host: os.hostname(),
-      params: opts.params ?? {},
-      metrics: opts.metrics ?? {},
-      training_data: opts.trainingData ?? [],
-      status: opts.status ?? null,
-      lineage: { parents: head ? [head] : [], parent_versions: headMeta ? [headMeta.version] : [] },
-      meta: opts.meta ?? {},
-      files: { count: flat.size, bytes: totalBytes },
-    };
-    const metaBlob = await repo.writeBlob(Buffer.from(`${JSON.stringify(meta, null, 2)}\n`));
-    flat.set(META_PATH, { mode: '100644', blob: metaBlob });
-    const tree = await repo.writeFlatTree(flat);
-    const sig: Signature = {
-      name: author.name,
-      email: author.email,
-      timestamp: Math.floor(now.getTime() / 1000),
-      timezoneOffset: now.getTimezoneOffset(),
-    };
-    const commitId = await repo.writeCommit({ message: `${opts.message.trim()}\n`, tree, parents: head ? [head] : [], author: sig });
-    const tagId = await repo.writeAnnotatedTag({ name: version, object: commitId, message: `${version}: ${opts.message.trim()}\n`, tagger: sig });
-    // 3. refs, recorded in the ref history first: the version tag (never overwritten), then the line.
-    await moveRefs(store, [{ ref: `refs/tags/${version}`, value: tagId, create: true }, { ref: lineRef(line), value: commitId }], 'commit', {
-      message: opts.message.trim().split('\n')[0],
+    // 2. git objects (blobs, metadata, tree, commit, tag), then the refs through the ref history.
+    const { version, commit: commitId } = await writeVersion(store, {
+      line, flat, gitBlobs, totalBytes, message: opts.message, params: opts.params, metrics: opts.metrics,
+      trainingData: opts.trainingData, status: opts.status ?? null, meta: opts.meta, author: opts.author ?? defaultAuthor(), reason: 'commit',
     });
     // 4. the stat cache, last: it may only name content that versions hold.
     index.updateStats(statUpdates);
     return {
-      changed: true, version, commit: commitId, line, files: flat.size - 1, totalBytes,
+      changed: true, version, commit: commitId, line, files: flat.size, totalBytes,
       newBytes: writer.newBytes, added, modified, deleted, warnings,
     };
   });

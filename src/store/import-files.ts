@@ -7,7 +7,6 @@
  * tmp/ (never following a symlink: links are made last, and nothing lies beneath one), stores
  * the files as commit does, and records the versions oldest first.
  */
-import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, open, rm, symlink } from 'node:fs/promises';
@@ -16,14 +15,10 @@ import type { Store } from './store.js';
 import { ContentWriter } from './content.js';
 import { identifyFile } from './identify.js';
 import { gitMode, type WorkFile } from './workspace.js';
-import type { FlatTree, Signature } from './repo.js';
+import type { FlatTree } from './repo.js';
 import { defaultAuthor } from './commit.js';
-import { now as clockNow } from './clock.js';
-import { moveRefs, readRefLog } from './reflog.js';
-import {
-  DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, nextVersionNumber, lineRef, readMeta, refCollision, versionName,
-  type VersionMeta,
-} from './versions.js';
+import { writeVersion } from './version-write.js';
+import { DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, lineRef, refCollision, type VersionMeta } from './versions.js';
 import { bareName, entryNameProblem, linkTargetProblem, readBody, readTar, skipBody, MAX_META_BYTES, byteOrder } from './bundle.js';
 import type { ImportOptions, ImportResult, ImportedVersion, RefUpdate } from './import.js';
 
@@ -292,48 +287,14 @@ export async function importFiles(
       // 3. One version per directory, oldest first: blobs, metadata, tree, commit, tag, refs.
       const out: ImportedVersion[] = [];
       const refs: RefUpdate[] = [];
-      const history = await readRefLog(store);
       for (const { v, flat, blobs, bytes } of trees) {
         const line = lineOf(v);
-        for (const [blob, data] of blobs) {
-          const written = await repo.writeBlob(data);
-          if (written !== blob) throw new Error(`internal: blob id ${written} != ${blob}`);
-        }
-        const head = await repo.readRef(lineRef(line));
-        const headMeta = head ? await readMeta(repo, head) : undefined;
-        const number = await nextVersionNumber(repo, line, history);
-        const version = versionName(line, number);
-        const author = v.meta.author ?? defaultAuthor();
-        const now = clockNow();
         const description = v.meta.description.trim() ? v.meta.description : `imported ${v.root}`;
-        const meta: VersionMeta = {
-          schema: META_SCHEMA,
-          version,
-          line,
-          number,
-          description,
-          created: now.toISOString(),
-          author,
-          host: os.hostname(),
-          params: v.meta.params,
-          metrics: v.meta.metrics,
-          training_data: v.meta.trainingData,
-          status: v.meta.status,
-          lineage: { parents: head ? [head] : [], parent_versions: headMeta ? [headMeta.version] : [] },
-          meta: v.meta.meta,
-          files: { count: flat.size, bytes },
-        };
-        const tree = await repo.writeFlatTree(new Map([...flat, [META_PATH, { mode: '100644', blob: await repo.writeBlob(Buffer.from(`${JSON.stringify(meta, null, 2)}\n`)) }]]));
-        const sig: Signature = { name: author.name, email: author.email, timestamp: Math.floor(now.getTime() / 1000), timezoneOffset: now.getTimezoneOffset() };
-        const commitId = await repo.writeCommit({ message: `${description.trim()}\n`, tree, parents: head ? [head] : [], author: sig });
-        const tagId = await repo.writeAnnotatedTag({ name: version, object: commitId, message: `${version}: ${description.trim()}\n`, tagger: sig });
-        const entries = await moveRefs(
-          store,
-          [{ ref: `refs/tags/${version}`, value: tagId, create: true }, { ref: lineRef(line), value: commitId }],
-          'import',
-          { message: `import ${path.basename(file)}: ${v.root}` },
-        );
-        history.push(...entries);
+        const { version, commit: commitId, entries } = await writeVersion(store, {
+          line, flat, gitBlobs: blobs, totalBytes: bytes, message: description, params: v.meta.params, metrics: v.meta.metrics,
+          trainingData: v.meta.trainingData, status: v.meta.status, meta: v.meta.meta, author: v.meta.author ?? defaultAuthor(),
+          reason: 'import', refMessage: `import ${path.basename(file)}: ${v.root}`,
+        });
         for (const m of entries) refs.push({ ref: m.ref, old: m.old, new: m.new!, action: m.old ? 'fast-forward' : 'created' });
         out.push({ name: version, commit: commitId, from: v.root, line });
       }

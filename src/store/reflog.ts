@@ -23,7 +23,8 @@ export type RefReason =
   | 'import'
   | 'backup'
   | 'backup-restore'
-  | 'label';
+  | 'label'
+  | 'consolidate';
 
 export interface RefLogEntry {
   /** ISO 8601, from the store clock. */

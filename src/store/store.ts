@@ -12,6 +12,7 @@ import { StoreIndex } from './index-db.js';
 import { ParallelHasher } from './hashing.js';
 import { StoreLock } from './lock.js';
 import { indexPacks } from './reindex.js';
+import { installDefaultHooks } from './package-files.js';
 import { SLOT_BYTES, type ChunkingConfig } from './content.js';
 
 export const STORE_DIR = '.mstore';
@@ -114,6 +115,7 @@ export class Store {
     }
     for (const sub of ['packs', 'index', 'tmp', 'hooks']) await mkdir(path.join(dir, sub), { recursive: true });
     await GitRepo.init(path.join(dir, 'git'));
+    await installDefaultHooks(path.join(dir, 'hooks'));
     const config = defaultConfig(bare);
     // config.json last: its presence is what makes the directory a store.
     await atomicWriteFile(path.join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
