@@ -486,18 +486,26 @@ test('TS and Python outputs match the torch reference (≤ 1 ulp, ≥ 99.9 % ide
 
 test('SIMD and plain JS kernels are bit-identical; f16 decode round-trips', () => {
   const js = createKernel({ simd: false });
-  for (const [rows, cols, r, dt] of [[9, 37, 3, 0], [40, 1024, 16, 0], [6, 19, 1, 1], [12, 2880, 8, 1], [5, 130, 5, 2]] as [number, number, number, DtypeCode][]) {
+  const shapes: [number, number, number, DtypeCode, boolean][] = [
+    [9, 37, 3, 0, false], [40, 1024, 16, 0, false], [6, 19, 1, 1, false], [12, 2880, 8, 1, false], [5, 130, 5, 2, false],
+    [7, 45, 4, 0, true], [7, 45, 4, 1, true], [7, 45, 4, 2, true],
+  ];
+  for (const [rows, cols, r, dt, overflow] of shapes) {
     const g = rng(rows * 131 + cols);
     const P = Float32Array.from({ length: rows * r }, () => g() - 0.5);
     const Q = Float32Array.from({ length: r * cols }, () => g() - 0.5);
-    const src = K.encode(Float32Array.from({ length: rows * cols }, () => g() - 0.5), dt);
+    // with `overflow`, some weights sit at the top of the range: W + Δ rounds to ±Inf there
+    const big = dt === 1 ? 65500 : 3.39e38;
+    const src = K.encode(Float32Array.from({ length: rows * cols }, (_, i) => (overflow && i % 11 === 5 ? big : g() - 0.5)), dt);
     const bytes = rows * cols * (dt === 2 ? 4 : 2);
     const a = new Uint8Array(bytes);
     const b = new Uint8Array(bytes);
-    const job = { src, srcDtype: dt, dst: a, dstDtype: dt, rows, cols, r, P, Q, pRow0: 0, scale: 0.75, mag: null };
-    K.mergeRows(job, 0, rows);
-    js.mergeRows({ ...job, dst: b }, 0, rows);
+    const job = { src, srcDtype: dt, dst: a, dstDtype: dt, rows, cols, r, P, Q: Q.map((q) => (overflow ? q * 1e37 : q)), pRow0: 0, scale: 0.75, mag: null };
+    const ra = K.mergeRows(job, 0, rows);
+    const rb = js.mergeRows({ ...job, dst: b }, 0, rows);
     assert.ok(Buffer.from(a).equals(Buffer.from(b)), `${rows}x${cols} r${r} dtype ${dt}`);
+    assert.equal(ra, rb, `${rows}x${cols} r${r} dtype ${dt}: non-finite count and first index`);
+    if (overflow) assert.ok(ra.bad > 0 && ra.firstBad >= 0, `dtype ${dt}: overflow detected`);
   }
   for (let h = 0; h < 65536; h++) {
     const f = K.f16BitsToF32(h);

@@ -206,45 +206,98 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
       ...tail,
       0x0b,
     ];
+    // bf16(src, acc, dst, groups, scale) -> any non-finite: for 8 elements per group,
+    // dst = rne_bf16(fp32(bf16→fp32(src) + fp32(acc × scale))), as storeRow does one by one.
+    // params 0 src, 1 acc, 2 dst, 3 groups, 4 scale (f32); locals 5 g (i32), 6 flag, 7 sc, 8 lo, 9 hi, 10 w (v128)
+    const SHR_U = simd(0xad);
+    const I32ADD = simd(0xae);
+    const I32SPLAT = simd(0x11);
+    const AND = simd(0x4e);
+    const OR = simd(0x50);
+    const round = (l: number): number[] => [
+      ...get(l), ...i32c(16), ...SHR_U, ...i32c(0x40), ...I32SPLAT, ...OR,
+      ...get(l), ...get(l), ...i32c(16), ...SHR_U, ...i32c(1), ...I32SPLAT, ...AND, ...i32c(0x7fff), ...I32SPLAT, ...I32ADD, ...I32ADD, ...i32c(16), ...SHR_U,
+      ...get(l), ...get(l), ...simd(0x42),
+      ...simd(0x52),
+      ...set(l),
+    ];
+    const half = (l: number, extend: number, accOff: number): number[] => [
+      ...get(10), ...simd(extend), ...i32c(16), ...simd(0xab),
+      ...get(1), ...get(5), ...i32c(5), SHL, ADD, ...load(accOff), ...get(7), ...fmul, ...fadd,
+      ...set(l),
+      ...round(l),
+    ];
+    const bf16Body = [
+      2, 1, 0x7f, 5, 0x7b,
+      ...get(4), ...splat, ...set(7),
+      ...i32c(0), ...I32SPLAT, ...set(6),
+      ...i32c(0), ...set(5),
+      0x02, 0x40, 0x03, 0x40,
+      ...get(5), ...get(3), GE_U, 0x0d, 1,
+      ...get(0), ...get(5), ...i32c(4), SHL, ADD, ...load(0), ...set(10),
+      ...half(8, 0xa9, 0),
+      ...half(9, 0xaa, 16),
+      ...get(8), ...get(9), ...simd(0x86), ...set(10),
+      ...get(2), ...get(5), ...i32c(4), SHL, ADD, ...get(10), ...store(0),
+      ...get(6), ...get(10), ...i32c(0x7f80), ...simd(0x10), ...AND, ...i32c(0x7f80), ...simd(0x10), ...simd(0x2d), ...OR, ...set(6),
+      ...get(5), ...i32c(1), ADD, ...set(5),
+      0x0c, 0, 0x0b, 0x0b,
+      ...get(6), ...simd(0x53),
+      0x0b,
+    ];
     const section = (id: number, bytes: number[]): number[] => [id, ...u(bytes.length), ...bytes];
     const name = (s: string): number[] => [...u(s.length), ...Array.from(s, (c) => c.charCodeAt(0))];
     return new Uint8Array([
       0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-      ...section(1, [1, 0x60, 5, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0]),
+      ...section(1, [2, 0x60, 5, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0, 0x60, 5, 0x7f, 0x7f, 0x7f, 0x7f, 0x7d, 1, 0x7f]),
       ...section(2, [1, ...name('m'), ...name('mem'), 0x02, 0x00, 1]),
-      ...section(3, [1, 0]),
-      ...section(7, [1, ...name('row'), 0x00, 0]),
-      ...section(10, [1, ...u(body.length), ...body]),
+      ...section(3, [2, 0, 1]),
+      ...section(7, [2, ...name('row'), 0x00, 0, ...name('bf16'), 0x00, 1]),
+      ...section(10, [2, ...u(body.length), ...body, ...u(bf16Body.length), ...bf16Body]),
     ]).buffer;
   }
 
   let wasmRow: ((p: number, q: number, acc: number, r: number, cols: number) => void) | undefined;
+  let wasmBf16: ((src: number, acc: number, dst: number, groups: number, scale: number) => number) | undefined;
   let memory: WebAssembly.Memory | undefined;
   if (options.simd !== false && typeof WebAssembly === 'object') {
     try {
       memory = new WebAssembly.Memory({ initial: 1 });
       const inst = new WebAssembly.Instance(new WebAssembly.Module(assembleRow()), { m: { mem: memory } });
       wasmRow = inst.exports.row as (p: number, q: number, acc: number, r: number, cols: number) => void;
+      wasmBf16 = inst.exports.bf16 as (src: number, acc: number, dst: number, groups: number, scale: number) => number;
     } catch {
       wasmRow = undefined;
+      wasmBf16 = undefined;
     }
   }
-  // wasm memory layout: [0, pBytes) the P row, then Q [r × cols], then acc [cols].
+  // wasm memory layout: [0, pBytes) the P row, Q [r × cols], acc [cols], a source row and an output row (bf16).
   let wasmQ: Float32Array | null = null;
   let wasmQOff = 0;
   let wasmAccOff = 0;
+  let wasmSrcOff = 0;
+  let wasmDstOff = 0;
   let wasmP = new Float32Array(0);
+  let wasmSrc = new Uint8Array(0);
+  let wasmDst = new Uint8Array(0);
+  let wasmDst16 = new Uint16Array(0);
   function wasmSetup(P: Float32Array, Q: Float32Array, r: number, cols: number): void {
-    const pBytes = Math.ceil((r * 4) / 16) * 16;
-    const need = pBytes + r * cols * 4 + cols * 4 + 64;
+    const al = (n: number): number => Math.ceil(n / 16) * 16;
+    const pBytes = al(r * 4);
+    const need = pBytes + al(r * cols * 4) + al(cols * 4) + 2 * al(cols * 2) + 64;
     const have = memory!.buffer.byteLength;
     if (need > have) memory!.grow(Math.ceil((need - have) / 65536));
     wasmQOff = pBytes;
-    wasmAccOff = pBytes + Math.ceil((r * cols * 4) / 16) * 16;
+    wasmAccOff = wasmQOff + al(r * cols * 4);
+    wasmSrcOff = wasmAccOff + al(cols * 4);
+    wasmDstOff = wasmSrcOff + al(cols * 2);
     if (wasmQ !== Q) new Float32Array(memory!.buffer, wasmQOff, r * cols).set(Q);
     wasmQ = Q;
     wasmP = new Float32Array(memory!.buffer, 0, r);
     acc = new Float32Array(memory!.buffer, wasmAccOff, cols);
+    wasmSrc = new Uint8Array(memory!.buffer, wasmSrcOff, cols * 2);
+    wasmDst = new Uint8Array(memory!.buffer, wasmDstOff, cols * 2);
+    wasmDst16 = new Uint16Array(memory!.buffer, wasmDstOff, cols);
   }
 
   let acc = new Float32Array(0);
@@ -310,6 +363,35 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
     return first;
   }
 
+  /** One BF16 → BF16 row in WebAssembly: Σ into acc, then decode + Δ + round 8 elements at a time; the tail in JS. */
+  function bf16Row(job: RowJob, i: number, off: number, scale: number): number {
+    const { src, dst, cols, r, P, pRow0 } = job;
+    const pr = (pRow0 + i) * r;
+    wasmP.set(P!.subarray(pr, pr + r));
+    wasmRow!(0, wasmQOff, wasmAccOff, r, cols);
+    wasmSrc.set(src.subarray(off * 2, off * 2 + cols * 2));
+    const groups = cols >>> 3;
+    const flagged = wasmBf16!(wasmSrcOff, wasmAccOff, wasmDstOff, groups, scale) !== 0;
+    const s16 = new Uint16Array(wasmSrc.buffer, wasmSrcOff, cols);
+    for (let j = groups * 8; j < cols; j++) {
+      wrowBits[0] = s16[j] << 16;
+      wrow[0] = wrow[0] + Math.fround(acc[j] * scale);
+      const x = wrowBits[0];
+      wasmDst16[j] = (x & 0x7fffffff) > 0x7f800000 ? ((x >>> 16) | 0x40) & 0xffff : ((x + 0x7fff + ((x >>> 16) & 1)) | 0) >>> 16;
+    }
+    dst.set(wasmDst, off * 2);
+    let first = -1;
+    let count = 0;
+    for (let j = flagged ? 0 : groups * 8; j < cols; j++) {
+      if ((wasmDst16[j] & 0x7f80) === 0x7f80) {
+        if (first < 0) first = j;
+        count++;
+      }
+    }
+    rowBad = count;
+    return first;
+  }
+
   function mergeRows(job: RowJob, start: number, end: number): RowResult {
     const { src, srcDtype, dst, dstDtype, cols, r, P, Q, pRow0, mag } = job;
     const scale = Math.fround(job.scale);
@@ -317,8 +399,17 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
     if (wasmRow && r > 0 && P && Q) wasmSetup(P, Q, r, cols);
     let bad = 0;
     let firstBad = -1;
+    const fastBf16 = !!wasmBf16 && srcDtype === 0 && dstDtype === 0 && !mag && r > 0 && !!P && !!Q;
     for (let i = start; i < end; i++) {
       const off = i * cols;
+      if (fastBf16) {
+        const fb = bf16Row(job, i, off, scale);
+        if (fb >= 0) {
+          if (firstBad < 0) firstBad = off + fb;
+          bad += rowBad;
+        }
+        continue;
+      }
       loadRow(src, srcDtype, off, cols);
       if (r > 0 && P && Q) {
         const pr = (pRow0 + i) * r;

@@ -33,7 +33,7 @@ export interface MergeOptions {
   out: string;
   /** Worker threads for the arithmetic (default: every core); 0 computes on the calling thread. */
   threads?: number;
-  /** Target size of one block of rows (default 8 MiB). */
+  /** Target size of one block of rows (default 1 MiB). */
   blockBytes?: number;
   onProgress?: (p: MergeProgress) => void;
 }
@@ -369,7 +369,7 @@ export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
     const ctx: WriteCtx = {
       pool,
       blocks: new Blocks(),
-      blockBytes: opts.blockBytes ?? 8 * 1024 * 1024,
+      blockBytes: opts.blockBytes ?? 1024 * 1024,
       onBytes: (n, tensor) => {
         result.bytes += n;
         opts.onProgress?.({ done: result.bytes, total, tensor: tensor || undefined });
