@@ -240,8 +240,14 @@ function caseB(): Case {
       ops.push({ target: `${module}.bias`, vector: { file, key: bias.name }, scale });
     }
   }
+  // save_embedding_layers: the (trained) embedding travels whole as base_layer, with a LoRA on top
+  const emb = t(peftKey('model.embed_tokens', 'base_layer.weight'), 'F16', [VOCAB, H]);
+  const eA = t(peftKey('model.embed_tokens', 'lora_embedding_A'), 'F16', [8, VOCAB]);
+  const eB = t(peftKey('model.embed_tokens', 'lora_embedding_B'), 'F16', [H, 8]);
+  at.push(emb, eA, eB);
+  ops.push({ target: 'model.embed_tokens.weight', src: { file, key: emb.name }, up: { file, key: eB.name }, down: { file, key: eA.name }, transpose: true, scale });
   writeSt(file, at);
-  writeFileSync(path.join(ad, 'adapter_config.json'), JSON.stringify({ r: 8, lora_alpha: 8, use_rslora: true, lora_bias: true, target_modules: ['q_proj', 'v_proj'] }));
+  writeFileSync(path.join(ad, 'adapter_config.json'), JSON.stringify({ r: 8, lora_alpha: 8, use_rslora: true, lora_bias: true, target_modules: ['q_proj', 'v_proj', 'embed_tokens'] }));
   return { name: 'B', base, baseFiles: [path.join(base, 'model.safetensors')], adapter: ad, ops };
 }
 
@@ -272,8 +278,13 @@ function caseC(): Case {
     at.push(A, B);
     ops.push({ target: `${module}.weight`, up: { file, key: B.name }, down: { file, key: A.name }, transpose: true, scale: 8 / 4 });
   }
+  for (let l = 0; l < 2; l++) {
+    const b = t(`base_model.model.transformer.h.${l}.attn.c_attn.bias`, 'F32', [3 * H], 0.02);
+    at.push(b);
+    ops.push({ target: `transformer.h.${l}.attn.c_attn.bias`, src: { file, key: b.name } });
+  }
   writeSt(file, at);
-  writeFileSync(path.join(ad, 'adapter_config.json'), JSON.stringify({ r: 4, lora_alpha: 8, fan_in_fan_out: true, target_modules: ['c_attn', 'c_proj', 'c_fc'] }));
+  writeFileSync(path.join(ad, 'adapter_config.json'), JSON.stringify({ r: 4, lora_alpha: 8, fan_in_fan_out: true, bias: 'all', target_modules: ['c_attn', 'c_proj', 'c_fc'] }));
   return { name: 'C', base, baseFiles: [path.join(base, 'model.safetensors')], adapter: ad, ops };
 }
 
@@ -337,6 +348,29 @@ function caseE(): Case {
   return { name: 'E', base, baseFiles: [path.join(base, 'model.safetensors')], adapter: file, ops };
 }
 
+/** F: PEFT LoRA on convolutions (3×3 and 1×1) and a linear layer of E's SD-like base, BF16 factors. */
+function caseF(e: Case): Case {
+  const ad = path.join(root, 'F-adapter');
+  mkdirSync(ad);
+  const file = path.join(ad, ADAPTER_ST);
+  const at: T[] = [];
+  const ops: RecipeOp[] = [];
+  const mods: [string, number[], number][] = [
+    ['down_blocks.0.resnets.0.conv1', [16, 3, 3], 32],
+    ['down_blocks.0.attentions.0.proj_in', [32, 1, 1], 32],
+    ['down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q', [32], 32],
+  ];
+  for (const [module, inDims, out] of mods) {
+    const A = t(peftKey(module, 'lora_A.weight'), 'BF16', [4, ...inDims]);
+    const B = t(peftKey(module, 'lora_B.weight'), 'BF16', inDims.length > 1 ? [out, 4, 1, 1] : [out, 4]);
+    at.push(A, B);
+    ops.push({ target: `${module}.weight`, up: { file, key: B.name }, down: { file, key: A.name }, scale: 4 / 4 });
+  }
+  writeSt(file, at);
+  writeFileSync(path.join(ad, 'adapter_config.json'), JSON.stringify({ r: 4, lora_alpha: 4, target_modules: ['conv1', 'proj_in', 'to_q'] }));
+  return { name: 'F', base: e.base, baseFiles: e.baseFiles, adapter: ad, ops };
+}
+
 const tsOut = (c: string): string => path.join(root, `${c}-ts`);
 const pyOut = (c: string): string => path.join(root, `${c}-py`);
 const results: Record<string, MergeResult> = {};
@@ -344,12 +378,13 @@ const results: Record<string, MergeResult> = {};
 test.before(() => {
   root = tmpDir('mstore-merge-');
   for (const c of [caseA(), caseB(), caseC(), caseD(), caseE()]) cases[c.name] = c;
+  cases.F = caseF(cases.E);
 });
 
 test.after(() => cleanup(root));
 
 test('TS worker merges every case (worker threads, main thread, CLI)', async () => {
-  const threads: Record<string, number> = { A: 2, B: 0, D: 1, E: 2 };
+  const threads: Record<string, number> = { A: 2, B: 0, D: 1, E: 2, F: 1 };
   for (const [name, n] of Object.entries(threads)) {
     const c = cases[name];
     results[name] = await mergeLora({ base: c.base, adapter: c.adapter, out: tsOut(name), threads: n });
@@ -360,8 +395,9 @@ test('TS worker merges every case (worker threads, main thread, CLI)', async () 
   const j = JSON.parse(r.stdout) as MergeResult & { out: string };
   assert.is(j.out, tsOut('C'));
   assert.is(j.format, 'peft');
-  assert.is(j.merged.length, 6);
-  assert.ok(j.merged.every((m) => m.kind === 'lora' && m.rank === 4 && m.scale === 2));
+  assert.is(j.merged.length, 8);
+  assert.is(j.merged.filter((m) => m.kind === 'lora' && m.rank === 4 && m.scale === 2).length, 6);
+  assert.equal(j.merged.filter((m) => m.kind === 'replace').map((m) => m.target), ['transformer.h.0.attn.c_attn.bias', 'transformer.h.1.attn.c_attn.bias']);
   assert.is(readdirSync(root).filter((n) => n.startsWith('.')).length, 0, 'no temporary directory left');
 
   const a = results.A;
@@ -376,6 +412,8 @@ test('TS worker merges every case (worker threads, main thread, CLI)', async () 
   assert.is(byTarget.get('lm_head.weight')?.kind, 'replace');
   assert.equal(a.weightFiles, ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
   assert.is(results.B.merged.find((m) => m.kind === 'bias')?.target, 'model.layers.0.self_attn.q_proj.bias');
+  assert.is(results.B.merged.find((m) => m.target === 'model.embed_tokens.weight')?.kind, 'replace+embedding');
+  assert.equal(results.F.merged.map((m) => m.kind), ['lora', 'lora', 'lora']);
   assert.equal(results.D.merged.map((m) => m.kind), ['dora', 'dora']);
   assert.is(results.E.format, 'kohya');
   assert.is(results.E.merged.length, 5);
@@ -420,7 +458,7 @@ test('Python worker (torch) merges every case', () => {
     const r = py([WORKER, '--base', c.base, '--adapter', c.adapter, '--out', pyOut(name), '--json', '--device', 'cpu']);
     assert.is(r.code, 0, `${name}: ${r.stderr}`);
     const j = JSON.parse(r.stdout) as { merged: number; format: string; configChanges: string[]; device: string };
-    assert.is(j.merged, results[name]?.merged.length ?? 6, name);
+    assert.is(j.merged, results[name]?.merged.length ?? 8, name);
     assert.is(j.device, 'cpu');
     if (name === 'A') assert.equal(j.configChanges, results.A.configChanges);
     if (existsSync(path.join(c.base, 'config.json'))) {
