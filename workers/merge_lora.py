@@ -411,6 +411,20 @@ def plan_adapter(adapter, base):
 # ---------------------------------------------------------------- merge
 
 
+def describe(op):
+    """The report of one op, as the TS worker's MergedTensor."""
+    d = op["delta"]
+    out = {"target": op["target"], "keys": op["keys"]}
+    if d is None:
+        out["kind"] = "replace"
+    elif d["kind"] == "vector":
+        out.update(kind="bias", scale=d["scale"])
+    else:
+        kind = "dora" if d["magnitude"] is not None else "embedding" if "lora_embedding_" in d["down"][1] else "lora"
+        out.update(kind=("replace+" + kind) if op["replace"] else kind, rank=d["rank"], alpha=d["alpha"], scale=d["scale"])
+    return out
+
+
 def merged_tensor(op, base, dev):
     target = op["target"]
     bf = base.tensors[target]
@@ -551,7 +565,7 @@ def merge(base_dir, adapter, out, device="auto", progress=None):
     if created:
         os.mkdir(out)
     result = {"format": fmt, "adapterFiles": files, "weightFiles": [os.path.basename(f.path) for f in base.files], "index": base.index,
-              "copied": [], "skipped": [], "configChanges": [], "tensors": len(base.tensors), "merged": len(ops), "device": str(dev),
+              "copied": [], "skipped": [], "configChanges": [], "tensors": len(base.tensors), "merged": [describe(op) for op in ops.values()], "device": str(dev),
               "torch": torch.__version__, "seconds": 0.0}
     total = len(base.tensors)
     done = [0]
@@ -604,7 +618,7 @@ def main(argv=None):
     if a.json:
         sys.stdout.write(json.dumps(r, indent=2) + "\n")
     else:
-        sys.stdout.write("merged %d of %d tensors (%s adapter) on %s in %.2f s -> %s\n" % (r["merged"], r["tensors"], r["format"], r["device"], r["seconds"], a.out))
+        sys.stdout.write("merged %d of %d tensors (%s adapter) on %s in %.2f s -> %s\n" % (len(r["merged"]), r["tensors"], r["format"], r["device"], r["seconds"], a.out))
         for c in r["configChanges"]:
             sys.stdout.write("config.json: %s\n" % c)
     return 0
