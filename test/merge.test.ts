@@ -623,10 +623,15 @@ test('errors name the tensor, exit 1 and leave no output (CLI, library, Python w
     assert.match(p.stderr, b.expect.replace(' has NaN/Inf', ''), `${b.name} (python)`);
     assert.not.ok(existsSync(out), `${b.name} (python): no output directory`);
   }
-  // an existing destination is refused before any work
+  // a non-empty destination is refused before any work; an empty directory is filled
   const r = mstore(root, ['merge-lora', '--base', base, '--adapter', cases.D.adapter, '--out', tsOut('D')]);
   assert.is(r.code, 1);
   assert.match(r.stderr, 'already exists');
+  const empty = path.join(root, 'empty-out');
+  mkdirSync(empty);
+  const ok = mstore(root, ['merge-lora', '--base', base, '--adapter', cases.D.adapter, '--out', empty]);
+  assert.is(ok.code, 0, ok.stderr);
+  assert.ok(readFileSync(path.join(empty, 'model.safetensors')).equals(readFileSync(path.join(tsOut('D'), 'model.safetensors'))));
 });
 
 test.run();

@@ -1,5 +1,5 @@
 import type { CommandModule } from 'yargs';
-import { mkdtemp, open, rename, rm, stat } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { mergeLora, type MergeResult } from '../merge/merge.js';
 import { MstoreError } from '../store/errors.js';
@@ -26,7 +26,7 @@ export const mergeLoraCommand: CommandModule<object, Args> = {
     y
       .option('base', { type: 'string', demandOption: true, requiresArg: true, describe: 'base model directory (model.safetensors, or shards + model.safetensors.index.json)' })
       .option('adapter', { type: 'string', demandOption: true, requiresArg: true, describe: 'PEFT adapter directory, or a kohya LoRA .safetensors file' })
-      .option('out', { type: 'string', demandOption: true, requiresArg: true, describe: 'output directory (must not exist; written next to it, then renamed)' })
+      .option('out', { type: 'string', demandOption: true, requiresArg: true, describe: 'output directory (missing or empty; written next to it, then renamed into place)' })
       .option('threads', {
         type: 'number',
         requiresArg: true,
@@ -41,7 +41,9 @@ export const mergeLoraCommand: CommandModule<object, Args> = {
       .example('$0 merge-lora --base sd15 --adapter my_lora.safetensors --out sd15-merged --json', 'a kohya LoRA; the result as JSON') as never,
   handler: handler(async (a) => {
     const dest = path.resolve(a.out);
-    if (await stat(dest).then(() => true, () => false)) throw new MstoreError('EEXISTS', `${a.out} already exists`);
+    // Like the Python worker: a missing or empty directory (rename(2) replaces an empty one).
+    const st = await stat(dest).catch(() => undefined);
+    if (st && (!st.isDirectory() || (await readdir(dest)).length > 0)) throw new MstoreError('EEXISTS', `${a.out} already exists and is not an empty directory`);
     // Written beside the destination, renamed into place when complete: no partial output.
     const tmp = await mkdtemp(path.join(path.dirname(dest), `.${path.basename(dest)}.merge-`));
     const bar = progressBar('merge');
