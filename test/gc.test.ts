@@ -16,6 +16,9 @@ import { gc } from '../src/store/gc.js';
 import { checkout } from '../src/store/checkout.js';
 import { refRoots } from '../src/store/reach.js';
 import { MstoreError } from '../src/store/errors.js';
+import { PackWriter, ENTRY_CHUNK } from '../src/store/pack.js';
+import { sha256 } from '../src/store/hashing.js';
+import { randomBytes } from 'node:crypto';
 import { cleanup, git, mstore, mstoreJson, prng, spawnMstore, tmpDir, treeDigest, writeSafetensors, type TensorSpec } from './helpers.js';
 
 const digestKey = (m: Map<string, string>): string => JSON.stringify([...m].sort());
@@ -202,7 +205,8 @@ test('kill -9 of gc at random moments leaves every version intact; the next gc c
       if (round % 5 !== 4) continue;
       for (const e of mstoreJson<{ version: string }[]>(ws, ['log'])) {
         const dir = path.join(root, `co-${round}-${e.version}`);
-        assert.is(mstore(ws, ['checkout', e.version, '--to', dir]).code, 0);
+        const co = mstore(ws, ['checkout', e.version, '--to', dir]);
+        assert.is(co.code, 0, `${e.version} after kill at ${delay} ms: ${co.stderr}`);
         assert.is(digestKey(treeDigest(dir)), expected.get(e.version), `${e.version} after kill at ${delay} ms`);
         rmSync(dir, { recursive: true, force: true });
       }
@@ -211,10 +215,12 @@ test('kill -9 of gc at random moments leaves every version intact; the next gc c
     took('kill test');
     assert.ok(kills >= 20, `only ${kills} kills landed while gc ran (${finished} finished first)`);
     // The next gc completes and leaves a clean store with no leftovers.
-    assert.is(mstore(ws, ['gc', '--grace', '0']).code, 0);
+    const last = mstore(ws, ['gc', '--grace', '0']);
+    assert.is(last.code, 0, last.stderr);
     for (const e of mstoreJson<{ version: string }[]>(ws, ['log'])) {
       const dir = path.join(root, `co-final-${e.version}`);
-      assert.is(mstore(ws, ['checkout', e.version, '--to', dir]).code, 0);
+      const co = mstore(ws, ['checkout', e.version, '--to', dir]);
+      assert.is(co.code, 0, `${e.version} after the last gc: ${co.stderr} (gc said: ${last.stdout})`);
       assert.is(digestKey(treeDigest(dir)), expected.get(e.version), `${e.version} after the last gc`);
     }
     const fsck = mstoreJson<{ ok: boolean; problems: string[]; unreachable: { chunks: number } }>(ws, ['fsck']);
@@ -222,6 +228,45 @@ test('kill -9 of gc at random moments leaves every version intact; the next gc c
     assert.is(fsck.unreachable.chunks, 0);
     assert.ok(!existsSync(path.join(ws, '.mstore/tmp')) || mstore(ws, ['status']).code === 0);
   } finally {
+    cleanup(root);
+  }
+});
+
+test('gc whose rewritten pack comes out identical to a duplicate pack an interrupted gc left keeps it (no unlink of the new pack)', async () => {
+  // The state a gc killed between its index switch and its unlink leaves once re-indexed:
+  // the same chunk X in two packs, N = [X] (dead: the index points elsewhere) and Q = [X, Y]
+  // with Y dead. Rewriting Q yields [X]: the same table as N, hence the same pack id and file.
+  const root = tmpDir('mstore-gcdup-');
+  const ws = path.join(root, 'ws');
+  mkdirSync(ws);
+  const savedNow = process.env.MSTORE_NOW;
+  delete process.env.MSTORE_NOW;
+  const store = await Store.init(ws);
+  try {
+    const x = randomBytes(5000);
+    const y = randomBytes(7000);
+    const q = new PackWriter(store.tmpDir, store.packsDir, 1 << 30);
+    await q.add(ENTRY_CHUNK, sha256(x), x);
+    await q.add(ENTRY_CHUNK, sha256(y), y);
+    const [packQ] = await q.finish();
+    const n = new PackWriter(store.tmpDir, store.packsDir, 1 << 30);
+    await n.add(ENTRY_CHUNK, sha256(x), x);
+    const [packN] = await n.finish();
+    store.index.recordPacks([packN], []);
+    store.index.recordPacks([packQ], []); // X's row now points at Q
+    assert.is(store.index.chunk(sha256(x))!.pack, packQ.id);
+    writeFileSync(path.join(ws, 'a.bin'), x); // a single-chunk file whose chunk is X: commit stores only its manifest
+    const c = await commit(store, { cwd: ws, message: 'needs X' });
+    await new Promise((r) => setTimeout(r, 5)); // the packs are older than "now - 0"
+    const r = await gc(store, { graceMs: 0 });
+    assert.is(r.packs.removed + r.packs.rewritten, 2, JSON.stringify(r.packs));
+    assert.is(store.index.chunk(sha256(x))!.pack, packN.id, 'the rewrite of Q is byte for byte pack N');
+    const dir = path.join(root, 'out');
+    await checkout(store, { rev: c.commit!, cwd: root, to: dir });
+    assert.equal(treeDigest(dir), treeDigest(ws));
+  } finally {
+    await store.close();
+    if (savedNow !== undefined) process.env.MSTORE_NOW = savedNow;
     cleanup(root);
   }
 });

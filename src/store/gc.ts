@@ -185,10 +185,15 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
     for (const np of newPacks) {
       for (const e of np.entries) if (e.type === ENTRY_CHUNK) moveChunks.set(e.id.toString('hex'), { pack: np.id, offset: e.offset, length: e.length });
     }
-    index.switchPacks({ newPacks, moveChunks, dropChunks, dropFiles, dropPacks: [...touched], dropStats });
+    // A rewritten pack can come out identical to a touched one (same live entries in the same
+    // order: the duplicate an interrupted gc left behind). Same table, same id, same file: it
+    // is the new pack now, and must be neither dropped from the index nor unlinked.
+    const newIds = new Set(newPacks.map((p) => p.id));
+    index.switchPacks({ newPacks, moveChunks, dropChunks, dropFiles, dropPacks: [...touched].filter((id) => !newIds.has(id)), dropStats });
     // 3. Old packs go only now that nothing points into them.
     const dirs = new Set<string>();
     for (const p of plans) {
+      if (newIds.has(p.id)) continue;
       const file = packPath(store.packsDir, p.id);
       await unlink(file).catch((e: NodeJS.ErrnoException) => {
         if (e.code !== 'ENOENT') throw e;
