@@ -37,15 +37,36 @@ function sha256(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');
 }
 
+/**
+ * A safetensors file whose random values are all finite and small: the random bits are masked
+ * to a narrow exponent range (BF16: ±2^-7..2^-6; F32 likewise), as real weights are.
+ */
+function writeFinite(file: string, specs: TensorSpec[]): void {
+  writeSafetensors(file, specs);
+  const buf = readFileSync(file);
+  const start = 8 + Number(buf.readBigUInt64LE(0));
+  if (specs.every((t) => t.dtype === 'BF16')) {
+    const v = new Uint16Array(buf.buffer, buf.byteOffset + start, (buf.length - start) / 2);
+    for (let i = 0; i < v.length; i++) v[i] = (v[i] & 0x807f) | 0x3c00;
+  } else {
+    const v = new Uint32Array(buf.buffer, buf.byteOffset + start, (buf.length - start) / 4);
+    for (let i = 0; i < v.length; i++) v[i] = (v[i] & 0x807fffff) | 0x3c000000;
+  }
+  writeFileSync(file, buf);
+}
+
 /** One training round: a base-size model, an adapter, a learning-curve snapshot, metrics. */
 function train(round: number, tensors: TensorSpec[]): void {
-  writeSafetensors(path.join(ws, 'model.safetensors'), tensors);
+  writeFinite(path.join(ws, 'model.safetensors'), tensors);
   mkdirSync(path.join(ws, 'adapter'), { recursive: true });
-  writeFileSync(path.join(ws, 'adapter', 'adapter_config.json'), JSON.stringify({ r: 16, lora_alpha: 32, target_modules: ['q_proj', 'v_proj'] }, null, 2));
-  writeSafetensors(path.join(ws, 'adapter', 'adapter_model.safetensors'), [
-    { name: 'base_model.model.q_proj.lora_A.weight', dtype: 'F32', shape: [16, 1024], seed: 500 + round },
-    { name: 'base_model.model.q_proj.lora_B.weight', dtype: 'F32', shape: [1024, 16], seed: 600 + round },
-  ]);
+  writeFileSync(path.join(ws, 'adapter', 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 16, lora_alpha: 32, target_modules: ['q_proj'] }, null, 2));
+  writeFinite(
+    path.join(ws, 'adapter', 'adapter_model.safetensors'),
+    [0, 1].flatMap((l): TensorSpec[] => [
+      { name: `base_model.model.model.layers.${l}.self_attn.q_proj.lora_A.weight`, dtype: 'F32', shape: [16, 2048], seed: 500 + round * 10 + l },
+      { name: `base_model.model.model.layers.${l}.self_attn.q_proj.lora_B.weight`, dtype: 'F32', shape: [2048, 16], seed: 600 + round * 10 + l },
+    ]),
+  );
   writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ model_type: 'qwen3', hidden_size: 1024, num_hidden_layers: 12 }, null, 2));
   mkdirSync(path.join(ws, 'evolution'), { recursive: true });
   const curve = Array.from({ length: 10 }, (_, i) => ({ step: (round - 1) * 1000 + (i + 1) * 100, loss: 2.5 / (round + i * 0.2) }));
@@ -59,7 +80,7 @@ try {
   mstore('init');
 
   say('Round 1: a 96 MiB model (12 BF16 tensors), an adapter, a learning curve. Commit it as v001.');
-  const tensors = layerTensors(12, 2048, 2048, 1);
+  const tensors = layerTensors(12, 2048, 2048, 1).map((t, i) => ({ ...t, name: `model.layers.${i}.self_attn.q_proj.weight` }));
   train(1, tensors);
   mstore('commit', '-m', 'initial fine-tune, math 10k', '--metrics', path.join(root, 'metrics_1.json'), '--params', path.join(root, 'params_1.json'), '--status', 'completed');
 
@@ -114,6 +135,14 @@ try {
   mstore('backup', 'restore', 'disk2', 'v001');
   mstore('log', '-n', '5');
   mstore('backup', 'list');
+
+  say('Consolidate: merge v003\'s adapter into its base model as a new version on the line "merged"');
+  process.stdout.write('  (verify both, back up, run the consolidate hook: torch on a GPU if present, else the built-in worker; validate; commit)\n');
+  mstore('consolidate', '--base', 'v003', '--adapter', 'v003');
+  mstore('log', 'merged/latest', '-n', '1');
+  const merged = JSON.parse(mstoreQuiet('show', 'merged/v001', '--json')) as { meta: { lineage: { parent_versions: string[] } } };
+  process.stdout.write(`  parents of merged/v001: ${merged.meta.lineage.parent_versions.join(' + ')}\n`);
+  mstore('diff', 'v003', 'merged/v001', 'model.safetensors', '--tensors');
 
   say(`Done. The store lives in ${ws}/.mstore and is removed now.`);
 } finally {

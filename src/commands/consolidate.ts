@@ -40,8 +40,9 @@ export const consolidateCommand: CommandModule<object, Args> = {
         onHookOutput: (l) => process.stderr.write(`hook: ${l}\n`),
       });
       if (a.json) return printJson(r);
+      const name = (v: { version: string | undefined; commit: string; path: string }): string => `${v.version ?? v.commit.slice(0, 12)}${v.path ? `:${v.path}` : ''}`;
       out(
-        `${r.version} (${r.commit.slice(0, 12)}): ${r.adapter.version ?? r.adapter.commit.slice(0, 12)} merged into ${r.base.version ?? r.base.commit.slice(0, 12)} ` +
+        `${r.version} (${r.commit.slice(0, 12)}): ${name(r.adapter)} merged into ${name(r.base)} ` +
           `by ${r.worker} on ${r.device} in ${r.seconds.toFixed(1)} s${r.backup ? `; backed up to '${r.backup}' first` : ''}`,
       );
     });

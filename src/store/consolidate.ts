@@ -344,8 +344,9 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
         flat,
         gitBlobs,
         totalBytes,
-        message: opts.message ?? `merge ${adapterName} into ${baseName}`,
-        parents: [baseCommit, adapterCommit],
+        message: opts.message ?? `merge ${adapterDir ? `${adapterName}:${adapterDir}` : adapterName} into ${baseDir ? `${baseName}:${baseDir}` : baseName}`,
+        // Both versions are parents; one commit holding both the base and the adapter is one parent.
+        parents: baseCommit === adapterCommit ? [baseCommit] : [baseCommit, adapterCommit],
         params: baseMeta?.params,
         meta: {
           consolidation: {
