@@ -14,7 +14,7 @@ interface Args {
 
 export const verifyCommand: CommandModule<object, Args> = {
   command: 'verify [revs..]',
-  describe: 'Prove versions can be checked out: re-hash every chunk and file (exit 1 on damage)',
+  describe: 'Prove versions can be checked out: re-hash every byte of every file (exit 1 on damage)',
   builder: (y) =>
     y
       .positional('revs', { type: 'string', array: true, describe: 'versions to check (default: every version a ref reaches)' })
