@@ -13,89 +13,27 @@
  * Exit status: 0 when every acceptance figure passes, 1 otherwise.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { writeSafetensors, type TensorSpec } from '../test/helpers.js';
+import { BUNDLE_CLI, CLI, DIST, MiB, SRC_CLI, cliLine, envNumber as num, have, median, mib, run, secs, settle, table, warm, x, type Ran, type Row } from './lib.js';
 
-const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const SRC_CLI = path.join(DIST, 'src', 'cli.js');
-const BUNDLE_CLI = path.join(DIST, 'bundle', 'cli.js');
-const bundleFresh = existsSync(BUNDLE_CLI) && existsSync(SRC_CLI) && statSync(BUNDLE_CLI).mtimeMs >= statSync(SRC_CLI).mtimeMs;
-const CLI = path.resolve(process.env.MSTORE_BENCH_CLI ?? (bundleFresh ? BUNDLE_CLI : SRC_CLI));
 const OTHER_CLI = CLI === BUNDLE_CLI ? SRC_CLI : CLI === SRC_CLI && existsSync(BUNDLE_CLI) ? BUNDLE_CLI : undefined;
 
-const num = (name: string, dflt: number): number => {
-  const v = Number(process.env[name] ?? dflt);
-  if (!Number.isFinite(v) || v < 0) throw new Error(`${name} must be a non-negative number`);
-  return v;
-};
 const GIB = num('MSTORE_BENCH_GIB', 1);
 const RSS_GIB = num('MSTORE_BENCH_RSS_GIB', 4);
 const REPS = Math.max(1, Math.floor(num('MSTORE_BENCH_REPS', 3)));
 const TENSORS = 24;
 const CHANGED = 8; // tensors changed in place for v2: a third
-const MiB = 2 ** 20;
 
 // ---------------------------------------------------------------- helpers
 
-interface Ran {
-  ms: number;
-  stdout: string;
-  stderr: string;
-  /** CPU seconds of the child (user, sys) and its peak RSS in KB, from GNU time when present. */
-  cpu?: { user: number; sys: number; maxKb: number };
-}
 
-const GNU_TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
-let rusageSeq = 0;
 
-/**
- * Runs a real process and times it with performance.now() around spawnSync. With `rusage`, it
- * runs under GNU time (`-o FILE`, so its output stays apart; ~1 ms) to record CPU and peak RSS.
- */
-function run(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string>; rusage?: boolean } = {}): Ran {
-  const ru = opts.rusage && GNU_TIME ? path.join(root, `rusage-${rusageSeq++}.txt`) : undefined;
-  const [file, argv] = ru ? [GNU_TIME!, ['-f', '%U %S %M', '-o', ru, cmd, ...args]] : [cmd, args];
-  const t = performance.now();
-  const r = spawnSync(file, argv, {
-    cwd: opts.cwd,
-    encoding: 'utf8',
-    env: { ...process.env, NO_COLOR: '1', ...opts.env },
-    maxBuffer: 64 * MiB,
-  });
-  const ms = performance.now() - t;
-  if (r.error) throw r.error;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} ${r.signal ? `killed by ${r.signal}` : `exited ${r.status}`}: ${r.stderr}`);
-  let cpu: Ran['cpu'];
-  if (ru) {
-    const [user, sys, maxKb] = readFileSync(ru, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
-    rmSync(ru, { force: true });
-    cpu = { user, sys, maxKb };
-  }
-  return { ms, stdout: r.stdout, stderr: r.stderr, cpu };
-}
 
-const have = (cmd: string, args: string[]): boolean => {
-  const r = spawnSync(cmd, args, { stdio: 'ignore' });
-  return !r.error && r.status === 0;
-};
 
-/**
- * Start each timed step with no dirty pages (drop_caches is not possible here). No pause after
- * `sync`: on this VM (virtio-balloon free page reporting) page-cache pages freed more than ~2 s
- * earlier go back to the host, and writing 1 GiB into fresh ones costs 2-3 s of system time
- * instead of ~0.4 s, for cp and mstore alike; a pause makes that random, not fairer.
- */
-function settle(): void {
-  spawnSync('sync');
-}
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /** Apparent size in bytes, as `du -sb`. */
 function du(dir: string): number {
@@ -103,36 +41,16 @@ function du(dir: string): number {
   return Number(run('du', ['-sb', dir]).stdout.split(/\s/)[0]);
 }
 
-/** Reads a file once through a fixed buffer, so that it sits in the page cache. */
-function warm(file: string): void {
-  const buf = Buffer.allocUnsafe(8 * MiB);
-  const fd = openSync(file, 'r');
-  try {
-    while (readSync(fd, buf, 0, buf.length, null) > 0);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function tensors(seeds: number[], gib: number): TensorSpec[] {
   const rows = Math.max(1, Math.floor((gib * 2 ** 30) / seeds.length / 4096 / 2));
   return seeds.map((seed, i) => ({ name: `model.layers.${i}.mlp.weight`, dtype: 'BF16', shape: [rows, 4096], seed }));
 }
 
-const secs = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
-const mib = (b: number): string => `${(b / MiB).toFixed(1)} MiB`;
-const x = (r: number): string => `${r.toFixed(2)}x`;
 const openssl = (file: string): Ran => run('openssl', ['dgst', '-sha256', file]);
 const digestOf = (r: Ran): string => r.stdout.trim().split(/\s/).pop()!;
 const mstore = (cwd: string, args: string[], cli = CLI): Ran => run(process.execPath, [cli, ...args], { cwd, rusage: true });
 
-interface Row {
-  what: string;
-  value: string;
-  ratio?: string;
-  target?: string;
-  pass?: boolean;
-}
 const rows: Row[] = [];
 const summary: Row[] = [];
 const accept = (r: Row): void => {
@@ -140,15 +58,6 @@ const accept = (r: Row): void => {
   summary.push(r);
 };
 
-function table(list: Row[]): string {
-  const cols: (keyof Row)[] = ['what', 'value', 'ratio', 'target'];
-  const cell = (r: Row, k: keyof Row): string => (k === 'pass' ? '' : String(r[k] ?? ''));
-  const w = cols.map((k) => Math.max(k.length, ...list.map((r) => cell(r, k).length)) + 2);
-  const line = (cells: string[], res: string): string => `${cells.map((c, i) => c.padEnd(w[i])).join('')}${res}`.trimEnd();
-  const out = [line(['what', 'value', 'ratio', 'target'], 'result'), line(w.map((n) => '-'.repeat(n - 2)), '------')];
-  for (const r of list) out.push(line(cols.map((k) => cell(r, k)), r.pass === undefined ? '' : r.pass ? 'PASS' : 'FAIL'));
-  return out.join('\n');
-}
 
 // ---------------------------------------------------------------- setup
 
@@ -205,7 +114,7 @@ try {
   warm(file);
   process.stdout.write(
     `mstore bench: ${(size / 2 ** 30).toFixed(2)} GiB safetensors (${TENSORS} BF16 tensors), ${REPS} reps, ` +
-      `in ${root}\ncli: ${path.relative(process.cwd(), CLI) || CLI}${CLI === SRC_CLI && existsSync(BUNDLE_CLI) ? ' (bundle older than dist/src: run `npm run build` to bench the bundle)' : ''}\n` +
+      `in ${root}\n${cliLine()}\n` +
       `${os.cpus().length} cpus, load average ${load0.toFixed(2)}\n\n`,
   );
 

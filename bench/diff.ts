@@ -21,20 +21,15 @@ import { writeSafetensors, type TensorSpec } from '../test/helpers.js';
 import { Store } from '../src/store/store.js';
 import { versionSide } from '../src/store/diff-side.js';
 import { diffTensors, type TensorDiff } from '../src/store/diff-tensors.js';
+import { MiB, envNumber as num, median, table, type Row } from './lib.js';
 
 const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(DIST, 'bundle', 'cli.js');
 
-const num = (name: string, dflt: number): number => {
-  const v = Number(process.env[name] ?? dflt);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a positive number`);
-  return v;
-};
 const GIB = num('MSTORE_BENCH_GIB', 1);
 const REPS = Math.max(1, Math.floor(num('MSTORE_BENCH_REPS', 3)));
 const TENSORS = 24;
 const CHANGED = 8;
-const MiB = 2 ** 20;
 const LIMIT_MS = 1000;
 
 interface Ran {
@@ -57,34 +52,14 @@ function must(r: Ran, what: string): Ran {
   return r;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 function tensors(seeds: number[], gib: number): TensorSpec[] {
   const rows = Math.max(1, Math.floor((gib * 2 ** 30) / seeds.length / 4096 / 2));
   return seeds.map((seed, i) => ({ name: `model.layers.${String(i).padStart(2, '0')}.mlp.weight`, dtype: 'BF16', shape: [rows, 4096], seed }));
 }
 
-interface Row {
-  what: string;
-  value: string;
-  ratio?: string;
-  target?: string;
-  pass?: boolean;
-}
 const rows: Row[] = [];
 
-function table(list: Row[]): string {
-  const cols: (keyof Row)[] = ['what', 'value', 'ratio', 'target'];
-  const cell = (r: Row, k: keyof Row): string => String(r[k] ?? '');
-  const w = cols.map((k) => Math.max(k.length, ...list.map((r) => cell(r, k).length)) + 2);
-  const line = (cells: string[], res: string): string => `${cells.map((c, i) => c.padEnd(w[i])).join('')}${res}`.trimEnd();
-  const out = [line(['what', 'value', 'ratio', 'target'], 'result'), line(w.map((n) => '-'.repeat(n - 2)), '------')];
-  for (const r of list) out.push(line(cols.map((k) => cell(r, k)), r.pass === undefined ? '' : r.pass ? 'PASS' : 'FAIL'));
-  return out.join('\n');
-}
 
 const ms = (v: number): string => (v < 1000 ? `${v.toFixed(1)} ms` : `${(v / 1000).toFixed(2)} s`);
 const x = (r: number): string => `${r.toFixed(3)}x`;

@@ -20,27 +20,16 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createKernel, type DtypeCode } from '../src/merge/kernel.js';
+import { CLI, DIST, GNU_TIME, MiB, cliLine, envNumber as num, median, run, secs, settle, table, warm, x, type Row } from './lib.js';
 
-const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ROOT = path.resolve(DIST, '..');
-const SRC_CLI = path.join(DIST, 'src', 'cli.js');
-const BUNDLE_CLI = path.join(DIST, 'bundle', 'cli.js');
-const bundleFresh = existsSync(BUNDLE_CLI) && existsSync(SRC_CLI) && statSync(BUNDLE_CLI).mtimeMs >= statSync(SRC_CLI).mtimeMs;
-const CLI = path.resolve(process.env.MSTORE_BENCH_CLI ?? (bundleFresh ? BUNDLE_CLI : SRC_CLI));
 const WORKER = path.join(ROOT, 'workers', 'merge_lora.py');
 
-const num = (name: string, dflt: number): number => {
-  const v = Number(process.env[name] ?? dflt);
-  if (!Number.isFinite(v) || v < 0) throw new Error(`${name} must be a non-negative number`);
-  return v;
-};
 const REPS = Math.max(1, Math.floor(num('MSTORE_BENCH_REPS', 3)));
-const MiB = 2 ** 20;
 
 // Qwen3-0.6B shapes.
 const LAYERS = 28;
@@ -211,42 +200,10 @@ function generate(baseDir: string, adapterDir: string): { baseBytes: number; ada
 
 // ---------------------------------------------------------------- helpers
 
-interface Ran {
-  ms: number;
-  stdout: string;
-  stderr: string;
-  /** CPU seconds (user, sys) and peak RSS in KB of the child, from GNU time. */
-  cpu?: { user: number; sys: number; maxKb: number };
-}
 
-const GNU_TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
-let rusageSeq = 0;
 
-/** A real process, timed with performance.now() around spawnSync; under GNU time (`-o FILE`) for CPU and peak RSS. */
-function run(cmd: string, args: string[], opts: { rusage?: boolean } = {}): Ran {
-  const ru = opts.rusage && GNU_TIME ? path.join(root, `rusage-${rusageSeq++}.txt`) : undefined;
-  const [file, argv] = ru ? [GNU_TIME!, ['-f', '%U %S %M', '-o', ru, cmd, ...args]] : [cmd, args];
-  const t = performance.now();
-  const r = spawnSync(file, argv, { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' }, maxBuffer: 64 * MiB });
-  const ms = performance.now() - t;
-  if (r.error) throw r.error;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} ${r.signal ? `killed by ${r.signal}` : `exited ${r.status}`}: ${r.stderr}`);
-  let cpu: Ran['cpu'];
-  if (ru) {
-    const [user, sys, maxKb] = readFileSync(ru, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
-    rmSync(ru, { force: true });
-    cpu = { user, sys, maxKb };
-  }
-  return { ms, stdout: r.stdout, stderr: r.stderr, cpu };
-}
 
-/** No dirty pages when a timed step starts (see bench/commit-checkout.ts: no pause after it). */
-const settle = (): void => void spawnSync('sync');
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 function sha256File(file: string): string {
   const h = createHash('sha256');
@@ -265,16 +222,6 @@ function digests(dir: string): Map<string, string> {
   return new Map(readdirSync(dir).sort().map((n) => [n, sha256File(path.join(dir, n))]));
 }
 
-/** Reads a file once, so that it sits in the page cache. */
-function warm(file: string): void {
-  const buf = Buffer.allocUnsafe(8 * MiB);
-  const fd = openSync(file, 'r');
-  try {
-    while (readSync(fd, buf, 0, buf.length, null) > 0);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** The first interpreter that imports torch: $MSTORE_PYTHON, python3, /usr/bin/python3. */
 function findPython(): { python?: string; info: string; tried: string[] } {
@@ -289,17 +236,8 @@ function findPython(): { python?: string; info: string; tried: string[] } {
   return { info: 'none of them imports torch', tried };
 }
 
-const secs = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
-const x = (r: number): string => `${r.toFixed(2)}x`;
 const mbOf = (kb: number): number => (kb * 1024) / 1e6;
 
-interface Row {
-  what: string;
-  value: string;
-  ratio?: string;
-  target?: string;
-  pass?: boolean;
-}
 const rows: Row[] = [];
 const summary: Row[] = [];
 const accept = (r: Row): void => {
@@ -307,15 +245,6 @@ const accept = (r: Row): void => {
   summary.push(r);
 };
 
-function table(list: Row[]): string {
-  const cols: (keyof Row)[] = ['what', 'value', 'ratio', 'target'];
-  const cell = (r: Row, k: keyof Row): string => (k === 'pass' ? '' : String(r[k] ?? ''));
-  const w = cols.map((k) => Math.max(k.length, ...list.map((r) => cell(r, k).length)) + 2);
-  const line = (cells: string[], res: string): string => `${cells.map((c, i) => c.padEnd(w[i])).join('')}${res}`.trimEnd();
-  const out = [line(['what', 'value', 'ratio', 'target'], 'result'), line(w.map((n) => '-'.repeat(n - 2)), '------')];
-  for (const r of list) out.push(line(cols.map((k) => cell(r, k)), r.pass === undefined ? '' : r.pass ? 'PASS' : 'FAIL'));
-  return out.join('\n');
-}
 
 // ---------------------------------------------------------------- setup
 
@@ -364,7 +293,7 @@ try {
     `mstore bench:merge: Qwen3-0.6B-shaped BF16 base (${LAYERS} layers, hidden ${HIDDEN}, intermediate ${INTER}, vocab ${VOCAB}, tied), ` +
       `${(baseBytes / 1e9).toFixed(2)} GB; PEFT adapter r=${RANK} alpha=${ALPHA} on ${PROJ.length} modules x ${LAYERS} layers (${MERGED} tensors), ` +
       `${(adapterBytes / 1e6).toFixed(1)} MB F32; generated in ${secs(genMs)}; ${REPS} reps, in ${root}\n` +
-      `cli: ${path.relative(process.cwd(), CLI) || CLI}${CLI === SRC_CLI && existsSync(BUNDLE_CLI) ? ' (bundle older than dist/src: run `npm run build` to bench the bundle)' : ''}\n` +
+      `${cliLine()}\n` +
       `python (tried ${py.tried.join(', ')}): ${py.python ? `${py.python}, ${py.info}` : `${py.info}: the Python anchor is unavailable, only the TS numbers are reported`}\n` +
       `peak RSS: ${GNU_TIME ? GNU_TIME : 'unavailable (/usr/bin/time missing)'}\n` +
       `${os.cpus().length} cpus, load average ${load0.map((l) => l.toFixed(2)).join(' ')}\n\n`,

@@ -23,89 +23,26 @@
  * Exit status: 0 when every acceptance figure passes, 1 otherwise.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { writeSafetensors, type TensorSpec } from '../test/helpers.js';
+import { CLI, MiB, cliLine, envNumber as num, have, median, mib, run, secs, table, warm, x, type Ran, type Row } from './lib.js';
 
-const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const SRC_CLI = path.join(DIST, 'src', 'cli.js');
-const BUNDLE_CLI = path.join(DIST, 'bundle', 'cli.js');
-const bundleFresh = existsSync(BUNDLE_CLI) && existsSync(SRC_CLI) && statSync(BUNDLE_CLI).mtimeMs >= statSync(SRC_CLI).mtimeMs;
-const CLI = path.resolve(process.env.MSTORE_BENCH_CLI ?? (bundleFresh ? BUNDLE_CLI : SRC_CLI));
 
-const num = (name: string, dflt: number): number => {
-  const v = Number(process.env[name] ?? dflt);
-  if (!Number.isFinite(v) || v < 0) throw new Error(`${name} must be a non-negative number`);
-  return v;
-};
 const GIB = num('MSTORE_BENCH_GIB', 1);
 const REPS = Math.max(1, Math.floor(num('MSTORE_BENCH_REPS', 3)));
 const TENSORS = 24;
 const CHANGED = 8; // tensors changed in place for v2: a third
 const TARGET = 0.7;
-const MiB = 2 ** 20;
 
 // ---------------------------------------------------------------- helpers
 
-interface Ran {
-  ms: number;
-  stdout: string;
-  stderr: string;
-  /** CPU seconds of the child (user, sys) and its peak RSS in KB, from GNU time when present. */
-  cpu?: { user: number; sys: number; maxKb: number };
-}
 
-const GNU_TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
-let rusageSeq = 0;
 
-/**
- * Runs a real process and times it with performance.now() around spawnSync. With `rusage`, it
- * runs under GNU time (`-o FILE`, so its output stays apart; ~1 ms) to record CPU and peak RSS.
- */
-function run(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string>; rusage?: boolean } = {}): Ran {
-  const ru = opts.rusage && GNU_TIME ? path.join(root, `rusage-${rusageSeq++}.txt`) : undefined;
-  const [file, argv] = ru ? [GNU_TIME!, ['-f', '%U %S %M', '-o', ru, cmd, ...args]] : [cmd, args];
-  const t = performance.now();
-  const r = spawnSync(file, argv, {
-    cwd: opts.cwd,
-    encoding: 'utf8',
-    env: { ...process.env, NO_COLOR: '1', ...opts.env },
-    maxBuffer: 64 * MiB,
-  });
-  const ms = performance.now() - t;
-  if (r.error) throw r.error;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} ${r.signal ? `killed by ${r.signal}` : `exited ${r.status}`}: ${r.stderr}${r.stdout}`);
-  let cpu: Ran['cpu'];
-  if (ru) {
-    const [user, sys, maxKb] = readFileSync(ru, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
-    rmSync(ru, { force: true });
-    cpu = { user, sys, maxKb };
-  }
-  return { ms, stdout: r.stdout, stderr: r.stderr, cpu };
-}
 
-const have = (cmd: string, args: string[]): boolean => {
-  const r = spawnSync(cmd, args, { stdio: 'ignore' });
-  return !r.error && r.status === 0;
-};
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
-/** Reads a file once through a fixed buffer, so that it sits in the page cache. */
-function warm(file: string): void {
-  const buf = Buffer.allocUnsafe(8 * MiB);
-  const fd = openSync(file, 'r');
-  try {
-    while (readSync(fd, buf, 0, buf.length, null) > 0);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** Warms every regular file under `dir`; returns their total size. */
 function warmTree(dir: string): number {
@@ -124,11 +61,8 @@ function tensors(seeds: number[], gib: number): TensorSpec[] {
   return seeds.map((seed, i) => ({ name: `model.layers.${i}.mlp.weight`, dtype: 'BF16', shape: [rows, 4096], seed }));
 }
 
-const secs = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
-const mib = (b: number): string => `${(b / MiB).toFixed(1)} MiB`;
 const rate = (bytes: number, ms: number): number => bytes / MiB / (ms / 1000);
 const mbps = (bytes: number, ms: number): string => `${rate(bytes, ms).toFixed(0)} MiB/s`;
-const x = (r: number): string => `${r.toFixed(2)}x`;
 const mstore = (cwd: string, args: string[]): Ran => run(process.execPath, [CLI, ...args], { cwd, rusage: true });
 const cpuOf = (r: Ran): string => (r.cpu ? `${r.cpu.user.toFixed(2)}u+${r.cpu.sys.toFixed(2)}s` : '?');
 
@@ -141,13 +75,6 @@ interface VerifyJson {
   seconds: number;
 }
 
-interface Row {
-  what: string;
-  value: string;
-  ratio?: string;
-  target?: string;
-  pass?: boolean;
-}
 const rows: Row[] = [];
 const summary: Row[] = [];
 const accept = (r: Row): void => {
@@ -155,15 +82,6 @@ const accept = (r: Row): void => {
   summary.push(r);
 };
 
-function table(list: Row[]): string {
-  const cols: (keyof Row)[] = ['what', 'value', 'ratio', 'target'];
-  const cell = (r: Row, k: keyof Row): string => (k === 'pass' ? '' : String(r[k] ?? ''));
-  const w = cols.map((k) => Math.max(k.length, ...list.map((r) => cell(r, k).length)) + 2);
-  const line = (cells: string[], res: string): string => `${cells.map((c, i) => c.padEnd(w[i])).join('')}${res}`.trimEnd();
-  const out = [line(['what', 'value', 'ratio', 'target'], 'result'), line(w.map((n) => '-'.repeat(n - 2)), '------')];
-  for (const r of list) out.push(line(cols.map((k) => cell(r, k)), r.pass === undefined ? '' : r.pass ? 'PASS' : 'FAIL'));
-  return out.join('\n');
-}
 
 // ---------------------------------------------------------------- setup
 
@@ -219,7 +137,7 @@ try {
 
   process.stdout.write(
     `mstore verify bench: ${(size / 2 ** 30).toFixed(2)} GiB safetensors (${TENSORS} BF16 tensors) + config.json, ${REPS} reps, in ${root}\n` +
-      `cli: ${path.relative(process.cwd(), CLI) || CLI}${CLI === SRC_CLI && existsSync(BUNDLE_CLI) ? ' (bundle older than dist/src: run `npm run build` to bench the bundle)' : ''}\n` +
+      `${cliLine()}\n` +
       `${os.cpus().length} cpus, load average ${load0.map((l) => l.toFixed(2)).join(' ')} at start` +
       `${load0[0] > 1.0 ? '  ** WARNING: load > 1.0, noisy machine: timings are unreliable **' : ''}\n\n`,
   );
