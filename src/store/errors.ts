@@ -12,7 +12,10 @@ export type ErrorCode =
   | 'EMISSING' // a chunk, pack or file manifest the index or a pointer needs is absent
   | 'EBADINPUT' // unreadable or invalid input file, bad JSON, bad option value
   | 'ECONFLICT' // checkout would overwrite a modified or untracked file
-  | 'ENOCHANGE'; // nothing to commit
+  | 'ENOCHANGE' // nothing to commit
+  | 'EREJECTED' // a remote refused a ref update (non-fast-forward, moved meanwhile)
+  | 'EAUTH' // a remote refused the credentials (401/403)
+  | 'EREMOTE'; // a remote could not be reached or answered something unusable
 
 export class MstoreError extends Error {
   readonly code: ErrorCode;

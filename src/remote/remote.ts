@@ -1,0 +1,108 @@
+/**
+ * The Remote interface: what push, pull and clone need from the other side, whatever carries
+ * it (another store on a path, `mstore serve` over HTTP, S3-compatible object storage).
+ * Like restic's Backend, it is small and knows nothing of versions: refs, "which of these
+ * do you lack", objects in, objects out, and an all-or-nothing compare-and-swap of refs.
+ * The version logic (what to send, fast-forward rules, verify before refs) lives in
+ * push.ts / pull.ts, once for every transport.
+ */
+import { MstoreError } from '../store/errors.js';
+
+/**
+ * What moves between stores (docs/protocol.md §1):
+ * - chunk: file content; id = sha256(data), 64 hex.
+ * - file:  a file manifest; id = the file's sha256 oid, data = (chunk id 32 | length u32 LE) per chunk.
+ * - git:   a git object in loose form `<type> <size>\0<content>`; id = sha1(data), 40 hex.
+ */
+export type ObjectKind = 'chunk' | 'file' | 'git';
+
+export interface WireObject {
+  kind: ObjectKind;
+  /** Lowercase hex: 64 for chunk and file, 40 for git. */
+  id: string;
+  data: Buffer;
+}
+
+/** One ref change in an update: `old` is what the caller last saw (null: must not exist), `new` null deletes. */
+export interface RefUpdate {
+  ref: string;
+  old: string | null;
+  new: string | null;
+}
+
+export interface SendResult {
+  /** Objects the remote stored (it may skip ones it already had). */
+  objects: number;
+  /** Payload bytes sent (object data, not framing). */
+  bytes: number;
+}
+
+export interface UpdateRefsOptions {
+  /** Skip the fast-forward rules (never the compare-and-swap against `old`). */
+  force?: boolean;
+  /** Lines of the remote's post-receive hook output, as they arrive. */
+  onRemoteOutput?: (line: string) => void;
+  /** Recorded in the remote's ref history. */
+  message?: string;
+}
+
+export interface Remote {
+  /** For messages: the URL without credentials. */
+  readonly display: string;
+  /** Every ref (full name -> 40-hex value), notes included. */
+  listRefs(): Promise<Map<string, string>>;
+  /** The subset of `ids` the remote does not have (any order). Callers batch; a remote may split further. */
+  missing(kind: ObjectKind, ids: string[]): Promise<string[]>;
+  /**
+   * Stores objects. Chunks come before the manifests that list them; git objects after
+   * what they point at. The receiver re-hashes every object and rejects a mismatch; what
+   * arrived complete before an interruption stays stored (a rerun sends only the rest).
+   */
+  send(objects: AsyncIterable<WireObject>, onBytes?: (n: number) => void): Promise<SendResult>;
+  /** The objects asked for, each re-hashed by the caller's reader before it is yielded. Unknown ids are an error. */
+  fetch(kind: ObjectKind, ids: string[]): AsyncIterable<WireObject>;
+  /**
+   * Applies every update or none: each ref must still have its `old` value (else a
+   * non-fast-forward error naming it), and without `force` heads may only move forward and
+   * tags may only be created. The remote must hold everything the new values reach.
+   */
+  updateRefs(updates: RefUpdate[], opts?: UpdateRefsOptions): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Ids per `missing` / `fetch` round trip. */
+export const BATCH_IDS = 4096;
+
+/** A ref update refused because the remote moved on (or would not fast-forward). Exit 1. */
+export function nonFastForward(ref: string, why: string): MstoreError {
+  return new MstoreError('EREJECTED', `rejected ${ref} (non-fast-forward): ${why}; pull first, or push --force`);
+}
+
+const HEX = { chunk: 64, file: 64, git: 40 } as const;
+
+export function checkObjectId(kind: ObjectKind, id: string): void {
+  if (id.length !== HEX[kind] || !/^[0-9a-f]+$/.test(id)) throw new MstoreError('EBADINPUT', `bad ${kind} id '${id.slice(0, 80)}'`);
+}
+
+/**
+ * Ref names a remote accepts: under refs/, git's check-ref-format rules that matter for a
+ * path-backed store (no `..`, no empty or dot-led components, no control characters or
+ * NUL, no `\`, not ending in `.lock`).
+ */
+export function checkRefName(ref: string): void {
+  const bad =
+    !ref.startsWith('refs/') ||
+    ref.length > 1024 ||
+    // eslint-disable-next-line no-control-regex
+    /[\x00-\x20\x7f~^:?*[\\]/.test(ref) ||
+    ref.includes('..') ||
+    ref.includes('@{') ||
+    ref.endsWith('/') ||
+    ref.endsWith('.lock') ||
+    ref.split('/').some((c) => c === '' || c.startsWith('.'));
+  if (bad) throw new MstoreError('EBADNAME', `invalid ref name '${ref.replace(/[\x00-\x1f]/g, '?').slice(0, 200)}'`);
+}
+
+export function checkOid(value: string, what: string): void {
+  if (!/^[0-9a-f]{40}$/.test(value)) throw new MstoreError('EBADINPUT', `${what}: '${value.slice(0, 80)}' is not a 40-hex object id`);
+}
