@@ -3,28 +3,8 @@
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { initCommand } from './commands/init.js';
-import { commitCommand } from './commands/commit.js';
-import { logCommand } from './commands/log.js';
-import { showCommand } from './commands/show.js';
-import { checkoutCommand } from './commands/checkout.js';
-import { tagCommand } from './commands/tag.js';
-import { statusCommand } from './commands/status.js';
-import { verifyCommand } from './commands/verify.js';
-import { exportCommand } from './commands/export.js';
-import { importCommand } from './commands/import.js';
-import { fsckCommand } from './commands/fsck.js';
-import { backupCommand } from './commands/backup.js';
-import { rmCommand } from './commands/rm.js';
-import { restoreCommand } from './commands/restore.js';
-import { reflogCommand } from './commands/reflog.js';
-import { pruneCommand } from './commands/prune.js';
-import { gcCommand } from './commands/gc.js';
-import { curvesCommand } from './commands/curves.js';
-import { labelCommand } from './commands/label.js';
-import { diffCommand } from './commands/diff.js';
-import { consolidateCommand } from './commands/consolidate.js';
-import { mergeLoraCommand } from './commands/merge-lora.js';
+import type { CommandModule } from 'yargs';
+import { COMMANDS, commandName } from './commands/index.js';
 
 // A reader that stops early (mstore log | head) is not an error.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -38,6 +18,28 @@ const wantsHelp = argv.some((a) => a === '--help' || a === '-h');
 const version = argv.includes('--version')
   ? (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
   : '';
+
+/**
+ * The command word: the first argument that is not an option (nor -C's value). Only that
+ * command's module is loaded; every other command is listed for --help by its name and
+ * description alone (src/commands/index.ts).
+ */
+function commandWord(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '-C') i++;
+    else if (a === '--') return undefined;
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
+}
+const word = commandWord(argv);
+const chosen = COMMANDS.find((e) => commandName(e) === word);
+// A known command: only its module (registering 26 commands costs yargs ~20 ms). Otherwise
+// (no command, --help, a typo) every command by name and description, for the listing and errors.
+const commands: CommandModule[] = chosen
+  ? [(await chosen.load()) as CommandModule]
+  : COMMANDS.map((e) => ({ command: e.command, describe: e.describe, handler: () => undefined }));
 
 await yargs(argv)
   .scriptName('mstore')
@@ -55,28 +57,7 @@ await yargs(argv)
       }
     }
   }, true)
-  .command(initCommand)
-  .command(commitCommand)
-  .command(logCommand)
-  .command(showCommand)
-  .command(checkoutCommand)
-  .command(tagCommand)
-  .command(statusCommand)
-  .command(verifyCommand)
-  .command(exportCommand)
-  .command(importCommand)
-  .command(fsckCommand)
-  .command(backupCommand)
-  .command(rmCommand)
-  .command(restoreCommand)
-  .command(reflogCommand)
-  .command(pruneCommand)
-  .command(gcCommand)
-  .command(curvesCommand)
-  .command(labelCommand)
-  .command(diffCommand)
-  .command(consolidateCommand)
-  .command(mergeLoraCommand)
+  .command(commands)
   .demandCommand(1, 'name a command; see mstore --help')
   .strict()
   .help()

@@ -53,7 +53,7 @@ export function warn(line: string): void {
 }
 
 /** A byte progress bar on stderr, only when stderr is a terminal. */
-export function progressBar(label: string): { update: (p: Progress) => void; stop: () => void } {
+export function progressBar(label: string): { update: (p: { done: number; total: number; phase?: Progress['phase'] }) => void; stop: () => void } {
   if (!process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };
   const bar = new cliProgress.SingleBar(
     {

@@ -55,11 +55,16 @@ export interface Remote {
   missing(kind: ObjectKind, ids: string[]): Promise<string[]>;
   /**
    * Stores objects. Chunks come before the manifests that list them; git objects after
-   * what they point at. The receiver re-hashes every object and rejects a mismatch; what
+   * what they point at. The sender (push.ts) re-hashed each object as it read it; a receiving
+   * server (StoreRemote) re-hashes again and rejects a mismatch; what
    * arrived complete before an interruption stays stored (a rerun sends only the rest).
    */
   send(objects: AsyncIterable<WireObject>, onBytes?: (n: number) => void): Promise<SendResult>;
-  /** The objects asked for, each re-hashed by the caller's reader before it is yielded. Unknown ids are an error. */
+  /**
+   * The objects asked for, in any order, each exactly once; an id the remote lacks is an
+   * error. The consumer (pull.ts) re-hashes every object it receives (wire.checkObject),
+   * so a transport need not hash what it yields.
+   */
   fetch(kind: ObjectKind, ids: string[]): AsyncIterable<WireObject>;
   /**
    * Applies every update or none: each ref must still have its `old` value (else a

@@ -118,6 +118,8 @@ export interface DecodeOptions {
   maxObjectBytes?: number;
   /** For messages: where the stream comes from. */
   source?: string;
+  /** Re-hash each object (default). Off only where the consumer checks anyway (StoreRemote.send does). */
+  check?: boolean;
 }
 
 /** Parses and checks (checkObject) every object of a stream; throws on a bad or truncated stream. */
@@ -147,7 +149,7 @@ export async function* decodeObjects(body: AsyncIterable<Uint8Array>, opts: Deco
       const data = length ? await r.take(length) : Buffer.alloc(0);
       if (!data) throw new MstoreError('EREMOTE', `object stream${from} ended early inside ${kind} ${id} (truncated)`);
       const o: WireObject = { kind, id, data };
-      checkObject(o);
+      if (opts.check !== false) checkObject(o);
       yield o;
     }
   } finally {

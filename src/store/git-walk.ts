@@ -14,9 +14,10 @@ export interface WalkedObject {
  * each once, in dependency order: an object comes after everything it points at, so
  * writing them in this order never leaves a written object pointing at a missing one.
  */
-export async function reachableObjects(gitdir: string, starts: string[], cache: object = {}): Promise<WalkedObject[]> {
+export async function reachableObjects(gitdir: string, starts: string[], cache: object = {}, haves: Iterable<string> = []): Promise<WalkedObject[]> {
   const order: WalkedObject[] = [];
-  const state = new Map<string, 'open' | 'done'>();
+  // `haves`: objects whose whole closure is known to be present elsewhere; not walked, not listed.
+  const state = new Map<string, 'open' | 'done'>([...haves].map((h) => [h, 'done'] as const));
   // Iterative post-order DFS: histories can be thousands of commits deep.
   const stack: { oid: string; children?: string[]; type?: GitType }[] = starts.map((oid) => ({ oid }));
   while (stack.length) {

@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import { existsSync } from 'node:fs';
 
 export function sha256(data: Uint8Array): Buffer {
   return createHash('sha256').update(data).digest();
@@ -19,6 +20,15 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
+/**
+ * The worker's file: beside this module (dist/src/store/), or one level up when this code
+ * sits in a chunk of the split bundle (dist/bundle/chunks/ -> dist/bundle/hash-worker.js).
+ */
+function workerUrl(): URL {
+  const here = new URL('./hash-worker.js', import.meta.url);
+  return existsSync(here) ? here : new URL('../hash-worker.js', import.meta.url);
+}
+
 /** One worker thread; each `begin()` opens an independent digest job. */
 export class ParallelHasher {
   private worker: Worker | undefined;
@@ -29,7 +39,7 @@ export class ParallelHasher {
 
   private ensure(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(new URL('./hash-worker.js', import.meta.url));
+    const w = new Worker(workerUrl());
     w.on('message', (m: { seq: number; digest?: string }) => {
       const p = this.pending.get(m.seq);
       this.pending.delete(m.seq);

@@ -20,6 +20,7 @@ export type RefReason =
   | 'prune'
   | 'restore'
   | 'pull'
+  | 'push'
   | 'import'
   | 'backup'
   | 'backup-restore'

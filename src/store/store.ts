@@ -159,8 +159,8 @@ export class Store {
   }
 
   /** Runs `fn` holding the writer lock; cleans temporary files a crashed writer left. */
-  async withLock<T>(command: string, fn: () => Promise<T>): Promise<T> {
-    const timeout = Number(process.env.MSTORE_LOCK_TIMEOUT_MS ?? 10_000);
+  async withLock<T>(command: string, fn: () => Promise<T>, timeoutMs?: number): Promise<T> {
+    const timeout = timeoutMs ?? Number(process.env.MSTORE_LOCK_TIMEOUT_MS ?? 10_000);
     const lock = await StoreLock.acquire(path.join(this.dir, 'lock'), command, timeout);
     try {
       await rm(this.tmpDir, { recursive: true, force: true });

@@ -1,0 +1,235 @@
+/**
+ * `pull` (and clone): fetch versions from a remote and move local refs, for every transport.
+ * Under the store lock: git objects first (walked from the wanted refs, each re-hashed and
+ * written atomically), then the missing chunks into fsynced packs indexed as they fill (an
+ * interrupted pull keeps them), then the manifests, then a full verify of every new version,
+ * then the refs (tags only created, heads only fast-forwarded, unless `force`).
+ */
+import git from 'isomorphic-git';
+import type { Store } from '../store/store.js';
+import { MstoreError } from '../store/errors.js';
+import { gitFs } from '../store/git-fs.js';
+import { PackWriter, ENTRY_CHUNK, ENTRY_FILE } from '../store/pack.js';
+import { decodeManifest, type NewFile } from '../store/index-db.js';
+import { contentOf, type Roots } from '../store/reach.js';
+import { hasObject, type GitType } from '../store/git-walk.js';
+import { moveRefs, type RefLogEntry, type RefMove } from '../store/reflog.js';
+import { verify } from '../store/verify.js';
+import { checkObject } from './wire.js';
+import { BATCH_IDS, checkRefName, nonFastForward, type Remote } from './remote.js';
+import { findRef, localRefs, type TransferProgress } from './push.js';
+import { refsFor, parseVersionTag } from './refs.js';
+
+/** Fetched chunk bytes between index publications. */
+const PUBLISH_EVERY = 64 * 1024 * 1024;
+
+export interface PullOptions {
+  /** Refs or version names to pull; none: every ref of the remote. */
+  refs?: string[];
+  force?: boolean;
+  onProgress?: (p: TransferProgress) => void;
+}
+
+export interface PullResult {
+  remote: string;
+  refs: RefLogEntry[];
+  upToDate: boolean;
+  skipped: { ref: string; reason: string }[];
+  gitObjectsReceived: number;
+  filesReceived: number;
+  chunksReceived: number;
+  bytesReceived: number;
+}
+
+/** Parses a loose object (`<type> <size>\0<content>`) the way git does. */
+function splitLoose(data: Buffer): { type: GitType; content: Buffer } {
+  const nul = data.indexOf(0);
+  return { type: data.subarray(0, nul).toString('latin1').split(' ')[0] as GitType, content: data.subarray(nul + 1) };
+}
+
+export async function pull(store: Store, remote: Remote, opts: PullOptions = {}): Promise<PullResult> {
+  return store.withLock('pull', async () => {
+    const repo = store.repo;
+    const gitdir = store.gitdir;
+    const cache = {};
+    const remoteRefs = await remote.listRefs();
+    for (const [ref, v] of remoteRefs) {
+      checkRefName(ref);
+      if (!/^[0-9a-f]{40}$/.test(v)) throw new MstoreError('EREMOTE', `${remote.display}: ${ref} has a malformed value`);
+    }
+    const result: PullResult = { remote: remote.display, refs: [], upToDate: true, skipped: [], gitObjectsReceived: 0, filesReceived: 0, chunksReceived: 0, bytesReceived: 0 };
+
+    // 1. Git objects: breadth-first from the wanted values, a batch of ids per round trip.
+    const fetchClosure = async (starts: string[], shallow = false): Promise<void> => {
+      let frontier: string[] = [];
+      for (const s of new Set(starts)) if (!(await hasObject(gitdir, s, cache))) frontier.push(s);
+      const seen = new Set(frontier);
+      while (frontier.length) {
+        const next: string[] = [];
+        for (let i = 0; i < frontier.length; i += BATCH_IDS) {
+          const batch = frontier.slice(i, i + BATCH_IDS);
+          const got = new Set<string>();
+          for await (const o of remote.fetch('git', batch)) {
+            if (o.kind !== 'git' || !batch.includes(o.id) || got.has(o.id)) throw new MstoreError('EREMOTE', `${remote.display} sent ${o.kind} ${o.id}, which was not asked for`);
+            checkObject(o);
+            got.add(o.id);
+            const { type, content } = splitLoose(o.data);
+            await git.writeObject({ fs: gitFs, gitdir, type, object: content, format: 'content' });
+            result.gitObjectsReceived++;
+            if (shallow) continue;
+            const parsed = await git.readObject({ fs: gitFs, gitdir, oid: o.id, format: 'parsed', cache });
+            let children: string[] = [];
+            if (parsed.type === 'commit') {
+              const c = parsed.object as { tree: string; parent: string[] };
+              children = [c.tree, ...c.parent];
+            } else if (parsed.type === 'tree') children = (parsed.object as { oid: string; type: string }[]).filter((e) => e.type !== 'commit').map((e) => e.oid);
+            else if (parsed.type === 'tag') children = [(parsed.object as { object: string }).object];
+            for (const c of children) {
+              if (seen.has(c) || (await hasObject(gitdir, c, cache))) continue;
+              seen.add(c);
+              next.push(c);
+            }
+          }
+          const lost = batch.find((id) => !got.has(id));
+          if (lost) throw new MstoreError('EREMOTE', `${remote.display} did not send git object ${lost}`);
+        }
+        frontier = next;
+      }
+    };
+
+    let want: Map<string, string>;
+    if (!opts.refs?.length) want = new Map(remoteRefs);
+    else {
+      const named = new Set<string>();
+      for (const name of opts.refs) {
+        const ref = findRef(remoteRefs, name);
+        if (!ref) throw new MstoreError('EUNKNOWNREV', `${remote.display} has no ref '${name}'`);
+        named.add(ref);
+      }
+      await fetchClosure([...named].map((r) => remoteRefs.get(r)!));
+      // Version tag objects (only them, not what they lead to) to see which travel along.
+      await fetchClosure(
+        [...remoteRefs].filter(([r]) => parseVersionTag(r)).map(([, v]) => v),
+        true,
+      );
+      const commits = new Set<string>();
+      for (const r of named) {
+        const c = await repo.peelToCommit(remoteRefs.get(r)!).catch(() => undefined);
+        if (c) commits.add(c);
+      }
+      const peelLocal = async (oid: string): Promise<string | undefined> => {
+        const t = await repo.readTagTarget(oid).catch(() => undefined);
+        const target = t ?? oid;
+        return (await hasObject(gitdir, target, cache)) ? repo.peelToCommit(target).catch(() => undefined) : undefined;
+      };
+      want = await refsFor(repo, remoteRefs, commits, named, peelLocal);
+    }
+    const local = await localRefs(store);
+    const changed = [...want].filter(([ref, v]) => local.get(ref) !== v);
+    await fetchClosure(changed.map(([, v]) => v));
+
+    // 2. Ref moves (checked now that the objects are here; nothing moves before the verify).
+    const moves: RefMove[] = [];
+    for (const [ref, value] of changed) {
+      const cur = local.get(ref);
+      if (cur && !opts.force) {
+        if (ref.startsWith('refs/tags/')) throw nonFastForward(ref, `this store has the tag at ${cur.slice(0, 12)}, ${remote.display} at ${value.slice(0, 12)}`);
+        const ahead = await git.isDescendent({ fs: gitFs, gitdir, oid: value, ancestor: cur, depth: -1, cache }).catch(() => false);
+        if (!ahead) {
+          const behind = await git.isDescendent({ fs: gitFs, gitdir, oid: cur, ancestor: value, depth: -1, cache }).catch(() => false);
+          if (behind) {
+            result.skipped.push({ ref, reason: 'this store is ahead' });
+            continue;
+          }
+          throw nonFastForward(ref, `this store has ${cur.slice(0, 12)}, which ${remote.display}'s ${value.slice(0, 12)} does not descend from`);
+        }
+      }
+      moves.push({ ref, value });
+    }
+    if (!moves.length) return result;
+    result.upToDate = false;
+
+    // 3. Content of the versions the moved refs name.
+    const commits: Roots = new Map();
+    for (const m of moves) {
+      if (m.value === null || m.ref.startsWith('refs/notes/')) continue;
+      const c = await repo.peelToCommit(m.value).catch(() => undefined);
+      if (!c) throw new MstoreError('EREMOTE', `${remote.display}: ${m.ref} does not lead to a version`);
+      commits.set(c, [...(commits.get(c) ?? []), m.ref]);
+    }
+    const content = await contentOf(repo, commits.keys(), (c) => commits.get(c)![0].replace(/^refs\/(tags|heads)\//, ''));
+    const needFiles = [...content.keys()].filter((oid) => !store.index.hasFile(Buffer.from(oid, 'hex')));
+    const manifests = new Map<string, Buffer>();
+    for (let i = 0; i < needFiles.length; i += BATCH_IDS) {
+      const batch = needFiles.slice(i, i + BATCH_IDS);
+      for await (const o of remote.fetch('file', batch)) {
+        if (o.kind !== 'file' || !batch.includes(o.id)) throw new MstoreError('EREMOTE', `${remote.display} sent ${o.kind} ${o.id}, which was not asked for`);
+        checkObject(o);
+        manifests.set(o.id, Buffer.from(o.data));
+      }
+    }
+    const lostFile = needFiles.find((f) => !manifests.has(f));
+    if (lostFile) throw new MstoreError('EREMOTE', `${remote.display} did not send the manifest of ${lostFile}`);
+    const needChunks: string[] = [];
+    const chunkSet = new Set<string>();
+    let total = 0;
+    for (const [oid, m] of manifests) {
+      let size = 0;
+      for (const c of decodeManifest(m)) {
+        size += c.length;
+        const key = c.id.toString('hex');
+        if (chunkSet.has(key) || store.index.hasChunk(c.id)) continue;
+        chunkSet.add(key);
+        needChunks.push(key);
+        total += c.length;
+      }
+      if (size !== content.get(oid)!.size) throw new MstoreError('EREMOTE', `${remote.display}: the manifest of ${oid} adds up to ${size} bytes, the pointer says ${content.get(oid)!.size}`);
+    }
+
+    const writer = new PackWriter(store.tmpDir, store.packsDir, Math.min(store.config.chunking.packTargetBytes, PUBLISH_EVERY));
+    let unpublished = 0;
+    const publish = async (files: NewFile[] = []): Promise<void> => {
+      store.index.recordPacks(await writer.finish(), files);
+      unpublished = 0;
+    };
+    try {
+      for (let i = 0; i < needChunks.length; i += BATCH_IDS) {
+        const batch = needChunks.slice(i, i + BATCH_IDS);
+        const want = new Set(batch);
+        for await (const o of remote.fetch('chunk', batch)) {
+          if (o.kind !== 'chunk' || !want.delete(o.id)) throw new MstoreError('EREMOTE', `${remote.display} sent ${o.kind} ${o.id}, which was not asked for`);
+          checkObject(o);
+          await writer.add(ENTRY_CHUNK, Buffer.from(o.id, 'hex'), o.data);
+          result.chunksReceived++;
+          result.bytesReceived += o.data.length;
+          unpublished += o.data.length;
+          opts.onProgress?.({ done: result.bytesReceived, total });
+          if (unpublished >= PUBLISH_EVERY) await publish();
+        }
+        if (want.size) throw new MstoreError('EREMOTE', `${remote.display} did not send chunk ${[...want][0]}`);
+      }
+      // Manifests after every chunk they list is indexed: a file is present only when whole.
+      const files: NewFile[] = [];
+      for (const [oid, m] of manifests) {
+        const id = Buffer.from(oid, 'hex');
+        await writer.add(ENTRY_FILE, id, m);
+        files.push({ oid: id, size: content.get(oid)!.size, manifest: m });
+      }
+      result.filesReceived = files.length;
+      await publish(files);
+    } catch (e) {
+      // Keep the chunks that arrived whole (a rerun fetches only the rest); drop the rest.
+      await writer.finish().then(
+        (packs) => store.index.recordPacks(packs, []),
+        () => writer.abort(),
+      );
+      throw e;
+    }
+
+    // 4. Every new version re-read byte for byte, then the refs.
+    const v = await verify(store, { commits });
+    if (!v.ok) throw new MstoreError('ECORRUPT', `the versions pulled from ${remote.display} failed verification (${v.problems[0].message}${v.problems.length > 1 ? `; ${v.problems.length - 1} more` : ''}); no ref moved`);
+    result.refs = await moveRefs(store, moves, 'pull', { message: `pull ${remote.display}` });
+    return result;
+  });
+}

@@ -1,0 +1,204 @@
+/**
+ * `push`: send versions to a remote and move its refs, for every transport. Order, as in
+ * commit: decide the ref updates against the remote's refs (fast-forward rules), send only
+ * the content and git objects the remote lacks (each chunk re-hashed as it is read), then
+ * one compare-and-swap of all refs together. Refs last: an interrupted push leaves the
+ * remote's refs where they were, and the rerun sends only what is still missing.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import git from 'isomorphic-git';
+import type { Store } from '../store/store.js';
+import { MstoreError } from '../store/errors.js';
+import { gitFs } from '../store/git-fs.js';
+import { sha256 } from '../store/hashing.js';
+import { packPath } from '../store/pack.js';
+import { encodeManifest } from '../store/index-db.js';
+import { contentOf } from '../store/reach.js';
+import { reachableObjects } from '../store/git-walk.js';
+import { resolveRev } from '../store/versions.js';
+import { BATCH_IDS, nonFastForward, type ObjectKind, type Remote, type RefUpdate, type WireObject } from './remote.js';
+import { refsFor } from './refs.js';
+
+export interface TransferProgress {
+  done: number;
+  total: number;
+}
+
+export interface PushOptions {
+  /** Versions or refs to push; none: every ref of the store. */
+  revs?: string[];
+  force?: boolean;
+  message?: string;
+  onProgress?: (p: TransferProgress) => void;
+  onRemoteOutput?: (line: string) => void;
+}
+
+export interface PushResult {
+  remote: string;
+  /** The ref updates made (or that were already in place: none when up to date). */
+  refs: RefUpdate[];
+  upToDate: boolean;
+  /** Refs left alone: the remote's line head is already ahead, or its labels moved on. */
+  skipped: { ref: string; reason: string }[];
+  objectsSent: number;
+  chunksSent: number;
+  filesSent: number;
+  gitObjectsSent: number;
+  /** Payload bytes sent (chunk, manifest and git object bytes). */
+  bytesSent: number;
+}
+
+/** Every ref of a local store (notes included), full name -> value. */
+export async function localRefs(store: Store): Promise<Map<string, string>> {
+  const repo = store.repo;
+  const out = new Map<string, string>();
+  for (const r of (await repo.listRefs('refs')).map((x) => `refs/${x}`).sort()) {
+    const v = await repo.readRef(r);
+    if (v) out.set(r, v);
+  }
+  return out;
+}
+
+/** The full ref a user's name means in a table: exact, a tag, a head, `latest`. */
+export function findRef(table: Map<string, string>, name: string): string | undefined {
+  const candidates = name.startsWith('refs/') ? [name] : name === 'latest' ? ['refs/heads/latest'] : [`refs/tags/${name}`, `refs/heads/${name}`];
+  return candidates.find((c) => table.has(c));
+}
+
+async function batched(ids: string[], f: (batch: string[]) => Promise<string[]>): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (let i = 0; i < ids.length; i += BATCH_IDS) for (const id of await f(ids.slice(i, i + BATCH_IDS))) out.add(id);
+  return out;
+}
+
+export async function push(store: Store, remote: Remote, opts: PushOptions = {}): Promise<PushResult> {
+  const repo = store.repo;
+  const cache = {};
+  const peel = (oid: string): Promise<string | undefined> => repo.peelToCommit(oid).catch(() => undefined);
+  const local = await localRefs(store);
+
+  // 1. The refs to push, and the updates against the remote's refs.
+  let want: Map<string, string>;
+  const explicit = new Set<string>();
+  if (!opts.revs?.length) want = new Map(local);
+  else {
+    const commits = new Set<string>();
+    for (const rev of opts.revs) {
+      const ref = findRef(local, rev);
+      if (ref) explicit.add(ref);
+      commits.add(await resolveRev(repo, rev));
+    }
+    want = await refsFor(repo, local, commits, explicit, peel);
+  }
+  const remoteRefs = await remote.listRefs();
+  const updates: RefUpdate[] = [];
+  const skipped: { ref: string; reason: string }[] = [];
+  for (const [ref, value] of want) {
+    const cur = remoteRefs.get(ref) ?? null;
+    if (cur === value) continue;
+    if (cur !== null && !opts.force) {
+      if (ref.startsWith('refs/tags/')) throw nonFastForward(ref, `${remote.display} has this tag at ${cur.slice(0, 12)}, this store at ${value.slice(0, 12)}`);
+      const known = await git.readObject({ fs: gitFs, gitdir: store.gitdir, oid: cur, format: 'deflated', cache }).then(
+        () => true,
+        () => false,
+      );
+      const ahead = known && (await git.isDescendent({ fs: gitFs, gitdir: store.gitdir, oid: value, ancestor: cur, depth: -1, cache }).catch(() => false));
+      if (!ahead) {
+        // A head that only travels along with versions (not named) is left where the remote has it
+        // when the remote's is newer; labels that moved on there are left too (pull merges nothing).
+        const behind = known && (await git.isDescendent({ fs: gitFs, gitdir: store.gitdir, oid: cur, ancestor: value, depth: -1, cache }).catch(() => false));
+        if (behind && !explicit.has(ref)) {
+          skipped.push({ ref, reason: `${remote.display} is ahead` });
+          continue;
+        }
+        if (ref.startsWith('refs/notes/') && !explicit.has(ref)) {
+          skipped.push({ ref, reason: `${remote.display} has labels this store lacks (pull them first)` });
+          continue;
+        }
+        throw nonFastForward(ref, known ? `${remote.display} has ${cur.slice(0, 12)}, which ${value.slice(0, 12)} does not descend from` : `${remote.display} has ${cur.slice(0, 12)}, which this store does not have`);
+      }
+    }
+    updates.push({ ref, old: cur, new: value });
+  }
+  const result: PushResult = { remote: remote.display, refs: updates, upToDate: !updates.length, skipped, objectsSent: 0, chunksSent: 0, filesSent: 0, gitObjectsSent: 0, bytesSent: 0 };
+  if (!updates.length) return result;
+
+  // 2. What the remote lacks: files of the versions the new values name, their chunks, git objects.
+  const commits = new Map<string, string>();
+  for (const u of updates) {
+    if (u.new === null || u.ref.startsWith('refs/notes/')) continue;
+    const c = await peel(u.new);
+    if (c) commits.set(c, u.ref.replace(/^refs\/(tags|heads)\//, ''));
+  }
+  const content = await contentOf(repo, commits.keys(), (c) => commits.get(c) ?? c.slice(0, 12));
+  const missingFiles = await batched([...content.keys()], (b) => remote.missing('file', b));
+  const files: { oid: string; chunks: { id: Buffer; length: number }[] }[] = [];
+  const chunkIds = new Set<string>();
+  for (const oid of missingFiles) {
+    const f = store.index.file(Buffer.from(oid, 'hex'));
+    if (!f) throw new MstoreError('EMISSING', `${content.get(oid)?.uses[0] ?? oid}: content ${oid} is missing from this store (run 'mstore verify')`);
+    files.push({ oid, chunks: f.chunks });
+    for (const c of f.chunks) chunkIds.add(c.id.toString('hex'));
+  }
+  const missingChunks = await batched([...chunkIds], (b) => remote.missing('chunk', b));
+  const haves: string[] = [];
+  for (const v of remoteRefs.values()) {
+    if (await git.readObject({ fs: gitFs, gitdir: store.gitdir, oid: v, format: 'deflated', cache }).then(() => true, () => false)) haves.push(v);
+  }
+  const news = updates.map((u) => u.new).filter((v): v is string => v !== null);
+  const walked = await reachableObjects(store.gitdir, news, cache, haves);
+  const missingGit = await batched(
+    walked.map((o) => o.oid),
+    (b) => remote.missing('git', b),
+  );
+  let total = 0;
+  for (const f of files) for (const c of f.chunks) if (missingChunks.has(c.id.toString('hex'))) total += c.length;
+
+  // 3. Send: each file's missing chunks then its manifest, then git objects (dependencies first).
+  const sent = new Set<string>();
+  let done = 0;
+  async function* objects(): AsyncGenerator<WireObject> {
+    const handles = new Map<string, FileHandle>();
+    try {
+      for (const f of files) {
+        for (const c of f.chunks) {
+          const key = c.id.toString('hex');
+          if (!missingChunks.has(key) || sent.has(key)) continue;
+          const loc = store.index.chunk(c.id);
+          if (!loc) throw new MstoreError('EMISSING', `chunk ${key} of ${f.oid} is missing from this store's index (run 'mstore fsck')`);
+          let fh = handles.get(loc.pack);
+          if (!fh) handles.set(loc.pack, (fh = await open(packPath(store.packsDir, loc.pack), 'r')));
+          const data = Buffer.allocUnsafe(loc.length);
+          const { bytesRead } = await fh.read(data, 0, loc.length, loc.offset);
+          if (bytesRead !== loc.length || !sha256(data).equals(c.id)) {
+            throw new MstoreError('ECORRUPT', `chunk ${key} in pack ${loc.pack} is damaged (hash mismatch); nothing of it was sent (run 'mstore verify')`);
+          }
+          sent.add(key);
+          result.chunksSent++;
+          yield { kind: 'chunk', id: key, data };
+          done += data.length;
+          opts.onProgress?.({ done, total });
+        }
+        result.filesSent++;
+        yield { kind: 'file', id: f.oid, data: encodeManifest(f.chunks) };
+      }
+      for (const o of walked) {
+        if (!missingGit.has(o.oid)) continue;
+        const r = await git.readObject({ fs: gitFs, gitdir: store.gitdir, oid: o.oid, format: 'content', cache });
+        const body = r.object as Uint8Array;
+        result.gitObjectsSent++;
+        yield { kind: 'git' as ObjectKind, id: o.oid, data: Buffer.concat([Buffer.from(`${r.type} ${body.length}\0`, 'latin1'), body]) };
+      }
+    } finally {
+      for (const fh of handles.values()) await fh.close();
+    }
+  }
+  const s = await remote.send(objects(), (n) => (result.bytesSent += n));
+  result.objectsSent = result.chunksSent + result.filesSent + result.gitObjectsSent;
+  // A transport that counts its own bytes is authoritative (it may skip objects the remote had).
+  if (!result.bytesSent) result.bytesSent = s.bytes;
+
+  // 4. All refs together, each only if the remote still has what we saw.
+  await remote.updateRefs(updates, { force: opts.force, onRemoteOutput: opts.onRemoteOutput, message: opts.message });
+  return result;
+}
