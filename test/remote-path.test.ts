@@ -1,0 +1,319 @@
+/**
+ * Remotes over the path transport (another store on this machine), through the real CLI:
+ *   - v001–v003 with a 1 GiB safetensors file pushed, cloned, every version checked out byte
+ *     for byte; v004 (a third of the tensors changed) sends at most the changed bytes + 1 %
+ *     (MSTORE_TEST_LARGE_GIB scales the model, e.g. 0.1 for a quick run);
+ *   - kill -9 of a push at 10 seeded random moments: the remote's refs always name complete,
+ *     verified versions, and the rerun sends only what was still missing;
+ *   - two clients pushing different versions to the same ref at once, 20 rounds: exactly one
+ *     wins, the other is rejected as non-fast-forward, nothing is lost;
+ *   - the receiving store refuses bad objects and ref names, and stays unchanged;
+ *   - pull's rules: tags never move, heads only fast-forward, unless --force.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, statSync, writeFileSync, readFileSync, appendFileSync, chmodSync } from 'node:fs';
+import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, writeSafetensors, type TensorSpec } from './helpers.js';
+import { StoreRemote } from '../src/remote/store-remote.js';
+import type { WireObject } from '../src/remote/remote.js';
+
+const GIB = Number(process.env.MSTORE_TEST_LARGE_GIB ?? 1);
+const TENSORS = 24;
+const COLS = 4096;
+const ROWS = Math.ceil((GIB * 2 ** 30) / TENSORS / COLS / 2);
+const TENSOR_BYTES = ROWS * COLS * 2;
+
+function ok(cwd: string, args: string[], env: Record<string, string> = {}): string {
+  const r = mstore(cwd, args, env);
+  assert.is(r.code, 0, `mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+const okJson = <T>(cwd: string, args: string[]): T => JSON.parse(ok(cwd, [...args, '--json'])) as T;
+
+interface PushJson {
+  bytesSent: number;
+  chunksSent: number;
+  upToDate: boolean;
+  refs: { ref: string; old: string | null; new: string | null }[];
+}
+
+function refsOf(gitdir: string): string {
+  return git(gitdir, ['for-each-ref', '--format=%(refname) %(objectname)']).stdout;
+}
+
+/** Bytes of every file under dir. */
+function bytesUnder(dir: string): number {
+  let n = 0;
+  for (const name of readdirSync(dir)) {
+    const p = path.join(dir, name);
+    const st = statSync(p);
+    n += st.isDirectory() ? bytesUnder(p) : st.size;
+  }
+  return n;
+}
+
+function tensors(seeds: number[]): TensorSpec[] {
+  return seeds.map((seed, i) => ({ name: `model.layers.${i}.mlp.down_proj.weight`, dtype: 'BF16', shape: [ROWS, COLS], seed }));
+}
+
+test(`${GIB} GiB x 3 versions pushed to a path, cloned, checked out byte for byte; v004 sends the changed bytes + 1 %`, () => {
+  const root = tmpDir('mstore-rpath-');
+  try {
+    const ws = path.join(root, 'ws');
+    mkdirSync(path.join(ws, 'adapter'), { recursive: true });
+    mkdirSync(path.join(ws, 'evolution'));
+    ok(ws, ['init']);
+    ok(root, ['init', '--bare', 'remote']);
+    const seeds = Array.from({ length: TENSORS }, (_, i) => i + 1);
+    const digests: Map<string, string>[] = [];
+    for (let v = 1; v <= 3; v++) {
+      if (v === 2) seeds[0] += 1000;
+      writeSafetensors(path.join(ws, 'model.safetensors'), tensors(seeds));
+      writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ revision: v }));
+      writeFileSync(path.join(ws, 'adapter', 'adapter_config.json'), JSON.stringify({ r: 8 * v }));
+      writeFileSync(path.join(ws, 'evolution', `step_${v}.json`), JSON.stringify({ step: v, loss: 1 / v }));
+      ok(ws, ['commit', '-m', `round ${v}`]);
+      digests.push(treeDigest(ws));
+    }
+    ok(ws, ['remote', 'add', 'origin', '../remote']);
+    const first = okJson<PushJson>(ws, ['push', 'origin']);
+    assert.equal(first.refs.map((r) => r.ref).sort(), ['refs/heads/latest', 'refs/tags/v001', 'refs/tags/v002', 'refs/tags/v003']);
+    assert.ok(first.bytesSent >= 2 ** 30 * GIB * (25 / 24), `v001-v003 hold more than ${GIB} GiB of distinct bytes; sent ${first.bytesSent}`);
+    assert.ok(okJson<PushJson>(ws, ['push', 'origin']).upToDate, 'a second push has nothing to send');
+    assert.is(git(path.join(root, 'remote', 'git'), ['fsck', '--strict']).code, 0);
+
+    ok(root, ['clone', 'remote', 'clone']);
+    const clone = path.join(root, 'clone');
+    assert.equal(treeDigest(clone), digests[2], 'clone checks out latest (v003)');
+    for (let v = 1; v <= 3; v++) {
+      const to = path.join(root, `out${v}`);
+      ok(clone, ['checkout', `v00${v}`, '--to', to]);
+      assert.equal(treeDigest(to), digests[v - 1], `v00${v} byte for byte`);
+      cleanup(to);
+    }
+
+    // v004: every third tensor changes (8 of 24).
+    for (let i = 0; i < TENSORS; i += 3) seeds[i] += 5000;
+    writeSafetensors(path.join(ws, 'model.safetensors'), tensors(seeds));
+    ok(ws, ['commit', '-m', 'round 4']);
+    const changed = (TENSORS / 3) * TENSOR_BYTES;
+    const p4 = okJson<PushJson>(ws, ['push', 'origin', 'v004']);
+    assert.ok(p4.bytesSent <= changed * 1.01, `v004 sent ${p4.bytesSent} bytes; changed ${changed} (+1 % = ${Math.floor(changed * 1.01)})`);
+    assert.ok(p4.bytesSent >= changed, `v004 must send the changed tensors (${changed}), sent ${p4.bytesSent}`);
+    assert.match(refsOf(path.join(root, 'remote', 'git')), /refs\/tags\/v004 /);
+    const pulled = okJson<{ bytesReceived: number }>(clone, ['pull', 'origin']);
+    assert.ok(pulled.bytesReceived <= changed * 1.01, `pull of v004 received ${pulled.bytesReceived}`);
+    ok(clone, ['checkout', 'v004', '--to', path.join(root, 'out4')]);
+    assert.equal(treeDigest(path.join(root, 'out4')), treeDigest(ws));
+  } finally {
+    cleanup(root);
+  }
+});
+
+test('kill -9 of push at 10 random moments: remote refs name complete versions; the rerun sends only the rest', async () => {
+  const seed = Number(process.env.MSTORE_TEST_SEED ?? Date.now() % 100000);
+  const rnd = prng(seed);
+  const root = tmpDir('mstore-rkill-');
+  try {
+    const ws = path.join(root, 'ws');
+    mkdirSync(ws);
+    ok(ws, ['init']);
+    // 12 tensors x 16 MiB: long enough to be killed at many points, short enough for CI.
+    writeSafetensors(path.join(ws, 'model.safetensors'), Array.from({ length: 12 }, (_, i) => ({ name: `t${i}`, dtype: 'BF16', shape: [2048, 4096], seed: 300 + i })));
+    writeFileSync(path.join(ws, 'config.json'), '{"v":1}');
+    ok(ws, ['commit', '-m', 'one']);
+    ok(root, ['init', '--bare', 'remote']);
+    const remote = path.join(root, 'remote');
+    const remoteGit = path.join(remote, 'git');
+    const total = statSync(path.join(ws, 'model.safetensors')).size;
+    ok(root, ['init', '--bare', 'timing']);
+    const t0 = Date.now();
+    ok(ws, ['push', path.join(root, 'timing')]);
+    const pushMs = Date.now() - t0;
+    let killed = 0;
+    for (let round = 0; round < 10; round++) {
+      const at = Math.floor(rnd() * pushMs);
+      const child = spawn(process.execPath, [CLI, 'push', remote], { cwd: ws, stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, at));
+      const exited = child.exitCode !== null;
+      if (!exited) {
+        const gone = new Promise((r) => child.once('exit', r));
+        child.kill('SIGKILL');
+        await gone;
+        killed++;
+      }
+      // Whatever refs the remote has name complete, verified versions.
+      const refs = refsOf(remoteGit);
+      if (refs.trim()) {
+        const v = mstore(remote, ['verify', '--all']);
+        assert.is(v.code, 0, `seed ${seed}, round ${round} (kill at ${at} ms): remote refs name damaged versions: ${v.stdout}${v.stderr}`);
+      }
+      assert.is(git(remoteGit, ['fsck', '--strict']).code, 0, `seed ${seed}, round ${round}: git fsck`);
+      if (refs.includes('refs/tags/v001')) {
+        // Pushed completely before the kill: start over on a fresh remote for the next round.
+        cleanup(remote);
+        ok(root, ['init', '--bare', 'remote']);
+      }
+    }
+    assert.ok(killed >= 5, `seed ${seed}: only ${killed} of 10 kills landed mid-push`);
+    // Kill once more mid-way, then measure the rerun against what the remote still lacks.
+    cleanup(remote);
+    ok(root, ['init', '--bare', 'remote']);
+    const child = spawn(process.execPath, [CLI, 'push', remote], { cwd: ws, stdio: 'ignore' });
+    const gone = new Promise((r) => child.once('exit', r));
+    await new Promise((r) => setTimeout(r, pushMs / 2));
+    child.kill('SIGKILL');
+    await gone;
+    const before = readdirSync(path.join(remote, 'packs')).length ? bytesUnder(path.join(remote, 'packs')) : 0;
+    const rerun = okJson<PushJson>(ws, ['push', remote]);
+    // What the killed push left indexed is not sent again; a pack being written when the kill
+    // came (at most 64 MiB, sealed packs are indexed at once) is lost and sent again.
+    assert.ok(rerun.bytesSent <= total - before + 64 * 2 ** 20 + 4096, `seed ${seed}: rerun sent ${rerun.bytesSent}, the remote had ${before} of ${total}`);
+    assert.is(mstore(remote, ['verify', '--all']).code, 0);
+    const out = path.join(root, 'out');
+    ok(root, ['clone', remote, 'out']);
+    assert.equal(treeDigest(out), treeDigest(ws));
+  } finally {
+    cleanup(root);
+  }
+});
+
+test('two clients push different versions to the same ref at once, 20 rounds: one wins, the other is rejected, nothing lost', async () => {
+  const root = tmpDir('mstore-rrace-');
+  try {
+    const a = path.join(root, 'a');
+    mkdirSync(a);
+    ok(a, ['init']);
+    writeModelDir(a, { step: 1 });
+    ok(a, ['commit', '-m', 'base']);
+    ok(root, ['init', '--bare', 'remote']);
+    ok(a, ['remote', 'add', 'origin', '../remote']);
+    ok(a, ['push', 'origin']);
+    ok(root, ['clone', 'remote', 'b']);
+    const b = path.join(root, 'b');
+    const run = (cwd: string, args: string[]): Promise<{ code: number; err: string }> =>
+      new Promise((resolve) => {
+        const c = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+        let err = '';
+        c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        c.on('exit', (code) => resolve({ code: code ?? -1, err }));
+      });
+    const remoteGit = path.join(root, 'remote', 'git');
+    for (let round = 0; round < 20; round++) {
+      writeFileSync(path.join(a, 'config.json'), JSON.stringify({ who: 'a', round }));
+      writeFileSync(path.join(b, 'config.json'), JSON.stringify({ who: 'b', round }));
+      ok(a, ['commit', '-m', `a ${round}`]);
+      ok(b, ['commit', '-m', `b ${round}`]);
+      const [ra, rb] = await Promise.all([run(a, ['push', 'origin']), run(b, ['push', 'origin'])]);
+      const wins = [ra, rb].filter((r) => r.code === 0).length;
+      assert.is(wins, 1, `round ${round}: exactly one push wins (a: ${ra.code} ${ra.err}; b: ${rb.code} ${rb.err})`);
+      const loser = ra.code === 0 ? rb : ra;
+      assert.is(loser.code, 1, `round ${round}: the loser exits 1`);
+      assert.match(loser.err, /rejected .*non-fast-forward/);
+      const winner = ra.code === 0 ? a : b;
+      const latest = git(remoteGit, ['rev-parse', 'latest']).stdout.trim();
+      assert.is(latest, git(path.join(winner, '.mstore', 'git'), ['rev-parse', 'latest']).stdout.trim(), `round ${round}: the remote has the winner's version`);
+      // The loser takes the remote's history (its own version stays in its ref history).
+      const loserDir = winner === a ? b : a;
+      ok(loserDir, ['pull', 'origin', '--force']);
+      assert.is(git(path.join(loserDir, '.mstore', 'git'), ['rev-parse', 'latest']).stdout.trim(), latest);
+      ok(winner, ['pull', 'origin']);
+    }
+    assert.is(mstore(path.join(root, 'remote'), ['verify', '--all']).code, 0);
+    assert.is(git(remoteGit, ['fsck', '--strict']).code, 0);
+    assert.is(git(remoteGit, ['rev-list', '--count', 'latest']).stdout.trim(), '21');
+  } finally {
+    cleanup(root);
+  }
+});
+
+test('the receiving store refuses bad objects, dangling manifests and bad ref names, and stays unchanged', async () => {
+  const root = tmpDir('mstore-rbad-');
+  try {
+    ok(root, ['init', '--bare', 'remote']);
+    const dir = path.join(root, 'remote');
+    const snapshot = (): string => JSON.stringify([bytesUnder(path.join(dir, 'packs')), refsOf(path.join(dir, 'git')), readdirSync(path.join(dir, 'git', 'objects')).sort()]);
+    const before = snapshot();
+    const r = await StoreRemote.open(dir);
+    const good = Buffer.from('hello chunk');
+    const goodId = createHash('sha256').update(good).digest('hex');
+    const send = async (objs: WireObject[]): Promise<string> => {
+      async function* it(): AsyncGenerator<WireObject> {
+        yield* objs;
+      }
+      try {
+        await r.send(it());
+        return 'accepted';
+      } catch (e) {
+        return (e as Error).message;
+      }
+    };
+    try {
+      assert.match(await send([{ kind: 'chunk', id: goodId, data: good }, { kind: 'chunk', id: goodId.replace(/^./, (c) => (c === 'a' ? 'b' : 'a')), data: good }]), /do not hash to its id/);
+      const manifest = Buffer.alloc(36);
+      createHash('sha256').update('elsewhere').digest().copy(manifest);
+      manifest.writeUInt32LE(9, 32);
+      assert.match(await send([{ kind: 'file', id: 'f'.repeat(64), data: manifest }]), /lists chunk .* which neither/);
+      assert.match(await send([{ kind: 'chunk', id: '../../etc/passwd', data: good }]), /bad chunk id/);
+      assert.is(snapshot(), before, 'refused uploads leave the store unchanged');
+      for (const ref of ['refs/heads/../../x', '/etc/passwd', 'refs/heads/a\0b', 'refs/tags/.hidden', 'HEAD', 'refs/heads/x.lock']) {
+        await r.updateRefs([{ ref, old: null, new: 'a'.repeat(40) }]).then(
+          () => assert.unreachable(`accepted ref name ${JSON.stringify(ref)}`),
+          (e: Error) => assert.match(e.message, /invalid ref name/),
+        );
+      }
+      await r.updateRefs([{ ref: 'refs/tags/v001', old: null, new: 'a'.repeat(40) }]).then(
+        () => assert.unreachable('a ref to an object the store lacks was accepted'),
+        (e: Error) => assert.match(e.message, /lacks objects/),
+      );
+      assert.is(snapshot(), before);
+    } finally {
+      await r.close();
+    }
+  } finally {
+    cleanup(root);
+  }
+});
+
+test('pull: tags never move and heads only fast-forward (unless --force); post-receive output reaches the pusher', () => {
+  const root = tmpDir('mstore-rpull-');
+  try {
+    const a = path.join(root, 'a');
+    mkdirSync(a);
+    ok(a, ['init']);
+    writeModelDir(a, { step: 1 });
+    ok(a, ['commit', '-m', 'one']);
+    ok(root, ['init', '--bare', 'remote']);
+    const hook = path.join(root, 'remote', 'hooks', 'post-receive');
+    writeFileSync(hook, '#!/bin/sh\nwhile read old new ref; do echo "deployed $ref"; done\n');
+    chmodSync(hook, 0o755);
+    const pushed = mstore(a, ['push', '../remote']);
+    assert.is(pushed.code, 0, pushed.stderr);
+    assert.match(pushed.stderr, /^remote: deployed refs\/tags\/v001$/m);
+    ok(root, ['clone', 'remote', 'b']);
+    const b = path.join(root, 'b');
+    // Diverge: both commit v002 differently; a pushes first.
+    writeFileSync(path.join(a, 'config.json'), '{"x":"a"}');
+    writeFileSync(path.join(b, 'config.json'), '{"x":"b"}');
+    ok(a, ['commit', '-m', 'a2']);
+    ok(b, ['commit', '-m', 'b2']);
+    ok(a, ['push', '../remote']);
+    const refused = mstore(b, ['pull', 'origin']);
+    assert.is(refused.code, 1);
+    assert.match(refused.stderr, /rejected refs\/.* \(non-fast-forward\)/);
+    const before = git(path.join(b, '.mstore', 'git'), ['rev-parse', 'latest', 'v002']).stdout;
+    assert.is(git(path.join(b, '.mstore', 'git'), ['rev-parse', 'latest', 'v002']).stdout, before, 'a refused pull moves no ref');
+    const forced = okJson<{ refs: { ref: string }[] }>(b, ['pull', 'origin', '--force']);
+    assert.ok(forced.refs.some((r) => r.ref === 'refs/tags/v002'));
+    assert.match(ok(b, ['reflog', 'v002']), /pull/);
+    appendFileSync(path.join(b, 'config.json'), '\n');
+    assert.match(readFileSync(path.join(b, 'config.json'), 'utf8'), /"x":"b"/, 'pull moves refs, it does not touch the workspace');
+  } finally {
+    cleanup(root);
+  }
+});
+
+test.run();
