@@ -5,7 +5,11 @@
 // needs into its own chunk, so a no-op `mstore commit` (target: 0.3 s in all) does not
 // parse the merge kernels, the diff libraries or the remote transports. lmdb stays
 // external: it loads a native addon. The hash worker is its own entry, next to the CLI.
+import { rmSync } from 'node:fs';
 import { build } from 'esbuild';
+
+// Chunk names carry content hashes: stale ones from earlier builds would pile up.
+rmSync('dist/bundle', { recursive: true, force: true });
 
 await build({
   entryPoints: { cli: 'dist/src/cli.js', 'hash-worker': 'dist/src/store/hash-worker.js' },

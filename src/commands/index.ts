@@ -37,6 +37,7 @@ export const COMMANDS: CommandEntry[] = [
   { command: 'push <remote> [revs..]', describe: 'Send versions to a remote (only what it lacks) and move its refs together', load: async () => (await import('./push.js')).pushCommand },
   { command: 'pull <remote> [refs..]', describe: "Fetch versions from a remote (only what this store lacks, verified) and update local refs", load: async () => (await import('./pull.js')).pullCommand },
   { command: 'clone <url> [dir]', describe: "Create a store from a remote's versions (remote 'origin'), then check out latest", load: async () => (await import('./clone.js')).cloneCommand },
+  { command: 'serve [store]', describe: 'Serve a bare store over HTTP(S) to push, pull and clone (bearer tokens with read/push/admin scopes)', load: async () => (await import('./serve.js')).serveCommand },
   { command: 'consolidate', describe: 'Merge an adapter version into a base version (verify, backup, hook, validate) and record it as a new version', load: async () => (await import('./consolidate.js')).consolidateCommand },
   { command: 'merge-lora', describe: 'Merge a LoRA adapter (PEFT or kohya) into its base model on the CPU (docs/merge.md)', load: async () => (await import('./merge-lora.js')).mergeLoraCommand },
 ];

@@ -22,13 +22,11 @@ export async function openUrl(url: string, cfg: Partial<RemoteConfig> = {}, cach
   if (kind === 'http') {
     const token = cfg.tokenEnv ? process.env[cfg.tokenEnv] : undefined;
     if (cfg.tokenEnv && !token) throw new MstoreError('EAUTH', `the token variable ${cfg.tokenEnv} for ${url} is not set`);
-    // HTTP-LANDS const { HttpRemote } = await import('./http.js');
-    // HTTP-LANDS return new HttpRemote(url, { token });
-    throw new MstoreError('EREMOTE', `http remotes: pending ${token ? '' : ''}`);
+    const { HttpRemote } = await import('./http.js');
+    return new HttpRemote(url, { token });
   }
-  // S3-LANDS const { openS3Remote } = await import('./s3.js');
-  // S3-LANDS return openS3Remote(url, { endpoint: cfg.endpoint, region: cfg.region, cacheDir });
-  throw new MstoreError('EREMOTE', `s3 remotes: pending ${cacheDir ?? ''}`);
+  const { openS3Remote } = await import('./s3.js');
+  return openS3Remote(url, { endpoint: cfg.endpoint, region: cfg.region, cacheDir });
 }
 
 /** A configured remote by name, else the argument as a URL or path. */
