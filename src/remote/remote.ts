@@ -7,6 +7,7 @@
  * push.ts / pull.ts, once for every transport.
  */
 import { MstoreError } from '../store/errors.js';
+import type { DeployStatus } from '../deploy/records.js';
 
 /**
  * What moves between stores (docs/protocol.md §1):
@@ -72,6 +73,8 @@ export interface Remote {
    * tags may only be created. The remote must hold everything the new values reach.
    */
   updateRefs(updates: RefUpdate[], opts?: UpdateRefsOptions): Promise<void>;
+  /** The remote's deploy state (docs/deploy.md); only stores that run hooks (path, HTTP) have one. */
+  deployStatus?(): Promise<DeployStatus>;
   close(): Promise<void>;
 }
 

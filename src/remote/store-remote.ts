@@ -21,6 +21,8 @@ import { allRefs, type Roots } from '../store/reach.js';
 import { moveRefs, type RefMove } from '../store/reflog.js';
 import { verify } from '../store/verify.js';
 import { checkObject } from './wire.js';
+import { deployStatus, type DeployStatus } from '../deploy/records.js';
+import { packageRoot } from '../store/package-files.js';
 import {
   checkObjectId,
   checkOid,
@@ -281,10 +283,13 @@ export class StoreRemote implements Remote {
       const child = spawn(hook, [], {
         cwd: this.store.dir,
         stdio: ['pipe', 'pipe', 'pipe'],
-        env: { ...process.env, MSTORE_DIR: this.store.dir, GIT_DIR: this.store.gitdir },
+        // The shipped hook runs `mstore deploy apply` with this very CLI.
+        env: { ...process.env, MSTORE_DIR: this.store.dir, GIT_DIR: this.store.gitdir, MSTORE_NODE: process.execPath, MSTORE_CLI: path.join(packageRoot(), 'dist', 'bundle', 'cli.js') },
       });
+      const flushes: (() => void)[] = [];
       const lineOut = (): ((d: Buffer) => void) => {
         let partial = '';
+        flushes.push(() => partial && onLine?.(partial));
         return (d: Buffer) => {
           const parts = (partial + d.toString('utf8')).split('\n');
           partial = parts.pop() ?? '';
@@ -298,12 +303,17 @@ export class StoreRemote implements Remote {
         resolve();
       });
       child.on('close', (code, signal) => {
+        for (const f of flushes) f();
         if (code !== 0) onLine?.(`post-receive hook exited ${signal ?? code}`);
         resolve();
       });
       child.stdin.on('error', () => undefined);
       child.stdin.end(lines.join('\n') + '\n');
     });
+  }
+
+  deployStatus(): Promise<DeployStatus> {
+    return deployStatus(this.store);
   }
 
   async close(): Promise<void> {

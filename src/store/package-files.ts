@@ -16,7 +16,7 @@ export function packageRoot(): string {
 }
 
 /** The hooks a new store gets (docs/hooks.md). */
-export const DEFAULT_HOOKS = ['consolidate'];
+export const DEFAULT_HOOKS = ['consolidate', 'post-receive'];
 
 /** Copies the default hooks into a store's hooks/ directory (executable). */
 export async function installDefaultHooks(hooksDir: string): Promise<void> {

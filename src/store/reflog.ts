@@ -21,6 +21,7 @@ export type RefReason =
   | 'restore'
   | 'pull'
   | 'push'
+  | 'deploy'
   | 'import'
   | 'backup'
   | 'backup-restore'

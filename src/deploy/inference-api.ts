@@ -1,0 +1,52 @@
+/**
+ * Calls to the inference API (register, set_active, health) with undici: a timeout per
+ * request, and retries with exponential backoff on connection errors and 5xx answers (a
+ * server restarting is the usual cause); a 4xx answer is final.
+ */
+import { request } from 'undici';
+import { render, type ApiCall, type DeployConfig, type TemplateValues } from './config.js';
+
+export interface CallResult {
+  status: number;
+  body: string;
+}
+
+export class ApiError extends Error {
+  override readonly name = 'ApiError';
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** One configured call; resolves with a 2xx answer (or `expect`), throws ApiError otherwise. */
+export async function callApi(cfg: DeployConfig['api'], what: string, call: ApiCall, values: TemplateValues, expect?: number): Promise<CallResult> {
+  // The call's path goes under the base URL's own path (an API mounted at /api keeps it).
+  const base = new URL(cfg.baseUrl);
+  const url = new URL(`${base.pathname.replace(/\/$/, '')}${render(call.path, values)}`, base);
+  const body = call.body === undefined ? undefined : JSON.stringify(render(call.body, values));
+  let last = '';
+  for (let attempt = 1; attempt <= cfg.attempts; attempt++) {
+    try {
+      const r = await request(url, {
+        method: call.method.toUpperCase() as 'GET',
+        headers: body ? { 'content-type': 'application/json' } : {},
+        body,
+        headersTimeout: cfg.timeoutMs,
+        bodyTimeout: cfg.timeoutMs,
+      });
+      const text = (await r.body.text()).slice(0, 2000);
+      const okStatus = expect !== undefined ? r.statusCode === expect : r.statusCode >= 200 && r.statusCode < 300;
+      if (okStatus) return { status: r.statusCode, body: text };
+      last = `${what}: ${call.method.toUpperCase()} ${url.pathname} answered ${r.statusCode}${text ? ` ${oneLine(text)}` : ''}`;
+      if (r.statusCode < 500) break;
+    } catch (e) {
+      last = `${what}: ${call.method.toUpperCase()} ${url.origin}${url.pathname} failed: ${(e as Error).message.split('\n')[0]}`;
+    }
+    if (attempt < cfg.attempts) await sleep(cfg.backoffMs * 2 ** (attempt - 1));
+  }
+  throw new ApiError(last);
+}
+
+function oneLine(s: string): string {
+  const t = s.replace(/\s+/g, ' ').trim();
+  return t.length > 200 ? `${t.slice(0, 200)}…` : t;
+}
