@@ -1,0 +1,288 @@
+/**
+ * Deploys end to end over HTTP on 127.0.0.1: a real `mstore serve` over a bare store with
+ * deploy.json, the shipped post-receive hook, and the inference API stand-in
+ * (scripts/inference-standin.ts) that refuses model directories whose safetensors do not parse.
+ *   1. deploy v001 then v002: `current` -> v002, the stand-in has it active, status shows both;
+ *   2. set_active answering 500, then the API down: the deploy fails, `current` and the active
+ *      model stay on the previous version, the trigger ref is back; a retry after recovery works;
+ *   3. kill -9 of the server's process group (server, hook, deploy apply) at 10 seeded moments of
+ *      a deploy: after a restart (which reconciles), `current` names a complete directory whose
+ *      every file hashes to the version's sha256;
+ *   4. rollback reuses the materialised directory: nothing sent, nothing re-materialised.
+ * The rollback's wall time for a 1 GiB model is measured by bench/deploy.ts.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, readlinkSync, writeFileSync, lstatSync } from 'node:fs';
+import { startStandin, type Standin } from '../scripts/inference-standin.js';
+import { CLI, cleanup, mstore, prng, sha256File, tmpDir, writeSafetensors } from './helpers.js';
+
+const TOKEN = 'deploy-test-push-token-0123456789';
+const ENV = { BOX_TOKEN: TOKEN };
+
+function ok(cwd: string, args: string[]): string {
+  const r = mstore(cwd, args, ENV);
+  assert.is(r.code, 0, `mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+interface Server {
+  child: ChildProcess;
+  url: string;
+}
+
+/** `mstore serve` in its own process group (so a kill -9 takes its hooks with it). */
+async function serve(store: string, tokens: string, port = 0): Promise<Server> {
+  const child = spawn(process.execPath, [CLI, 'serve', store, '--listen', `127.0.0.1:${port}`, '--tokens', tokens], {
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NO_COLOR: '1' },
+  });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    let outText = '';
+    const t = setTimeout(() => reject(new Error(`mstore serve did not start: ${err}`)), 20_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      outText += d.toString();
+      const m = /listening on (http:\/\/[0-9.]+:[0-9]+)/.exec(outText);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[1]);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`mstore serve exited ${code}: ${err}`)));
+  });
+  return { child, url };
+}
+
+async function killGroup(s: Server, signal: NodeJS.Signals): Promise<void> {
+  if (s.child.exitCode !== null || s.child.signalCode !== null) return;
+  const gone = new Promise((r) => s.child.once('exit', r));
+  try {
+    process.kill(-s.child.pid!, signal);
+  } catch {
+    return;
+  }
+  await gone;
+}
+
+interface Box {
+  root: string;
+  store: string;
+  deployRoot: string;
+  tokens: string;
+  ws: string;
+  standin: Standin;
+  server: Server;
+}
+
+async function setup(root: string): Promise<Box> {
+  const standin = await startStandin();
+  const store = path.join(root, 'box');
+  const deployRoot = path.join(root, 'deploy');
+  ok(root, ['init', '--bare', store]);
+  ok(root, ['-C', store, 'deploy', 'setup', '--root', deployRoot, '--api', standin.url]);
+  // Fail fast in tests: two tries per call, 50 ms apart.
+  const cfgFile = path.join(store, 'deploy.json');
+  const cfg = JSON.parse(readFileSync(cfgFile, 'utf8')) as { api: Record<string, unknown> };
+  cfg.api.attempts = 2;
+  cfg.api.backoffMs = 50;
+  cfg.api.timeoutMs = 5000;
+  writeFileSync(cfgFile, JSON.stringify(cfg, null, 2));
+  const tokens = path.join(root, 'tokens');
+  writeFileSync(tokens, `push ${TOKEN}\n`);
+  const server = await serve(store, tokens);
+  const ws = path.join(root, 'ws');
+  mkdirSync(ws);
+  ok(ws, ['init']);
+  ok(ws, ['remote', 'add', 'box', server.url, '--token-env', 'BOX_TOKEN']);
+  return { root, store, deployRoot, tokens, ws, standin, server };
+}
+
+/** A small model version: `seed` decides the tensor bytes. */
+function commitVersion(ws: string, seed: number, rows = 256): void {
+  writeSafetensors(path.join(ws, 'model.safetensors'), [
+    { name: 'model.layers.0.mlp.weight', dtype: 'BF16', shape: [rows, 1024], seed },
+    { name: 'model.layers.1.mlp.weight', dtype: 'BF16', shape: [rows, 1024], seed: seed + 1 },
+  ]);
+  writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ seed }));
+  ok(ws, ['commit', '-m', `seed ${seed}`]);
+}
+
+interface Status {
+  live: { version: string } | null;
+  history: { version: string; result: string; action: string; reason?: string }[];
+}
+const status = (b: Box): Status => JSON.parse(ok(b.ws, ['deploy', 'status', 'box', '--json'])) as Status;
+const current = (b: Box): string => readlinkSync(path.join(b.deployRoot, 'current'));
+
+/** `current` names a complete directory: every file of the marker hashes to the version's sha256. */
+function assertCurrentComplete(b: Box, why: string): string {
+  const dir = path.join(b.deployRoot, current(b));
+  const marker = JSON.parse(readFileSync(path.join(dir, '.mstore-deploy.json'), 'utf8')) as { version: string; commit: string; files: { path: string; sha256: string }[] };
+  const show = JSON.parse(ok(b.store, ['show', marker.commit, '--json'])) as { files: { path: string; oid: string }[] };
+  assert.equal(marker.files.map((f) => f.path).sort(), show.files.map((f) => f.path).sort(), `${why}: the marker lists the version's files`);
+  for (const f of show.files) assert.is(sha256File(path.join(dir, f.path)), f.oid, `${why}: ${marker.version}:${f.path}`);
+  return marker.version;
+}
+
+async function teardown(b: Box | undefined): Promise<void> {
+  if (!b) return;
+  await killGroup(b.server, 'SIGTERM');
+  await b.standin.close();
+}
+
+test('deploy v001 then v002 over HTTP: current -> v002, active in the API, both attempts recorded', async () => {
+  const root = tmpDir('mstore-deploy-');
+  let b: Box | undefined;
+  try {
+    b = await setup(root);
+    commitVersion(b.ws, 1);
+    commitVersion(b.ws, 10);
+    const d1 = mstore(b.ws, ['deploy', 'box', 'v001'], ENV);
+    assert.is(d1.code, 0, d1.stderr);
+    assert.match(d1.stderr, /^remote: deploy: v001 is live/m);
+    ok(b.ws, ['deploy', 'box', 'v002']);
+    assert.is(current(b), 'v002');
+    assert.is(assertCurrentComplete(b, 'after v002'), 'v002');
+    assert.is(b.standin.state().active, 'mstore-v002');
+    const st = status(b);
+    assert.is(st.live?.version, 'v002');
+    assert.equal(st.history.map((a) => [a.version, a.result]), [['v002', 'ok'], ['v001', 'ok']]);
+    // Deploying what is live again is a no-op.
+    assert.match(ok(b.ws, ['deploy', 'box', 'v002']), /already live/);
+  } finally {
+    await teardown(b);
+    cleanup(root);
+  }
+});
+
+test('a failing API (500 on set_active, then down): deploy fails, current and active stay; a retry after recovery succeeds', async () => {
+  const root = tmpDir('mstore-deploy-fail-');
+  let b: Box | undefined;
+  try {
+    b = await setup(root);
+    commitVersion(b.ws, 1);
+    commitVersion(b.ws, 10);
+    ok(b.ws, ['deploy', 'box', 'v001']);
+    b.standin.setFaults({ setActive: 500 });
+    const failed = mstore(b.ws, ['deploy', 'box', 'v002'], ENV);
+    assert.is(failed.code, 1);
+    assert.match(failed.stderr, /^remote: deploy failed: set_active: .* answered 500/m);
+    assert.match(failed.stderr, /^mstore: error: deploy of v002 failed on /m);
+    assert.is(current(b), 'v001');
+    assert.is(b.standin.state().active, 'mstore-v001');
+    assert.is(mstore(b.store, ['log', 'deployed', '-n', '1', '--json']).stdout.includes('"v001"'), true, 'the trigger ref is back on v001');
+    // The data stayed: the retry sends nothing.
+    b.standin.setFaults({});
+    const retry = JSON.parse(ok(b.ws, ['deploy', 'box', 'v002', '--json'])) as { push: { bytesSent: number; upToDate: boolean }; attempt: { result: string } };
+    assert.is(retry.attempt.result, 'ok');
+    assert.is(retry.push.bytesSent, 0);
+    assert.is(current(b), 'v002');
+    assert.is(b.standin.state().active, 'mstore-v002');
+
+    // The API down: register cannot connect.
+    commitVersion(b.ws, 20);
+    const port = b.standin.port;
+    await b.standin.close();
+    const down = mstore(b.ws, ['deploy', 'box', 'v003'], ENV);
+    assert.is(down.code, 1);
+    assert.match(down.stderr, /deploy failed: register: .*(ECONNREFUSED|connect)/);
+    assert.is(current(b), 'v002');
+    b.standin = await startStandin({ port });
+    ok(b.ws, ['deploy', 'box', 'v003']);
+    assert.is(current(b), 'v003');
+    assert.is(b.standin.state().active, 'mstore-v003');
+    const st = status(b);
+    assert.equal(st.history.map((a) => [a.version, a.result]), [['v003', 'ok'], ['v003', 'failed'], ['v002', 'ok'], ['v002', 'failed'], ['v001', 'ok']]);
+  } finally {
+    await teardown(b);
+    cleanup(root);
+  }
+});
+
+test('kill -9 of the server mid-deploy at 10 moments: after restart current is a complete, verified version', async () => {
+  const seed = Number(process.env.MSTORE_TEST_SEED ?? Date.now() % 100000);
+  const rnd = prng(seed);
+  const root = tmpDir('mstore-deploy-kill-');
+  let b: Box | undefined;
+  try {
+    b = await setup(root);
+    const port = Number(new URL(b.server.url).port);
+    // 2 x 16 MiB tensors: materialising and verifying takes a while.
+    commitVersion(b.ws, 1, 8192);
+    ok(b.ws, ['deploy', 'box', 'v001']);
+    commitVersion(b.ws, 2, 8192);
+    const t0 = Date.now();
+    ok(b.ws, ['deploy', 'box', 'v002']);
+    const deployMs = Date.now() - t0;
+    let interrupted = 0;
+    for (let round = 0; round < 10; round++) {
+      commitVersion(b.ws, 100 + round, 8192);
+      const version = `v${String(round + 3).padStart(3, '0')}`;
+      const client = spawn(process.execPath, [CLI, 'deploy', 'box', version], { cwd: b.ws, stdio: 'ignore', env: { ...process.env, ...ENV } });
+      const clientGone = new Promise((r) => client.once('exit', r));
+      const at = Math.floor(rnd() * deployMs);
+      await new Promise((r) => setTimeout(r, at));
+      const finished = client.exitCode !== null;
+      await killGroup(b.server, 'SIGKILL');
+      await clientGone;
+      if (!finished) interrupted++;
+      // Whatever happened, current is whole right away (before any restart)...
+      const before = assertCurrentComplete(b, `seed ${seed} round ${round} (kill at ${at} ms), before restart`);
+      // ...and after the restart, which finishes a deploy the kill cut short.
+      b.server = await serve(b.store, b.tokens, port);
+      const after = assertCurrentComplete(b, `seed ${seed} round ${round}, after restart`);
+      assert.ok([before, version].includes(after), `seed ${seed} round ${round}: live ${after}, expected ${before} or ${version}`);
+      assert.ok(!current(b).startsWith('.'), `current names ${current(b)}, a temporary directory`);
+      assert.ok(lstatSync(path.join(b.deployRoot, 'current')).isSymbolicLink());
+    }
+    assert.ok(interrupted >= 5, `seed ${seed}: only ${interrupted} of 10 kills came before the deploy finished`);
+    // The box still deploys afterwards.
+    commitVersion(b.ws, 999, 8192);
+    ok(b.ws, ['deploy', 'box', 'v013']);
+    assert.is(assertCurrentComplete(b, 'final'), 'v013');
+  } finally {
+    await teardown(b);
+    cleanup(root);
+  }
+});
+
+test('rollback switches to the previous good version without transfer or re-materialisation', async () => {
+  const root = tmpDir('mstore-deploy-rb-');
+  let b: Box | undefined;
+  try {
+    b = await setup(root);
+    commitVersion(b.ws, 1, 2048);
+    commitVersion(b.ws, 2, 2048);
+    ok(b.ws, ['deploy', 'box', 'v001']);
+    ok(b.ws, ['deploy', 'box', 'v002']);
+    const marker = readFileSync(path.join(b.deployRoot, 'v001', '.mstore-deploy.json'), 'utf8');
+    const r = mstore(b.ws, ['deploy', 'rollback', 'box'], ENV);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, /v001 is already materialised/);
+    assert.is(current(b), 'v001');
+    assert.is(b.standin.state().active, 'mstore-v001');
+    assert.is(readFileSync(path.join(b.deployRoot, 'v001', '.mstore-deploy.json'), 'utf8'), marker, 'the directory was reused, not rewritten');
+    const st = status(b);
+    assert.equal(st.history[0].action, 'rollback');
+    assert.is(st.live?.version, 'v001');
+    // Rolling back to a named version, then forward again.
+    ok(b.ws, ['deploy', 'rollback', 'box', 'v002']);
+    assert.is(current(b), 'v002');
+    const none = mstore(b.ws, ['deploy', 'rollback', 'box', 'v099'], ENV);
+    assert.is(none.code, 1);
+    assert.match(none.stderr, /never deployed 'v099'/);
+    const digest = createHash('sha256').update(readFileSync(path.join(b.deployRoot, 'v002', 'model.safetensors'))).digest('hex');
+    assert.is(digest, sha256File(path.join(b.ws, 'model.safetensors')));
+  } finally {
+    await teardown(b);
+    cleanup(root);
+  }
+});
+
+test.run();
