@@ -2,13 +2,14 @@
  * `npm run demo`: the main job on the embedded default (a local store in a temporary
  * directory, no server, no network). It drives the real CLI and prints each command.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeSafetensors, layerTensors, type TensorSpec } from '../test/helpers.js';
+import { startStandin } from './inference-standin.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(here, '../bundle/cli.js');
@@ -136,13 +137,53 @@ try {
   mstore('log', '-n', '5');
   mstore('backup', 'list');
 
-  say('Consolidate: merge v003\'s adapter into its base model as a new version on the line "merged"');
-  process.stdout.write('  (verify both, back up, run the consolidate hook: torch on a GPU if present, else the built-in worker; validate; commit)\n');
-  mstore('consolidate', '--base', 'v003', '--adapter', 'v003');
-  mstore('log', 'merged/latest', '-n', '1');
-  const merged = JSON.parse(mstoreQuiet('show', 'merged/v001', '--json')) as { meta: { lineage: { parent_versions: string[] } } };
-  process.stdout.write(`  parents of merged/v001: ${merged.meta.lineage.parent_versions.join(' + ')}\n`);
-  mstore('diff', 'v003', 'merged/v001', 'model.safetensors', '--tensors');
+  say('The inference box: a bare store served over HTTP (mstore serve), deploying into a directory, and a');
+  process.stdout.write('  stand-in of its inference API (seed 002: /health, /models register + set_active, /generate) on 127.0.0.1.\n');
+  const standin = await startStandin();
+  const box = path.join(root, 'inference-box');
+  mstore('init', '--bare', box);
+  mstore('-C', box, 'deploy', 'setup', '--root', path.join(root, 'deployed-models'), '--api', standin.url);
+  const token = randomBytes(16).toString('hex');
+  writeFileSync(path.join(root, 'tokens'), `push ${token}\n`);
+  process.env.MSTORE_BOX_TOKEN = token;
+  process.stdout.write(`$ mstore serve ${box} --listen 127.0.0.1:0 --tokens tokens &\n`);
+  const server = spawn(process.execPath, [CLI, 'serve', box, '--listen', '127.0.0.1:0', '--tokens', path.join(root, 'tokens')], { stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      server.stdout!.on('data', (d: Buffer) => {
+        text += d.toString();
+        const m = /listening on (\S+)/.exec(text);
+        if (m) resolve(m[1]);
+      });
+      server.once('exit', (code) => reject(new Error(`mstore serve exited ${code}`)));
+    });
+    process.stdout.write(`  listening on ${url}\n`);
+    mstore('remote', 'add', 'box', url, '--token-env', 'MSTORE_BOX_TOKEN');
+
+    say('Deploy v003: push what the box lacks, move its `deployed` ref; its post-receive hook materialises and');
+    process.stdout.write('  verifies the version, switches deployed-models/current atomically, registers and activates it.\n');
+    mstore('deploy', 'box', 'v003');
+
+    say('Consolidate: merge v003\'s adapter into its base model as a new version on the line "merged",');
+    process.stdout.write('  then push and deploy it in the same command (verify, back up, hook: torch on a GPU if present, else the built-in worker; validate; commit).\n');
+    mstore('consolidate', '--base', 'v003', '--adapter', 'v003', '--push', 'box', '--deploy');
+    const merged = JSON.parse(mstoreQuiet('show', 'merged/v001', '--json')) as { meta: { lineage: { parent_versions: string[] } } };
+    process.stdout.write(`  parents of merged/v001: ${merged.meta.lineage.parent_versions.join(' + ')}\n`);
+    mstore('diff', 'v003', 'merged/v001', 'model.safetensors', '--tensors');
+    process.stdout.write(`  the inference API's active model: ${standin.state().active}\n`);
+
+    say('What is live on the box, and every deploy attempt. Then roll back: a switch, no transfer.');
+    mstore('deploy', 'status', 'box');
+    mstore('deploy', 'rollback', 'box');
+    process.stdout.write(`  the inference API's active model: ${standin.state().active}\n`);
+
+    say('The box verifies every byte it holds.');
+    mstore('-C', box, 'verify', '--all');
+  } finally {
+    server.kill('SIGTERM');
+    await standin.close();
+  }
 
   say(`Done. The store lives in ${ws}/.mstore and is removed now.`);
 } finally {

@@ -17,10 +17,53 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, readlinkSync, writeFileSync, lstatSync } from 'node:fs';
-import { startStandin, type Standin } from '../scripts/inference-standin.js';
+import { fileURLToPath } from 'node:url';
 import { CLI, cleanup, mstore, prng, sha256File, tmpDir, writeSafetensors } from './helpers.js';
 
 const TOKEN = 'deploy-test-push-token-0123456789';
+const STANDIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../scripts/inference-standin.js');
+
+/**
+ * The inference API stand-in as its own process: the tests drive the CLI synchronously, which
+ * would starve an in-process server. Faults and state go over its /__standin routes.
+ */
+interface Standin {
+  url: string;
+  port: number;
+  child: ChildProcess;
+  setFaults(f: Record<string, number>): Promise<void>;
+  active(): Promise<string | null>;
+  close(): Promise<void>;
+}
+
+async function startStandin(port = 0): Promise<Standin> {
+  const child = spawn(process.execPath, [STANDIN, '--port', String(port)], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    let text = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      text += d.toString();
+      const m = /listening on (http:\/\/[0-9.]+:[0-9]+)/.exec(text);
+      if (m) resolve(m[1]);
+    });
+    child.once('exit', (code) => reject(new Error(`the stand-in exited ${code}`)));
+  });
+  return {
+    url,
+    port: Number(new URL(url).port),
+    child,
+    setFaults: async (f) => {
+      const r = await fetch(`${url}/__standin/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(f) });
+      assert.is(r.status, 200);
+    },
+    active: async () => ((await (await fetch(`${url}/__standin/state`)).json()) as { active: string | null }).active,
+    close: async () => {
+      if (child.exitCode !== null) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await gone;
+    },
+  };
+}
 const ENV = { BOX_TOKEN: TOKEN };
 
 function ok(cwd: string, args: string[]): string {
@@ -149,7 +192,7 @@ test('deploy v001 then v002 over HTTP: current -> v002, active in the API, both 
     ok(b.ws, ['deploy', 'box', 'v002']);
     assert.is(current(b), 'v002');
     assert.is(assertCurrentComplete(b, 'after v002'), 'v002');
-    assert.is(b.standin.state().active, 'mstore-v002');
+    assert.is(await b.standin.active(), 'mstore-v002');
     const st = status(b);
     assert.is(st.live?.version, 'v002');
     assert.equal(st.history.map((a) => [a.version, a.result]), [['v002', 'ok'], ['v001', 'ok']]);
@@ -169,21 +212,21 @@ test('a failing API (500 on set_active, then down): deploy fails, current and ac
     commitVersion(b.ws, 1);
     commitVersion(b.ws, 10);
     ok(b.ws, ['deploy', 'box', 'v001']);
-    b.standin.setFaults({ setActive: 500 });
+    await b.standin.setFaults({ setActive: 500 });
     const failed = mstore(b.ws, ['deploy', 'box', 'v002'], ENV);
     assert.is(failed.code, 1);
     assert.match(failed.stderr, /^remote: deploy failed: set_active: .* answered 500/m);
     assert.match(failed.stderr, /^mstore: error: deploy of v002 failed on /m);
     assert.is(current(b), 'v001');
-    assert.is(b.standin.state().active, 'mstore-v001');
+    assert.is(await b.standin.active(), 'mstore-v001');
     assert.is(mstore(b.store, ['log', 'deployed', '-n', '1', '--json']).stdout.includes('"v001"'), true, 'the trigger ref is back on v001');
     // The data stayed: the retry sends nothing.
-    b.standin.setFaults({});
+    await b.standin.setFaults({});
     const retry = JSON.parse(ok(b.ws, ['deploy', 'box', 'v002', '--json'])) as { push: { bytesSent: number; upToDate: boolean }; attempt: { result: string } };
     assert.is(retry.attempt.result, 'ok');
     assert.is(retry.push.bytesSent, 0);
     assert.is(current(b), 'v002');
-    assert.is(b.standin.state().active, 'mstore-v002');
+    assert.is(await b.standin.active(), 'mstore-v002');
 
     // The API down: register cannot connect.
     commitVersion(b.ws, 20);
@@ -193,10 +236,10 @@ test('a failing API (500 on set_active, then down): deploy fails, current and ac
     assert.is(down.code, 1);
     assert.match(down.stderr, /deploy failed: register: .*(ECONNREFUSED|connect)/);
     assert.is(current(b), 'v002');
-    b.standin = await startStandin({ port });
+    b.standin = await startStandin(port);
     ok(b.ws, ['deploy', 'box', 'v003']);
     assert.is(current(b), 'v003');
-    assert.is(b.standin.state().active, 'mstore-v003');
+    assert.is(await b.standin.active(), 'mstore-v003');
     const st = status(b);
     assert.equal(st.history.map((a) => [a.version, a.result]), [['v003', 'ok'], ['v003', 'failed'], ['v002', 'ok'], ['v002', 'failed'], ['v001', 'ok']]);
   } finally {
@@ -266,7 +309,7 @@ test('rollback switches to the previous good version without transfer or re-mate
     assert.is(r.code, 0, r.stderr);
     assert.match(r.stderr, /v001 is already materialised/);
     assert.is(current(b), 'v001');
-    assert.is(b.standin.state().active, 'mstore-v001');
+    assert.is(await b.standin.active(), 'mstore-v001');
     assert.is(readFileSync(path.join(b.deployRoot, 'v001', '.mstore-deploy.json'), 'utf8'), marker, 'the directory was reused, not rewritten');
     const st = status(b);
     assert.equal(st.history[0].action, 'rollback');

@@ -1,3 +1,4 @@
+import { reconcileDeploy } from '../deploy/apply.js';
 import type { CommandModule } from 'yargs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -69,6 +70,9 @@ export const serveCommand: CommandModule<object, Args> = {
     const remote = await StoreRemote.open(dir, { display: dir, lockTimeoutMs: LOCK_WAIT_MS });
     try {
       if (!remote.store.config.bare) throw new MstoreError('EBADINPUT', `${dir} is a workspace store; serve a bare one (mstore init --bare DIR, then push to it)`);
+      // A deploy a crash cut short (the trigger ref ahead of what is live) finishes before pushes come in.
+      const reconciled = await reconcileDeploy(remote.store, { onLine: (l) => log(l) }).catch((e: Error) => log(`deploy reconcile failed: ${e.message}`));
+      if (reconciled) log(`deploy reconcile of ${reconciled.version}: ${reconciled.result}${reconciled.reason ? ` (${reconciled.reason})` : ''}`);
       // Signals are taken before listening, so one that arrives early still shuts down cleanly.
       let stop: () => void = () => undefined;
       const stopped = new Promise<string>((resolve) => {

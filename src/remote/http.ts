@@ -5,6 +5,7 @@
  * connection errors and 502/503/504. A ref update is never retried: when its outcome is
  * unknown the refs are read back to decide.
  */
+import type { DeployStatus } from '../deploy/records.js';
 import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
@@ -227,6 +228,13 @@ export class HttpRemote implements Remote {
     const j = (await this.getJson('/health')) as { ok?: unknown; format?: unknown; protocol?: unknown; maxBody?: unknown };
     if (j.ok !== true || typeof j.protocol !== 'number') throw new MstoreError('EREMOTE', `${this.display} does not answer like mstore serve (GET /health)`);
     return { ok: true, format: typeof j.format === 'string' ? j.format : null, protocol: j.protocol, maxBody: typeof j.maxBody === 'number' ? j.maxBody : 0 };
+  }
+
+  /** GET /v1/deploy (docs/deploy.md). */
+  async deployStatus(): Promise<DeployStatus> {
+    const j = (await this.getJson('/v1/deploy')) as DeployStatus;
+    if (typeof j !== 'object' || j === null || typeof j.configured !== 'boolean' || !Array.isArray(j.history)) throw new MstoreError('EREMOTE', `${this.display}: GET /v1/deploy answered something else than a deploy status`);
+    return j;
   }
 
   async listRefs(): Promise<Map<string, string>> {

@@ -203,6 +203,7 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
       '/v1/fetch': { method: 'POST', scope: 'read', run: fetchObjects },
       '/v1/objects': { method: 'POST', scope: 'push', run: receiveObjects },
       '/v1/refs/update': { method: 'POST', scope: 'push', run: updateRefs },
+      '/v1/deploy': { method: 'GET', scope: 'read', run: deployInfo },
     };
     const r = Object.hasOwn(routes, pathname) ? routes[pathname] : undefined;
     if (!r) throw new HttpError(404, 'EBADINPUT', `no such route: ${method} ${pathname.replace(/[^\x21-\x7e]/g, '?').slice(0, 200)}`);
@@ -230,6 +231,13 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
     ctx.bodyLeft = false;
     const refs = await remote.listRefs();
     sendJson(ctx, 200, { refs: Object.fromEntries([...refs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) });
+  }
+
+  /** The served store's deploy state (docs/deploy.md): configuration, live version, attempts. */
+  async function deployInfo(ctx: Ctx): Promise<void> {
+    ctx.bodyLeft = false;
+    if (!remote.deployStatus) throw new HttpError(404, 'EBADINPUT', 'this server has no deploy state');
+    sendJson(ctx, 200, await remote.deployStatus());
   }
 
   function idsRequest(body: unknown): { kind: ObjectKind; ids: string[] } {
