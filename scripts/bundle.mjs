@@ -5,13 +5,11 @@
 // needs into its own chunk, so a no-op `mstore commit` (target: 0.3 s in all) does not
 // parse the merge kernels, the diff libraries or the remote transports. lmdb stays
 // external: it loads a native addon. The hash worker is its own entry, next to the CLI.
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import { build } from 'esbuild';
 
-// Chunk names carry content hashes: stale ones from earlier builds would pile up.
-rmSync('dist/bundle', { recursive: true, force: true });
-
-await build({
+const result = await build({
   entryPoints: { cli: 'dist/src/cli.js', 'hash-worker': 'dist/src/store/hash-worker.js' },
   outdir: 'dist/bundle',
   bundle: true,
@@ -25,6 +23,15 @@ await build({
   external: ['lmdb', 'vega', 'vega-lite', '@resvg/resvg-js'],
   minify: true,
   logLevel: 'warning',
+  metafile: true,
   // CommonJS dependencies inside an ESM bundle still call require() for node builtins.
   banner: { js: "import { createRequire as __mstoreRequire } from 'node:module'; const require = __mstoreRequire(import.meta.url);" },
 });
+
+// Chunk names carry content hashes: remove those of earlier builds (after writing the new
+// ones, so a CLI running meanwhile never finds its entry missing).
+const written = new Set(Object.keys(result.metafile.outputs).map((f) => path.resolve(f)));
+for (const name of readdirSync('dist/bundle/chunks')) {
+  const f = path.resolve('dist/bundle/chunks', name);
+  if (!written.has(f)) rmSync(f, { force: true });
+}

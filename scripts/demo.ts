@@ -2,14 +2,13 @@
  * `npm run demo`: the main job on the embedded default (a local store in a temporary
  * directory, no server, no network). It drives the real CLI and prints each command.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeSafetensors, layerTensors, type TensorSpec } from '../test/helpers.js';
-import { startStandin } from './inference-standin.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(here, '../bundle/cli.js');
@@ -24,8 +23,9 @@ function say(text: string): void {
 function run(args: string[], echoOutput: boolean): string {
   process.stdout.write(`$ mstore ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}\n`);
   const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ws, encoding: 'utf8', env: { ...process.env, MSTORE_AUTHOR_NAME: 'demo' } });
-  if (echoOutput) process.stdout.write(r.stdout);
+  // stderr first: a push's `remote:` lines come before its summary.
   process.stderr.write(r.stderr);
+  if (echoOutput) process.stdout.write(r.stdout);
   if (r.status !== 0) throw new Error(`mstore ${args[0]} exited ${r.status}`);
   return r.stdout;
 }
@@ -33,6 +33,19 @@ function run(args: string[], echoOutput: boolean): string {
 const mstore = (...args: string[]): string => run(args, true);
 /** For --json calls whose output the demo digests itself. */
 const mstoreQuiet = (...args: string[]): string => run(args, false);
+
+/** The URL a server prints in its "listening on URL" line. */
+function listeningUrl(child: ChildProcess): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      text += d.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(text);
+      if (m) resolve(m[1]);
+    });
+    child.once('exit', (code) => reject(new Error(`${child.spawnargs.slice(1, 3).join(' ')} exited ${code}`)));
+  });
+}
 
 function sha256(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');
@@ -139,25 +152,20 @@ try {
 
   say('The inference box: a bare store served over HTTP (mstore serve), deploying into a directory, and a');
   process.stdout.write('  stand-in of its inference API (seed 002: /health, /models register + set_active, /generate) on 127.0.0.1.\n');
-  const standin = await startStandin();
+  // Its own process: the demo runs the CLI synchronously, which would starve an in-process server.
+  const standinProc = spawn(process.execPath, [path.join(here, 'inference-standin.js'), '--port', '0'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const standinUrl = await listeningUrl(standinProc);
+  const activeModel = async (): Promise<string> => ((await (await fetch(`${standinUrl}/__standin/state`)).json()) as { active: string | null }).active ?? 'none';
   const box = path.join(root, 'inference-box');
   mstore('init', '--bare', box);
-  mstore('-C', box, 'deploy', 'setup', '--root', path.join(root, 'deployed-models'), '--api', standin.url);
+  mstore('-C', box, 'deploy', 'setup', '--root', path.join(root, 'deployed-models'), '--api', standinUrl);
   const token = randomBytes(16).toString('hex');
   writeFileSync(path.join(root, 'tokens'), `push ${token}\n`);
   process.env.MSTORE_BOX_TOKEN = token;
   process.stdout.write(`$ mstore serve ${box} --listen 127.0.0.1:0 --tokens tokens &\n`);
   const server = spawn(process.execPath, [CLI, 'serve', box, '--listen', '127.0.0.1:0', '--tokens', path.join(root, 'tokens')], { stdio: ['ignore', 'pipe', 'ignore'] });
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let text = '';
-      server.stdout!.on('data', (d: Buffer) => {
-        text += d.toString();
-        const m = /listening on (\S+)/.exec(text);
-        if (m) resolve(m[1]);
-      });
-      server.once('exit', (code) => reject(new Error(`mstore serve exited ${code}`)));
-    });
+    const url = await listeningUrl(server);
     process.stdout.write(`  listening on ${url}\n`);
     mstore('remote', 'add', 'box', url, '--token-env', 'MSTORE_BOX_TOKEN');
 
@@ -171,18 +179,18 @@ try {
     const merged = JSON.parse(mstoreQuiet('show', 'merged/v001', '--json')) as { meta: { lineage: { parent_versions: string[] } } };
     process.stdout.write(`  parents of merged/v001: ${merged.meta.lineage.parent_versions.join(' + ')}\n`);
     mstore('diff', 'v003', 'merged/v001', 'model.safetensors', '--tensors');
-    process.stdout.write(`  the inference API's active model: ${standin.state().active}\n`);
+    process.stdout.write(`  the inference API's active model: ${await activeModel()}\n`);
 
     say('What is live on the box, and every deploy attempt. Then roll back: a switch, no transfer.');
     mstore('deploy', 'status', 'box');
     mstore('deploy', 'rollback', 'box');
-    process.stdout.write(`  the inference API's active model: ${standin.state().active}\n`);
+    process.stdout.write(`  the inference API's active model: ${await activeModel()}\n`);
 
     say('The box verifies every byte it holds.');
     mstore('-C', box, 'verify', '--all');
   } finally {
     server.kill('SIGTERM');
-    await standin.close();
+    standinProc.kill('SIGTERM');
   }
 
   say(`Done. The store lives in ${ws}/.mstore and is removed now.`);
