@@ -198,7 +198,9 @@ export class S3Remote implements Remote {
     this.sdk ??= (async () => {
       // The SDK warns on stderr about Node < 22 at client creation; a library never prints.
       process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-      const mod = await import('@aws-sdk/client-s3');
+      const loaded = await import('@aws-sdk/client-s3');
+      // Bundled by esbuild, a CommonJS package's exports arrive under `default`.
+      const mod: S3Module = 'S3Client' in loaded && loaded.S3Client ? loaded : (loaded as unknown as { default: S3Module }).default;
       const client = new mod.S3Client({
         endpoint: this.endpoint,
         region: this.region,
@@ -421,6 +423,7 @@ export class S3Remote implements Remote {
         if (u.new === null) t.refs.delete(u.ref);
         else t.refs.set(u.ref, u.new);
       }
+      if (updates.every((u) => u.old === u.new)) return; // checked, nothing to write
       const refs: Record<string, string> = {};
       for (const name of [...t.refs.keys()].sort()) refs[name] = t.refs.get(name) as string;
       const body = Buffer.from(`${JSON.stringify({ refs, txn }, null, 1)}\n`);
@@ -563,7 +566,9 @@ export class S3Remote implements Remote {
     const result: SendResult = { objects: 0, bytes: 0 };
     const queued = new Set<string>();
     let cur: PackParts | undefined;
+    /** An upload that failed: stop. A failing source (sourceError) still gets what it gave published. */
     let failure: unknown;
+    let sourceError: unknown;
     const note = (p: Promise<unknown>) => p.catch((e) => (failure ??= e));
     let published: Promise<void> = Promise.resolve();
     const gitWrites = new Map<string, Promise<void>>();
@@ -581,9 +586,12 @@ export class S3Remote implements Remote {
         await this.put(built.idxRel, built.idx);
         this.addIdx(built.id, built.idx, built.idxRel);
         await this.cacheIdx(built.id, built.idx);
-        result.objects += p.entries.length;
-        result.bytes += p.bytes;
-        onBytes?.(p.bytes);
+        // A pack a killed run had uploaded whole (but not indexed) costs nothing now.
+        if (built.uploaded) {
+          result.objects += p.entries.length;
+          result.bytes += p.bytes;
+          onBytes?.(p.bytes);
+        }
       });
       note(published);
     };
@@ -630,17 +638,17 @@ export class S3Remote implements Remote {
         if (PACK_MAGIC.length + cur.bytes >= S3_PACK_BYTES) await seal();
       }
     } catch (e) {
-      failure ??= e;
+      sourceError = e;
     }
-    // What is complete gets published even when the stream failed: a rerun skips it.
+    // What the source gave before it failed is complete: publish it, a rerun skips it.
     await flushContent();
     await Promise.allSettled(gitWrites.values());
-    if (failure) throw failure;
+    if (failure ?? sourceError) throw failure ?? sourceError;
     return result;
   }
 
   /** Seals a pack in memory (table, footer), PUTs it unless an identical one is there, and returns its .idx. */
-  private async uploadPack(p: PackParts): Promise<{ id: string; idx: Buffer; idxRel: string }> {
+  private async uploadPack(p: PackParts): Promise<{ id: string; idx: Buffer; idxRel: string; uploaded: boolean }> {
     const table = Buffer.alloc(p.entries.length * TABLE_ENTRY_BYTES);
     p.entries.forEach((e, i) => {
       const o = i * TABLE_ENTRY_BYTES;
@@ -658,12 +666,14 @@ export class S3Remote implements Remote {
     const rel = `data/${id.slice(0, 2)}/${id}.pack`;
     const size = PACK_MAGIC.length + p.bytes + idx.length;
     // A rerun after a kill rebuilds the same pack: if it is already there, whole, skip the upload.
-    if ((await this.head(rel)) !== size) {
+    const uploaded = (await this.head(rel)) !== size;
+    if (uploaded) {
       const body = Buffer.concat([...p.parts, idx], size);
       p.parts.length = 0;
       await this.put(rel, body);
     }
-    return { id, idx, idxRel: `index/${id}.idx` };
+    p.parts.length = 0;
+    return { id, idx, idxRel: `index/${id}.idx`, uploaded };
   }
 
   // ---------------------------------------------------------------- fetch
