@@ -70,7 +70,7 @@ export const deployCommand: CommandModule<object, Args> = {
       .example('$0 deploy box v004', 'send v004 to the box and make it the active model')
       .example('$0 deploy status box --json', 'what is live there, and the history of attempts')
       .example('$0 deploy rollback box', 'back to the previous good version in about a second')
-      .example('$0 -C /srv/models deploy setup --root /srv/deploy --api http://127.0.0.1:8000', 'on the box: configure deploys') as never,
+      .example('$0 -C /srv/models deploy setup --root /srv/deploy --api http://127.0.0.1:8765', 'on the box: configure deploys') as never,
   handler: handler(async (a) => {
     const [sub, ...rest] = a.args;
     await withStore(async (store) => {

@@ -24,7 +24,7 @@ const LOCK_WAIT_MS = 10 * 60_000;
 function parseListen(s: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new MstoreError('EBADINPUT', `--listen expects HOST:PORT (e.g. 127.0.0.1:8765), got '${s}'`, 2);
+  if (!m || port > 65535) throw new MstoreError('EBADINPUT', `--listen expects HOST:PORT (e.g. 127.0.0.1:8750), got '${s}'`, 2);
   return { host: m[1] ?? m[2], port };
 }
 
@@ -41,13 +41,13 @@ export const serveCommand: CommandModule<object, Args> = {
   builder: (y) =>
     y
       .positional('store', { type: 'string', default: '.', describe: 'the bare store directory (mstore init --bare DIR)' })
-      .option('listen', { type: 'string', default: '127.0.0.1:8765', requiresArg: true, describe: 'HOST:PORT to listen on (port 0: any free port)' })
+      .option('listen', { type: 'string', default: '127.0.0.1:8750', requiresArg: true, describe: 'HOST:PORT to listen on (port 0: any free port; 8750 by default, clear of the inference API on 8765)' })
       .option('tokens', { type: 'string', demandOption: true, requiresArg: true, describe: "file of 'SCOPE TOKEN' lines (scope read, push or admin; # comments)" })
       .option('tls-cert', { type: 'string', requiresArg: true, describe: 'PEM certificate (chain): serve HTTPS' })
       .option('tls-key', { type: 'string', requiresArg: true, describe: 'PEM private key of --tls-cert' })
       .option('max-body', { type: 'string', default: String(DEFAULT_MAX_BODY), requiresArg: true, describe: 'largest object-upload request body (bytes; K/M/G suffixes)' })
       .option('grace', { type: 'number', default: 30, requiresArg: true, describe: 'seconds in-flight requests get to finish on SIGTERM/SIGINT' })
-      .example('$0 init --bare /srv/models && $0 serve /srv/models --listen 0.0.0.0:8765 --tokens /etc/mstore/tokens', 'serve a new bare store')
+      .example('$0 init --bare /srv/models && $0 serve /srv/models --listen 0.0.0.0:8750 --tokens /etc/mstore/tokens', 'serve a new bare store')
       .example('$0 serve /srv/models --listen 0.0.0.0:8443 --tokens tokens --tls-cert cert.pem --tls-key key.pem', 'HTTPS') as never,
   handler: handler(async (a) => {
     const listen = parseListen(a.listen);
