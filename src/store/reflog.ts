@@ -131,6 +131,36 @@ export async function moveRefs(
   return entries;
 }
 
+/**
+ * After a crash (a writer's stale lock taken over): the moves of the last recorded push or pull
+ * that had not happened yet are made. They were recorded before any of its refs moved, and
+ * only after everything they point at was written and verified, so finishing them is how
+ * "all refs of one operation move together" survives a kill between two ref writes. A ref
+ * that has since moved elsewhere leaves the operation alone. Caller holds the store lock.
+ */
+export async function finishLastOperation(store: Store): Promise<RefLogEntry[]> {
+  const entries = await readRefLog(store);
+  if (!entries.length) return [];
+  const op = entries[entries.length - 1].op;
+  let i = entries.length;
+  while (i > 0 && entries[i - 1].op === op) i--;
+  // Only transfers promise that their refs move together; a killed commit is not made to
+  // have happened after the fact.
+  if (!['push', 'pull'].includes(entries[i].reason)) return [];
+  const todo: RefLogEntry[] = [];
+  for (const e of entries.slice(i)) {
+    const cur = (await store.repo.readRef(e.ref)) ?? null;
+    if (cur === e.new) continue;
+    if (cur !== e.old) return [];
+    todo.push(e);
+  }
+  for (const e of todo) {
+    if (e.new === null) await store.repo.deleteRef(e.ref);
+    else await store.repo.writeRef(e.ref, e.new, true);
+  }
+  return todo;
+}
+
 /** The entries for one ref (exact name, or a short name under refs/tags/ or refs/heads/), newest first. */
 export function entriesFor(entries: RefLogEntry[], name: string): RefLogEntry[] {
   const names = name.startsWith('refs/') ? [name] : [`refs/tags/${name}`, `refs/heads/${name}`, ...(name === 'latest' ? ['refs/heads/latest'] : [])];

@@ -12,6 +12,7 @@ import { StoreIndex } from './index-db.js';
 import { ParallelHasher } from './hashing.js';
 import { StoreLock } from './lock.js';
 import { indexPacks } from './reindex.js';
+import { finishLastOperation } from './reflog.js';
 import { installDefaultHooks } from './package-files.js';
 import { SLOT_BYTES, type ChunkingConfig } from './content.js';
 
@@ -170,7 +171,11 @@ export class Store {
         if (name.startsWith(TMP_PREFIX)) await rm(path.join(this.gitdir, name), { force: true });
       }
       // A crashed writer may have sealed packs it never indexed: index them, don't store them twice.
-      if (lock.tookOverStale) await indexPacks(this);
+      if (lock.tookOverStale) {
+        await indexPacks(this);
+        // ...and may have moved only some refs of an operation: finish it.
+        await finishLastOperation(this);
+      }
       return await fn();
     } finally {
       await lock.release();
