@@ -425,8 +425,10 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
     const text = Buffer.from(`${JSON.stringify(value)}\n`, 'utf8');
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(text.length), 'cache-control': 'no-store', ...headers });
     ctx.bytesOut += text.length;
-    res.end(ctx.req.method === 'HEAD' ? undefined : text);
-    if (ctx.bodyLeft) linger(ctx);
+    if (ctx.bodyLeft && !ctx.req.complete) {
+      res.write(text);
+      linger(ctx);
+    } else res.end(ctx.req.method === 'HEAD' ? undefined : text);
   }
 
   function errorBody(e: unknown): { error: { code: string; message: string } } {
@@ -447,19 +449,27 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
   }
 
   /**
-   * After answering a request whose body was not read to its end (401 on an upload, 413, a
-   * bad chunk), read and drop what the client still sends for a moment before closing: closing
-   * at once makes the kernel answer the client's next write with RST, and most clients then
-   * report "connection reset" instead of the answer they were sent.
+   * Answers a request whose body was not read to its end (401 on an upload, 413, a bad
+   * chunk): the answer is written whole (it has a Content-Length, so the client can read it
+   * while still sending), but the response ends only once the client has finished sending, or
+   * after 2 s. Ending at once makes node close the socket (the client may have sent
+   * `Connection: close`), and the kernel answers the client's next write with RST: most
+   * clients then report "connection reset" instead of the answer they were sent.
    */
   function linger(ctx: Ctx): void {
-    const { req } = ctx;
-    if (req.complete) return;
+    const { req, res } = ctx;
     const socket: Socket = req.socket;
-    const t = setTimeout(() => socket.destroy(), 2000);
+    const finish = (): void => {
+      clearTimeout(t);
+      if (!res.writableEnded) res.end();
+    };
+    const t = setTimeout(() => {
+      finish();
+      socket.destroy();
+    }, 2000);
     t.unref();
-    req.on('end', () => clearTimeout(t));
-    req.on('error', () => undefined);
+    req.on('end', finish);
+    req.on('error', finish);
     req.on('data', (b: Buffer) => {
       ctx.bytesIn += b.length;
     });
@@ -478,7 +488,8 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
     const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
     if (socket.writable && !socket.destroyed) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     else socket.destroy();
-    if (err.code !== 'ECONNRESET') log(`client error: ${err.code ?? errorLine(err)}`);
+    // A client that goes away mid-request (ECONNRESET, or EOF inside a body) is no news.
+    if (err.code !== 'ECONNRESET' && err.code !== 'HPE_INVALID_EOF_STATE') log(`client error: ${err.code ?? errorLine(err)}`);
   });
   if (opts.tls) server.on('tlsClientError', (err: NodeJS.ErrnoException) => log(`tls client error: ${err.code ?? errorLine(err)}`));
 
