@@ -634,11 +634,13 @@ function registerTests(): void {
           assert.is(c.code, 0, `${why}: refs.json names an incomplete version: ${c.stderr}`);
           assert.is(mstore(out, ['verify', '--all']).code, 0, why);
           cleanup(out);
+          await deletePrefix(prefix); // RGW's memstore holds every object in RAM
           prefix = fresh();
         }
       }
       assert.ok(killed >= 5, `seed ${seed}: only ${killed} of 10 kills landed mid-push`);
 
+      await deletePrefix(prefix);
       // Kill once more half-way, then the rerun: it sends what no .idx lists yet, plus at most
       // the pack that was being uploaded when the kill came (S3_PACK_BYTES + one chunk). A pack
       // uploaded whole but not yet indexed is rebuilt identically and found there (not sent).

@@ -77,11 +77,16 @@ interface Table {
   txn: string | null;
 }
 
+/** A pack being filled: magic and entries copied back to back into `buf` (reused, see send). */
 interface PackParts {
-  parts: Buffer[];
+  buf: Buffer;
+  used: number;
   entries: { type: number; id: string; length: number }[];
   bytes: number;
 }
+
+/** Pack buffers: room for a full pack, the entry that crosses the limit, and a typical table. */
+const PACK_BUFFER_BYTES = S3_PACK_BYTES + MAX_OBJECT_BYTES + 1024 * 1024;
 
 /** s3://bucket/prefix -> bucket, prefix (no leading or trailing slash). */
 export function parseS3Url(url: string): { bucket: string; prefix: string } {
@@ -566,6 +571,12 @@ export class S3Remote implements Remote {
     const result: SendResult = { objects: 0, bytes: 0 };
     const queued = new Set<string>();
     let cur: PackParts | undefined;
+    // Two buffers, reused: one uploading while the other fills. Memory stays at about
+    // 2 x PACK_BUFFER_BYTES whatever the total, and no per-pack garbage waits for the GC.
+    const pool: Buffer[] = [];
+    const release = (b: Buffer) => {
+      if (b.length === PACK_BUFFER_BYTES && pool.length < 2) pool.push(b);
+    };
     /** An upload that failed: stop. A failing source (sourceError) still gets what it gave published. */
     let failure: unknown;
     let sourceError: unknown;
@@ -582,7 +593,7 @@ export class S3Remote implements Remote {
       if (!p) return;
       await published.catch(() => undefined);
       if (failure) return;
-      published = this.uploadPack(p).then(async (built) => {
+      published = this.uploadPack(p).finally(() => release(p.buf)).then(async (built) => {
         await this.put(built.idxRel, built.idx);
         this.addIdx(built.id, built.idx, built.idxRel);
         await this.cacheIdx(built.id, built.idx);
@@ -631,8 +642,15 @@ export class S3Remote implements Remote {
           throw new MstoreError('EBADINPUT', `${o.kind} ${o.id}: ${o.data.length} bytes is over the limit`);
         }
         queued.add(qk);
-        cur ??= { parts: [PACK_MAGIC], entries: [], bytes: 0 };
-        cur.parts.push(o.data);
+        if (cur && cur.used + o.data.length > cur.buf.length) await seal();
+        if (!cur) {
+          const need = PACK_MAGIC.length + o.data.length;
+          const buf = need <= PACK_BUFFER_BYTES ? (pool.pop() ?? Buffer.allocUnsafe(PACK_BUFFER_BYTES)) : Buffer.allocUnsafe(need);
+          PACK_MAGIC.copy(buf, 0);
+          cur = { buf, used: PACK_MAGIC.length, entries: [], bytes: 0 };
+        }
+        o.data.copy(cur.buf, cur.used);
+        cur.used += o.data.length;
         cur.entries.push({ type: o.kind === 'chunk' ? ENTRY_CHUNK : ENTRY_FILE, id: o.id, length: o.data.length });
         cur.bytes += o.data.length;
         if (PACK_MAGIC.length + cur.bytes >= S3_PACK_BYTES) await seal();
@@ -668,11 +686,13 @@ export class S3Remote implements Remote {
     // A rerun after a kill rebuilds the same pack: if it is already there, whole, skip the upload.
     const uploaded = (await this.head(rel)) !== size;
     if (uploaded) {
-      const body = Buffer.concat([...p.parts, idx], size);
-      p.parts.length = 0;
+      let body: Buffer;
+      if (p.used + idx.length <= p.buf.length) {
+        idx.copy(p.buf, p.used);
+        body = p.buf.subarray(0, size);
+      } else body = Buffer.concat([p.buf.subarray(0, p.used), idx], size);
       await this.put(rel, body);
     }
-    p.parts.length = 0;
     return { id, idx, idxRel: `index/${id}.idx`, uploaded };
   }
 
