@@ -271,7 +271,6 @@ export class S3Remote implements Remote {
           Key: this.key(rel),
           Body: body,
           ContentLength: body.length,
-          // RGW compares If-Match against the bare ETag (brief §6).
           IfMatch: cond?.ifMatch,
           IfNoneMatch: cond?.ifNoneMatch ? '*' : undefined,
         }),
@@ -417,9 +416,14 @@ export class S3Remote implements Remote {
     }
     const txn = randomBytes(12).toString('hex');
     let delay = 20;
+    // RGW compares If-Match with the bare ETag; RFC 7232 servers want it quoted. A 412 while
+    // refs.json still has the ETag we sent means the server did not take our form: switch.
+    let quoted = false;
+    let sent: { etag: string | null; status: number | undefined } | undefined;
     for (let attempt = 1; ; attempt++) {
       const t = await this.readTable();
       if (t.txn === txn) return; // an earlier attempt of ours landed
+      if (sent?.status === 412 && sent.etag !== null && sent.etag === t.etag) quoted = !quoted;
       for (const u of updates) {
         const cur = t.refs.get(u.ref) ?? null;
         if (cur !== u.old) {
@@ -433,12 +437,14 @@ export class S3Remote implements Remote {
       for (const name of [...t.refs.keys()].sort()) refs[name] = t.refs.get(name) as string;
       const body = Buffer.from(`${JSON.stringify({ refs, txn }, null, 1)}\n`);
       try {
-        await this.put('refs.json', body, t.etag ? { ifMatch: t.etag } : { ifNoneMatch: true });
+        await this.put('refs.json', body, t.etag ? { ifMatch: quoted ? `"${t.etag}"` : t.etag } : { ifNoneMatch: true });
         return;
       } catch (e) {
         const status = (e as { status?: number }).status;
         const raced = status === 412 || status === 409 || (status !== undefined && status >= 500);
-        if (!raced || attempt >= CAS_ATTEMPTS) throw e;
+        if (!raced) throw e;
+        if (attempt >= CAS_ATTEMPTS) throw new MstoreError('EREMOTE', `${this.where('refs.json')}: no compare-and-swap succeeded in ${CAS_ATTEMPTS} attempts (last answer HTTP ${status})`);
+        sent = { etag: t.etag, status };
       }
       await sleep(delay / 2 + Math.random() * delay);
       delay = Math.min(delay * 2, 1000);
