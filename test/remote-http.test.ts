@@ -455,9 +455,14 @@ test('bad input: .., absolute paths, NUL in ids or ref names 400; a chunk not ma
 
     assert.equal(snapshot(b.store), before, 'every rejected request left the store unchanged');
     assertComplete(b.store, 'after the bad requests');
-    // The server still serves.
+    // The server still serves; the client keeps its requests under --max-body (GET /health says it).
     assert.is((await raw(url, 'GET', '/v1/refs', { token: READ })).status, 200);
     assert.ok(okJson<PushJson>(b.ws, ['push', 'box'], b.env).upToDate);
+    writeModelDir(b.ws, { step: 2, tensors: Array.from({ length: 8 }, (_, i) => ({ name: `t${i}`, dtype: 'BF16', shape: [1024, 2048], seed: 70 + i })) });
+    ok(b.ws, ['commit', '-m', 'two']);
+    const p2 = okJson<PushJson>(b.ws, ['push', 'box'], b.env);
+    assert.ok(p2.bytesSent > 32 * MIB, `a push larger than --max-body (${p2.bytesSent} bytes) goes through in several requests`);
+    assertComplete(b.store, 'after the push over the body limit');
   } finally {
     await server?.stop();
     cleanup(root);
@@ -582,6 +587,8 @@ test('client: a fetch cut mid-stream resumes with the ids not yet received; a cu
           res.write(stream.subarray(0, WIRE_MAGIC.length + 2 * (WIRE_HEADER_BYTES + 300_001) + 1000));
           setTimeout(() => res.destroy(), 20);
         } else res.end(stream);
+      } else if (req.url === '/health') {
+        json(res, 200, { ok: true, format: 'mstore/1', protocol: 1, maxBody: 2 ** 30 });
       } else if (req.url === '/v1/objects') {
         if (n === 1) return req.socket.destroy();
         let off = WIRE_MAGIC.length;

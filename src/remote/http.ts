@@ -12,7 +12,8 @@ import { rootCertificates } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import { MstoreError, errorLine, type ErrorCode } from '../store/errors.js';
 import { BATCH_IDS, checkObjectId, checkOid, checkRefName, type ObjectKind, type RefUpdate, type Remote, type SendResult, type UpdateRefsOptions, type WireObject } from './remote.js';
-import { decodeObjects, encodeObjects, WIRE_CONTENT_TYPE } from './wire.js';
+import { decodeObjects, encodeObjects, MAX_OBJECT_BYTES, WIRE_CONTENT_TYPE, WIRE_HEADER_BYTES } from './wire.js';
+import { READ_AHEAD_BYTES, readAhead } from './server.js';
 
 export interface HttpRemoteOptions {
   /** Bearer token (the value of the remote's --token-env variable). */
@@ -104,6 +105,8 @@ export class HttpRemote implements Remote {
   private readonly requestBytes: number;
   private readonly timeoutMs: number;
   private readonly writeTimeoutMs: number;
+  /** Framed bytes per upload request: requestBytes, kept under the server's --max-body (GET /health). */
+  private uploadLimit: number | undefined;
 
   constructor(url: string, opts: HttpRemoteOptions = {}) {
     let u: URL;
@@ -237,6 +240,15 @@ export class HttpRemote implements Remote {
     return j;
   }
 
+  private async requestLimit(): Promise<number> {
+    if (this.uploadLimit === undefined) {
+      const { maxBody } = await this.health();
+      // A request closes once it holds `limit` bytes, so it may overrun by one object.
+      this.uploadLimit = maxBody > 0 ? Math.max(1, Math.min(this.requestBytes, maxBody - MAX_OBJECT_BYTES - 2 * WIRE_HEADER_BYTES - 8)) : this.requestBytes;
+    }
+    return this.uploadLimit;
+  }
+
   async listRefs(): Promise<Map<string, string>> {
     const j = (await this.getJson('/v1/refs')) as { refs?: unknown };
     if (typeof j.refs !== 'object' || j.refs === null) throw new MstoreError('EREMOTE', `${this.display}: GET /v1/refs answered without "refs"`);
@@ -277,13 +289,15 @@ export class HttpRemote implements Remote {
    * are stored for good on the remote.
    */
   async send(objects: AsyncIterable<WireObject>, onBytes?: (n: number) => void): Promise<SendResult> {
-    const source = objects[Symbol.asyncIterator]();
+    // The caller's reads (pack reads, re-hashing) run ahead of the socket writes.
+    const source = readAhead(objects, (o) => o.data.length, READ_AHEAD_BYTES)[Symbol.asyncIterator]();
     const total: SendResult = { objects: 0, bytes: 0 };
-    const limit = this.requestBytes;
+    let limit = this.requestBytes;
     let exhausted = false;
     let sourceError: { e: unknown } | undefined;
     let held: WireObject[] = [];
     let heldBytes = 0;
+    let heldFramed = 0;
     let lastPull: Promise<unknown> = Promise.resolve();
     // Appends the next object to `held`; false at the end. A replay waits for `lastPull`, so an
     // object a cut attempt was still pulling is held before the replay reads `held`.
@@ -303,6 +317,7 @@ export class HttpRemote implements Remote {
         }
         held.push(r.value);
         heldBytes += r.value.data.length;
+        heldFramed += r.value.data.length + WIRE_HEADER_BYTES;
         onBytes?.(r.value.data.length);
         return true;
       })();
@@ -313,14 +328,16 @@ export class HttpRemote implements Remote {
       await lastPull;
       for (let i = 0; ; ) {
         if (i < held.length) yield held[i++];
-        else if (heldBytes >= limit || !(await pull())) return;
+        else if (heldFramed >= limit || !(await pull())) return;
       }
     };
     try {
       for (;;) {
         held = [];
         heldBytes = 0;
+        heldFramed = 0;
         if (!(await pull())) break;
+        limit = await this.requestLimit();
         const r = await this.retrying(async () => {
           const body = Readable.from(encodeObjects(objectsOf()), { objectMode: false, highWaterMark: 1024 * 1024 });
           try {
@@ -339,7 +356,7 @@ export class HttpRemote implements Remote {
         if (exhausted) break;
       }
     } finally {
-      if (!exhausted && !sourceError) await source.return?.();
+      if (!exhausted && !sourceError) await source.return?.(undefined);
     }
     return total;
   }
@@ -355,7 +372,9 @@ export class HttpRemote implements Remote {
       for (let attempt = 1; want.size; attempt++) {
         const res = await this.retrying(() => this.send1('POST', '/v1/fetch', JSON.stringify({ kind, ids: [...want] }), 'application/json', false));
         try {
-          for await (const o of decodeObjects(res.body, { source: this.display })) {
+          // Decoding and re-hashing run ahead of the caller's writes.
+          const body = res.body;
+          for await (const o of readAhead(decodeObjects(body, { source: this.display }), (x) => x.data.length, READ_AHEAD_BYTES, () => body.destroy())) {
             if (o.kind !== kind || !want.has(o.id)) throw new MstoreError('EREMOTE', `${this.display} sent ${o.kind} ${o.id}, which was not asked for`);
             want.delete(o.id);
             yield o;

@@ -15,7 +15,7 @@ import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { MstoreError, errorLine, type ErrorCode } from '../store/errors.js';
 import { BATCH_IDS, checkObjectId, checkOid, checkRefName, type ObjectKind, type Remote, type RefUpdate, type WireObject } from './remote.js';
-import { decodeObjects, encodeObjects, MAX_OBJECT_BYTES, WIRE_CONTENT_TYPE } from './wire.js';
+import { encodeObjects, MAX_OBJECT_BYTES, WIRE_CONTENT_TYPE, WIRE_HEADER_BYTES, WIRE_MAGIC } from './wire.js';
 
 export type Scope = 'read' | 'push' | 'admin';
 const SCOPE_RANK: Record<Scope, number> = { read: 1, push: 2, admin: 3 };
@@ -36,6 +36,8 @@ export const MIN_MAX_BODY = MAX_OBJECT_BYTES + 1024 * 1024;
 /** Ref updates per request: a push moves a line, its tags and notes, not thousands of refs. */
 export const MAX_REF_UPDATES = 10_000;
 const MIN_TOKEN_CHARS = 16;
+/** Bytes a stream may run ahead of its consumer (readAhead). */
+export const READ_AHEAD_BYTES = 32 * 1024 * 1024;
 
 /**
  * Parses a tokens file: `SCOPE TOKEN` per line, `#` comments, blank lines. Errors name
@@ -157,6 +159,138 @@ interface Ctx {
 
 const KINDS: ObjectKind[] = ['chunk', 'file', 'git'];
 
+/**
+ * Runs `source` ahead of its consumer, holding up to `maxBytes` of what it produced: the
+ * producer's waits (disk reads, network data, hashing) overlap with the consumer's (pack
+ * writes, socket writes) instead of alternating with them. Order and errors are kept. When the
+ * consumer stops early, `abort` (if given) unblocks a producer waiting on I/O, and the source
+ * is closed before this generator returns.
+ */
+export async function* readAhead<T>(source: AsyncIterable<T>, size: (x: T) => number, maxBytes: number, abort?: () => void): AsyncGenerator<T> {
+  const it = source[Symbol.asyncIterator]();
+  const queue: T[] = [];
+  let queued = 0;
+  let ended = false;
+  let stopped = false;
+  let failure: { e: unknown } | undefined;
+  let wakeConsumer: (() => void) | undefined;
+  let wakeProducer: (() => void) | undefined;
+  const nudge = (w: (() => void) | undefined): undefined => {
+    w?.();
+    return undefined;
+  };
+  const pump = (async (): Promise<void> => {
+    try {
+      while (!stopped) {
+        if (queued >= maxBytes) {
+          await new Promise<void>((r) => (wakeProducer = r));
+          continue;
+        }
+        const r = await it.next();
+        if (r.done) {
+          ended = true;
+          break;
+        }
+        queue.push(r.value);
+        queued += size(r.value);
+        wakeConsumer = nudge(wakeConsumer);
+      }
+    } catch (e) {
+      failure = { e };
+    } finally {
+      ended = true;
+      wakeConsumer = nudge(wakeConsumer);
+    }
+  })();
+  try {
+    for (;;) {
+      if (queue.length) {
+        const x = queue.shift() as T;
+        queued -= size(x);
+        wakeProducer = nudge(wakeProducer);
+        yield x;
+      } else if (failure) throw failure.e;
+      else if (ended) return;
+      else await new Promise<void>((r) => (wakeConsumer = r));
+    }
+  } finally {
+    stopped = true;
+    wakeProducer = nudge(wakeProducer);
+    if (!ended) abort?.();
+    await pump;
+    await it.return?.();
+  }
+}
+
+const CODE_KIND: Record<number, ObjectKind> = { 1: 'chunk', 2: 'file', 3: 'git' };
+
+/**
+ * The wire stream's framing (docs/protocol.md §1.2) without the per-object hash checks of
+ * wire.ts decodeObjects: an upload's objects go to Remote.send, whose receiver re-hashes every
+ * one (the Remote contract), and hashing each byte twice on the server cost ~0.7 s per GiB.
+ * Everything else is checked as decodeObjects does: magic, kinds, the size limit, id padding,
+ * the end record and nothing after it; a stream that stops early is truncated.
+ */
+export async function* frames(body: AsyncIterable<Buffer>, maxObjectBytes = MAX_OBJECT_BYTES): AsyncGenerator<WireObject> {
+  const it = body[Symbol.asyncIterator]();
+  let cur: Buffer = Buffer.alloc(0);
+  let pos = 0;
+  const bad = (why: string): MstoreError => new MstoreError('EBADINPUT', `object stream from the request body: ${why}`);
+  /** Exactly n bytes (a view when they lie in one piece, else one copy), or undefined at the end. */
+  const take = async (n: number): Promise<Buffer | undefined> => {
+    if (cur.length - pos >= n) {
+      pos += n;
+      return cur.subarray(pos - n, pos);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let o = cur.copy(out, 0, pos);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        cur = Buffer.alloc(0);
+        pos = 0;
+        return undefined;
+      }
+      const b = r.value;
+      const k = Math.min(b.length, n - o);
+      b.copy(out, o, 0, k);
+      o += k;
+      if (o === n) {
+        cur = b;
+        pos = k;
+        return out;
+      }
+    }
+  };
+  try {
+    const magic = await take(WIRE_MAGIC.length);
+    if (!magic) throw bad('empty');
+    if (!magic.equals(WIRE_MAGIC)) throw bad('not an mstore object stream (bad magic)');
+    for (;;) {
+      const h = await take(WIRE_HEADER_BYTES);
+      if (!h) throw new MstoreError('EREMOTE', 'object stream from the request body ended early (truncated)');
+      const code = h.readUInt8(0);
+      const length = h.readUInt32LE(1);
+      if (code === 0) {
+        if (h.some((b) => b !== 0)) throw bad('malformed end record');
+        if (cur.length > pos) throw bad('bytes after the end record');
+        for (let r = await it.next(); !r.done; r = await it.next()) if (r.value.length) throw bad('bytes after the end record');
+        return;
+      }
+      const kind = CODE_KIND[code];
+      if (!kind) throw bad(`unknown object kind ${code}`);
+      if (length > maxObjectBytes) throw bad(`a ${kind} of ${length} bytes is over the ${maxObjectBytes}-byte limit`);
+      const id = kind === 'git' ? h.subarray(5, 25).toString('hex') : h.subarray(5, 37).toString('hex');
+      if (kind === 'git' && h.subarray(25, 37).some((b) => b !== 0)) throw bad(`git object id ${id} is not padded with zeros`);
+      const data = length ? await take(length) : Buffer.alloc(0);
+      if (!data) throw new MstoreError('EREMOTE', `object stream from the request body ended early inside ${kind} ${id} (truncated)`);
+      yield { kind, id, data };
+    }
+  } finally {
+    await it.return?.();
+  }
+}
+
 export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
   const maxBody = opts.maxBody ?? DEFAULT_MAX_BODY;
   if (!Number.isSafeInteger(maxBody) || maxBody < MIN_MAX_BODY) {
@@ -262,7 +396,8 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
    */
   async function fetchObjects(ctx: Ctx): Promise<void> {
     const { kind, ids } = idsRequest(await readJson(ctx));
-    const it = remote.fetch(kind, ids)[Symbol.asyncIterator]();
+    // Reads (and the store's re-hash) of the next objects overlap with sending this one.
+    const it = readAhead(remote.fetch(kind, ids), (o) => o.data.length, READ_AHEAD_BYTES)[Symbol.asyncIterator]();
     try {
       const first = await it.next();
       ctx.res.writeHead(200, { 'content-type': WIRE_CONTENT_TYPE, 'cache-control': 'no-store' });
@@ -283,7 +418,7 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
         ctx.res.destroy();
       }
     } finally {
-      await it.return?.();
+      await it.return?.(undefined);
     }
   }
 
@@ -305,7 +440,7 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
 
   /** The request body as checked objects; a failure of the body itself is recorded in ctx.bodyFailed. */
   async function* bodyObjects(ctx: Ctx): AsyncGenerator<WireObject> {
-    const source = decodeObjects(body(ctx, maxBody), { source: 'the request body' });
+    const source = frames(body(ctx, maxBody));
     for (;;) {
       let r: IteratorResult<WireObject>;
       try {
