@@ -641,20 +641,23 @@ function registerTests(): void {
       assert.ok(killed >= 5, `seed ${seed}: only ${killed} of 10 kills landed mid-push`);
 
       await deletePrefix(prefix);
-      // Kill once more half-way, then the rerun: it sends what no .idx lists yet, plus at most
-      // the pack that was being uploaded when the kill came (S3_PACK_BYTES + one chunk). A pack
-      // uploaded whole but not yet indexed is rebuilt identically and found there (not sent).
+      // Kill once more, as soon as the first pack is indexed (mid-push for sure), then the rerun:
+      // it sends what no .idx lists yet, plus at most the pack that was being uploaded when the
+      // kill came (S3_PACK_BYTES + one chunk). A pack uploaded whole but not yet indexed is
+      // rebuilt identically and found there (not sent again).
       prefix = fresh();
       const child = spawn(process.execPath, [CLI, 'push', urlOf(prefix)], { cwd: ws, stdio: 'ignore' });
       const gone = new Promise((r) => child.once('exit', r));
-      await new Promise((r) => setTimeout(r, pushMs / 2));
+      while (child.exitCode === null && !(await listKeys(prefix)).some((k) => k.startsWith('index/'))) await new Promise((r) => setTimeout(r, 50));
+      assert.is(child.exitCode, null, `seed ${seed}: the push ended before its first pack was indexed`);
       child.kill('SIGKILL');
       await gone;
       const before = (await checkLayout(prefix)).indexedBytes;
       const rerun = okJson<PushJson>(ws, ['push', urlOf(prefix)]);
       const bound = full.bytesSent - before + S3_PACK_BYTES + 8 * MIB;
       assert.ok(rerun.bytesSent <= bound, `seed ${seed}: rerun sent ${rerun.bytesSent}; the remote had ${before} of ${full.bytesSent} indexed (bound ${bound})`);
-      console.log(`  kill half-way: ${(before / MIB).toFixed(0)} MiB indexed of ${(full.bytesSent / MIB).toFixed(0)}; the rerun sent ${(rerun.bytesSent / MIB).toFixed(0)} MiB`);
+      assert.ok(before > 0, 'the killed push had indexed a pack');
+      console.log(`  killed after the first .idx: ${(before / MIB).toFixed(0)} MiB indexed of ${(full.bytesSent / MIB).toFixed(0)}; the rerun sent ${(rerun.bytesSent / MIB).toFixed(0)} MiB`);
       assert.is((await checkLayout(prefix)).orphans, 0);
       ok(root, ['clone', urlOf(prefix), 'out']);
       assert.equal(treeDigest(path.join(root, 'out')), treeDigest(ws));
