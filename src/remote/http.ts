@@ -217,13 +217,26 @@ export class HttpRemote implements Remote {
     }
   }
 
-  private async getJson(route: string): Promise<unknown> {
-    return this.retrying(async () => parseJson(await readLimited((await this.send1('GET', route, undefined, undefined, false)).body, 256 * 1024 * 1024), this.display));
+  /** A JSON answer, retried like its request when the connection breaks while it is read. */
+  private async json(method: 'GET' | 'POST', route: string, body: string | undefined, limit: number): Promise<unknown> {
+    return this.retrying(async () => {
+      const res = await this.send1(method, route, body, body === undefined ? undefined : 'application/json', false);
+      let text: string;
+      try {
+        text = await readLimited(res.body, limit);
+      } catch (e) {
+        throw e instanceof MstoreError ? e : this.netError(e);
+      }
+      return parseJson(text, this.display);
+    });
   }
 
-  private async postJson(route: string, value: unknown): Promise<unknown> {
-    const text = JSON.stringify(value);
-    return this.retrying(async () => parseJson(await readLimited((await this.send1('POST', route, text, 'application/json', false)).body, 64 * 1024 * 1024), this.display));
+  private getJson(route: string): Promise<unknown> {
+    return this.json('GET', route, undefined, 256 * 1024 * 1024);
+  }
+
+  private postJson(route: string, value: unknown): Promise<unknown> {
+    return this.json('POST', route, JSON.stringify(value), 64 * 1024 * 1024);
   }
 
   /** GET /health: no token needed. */
@@ -345,7 +358,7 @@ export class HttpRemote implements Remote {
             return parseJson(await readLimited(res.body, 1024 * 1024), this.display) as { objects?: unknown; bytes?: unknown };
           } catch (e) {
             if (sourceError) throw sourceError.e;
-            throw e;
+            throw e instanceof MstoreError ? e : this.netError(e);
           } finally {
             body.destroy();
           }
@@ -418,9 +431,10 @@ export class HttpRemote implements Remote {
           outcome = new MstoreError(code, `${this.display}: ${printable(String(rec.error.message ?? 'ref update failed')).slice(0, 1000)}`);
         }
       };
+      const utf8 = new TextDecoder(); // a character may straddle two pieces
       try {
         for await (const piece of res.body as AsyncIterable<Buffer>) {
-          rest += piece.toString('utf8');
+          rest += utf8.decode(piece, { stream: true });
           let nl: number;
           while ((nl = rest.indexOf('\n')) >= 0) {
             onLine(rest.slice(0, nl));
