@@ -91,13 +91,15 @@ const PACK_BUFFER_BYTES = S3_PACK_BYTES + MAX_OBJECT_BYTES + 1024 * 1024;
 /** s3://bucket/prefix -> bucket, prefix (no leading or trailing slash). */
 export function parseS3Url(url: string): { bucket: string; prefix: string } {
   const m = /^s3:\/\/([^/?#]+)\/*([^?#]*)$/i.exec(url);
-  if (!m) throw new MstoreError('EBADINPUT', `'${url.slice(0, 200)}' is not an s3://BUCKET/PREFIX URL`);
+  // eslint-disable-next-line no-control-regex
+  if (!m) throw new MstoreError('EBADINPUT', `'${url.slice(0, 200).replace(/[\x00-\x1f\x7f]/g, '?')}' is not an s3://BUCKET/PREFIX URL`);
   const bucket = m[1];
   if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]{1,62}$/.test(bucket)) throw new MstoreError('EBADINPUT', `'${bucket.slice(0, 80)}' is not a valid bucket name`);
   const prefix = m[2].replace(/\/+$/, '');
   // eslint-disable-next-line no-control-regex
   if (prefix && (prefix.split('/').some((c) => c === '' || c === '.' || c === '..') || /[\x00-\x1f\x7f\\]/.test(prefix))) {
-    throw new MstoreError('EBADINPUT', `s3://${bucket}/${prefix.slice(0, 200)}: the prefix may not hold empty, '.' or '..' components, control characters or '\\'`);
+    // eslint-disable-next-line no-control-regex
+    throw new MstoreError('EBADINPUT', `s3://${bucket}/${prefix.slice(0, 200).replace(/[\x00-\x1f\x7f]/g, '?')}: the prefix may not hold empty, '.' or '..' components, control characters or '\\'`);
   }
   return { bucket, prefix };
 }
@@ -323,20 +325,17 @@ export class S3Remote implements Remote {
    */
   private async checkMarker(create: boolean): Promise<void> {
     if (this.marker === 'ok' || (this.marker === 'empty' && !create)) return;
-    const m = await this.getBytes('mstore-remote.json', 64 * 1024);
-    if (m) {
-      let format: unknown;
-      try {
-        format = (JSON.parse(m.data.toString('utf8')) as { format?: unknown }).format;
-      } catch {
-        format = undefined;
-      }
-      if (format !== S3_FORMAT) throw new MstoreError('ECORRUPT', `${this.where('mstore-remote.json')}: not an ${S3_FORMAT} marker (format ${JSON.stringify(format) ?? 'missing'})`);
+    if (await this.readMarker()) {
       this.marker = 'ok';
       return;
     }
     const present = await this.list('', 1);
     if (present.length) {
+      // A first push of another client may have created the marker since we looked.
+      if (await this.readMarker()) {
+        this.marker = 'ok';
+        return;
+      }
       throw new MstoreError('EBADINPUT', `${this.display} holds other objects (e.g. '${present[0].slice(0, 120)}') and no mstore-remote.json: not an mstore remote; use an empty prefix`);
     }
     if (!create) {
@@ -346,12 +345,25 @@ export class S3Remote implements Remote {
     try {
       await this.put('mstore-remote.json', Buffer.from(`${JSON.stringify({ format: S3_FORMAT })}\n`), { ifNoneMatch: true });
     } catch (e) {
-      // Another client created it first: check theirs.
-      if ((e as { status?: number }).status !== 412) throw e;
-      this.marker = undefined;
-      return this.checkMarker(false);
+      // Another client's first push created it at the same time (412; RGW may say 409 or 500): check theirs.
+      const status = (e as { status?: number }).status ?? 0;
+      if (!(status === 412 || status === 409 || status >= 500) || !(await this.readMarker())) throw e;
     }
     this.marker = 'ok';
+  }
+
+  /** True if the marker is there; throws if it is there but names another format. */
+  private async readMarker(): Promise<boolean> {
+    const m = await this.getBytes('mstore-remote.json', 64 * 1024);
+    if (!m) return false;
+    let format: unknown;
+    try {
+      format = (JSON.parse(m.data.toString('utf8')) as { format?: unknown }).format;
+    } catch {
+      format = undefined;
+    }
+    if (format !== S3_FORMAT) throw new MstoreError('ECORRUPT', `${this.where('mstore-remote.json')}: not an ${S3_FORMAT} marker (format ${(JSON.stringify(format) ?? 'missing').slice(0, 80)})`);
+    return true;
   }
 
   // ---------------------------------------------------------------- refs
