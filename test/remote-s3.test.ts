@@ -358,14 +358,16 @@ function registerTests(): void {
     }
   });
 
-  test('compare-and-swap: 8 writers race for one ref, 20 rounds, exactly one wins each round', async () => {
+  test('compare-and-swap: 8 writers create one remote at once, then race for one ref, 20 rounds, exactly one wins each round', async () => {
     const prefix = newPrefix('cas');
     const writers = Array.from({ length: 8 }, () => openS3Remote(urlOf(prefix), {}));
     try {
       // Nine versions: each round the eight writers propose the eight that are not the current value
       // (an update to the value a ref already has is a no-op that may legitimately succeed too).
       const versions = Array.from({ length: 9 }, (_, i) => smallVersion(100 + i, 1, 100));
-      for (const v of versions) await writers[0].send(iter(v.objects));
+      // Eight first pushes into the new prefix at once: they agree on the marker.
+      await Promise.all(writers.map((w, i) => w.send(iter(versions[i].objects))));
+      await writers[0].send(iter(versions[8].objects));
       let cur: string | null = null;
       const codes = new Map<string, number>();
       for (let round = 0; round < 20; round++) {
