@@ -526,17 +526,27 @@ async function readBody(req: http.IncomingMessage): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-test('client: retries reads on 503 and refused connections, never a ref update (reads the refs back), names the URL without credentials', async () => {
+test('client: retries reads on 503 and refused connections; a ref update is read back when unsure, resent only when nothing moved', async () => {
   const oid = 'b'.repeat(40);
   let refsNow: Record<string, string> = {};
+  /** What the next POST /v1/refs/update does. */
+  let mode: 'apply-then-cut' | '503' | '503-then-apply' = 'apply-then-cut';
+  let updates = 0;
   const f = await fake((req, res, n) => {
     if (req.url === '/v1/refs' && n <= 2) return json(res, 503, { error: { code: 'EREMOTE', message: 'busy' } });
     if (req.url === '/v1/refs') return json(res, 200, { refs: refsNow });
     if (req.url === '/v1/refs/update') {
-      void readBody(req).then(() => {
-        if (n === 1) {
-          refsNow = { 'refs/heads/latest': oid };
+      void readBody(req).then((body) => {
+        updates++;
+        const u = (JSON.parse(body.toString()) as { updates: { ref: string; old: string | null; new: string }[] }).updates[0];
+        if (mode === 'apply-then-cut') {
+          refsNow = { [u.ref]: u.new };
           req.socket.destroy(); // applied, but the answer is lost
+        } else if (mode === '503-then-apply' && updates % 2 === 1) {
+          if ((refsNow[u.ref] ?? null) !== u.old) return json(res, 409, { error: { code: 'EREJECTED', message: 'rejected (non-fast-forward)' } });
+          refsNow = { [u.ref]: u.new };
+          res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+          res.end('{"remote":"hook ran"}\n{"ok":true}\n');
         } else json(res, 503, { error: { code: 'EREMOTE', message: 'down' } });
       });
       return;
@@ -548,12 +558,25 @@ test('client: retries reads on 503 and refused connections, never a ref update (
     assert.is(r.display, f.url);
     assert.equal([...(await r.listRefs())], []);
     assert.is(f.hits.filter((h) => h === 'GET /v1/refs').length, 3, 'two 503s, then the answer');
-    // Applied but unanswered: the refs say it happened.
+    // Applied but unanswered: the refs say it happened; not sent again.
     await r.updateRefs([{ ref: 'refs/heads/latest', old: null, new: oid }]);
-    // 503 and not applied: an error, and no second attempt.
-    const e = await rejects(r.updateRefs([{ ref: 'refs/heads/latest', old: oid, new: 'c'.repeat(40) }]), /the refs were not updated/, 'a 503 on update');
+    assert.is(updates, 1);
+    // 503 and nothing moved: sent again (the compare-and-swap makes that safe), and it applies.
+    mode = '503-then-apply';
+    const lines: string[] = [];
+    await r.updateRefs([{ ref: 'refs/heads/latest', old: oid, new: 'c'.repeat(40) }], { onRemoteOutput: (l) => lines.push(l) });
+    assert.is(updates, 3);
+    assert.equal(lines, ['hook ran']);
+    assert.is(refsNow['refs/heads/latest'], 'c'.repeat(40));
+    // Always 503: three attempts, then an error that says the refs did not move.
+    mode = '503';
+    const e = await rejects(r.updateRefs([{ ref: 'refs/heads/latest', old: 'c'.repeat(40), new: 'd'.repeat(40) }]), /the refs were not updated/, 'a 503 on update');
     assert.is(e.code, 'EREMOTE');
-    assert.is(f.hits.filter((h) => h === 'POST /v1/refs/update').length, 2, 'each update sent once');
+    assert.is(updates, 6);
+    // Someone else moved the ref meanwhile: not resent.
+    refsNow = { 'refs/heads/latest': 'e'.repeat(40) };
+    await rejects(r.updateRefs([{ ref: 'refs/heads/latest', old: 'c'.repeat(40), new: 'd'.repeat(40) }]), /the refs were not updated/, 'moved by another');
+    assert.is(updates, 7);
     assert.not.ok(e.message.includes(PUSH));
   } finally {
     await r.close();

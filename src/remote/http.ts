@@ -2,8 +2,8 @@
  * The HTTP(S) transport: a Remote that talks to `mstore serve` (docs/protocol.md §2) over
  * one keep-alive undici Agent. Uploads and downloads are streamed (wire.ts framing; the
  * receiver re-hashes), ids go in BATCH_IDS batches, and idempotent requests are retried on
- * connection errors and 502/503/504. A ref update is never retried: when its outcome is
- * unknown the refs are read back to decide.
+ * connection errors and 502/503/504. A ref update is never retried blindly: when its outcome
+ * is unknown the refs are read back to decide.
  */
 import type { DeployStatus } from '../deploy/records.js';
 import { readFileSync } from 'node:fs';
@@ -404,6 +404,13 @@ export class HttpRemote implements Remote {
     }
   }
 
+  /**
+   * Never retried blindly: when the outcome is unknown (the connection broke, 502/503/504, an
+   * answer without its last line) the refs are read back. Every ref at its new value: it
+   * happened. Every ref still at its old value: it did not, and sending it again is safe — the
+   * compare-and-swap lets at most one of the two apply (a late first attempt, or the retry,
+   * finds the refs moved and is rejected; a rejection after an unsure attempt is read back too).
+   */
   async updateRefs(updates: RefUpdate[], opts: UpdateRefsOptions = {}): Promise<void> {
     for (const u of updates) {
       checkRefName(u.ref);
@@ -411,58 +418,68 @@ export class HttpRemote implements Remote {
       if (u.new !== null) checkOid(u.new, `${u.ref} new`);
     }
     const body = JSON.stringify({ updates, force: !!opts.force, ...(opts.message !== undefined ? { message: opts.message } : {}) });
-    let outcome: 'ok' | MstoreError | undefined;
-    let unsure: MstoreError;
-    try {
-      const res = await this.send1('POST', '/v1/refs/update', body, 'application/json', true);
-      let rest = '';
-      const onLine = (line: string): void => {
-        if (!line.trim()) return;
-        let rec: { remote?: unknown; ok?: unknown; error?: { code?: unknown; message?: unknown } };
-        try {
-          rec = JSON.parse(line) as typeof rec;
-        } catch {
-          throw new MstoreError('EREMOTE', `${this.display}: the ref update answered a line that is not JSON`);
-        }
-        if (typeof rec.remote === 'string') opts.onRemoteOutput?.(printable(rec.remote));
-        else if (rec.ok === true) outcome = 'ok';
-        else if (rec.error) {
-          const code = typeof rec.error.code === 'string' && CODES.has(rec.error.code as ErrorCode) ? (rec.error.code as ErrorCode) : 'EREMOTE';
-          outcome = new MstoreError(code, `${this.display}: ${printable(String(rec.error.message ?? 'ref update failed')).slice(0, 1000)}`);
-        }
-      };
-      const utf8 = new TextDecoder(); // a character may straddle two pieces
+    for (let attempt = 1; ; attempt++) {
+      let unsure: MstoreError;
       try {
-        for await (const piece of res.body as AsyncIterable<Buffer>) {
-          rest += utf8.decode(piece, { stream: true });
-          let nl: number;
-          while ((nl = rest.indexOf('\n')) >= 0) {
-            onLine(rest.slice(0, nl));
-            rest = rest.slice(nl + 1);
-          }
-          if (rest.length > 1024 * 1024) throw new MstoreError('EREMOTE', `${this.display}: the ref update answered a line over 1 MiB`);
-        }
-        onLine(rest);
+        await this.updateOnce(body, opts);
+        return;
       } catch (e) {
-        if (e instanceof MstoreError && e.code !== 'EREMOTE') throw e;
-        if (outcome === undefined) throw this.netError(e);
+        const lateRejection = attempt > 1 && e instanceof MstoreError && e.code === 'EREJECTED';
+        if (!(e instanceof Transient) && !lateRejection) throw e;
+        unsure = e as MstoreError;
       }
-      if (outcome === 'ok') return;
-      if (outcome) throw outcome;
-      unsure = new Transient(`${this.display}: the ref update's answer ended without an outcome`);
-    } catch (e) {
-      if (!(e instanceof Transient)) throw e;
-      unsure = e;
+      let now: Map<string, string>;
+      try {
+        now = await this.listRefs();
+      } catch {
+        throw new MstoreError('EREMOTE', `${unsure.message}; the outcome of the ref update is unknown (run the push again: it is safe)`);
+      }
+      if (updates.every((u) => (now.get(u.ref) ?? null) === u.new)) return;
+      if (unsure.code === 'EREJECTED') throw unsure;
+      const untouched = updates.every((u) => (now.get(u.ref) ?? null) === u.old);
+      if (!untouched || attempt >= this.tries) throw new MstoreError('EREMOTE', `${unsure.message}; the refs were not updated (run the push again)`);
+      await sleep(this.backoffMs * 2 ** (attempt - 1));
     }
-    // Never retried: the request may have been applied. Read the refs back to decide.
-    let now: Map<string, string>;
+  }
+
+  /** One POST /v1/refs/update; Transient when its outcome is unknown. */
+  private async updateOnce(body: string, opts: UpdateRefsOptions): Promise<void> {
+    let outcome: 'ok' | MstoreError | undefined;
+    const res = await this.send1('POST', '/v1/refs/update', body, 'application/json', true);
+    let rest = '';
+    const onLine = (line: string): void => {
+      if (!line.trim()) return;
+      let rec: { remote?: unknown; ok?: unknown; error?: { code?: unknown; message?: unknown } };
+      try {
+        rec = JSON.parse(line) as typeof rec;
+      } catch {
+        throw new Transient(`${this.display}: the ref update answered a line that is not JSON`);
+      }
+      if (typeof rec.remote === 'string') opts.onRemoteOutput?.(printable(rec.remote));
+      else if (rec.ok === true) outcome = 'ok';
+      else if (rec.error) {
+        const code = typeof rec.error.code === 'string' && CODES.has(rec.error.code as ErrorCode) ? (rec.error.code as ErrorCode) : 'EREMOTE';
+        outcome = new MstoreError(code, `${this.display}: ${printable(String(rec.error.message ?? 'ref update failed')).slice(0, 1000)}`);
+      }
+    };
+    const utf8 = new TextDecoder(); // a character may straddle two pieces
     try {
-      now = await this.listRefs();
-    } catch {
-      throw new MstoreError('EREMOTE', `${unsure.message}; the outcome of the ref update is unknown (run the push again: it is safe)`);
+      for await (const piece of res.body as AsyncIterable<Buffer>) {
+        rest += utf8.decode(piece, { stream: true });
+        let nl: number;
+        while ((nl = rest.indexOf('\n')) >= 0) {
+          onLine(rest.slice(0, nl));
+          rest = rest.slice(nl + 1);
+        }
+        if (rest.length > 1024 * 1024) throw new Transient(`${this.display}: the ref update answered a line over 1 MiB`);
+      }
+      onLine(rest);
+    } catch (e) {
+      if (outcome === undefined) throw e instanceof MstoreError ? e : this.netError(e);
     }
-    if (updates.every((u) => (now.get(u.ref) ?? null) === u.new)) return;
-    throw new MstoreError('EREMOTE', `${unsure.message}; the refs were not updated (run the push again)`);
+    if (outcome === 'ok') return;
+    if (outcome) throw outcome;
+    throw new Transient(`${this.display}: the ref update's answer ended without an outcome`);
   }
 
   async close(): Promise<void> {
