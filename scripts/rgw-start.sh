@@ -22,7 +22,7 @@ export CEPH_CONF="$D/ceph.conf"
 die() {
   echo "rgw-start: $*" >&2
   for f in mon osd rgw; do
-    [ -s "$D/log/$f.out" ] && { echo "--- $D/log/$f.out (last lines)" >&2; tail -n 15 "$D/log/$f.out" >&2; }
+    [ -s "$D/log/$f.out" ] && { echo "--- $D/log/$f.out (last lines)" >&2; tail -n 15 "$D/log/$f.out" >&2 || true; }
   done
   exit 1
 }
