@@ -695,11 +695,15 @@ test('SIGTERM mid-push: the server lets the request in flight finish, refuses ne
     writeModelDir(b.ws, { step: 1, tensors: Array.from({ length: 8 }, (_, i) => ({ name: `t${i}`, dtype: 'BF16', shape: [2048, 4096], seed: 50 + i })) });
     ok(b.ws, ['commit', '-m', 'one']);
     const push = runAsync(b.ws, ['push', 'box', '--json'], b.env);
-    // Stop while an upload is in flight: the server's pack writer has a temporary pack.
+    // Stop while an upload is in flight: the server's pack writer holds a temporary pack, part
+    // way into a 64 MiB request (not at its end, so the signal surely lands inside it).
     const tmp = path.join(b.store, 'tmp');
     const uploading = (): boolean => {
       try {
-        return readdirSync(tmp).some((f) => statSync(path.join(tmp, f)).size > 0);
+        return readdirSync(tmp).some((f) => {
+          const size = statSync(path.join(tmp, f)).size;
+          return size > 4 * MIB && size < 40 * MIB;
+        });
       } catch {
         return false; // the lock holder recreates tmp/
       }
