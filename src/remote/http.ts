@@ -385,9 +385,9 @@ export class HttpRemote implements Remote {
       for (let attempt = 1; want.size; attempt++) {
         const res = await this.retrying(() => this.send1('POST', '/v1/fetch', JSON.stringify({ kind, ids: [...want] }), 'application/json', false));
         try {
-          // Decoding and re-hashing run ahead of the caller's writes.
+          // Decoding runs ahead of the caller's writes; the caller (pull.ts) re-hashes every object.
           const body = res.body;
-          for await (const o of readAhead(decodeObjects(body, { source: this.display }), (x) => x.data.length, READ_AHEAD_BYTES, () => body.destroy())) {
+          for await (const o of readAhead(decodeObjects(body, { source: this.display, check: false }), (x) => x.data.length, READ_AHEAD_BYTES, () => body.destroy())) {
             if (o.kind !== kind || !want.has(o.id)) throw new MstoreError('EREMOTE', `${this.display} sent ${o.kind} ${o.id}, which was not asked for`);
             want.delete(o.id);
             yield o;
