@@ -9,23 +9,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeSafetensors } from '../test/helpers.js';
+import { writeSafetensors, listeningUrl } from '../test/helpers.js';
 import { CLI, DIST, cliLine, envNumber, median, run, secs, settle, table, x, type Row } from './lib.js';
 
 const GIB = envNumber('MSTORE_BENCH_GIB', 1);
 const ROUNDS = 5;
-
-function listening(child: ChildProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      text += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(text);
-      if (m) resolve(m[1]);
-    });
-    child.once('exit', (code) => reject(new Error(`${child.spawnargs.join(' ')} exited ${code}`)));
-  });
-}
 
 const root = mkdtempSync(path.join(process.env.MSTORE_BENCH_TMP ?? os.tmpdir(), 'mstore-bench-deploy-'));
 const children: ChildProcess[] = [];
@@ -33,7 +21,7 @@ try {
   console.log(cliLine());
   const standin = spawn(process.execPath, [path.join(DIST, 'scripts', 'inference-standin.js'), '--port', '0'], { stdio: ['ignore', 'pipe', 'ignore'] });
   children.push(standin);
-  const api = await listening(standin);
+  const api = await listeningUrl(standin);
   const box = path.join(root, 'box');
   const mstore = (cwd: string, ...args: string[]): string => run(process.execPath, [CLI, ...args], { cwd, env: { BOX_TOKEN: 'bench-token-0123456789abcdef' } }).stdout;
   mstore(root, 'init', '--bare', box);
@@ -41,7 +29,7 @@ try {
   writeFileSync(path.join(root, 'tokens'), 'push bench-token-0123456789abcdef\n');
   const server = spawn(process.execPath, [CLI, 'serve', box, '--listen', '127.0.0.1:0', '--tokens', path.join(root, 'tokens')], { stdio: ['ignore', 'pipe', 'ignore'] });
   children.push(server);
-  const url = await listening(server);
+  const url = await listeningUrl(server);
 
   const ws = path.join(root, 'ws');
   mkdirSync(ws);

@@ -21,7 +21,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeSafetensors } from '../test/helpers.js';
+import { writeSafetensors, listeningUrl } from '../test/helpers.js';
 import { CLI, cliLine, envNumber, median, run, settle, table, warm, x, type Ran, type Row } from './lib.js';
 
 const GIB = envNumber('MSTORE_BENCH_GIB', 1);
@@ -53,18 +53,6 @@ server.listen(0, '127.0.0.1', () => console.log('listening on http://127.0.0.1:'
 
 const children: ChildProcess[] = [];
 
-function listening(child: ChildProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      text += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(text);
-      if (m) resolve(m[1]);
-    });
-    child.once('exit', (code) => reject(new Error(`${child.spawnargs.join(' ')} exited ${code}`)));
-  });
-}
-
 /** CPU seconds (user + system) of a live process, from /proc. */
 function cpuOf(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -83,7 +71,7 @@ async function serve(store: string, tokens: string): Promise<Served> {
   children.push(child);
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  return { child, url: await listening(child), log: () => err };
+  return { child, url: await listeningUrl(child), log: () => err };
 }
 
 /** Milliseconds the server spent in each kind of request, from its log lines. */
@@ -136,7 +124,7 @@ try {
   writeFileSync(sinkJs, SINK);
   const sink = spawn(process.execPath, [sinkJs, path.join(root, 'sink.bin')], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(sink);
-  const sinkUrl = await listening(sink);
+  const sinkUrl = await listeningUrl(sink);
 
   process.stdout.write(
     `mstore bench:remote: ${(size / 2 ** 30).toFixed(2)} GiB safetensors (24 BF16 tensors), ${REPS} reps, in ${root}\n${cliLine()}\n` +

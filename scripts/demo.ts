@@ -2,13 +2,13 @@
  * `npm run demo`: the main job on the embedded default (a local store in a temporary
  * directory, no server, no network). It drives the real CLI and prints each command.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeSafetensors, layerTensors, type TensorSpec } from '../test/helpers.js';
+import { writeSafetensors, layerTensors, type TensorSpec, listeningUrl } from '../test/helpers.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(here, '../bundle/cli.js');
@@ -33,19 +33,6 @@ function run(args: string[], echoOutput: boolean): string {
 const mstore = (...args: string[]): string => run(args, true);
 /** For --json calls whose output the demo digests itself. */
 const mstoreQuiet = (...args: string[]): string => run(args, false);
-
-/** The URL a server prints in its "listening on URL" line. */
-function listeningUrl(child: ChildProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      text += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(text);
-      if (m) resolve(m[1]);
-    });
-    child.once('exit', (code) => reject(new Error(`${child.spawnargs.slice(1, 3).join(' ')} exited ${code}`)));
-  });
-}
 
 function sha256(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');

@@ -18,7 +18,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, readlinkSync, writeFileSync, lstatSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { CLI, cleanup, mstore, prng, sha256File, tmpDir, writeSafetensors } from './helpers.js';
+import { CLI, cleanup, listeningUrl, mstore, prng, sha256File, tmpDir, writeSafetensors } from './helpers.js';
 
 const TOKEN = 'deploy-test-push-token-0123456789';
 const STANDIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../scripts/inference-standin.js');
@@ -38,15 +38,7 @@ interface Standin {
 
 async function startStandin(port = 0): Promise<Standin> {
   const child = spawn(process.execPath, [STANDIN, '--port', String(port)], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const url = await new Promise<string>((resolve, reject) => {
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      text += d.toString();
-      const m = /listening on (http:\/\/[0-9.]+:[0-9]+)/.exec(text);
-      if (m) resolve(m[1]);
-    });
-    child.once('exit', (code) => reject(new Error(`the stand-in exited ${code}`)));
-  });
+  const url = await listeningUrl(child);
   return {
     url,
     port: Number(new URL(url).port),
@@ -86,18 +78,8 @@ async function serve(store: string, tokens: string, port = 0): Promise<Server> {
   });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    let outText = '';
-    const t = setTimeout(() => reject(new Error(`mstore serve did not start: ${err}`)), 20_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      outText += d.toString();
-      const m = /listening on (http:\/\/[0-9.]+:[0-9]+)/.exec(outText);
-      if (m) {
-        clearTimeout(t);
-        resolve(m[1]);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`mstore serve exited ${code}: ${err}`)));
+  const url = await listeningUrl(child).catch((e: Error) => {
+    throw new Error(`${e.message}: ${err}`);
   });
   return { child, url };
 }

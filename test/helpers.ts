@@ -1,5 +1,5 @@
 /** Test fixtures: real safetensors files, a real CLI process, temporary directories. */
-import { spawnSync, spawn, type SpawnSyncReturns } from 'node:child_process';
+import { spawnSync, spawn, type SpawnSyncReturns, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, openSync, writeSync, closeSync, mkdirSync, writeFileSync, readFileSync, readSync, readdirSync, lstatSync, readlinkSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
@@ -200,4 +200,27 @@ export function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/**
+ * The URL a server child prints in its "listening on URL" line (mstore serve, the inference
+ * stand-in, bench sinks); rejects if the child exits first or stays silent for `timeoutMs`.
+ */
+export function listeningUrl(child: ChildProcess, timeoutMs = 30_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const t = setTimeout(() => reject(new Error(`${child.spawnargs.join(' ')} printed no "listening on" line in ${timeoutMs} ms`)), timeoutMs);
+    child.stdout!.on('data', (d: Buffer) => {
+      text += d.toString();
+      const m = /listening on (https?:\/\/\S+)/.exec(text);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[1]);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`${child.spawnargs.join(' ')} exited ${code}`));
+    });
+  });
 }
