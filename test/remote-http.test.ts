@@ -22,18 +22,14 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, writeSafetensors, type RunResult, type TensorSpec } from './helpers.js';
+import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, writeSafetensors, type RunResult } from './helpers.js';
 import { HttpRemote } from '../src/remote/http.js';
 import { parseTokens, tokenScope } from '../src/remote/server.js';
 import { encodeObjects, WIRE_CONTENT_TYPE, WIRE_MAGIC, WIRE_HEADER_BYTES } from '../src/remote/wire.js';
 import type { WireObject } from '../src/remote/remote.js';
 import { MstoreError } from '../src/store/errors.js';
+import { GIB, racePushes, recordOutput, roundTrip } from './remote-acceptance.js';
 
-const GIB = Number(process.env.MSTORE_TEST_LARGE_GIB ?? 1);
-const TENSORS = 24;
-const COLS = 4096;
-const ROWS = Math.ceil((GIB * 2 ** 30) / TENSORS / COLS / 2);
-const TENSOR_BYTES = ROWS * COLS * 2;
 const MIB = 2 ** 20;
 
 const READ = `read-${randomBytes(12).toString('hex')}`;
@@ -42,6 +38,7 @@ const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
 const TOKENS = [READ, PUSH, ADMIN];
 /** Every server's stderr and every client's output of this file, searched for tokens at the end. */
 const transcript: string[] = [];
+recordOutput((text) => transcript.push(text));
 
 // ---------------------------------------------------------------- helpers
 
@@ -232,10 +229,6 @@ async function wire(objs: WireObject[]): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const b of encodeObjects(iter(objs))) parts.push(b);
   return Buffer.concat(parts);
-}
-
-function tensors(seeds: number[]): TensorSpec[] {
-  return seeds.map((seed, i) => ({ name: `model.layers.${i}.mlp.down_proj.weight`, dtype: 'BF16', shape: [ROWS, COLS], seed }));
 }
 
 const rev = (ws: string, name: string): string => git(path.join(ws, '.mstore', 'git'), ['rev-parse', name]).stdout.trim();
@@ -742,58 +735,15 @@ test(`${GIB} GiB x 3 versions pushed over HTTP, cloned, every version byte for b
   try {
     const b = await box(root);
     server = b.server;
-    const ws = b.ws;
-    mkdirSync(path.join(ws, 'adapter'));
-    mkdirSync(path.join(ws, 'evolution'));
-    const seeds = Array.from({ length: TENSORS }, (_, i) => i + 1);
-    const digests: Map<string, string>[] = [];
-    for (let v = 1; v <= 3; v++) {
-      if (v === 2) seeds[0] += 1000;
-      if (v === 3) seeds[5] += 1000;
-      writeSafetensors(path.join(ws, 'model.safetensors'), tensors(seeds));
-      writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ revision: v }));
-      writeFileSync(path.join(ws, 'adapter', 'adapter_config.json'), JSON.stringify({ r: 8 * v }));
-      writeFileSync(path.join(ws, 'evolution', `step_${v}.json`), JSON.stringify({ step: v, loss: 1 / v }));
-      ok(ws, ['commit', '-m', `round ${v}`]);
-      digests.push(treeDigest(ws));
-    }
-    let t = process.hrtime.bigint();
-    const first = okJson<PushJson>(ws, ['push', 'box'], b.env);
-    const pushS = Number(process.hrtime.bigint() - t) / 1e9;
-    assert.equal(first.refs.map((r) => r.ref).sort(), ['refs/heads/latest', 'refs/tags/v001', 'refs/tags/v002', 'refs/tags/v003']);
-    assert.ok(first.bytesSent >= 2 ** 30 * GIB * (26 / 24), `v001-v003 hold 26 distinct tensors; sent ${first.bytesSent}`);
-    assert.ok(okJson<PushJson>(ws, ['push', 'box'], b.env).upToDate, 'a second push has nothing to send');
-    assertComplete(b.store, 'after the push');
-
-    t = process.hrtime.bigint();
-    const cloned = okJson<{ bytesReceived: number }>(root, ['clone', server.url, 'clone', '--token-env', 'RT'], { RT: READ });
-    const cloneS = Number(process.hrtime.bigint() - t) / 1e9;
-    const clone = path.join(root, 'clone');
-    assert.equal(treeDigest(clone), digests[2], 'clone checks out latest (v003)');
-    for (let v = 1; v <= 3; v++) {
-      const to = path.join(root, `out${v}`);
-      ok(clone, ['checkout', `v00${v}`, '--to', to]);
-      assert.equal(treeDigest(to), digests[v - 1], `v00${v} byte for byte`);
-      cleanup(to);
-    }
-    console.log(
-      `  http: push ${(first.bytesSent / 1e6).toFixed(0)} MB in ${pushS.toFixed(1)} s = ${(first.bytesSent / 1e6 / pushS).toFixed(0)} MB/s; ` +
-        `clone (fetch + verify + checkout) ${(cloned.bytesReceived / 1e6).toFixed(0)} MB in ${cloneS.toFixed(1)} s = ${(cloned.bytesReceived / 1e6 / cloneS).toFixed(0)} MB/s`,
-    );
-
-    // v004: every third tensor changes (8 of 24).
-    for (let i = 0; i < TENSORS; i += 3) seeds[i] += 5000;
-    writeSafetensors(path.join(ws, 'model.safetensors'), tensors(seeds));
-    ok(ws, ['commit', '-m', 'round 4']);
-    const changed = (TENSORS / 3) * TENSOR_BYTES;
-    const p4 = okJson<PushJson>(ws, ['push', 'box', 'v004'], b.env);
-    assert.ok(p4.bytesSent <= changed * 1.01, `v004 sent ${p4.bytesSent} bytes; changed ${changed} (+1 % = ${Math.floor(changed * 1.01)})`);
-    assert.ok(p4.bytesSent >= changed, `v004 must send the changed tensors (${changed}), sent ${p4.bytesSent}`);
-    const pulled = okJson<{ bytesReceived: number }>(clone, ['pull', 'origin'], { RT: READ });
-    assert.ok(pulled.bytesReceived <= changed * 1.01, `pull of v004 received ${pulled.bytesReceived}`);
-    ok(clone, ['checkout', 'v004', '--to', path.join(root, 'out4')]);
-    assert.equal(treeDigest(path.join(root, 'out4')), treeDigest(ws));
-    assertComplete(b.store, 'after v004');
+    await roundTrip(root, b.ws, {
+      label: 'http',
+      remote: 'box',
+      env: b.env,
+      cloneUrl: server.url,
+      cloneArgs: ['--token-env', 'RT'],
+      cloneEnv: { RT: READ },
+      check: (why) => assertComplete(b.store, why),
+    });
   } finally {
     await server?.stop();
     cleanup(root);
@@ -897,27 +847,7 @@ test('two clients push different versions to the same ref at once, 20 rounds: on
     ok(a, ['push', 'box'], bx.env);
     ok(root, ['clone', server.url, 'b', '--token-env', 'BOX_TOKEN'], bx.env);
     const b = path.join(root, 'b');
-    let latest = '';
-    for (let round = 0; round < 20; round++) {
-      writeFileSync(path.join(a, 'config.json'), JSON.stringify({ who: 'a', round }));
-      writeFileSync(path.join(b, 'config.json'), JSON.stringify({ who: 'b', round }));
-      ok(a, ['commit', '-m', `a ${round}`]);
-      ok(b, ['commit', '-m', `b ${round}`]);
-      const [ra, rb] = await Promise.all([runAsync(a, ['push', 'box'], bx.env), runAsync(b, ['push', 'origin'], bx.env)]);
-      const wins = [ra, rb].filter((r) => r.code === 0).length;
-      assert.is(wins, 1, `round ${round}: exactly one push wins (a: ${ra.code} ${ra.err}; b: ${rb.code} ${rb.err})`);
-      const loser = ra.code === 0 ? rb : ra;
-      assert.is(loser.code, 1, `round ${round}: the loser exits 1`);
-      assert.match(loser.err, /rejected .*non-fast-forward/);
-      assert.is(loser.err.trim().split('\n').length, 1, loser.err);
-      const winner = ra.code === 0 ? a : b;
-      latest = git(path.join(bx.store, 'git'), ['rev-parse', 'refs/heads/latest']).stdout.trim();
-      assert.is(latest, rev(winner, 'latest'), `round ${round}: the remote has the winner's version`);
-      const loserDir = winner === a ? b : a;
-      ok(loserDir, ['pull', loserDir === a ? 'box' : 'origin', '--force'], bx.env);
-      assert.is(rev(loserDir, 'latest'), latest);
-      ok(winner, ['pull', winner === a ? 'box' : 'origin'], bx.env);
-    }
+    const latest = await racePushes(a, b, 20, () => git(path.join(bx.store, 'git'), ['rev-parse', 'refs/heads/latest']).stdout.trim(), bx.env, ['box', 'origin']);
     const sgit = path.join(bx.store, 'git');
     assert.is(git(sgit, ['rev-list', '--count', 'refs/heads/latest']).stdout.trim(), '21', 'every round added one version on top of the last');
     assertComplete(bx.store, 'after 20 rounds');

@@ -16,29 +16,10 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, statSync, writeFileSync, readFileSync, appendFileSync, chmodSync } from 'node:fs';
-import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, writeSafetensors, type TensorSpec } from './helpers.js';
+import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, writeSafetensors } from './helpers.js';
 import { StoreRemote } from '../src/remote/store-remote.js';
 import type { WireObject } from '../src/remote/remote.js';
-
-const GIB = Number(process.env.MSTORE_TEST_LARGE_GIB ?? 1);
-const TENSORS = 24;
-const COLS = 4096;
-const ROWS = Math.ceil((GIB * 2 ** 30) / TENSORS / COLS / 2);
-const TENSOR_BYTES = ROWS * COLS * 2;
-
-function ok(cwd: string, args: string[], env: Record<string, string> = {}): string {
-  const r = mstore(cwd, args, env);
-  assert.is(r.code, 0, `mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-  return r.stdout;
-}
-const okJson = <T>(cwd: string, args: string[]): T => JSON.parse(ok(cwd, [...args, '--json'])) as T;
-
-interface PushJson {
-  bytesSent: number;
-  chunksSent: number;
-  upToDate: boolean;
-  refs: { ref: string; old: string | null; new: string | null }[];
-}
+import { GIB, ok, okJson, racePushes, roundTrip, type PushJson } from './remote-acceptance.js';
 
 function refsOf(gitdir: string): string {
   return git(gitdir, ['for-each-ref', '--format=%(refname) %(objectname)']).stdout;
@@ -55,59 +36,24 @@ function bytesUnder(dir: string): number {
   return n;
 }
 
-function tensors(seeds: number[]): TensorSpec[] {
-  return seeds.map((seed, i) => ({ name: `model.layers.${i}.mlp.down_proj.weight`, dtype: 'BF16', shape: [ROWS, COLS], seed }));
-}
-
-test(`${GIB} GiB x 3 versions pushed to a path, cloned, checked out byte for byte; v004 sends the changed bytes + 1 %`, () => {
+test(`${GIB} GiB x 3 versions pushed to a path, cloned, checked out byte for byte; v004 sends the changed bytes + 1 %`, async () => {
   const root = tmpDir('mstore-rpath-');
   try {
     const ws = path.join(root, 'ws');
-    mkdirSync(path.join(ws, 'adapter'), { recursive: true });
-    mkdirSync(path.join(ws, 'evolution'));
+    mkdirSync(ws);
     ok(ws, ['init']);
     ok(root, ['init', '--bare', 'remote']);
-    const seeds = Array.from({ length: TENSORS }, (_, i) => i + 1);
-    const digests: Map<string, string>[] = [];
-    for (let v = 1; v <= 3; v++) {
-      if (v === 2) seeds[0] += 1000;
-      writeSafetensors(path.join(ws, 'model.safetensors'), tensors(seeds));
-      writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ revision: v }));
-      writeFileSync(path.join(ws, 'adapter', 'adapter_config.json'), JSON.stringify({ r: 8 * v }));
-      writeFileSync(path.join(ws, 'evolution', `step_${v}.json`), JSON.stringify({ step: v, loss: 1 / v }));
-      ok(ws, ['commit', '-m', `round ${v}`]);
-      digests.push(treeDigest(ws));
-    }
     ok(ws, ['remote', 'add', 'origin', '../remote']);
-    const first = okJson<PushJson>(ws, ['push', 'origin']);
-    assert.equal(first.refs.map((r) => r.ref).sort(), ['refs/heads/latest', 'refs/tags/v001', 'refs/tags/v002', 'refs/tags/v003']);
-    assert.ok(first.bytesSent >= 2 ** 30 * GIB * (25 / 24), `v001-v003 hold more than ${GIB} GiB of distinct bytes; sent ${first.bytesSent}`);
-    assert.ok(okJson<PushJson>(ws, ['push', 'origin']).upToDate, 'a second push has nothing to send');
-    assert.is(git(path.join(root, 'remote', 'git'), ['fsck', '--strict']).code, 0);
-
-    ok(root, ['clone', 'remote', 'clone']);
-    const clone = path.join(root, 'clone');
-    assert.equal(treeDigest(clone), digests[2], 'clone checks out latest (v003)');
-    for (let v = 1; v <= 3; v++) {
-      const to = path.join(root, `out${v}`);
-      ok(clone, ['checkout', `v00${v}`, '--to', to]);
-      assert.equal(treeDigest(to), digests[v - 1], `v00${v} byte for byte`);
-      cleanup(to);
-    }
-
-    // v004: every third tensor changes (8 of 24).
-    for (let i = 0; i < TENSORS; i += 3) seeds[i] += 5000;
-    writeSafetensors(path.join(ws, 'model.safetensors'), tensors(seeds));
-    ok(ws, ['commit', '-m', 'round 4']);
-    const changed = (TENSORS / 3) * TENSOR_BYTES;
-    const p4 = okJson<PushJson>(ws, ['push', 'origin', 'v004']);
-    assert.ok(p4.bytesSent <= changed * 1.01, `v004 sent ${p4.bytesSent} bytes; changed ${changed} (+1 % = ${Math.floor(changed * 1.01)})`);
-    assert.ok(p4.bytesSent >= changed, `v004 must send the changed tensors (${changed}), sent ${p4.bytesSent}`);
-    assert.match(refsOf(path.join(root, 'remote', 'git')), /refs\/tags\/v004 /);
-    const pulled = okJson<{ bytesReceived: number }>(clone, ['pull', 'origin']);
-    assert.ok(pulled.bytesReceived <= changed * 1.01, `pull of v004 received ${pulled.bytesReceived}`);
-    ok(clone, ['checkout', 'v004', '--to', path.join(root, 'out4')]);
-    assert.equal(treeDigest(path.join(root, 'out4')), treeDigest(ws));
+    const remote = path.join(root, 'remote');
+    await roundTrip(root, ws, {
+      label: 'path',
+      remote: 'origin',
+      cloneUrl: remote,
+      check: (why) => {
+        assert.is(git(path.join(remote, 'git'), ['fsck', '--strict']).code, 0, `${why}: git fsck --strict`);
+        assert.is(mstore(remote, ['verify', '--all']).code, 0, `${why}: verify --all in the remote`);
+      },
+    });
   } finally {
     cleanup(root);
   }
@@ -194,34 +140,8 @@ test('two clients push different versions to the same ref at once, 20 rounds: on
     ok(a, ['push', 'origin']);
     ok(root, ['clone', 'remote', 'b']);
     const b = path.join(root, 'b');
-    const run = (cwd: string, args: string[]): Promise<{ code: number; err: string }> =>
-      new Promise((resolve) => {
-        const c = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-        let err = '';
-        c.stderr.on('data', (d: Buffer) => (err += d.toString()));
-        c.on('exit', (code) => resolve({ code: code ?? -1, err }));
-      });
     const remoteGit = path.join(root, 'remote', 'git');
-    for (let round = 0; round < 20; round++) {
-      writeFileSync(path.join(a, 'config.json'), JSON.stringify({ who: 'a', round }));
-      writeFileSync(path.join(b, 'config.json'), JSON.stringify({ who: 'b', round }));
-      ok(a, ['commit', '-m', `a ${round}`]);
-      ok(b, ['commit', '-m', `b ${round}`]);
-      const [ra, rb] = await Promise.all([run(a, ['push', 'origin']), run(b, ['push', 'origin'])]);
-      const wins = [ra, rb].filter((r) => r.code === 0).length;
-      assert.is(wins, 1, `round ${round}: exactly one push wins (a: ${ra.code} ${ra.err}; b: ${rb.code} ${rb.err})`);
-      const loser = ra.code === 0 ? rb : ra;
-      assert.is(loser.code, 1, `round ${round}: the loser exits 1`);
-      assert.match(loser.err, /rejected .*non-fast-forward/);
-      const winner = ra.code === 0 ? a : b;
-      const latest = git(remoteGit, ['rev-parse', 'latest']).stdout.trim();
-      assert.is(latest, git(path.join(winner, '.mstore', 'git'), ['rev-parse', 'latest']).stdout.trim(), `round ${round}: the remote has the winner's version`);
-      // The loser takes the remote's history (its own version stays in its ref history).
-      const loserDir = winner === a ? b : a;
-      ok(loserDir, ['pull', 'origin', '--force']);
-      assert.is(git(path.join(loserDir, '.mstore', 'git'), ['rev-parse', 'latest']).stdout.trim(), latest);
-      ok(winner, ['pull', 'origin']);
-    }
+    await racePushes(a, b, 20, () => git(remoteGit, ['rev-parse', 'latest']).stdout.trim());
     assert.is(mstore(path.join(root, 'remote'), ['verify', '--all']).code, 0);
     assert.is(git(remoteGit, ['fsck', '--strict']).code, 0);
     assert.is(git(remoteGit, ['rev-list', '--count', 'latest']).stdout.trim(), '21');

@@ -28,10 +28,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { deflateSync, inflateSync } from 'node:zlib';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, writeSafetensors, type TensorSpec } from './helpers.js';
+import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, writeSafetensors } from './helpers.js';
 import { openS3Remote as openRemote, S3_PACK_BYTES, type S3Options, type S3Remote } from '../src/remote/s3.js';
 import { parsePackTail, ENTRY_CHUNK, ENTRY_FILE, PACK_MAGIC } from '../src/store/pack.js';
 import type { WireObject } from '../src/remote/remote.js';
+import { GIB, racePushes, roundTrip } from './remote-acceptance.js';
 
 // ---------------------------------------------------------------- environment
 
@@ -58,11 +59,6 @@ async function reachable(): Promise<string | undefined> {
 }
 const down = await reachable();
 
-const GIB = Number(process.env.MSTORE_TEST_LARGE_GIB ?? 1);
-const TENSORS = 24;
-const COLS = 4096;
-const ROWS = Math.ceil((GIB * 2 ** 30) / TENSORS / COLS / 2);
-const TENSOR_BYTES = ROWS * COLS * 2;
 const MIB = 2 ** 20;
 
 // ---------------------------------------------------------------- helpers
@@ -246,23 +242,8 @@ interface PushJson {
   refs: { ref: string; old: string | null; new: string | null }[];
 }
 
-function tensors(seeds: number[]): TensorSpec[] {
-  return seeds.map((seed, i) => ({ name: `model.layers.${i}.mlp.down_proj.weight`, dtype: 'BF16', shape: [ROWS, COLS], seed }));
-}
-
 function refsOf(gitdir: string): string {
   return git(gitdir, ['for-each-ref', '--format=%(refname) %(objectname)']).stdout;
-}
-
-function runAsync(cwd: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-    let out = '';
-    let err = '';
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    c.on('exit', (code) => resolve({ code: code ?? -1, out, err }));
-  });
 }
 
 // ---------------------------------------------------------------- tests
@@ -533,58 +514,15 @@ function registerTests(): void {
     const root = tmpDir('mstore-s3large-');
     try {
       const ws = path.join(root, 'ws');
-      mkdirSync(path.join(ws, 'adapter'), { recursive: true });
-      mkdirSync(path.join(ws, 'evolution'));
+      mkdirSync(ws);
       ok(ws, ['init']);
-      const seeds = Array.from({ length: TENSORS }, (_, i) => i + 1);
-      const digests: Map<string, string>[] = [];
-      for (let v = 1; v <= 3; v++) {
-        if (v === 2) seeds[0] += 1000;
-        writeSafetensors(path.join(ws, 'model.safetensors'), tensors(seeds));
-        writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ revision: v }));
-        writeFileSync(path.join(ws, 'adapter', 'adapter_config.json'), JSON.stringify({ r: 8 * v }));
-        writeFileSync(path.join(ws, 'evolution', `step_${v}.json`), JSON.stringify({ step: v, loss: 1 / v }));
-        ok(ws, ['commit', '-m', `round ${v}`]);
-        digests.push(treeDigest(ws));
-      }
       ok(ws, ['remote', 'add', 'origin', url]);
-      let t = process.hrtime.bigint();
-      const first = okJson<PushJson>(ws, ['push', 'origin']);
-      const pushS = Number(process.hrtime.bigint() - t) / 1e9;
-      assert.equal(first.refs.map((r) => r.ref).sort(), ['refs/heads/latest', 'refs/tags/v001', 'refs/tags/v002', 'refs/tags/v003']);
-      assert.ok(first.bytesSent >= 2 ** 30 * GIB * (25 / 24), `v001-v003 hold more than ${GIB} GiB of distinct bytes; sent ${first.bytesSent}`);
-      assert.ok(okJson<PushJson>(ws, ['push', 'origin']).upToDate, 'a second push has nothing to send');
-      const layout = await checkLayout(prefix);
-      assert.is(layout.orphans, 0);
-
-      t = process.hrtime.bigint();
-      const cloned = okJson<{ bytesReceived: number }>(root, ['clone', url, 'clone']);
-      const cloneS = Number(process.hrtime.bigint() - t) / 1e9;
-      const clone = path.join(root, 'clone');
-      assert.equal(treeDigest(clone), digests[2], 'clone checks out latest (v003)');
-      for (let v = 1; v <= 3; v++) {
-        const to = path.join(root, `out${v}`);
-        ok(clone, ['checkout', `v00${v}`, '--to', to]);
-        assert.equal(treeDigest(to), digests[v - 1], `v00${v} byte for byte`);
-        cleanup(to);
-      }
-      console.log(
-        `  s3 (RGW): push ${(first.bytesSent / 1e6).toFixed(0)} MB in ${pushS.toFixed(1)} s = ${(first.bytesSent / 1e6 / pushS).toFixed(0)} MB/s; ` +
-          `clone (fetch + verify + checkout) ${(cloned.bytesReceived / 1e6).toFixed(0)} MB in ${cloneS.toFixed(1)} s = ${(cloned.bytesReceived / 1e6 / cloneS).toFixed(0)} MB/s`,
-      );
-
-      // v004: every third tensor changes (8 of 24).
-      for (let i = 0; i < TENSORS; i += 3) seeds[i] += 5000;
-      writeSafetensors(path.join(ws, 'model.safetensors'), tensors(seeds));
-      ok(ws, ['commit', '-m', 'round 4']);
-      const changed = (TENSORS / 3) * TENSOR_BYTES;
-      const p4 = okJson<PushJson>(ws, ['push', 'origin', 'v004']);
-      assert.ok(p4.bytesSent <= changed * 1.01, `v004 sent ${p4.bytesSent} bytes; changed ${changed} (+1 % = ${Math.floor(changed * 1.01)})`);
-      assert.ok(p4.bytesSent >= changed, `v004 must send the changed tensors (${changed}), sent ${p4.bytesSent}`);
-      const pulled = okJson<{ bytesReceived: number }>(clone, ['pull', 'origin']);
-      assert.ok(pulled.bytesReceived <= changed * 1.01, `pull of v004 received ${pulled.bytesReceived}`);
-      ok(clone, ['checkout', 'v004', '--to', path.join(root, 'out4')]);
-      assert.equal(treeDigest(path.join(root, 'out4')), treeDigest(ws));
+      await roundTrip(root, ws, {
+        label: 's3 (RGW)',
+        remote: 'origin',
+        cloneUrl: url,
+        check: async (why: string) => assert.is((await checkLayout(prefix)).orphans, 0, `${why}: packs without .idx`),
+      });
     } finally {
       cleanup(root);
       await deletePrefix(prefix);
@@ -683,26 +621,7 @@ function registerTests(): void {
       ok(a, ['push', 'origin']);
       ok(root, ['clone', url, 'b']);
       const b = path.join(root, 'b');
-      let latest = '';
-      for (let round = 0; round < 20; round++) {
-        writeFileSync(path.join(a, 'config.json'), JSON.stringify({ who: 'a', round }));
-        writeFileSync(path.join(b, 'config.json'), JSON.stringify({ who: 'b', round }));
-        ok(a, ['commit', '-m', `a ${round}`]);
-        ok(b, ['commit', '-m', `b ${round}`]);
-        const [ra, rb] = await Promise.all([runAsync(a, ['push', 'origin']), runAsync(b, ['push', 'origin'])]);
-        const wins = [ra, rb].filter((r) => r.code === 0).length;
-        assert.is(wins, 1, `round ${round}: exactly one push wins (a: ${ra.code} ${ra.err}; b: ${rb.code} ${rb.err})`);
-        const loser = ra.code === 0 ? rb : ra;
-        assert.is(loser.code, 1, `round ${round}: the loser exits 1`);
-        assert.match(loser.err, /rejected .*non-fast-forward/);
-        const winner = ra.code === 0 ? a : b;
-        latest = (await openS3Remote(url, {}).listRefs()).get('refs/heads/latest') as string;
-        assert.is(latest, git(path.join(winner, '.mstore', 'git'), ['rev-parse', 'latest']).stdout.trim(), `round ${round}: the remote has the winner's version`);
-        const loserDir = winner === a ? b : a;
-        ok(loserDir, ['pull', 'origin', '--force']);
-        assert.is(git(path.join(loserDir, '.mstore', 'git'), ['rev-parse', 'latest']).stdout.trim(), latest);
-        ok(winner, ['pull', 'origin']);
-      }
+      const latest = await racePushes(a, b, 20, async () => (await openS3Remote(url, {}).listRefs()).get('refs/heads/latest') ?? '');
       ok(root, ['clone', url, 'c', '--no-checkout']);
       const cgit = path.join(root, 'c', '.mstore', 'git');
       assert.is(git(cgit, ['rev-parse', 'latest']).stdout.trim(), latest);

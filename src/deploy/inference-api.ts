@@ -1,9 +1,10 @@
 /**
- * Calls to the inference API (register, set_active, health) with undici: a timeout per
- * request, and retries with exponential backoff on connection errors and 5xx answers (a
- * server restarting is the usual cause); a 4xx answer is final.
+ * Calls to the inference API (register, set_active, health): a timeout per request, and
+ * retries with exponential backoff on connection errors and 5xx answers (a server restarting
+ * is the usual cause); a 4xx answer is final. Through Node's fetch, which is undici bundled
+ * with Node: `deploy apply` runs on every deploy and rollback, and loading the undici package
+ * would add ~0.1 s of start-up to a rollback that has to take under a second.
  */
-import { request } from 'undici';
 import { render, type ApiCall, type DeployConfig, type TemplateValues } from './config.js';
 
 export interface CallResult {
@@ -26,20 +27,22 @@ export async function callApi(cfg: DeployConfig['api'], what: string, call: ApiC
   let last = '';
   for (let attempt = 1; attempt <= cfg.attempts; attempt++) {
     try {
-      const r = await request(url, {
-        method: call.method.toUpperCase() as 'GET',
+      const r = await fetch(url, {
+        method: call.method.toUpperCase(),
         headers: body ? { 'content-type': 'application/json' } : {},
         body,
-        headersTimeout: cfg.timeoutMs,
-        bodyTimeout: cfg.timeoutMs,
+        signal: AbortSignal.timeout(cfg.timeoutMs),
       });
-      const text = (await r.body.text()).slice(0, 2000);
-      const okStatus = expect !== undefined ? r.statusCode === expect : r.statusCode >= 200 && r.statusCode < 300;
-      if (okStatus) return { status: r.statusCode, body: text };
-      last = `${what}: ${call.method.toUpperCase()} ${url.pathname} answered ${r.statusCode}${text ? ` ${oneLine(text)}` : ''}`;
-      if (r.statusCode < 500) break;
+      const text = (await r.text()).slice(0, 2000);
+      const okStatus = expect !== undefined ? r.status === expect : r.status >= 200 && r.status < 300;
+      if (okStatus) return { status: r.status, body: text };
+      last = `${what}: ${call.method.toUpperCase()} ${url.pathname} answered ${r.status}${text ? ` ${oneLine(text)}` : ''}`;
+      if (r.status < 500) break;
     } catch (e) {
-      last = `${what}: ${call.method.toUpperCase()} ${url.origin}${url.pathname} failed: ${(e as Error).message.split('\n')[0]}`;
+      // fetch says "fetch failed" and keeps the reason (ECONNREFUSED, a timeout) in `cause`.
+      const err = e as Error & { cause?: { code?: string; message?: string } };
+      const why = err.name === 'TimeoutError' ? `no answer within ${cfg.timeoutMs} ms` : (err.cause?.code ?? err.cause?.message ?? err.message).split('\n')[0];
+      last = `${what}: ${call.method.toUpperCase()} ${url.origin}${url.pathname} failed: ${why}`;
     }
     if (attempt < cfg.attempts) await sleep(cfg.backoffMs * 2 ** (attempt - 1));
   }
