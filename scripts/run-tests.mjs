@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Runs the uvu suites compiled to dist/test, one process per file (a crash or a hang names its
-// file; each file's wall time is printed), and ends with the line CI reads:
-// "N passed, N failed". uvu's own summary ("Total: / Passed:") is not that line.
+// file; each file's wall time is printed), MSTORE_TEST_JOBS files at a time (default 2: the
+// suites use about one core each, and CI has two), longest first; each file's output is
+// printed whole when it ends. Ends with the line CI reads: "N passed, N failed" (uvu's own
+// summary, "Total: / Passed:", is not that line).
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 
@@ -11,16 +13,24 @@ const files = readdirSync('dist/test')
   .filter((f) => f.endsWith('.test.js') && pattern.test(f))
   .sort();
 
+const jobs = Math.max(1, Number(process.env.MSTORE_TEST_JOBS ?? 2) || 1);
+// The long suites start first, so that the short ones fill in around them.
+const LONG = ['remote-s3', 'remote-http', 'remote-path', 'gc', 'deploy', 'crash', 'retention', 'errors'];
+const rank = (f) => {
+  const i = LONG.findIndex((l) => f === `${l}.test.js`);
+  return i < 0 ? LONG.length : i;
+};
+files.sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : 1));
+
 function runFile(file) {
   return new Promise((resolve) => {
     const started = Date.now();
-    const child = spawn(process.execPath, [uvu, 'dist/test', `^${file.replace(/\./g, '\\.')}$`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [uvu, 'dist/test', `^${file.replace(/\./g, '\\.')}$`], { stdio: ['ignore', 'pipe', 'pipe'] });
     let text = '';
-    child.stdout.on('data', (d) => {
-      process.stdout.write(d);
-      text += d.toString();
-    });
+    child.stdout.on('data', (d) => (text += d.toString()));
+    child.stderr.on('data', (d) => (text += d.toString()));
     child.on('close', (code) => {
+      process.stdout.write(text);
       const plain = text.replace(/\x1b\[[0-9;]*m/g, '');
       const total = Number(/Total:\s+(\d+)/.exec(plain)?.[1] ?? 0);
       const passed = Number(/Passed:\s+(\d+)/.exec(plain)?.[1] ?? 0);
@@ -33,7 +43,13 @@ function runFile(file) {
 }
 
 const results = [];
-for (const f of files) results.push(await runFile(f));
+const queue = [...files];
+await Promise.all(
+  Array.from({ length: Math.min(jobs, queue.length) }, async () => {
+    for (let f = queue.shift(); f; f = queue.shift()) results.push(await runFile(f));
+  }),
+);
+results.sort((a, b) => (a.file < b.file ? -1 : 1));
 const sum = (k) => results.reduce((a, r) => a + r[k], 0);
 process.stdout.write('\nper file (wall time):\n');
 for (const r of results) process.stdout.write(`  ${r.file.padEnd(28)} ${r.seconds.toFixed(1).padStart(7)} s  ${r.passed} passed${r.failed ? `, ${r.failed} FAILED` : ''}\n`);
