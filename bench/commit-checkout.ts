@@ -13,11 +13,11 @@
  * Exit status: 0 when every acceptance figure passes, 1 otherwise.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { writeSafetensors, type TensorSpec } from '../test/helpers.js';
-import { BUNDLE_CLI, CLI, DIST, MiB, SRC_CLI, cliLine, envNumber as num, have, median, mib, run, secs, settle, table, warm, x, type Ran, type Row } from './lib.js';
+import { BUNDLE_CLI, CLI, DIST, MiB, SRC_CLI, cliLine, envNumber as num, have, median, mib, run, secs, settle, table, warm, x, type Ran, type Row, workDir } from './lib.js';
 
 const OTHER_CLI = CLI === BUNDLE_CLI ? SRC_CLI : CLI === SRC_CLI && existsSync(BUNDLE_CLI) ? BUNDLE_CLI : undefined;
 
@@ -61,33 +61,9 @@ const accept = (r: Row): void => {
 
 // ---------------------------------------------------------------- setup
 
-const base = path.resolve(process.env.MSTORE_BENCH_DIR ?? os.tmpdir());
-mkdirSync(base, { recursive: true });
-{
-  // Peak use: v1 + v2 masters, a workspace copy, its store, a checkout / cp copy (~5x), or the
-  // big file and its store (2x RSS_GIB); plus headroom.
-  const need = Math.max(5.5 * GIB, 2.2 * RSS_GIB) * 2 ** 30 + 2 ** 30;
-  const fs = statfsSync(base);
-  const free = fs.bavail * fs.bsize;
-  if (free < need) {
-    process.stderr.write(`bench: ${base} has ${(free / 2 ** 30).toFixed(1)} GiB free, needs ~${(need / 2 ** 30).toFixed(1)} GiB (set MSTORE_BENCH_DIR)\n`);
-    process.exit(2);
-  }
-}
-const root = mkdtempSync(path.join(base, 'mstore-bench-'));
-let cleaned = false;
-const cleanup = (): void => {
-  if (cleaned) return;
-  cleaned = true;
-  rmSync(root, { recursive: true, force: true });
-};
-process.on('exit', cleanup);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    cleanup();
-    process.exit(130);
-  });
-}
+// Peak use: v1 + v2 masters, a workspace copy, its store, a checkout / cp copy (~5x), or the
+// big file and its store (2x RSS_GIB); plus headroom.
+const { root, cleanup } = workDir('mstore-bench-', Math.max(5.5 * GIB, 2.2 * RSS_GIB) * 2 ** 30 + 2 ** 30);
 
 let failed = false;
 try {

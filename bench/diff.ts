@@ -13,7 +13,7 @@
  * Exit status: 0 when every acceptance figure passes, 1 otherwise.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +21,7 @@ import { writeSafetensors, type TensorSpec } from '../test/helpers.js';
 import { Store } from '../src/store/store.js';
 import { versionSide } from '../src/store/diff-side.js';
 import { diffTensors, type TensorDiff } from '../src/store/diff-tensors.js';
-import { MiB, envNumber as num, median, table, type Row } from './lib.js';
+import { MiB, envNumber as num, median, table, type Row, workDir } from './lib.js';
 
 const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(DIST, 'bundle', 'cli.js');
@@ -79,30 +79,7 @@ async function inProcess(ws: string, stats: boolean): Promise<{ total: number; d
   return { total: performance.now() - t0, diff: t2 - t1, result };
 }
 
-const base = path.resolve(process.env.MSTORE_BENCH_DIR ?? os.tmpdir());
-mkdirSync(base, { recursive: true });
-{
-  const need = 2.6 * GIB * 2 ** 30 + 2 ** 30; // workspace file + store of two versions + headroom
-  const fs = statfsSync(base);
-  if (fs.bavail * fs.bsize < need) {
-    process.stderr.write(`bench: ${base} has ${((fs.bavail * fs.bsize) / 2 ** 30).toFixed(1)} GiB free, needs ~${(need / 2 ** 30).toFixed(1)} GiB (set MSTORE_BENCH_DIR)\n`);
-    process.exit(2);
-  }
-}
-const root = mkdtempSync(path.join(base, 'mstore-bench-diff-'));
-let cleaned = false;
-const cleanup = (): void => {
-  if (cleaned) return;
-  cleaned = true;
-  rmSync(root, { recursive: true, force: true });
-};
-process.on('exit', cleanup);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    cleanup();
-    process.exit(130);
-  });
-}
+const { root, cleanup } = workDir('mstore-bench-diff-', 2.6 * GIB * 2 ** 30 + 2 ** 30); // workspace file + store of two versions + headroom
 
 let failed = false;
 try {

@@ -3,7 +3,7 @@
  * (with CPU and peak RSS from GNU time), page-cache helpers, medians and the result table.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -114,4 +114,35 @@ export function table(list: Row[]): string {
   const out = [line([...cols], 'result'), line(w.map((n) => '-'.repeat(n - 2)), '------')];
   for (const r of list) out.push(line(cols.map((k) => cell(r, k)), r.pass === undefined ? '' : r.pass ? 'PASS' : 'FAIL'));
   return out.join('\n');
+}
+
+/**
+ * The bench's scratch directory under MSTORE_BENCH_DIR (default the OS temp dir): refuses
+ * (exit 2) when less than `needBytes` is free there; removed by `cleanup()`, and at the latest
+ * on exit or SIGINT/SIGTERM/SIGHUP.
+ */
+export function workDir(prefix: string, needBytes: number): { root: string; cleanup: () => void } {
+  const base = path.resolve(process.env.MSTORE_BENCH_DIR ?? os.tmpdir());
+  mkdirSync(base, { recursive: true });
+  const fs = statfsSync(base);
+  const free = fs.bavail * fs.bsize;
+  if (free < needBytes) {
+    process.stderr.write(`bench: ${base} has ${(free / 2 ** 30).toFixed(1)} GiB free, needs ~${(needBytes / 2 ** 30).toFixed(1)} GiB (set MSTORE_BENCH_DIR)\n`);
+    process.exit(2);
+  }
+  const root = mkdtempSync(path.join(base, prefix));
+  let cleaned = false;
+  const cleanup = (): void => {
+    if (cleaned) return;
+    cleaned = true;
+    rmSync(root, { recursive: true, force: true });
+  };
+  process.on('exit', cleanup);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      cleanup();
+      process.exit(130);
+    });
+  }
+  return { root, cleanup };
 }

@@ -20,11 +20,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createKernel, type DtypeCode } from '../src/merge/kernel.js';
-import { CLI, DIST, GNU_TIME, MiB, cliLine, envNumber as num, median, run, secs, settle, table, warm, x, type Row } from './lib.js';
+import { CLI, DIST, GNU_TIME, MiB, cliLine, envNumber as num, median, run, secs, settle, table, warm, x, type Row, workDir } from './lib.js';
 
 const ROOT = path.resolve(DIST, '..');
 const WORKER = path.join(ROOT, 'workers', 'merge_lora.py');
@@ -248,32 +248,8 @@ const accept = (r: Row): void => {
 
 // ---------------------------------------------------------------- setup
 
-const workBase = path.resolve(process.env.MSTORE_BENCH_DIR ?? os.tmpdir());
-mkdirSync(workBase, { recursive: true });
-{
-  // base 1.19 GB + two outputs alive at once (TS temp dir before its rename, or the hashed one) + headroom
-  const need = 4.5 * 2 ** 30;
-  const fs = statfsSync(workBase);
-  const free = fs.bavail * fs.bsize;
-  if (free < need) {
-    process.stderr.write(`bench: ${workBase} has ${(free / 2 ** 30).toFixed(1)} GiB free, needs ~${(need / 2 ** 30).toFixed(1)} GiB (set MSTORE_BENCH_DIR)\n`);
-    process.exit(2);
-  }
-}
-const root = mkdtempSync(path.join(workBase, 'mstore-bench-merge-'));
-let cleaned = false;
-const cleanup = (): void => {
-  if (cleaned) return;
-  cleaned = true;
-  rmSync(root, { recursive: true, force: true });
-};
-process.on('exit', cleanup);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    cleanup();
-    process.exit(130);
-  });
-}
+// base 1.19 GB + two outputs alive at once (TS temp dir before its rename, or the hashed one) + headroom
+const { root, cleanup } = workDir('mstore-bench-merge-', 4.5 * 2 ** 30);
 
 let failed = false;
 try {

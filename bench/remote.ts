@@ -18,11 +18,11 @@
  * Exit status: 0 when both targets pass, 1 otherwise.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { writeSafetensors, listeningUrl } from '../test/helpers.js';
-import { CLI, cliLine, envNumber, median, run, settle, table, warm, x, type Ran, type Row } from './lib.js';
+import { CLI, cliLine, envNumber, median, run, settle, table, warm, x, type Ran, type Row, workDir } from './lib.js';
 
 const GIB = envNumber('MSTORE_BENCH_GIB', 1);
 const REPS = Math.max(1, Math.floor(envNumber('MSTORE_BENCH_REPS', 3)));
@@ -89,18 +89,8 @@ function serverTimes(log: string): { objects: number; update: number; other: num
 /** Lets the child processes' output in (spawnSync blocks this process's event loop). */
 const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 200));
 
-const base = path.resolve(process.env.MSTORE_BENCH_DIR ?? os.tmpdir());
-mkdirSync(base, { recursive: true });
-{
-  // The model, its workspace store, the served store, the pulled store, the sink's copy: ~5x.
-  const need = 5.5 * GIB * 2 ** 30;
-  const fs = statfsSync(base);
-  if (fs.bavail * fs.bsize < need) {
-    process.stderr.write(`bench: ${base} has ${((fs.bavail * fs.bsize) / 2 ** 30).toFixed(1)} GiB free, needs ~${(need / 2 ** 30).toFixed(1)} GiB (set MSTORE_BENCH_DIR)\n`);
-    process.exit(2);
-  }
-}
-const root = mkdtempSync(path.join(base, 'mstore-bench-remote-'));
+// The model, its workspace store, the served store, the pulled store, the sink's copy: ~5x.
+const { root } = workDir('mstore-bench-remote-', 5.5 * GIB * 2 ** 30);
 let failed = false;
 try {
   const load0 = os.loadavg()[0];

@@ -23,11 +23,11 @@
  * Exit status: 0 when every acceptance figure passes, 1 otherwise.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { writeSafetensors, type TensorSpec } from '../test/helpers.js';
-import { CLI, MiB, cliLine, envNumber as num, have, median, mib, run, secs, table, warm, x, type Ran, type Row } from './lib.js';
+import { CLI, MiB, cliLine, envNumber as num, have, median, mib, run, secs, table, warm, x, type Ran, type Row, workDir } from './lib.js';
 
 
 const GIB = num('MSTORE_BENCH_GIB', 1);
@@ -85,32 +85,8 @@ const accept = (r: Row): void => {
 
 // ---------------------------------------------------------------- setup
 
-const base = path.resolve(process.env.MSTORE_BENCH_DIR ?? os.tmpdir());
-mkdirSync(base, { recursive: true });
-{
-  // Peak use: the workspace file, its store (v1 + a third), a restic repo of v1; plus headroom.
-  const need = 3.5 * GIB * 2 ** 30 + 2 ** 30;
-  const fs = statfsSync(base);
-  const free = fs.bavail * fs.bsize;
-  if (free < need) {
-    process.stderr.write(`bench: ${base} has ${(free / 2 ** 30).toFixed(1)} GiB free, needs ~${(need / 2 ** 30).toFixed(1)} GiB (set MSTORE_BENCH_DIR)\n`);
-    process.exit(2);
-  }
-}
-const root = mkdtempSync(path.join(base, 'mstore-bench-verify-'));
-let cleaned = false;
-const cleanup = (): void => {
-  if (cleaned) return;
-  cleaned = true;
-  rmSync(root, { recursive: true, force: true });
-};
-process.on('exit', cleanup);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    cleanup();
-    process.exit(130);
-  });
-}
+// Peak use: the workspace file, its store (v1 + a third), a restic repo of v1; plus headroom.
+const { root, cleanup } = workDir('mstore-bench-verify-', 3.5 * GIB * 2 ** 30 + 2 ** 30);
 
 let failed = false;
 const raw: string[] = [];

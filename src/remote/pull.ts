@@ -12,7 +12,7 @@ import { gitFs } from '../store/git-fs.js';
 import { PackWriter, ENTRY_CHUNK, ENTRY_FILE } from '../store/pack.js';
 import { decodeManifest, type NewFile } from '../store/index-db.js';
 import { contentOf, type Roots } from '../store/reach.js';
-import { hasObject, type GitType } from '../store/git-walk.js';
+import { hasObject, pointsAt, type GitType } from '../store/git-walk.js';
 import { moveRefs, type RefLogEntry, type RefMove } from '../store/reflog.js';
 import { verify } from '../store/verify.js';
 import { checkObject } from './wire.js';
@@ -68,22 +68,17 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
         const next: string[] = [];
         for (let i = 0; i < frontier.length; i += BATCH_IDS) {
           const batch = frontier.slice(i, i + BATCH_IDS);
+          const asked = new Set(batch);
           const got = new Set<string>();
           for await (const o of remote.fetch('git', batch)) {
-            if (o.kind !== 'git' || !batch.includes(o.id) || got.has(o.id)) throw new MstoreError('EREMOTE', `${remote.display} sent ${o.kind} ${o.id}, which was not asked for`);
+            if (o.kind !== 'git' || !asked.has(o.id) || got.has(o.id)) throw new MstoreError('EREMOTE', `${remote.display} sent ${o.kind} ${o.id}, which was not asked for`);
             checkObject(o);
             got.add(o.id);
             const { type, content } = splitLoose(o.data);
             await git.writeObject({ fs: gitFs, gitdir, type, object: content, format: 'content' });
             result.gitObjectsReceived++;
             if (shallow) continue;
-            const parsed = await git.readObject({ fs: gitFs, gitdir, oid: o.id, format: 'parsed', cache });
-            let children: string[] = [];
-            if (parsed.type === 'commit') {
-              const c = parsed.object as { tree: string; parent: string[] };
-              children = [c.tree, ...c.parent];
-            } else if (parsed.type === 'tree') children = (parsed.object as { oid: string; type: string }[]).filter((e) => e.type !== 'commit').map((e) => e.oid);
-            else if (parsed.type === 'tag') children = [(parsed.object as { object: string }).object];
+            const children = pointsAt(await git.readObject({ fs: gitFs, gitdir, oid: o.id, format: 'parsed', cache }));
             for (const c of children) {
               if (seen.has(c) || (await hasObject(gitdir, c, cache))) continue;
               seen.add(c);
@@ -160,10 +155,11 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
     const content = await contentOf(repo, commits.keys(), (c) => commits.get(c)![0].replace(/^refs\/(tags|heads)\//, ''));
     const needFiles = [...content.keys()].filter((oid) => !store.index.hasFile(Buffer.from(oid, 'hex')));
     const manifests = new Map<string, Buffer>();
+    const needSet = new Set(needFiles);
     for (let i = 0; i < needFiles.length; i += BATCH_IDS) {
       const batch = needFiles.slice(i, i + BATCH_IDS);
       for await (const o of remote.fetch('file', batch)) {
-        if (o.kind !== 'file' || !batch.includes(o.id)) throw new MstoreError('EREMOTE', `${remote.display} sent ${o.kind} ${o.id}, which was not asked for`);
+        if (o.kind !== 'file' || manifests.has(o.id) || !needSet.has(o.id)) throw new MstoreError('EREMOTE', `${remote.display} sent ${o.kind} ${o.id}, which was not asked for`);
         checkObject(o);
         manifests.set(o.id, Buffer.from(o.data));
       }

@@ -17,10 +17,11 @@ import { sha256 } from '../store/hashing.js';
 import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath } from '../store/pack.js';
 import { decodeManifest, encodeManifest, type NewFile } from '../store/index-db.js';
 import { reachableObjects, hasObject, type GitType } from '../store/git-walk.js';
-import { allRefs, type Roots } from '../store/reach.js';
+import type { Roots } from '../store/reach.js';
 import { moveRefs, type RefMove } from '../store/reflog.js';
 import { verify } from '../store/verify.js';
 import { checkObject } from './wire.js';
+import { localRefs } from './push.js';
 import { deployStatus, type DeployStatus } from '../deploy/records.js';
 import { packageRoot } from '../store/package-files.js';
 import {
@@ -68,15 +69,8 @@ export class StoreRemote implements Remote {
     return new StoreRemote(store, opts.display ?? abs, opts.lockTimeoutMs);
   }
 
-  async listRefs(): Promise<Map<string, string>> {
-    const repo = this.store.repo;
-    const out = new Map<string, string>();
-    const names = (await repo.listRefs('refs')).map((r) => `refs/${r}`).sort();
-    for (const ref of names) {
-      const v = await repo.readRef(ref);
-      if (v) out.set(ref, v);
-    }
-    return out;
+  listRefs(): Promise<Map<string, string>> {
+    return localRefs(this.store);
   }
 
   async missing(kind: ObjectKind, ids: string[]): Promise<string[]> {
@@ -229,7 +223,8 @@ export class StoreRemote implements Remote {
         }
         // The objects of every new value must all be here (dependencies of existing refs are).
         const cache = {};
-        const haves = [...(await this.listRefs()).values()];
+        const current = await this.listRefs();
+        const haves = [...current.values()];
         for (const u of updates) {
           if (u.new === null) continue;
           try {
@@ -249,10 +244,7 @@ export class StoreRemote implements Remote {
         }
         // Every version a ref will newly name is re-read byte for byte before any ref moves.
         const named = new Set<string>();
-        for (const ref of await allRefs(repo)) {
-          const v = await repo.readRef(ref);
-          if (v) named.add(await repo.peelToCommit(v).catch(() => v));
-        }
+        for (const [ref, v] of current) if (!ref.startsWith('refs/notes/')) named.add(await repo.peelToCommit(v).catch(() => v));
         const commits: Roots = new Map();
         for (const u of updates) {
           if (u.new === null || u.ref.startsWith('refs/notes/')) continue;

@@ -30,13 +30,7 @@ export async function reachableObjects(gitdir: string, starts: string[], cache: 
       state.set(top.oid, 'open');
       const o = await git.readObject({ fs: gitFs, gitdir, oid: top.oid, format: 'parsed', cache });
       top.type = o.type as GitType;
-      if (o.type === 'commit') {
-        const c = o.object as { tree: string; parent: string[] };
-        top.children = [c.tree, ...c.parent];
-      } else if (o.type === 'tree') {
-        top.children = (o.object as { oid: string; type: string }[]).filter((e) => e.type !== 'commit').map((e) => e.oid);
-      } else if (o.type === 'tag') top.children = [(o.object as { object: string }).object];
-      else top.children = [];
+      top.children = pointsAt(o);
       for (const c of top.children) if (!state.has(c)) stack.push({ oid: c });
       continue;
     }
@@ -46,6 +40,17 @@ export async function reachableObjects(gitdir: string, starts: string[], cache: 
     order.push({ oid: top.oid, type: top.type! });
   }
   return order;
+}
+
+/** The objects a parsed git object points at: a commit's tree and parents, a tree's entries (not submodules), a tag's target. */
+export function pointsAt(o: { type: string; object: unknown }): string[] {
+  if (o.type === 'commit') {
+    const c = o.object as { tree: string; parent: string[] };
+    return [c.tree, ...c.parent];
+  }
+  if (o.type === 'tree') return (o.object as { oid: string; type: string }[]).filter((e) => e.type !== 'commit').map((e) => e.oid);
+  if (o.type === 'tag') return [(o.object as { object: string }).object];
+  return [];
 }
 
 export async function hasObject(gitdir: string, oid: string, cache: object = {}): Promise<boolean> {
