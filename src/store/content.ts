@@ -42,11 +42,20 @@ class Slot {
   }
 }
 
-/** Round-robin pool: a slot is reused only after everything using it has settled. */
+/**
+ * Round-robin pool: a slot is reused only after everything using it has settled. Slots are
+ * allocated on first use: 64 MiB of shared memory would cost a no-op commit a garbage
+ * collection (V8 counts it as external memory pressure).
+ */
 class SlotPool {
-  private readonly slots = Array.from({ length: SLOT_COUNT }, () => new Slot());
+  private readonly slots: Slot[] = [];
   private i = 0;
   async acquire(): Promise<Slot> {
+    if (this.slots.length < SLOT_COUNT) {
+      const fresh = new Slot();
+      this.slots.push(fresh);
+      return fresh;
+    }
     const s = this.slots[this.i];
     this.i = (this.i + 1) % this.slots.length;
     await s.drain();
