@@ -177,6 +177,15 @@ test('the receiving store refuses bad objects, dangling manifests and bad ref na
       createHash('sha256').update('elsewhere').digest().copy(manifest);
       manifest.writeUInt32LE(9, 32);
       assert.match(await send([{ kind: 'file', id: 'f'.repeat(64), data: manifest }]), /lists chunk .* which neither/);
+      // A manifest whose chunks arrive in order (in shared memory, as a server decodes them)
+      // is checked against the file's oid on arrival (receipt.ts): one that lies is refused.
+      const shared = Buffer.from(new SharedArrayBuffer(good.length));
+      good.copy(shared);
+      const lie = Buffer.alloc(36);
+      Buffer.from(goodId, 'hex').copy(lie);
+      lie.writeUInt32LE(good.length, 32);
+      const otherOid = createHash('sha256').update('another file').digest('hex');
+      assert.match(await send([{ kind: 'chunk', id: goodId, data: shared }, { kind: 'file', id: otherOid, data: lie }]), /arrived in order and hash to another file/);
       assert.match(await send([{ kind: 'chunk', id: '../../etc/passwd', data: good }]), /bad chunk id/);
       assert.is(snapshot(), before, 'refused uploads leave the store unchanged');
       for (const ref of ['refs/heads/../../x', '/etc/passwd', 'refs/heads/a\0b', 'refs/tags/.hidden', 'HEAD', 'refs/heads/x.lock']) {

@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import { MstoreError, errorLine, type ErrorCode } from '../store/errors.js';
-import { BATCH_IDS, checkObjectId, checkOid, checkRefName, type ObjectKind, type RefUpdate, type Remote, type SendResult, type UpdateRefsOptions, type WireObject } from './remote.js';
+import { BATCH_IDS, checkObjectId, checkOid, checkRefName, type FetchOptions, type ObjectKind, type RefUpdate, type Remote, type SendResult, type UpdateRefsOptions, type WireObject } from './remote.js';
 import { decodeObjects, encodeObjects, MAX_OBJECT_BYTES, WIRE_CONTENT_TYPE, WIRE_HEADER_BYTES } from './wire.js';
 import { READ_AHEAD_BYTES, readAhead } from './server.js';
 
@@ -96,6 +96,8 @@ function printable(s: string): string {
 
 export class HttpRemote implements Remote {
   readonly display: string;
+  /** `mstore serve` receives through StoreRemote, which re-hashes everything. */
+  readonly verifiesReceived = true;
   private readonly base: URL;
   private readonly token: string | undefined;
   private readonly dispatcher: Dispatcher;
@@ -378,7 +380,7 @@ export class HttpRemote implements Remote {
    * Batches of BATCH_IDS ids; every object is re-hashed by decodeObjects and must be one that
    * was asked for. A stream cut by the network is resumed with the ids not received yet.
    */
-  async *fetch(kind: ObjectKind, ids: string[]): AsyncGenerator<WireObject> {
+  async *fetch(kind: ObjectKind, ids: string[], opts: FetchOptions = {}): AsyncGenerator<WireObject> {
     for (const id of ids) checkObjectId(kind, id);
     for (let i = 0; i < ids.length; i += BATCH_IDS) {
       const want = new Set(ids.slice(i, i + BATCH_IDS));
@@ -387,7 +389,7 @@ export class HttpRemote implements Remote {
         try {
           // Decoding runs ahead of the caller's writes; the caller (pull.ts) re-hashes every object.
           const body = res.body;
-          for await (const o of readAhead(decodeObjects(body, { source: this.display, check: false }), (x) => x.data.length, READ_AHEAD_BYTES, () => body.destroy())) {
+          for await (const o of readAhead(decodeObjects(body, { source: this.display, check: false, pool: opts.pool }), (x) => x.data.length, READ_AHEAD_BYTES, () => body.destroy())) {
             if (o.kind !== kind || !want.has(o.id)) throw new MstoreError('EREMOTE', `${this.display} sent ${o.kind} ${o.id}, which was not asked for`);
             want.delete(o.id);
             yield o;

@@ -2,8 +2,9 @@
  * `pull` (and clone): fetch versions from a remote and move local refs, for every transport.
  * Under the store lock: git objects first (walked from the wanted refs, each re-hashed and
  * written atomically), then the missing chunks into fsynced packs indexed as they fill (an
- * interrupted pull keeps them), then the manifests, then a full verify of every new version,
- * then the refs (tags only created, heads only fast-forwarded, unless `force`).
+ * interrupted pull keeps them), then the manifests, then a full verify of every new version
+ * (files whose chunks arrived as one run in order were hashed whole on arrival, receipt.ts,
+ * and are not read back), then the refs (tags only created, heads only fast-forwarded, unless `force`).
  */
 import git from 'isomorphic-git';
 import type { Store } from '../store/store.js';
@@ -16,12 +17,17 @@ import { hasObject, pointsAt, type GitType } from '../store/git-walk.js';
 import { moveRefs, type RefLogEntry, type RefMove } from '../store/reflog.js';
 import { verify } from '../store/verify.js';
 import { checkObject } from './wire.js';
+import { ReceiptHasher } from './receipt.js';
+import { BufferPool } from '../store/buffer-pool.js';
+import { InFlight } from '../store/in-flight.js';
 import { BATCH_IDS, checkRefName, nonFastForward, type Remote } from './remote.js';
 import { findRef, localRefs, type TransferProgress } from './push.js';
 import { refsFor, parseVersionTag } from './refs.js';
 
 /** Fetched chunk bytes between index publications. */
 const PUBLISH_EVERY = 64 * 1024 * 1024;
+/** Fetched bytes being written or hashed at once. */
+const IN_FLIGHT_BYTES = 32 * 1024 * 1024;
 
 export interface PullOptions {
   /** Refs or version names to pull; none: every ref of the remote. */
@@ -169,41 +175,76 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
     const needChunks: string[] = [];
     const chunkSet = new Set<string>();
     let total = 0;
+    // A file all of whose chunks are fetched now, one run in its own order, is hashed as they
+    // arrive (receipt.ts): its first chunk starts a run, its last one ends it.
+    const runStarts = new Set<string>();
+    const runEnds = new Map<string, { oid: string; ids: string[] }>();
     for (const [oid, m] of manifests) {
       let size = 0;
-      for (const c of decodeManifest(m)) {
+      const chunks = decodeManifest(m);
+      let fresh = 0;
+      for (const c of chunks) {
         size += c.length;
         const key = c.id.toString('hex');
         if (chunkSet.has(key) || store.index.hasChunk(c.id)) continue;
         chunkSet.add(key);
         needChunks.push(key);
         total += c.length;
+        fresh++;
+      }
+      if (fresh && fresh === chunks.length) {
+        const ids = chunks.map((c) => c.id.toString('hex'));
+        runStarts.add(ids[0]);
+        runEnds.set(ids[ids.length - 1], { oid, ids });
       }
       if (size !== content.get(oid)!.size) throw new MstoreError('EREMOTE', `${remote.display}: the manifest of ${oid} adds up to ${size} bytes, the pointer says ${content.get(oid)!.size}`);
     }
 
     const writer = new PackWriter(store.tmpDir, store.packsDir, Math.min(store.config.chunking.packTargetBytes, PUBLISH_EVERY));
+    const pool = new BufferPool();
+    const receipt = new ReceiptHasher(store.hasher);
+    const inFlight = new InFlight(IN_FLIGHT_BYTES);
+    const whole = new Set<string>();
     let unpublished = 0;
     const publish = async (files: NewFile[] = []): Promise<void> => {
       store.index.recordPacks(await writer.finish(), files);
       unpublished = 0;
     };
+    // Packs are sealed and indexed while the next chunks arrive; a failure surfaces at the end.
+    let publishing: Promise<void> = Promise.resolve();
+    const publishBehind = (): void => {
+      unpublished = 0;
+      publishing = publishing.then(async () => store.index.recordPacks(await writer.finish(), []));
+      publishing.catch(() => undefined);
+    };
     try {
       for (let i = 0; i < needChunks.length; i += BATCH_IDS) {
         const batch = needChunks.slice(i, i + BATCH_IDS);
         const want = new Set(batch);
-        for await (const o of remote.fetch('chunk', batch)) {
+        for await (const o of remote.fetch('chunk', batch, { pool })) {
           if (o.kind !== 'chunk' || !want.delete(o.id)) throw new MstoreError('EREMOTE', `${remote.display} sent ${o.kind} ${o.id}, which was not asked for`);
           checkObject(o);
-          await writer.add(ENTRY_CHUNK, Buffer.from(o.id, 'hex'), o.data);
+          if (runStarts.has(o.id)) receipt.reset();
+          const data = o.data;
+          const hashed = receipt.add(o.id, data);
+          const written = writer.add(ENTRY_CHUNK, Buffer.from(o.id, 'hex'), data);
+          await inFlight.add(Promise.all([hashed, written]).finally(() => pool.release(data)), data.length);
+          const run = runEnds.get(o.id);
+          if (run) {
+            const verdict = await receipt.end(run.oid, run.ids);
+            if (verdict === 'mismatch') throw new MstoreError('ECORRUPT', `${remote.display}: the manifest of ${run.oid} does not match its chunks (they hash to another file)`);
+            if (verdict === 'whole') whole.add(run.oid);
+          }
           result.chunksReceived++;
-          result.bytesReceived += o.data.length;
-          unpublished += o.data.length;
+          result.bytesReceived += data.length;
+          unpublished += data.length;
           opts.onProgress?.({ done: result.bytesReceived, total });
-          if (unpublished >= PUBLISH_EVERY) await publish();
+          if (unpublished >= PUBLISH_EVERY) publishBehind();
         }
         if (want.size) throw new MstoreError('EREMOTE', `${remote.display} did not send chunk ${[...want][0]}`);
       }
+      await inFlight.drain();
+      await publishing;
       // Manifests after every chunk they list is indexed: a file is present only when whole.
       const files: NewFile[] = [];
       for (const [oid, m] of manifests) {
@@ -215,6 +256,9 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       await publish(files);
     } catch (e) {
       // Keep the chunks that arrived whole (a rerun fetches only the rest); drop the rest.
+      receipt.reset();
+      await inFlight.drain();
+      await publishing.catch(() => undefined);
       await writer.finish().then(
         (packs) => store.index.recordPacks(packs, []),
         () => writer.abort(),
@@ -223,7 +267,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
     }
 
     // 4. Every new version re-read byte for byte, then the refs.
-    const v = await verify(store, { commits });
+    const v = await verify(store, { commits, wholeOnReceipt: whole });
     if (!v.ok) throw new MstoreError('ECORRUPT', `the versions pulled from ${remote.display} failed verification (${v.problems[0].message}${v.problems.length > 1 ? `; ${v.problems.length - 1} more` : ''}); no ref moved`);
     result.refs = await moveRefs(store, moves, 'pull', { message: `pull ${remote.display}` });
     return result;

@@ -8,6 +8,7 @@
  */
 import { MstoreError } from '../store/errors.js';
 import type { DeployStatus } from '../deploy/records.js';
+import type { BufferPool } from '../store/buffer-pool.js';
 
 /**
  * What moves between stores (docs/protocol.md §1):
@@ -55,10 +56,17 @@ export interface Remote {
   /** The subset of `ids` the remote does not have (any order). Callers batch; a remote may split further. */
   missing(kind: ObjectKind, ids: string[]): Promise<string[]>;
   /**
+   * True when the remote re-hashes every object it receives and rejects a mismatch (a store:
+   * path and HTTP). The sender (push.ts) then sends chunks as read, unhashed: the receiver's
+   * check is the one that counts. Dumb storage (S3) checks nothing, so push re-hashes first.
+   */
+  readonly verifiesReceived: boolean;
+  /** Where a server decodes uploads for send(): buffers send() hands back when done with them. */
+  readonly pool?: BufferPool;
+  /**
    * Stores objects. Chunks come before the manifests that list them; git objects after
-   * what they point at. The sender (push.ts) re-hashed each object as it read it; a receiving
-   * server (StoreRemote) re-hashes again and rejects a mismatch; what
-   * arrived complete before an interruption stays stored (a rerun sends only the rest).
+   * what they point at. What arrived complete before an interruption stays stored (a rerun
+   * sends only the rest).
    */
   send(objects: AsyncIterable<WireObject>, onBytes?: (n: number) => void): Promise<SendResult>;
   /**
@@ -66,7 +74,7 @@ export interface Remote {
    * error. The consumer (pull.ts) re-hashes every object it receives (wire.checkObject),
    * so a transport need not hash what it yields.
    */
-  fetch(kind: ObjectKind, ids: string[]): AsyncIterable<WireObject>;
+  fetch(kind: ObjectKind, ids: string[], opts?: FetchOptions): AsyncIterable<WireObject>;
   /**
    * Applies every update or none: each ref must still have its `old` value (else a
    * non-fast-forward error naming it), and without `force` heads may only move forward and
@@ -76,6 +84,11 @@ export interface Remote {
   /** The remote's deploy state (docs/deploy.md); only stores that run hooks (path, HTTP) have one. */
   deployStatus?(): Promise<DeployStatus>;
   close(): Promise<void>;
+}
+
+export interface FetchOptions {
+  /** Chunk data goes into buffers from this pool where the transport can (the consumer hands them back). */
+  pool?: BufferPool;
 }
 
 /** Ids per `missing` / `fetch` round trip. */

@@ -14,6 +14,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { MstoreError, errorLine, type ErrorCode } from '../store/errors.js';
+import type { BufferPool } from '../store/buffer-pool.js';
 import { BATCH_IDS, checkObjectId, checkOid, checkRefName, type ObjectKind, type Remote, type RefUpdate, type WireObject } from './remote.js';
 import { encodeObjects, MAX_OBJECT_BYTES, WIRE_CONTENT_TYPE, WIRE_HEADER_BYTES, WIRE_MAGIC } from './wire.js';
 
@@ -229,21 +230,26 @@ const CODE_KIND: Record<number, ObjectKind> = { 1: 'chunk', 2: 'file', 3: 'git' 
  * wire.ts decodeObjects: an upload's objects go to Remote.send, whose receiver re-hashes every
  * one (the Remote contract), and hashing each byte twice on the server cost ~0.7 s per GiB.
  * Everything else is checked as decodeObjects does: magic, kinds, the size limit, id padding,
- * the end record and nothing after it; a stream that stops early is truncated.
+ * the end record and nothing after it; a stream that stops early is truncated. Object data
+ * is copied into buffers from `pool` (the receiver hands them back when it is done).
  */
-export async function* frames(body: AsyncIterable<Buffer>, maxObjectBytes = MAX_OBJECT_BYTES): AsyncGenerator<WireObject> {
+export async function* frames(body: AsyncIterable<Buffer>, maxObjectBytes = MAX_OBJECT_BYTES, pool?: BufferPool): AsyncGenerator<WireObject> {
   const it = body[Symbol.asyncIterator]();
   let cur: Buffer = Buffer.alloc(0);
   let pos = 0;
   const bad = (why: string): MstoreError => new MstoreError('EBADINPUT', `object stream from the request body: ${why}`);
-  /** Exactly n bytes (a view when they lie in one piece, else one copy), or undefined at the end. */
-  const take = async (n: number): Promise<Buffer | undefined> => {
-    if (cur.length - pos >= n) {
+  /** Exactly n bytes (a view when they lie in one piece, else one copy; always a copy into `into`), or undefined at the end. */
+  const take = async (n: number, into?: Buffer): Promise<Buffer | undefined> => {
+    if (cur.length - pos >= n && !into) {
       pos += n;
       return cur.subarray(pos - n, pos);
     }
-    const out = Buffer.allocUnsafe(n);
-    let o = cur.copy(out, 0, pos);
+    const out = into ?? Buffer.allocUnsafe(n);
+    let o = cur.copy(out, 0, pos, Math.min(cur.length, pos + n));
+    if (o === n) {
+      pos += n;
+      return out;
+    }
     for (;;) {
       const r = await it.next();
       if (r.done) {
@@ -282,7 +288,7 @@ export async function* frames(body: AsyncIterable<Buffer>, maxObjectBytes = MAX_
       if (length > maxObjectBytes) throw bad(`a ${kind} of ${length} bytes is over the ${maxObjectBytes}-byte limit`);
       const id = kind === 'git' ? h.subarray(5, 25).toString('hex') : h.subarray(5, 37).toString('hex');
       if (kind === 'git' && h.subarray(25, 37).some((b) => b !== 0)) throw bad(`git object id ${id} is not padded with zeros`);
-      const data = length ? await take(length) : Buffer.alloc(0);
+      const data = length ? await take(length, pool?.get(length)) : Buffer.alloc(0);
       if (!data) throw new MstoreError('EREMOTE', `object stream from the request body ended early inside ${kind} ${id} (truncated)`);
       yield { kind, id, data };
     }
@@ -440,7 +446,7 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
 
   /** The request body as checked objects; a failure of the body itself is recorded in ctx.bodyFailed. */
   async function* bodyObjects(ctx: Ctx): AsyncGenerator<WireObject> {
-    const source = frames(body(ctx, maxBody));
+    const source = frames(body(ctx, maxBody), MAX_OBJECT_BYTES, remote.pool);
     for (;;) {
       let r: IteratorResult<WireObject>;
       try {

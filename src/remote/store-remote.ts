@@ -13,7 +13,6 @@ import git from 'isomorphic-git';
 import { Store } from '../store/store.js';
 import { MstoreError } from '../store/errors.js';
 import { gitFs } from '../store/git-fs.js';
-import { sha256 } from '../store/hashing.js';
 import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath } from '../store/pack.js';
 import { decodeManifest, encodeManifest, type NewFile } from '../store/index-db.js';
 import { reachableObjects, hasObject, type GitType } from '../store/git-walk.js';
@@ -21,6 +20,9 @@ import type { Roots } from '../store/reach.js';
 import { moveRefs, type RefMove } from '../store/reflog.js';
 import { verify } from '../store/verify.js';
 import { checkObject } from './wire.js';
+import { ReceiptHasher } from './receipt.js';
+import { BufferPool } from '../store/buffer-pool.js';
+import { InFlight } from '../store/in-flight.js';
 import { localRefs } from './push.js';
 import { deployStatus, type DeployStatus } from '../deploy/records.js';
 import { packageRoot } from '../store/package-files.js';
@@ -29,6 +31,7 @@ import {
   checkOid,
   checkRefName,
   nonFastForward,
+  type FetchOptions,
   type ObjectKind,
   type Remote,
   type RefUpdate,
@@ -39,6 +42,10 @@ import {
 
 /** Received bytes between index publications: bounds what an interruption can lose. */
 const PUBLISH_EVERY = 64 * 1024 * 1024;
+/** Received bytes being written or hashed at once. */
+const IN_FLIGHT_BYTES = 32 * 1024 * 1024;
+/** Files proven whole on receipt that are remembered (beyond it: read back by verify instead). */
+const MAX_PROVEN = 100_000;
 const ZERO_OID = '0'.repeat(40);
 
 export interface StoreRemoteOptions {
@@ -48,6 +55,15 @@ export interface StoreRemoteOptions {
 }
 
 export class StoreRemote implements Remote {
+  /** send() re-hashes every object and rejects a mismatch. */
+  readonly verifiesReceived = true;
+  /** Buffers for received object data: the server decodes into them, send() hands them back. */
+  readonly pool = new BufferPool();
+  /** Runs of received chunks hashed on the worker (receipt.ts); it spans uploads. */
+  private receipt: ReceiptHasher | undefined;
+  /** Stored files whose bytes were hashed to their oid on arrival: updateRefs' verify skips reading them. */
+  private readonly wholeOnReceipt = new Set<string>();
+
   private constructor(
     readonly store: Store,
     readonly display: string,
@@ -97,9 +113,16 @@ export class StoreRemote implements Remote {
         let stored = 0;
         let bytes = 0;
         const cache = {};
+        const receipt = (this.receipt ??= new ReceiptHasher(store.hasher));
+        const inFlight = new InFlight(IN_FLIGHT_BYTES);
+        let proven: string[] = [];
         const publish = async (): Promise<void> => {
+          await inFlight.drain();
           const packs = await writer.finish();
           index.recordPacks(packs, pending);
+          if (this.wholeOnReceipt.size + proven.length > MAX_PROVEN) this.wholeOnReceipt.clear();
+          for (const oid of proven) this.wholeOnReceipt.add(oid);
+          proven = [];
           pending = [];
           pendingBytes = 0;
         };
@@ -111,21 +134,30 @@ export class StoreRemote implements Remote {
             onBytes?.(o.data.length);
             if (o.kind === 'chunk') {
               const id = Buffer.from(o.id, 'hex');
-              if (added.has(o.id) || index.hasChunk(id)) continue;
-              await writer.add(ENTRY_CHUNK, id, o.data);
-              added.add(o.id);
-              pendingBytes += o.data.length;
-              stored++;
+              const hashed = receipt.add(o.id, o.data);
+              let written: Promise<void> | undefined;
+              if (!added.has(o.id) && !index.hasChunk(id)) {
+                written = writer.add(ENTRY_CHUNK, id, o.data);
+                added.add(o.id);
+                pendingBytes += o.data.length;
+                stored++;
+              }
+              const data = o.data;
+              await inFlight.add(Promise.all([hashed, written]).finally(() => this.pool.release(data)), data.length);
             } else if (o.kind === 'file') {
               const oid = Buffer.from(o.id, 'hex');
+              const chunks = decodeManifest(o.data);
+              const verdict = await receipt.end(o.id, chunks.map((c) => c.id.toString('hex')));
+              if (verdict === 'mismatch') throw new MstoreError('ECORRUPT', `file manifest ${o.id}: the chunks it lists arrived in order and hash to another file`);
               if (index.hasFile(oid) || pending.some((f) => f.oid.equals(oid))) continue;
               let size = 0;
-              for (const c of decodeManifest(o.data)) {
+              for (const c of chunks) {
                 if (!added.has(c.id.toString('hex')) && !index.hasChunk(c.id)) {
                   throw new MstoreError('EBADINPUT', `file manifest ${o.id} lists chunk ${c.id.toString('hex')}, which neither ${this.display} nor this upload holds`);
                 }
                 size += c.length;
               }
+              if (verdict === 'whole') proven.push(o.id);
               const manifest = Buffer.from(o.data);
               await writer.add(ENTRY_FILE, oid, manifest);
               pending.push({ oid, size, manifest });
@@ -145,6 +177,8 @@ export class StoreRemote implements Remote {
           const badData = e instanceof MstoreError && (e.code === 'ECORRUPT' || e.code === 'EBADINPUT' || e.code === 'EBADNAME');
           // Bad data: drop what this upload has not yet published. A broken connection:
           // keep every object that arrived whole, so the rerun sends only the rest.
+          await inFlight.drain();
+          receipt.reset();
           if (badData) await writer.abort();
           else await publish().catch(() => writer.abort());
           throw e;
@@ -155,7 +189,7 @@ export class StoreRemote implements Remote {
     );
   }
 
-  async *fetch(kind: ObjectKind, ids: string[]): AsyncGenerator<WireObject> {
+  async *fetch(kind: ObjectKind, ids: string[], opts: FetchOptions = {}): AsyncGenerator<WireObject> {
     for (const id of ids) checkObjectId(kind, id);
     const store = this.store;
     if (kind === 'git') {
@@ -188,11 +222,11 @@ export class StoreRemote implements Remote {
         if (!loc) throw new MstoreError('EMISSING', `${this.display} has no chunk ${id}`);
         let fh = handles.get(loc.pack);
         if (!fh) handles.set(loc.pack, (fh = await open(packPath(store.packsDir, loc.pack), 'r')));
-        const data = Buffer.allocUnsafe(loc.length);
+        // Not re-hashed here: the receiver (pull.ts) re-hashes every chunk it gets, and that
+        // check is the one that counts (a damaged chunk fails the pull naming it).
+        const data = opts.pool?.get(loc.length) ?? Buffer.allocUnsafe(loc.length);
         const { bytesRead } = await fh.read(data, 0, loc.length, loc.offset);
-        if (bytesRead !== loc.length || sha256(data).toString('hex') !== id) {
-          throw new MstoreError('ECORRUPT', `chunk ${id} in pack ${loc.pack} of ${this.display} is damaged (hash mismatch)`);
-        }
+        if (bytesRead !== loc.length) throw new MstoreError('ECORRUPT', `pack ${loc.pack} of ${this.display} is truncated (chunk ${id})`);
         yield { kind, id, data };
       }
     } finally {
@@ -253,7 +287,7 @@ export class StoreRemote implements Remote {
           if (!named.has(commit)) commits.set(commit, [...(commits.get(commit) ?? []), u.ref]);
         }
         if (commits.size) {
-          const v = await verify(store, { commits });
+          const v = await verify(store, { commits, wholeOnReceipt: this.wholeOnReceipt });
           if (!v.ok) throw new MstoreError('ECORRUPT', `${this.display}: the pushed versions failed verification (${v.problems[0].message}${v.problems.length > 1 ? `; ${v.problems.length - 1} more` : ''}); no ref moved`);
         }
         const moves: RefMove[] = updates.map((u) => ({ ref: u.ref, value: u.new }));

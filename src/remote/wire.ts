@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { MstoreError } from '../store/errors.js';
 import { MANIFEST_RECORD } from '../store/index-db.js';
 import type { ObjectKind, WireObject } from './remote.js';
+import type { BufferPool } from '../store/buffer-pool.js';
 
 export const WIRE_MAGIC = Buffer.from('MSTWIRE\x01', 'latin1');
 export const WIRE_HEADER_BYTES = 37;
@@ -65,8 +66,8 @@ class Reader {
   constructor(source: AsyncIterable<Uint8Array>) {
     this.it = source[Symbol.asyncIterator]();
   }
-  /** Exactly n bytes, or undefined if the source ends first. */
-  async take(n: number): Promise<Buffer | undefined> {
+  /** Exactly n bytes (copied into `into` when given), or undefined if the source ends first. */
+  async take(n: number, into?: Buffer): Promise<Buffer | undefined> {
     while (this.have < n) {
       const r = await this.it.next();
       if (r.done) return undefined;
@@ -77,12 +78,12 @@ class Reader {
       }
     }
     let out: Buffer;
-    if (this.bufs[0].length >= n) {
+    if (this.bufs[0].length >= n && !into) {
       out = this.bufs[0].subarray(0, n);
       if (this.bufs[0].length === n) this.bufs.shift();
       else this.bufs[0] = this.bufs[0].subarray(n);
     } else {
-      out = Buffer.allocUnsafe(n);
+      out = into ?? Buffer.allocUnsafe(n);
       let o = 0;
       while (o < n) {
         const b = this.bufs[0];
@@ -120,6 +121,8 @@ export interface DecodeOptions {
   source?: string;
   /** Re-hash each object (default). Off only where the consumer checks anyway (StoreRemote.send does). */
   check?: boolean;
+  /** Object data goes into buffers from this pool (the consumer hands them back). */
+  pool?: BufferPool;
 }
 
 /** Parses and checks (checkObject) every object of a stream; throws on a bad or truncated stream. */
@@ -146,7 +149,7 @@ export async function* decodeObjects(body: AsyncIterable<Uint8Array>, opts: Deco
       if (length > max) throw new MstoreError('EBADINPUT', `object stream${from}: a ${kind} of ${length} bytes is over the ${max}-byte limit`);
       const id = kind === 'git' ? h.subarray(5, 25).toString('hex') : h.subarray(5, 37).toString('hex');
       if (kind === 'git' && h.subarray(25, 37).some((b) => b !== 0)) throw new MstoreError('EBADINPUT', `object stream${from}: git object id ${id} is not padded with zeros`);
-      const data = length ? await r.take(length) : Buffer.alloc(0);
+      const data = length ? await r.take(length, opts.pool?.get(length)) : Buffer.alloc(0);
       if (!data) throw new MstoreError('EREMOTE', `object stream${from} ended early inside ${kind} ${id} (truncated)`);
       const o: WireObject = { kind, id, data };
       if (opts.check !== false) checkObject(o);

@@ -43,8 +43,12 @@ export function packPath(packsDir: string, id: string): string {
   return path.join(packsDir, id.slice(0, 2), `${id}.pack`);
 }
 
-/** Background fdatasync every this many bytes keeps the final fsync short. */
-const SYNC_EVERY = 64 * 1024 * 1024;
+/**
+ * Background fdatasync every this many bytes keeps the final fsync short: the disk writes
+ * while more data arrives, and sealing a 64 MiB pack (which a transfer waits for) finds
+ * little left to flush.
+ */
+const SYNC_EVERY = 8 * 1024 * 1024;
 
 interface OpenPack {
   /** Opened asynchronously; everything else about the pack is bookkept synchronously. */
@@ -149,20 +153,21 @@ export class PackWriter {
     }
   }
 
-  /** Seals the open pack; resolves with every pack this writer completed. */
+  /**
+   * Seals the open pack; resolves with every pack this writer completed since the last
+   * finish(). Entries added while it runs go to a new pack, left for the next finish().
+   */
   async finish(): Promise<PackInfo[]> {
     const p = this.cur;
     this.cur = undefined;
-    if (p) {
-      if (p.entries.length) this.finishing.push(this.seal(p));
-      else {
-        await (await p.fh).close();
-        await unlink(p.tmp);
-      }
-    }
-    const done = await Promise.all(this.finishing);
+    const sealing = this.finishing;
     this.finishing = [];
-    return done;
+    if (p?.entries.length) sealing.push(this.seal(p));
+    else if (p) {
+      await (await p.fh).close();
+      await unlink(p.tmp);
+    }
+    return Promise.all(sealing);
   }
 
   /** Drops everything this writer wrote (on error): nothing of it was published, so the store is as before. */

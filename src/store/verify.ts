@@ -33,6 +33,11 @@ export interface VerifyOptions {
    * produce; chunk ids are then re-hashed only in files that fail, to name the damage.
    */
   chunkIds?: boolean;
+  /**
+   * Files (oids) whose bytes this process hashed to their oid as they arrived (a push or pull,
+   * remote/receipt.ts): full mode does not read them back. Presence and placement are still checked.
+   */
+  wholeOnReceipt?: ReadonlySet<string>;
   random?: () => number;
   onProgress?: (p: { done: number; total: number }) => void;
 }
@@ -218,6 +223,11 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
     if (mode === 'full') {
       const verified = new Set<string>();
       for (const oid of sound) {
+        if (opts.wholeOnReceipt?.has(oid) && !opts.chunkIds) {
+          bytes += index.file(Buffer.from(oid, 'hex'))!.size;
+          opts.onProgress?.({ done: bytes, total: totalBytes });
+          continue;
+        }
         const use = files.get(oid)!;
         const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
         const label = where.files[0] + (where.files.length > 1 ? ` (+${where.files.length - 1} more)` : '');
