@@ -25,7 +25,7 @@ export interface ChunkingConfig {
 export const SLOT_BYTES = 16 * 1024 * 1024;
 const SLOT_COUNT = 4;
 /** Background fdatasync cadence for materialised files. */
-const SYNC_EVERY = 8 * 1024 * 1024;
+const SYNC_EVERY = 64 * 1024 * 1024;
 
 class Slot {
   readonly sab = new SharedArrayBuffer(SLOT_BYTES);

@@ -43,12 +43,8 @@ export function packPath(packsDir: string, id: string): string {
   return path.join(packsDir, id.slice(0, 2), `${id}.pack`);
 }
 
-/**
- * Background fdatasync every this many bytes keeps the final fsync short: the disk writes
- * while more data arrives, and sealing a 64 MiB pack (which a transfer waits for) finds
- * little left to flush.
- */
-const SYNC_EVERY = 8 * 1024 * 1024;
+/** Background fdatasync every this many bytes keeps the final fsync short. */
+const SYNC_EVERY = 64 * 1024 * 1024;
 
 interface OpenPack {
   /** Opened asynchronously; everything else about the pack is bookkept synchronously. */
