@@ -58,6 +58,20 @@ function tensors(seeds: number[]): TensorSpec[] {
 }
 
 /**
+ * The kill tests' workspace: `root/ws` with one version of 12 tensors x 16 MiB = 192 MiB, three
+ * 64 MiB packs or requests (killed before, between and inside them). Returns the workspace.
+ */
+export function killWorkspace(root: string): string {
+  const ws = path.join(root, 'ws');
+  mkdirSync(ws);
+  ok(ws, ['init']);
+  writeSafetensors(path.join(ws, 'model.safetensors'), Array.from({ length: 12 }, (_, i) => ({ name: `t${i}`, dtype: 'BF16', shape: [2048, 4096], seed: 300 + i })));
+  writeFileSync(path.join(ws, 'config.json'), '{"v":1}');
+  ok(ws, ['commit', '-m', 'one']);
+  return ws;
+}
+
+/**
  * v001–v003 (a GIB-sized safetensors file, config, adapter/, evolution/) pushed, pushed again
  * (nothing to send), cloned into `root/clone`, every version checked out byte for byte; then
  * v004 with a third of the tensors changed sends at most the changed bytes + 1 % and pulls

@@ -22,13 +22,13 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, writeSafetensors, type RunResult } from './helpers.js';
+import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, type RunResult } from './helpers.js';
 import { HttpRemote } from '../src/remote/http.js';
 import { parseTokens, tokenScope } from '../src/remote/server.js';
 import { encodeObjects, WIRE_CONTENT_TYPE, WIRE_MAGIC, WIRE_HEADER_BYTES } from '../src/remote/wire.js';
 import type { WireObject } from '../src/remote/remote.js';
 import { MstoreError } from '../src/store/errors.js';
-import { GIB, racePushes, recordOutput, roundTrip } from './remote-acceptance.js';
+import { GIB, killWorkspace, racePushes, recordOutput, roundTrip } from './remote-acceptance.js';
 
 const MIB = 2 ** 20;
 
@@ -758,13 +758,7 @@ test('kill -9 of push at 10 random moments: the served refs name complete versio
   const servers: Server[] = [];
   try {
     const tokens = tokensFile(root);
-    const ws = path.join(root, 'ws');
-    mkdirSync(ws);
-    ok(ws, ['init']);
-    // 12 tensors x 16 MiB = 192 MiB: three 64 MiB requests (and published packs), killed before, between and inside them.
-    writeSafetensors(path.join(ws, 'model.safetensors'), Array.from({ length: 12 }, (_, i) => ({ name: `t${i}`, dtype: 'BF16', shape: [2048, 4096], seed: 300 + i })));
-    writeFileSync(path.join(ws, 'config.json'), '{"v":1}');
-    ok(ws, ['commit', '-m', 'one']);
+    const ws = killWorkspace(root);
     let n = 0;
     /** A fresh bare store and its server, registered as remote 'box'. */
     const fresh = async (): Promise<{ store: string; server: Server }> => {

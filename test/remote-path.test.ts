@@ -16,10 +16,10 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, statSync, writeFileSync, readFileSync, appendFileSync, chmodSync } from 'node:fs';
-import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, writeSafetensors } from './helpers.js';
+import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir } from './helpers.js';
 import { StoreRemote } from '../src/remote/store-remote.js';
 import type { WireObject } from '../src/remote/remote.js';
-import { GIB, ok, okJson, racePushes, roundTrip, type PushJson } from './remote-acceptance.js';
+import { GIB, killWorkspace, ok, okJson, racePushes, roundTrip, type PushJson } from './remote-acceptance.js';
 
 function refsOf(gitdir: string): string {
   return git(gitdir, ['for-each-ref', '--format=%(refname) %(objectname)']).stdout;
@@ -64,13 +64,7 @@ test('kill -9 of push at 10 random moments: remote refs name complete versions; 
   const rnd = prng(seed);
   const root = tmpDir('mstore-rkill-');
   try {
-    const ws = path.join(root, 'ws');
-    mkdirSync(ws);
-    ok(ws, ['init']);
-    // 12 tensors x 16 MiB: long enough to be killed at many points, short enough for CI.
-    writeSafetensors(path.join(ws, 'model.safetensors'), Array.from({ length: 12 }, (_, i) => ({ name: `t${i}`, dtype: 'BF16', shape: [2048, 4096], seed: 300 + i })));
-    writeFileSync(path.join(ws, 'config.json'), '{"v":1}');
-    ok(ws, ['commit', '-m', 'one']);
+    const ws = killWorkspace(root);
     ok(root, ['init', '--bare', 'remote']);
     const remote = path.join(root, 'remote');
     const remoteGit = path.join(remote, 'git');

@@ -26,13 +26,13 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { deflateSync, inflateSync } from 'node:zlib';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, writeSafetensors } from './helpers.js';
+import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir } from './helpers.js';
 import { openS3Remote as openRemote, S3_PACK_BYTES, type S3Options, type S3Remote } from '../src/remote/s3.js';
 import { parsePackTail, ENTRY_CHUNK, ENTRY_FILE, PACK_MAGIC } from '../src/store/pack.js';
 import type { WireObject } from '../src/remote/remote.js';
-import { GIB, racePushes, roundTrip } from './remote-acceptance.js';
+import { GIB, killWorkspace, racePushes, roundTrip } from './remote-acceptance.js';
 
 // ---------------------------------------------------------------- environment
 
@@ -541,13 +541,7 @@ function registerTests(): void {
       return p;
     };
     try {
-      const ws = path.join(root, 'ws');
-      mkdirSync(ws);
-      ok(ws, ['init']);
-      // 12 tensors x 16 MiB = 192 MiB: three 64 MiB packs, killed before, between and inside them.
-      writeSafetensors(path.join(ws, 'model.safetensors'), Array.from({ length: 12 }, (_, i) => ({ name: `t${i}`, dtype: 'BF16', shape: [2048, 4096], seed: 300 + i })));
-      writeFileSync(path.join(ws, 'config.json'), '{"v":1}');
-      ok(ws, ['commit', '-m', 'one']);
+      const ws = killWorkspace(root);
       const t0 = Date.now();
       const full = okJson<PushJson>(ws, ['push', urlOf(fresh())]);
       const pushMs = Date.now() - t0;

@@ -224,7 +224,7 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
       const verified = new Set<string>();
       for (const oid of sound) {
         if (opts.wholeOnReceipt?.has(oid) && !opts.chunkIds) {
-          bytes += index.file(Buffer.from(oid, 'hex'))!.size;
+          bytes += files.get(oid)!.size;
           opts.onProgress?.({ done: bytes, total: totalBytes });
           continue;
         }
