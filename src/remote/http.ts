@@ -98,6 +98,7 @@ export class HttpRemote implements Remote {
   readonly display: string;
   /** `mstore serve` receives through StoreRemote, which re-hashes everything. */
   readonly verifiesReceived = true;
+  readonly releasesSent = true;
   private readonly base: URL;
   private readonly token: string | undefined;
   private readonly dispatcher: Dispatcher;
@@ -366,6 +367,8 @@ export class HttpRemote implements Remote {
           }
         });
         if (typeof r.objects !== 'number' || typeof r.bytes !== 'number') throw new MstoreError('EREMOTE', `${this.display}: POST /v1/objects answered without counts`);
+        // Answered: the remote holds these for good and no replay will read them again.
+        for (const o of held) o.release?.();
         total.objects += r.objects;
         total.bytes += heldBytes;
         if (exhausted) break;

@@ -19,6 +19,7 @@ import { reachableObjects } from '../store/git-walk.js';
 import { resolveRev } from '../store/versions.js';
 import { BATCH_IDS, nonFastForward, type ObjectKind, type Remote, type RefUpdate, type WireObject } from './remote.js';
 import { refsFor } from './refs.js';
+import { BufferPool } from '../store/buffer-pool.js';
 
 export interface TransferProgress {
   done: number;
@@ -158,6 +159,9 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
   // 3. Send: each file's missing chunks then its manifest, then git objects (dependencies first).
   const sent = new Set<string>();
   let done = 0;
+  // Reused read buffers where the transport hands them back: a fresh 4 MiB buffer per chunk
+  // cost the pushing process ~0.6 s of garbage collection per GiB.
+  const pool = remote.releasesSent ? new BufferPool() : undefined;
   async function* objects(): AsyncGenerator<WireObject> {
     const handles = new Map<string, FileHandle>();
     try {
@@ -169,7 +173,7 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
           if (!loc) throw new MstoreError('EMISSING', `chunk ${key} of ${f.oid} is missing from this store's index (run 'mstore fsck')`);
           let fh = handles.get(loc.pack);
           if (!fh) handles.set(loc.pack, (fh = await open(packPath(store.packsDir, loc.pack), 'r')));
-          const data = Buffer.allocUnsafe(loc.length);
+          const data = pool?.get(loc.length) ?? Buffer.allocUnsafe(loc.length);
           const { bytesRead } = await fh.read(data, 0, loc.length, loc.offset);
           // A store re-hashes what it receives; only for one that cannot (S3) is it hashed here.
           if (bytesRead !== loc.length || (!remote.verifiesReceived && !sha256(data).equals(c.id))) {
@@ -177,7 +181,7 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
           }
           sent.add(key);
           result.chunksSent++;
-          yield { kind: 'chunk', id: key, data };
+          yield { kind: 'chunk', id: key, data, release: pool && (() => pool.release(data)) };
           done += data.length;
           opts.onProgress?.({ done, total });
         }

@@ -23,6 +23,13 @@ export interface WireObject {
   /** Lowercase hex: 64 for chunk and file, 40 for git. */
   id: string;
   data: Buffer;
+  /**
+   * Set by a sender whose `data` is a reused buffer: the transport calls it once it will
+   * never read `data` again (stored, or the request that carried it answered), and the
+   * sender may then overwrite it. A transport that never calls it only costs the sender a
+   * fresh buffer.
+   */
+  release?: () => void;
 }
 
 /** One ref change in an update: `old` is what the caller last saw (null: must not exist), `new` null deletes. */
@@ -61,6 +68,8 @@ export interface Remote {
    * check is the one that counts. Dumb storage (S3) checks nothing, so push re-hashes first.
    */
   readonly verifiesReceived: boolean;
+  /** True when send() calls each object's `release` (push then reads chunks into reused buffers). */
+  readonly releasesSent: boolean;
   /** Where a server decodes uploads for send(): buffers send() hands back when done with them. */
   readonly pool?: BufferPool;
   /**

@@ -166,6 +166,7 @@ export class S3Remote implements Remote {
   readonly display: string;
   /** Object storage checks nothing: push re-hashes every chunk before it is uploaded. */
   readonly verifiesReceived = false;
+  readonly releasesSent = false;
   readonly bucket: string;
   readonly prefix: string;
   private readonly endpoint: string | undefined;

@@ -57,6 +57,7 @@ export interface StoreRemoteOptions {
 export class StoreRemote implements Remote {
   /** send() re-hashes every object and rejects a mismatch. */
   readonly verifiesReceived = true;
+  readonly releasesSent = true;
   /** Buffers for received object data: the server decodes into them, send() hands them back. */
   readonly pool = new BufferPool();
   /** Runs of received chunks hashed on the worker (receipt.ts); it spans uploads. */
@@ -143,7 +144,13 @@ export class StoreRemote implements Remote {
                 stored++;
               }
               const data = o.data;
-              await inFlight.add(Promise.all([hashed, written]).finally(() => this.pool.release(data)), data.length);
+              await inFlight.add(
+                Promise.all([hashed, written]).finally(() => {
+                  this.pool.release(data);
+                  o.release?.();
+                }),
+                data.length,
+              );
             } else if (o.kind === 'file') {
               const oid = Buffer.from(o.id, 'hex');
               const chunks = decodeManifest(o.data);
