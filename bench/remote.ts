@@ -7,7 +7,8 @@
  * Per rep (MSTORE_BENCH_REPS, 3; interleaved so a burst of load elsewhere hits anchors and
  * mstore alike; each step after `sync`):
  *   - curl -T FILE to the sink, which drops the bytes (the transport's limit) and to the sink
- *     writing them to a file with fsync (an upload that stores the bytes durably, as push does);
+ *     writing them to a file with fsync (an upload that stores the bytes durably, as push does),
+ *     and to the sink hashing, writing and fsyncing them (the least a verifying receiver does);
  *     curl -o of the file from the sink (the download anchor);
  *   - `mstore push box --json` of v001 to a fresh bare store behind a fresh `mstore serve`;
  *   - `mstore pull box --json` of it into a fresh workspace store.
@@ -30,19 +31,24 @@ const TARGET_MBS = 400;
 const TOKEN = `bench-${process.pid}-0123456789abcdef`;
 const MB = 1e6;
 
-/** The anchor: PUT /discard drops the body, PUT /file writes and fsyncs it, GET /file serves it. */
+/**
+ * The anchor: PUT /discard drops the body, PUT /file writes and fsyncs it, PUT /verified also
+ * hashes it (the least a receiver that re-hashes what it gets must do), GET /file serves it.
+ */
 const SINK = `
-const http = require('node:http'), fs = require('node:fs');
+const http = require('node:http'), fs = require('node:fs'), crypto = require('node:crypto');
 const file = process.argv[2];
 const server = http.createServer((req, res) => {
   if (req.method === 'PUT' && req.url === '/discard') {
     let n = 0;
     req.on('data', (b) => (n += b.length));
     req.on('end', () => res.end(String(n)));
-  } else if (req.method === 'PUT' && req.url === '/file') {
+  } else if (req.method === 'PUT' && (req.url === '/file' || req.url === '/verified')) {
+    const h = req.url === '/verified' ? crypto.createHash('sha256') : undefined;
+    if (h) req.on('data', (b) => h.update(b));
     const out = fs.createWriteStream(file);
     req.pipe(out);
-    out.on('finish', () => { const fd = fs.openSync(file, 'r'); fs.fsyncSync(fd); fs.closeSync(fd); res.end('ok'); });
+    out.on('finish', () => { const fd = fs.openSync(file, 'r'); fs.fsyncSync(fd); fs.closeSync(fd); res.end(h ? h.digest('hex') : 'ok'); });
   } else if (req.method === 'GET' && req.url === '/file') {
     res.writeHead(200, { 'content-length': fs.statSync(file).size });
     fs.createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res);
@@ -121,8 +127,8 @@ try {
       `${os.cpus().length} cpus, load average ${load0.toFixed(2)}\n\n`,
   );
 
-  type Step = 'curlDiscard' | 'curlFile' | 'curlGet' | 'push' | 'pull';
-  const mbs: Record<Step, number[]> = { curlDiscard: [], curlFile: [], curlGet: [], push: [], pull: [] };
+  type Step = 'curlDiscard' | 'curlFile' | 'curlVerified' | 'curlGet' | 'push' | 'pull';
+  const mbs: Record<Step, number[]> = { curlDiscard: [], curlFile: [], curlVerified: [], curlGet: [], push: [], pull: [] };
   const notes: string[] = [];
   const curl = (args: string[]): Ran => run('curl', ['-sS', '-f', '-o', '/dev/null', ...args], { rusage: true });
   for (let rep = 0; rep < REPS; rep++) {
@@ -130,6 +136,8 @@ try {
     mbs.curlDiscard.push(size / MB / (curl(['-T', model, `${sinkUrl}/discard`]).ms / 1000));
     settle();
     mbs.curlFile.push(size / MB / (curl(['-T', model, `${sinkUrl}/file`]).ms / 1000));
+    settle();
+    mbs.curlVerified.push(size / MB / (curl(['-T', model, `${sinkUrl}/verified`]).ms / 1000));
     settle();
     mbs.curlGet.push(size / MB / (curl([`${sinkUrl}/file`]).ms / 1000));
 
@@ -175,6 +183,7 @@ try {
   const list: Row[] = [
     { what: 'curl -T to a node sink (bytes dropped)', value: f(m.curlDiscard), ratio: '1.00x', target: 'anchor' },
     { what: 'curl -T to a node sink (written + fsync)', value: f(m.curlFile), ratio: `${x(m.curlFile / m.curlDiscard)} curl`, target: 'anchor' },
+    { what: 'curl -T to a node sink (sha256 + written + fsync)', value: f(m.curlVerified), ratio: `${x(m.curlVerified / m.curlDiscard)} curl`, target: 'anchor' },
     { what: 'curl GET from the node sink', value: f(m.curlGet), target: 'anchor' },
     { what: 'mstore push (fresh 1 GiB version)', value: f(m.push), ratio: `${x(m.push / m.curlDiscard)} curl; ${x(m.push / m.curlFile)} curl+fsync`, target: `>= ${TARGET_MBS} MB/s`, pass: m.push >= TARGET_MBS },
     { what: 'mstore pull (fresh 1 GiB version)', value: f(m.pull), ratio: `${x(m.pull / m.curlGet)} curl GET`, target: `>= ${TARGET_MBS} MB/s`, pass: m.pull >= TARGET_MBS },
@@ -182,7 +191,7 @@ try {
   process.stdout.write(`${table(list)}\n\n`);
   const r0 = (xs: number[]): string => xs.map((v) => v.toFixed(0)).join(' ');
   process.stdout.write(
-    `MB/s per rep: curl ${r0(mbs.curlDiscard)} | curl+fsync ${r0(mbs.curlFile)} | curl GET ${r0(mbs.curlGet)} | push ${r0(mbs.push)} | pull ${r0(mbs.pull)}\n` +
+    `MB/s per rep: curl ${r0(mbs.curlDiscard)} | curl+fsync ${r0(mbs.curlFile)} | curl+sha256+fsync ${r0(mbs.curlVerified)} | curl GET ${r0(mbs.curlGet)} | push ${r0(mbs.push)} | pull ${r0(mbs.pull)}\n` +
       `${notes.join('\n')}\n` +
       `load average ${load0.toFixed(2)} at start, ${os.loadavg()[0].toFixed(2)} at end (2 cores: > ~0.5 at start means another job competed)\n`,
   );

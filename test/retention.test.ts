@@ -338,10 +338,17 @@ test('backup of all versions and an emergency backup are recorded; a backup copy
     const { commits, modelOids } = threeVersions(ws);
     const disk2 = path.join(bdir, 'disk2');
     assert.is(mstore(ws, ['backup', 'add', 'disk2', disk2]).code, 0);
+    assert.is(mstore(ws, ['label', 'v002', 'status=failed', 'eval=0.91']).code, 0);
     const all = mstore(ws, ['backup']);
     assert.is(all.code, 0, all.stderr);
+    const bgitNotes = (rev: string): string => git(path.join(disk2, 'git'), ['notes', 'show', `${rev}^{commit}`]).stdout;
+    assert.equal(JSON.parse(bgitNotes('v002')), { eval: '0.91', status: 'failed' }, 'labels did not go to the backup with their versions');
+    // A later label change reaches the backup with the next backup (the notes ref fast-forwards there).
+    assert.is(mstore(ws, ['label', 'v001', 'status=completed']).code, 0);
     const em = mstore(ws, ['backup', '--type', 'emergency', '--reason', 'x', 'v001']);
     assert.is(em.code, 0, em.stderr);
+    assert.equal(JSON.parse(bgitNotes('v001')), { status: 'completed' });
+    assert.is(revParse(path.join(disk2, 'git'), 'refs/notes/commits'), revParse(gitdirOf(ws), 'refs/notes/commits'));
     const list = mstoreJson<BackupListJson>(ws, ['backup', 'list']);
     assert.is(list.backups.length, 2);
     assert.is(list.backups[0].type, 'manual');

@@ -12,6 +12,7 @@ import { now } from './clock.js';
 import { readMeta, resolveRev, lineRef } from './versions.js';
 import { refRoots, type Roots } from './reach.js';
 import { copyVersions, type CopyResult } from './transfer.js';
+import { NOTES_REF } from './labels.js';
 
 export const BACKUP_TYPES = ['manual', 'pre_consolidation', 'pre_deletion', 'emergency'] as const;
 export type BackupType = (typeof BACKUP_TYPES)[number];
@@ -174,6 +175,9 @@ export async function backupLocked(store: Store, opts: BackupOptions): Promise<B
     }
     if (meta?.line && (await store.repo.readRef(lineRef(meta.line))) === commit) refs.set(lineRef(meta.line), commit);
   }
+  // Labels (status, notes) go along: the notes commit and its history, for every version.
+  const notes = await store.repo.readRef(NOTES_REF);
+  if (notes) refs.set(NOTES_REF, notes);
   const b = await openBackupStore(target.path);
   let copy: CopyResult;
   try {

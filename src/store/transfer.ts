@@ -49,7 +49,8 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
       const cur = await dst.repo.readRef(ref);
       if (cur === value) continue;
       if (!cur) moves.push({ ref, value });
-      else if (ref.startsWith('refs/heads/')) {
+      else if (ref.startsWith('refs/heads/') || ref.startsWith('refs/notes/')) {
+        // Line heads and labels (notes) only fast-forward: a target that moved on keeps its own.
         const ahead = await hasObject(dst.gitdir, cur).then((has) =>
           has ? git.isDescendent({ fs: gitFs, gitdir: src.gitdir, oid: value, ancestor: cur, depth: -1 }).catch(() => false) : false,
         );
