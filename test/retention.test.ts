@@ -398,6 +398,14 @@ test('backup of all versions and an emergency backup are recorded; a backup copy
     // v001 and v003 do not use the damaged chunk: rm v001 still works
     assert.is(mstore(ws, ['rm', 'v001', '--confirm']).code, 0);
     assert.equal(logVersions(ws), ['v003', 'v002']);
+    // Labels set in the backup store itself are kept there, and the backup says so.
+    assert.is(mstore(disk2, ['label', 'v003', 'eval=0.5']).code, 0);
+    const theirs = revParse(path.join(disk2, 'git'), 'refs/notes/commits');
+    assert.is(mstore(ws, ['label', 'v003', 'eval=0.7']).code, 0);
+    const kept = mstoreJson<{ kept: string[] }>(ws, ['backup', 'v003']);
+    assert.equal(kept.kept, ['refs/notes/commits']);
+    assert.is(revParse(path.join(disk2, 'git'), 'refs/notes/commits'), theirs, "the backup store's own labels were overwritten");
+    assert.match(mstore(ws, ['backup', 'v003']).stdout, /Left as they are in 'disk2' \(they moved on there\): refs\/notes\/commits/);
   } finally {
     cleanup(ws);
     cleanup(bdir);

@@ -74,6 +74,7 @@ export const backupCommand: CommandModule<object, Args> = {
         `Backed up ${r.versions.length} version(s) to '${r.name}' (${r.path}): ${formatBytes(r.copied.bytes)} copied, ` +
           `${formatBytes(r.verifiedBytes)} re-read and verified there`,
       );
+      if (r.kept.length) out(`Left as they are in '${r.name}' (they moved on there): ${r.kept.join(', ')}`);
     });
   }),
 };

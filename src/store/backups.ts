@@ -35,6 +35,12 @@ export interface BackupRecord {
   verifiedBytes: number;
 }
 
+/** A backup's record, plus what it left alone (not recorded). */
+export interface BackupResult extends BackupRecord {
+  /** Refs the backup store has elsewhere and kept (its line head or labels moved on there). */
+  kept: string[];
+}
+
 const REGISTRY = 'backups.json';
 const RECORDS = 'backups.jsonl';
 
@@ -144,7 +150,7 @@ export async function chooseBackup(store: Store, name?: string): Promise<{ name:
  * Copies versions to a backup store, verifies every byte there, and records it. The
  * caller holds this store's lock (rm and prune back up inside their own lock).
  */
-export async function backupLocked(store: Store, opts: BackupOptions): Promise<BackupRecord> {
+export async function backupLocked(store: Store, opts: BackupOptions): Promise<BackupResult> {
   const target = await chooseBackup(store, opts.name);
   if (!target) throw new MstoreError('EMISSING', "no backup store is configured; add one with 'mstore backup add NAME PATH'");
   let versions: Roots;
@@ -197,10 +203,10 @@ export async function backupLocked(store: Store, opts: BackupOptions): Promise<B
     verifiedBytes: copy.verified.bytes,
   };
   await appendRecord(store, record);
-  return record;
+  return { ...record, kept: copy.keptRefs };
 }
 
-export async function backup(store: Store, opts: BackupOptions): Promise<BackupRecord> {
+export async function backup(store: Store, opts: BackupOptions): Promise<BackupResult> {
   return store.withLock('backup', () => backupLocked(store, opts));
 }
 
