@@ -9,7 +9,7 @@
  *
  * Env: MSTORE_BENCH_DIR (work dir; default os.tmpdir()), MSTORE_BENCH_GIB (1), MSTORE_BENCH_RSS_GIB
  * (4; 0 skips), MSTORE_BENCH_REPS (3), MSTORE_BENCH_CLI (the CLI file; default the esbuild bundle
- * when it is at least as new as dist/src/cli.js, else dist/src/cli.js).
+ * when it is at least as new as dist/src/cli/main.js, else dist/src/cli/main.js).
  * Exit status: 0 when every acceptance figure passes, 1 otherwise.
  */
 import { spawnSync } from 'node:child_process';

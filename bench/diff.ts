@@ -18,9 +18,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeSafetensors, type TensorSpec } from '../test/helpers.js';
-import { Store } from '../src/store/store.js';
-import { versionSide } from '../src/store/diff-side.js';
-import { diffTensors, type TensorDiff } from '../src/store/diff-tensors.js';
+import { Store } from '../src/repo/store.js';
+import { versionSide } from '../src/ops/diff/sides.js';
+import { diffTensors, type TensorDiff } from '../src/ops/diff/tensors.js';
 import { MiB, envNumber as num, median, table, type Row, workDir } from './lib.js';
 
 const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -10,10 +10,10 @@ import { fileURLToPath } from 'node:url';
 
 export const MiB = 2 ** 20;
 export const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const SRC_CLI = path.join(DIST, 'src', 'cli.js');
+export const SRC_CLI = path.join(DIST, 'src', 'cli', 'main.js');
 export const BUNDLE_CLI = path.join(DIST, 'bundle', 'cli.js');
 const bundleFresh = existsSync(BUNDLE_CLI) && existsSync(SRC_CLI) && statSync(BUNDLE_CLI).mtimeMs >= statSync(SRC_CLI).mtimeMs;
-/** MSTORE_BENCH_CLI, else the esbuild bundle when it is at least as new as dist/src/cli.js. */
+/** MSTORE_BENCH_CLI, else the esbuild bundle when it is at least as new as dist/src/cli/main.js. */
 export const CLI = path.resolve(process.env.MSTORE_BENCH_CLI ?? (bundleFresh ? BUNDLE_CLI : SRC_CLI));
 
 /** `cli: <path>`, with a warning when the bundle is older than the compiled sources. */

@@ -19,7 +19,7 @@
  *
  * Env: MSTORE_BENCH_DIR (work dir; default os.tmpdir()), MSTORE_BENCH_GIB (1), MSTORE_BENCH_REPS
  * (3), MSTORE_BENCH_CLI (the CLI file; default the esbuild bundle when it is at least as new as
- * dist/src/cli.js, else dist/src/cli.js).
+ * dist/src/cli/main.js, else dist/src/cli/main.js).
  * Exit status: 0 when every acceptance figure passes, 1 otherwise.
  */
 import { spawnSync } from 'node:child_process';

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { build } from 'esbuild';
 
 const result = await build({
-  entryPoints: { cli: 'dist/src/cli.js', 'hash-worker': 'dist/src/store/hash-worker.js' },
+  entryPoints: { cli: 'dist/src/cli/main.js', 'hash-worker': 'dist/src/lib/hash-worker.js' },
   outdir: 'dist/bundle',
   bundle: true,
   splitting: true,

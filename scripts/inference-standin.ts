@@ -33,7 +33,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { open, readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { readSafetensorsHeader } from '../src/store/safetensors.js';
+import { readSafetensorsHeader } from '../src/format/safetensors.js';
 
 /** An HTTP status to answer instead (e.g. 500), or a delay before answering any seed-002 route. */
 export interface StandinFaults {

@@ -7,11 +7,11 @@ import * as assert from 'uvu/assert';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { inflateSync } from 'node:zlib';
 import path from 'node:path';
-import { Store } from '../src/store/store.js';
-import { versionSide, workspaceSide } from '../src/store/diff-side.js';
-import { readCurves, summarizeCurves, diffCurves, metricDirection, evolutionFiles, type Curve } from '../src/store/evolution.js';
-import { terminalChart, renderSvg, renderPng, pngFont } from '../src/store/charts.js';
-import { MstoreError } from '../src/store/errors.js';
+import { Store } from '../src/repo/store.js';
+import { versionSide, workspaceSide } from '../src/ops/diff/sides.js';
+import { readCurves, summarizeCurves, diffCurves, metricDirection, evolutionFiles, type Curve } from '../src/ops/diff/curves.js';
+import { terminalChart, renderSvg, renderPng, pngFont } from '../src/cli/ui/charts.js';
+import { MstoreError } from '../src/lib/errors.js';
 import { cleanup, mstore, mstoreJson, tmpDir } from './helpers.js';
 
 const STEPS = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];

@@ -9,9 +9,9 @@ import * as assert from 'uvu/assert';
 import path from 'node:path';
 import { copyFileSync, mkdirSync, openSync, readFileSync, closeSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { cleanup, mstore, mstoreJson, tmpDir, writeSafetensors, type TensorSpec } from './helpers.js';
-import { Store } from '../src/store/store.js';
-import { versionSide, workspaceSide, type Side } from '../src/store/diff-side.js';
-import { diffTensors, type TensorDiff, type TensorChange } from '../src/store/diff-tensors.js';
+import { Store } from '../src/repo/store.js';
+import { versionSide, workspaceSide, type Side } from '../src/ops/diff/sides.js';
+import { diffTensors, type TensorDiff, type TensorChange } from '../src/ops/diff/tensors.js';
 
 const MiB = 1024 * 1024;
 

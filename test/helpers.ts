@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The shipped entry point (package.json bin): the esbuild bundle of dist/src/cli.js. */
+/** The shipped entry point (package.json bin): the esbuild bundle of dist/src/cli/main.js. */
 export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bundle/cli.js');
 
 export function tmpDir(prefix = 'mstore-test-'): string {

@@ -15,7 +15,7 @@ import { cleanup, mstore, readJson, tmpDir } from './helpers.js';
 import { createKernel, type DtypeCode } from '../src/merge/kernel.js';
 import { mergeLora, type MergeResult } from '../src/merge/merge.js';
 import { patternValue } from '../src/merge/peft.js';
-import { MstoreError } from '../src/store/errors.js';
+import { MstoreError } from '../src/lib/errors.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const WORKER = path.join(ROOT, 'workers', 'merge_lora.py');

@@ -23,11 +23,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, type RunResult } from './helpers.js';
-import { HttpRemote } from '../src/remote/http.js';
-import { parseTokens, tokenScope } from '../src/remote/server.js';
+import { HttpRemote } from '../src/remote/transport/http-client.js';
+import { parseTokens, tokenScope } from '../src/remote/transport/http-server.js';
 import { encodeObjects, WIRE_CONTENT_TYPE, WIRE_MAGIC, WIRE_HEADER_BYTES } from '../src/remote/wire.js';
 import type { WireObject } from '../src/remote/remote.js';
-import { MstoreError } from '../src/store/errors.js';
+import { MstoreError } from '../src/lib/errors.js';
 import { GIB, killWorkspace, racePushes, recordOutput, roundTrip } from './remote-acceptance.js';
 
 const MIB = 2 ** 20;

@@ -17,7 +17,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, statSync, writeFileSync, readFileSync, appendFileSync, chmodSync } from 'node:fs';
 import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir } from './helpers.js';
-import { StoreRemote } from '../src/remote/store-remote.js';
+import { StoreRemote } from '../src/remote/transport/path.js';
 import type { WireObject } from '../src/remote/remote.js';
 import { GIB, killWorkspace, ok, okJson, racePushes, roundTrip, type PushJson } from './remote-acceptance.js';
 

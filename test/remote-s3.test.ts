@@ -29,8 +29,8 @@ import { deflateSync, inflateSync } from 'node:zlib';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir } from './helpers.js';
-import { openS3Remote as openRemote, S3_PACK_BYTES, type S3Options, type S3Remote } from '../src/remote/s3.js';
-import { parsePackTail, ENTRY_CHUNK, ENTRY_FILE, PACK_MAGIC } from '../src/store/pack.js';
+import { openS3Remote as openRemote, S3_PACK_BYTES, type S3Options, type S3Remote } from '../src/remote/transport/s3.js';
+import { parsePackTail, ENTRY_CHUNK, ENTRY_FILE, PACK_MAGIC } from '../src/repo/pack.js';
 import type { WireObject } from '../src/remote/remote.js';
 import { GIB, killWorkspace, racePushes, roundTrip } from './remote-acceptance.js';
 

@@ -3,12 +3,12 @@
  * to it with a compare-and-swap; the remote's post-receive hook makes it live and streams its
  * progress back. The outcome is read from the remote's deploy record, not guessed.
  */
-import type { Store } from '../store/store.js';
-import { MstoreError } from '../store/errors.js';
-import { resolveRev } from '../store/versions.js';
+import type { Store } from '../repo/store.js';
+import { MstoreError } from '../lib/errors.js';
+import { resolveRev } from '../repo/versions.js';
 import type { Remote } from '../remote/remote.js';
 import { push, type PushResult, type TransferProgress } from '../remote/push.js';
-import type { DeployAttempt, DeployStatus } from './records.js';
+import type { DeployAttempt, DeployStatus } from '../repo/deploy-records.js';
 
 export interface DeployClientOptions {
   onProgress?: (p: TransferProgress) => void;

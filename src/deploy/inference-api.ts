@@ -5,7 +5,7 @@
  * with Node: `deploy apply` runs on every deploy and rollback, and loading the undici package
  * would add ~0.1 s of start-up to a rollback that has to take under a second.
  */
-import { render, type ApiCall, type DeployConfig, type TemplateValues } from './config.js';
+import { render, type ApiCall, type DeployConfig, type TemplateValues } from '../repo/deploy-config.js';
 
 export interface CallResult {
   status: number;

@@ -5,7 +5,7 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { MstoreError } from '../store/errors.js';
+import { MstoreError } from '../lib/errors.js';
 import { isFile, openSafetensors, type StFile, type TensorRef } from './tensors.js';
 
 export const INDEX_NAME = 'model.safetensors.index.json';

@@ -4,7 +4,7 @@
  * scalar `.alpha`. The module name is the base module path with every '.' turned into '_',
  * which is lossy, so names are resolved against the base model's own tensor names.
  */
-import { MstoreError } from '../store/errors.js';
+import { MstoreError } from '../lib/errors.js';
 import { addOp, checkOp, type AdapterPlan, type TensorOp } from './plan.js';
 import type { BaseModel } from './base-model.js';
 import { elements, openSafetensors, readTensorF32, type TensorRef } from './tensors.js';

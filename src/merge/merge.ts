@@ -8,7 +8,7 @@
 import { copyFile, mkdir, open, readdir, readFile, readlink, rm, stat, symlink, writeFile, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { MstoreError } from '../store/errors.js';
+import { MstoreError } from '../lib/errors.js';
 import { openBaseModel, type BaseModel } from './base-model.js';
 import { isKohyaKey, planKohya } from './kohya.js';
 import type { RowJob } from './kernel.js';

@@ -6,7 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { MstoreError } from '../store/errors.js';
+import { MstoreError } from '../lib/errors.js';
 import { addOp, checkOp, type AdapterPlan, type TensorOp } from './plan.js';
 import type { BaseModel } from './base-model.js';
 import { isFile, openSafetensors, type TensorRef } from './tensors.js';

@@ -2,7 +2,7 @@
  * What the merge does to each base tensor, decided (and shape-checked) before any output is
  * written: the adapter parsers (peft.ts, kohya.ts) produce a plan, merge.ts executes it.
  */
-import { MstoreError } from '../store/errors.js';
+import { MstoreError } from '../lib/errors.js';
 import { elements, shapeText, type TensorRef } from './tensors.js';
 
 /** Δ = scale × (up @ down), reshaped to W; transposed (Δ = scale × (up @ down)ᵀ) for fan_in_fan_out and embeddings. */

@@ -5,8 +5,8 @@
  */
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { readSafetensorsHeader, type SafetensorsHeader, type TensorInfo } from '../store/safetensors.js';
-import { MstoreError } from '../store/errors.js';
+import { readSafetensorsHeader, type SafetensorsHeader, type TensorInfo } from '../format/safetensors.js';
+import { MstoreError } from '../lib/errors.js';
 import { DT_BF16, DT_F16, DT_F32, type DtypeCode, type Kernel } from './kernel.js';
 
 export interface StFile {

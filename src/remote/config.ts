@@ -4,10 +4,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Store } from '../store/store.js';
-import { MstoreError } from '../store/errors.js';
-import { atomicWriteFile } from '../store/fsutil.js';
-import { now } from '../store/clock.js';
+import type { Store } from '../repo/store.js';
+import { MstoreError } from '../lib/errors.js';
+import { atomicWriteFile } from '../lib/fsutil.js';
+import { now } from '../lib/clock.js';
 
 export const REMOTES_FILE = 'remotes.json';
 

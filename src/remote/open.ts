@@ -1,7 +1,7 @@
 /** From a remote's name or URL to a Remote: another store's path, `mstore serve`, or S3. */
 import path from 'node:path';
-import type { Store } from '../store/store.js';
-import { MstoreError } from '../store/errors.js';
+import type { Store } from '../repo/store.js';
+import { MstoreError } from '../lib/errors.js';
 import type { Remote } from './remote.js';
 import { readRemotes, urlKind, type RemoteConfig } from './config.js';
 
@@ -16,16 +16,16 @@ export interface OpenedRemote {
 export async function openUrl(url: string, cfg: Partial<RemoteConfig> = {}, cacheDir?: string): Promise<Remote> {
   const kind = urlKind(url);
   if (kind === 'path') {
-    const { StoreRemote } = await import('./store-remote.js');
+    const { StoreRemote } = await import('./transport/path.js');
     return StoreRemote.open(path.resolve(url.replace(/^file:\/\//i, '')));
   }
   if (kind === 'http') {
     const token = cfg.tokenEnv ? process.env[cfg.tokenEnv] : undefined;
     if (cfg.tokenEnv && !token) throw new MstoreError('EAUTH', `the token variable ${cfg.tokenEnv} for ${url} is not set`);
-    const { HttpRemote } = await import('./http.js');
+    const { HttpRemote } = await import('./transport/http-client.js');
     return new HttpRemote(url, { token });
   }
-  const { openS3Remote } = await import('./s3.js');
+  const { openS3Remote } = await import('./transport/s3.js');
   return openS3Remote(url, { endpoint: cfg.endpoint, region: cfg.region, cacheDir });
 }
 

@@ -7,22 +7,22 @@
  * and are not read back), then the refs (tags only created, heads only fast-forwarded, unless `force`).
  */
 import git from 'isomorphic-git';
-import type { Store } from '../store/store.js';
-import { MstoreError } from '../store/errors.js';
-import { gitFs } from '../store/git-fs.js';
-import { PackWriter, ENTRY_CHUNK, ENTRY_FILE } from '../store/pack.js';
-import { decodeManifest, type NewFile } from '../store/index-db.js';
-import { contentOf, type Roots } from '../store/reach.js';
-import { hasObject, pointsAt, type GitType } from '../store/git-walk.js';
-import { moveRefs, type RefLogEntry, type RefMove } from '../store/reflog.js';
-import { verify } from '../store/verify.js';
+import type { Store } from '../repo/store.js';
+import { MstoreError } from '../lib/errors.js';
+import { gitFs } from '../repo/git-fs.js';
+import { PackWriter, ENTRY_CHUNK, ENTRY_FILE } from '../repo/pack.js';
+import { decodeManifest, type NewFile } from '../repo/index-db.js';
+import { contentOf, type Roots } from '../repo/reach.js';
+import { hasObject, pointsAt, type GitType } from '../repo/git-walk.js';
+import { moveRefs, type RefLogEntry, type RefMove } from '../repo/reflog.js';
+import { verify } from '../ops/integrity/verify.js';
 import { checkObject } from './wire.js';
-import { ReceiptHasher } from './receipt.js';
-import { BufferPool } from '../store/buffer-pool.js';
-import { InFlight } from '../store/in-flight.js';
+import { ReceiptHasher } from '../repo/receipt.js';
+import { BufferPool } from '../lib/buffer-pool.js';
+import { InFlight } from '../lib/in-flight.js';
 import { BATCH_IDS, checkRefName, nonFastForward, type Remote } from './remote.js';
 import { findRef, localRefs, type TransferProgress } from './push.js';
-import { refsFor, parseVersionTag } from './refs.js';
+import { refsFor, parseVersionTag } from '../repo/refs.js';
 
 /** Fetched chunk bytes between index publications. */
 const PUBLISH_EVERY = 64 * 1024 * 1024;

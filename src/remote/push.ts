@@ -8,18 +8,18 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import git from 'isomorphic-git';
-import type { Store } from '../store/store.js';
-import { MstoreError } from '../store/errors.js';
-import { gitFs } from '../store/git-fs.js';
-import { sha256 } from '../store/hashing.js';
-import { packPath } from '../store/pack.js';
-import { encodeManifest } from '../store/index-db.js';
-import { contentOf } from '../store/reach.js';
-import { reachableObjects } from '../store/git-walk.js';
-import { resolveRev } from '../store/versions.js';
+import type { Store } from '../repo/store.js';
+import { MstoreError } from '../lib/errors.js';
+import { gitFs } from '../repo/git-fs.js';
+import { sha256 } from '../lib/hashing.js';
+import { packPath } from '../repo/pack.js';
+import { encodeManifest } from '../repo/index-db.js';
+import { contentOf } from '../repo/reach.js';
+import { reachableObjects } from '../repo/git-walk.js';
+import { resolveRev } from '../repo/versions.js';
 import { BATCH_IDS, nonFastForward, type ObjectKind, type Remote, type RefUpdate, type WireObject } from './remote.js';
-import { refsFor } from './refs.js';
-import { BufferPool } from '../store/buffer-pool.js';
+import { refsFor } from '../repo/refs.js';
+import { BufferPool } from '../lib/buffer-pool.js';
 
 export interface TransferProgress {
   done: number;

@@ -6,9 +6,9 @@
  * The version logic (what to send, fast-forward rules, verify before refs) lives in
  * push.ts / pull.ts, once for every transport.
  */
-import { MstoreError } from '../store/errors.js';
-import type { DeployStatus } from '../deploy/records.js';
-import type { BufferPool } from '../store/buffer-pool.js';
+import { MstoreError } from '../lib/errors.js';
+import type { DeployStatus } from '../repo/deploy-records.js';
+import type { BufferPool } from '../lib/buffer-pool.js';
 
 /**
  * What moves between stores (docs/protocol.md §1):

@@ -11,10 +11,10 @@
  * stream that stops before the end record is truncated, and the reader says so.
  */
 import { createHash } from 'node:crypto';
-import { MstoreError } from '../store/errors.js';
-import { MANIFEST_RECORD } from '../store/index-db.js';
+import { MstoreError } from '../lib/errors.js';
+import { MANIFEST_RECORD } from '../repo/index-db.js';
 import type { ObjectKind, WireObject } from './remote.js';
-import type { BufferPool } from '../store/buffer-pool.js';
+import type { BufferPool } from '../lib/buffer-pool.js';
 
 export const WIRE_MAGIC = Buffer.from('MSTWIRE\x01', 'latin1');
 export const WIRE_HEADER_BYTES = 37;

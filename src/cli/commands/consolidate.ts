@@ -1,0 +1,81 @@
+import type { CommandModule } from 'yargs';
+import { consolidate } from '../../ops/consolidate.js';
+import { MstoreError } from '../../lib/errors.js';
+import { openRemote } from '../../remote/open.js';
+import { push, type PushResult } from '../../remote/push.js';
+import { deploy, type DeployOutcome } from '../../deploy/client.js';
+import { dim, formatBytes, green, handler, out, printJson, withStore } from '../ui/output.js';
+
+interface Args {
+  base: string;
+  adapter: string;
+  message?: string;
+  line?: string;
+  worker: 'auto' | 'python' | 'builtin';
+  python?: string;
+  push?: string;
+  deploy: boolean;
+  json: boolean;
+}
+
+export const consolidateCommand: CommandModule<object, Args> = {
+  command: 'consolidate',
+  describe: 'Merge an adapter version into a base version (verify, backup, hook, validate) and record it as a new version',
+  builder: (y) =>
+    y
+      .option('base', { type: 'string', demandOption: true, requiresArg: true, describe: 'REV or REV:PATH of the base model' })
+      .option('adapter', { type: 'string', demandOption: true, requiresArg: true, describe: 'REV or REV:PATH of the LoRA adapter' })
+      .option('message', { alias: 'm', type: 'string', requiresArg: true, describe: 'description (default: merge ADAPTER into BASE)' })
+      .option('line', { type: 'string', requiresArg: true, describe: 'line of the merged version (default: merged)' })
+      .option('worker', { choices: ['auto', 'python', 'builtin'] as const, default: 'auto' as const, describe: 'auto: torch on a GPU when present, else built-in' })
+      .option('python', { type: 'string', requiresArg: true, describe: 'Python interpreter for the torch worker (default: $MSTORE_PYTHON or python3)' })
+      .option('push', { type: 'string', requiresArg: true, describe: 'then push the merged version to this remote' })
+      .option('deploy', { type: 'boolean', default: false, describe: 'with --push: then deploy it there (docs/deploy.md)' })
+      .option('json', { type: 'boolean', default: false })
+      .example('$0 consolidate --base base/v001 --adapter v003', 'merge v003 (an adapter) into the base model')
+      .example('$0 consolidate --base v001:model --adapter adapters/v004 --push box --deploy', 'merge, record, push to the box and make it live')
+      .example('$0 consolidate --base v001:model --adapter v004:adapter -m "math merge"', 'name the directories inside the versions') as never,
+  handler: handler(async (a) => {
+    if (a.deploy && !a.push) throw new MstoreError('EBADINPUT', '--deploy needs --push REMOTE', 2);
+    await withStore(async (store) => {
+      // The remote is checked before the merge: a typo must not cost a consolidation.
+      const remote = a.push ? (await openRemote(store, a.push)).remote : undefined;
+      try {
+        const tty = process.stderr.isTTY && !a.json;
+        const r = await consolidate(store, {
+          base: a.base,
+          adapter: a.adapter,
+          message: a.message,
+          line: a.line,
+          worker: a.worker,
+          python: a.python,
+          onStep: tty ? (s) => process.stderr.write(dim(`consolidate: ${s}\n`)) : undefined,
+          onHookOutput: (l) => process.stderr.write(`hook: ${l}\n`),
+        });
+        const name = (v: { version: string | undefined; commit: string; path: string }): string => `${v.version ?? v.commit.slice(0, 12)}${v.path ? `:${v.path}` : ''}`;
+        if (!a.json) {
+          out(
+            `${r.version} (${r.commit.slice(0, 12)}): ${name(r.adapter)} merged into ${name(r.base)} ` +
+              `by ${r.worker} on ${r.device} in ${r.seconds.toFixed(1)} s${r.backup ? `; backed up to '${r.backup}' first` : ''}`,
+          );
+        }
+        let pushed: PushResult | undefined;
+        let deployed: DeployOutcome | undefined;
+        const onRemoteOutput = (l: string): void => void process.stderr.write(`remote: ${l}\n`);
+        if (remote && a.deploy) {
+          deployed = await deploy(store, remote, r.version, { onRemoteOutput });
+          pushed = deployed.push;
+        } else if (remote) pushed = await push(store, remote, { revs: [r.version], onRemoteOutput });
+        if (a.json) printJson({ ...r, ...(pushed ? { push: pushed } : {}), ...(deployed ? { deploy: { attempt: deployed.attempt, live: deployed.status.live } } : {}) });
+        else if (pushed) out(`pushed ${r.version} to ${pushed.remote} (${formatBytes(pushed.bytesSent)} sent)`);
+        if (deployed) {
+          const at = deployed.attempt;
+          if (at && at.result !== 'ok') throw new MstoreError('EREMOTE', `${r.version} was merged and pushed, but its deploy failed on ${deployed.remote}: ${at.reason ?? 'unfinished'}`);
+          if (!a.json) out(green(`${r.version} is live on ${deployed.remote}`));
+        }
+      } finally {
+        await remote?.close();
+      }
+    });
+  }),
+};

@@ -1,0 +1,100 @@
+import { reconcileDeploy } from '../../deploy/apply.js';
+import type { CommandModule } from 'yargs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { MstoreError } from '../../lib/errors.js';
+import { StoreRemote } from '../../remote/transport/path.js';
+import { DEFAULT_MAX_BODY, loadTokens, startServer } from '../../remote/transport/http-server.js';
+import { handler, out } from '../ui/output.js';
+
+interface Args {
+  store: string;
+  listen: string;
+  tokens: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  maxBody: string;
+  grace: number;
+}
+
+/** A pushing client may wait this long for another writer (a push, gc) to release the store. */
+const LOCK_WAIT_MS = 10 * 60_000;
+
+/** HOST:PORT, [IPv6]:PORT; port 0 picks a free one. */
+function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new MstoreError('EBADINPUT', `--listen expects HOST:PORT (e.g. 127.0.0.1:8750), got '${s}'`, 2);
+  return { host: m[1] ?? m[2], port };
+}
+
+/** Bytes, with an optional K/M/G/T suffix (powers of 1024; KiB, MB, ... accepted alike). */
+function parseBytes(s: string, flag: string): number {
+  const m = /^(\d+)\s*([kmgt]?)(?:i?b)?$/i.exec(s.trim());
+  if (!m) throw new MstoreError('EBADINPUT', `${flag} expects bytes like 1073741824 or 1G, got '${s}'`, 2);
+  return Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase());
+}
+
+export const serveCommand: CommandModule<object, Args> = {
+  command: 'serve [store]',
+  describe: 'Serve a bare store over HTTP(S) to push, pull and clone (bearer tokens with read/push/admin scopes)',
+  builder: (y) =>
+    y
+      .positional('store', { type: 'string', default: '.', describe: 'the bare store directory (mstore init --bare DIR)' })
+      .option('listen', { type: 'string', default: '127.0.0.1:8750', requiresArg: true, describe: 'HOST:PORT to listen on (port 0: any free port; 8750 by default, clear of the inference API on 8765)' })
+      .option('tokens', { type: 'string', demandOption: true, requiresArg: true, describe: "file of 'SCOPE TOKEN' lines (scope read, push or admin; # comments)" })
+      .option('tls-cert', { type: 'string', requiresArg: true, describe: 'PEM certificate (chain): serve HTTPS' })
+      .option('tls-key', { type: 'string', requiresArg: true, describe: 'PEM private key of --tls-cert' })
+      .option('max-body', { type: 'string', default: String(DEFAULT_MAX_BODY), requiresArg: true, describe: 'largest object-upload request body (bytes; K/M/G suffixes)' })
+      .option('grace', { type: 'number', default: 30, requiresArg: true, describe: 'seconds in-flight requests get to finish on SIGTERM/SIGINT' })
+      .example('$0 init --bare /srv/models && $0 serve /srv/models --listen 0.0.0.0:8750 --tokens /etc/mstore/tokens', 'serve a new bare store')
+      .example('$0 serve /srv/models --listen 0.0.0.0:8443 --tokens tokens --tls-cert cert.pem --tls-key key.pem', 'HTTPS') as never,
+  handler: handler(async (a) => {
+    const listen = parseListen(a.listen);
+    const maxBody = parseBytes(a.maxBody, '--max-body');
+    if (!Number.isFinite(a.grace) || a.grace < 0) throw new MstoreError('EBADINPUT', '--grace expects a number of seconds', 2);
+    if (!a.tlsCert !== !a.tlsKey) throw new MstoreError('EBADINPUT', '--tls-cert and --tls-key go together', 2);
+    const log = (line: string): void => {
+      process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+    };
+    const tokens = await loadTokens(a.tokens, (w) => log(`warning: ${w}`));
+    let tls: { cert: Buffer; key: Buffer } | undefined;
+    if (a.tlsCert && a.tlsKey) {
+      const read = (f: string, flag: string): Promise<Buffer> =>
+        readFile(f).catch((e: NodeJS.ErrnoException) => {
+          throw new MstoreError('EBADINPUT', `${flag}: cannot read ${f}: ${e.code ?? e.message}`);
+        });
+      tls = { cert: await read(a.tlsCert, '--tls-cert'), key: await read(a.tlsKey, '--tls-key') };
+    }
+    const dir = path.resolve(a.store);
+    const remote = await StoreRemote.open(dir, { display: dir, lockTimeoutMs: LOCK_WAIT_MS });
+    try {
+      if (!remote.store.config.bare) throw new MstoreError('EBADINPUT', `${dir} is a workspace store; serve a bare one (mstore init --bare DIR, then push to it)`);
+      // A deploy a crash cut short (the trigger ref ahead of what is live) finishes before pushes come in.
+      const reconciled = await reconcileDeploy(remote.store, { onLine: (l) => log(l) }).catch((e: Error) => log(`deploy reconcile failed: ${e.message}`));
+      if (reconciled) log(`deploy reconcile of ${reconciled.version}: ${reconciled.result}${reconciled.reason ? ` (${reconciled.reason})` : ''}`);
+      // Signals are taken before listening, so one that arrives early still shuts down cleanly.
+      let stop: () => void = () => undefined;
+      const stopped = new Promise<string>((resolve) => {
+        const on = (sig: string) => () => resolve(sig);
+        process.once('SIGTERM', on('SIGTERM'));
+        process.once('SIGINT', on('SIGINT'));
+        stop = () => resolve('');
+      });
+      let server;
+      try {
+        server = await startServer({ remote, tokens, host: listen.host, port: listen.port, tls, maxBody, format: remote.store.config.format, log });
+      } catch (e) {
+        stop();
+        throw e;
+      }
+      out(`mstore serve: listening on ${server.url}`);
+      const sig = await stopped;
+      log(`${sig}: shutting down (in-flight requests get ${a.grace} s)`);
+      await server.close(a.grace * 1000);
+      log('stopped');
+    } finally {
+      await remote.close();
+    }
+  }),
+};

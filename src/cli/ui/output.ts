@@ -1,0 +1,131 @@
+/** Rendering shared by the commands: bytes, colour, JSON, progress bars, errors. */
+import cliProgress from 'cli-progress';
+import { MstoreError, errorLine } from '../../lib/errors.js';
+import { Store } from '../../repo/store.js';
+import { removalHint } from '../../repo/reflog.js';
+import type { Progress } from '../../ops/commit.js';
+
+export function formatBytes(n: number | undefined): string {
+  if (n === undefined) return '-';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
+}
+
+const useColor = (): boolean => !process.env.NO_COLOR && !!process.stdout.isTTY;
+const paint = (code: number) => (s: string): string => (useColor() ? `\x1b[${code}m${s}\x1b[0m` : s);
+export const yellow = paint(33);
+export const green = paint(32);
+export const red = paint(31);
+export const dim = paint(2);
+const cyan = paint(36);
+
+const STATUS_LOOK: Record<string, { symbol: string; color: (s: string) => string }> = {
+  draft: { symbol: '○', color: dim },
+  pending: { symbol: '◔', color: yellow },
+  training: { symbol: '▶', color: cyan },
+  completed: { symbol: '✔', color: green },
+  failed: { symbol: '✘', color: red },
+};
+
+/** A training status with its symbol and colour on a terminal; `[status]` otherwise (NO_COLOR, pipes). */
+export function statusBadge(status: string): string {
+  const look = STATUS_LOOK[status];
+  if (!look || !useColor()) return `[${status}]`;
+  return look.color(`${look.symbol} ${status}`);
+}
+
+export function printJson(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+}
+
+export function out(line = ''): void {
+  process.stdout.write(`${line}\n`);
+}
+
+export function warn(line: string): void {
+  process.stderr.write(`mstore: warning: ${line}\n`);
+}
+
+/** A byte progress bar on stderr, only when stderr is a terminal. */
+export function progressBar(label: string): { update: (p: { done: number; total: number; phase?: Progress['phase'] }) => void; stop: () => void } {
+  if (!process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };
+  const bar = new cliProgress.SingleBar(
+    {
+      stream: process.stderr,
+      format: `${label} {bar} {percentage}% | {done}/{size} | {rate} | ETA {eta_formatted}`,
+      hideCursor: true,
+      clearOnComplete: true,
+      etaBuffer: 50,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  const started = Date.now();
+  let running = false;
+  return {
+    update: (p) => {
+      const rate = `${formatBytes((p.done / Math.max(0.001, (Date.now() - started) / 1000)) | 0)}/s`;
+      const payload = { done: formatBytes(p.done), size: formatBytes(p.total), rate };
+      if (!running) {
+        bar.start(Math.max(1, p.total), p.done, payload);
+        running = true;
+      } else bar.update(p.done, payload);
+    },
+    stop: () => {
+      if (running) bar.stop();
+    },
+  };
+}
+
+/** Opens the store around `cwd`, runs `fn`, and always releases lmdb and the hash worker. */
+export async function withStore<T>(fn: (store: Store) => Promise<T>): Promise<T> {
+  const store = await Store.find(process.cwd());
+  try {
+    return await fn(store);
+  } catch (e) {
+    // A removed version's name: say what happened to it and how to get it back.
+    if (e instanceof MstoreError && e.code === 'EUNKNOWNREV' && e.subject) {
+      const hint = await removalHint(store, e.subject).catch(() => undefined);
+      if (hint) throw new MstoreError('EUNKNOWNREV', `unknown revision '${e.subject}': ${hint}`, e.exitCode);
+    }
+    throw e;
+  } finally {
+    await store.close();
+  }
+}
+
+/** Command handler wrapper: one clear line on failure, the error's exit code. */
+export function handler<A>(fn: (argv: A) => Promise<void>): (argv: A) => Promise<void> {
+  return async (argv: A) => {
+    try {
+      await fn(argv);
+    } catch (e) {
+      process.stderr.write(`mstore: error: ${errorLine(e)}\n`);
+      if (process.env.MSTORE_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+      process.exitCode = e instanceof MstoreError ? e.exitCode : 1;
+    }
+  };
+}
+
+/** Parses repeated KEY=VALUE options; values that parse as JSON are kept typed. */
+export function parseKeyValues(items: string[] | undefined, flag: string): Record<string, unknown> {
+  const outObj: Record<string, unknown> = {};
+  for (const item of items ?? []) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new MstoreError('EBADINPUT', `${flag} expects KEY=VALUE, got '${item}'`, 2);
+    const raw = item.slice(eq + 1);
+    let value: unknown = raw;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      value = raw;
+    }
+    outObj[item.slice(0, eq)] = value;
+  }
+  return outObj;
+}

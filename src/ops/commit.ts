@@ -1,0 +1,165 @@
+/**
+ * `commit`: snapshot the workspace (or some paths of it) as the next version of a line.
+ * Publish order: pack data fsynced -> index -> git objects -> tag ref -> line ref ->
+ * stat cache. A crash at any point leaves every ref on complete data.
+ */
+import os from 'node:os';
+import { MstoreError } from '../lib/errors.js';
+import type { Store } from '../repo/store.js';
+import { ContentWriter } from '../repo/content.js';
+import type { StatEntry } from '../repo/index-db.js';
+import type { FlatTree } from '../repo/git.js';
+import { identifyFile } from '../repo/identify.js';
+import { gitMode, nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, toWorkspacePaths, underAny } from '../repo/workspace.js';
+import { DEFAULT_LINE, STATUSES, checkLineName, lineRef, readMeta, refCollision } from '../repo/versions.js';
+import { describeEntry, modelEntries } from '../repo/version-files.js';
+import { writeVersion } from '../repo/version-write.js';
+
+export interface Progress {
+  phase: 'scan' | 'store' | 'checkout';
+  done: number;
+  total: number;
+  file?: string;
+}
+
+export interface CommitOptions {
+  cwd: string;
+  message: string;
+  paths?: string[];
+  line?: string;
+  meta?: Record<string, unknown>;
+  params?: Record<string, unknown>;
+  metrics?: Record<string, unknown>;
+  trainingData?: string[];
+  status?: string;
+  allowEmpty?: boolean;
+  author?: { name: string; email: string };
+  onProgress?: (p: Progress) => void;
+}
+
+export interface CommitResult {
+  changed: boolean;
+  /** The new version, or the current one when nothing changed. */
+  version: string | undefined;
+  commit: string | undefined;
+  line: string;
+  files: number;
+  totalBytes: number;
+  newBytes: number;
+  added: string[];
+  modified: string[];
+  deleted: string[];
+  warnings: string[];
+}
+
+
+export function defaultAuthor(): { name: string; email: string } {
+  const name = process.env.MSTORE_AUTHOR_NAME ?? os.userInfo().username;
+  const email = process.env.MSTORE_AUTHOR_EMAIL ?? `${os.userInfo().username}@${os.hostname()}`;
+  return { name, email };
+}
+
+export async function commit(store: Store, opts: CommitOptions): Promise<CommitResult> {
+  const root = store.requireWorkspace('commit');
+  const line = opts.line ?? DEFAULT_LINE;
+  checkLineName(line);
+  if (opts.status !== undefined && !(STATUSES as readonly string[]).includes(opts.status)) {
+    throw new MstoreError('EBADINPUT', `invalid status '${opts.status}' (one of ${STATUSES.join(', ')})`, 2);
+  }
+  if (!opts.message.trim()) throw new MstoreError('EBADINPUT', 'empty commit message', 2);
+  return store.withLock('commit', async () => {
+    const repo = store.repo;
+    const index = store.index;
+    const prefixes = opts.paths?.length ? toWorkspacePaths(root, opts.cwd, opts.paths) : undefined;
+    const head = await repo.readRef(lineRef(line));
+    if (!head && line !== DEFAULT_LINE) {
+      const clash = (await refCollision(repo, `refs/tags/${line}/v001`)) ?? (await refCollision(repo, lineRef(line)));
+      if (clash) throw new MstoreError('EBADNAME', `line '${line}' collides with the existing ref ${clash}`, 2);
+    }
+    const headFlat: FlatTree = head ? modelEntries(await repo.readFlatTree((await repo.readCommit(head)).tree)) : new Map();
+
+    const scanAt = nowNs();
+    const { files, skipped, temps } = await scanWorkspace(root, prefixes);
+    await sweepTemps(root, temps);
+    const warnings = skipped.map((p) => `skipped ${p}: not a regular file or symlink`);
+    const flat: FlatTree = new Map();
+    if (prefixes) for (const [p, e] of headFlat) if (!underAny(p, prefixes)) flat.set(p, e);
+
+    const statUpdates = new Map<string, StatEntry | null>();
+    const gitBlobs = new Map<string, Buffer>();
+    const sizes = new Map<string, number>();
+    const todo = files.filter((f) => {
+      const e = index.stat(f.path);
+      if (e && statMatches(e, f.stat) && (e.kind !== 'lfs' || index.hasFile(Buffer.from(e.oid, 'hex')))) {
+        flat.set(f.path, { mode: gitMode(f), blob: e.blob });
+        sizes.set(f.path, e.size);
+        return false;
+      }
+      return true;
+    });
+    const total = todo.reduce((a, f) => a + f.stat.size, 0);
+    let done = 0;
+    const onBytes = (n: number): void => {
+      done += n;
+      opts.onProgress?.({ phase: 'store', done, total });
+    };
+    const writer = new ContentWriter(index, store.hasher, store.config.chunking, store.tmpDir, store.packsDir);
+    try {
+      for (const f of todo) {
+        const id = await identifyFile(repo, f, store.config.textMaxBytes, writer, onBytes);
+        if (id.warning) warnings.push(id.warning);
+        flat.set(f.path, { mode: gitMode(f), blob: id.blob });
+        sizes.set(f.path, id.size);
+        gitBlobs.set(id.blob, id.gitContent);
+        statUpdates.set(f.path, statEntry(f.stat, id.kind, id.oid, id.blob, scanAt));
+      }
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    }
+
+    const added: string[] = [];
+    const modified: string[] = [];
+    const deleted: string[] = [];
+    for (const [p, e] of flat) {
+      const old = headFlat.get(p);
+      if (!old) added.push(p);
+      else if (old.blob !== e.blob || old.mode !== e.mode) modified.push(p);
+    }
+    for (const p of headFlat.keys()) if (!flat.has(p)) deleted.push(p);
+    const changed = added.length + modified.length + deleted.length > 0;
+    // Paths gone from the workspace (deleted, or now ignored) are no longer tracked.
+    const scanned = new Set(files.map((f) => f.path));
+    for (const p of index.statPaths()) {
+      if (!scanned.has(p) && (!prefixes || underAny(p, prefixes))) statUpdates.set(p, null);
+    }
+
+    let totalBytes = 0;
+    for (const [p, e] of flat) {
+      totalBytes += sizes.get(p) ?? (await describeEntry(repo, p, e.mode, e.blob)).size;
+    }
+    const headMeta = head ? await readMeta(repo, head) : undefined;
+
+    if (!changed && !opts.allowEmpty) {
+      await writer.finish(statUpdates);
+      return {
+        changed: false, version: headMeta?.version, commit: head, line, files: flat.size, totalBytes,
+        newBytes: 0, added, modified, deleted, warnings,
+      };
+    }
+
+    // 1. chunk data fsynced in packs, then the index, in one transaction.
+    await writer.finish();
+    // 2. git objects (blobs, metadata, tree, commit, tag), then the refs through the ref history.
+    const { version, commit: commitId } = await writeVersion(store, {
+      line, flat, gitBlobs, totalBytes, message: opts.message, params: opts.params, metrics: opts.metrics,
+      trainingData: opts.trainingData, status: opts.status ?? null, meta: opts.meta, author: opts.author ?? defaultAuthor(), reason: 'commit',
+    });
+    // 4. the stat cache, last: it may only name content that versions hold.
+    index.updateStats(statUpdates);
+    return {
+      changed: true, version, commit: commitId, line, files: flat.size, totalBytes,
+      newBytes: writer.newBytes, added, modified, deleted, warnings,
+    };
+  });
+}

@@ -1,0 +1,383 @@
+/**
+ * `consolidate`: merge an adapter version into a base version through the consolidate hook,
+ * and record the merged model as a new version whose parents are the base and the adapter
+ * (the user's consolidate_model.py: Backup → Verify → Version → Merge → Cleanup, abort on any
+ * failure). Steps, each named in the error if it fails; nothing is committed or deleted
+ * unless every step before the commit succeeded, and the work area is always removed:
+ *   verify (both versions, every byte) → backup (pre_consolidation, when a backup store is
+ *   configured) → materialise (base and adapter into tmp/) → merge (the hook) → validate
+ *   (same tensors, dtypes and shapes as the base; finite values) → commit.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { access, constants, mkdir, open, readdir, rm, stat } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { MstoreError } from '../lib/errors.js';
+import type { Store } from '../repo/store.js';
+import { resolveRev, readMeta, checkLineName } from '../repo/versions.js';
+import { listVersionFiles, type VersionFile } from '../repo/version-files.js';
+import { verify } from './integrity/verify.js';
+import { chooseBackup, backupLocked } from './copy/backups.js';
+import { checkout } from './checkout.js';
+import { ContentWriter } from '../repo/content.js';
+import { identifyFile } from '../repo/identify.js';
+import { gitMode, scanWorkspace } from '../repo/workspace.js';
+import { readSafetensorsHeader, type SafetensorsHeader } from '../format/safetensors.js';
+import { writeVersion } from '../repo/version-write.js';
+import { packageRoot } from '../lib/package-files.js';
+import { defaultAuthor } from './commit.js';
+import type { FlatTree } from '../repo/git.js';
+
+export const CONSOLIDATE_STEPS = ['resolve', 'verify', 'backup', 'materialise', 'merge', 'validate', 'commit'] as const;
+export type ConsolidateStep = (typeof CONSOLIDATE_STEPS)[number];
+
+export interface ConsolidateOptions {
+  /** `REV` or `REV:PATH` (PATH: the model directory inside the version). */
+  base: string;
+  adapter: string;
+  message?: string;
+  /** Line of the merged version (default `merged`). */
+  line?: string;
+  /** Worker preference passed to the hook: auto (GPU torch if present, else built-in), python, builtin. */
+  worker?: 'auto' | 'python' | 'builtin';
+  /** The Python interpreter the hook may use (default MSTORE_PYTHON or python3). */
+  python?: string;
+  /** Each line the hook writes on stderr (progress). */
+  onHookOutput?: (line: string) => void;
+  onStep?: (step: ConsolidateStep) => void;
+}
+
+export interface ConsolidateResult {
+  version: string;
+  commit: string;
+  line: string;
+  base: { version: string | undefined; commit: string; path: string };
+  adapter: { version: string | undefined; commit: string; path: string };
+  worker: string;
+  device: string;
+  seconds: number;
+  backup: string | undefined;
+}
+
+/** The job description the hook reads on stdin (docs/hooks.md). */
+export interface ConsolidateJob {
+  schema: 'mstore.consolidate/1';
+  base: string;
+  adapter: string;
+  output: string;
+  preferences: { worker: string; python: string };
+  tools: { node: string; mstore: string; pythonWorker: string };
+}
+
+class StepError extends MstoreError {}
+
+function fail(step: ConsolidateStep, e: unknown): never {
+  const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
+  throw new StepError(e instanceof MstoreError ? e.code : 'EBADINPUT', `consolidate failed at step '${step}', nothing committed: ${msg}`);
+}
+
+/** The store's hook if installed and executable, else the packaged default. */
+async function hookPath(store: Store): Promise<string> {
+  const own = path.join(store.dir, 'hooks', 'consolidate');
+  try {
+    await access(own, constants.X_OK);
+    return own;
+  } catch {
+    return path.join(packageRoot(), 'hooks', 'consolidate');
+  }
+}
+
+function splitSpec(spec: string): { rev: string; dir: string | undefined } {
+  const i = spec.indexOf(':');
+  if (i < 0) return { rev: spec, dir: undefined };
+  return { rev: spec.slice(0, i), dir: spec.slice(i + 1).replace(/^\.?\/+|\/+$/g, '') };
+}
+
+const dirOf = (p: string): string => (p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '');
+const inDir = (p: string, dir: string): boolean => dir === '' || p.startsWith(`${dir}/`);
+
+/** The one directory of a version that holds a base model or an adapter, or the named one. */
+function findModelDir(files: VersionFile[], kind: 'base' | 'adapter', given: string | undefined, what: string): string {
+  const isAdapterDir = (d: string): boolean => files.some((f) => dirOf(f.path) === d && f.path.endsWith('adapter_config.json'));
+  if (given !== undefined) {
+    if (!files.some((f) => inDir(f.path, given))) throw new MstoreError('EUNKNOWNREV', `${what} has no directory '${given}'`);
+    return given;
+  }
+  const candidates = new Set<string>();
+  for (const f of files) {
+    const d = dirOf(f.path);
+    const name = f.path.slice(d ? d.length + 1 : 0);
+    if (kind === 'adapter') {
+      if (name === 'adapter_config.json' || /lora.*\.safetensors$/i.test(name)) candidates.add(d);
+    } else if ((name === 'config.json' || name.endsWith('.safetensors') || name.endsWith('.safetensors.index.json')) && !isAdapterDir(d) && !/lora/i.test(name)) {
+      candidates.add(d);
+    }
+  }
+  // A base directory that merely contains an adapter directory below it is still the base.
+  const list = [...candidates].sort();
+  if (list.length === 1) return list[0];
+  if (!list.length) throw new MstoreError('EBADINPUT', `${what} holds no ${kind === 'base' ? 'base model (config.json, *.safetensors)' : 'adapter (adapter_config.json or a LoRA .safetensors)'}`);
+  throw new MstoreError('EBADINPUT', `${what} holds several ${kind} candidates (${list.map((d) => d || '.').join(', ')}); name one as REV:PATH`);
+}
+
+/** The adapter argument for the worker: a PEFT directory, or a kohya LoRA file inside the directory. */
+function adapterTarget(files: VersionFile[], dir: string, root: string): string {
+  const here = files.filter((f) => dirOf(f.path) === dir);
+  if (here.some((f) => f.path.endsWith('adapter_config.json'))) return path.join(root, ...dir.split('/').filter(Boolean));
+  const lora = here.filter((f) => f.path.endsWith('.safetensors'));
+  if (lora.length === 1) return path.join(root, ...lora[0].path.split('/'));
+  throw new MstoreError('EBADINPUT', `adapter directory '${dir || '.'}' has no adapter_config.json and ${lora.length} .safetensors files; name one file`);
+}
+
+/** The safetensors headers of a model directory: one file, or the shards an index lists. */
+async function modelHeaders(dir: string): Promise<Map<string, SafetensorsHeader>> {
+  const out = new Map<string, SafetensorsHeader>();
+  const names = (await readdir(dir)).filter((n) => n.endsWith('.safetensors')).sort();
+  for (const n of names) {
+    const fh = await open(path.join(dir, n), 'r');
+    try {
+      out.set(n, await readSafetensorsHeader(fh, (await fh.stat()).size));
+    } catch (e) {
+      throw new MstoreError('ECORRUPT', `${n}: ${(e as Error).message}`);
+    } finally {
+      await fh.close();
+    }
+  }
+  return out;
+}
+
+/** Non-finite element count of a tensor region (BF16, F16, F32, F64 by exponent bits), read in windows. */
+async function nonFinite(file: string, start: number, end: number, dtype: string): Promise<number> {
+  const width = { BF16: 2, F16: 2, F32: 4, F64: 8 }[dtype];
+  if (!width) return 0;
+  const fh = await open(file, 'r');
+  const buf = Buffer.alloc(16 * 1024 * 1024);
+  let bad = 0;
+  try {
+    for (let pos = start; pos < end; ) {
+      const n = Math.min(buf.length, end - pos);
+      const { bytesRead } = await fh.read(buf, 0, n, pos);
+      if (bytesRead !== n) throw new MstoreError('ECORRUPT', `${path.basename(file)} is truncated`);
+      for (let o = 0; o + width <= n; o += width) {
+        if (width === 2) {
+          const v = buf.readUInt16LE(o);
+          if (dtype === 'BF16' ? (v & 0x7f80) === 0x7f80 : (v & 0x7c00) === 0x7c00) bad++;
+        } else if (width === 4) {
+          if ((buf.readUInt32LE(o) & 0x7f800000) === 0x7f800000) bad++;
+        } else if ((buf.readUInt32LE(o + 4) & 0x7ff00000) === 0x7ff00000) bad++;
+      }
+      pos += n;
+    }
+  } finally {
+    await fh.close();
+  }
+  return bad;
+}
+
+/** The merged model must have the base's tensors (names, dtypes, shapes) with finite values. */
+async function validateOutput(baseDir: string, outDir: string): Promise<void> {
+  const base = await modelHeaders(baseDir);
+  const out = await modelHeaders(outDir);
+  if (!base.size) throw new MstoreError('EBADINPUT', 'the base directory has no .safetensors file');
+  for (const [file, bh] of base) {
+    const oh = out.get(file);
+    if (!oh) throw new MstoreError('EBADINPUT', `the merged model lacks ${file}`);
+    const ot = new Map(oh.tensors.map((t) => [t.name, t]));
+    for (const t of bh.tensors) {
+      const o = ot.get(t.name);
+      if (!o) throw new MstoreError('EBADINPUT', `${file}: the merged model lacks tensor ${t.name}`);
+      if (o.dtype !== t.dtype || o.shape.join(',') !== t.shape.join(',')) {
+        throw new MstoreError('EBADINPUT', `${file}: tensor ${t.name} is ${o.dtype}[${o.shape}] in the merged model, ${t.dtype}[${t.shape}] in the base`);
+      }
+      const bad = await nonFinite(path.join(outDir, file), oh.dataStart + o.begin, oh.dataStart + o.end, o.dtype);
+      if (bad) throw new MstoreError('EBADINPUT', `${file}: tensor ${t.name} has ${bad} non-finite value(s) in the merged model`);
+    }
+    if (oh.tensors.length !== bh.tensors.length) throw new MstoreError('EBADINPUT', `${file}: the merged model has ${oh.tensors.length} tensors, the base ${bh.tensors.length}`);
+  }
+}
+
+/** Runs the hook with the job on stdin; resolves with its last stdout line parsed as JSON (or {}). */
+function runHook(hook: string, job: ConsolidateJob, onLine?: (line: string) => void): Promise<{ worker?: string; device?: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(hook, [], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env } });
+    let stdout = '';
+    let errTail = '';
+    let partial = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+    child.stderr.on('data', (d: Buffer) => {
+      const text = partial + d.toString('utf8');
+      const lines = text.split('\n');
+      partial = lines.pop() ?? '';
+      for (const l of lines) {
+        if (l.trim()) errTail = l;
+        onLine?.(l);
+      }
+    });
+    child.on('error', (e) => reject(new MstoreError('EBADINPUT', `cannot run the hook ${hook}: ${e.message}`)));
+    child.on('close', (code, signal) => {
+      if (partial) {
+        onLine?.(partial);
+        if (partial.trim()) errTail = partial;
+      }
+      if (code !== 0) {
+        reject(new MstoreError('EBADINPUT', `the hook ${hook} exited ${signal ?? code}${errTail ? `: ${errTail.trim()}` : ''}`));
+        return;
+      }
+      const last = stdout.trim().split('\n').pop() ?? '';
+      try {
+        resolve(last ? (JSON.parse(last) as { worker?: string; device?: string }) : {});
+      } catch {
+        resolve({});
+      }
+    });
+    child.stdin.on('error', () => undefined); // a hook that does not read stdin
+    child.stdin.end(`${JSON.stringify(job)}\n`);
+  });
+}
+
+/** Stores a directory's files as the content of a new version: flat tree, git blobs, bytes. */
+async function ingestDirectory(store: Store, dir: string): Promise<{ flat: FlatTree; gitBlobs: Map<string, Buffer>; totalBytes: number }> {
+  const { files } = await scanWorkspace(dir);
+  const writer = new ContentWriter(store.index, store.hasher, store.config.chunking, store.tmpDir, store.packsDir);
+  const flat: FlatTree = new Map();
+  const gitBlobs = new Map<string, Buffer>();
+  let totalBytes = 0;
+  try {
+    for (const f of files) {
+      const id = await identifyFile(store.repo, f, store.config.textMaxBytes, writer);
+      flat.set(f.path, { mode: gitMode(f), blob: id.blob });
+      gitBlobs.set(id.blob, id.gitContent);
+      totalBytes += id.size;
+    }
+    await writer.finish();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+  return { flat, gitBlobs, totalBytes };
+}
+
+export async function consolidate(store: Store, opts: ConsolidateOptions): Promise<ConsolidateResult> {
+  const line = opts.line ?? 'merged';
+  checkLineName(line);
+  return store.withLock('consolidate', async () => {
+    const started = Date.now();
+    const step = (s: ConsolidateStep): ConsolidateStep => (opts.onStep?.(s), s);
+    let current = step('resolve');
+    const work = path.join(store.tmpDir, `consolidate-${randomBytes(6).toString('hex')}`);
+    try {
+      const b = splitSpec(opts.base);
+      const a = splitSpec(opts.adapter);
+      const baseCommit = await resolveRev(store.repo, b.rev);
+      const adapterCommit = await resolveRev(store.repo, a.rev);
+      if (baseCommit === adapterCommit && b.dir === a.dir && b.dir !== undefined) throw new MstoreError('EBADINPUT', 'base and adapter are the same directory');
+      const baseMeta = await readMeta(store.repo, baseCommit);
+      const adapterMeta = await readMeta(store.repo, adapterCommit);
+      const baseName = baseMeta?.version ?? baseCommit.slice(0, 12);
+      const adapterName = adapterMeta?.version ?? adapterCommit.slice(0, 12);
+      const baseFiles = await listVersionFiles(store.repo, baseCommit);
+      const adapterFiles = await listVersionFiles(store.repo, adapterCommit);
+      const baseDir = findModelDir(baseFiles, 'base', b.dir, `base ${baseName}`);
+      const adapterDir = findModelDir(adapterFiles, 'adapter', a.dir, `adapter ${adapterName}`);
+
+      current = step('verify');
+      const checked = await verify(store, { commits: new Map([[baseCommit, [baseName]], [adapterCommit, [adapterName]]]) });
+      if (!checked.ok) throw new MstoreError('ECORRUPT', checked.problems.map((p) => p.message).join('; '));
+
+      current = step('backup');
+      let backupName: string | undefined;
+      if (await chooseBackup(store)) {
+        const rec = await backupLocked(store, {
+          type: 'pre_consolidation',
+          reason: `before merging ${adapterName} into ${baseName}`,
+          versions: new Map([[baseCommit, [baseName]], [adapterCommit, [adapterName]]]),
+        });
+        backupName = rec.name;
+      }
+
+      current = step('materialise');
+      await mkdir(work, { recursive: true });
+      const baseRoot = path.join(work, 'base');
+      const adapterRoot = path.join(work, 'adapter');
+      await checkout(store, { rev: baseCommit, cwd: work, to: baseRoot, patterns: baseDir ? [baseDir] : [] });
+      await checkout(store, { rev: adapterCommit, cwd: work, to: adapterRoot, patterns: adapterDir ? [adapterDir] : [] });
+      const basePath = path.join(baseRoot, ...baseDir.split('/').filter(Boolean));
+      const adapterPath = adapterTarget(adapterFiles, adapterDir, adapterRoot);
+      const output = path.join(work, 'out');
+
+      current = step('merge');
+      const root = packageRoot();
+      const cli = [path.join(root, 'dist', 'bundle', 'cli.js'), path.join(root, 'dist', 'src', 'cli.js')].find((p) => existsSync(p))!;
+      const job: ConsolidateJob = {
+        schema: 'mstore.consolidate/1',
+        base: basePath,
+        adapter: adapterPath,
+        output,
+        preferences: { worker: opts.worker ?? 'auto', python: opts.python ?? process.env.MSTORE_PYTHON ?? 'python3' },
+        tools: { node: process.execPath, mstore: cli, pythonWorker: path.join(root, 'workers', 'merge_lora.py') },
+      };
+      const report = await runHook(await hookPath(store), job, opts.onHookOutput);
+      if (!(await stat(output).catch(() => undefined))?.isDirectory()) throw new MstoreError('EBADINPUT', `the hook exited 0 but wrote no output directory ${output}`);
+
+      current = step('validate');
+      await validateOutput(basePath, output);
+
+      current = step('commit');
+      const { flat, gitBlobs, totalBytes } = await ingestDirectory(store, output);
+      const seconds = (Date.now() - started) / 1000;
+      const adapterConfig = adapterFiles.find((f) => f.path === (adapterDir ? `${adapterDir}/adapter_config.json` : 'adapter_config.json'));
+      let adapterCfg: unknown;
+      if (adapterConfig) {
+        try {
+          adapterCfg = JSON.parse(readFileSync(path.join(adapterRoot, ...adapterConfig.path.split('/')), 'utf8'));
+        } catch {
+          adapterCfg = undefined;
+        }
+      }
+      const cfg = adapterCfg as { r?: number; lora_alpha?: number; use_rslora?: boolean } | undefined;
+      const scaling = cfg?.r && cfg.lora_alpha !== undefined ? cfg.lora_alpha / (cfg.use_rslora ? Math.sqrt(cfg.r) : cfg.r) : undefined;
+      const worker = report.worker ?? 'unknown';
+      const device = report.device ?? 'unknown';
+      const written = await writeVersion(store, {
+        line,
+        flat,
+        gitBlobs,
+        totalBytes,
+        message: opts.message ?? `merge ${adapterDir ? `${adapterName}:${adapterDir}` : adapterName} into ${baseDir ? `${baseName}:${baseDir}` : baseName}`,
+        // Both versions are parents; one commit holding both the base and the adapter is one parent.
+        parents: baseCommit === adapterCommit ? [baseCommit] : [baseCommit, adapterCommit],
+        params: baseMeta?.params,
+        meta: {
+          consolidation: {
+            base: { version: baseName, commit: baseCommit, path: baseDir },
+            adapter: { version: adapterName, commit: adapterCommit, path: adapterDir, config: adapterCfg ?? null, scaling: scaling ?? null },
+            worker,
+            device,
+            seconds,
+            backup: backupName ?? null,
+          },
+        },
+        status: 'completed',
+        author: defaultAuthor(),
+        reason: 'consolidate',
+      });
+      return {
+        version: written.version,
+        commit: written.commit,
+        line,
+        base: { version: baseMeta?.version, commit: baseCommit, path: baseDir },
+        adapter: { version: adapterMeta?.version, commit: adapterCommit, path: adapterDir },
+        worker,
+        device,
+        seconds,
+        backup: backupName,
+      };
+    } catch (e) {
+      if (e instanceof StepError) throw e;
+      fail(current, e);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+}

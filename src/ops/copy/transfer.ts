@@ -1,0 +1,137 @@
+/**
+ * Copying versions from one store to another (backups; remotes build on the same steps).
+ * Order, as in commit: chunk data and manifests fsynced into packs and indexed, then the
+ * git objects (dependencies first), then a full verify in the target, then the refs. Only
+ * what the target lacks is copied, and every chunk is re-hashed as it is read.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import git from 'isomorphic-git';
+import { gitFs } from '../../repo/git-fs.js';
+import { MstoreError } from '../../lib/errors.js';
+import type { Store } from '../../repo/store.js';
+import { sha256 } from '../../lib/hashing.js';
+import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath } from '../../repo/pack.js';
+import { encodeManifest, type NewFile } from '../../repo/index-db.js';
+import { contentOf, type Roots } from '../../repo/reach.js';
+import { reachableObjects, hasObject, copyObject } from '../../repo/git-walk.js';
+import { moveRefs, type RefMove, type RefReason, type RefLogEntry } from '../../repo/reflog.js';
+import { verify, type VerifyResult } from '../integrity/verify.js';
+
+export interface CopyOptions {
+  /** The versions to copy: commit id -> names (for messages and the verify report). */
+  versions: Roots;
+  /** Refs to set in the target once everything is verified there (full ref name -> value). */
+  refs: Map<string, string>;
+  reason: RefReason;
+  message?: string;
+  onProgress?: (p: { done: number; total: number }) => void;
+}
+
+export interface CopyResult {
+  gitObjects: number;
+  files: number;
+  chunks: number;
+  bytes: number;
+  verified: VerifyResult;
+  refs: RefLogEntry[];
+  /** Line refs left where they were because the target's line has moved elsewhere. */
+  keptRefs: string[];
+}
+
+/** Copies versions from `src` into `dst` under dst's lock; throws, setting no ref, if the copy does not verify. */
+export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): Promise<CopyResult> {
+  if (src.dir === dst.dir) throw new MstoreError('EBADINPUT', `cannot copy a store into itself (${src.dir})`, 2);
+  return dst.withLock('copy', async () => {
+    // Refs first, on paper: a conflicting tag means this is another store's history.
+    const moves: RefMove[] = [];
+    const keptRefs: string[] = [];
+    for (const [ref, value] of opts.refs) {
+      const cur = await dst.repo.readRef(ref);
+      if (cur === value) continue;
+      if (!cur) moves.push({ ref, value });
+      else if (ref.startsWith('refs/heads/') || ref.startsWith('refs/notes/')) {
+        // Line heads and labels (notes) only fast-forward: a target that moved on keeps its own.
+        const ahead = await hasObject(dst.gitdir, cur).then((has) =>
+          has ? git.isDescendent({ fs: gitFs, gitdir: src.gitdir, oid: value, ancestor: cur, depth: -1 }).catch(() => false) : false,
+        );
+        if (ahead) moves.push({ ref, value });
+        else keptRefs.push(ref);
+      } else {
+        throw new MstoreError('ECONFLICT', `${dst.dir} already has ${ref} pointing elsewhere (${cur.slice(0, 12)}, not ${value.slice(0, 12)}): it holds another store's versions`);
+      }
+    }
+
+    // 1. Content the target lacks.
+    const content = await contentOf(src.repo, opts.versions.keys(), (c) => opts.versions.get(c)?.[0] ?? c.slice(0, 12));
+    const files: { oid: Buffer; size: number; chunks: { id: Buffer; length: number }[] }[] = [];
+    let total = 0;
+    for (const use of content.values()) {
+      const oid = Buffer.from(use.oid, 'hex');
+      if (dst.index.hasFile(oid)) continue;
+      const f = src.index.file(oid);
+      if (!f) throw new MstoreError('EMISSING', `${use.uses[0]}: content ${use.oid} is missing from ${src.dir}`);
+      files.push({ oid, size: f.size, chunks: f.chunks });
+      total += f.size;
+    }
+    const writer = new PackWriter(dst.tmpDir, dst.packsDir, dst.config.chunking.packTargetBytes);
+    const handles = new Map<string, FileHandle>();
+    const added = new Set<string>();
+    const newFiles: NewFile[] = [];
+    let chunks = 0;
+    let bytes = 0;
+    let done = 0;
+    try {
+      for (const f of files) {
+        for (const c of f.chunks) {
+          done += c.length;
+          const key = c.id.toString('hex');
+          if (added.has(key) || dst.index.hasChunk(c.id)) continue;
+          const loc = src.index.chunk(c.id);
+          if (!loc) throw new MstoreError('EMISSING', `chunk ${key} is missing from ${src.dir}`);
+          let fh = handles.get(loc.pack);
+          if (!fh) handles.set(loc.pack, (fh = await open(packPath(src.packsDir, loc.pack), 'r')));
+          const data = Buffer.allocUnsafe(loc.length);
+          const { bytesRead } = await fh.read(data, 0, loc.length, loc.offset);
+          if (bytesRead !== loc.length || !sha256(data).equals(c.id)) {
+            throw new MstoreError('ECORRUPT', `chunk ${key} in pack ${loc.pack} of ${src.dir} is damaged (hash mismatch); nothing copied`);
+          }
+          await writer.add(ENTRY_CHUNK, c.id, data);
+          added.add(key);
+          chunks++;
+          bytes += loc.length;
+          opts.onProgress?.({ done, total });
+        }
+        const manifest = encodeManifest(f.chunks);
+        await writer.add(ENTRY_FILE, f.oid, manifest);
+        newFiles.push({ oid: f.oid, size: f.size, manifest });
+      }
+      const packs = await writer.finish();
+      dst.index.recordPacks(packs, newFiles);
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    } finally {
+      for (const fh of handles.values()) await fh.close();
+    }
+
+    // 2. Git objects: the versions' whole history (git fsck needs every parent), tags included.
+    const cache = {};
+    const starts = [...new Set([...opts.versions.keys(), ...opts.refs.values()])];
+    let gitObjects = 0;
+    for (const o of await reachableObjects(src.gitdir, starts, cache)) {
+      if (await hasObject(dst.gitdir, o.oid)) continue;
+      await copyObject(src.gitdir, dst.gitdir, o.oid, cache);
+      gitObjects++;
+    }
+
+    // 3. Every byte re-read in the target, before any ref there points at it.
+    const verified = await verify(dst, { commits: opts.versions });
+    if (!verified.ok) {
+      throw new MstoreError('ECORRUPT', `the copy in ${dst.dir} failed verification (${verified.problems[0].message}${verified.problems.length > 1 ? `; ${verified.problems.length - 1} more` : ''}); no ref was set there`);
+    }
+
+    // 4. Refs.
+    const refs = await moveRefs(dst, moves, opts.reason, { message: opts.message });
+    return { gitObjects, files: newFiles.length, chunks, bytes, verified, refs, keptRefs };
+  });
+}

@@ -1,0 +1,232 @@
+/**
+ * `fsck`: the whole store, not version by version (restic's checker, git fsck). Pack files
+ * against their own tables and against the index, every index row against the packs,
+ * every git object re-hashed and parsed, every ref leading to a commit, and what no ref
+ * reaches counted. `repairIndex` rebuilds the index from the packs first (restic
+ * rebuild-index): the index is derived data, the packs are the truth.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import git from 'isomorphic-git';
+import { gitFs } from '../../repo/git-fs.js';
+import type { Store } from '../../repo/store.js';
+import { ENTRY_CHUNK, ENTRY_FILE, readPackTable, type PackEntry } from '../../repo/pack.js';
+import { indexPacks, listPackFiles } from '../../repo/reindex.js';
+import { contentOf, refRoots } from '../../repo/reach.js';
+
+export interface FsckResult {
+  ok: boolean;
+  problems: string[];
+  /** Findings that lose nothing (duplicates, unreachable data). */
+  notes: string[];
+  repaired?: { packsIndexed: number; damagedPacks: string[] };
+  packs: { total: number; bytes: number; damaged: number; unindexed: number; missing: number };
+  index: { chunks: number; files: number };
+  git: { objects: number; damaged: number; unreachable: number };
+  refs: { total: number; broken: number };
+  unreachable: { chunks: number; bytes: number; files: number };
+}
+
+export async function fsck(store: Store, opts: { repairIndex?: boolean } = {}): Promise<FsckResult> {
+  let repaired: FsckResult['repaired'];
+  if (opts.repairIndex) {
+    repaired = await store.withLock('fsck', async () => {
+      await store.dropIndex();
+      const r = await indexPacks(store);
+      return { packsIndexed: r.indexed.length, damagedPacks: r.damaged.map((d) => d.pack) };
+    });
+  }
+  const problems: string[] = [];
+  const notes: string[] = [];
+  const index = store.index;
+
+  // Packs on disk, their tables, and the index's view of them.
+  const onDisk = await listPackFiles(store.packsDir);
+  const indexed = new Set(index.packIds());
+  const tables = new Map<string, Map<number, PackEntry>>();
+  let packBytes = 0;
+  let damaged = 0;
+  let unindexed = 0;
+  for (const id of onDisk) {
+    try {
+      const entries = await readPackTable(store.packsDir, id);
+      tables.set(id, new Map(entries.map((e) => [e.offset, e])));
+      const last = entries[entries.length - 1];
+      packBytes += last ? last.offset + last.length : 0;
+    } catch (e) {
+      damaged++;
+      problems.push(`pack ${id}: ${(e as Error).message.replace(`pack ${id}: `, '')}`);
+    }
+    if (!indexed.has(id)) {
+      const t = tables.get(id);
+      // An interrupted gc leaves its old pack behind once every live entry has a new home.
+      const redundant = t && [...t.values()].every((e) => (e.type === ENTRY_CHUNK ? index.hasChunk(e.id) : index.hasFile(e.id)));
+      if (redundant) notes.push(`pack ${id} is not in the index but holds nothing the index lacks (left by an interrupted gc or commit; the next writer indexes it, gc then drops it)`);
+      else {
+        unindexed++;
+        problems.push(`pack ${id} is not in the index (run 'mstore fsck --repair-index')`);
+      }
+    }
+  }
+  const present = new Set(onDisk);
+  let missing = 0;
+  for (const id of indexed) {
+    if (!present.has(id)) {
+      missing++;
+      problems.push(`pack ${id} is in the index but missing on disk`);
+    }
+  }
+
+  // Every index row against the pack tables.
+  let chunkRows = 0;
+  const badChunk = new Set<string>();
+  for (const [id, loc] of index.chunkRows()) {
+    chunkRows++;
+    const t = tables.get(loc.pack);
+    if (!t) {
+      if (present.has(loc.pack)) continue; // damaged table: reported above
+      badChunk.add(id.toString('hex'));
+      if (indexed.has(loc.pack) && !present.has(loc.pack)) continue; // reported as a missing pack
+      problems.push(`index: chunk ${id.toString('hex')} points at pack ${loc.pack}, which is not indexed`);
+      continue;
+    }
+    const e = t.get(loc.offset);
+    if (!e || e.type !== ENTRY_CHUNK || !e.id.equals(id) || e.length !== loc.length) {
+      badChunk.add(id.toString('hex'));
+      problems.push(`index: chunk ${id.toString('hex')} is not at pack ${loc.pack} offset ${loc.offset}`);
+    }
+  }
+  let fileRows = 0;
+  for (const [oid, f] of index.fileRows()) {
+    fileRows++;
+    const absent = f.chunks.filter((c) => !index.hasChunk(c.id)).length;
+    if (absent) problems.push(`index: file ${oid.toString('hex')} lists ${absent} chunk(s) the index does not have`);
+  }
+  // Pack entries the index does not know (only for indexed packs; unindexed ones are reported whole).
+  let dupes = 0;
+  for (const [pack, t] of tables) {
+    if (!indexed.has(pack)) continue;
+    let lost = 0;
+    for (const e of t.values()) {
+      if (e.type === ENTRY_CHUNK) {
+        const loc = index.chunk(e.id);
+        if (!loc) lost++;
+        else if (loc.pack !== pack || loc.offset !== e.offset) dupes++;
+      } else if (e.type === ENTRY_FILE && !index.hasFile(e.id)) lost++;
+    }
+    if (lost) problems.push(`pack ${pack}: ${lost} entr${lost === 1 ? 'y is' : 'ies are'} not in the index (run 'mstore fsck --repair-index')`);
+  }
+  if (dupes) notes.push(`${dupes} chunk copies are duplicates of chunks stored elsewhere (gc drops them)`);
+
+  // Git objects: every one re-hashed (isomorphic-git checks the sha1 of what it reads) and parsed.
+  const objects = await listGitObjects(store.gitdir);
+  let gitDamaged = 0;
+  const cache = {};
+  for (const oid of objects) {
+    try {
+      await git.readObject({ fs: gitFs, gitdir: store.gitdir, oid, format: 'parsed', cache });
+    } catch (e) {
+      gitDamaged++;
+      problems.push(`git object ${oid}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+
+  // Refs, and what they reach.
+  const { roots, problems: refProblems } = await refRoots(store.repo);
+  for (const p of refProblems) problems.push(`ref ${p.message}`);
+  const starts: string[] = [];
+  for (const ref of await store.repo.listRefs('refs')) {
+    const v = await store.repo.readRef(`refs/${ref}`);
+    if (v) starts.push(v);
+  }
+  const reached = await reachableGitObjects(store, starts, problems);
+  let unreachableGit = 0;
+  for (const oid of objects) if (!reached.has(oid)) unreachableGit++;
+
+  let live: Set<string>;
+  try {
+    const content = await contentOf(store.repo, roots.keys(), (c) => c.slice(0, 12));
+    live = new Set(content.keys());
+  } catch (e) {
+    live = new Set();
+    problems.push(`cannot list the content of every version: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const liveChunks = new Set<string>();
+  for (const oid of live) {
+    const f = index.file(Buffer.from(oid, 'hex'));
+    if (!f) continue; // verify names the versions that miss content
+    for (const c of f.chunks) liveChunks.add(c.id.toString('hex'));
+  }
+  let unreachChunks = 0;
+  let unreachBytes = 0;
+  for (const [id, loc] of index.chunkRows()) {
+    if (!liveChunks.has(id.toString('hex'))) {
+      unreachChunks++;
+      unreachBytes += loc.length;
+    }
+  }
+  let unreachFiles = 0;
+  for (const [oid] of index.fileRows()) if (!live.has(oid.toString('hex'))) unreachFiles++;
+  if (unreachChunks) notes.push(`${unreachChunks} chunks (${unreachBytes} bytes) and ${unreachFiles} files no ref reaches (removed versions kept for restore, or garbage gc frees after the grace period)`);
+  if (unreachableGit) notes.push(`${unreachableGit} git objects no ref reaches`);
+
+  return {
+    ok: problems.length === 0,
+    problems,
+    notes,
+    ...(repaired ? { repaired } : {}),
+    packs: { total: onDisk.length, bytes: packBytes, damaged, unindexed, missing },
+    index: { chunks: chunkRows, files: fileRows },
+    git: { objects: objects.length, damaged: gitDamaged, unreachable: unreachableGit },
+    refs: { total: [...roots.values()].reduce((a, n) => a + n.length, 0) + refProblems.length, broken: refProblems.length },
+    unreachable: { chunks: unreachChunks, bytes: unreachBytes, files: unreachFiles },
+  };
+}
+
+/** Loose objects plus those listed in pack .idx files (version 2). */
+export async function listGitObjects(gitdir: string): Promise<string[]> {
+  const out = new Set<string>();
+  const objdir = path.join(gitdir, 'objects');
+  for (const sub of await readdir(objdir).catch(() => [] as string[])) {
+    if (!/^[0-9a-f]{2}$/.test(sub)) continue;
+    for (const name of await readdir(path.join(objdir, sub))) if (/^[0-9a-f]{38}$/.test(name)) out.add(sub + name);
+  }
+  const packdir = path.join(objdir, 'pack');
+  for (const name of await readdir(packdir).catch(() => [] as string[])) {
+    if (!name.endsWith('.idx')) continue;
+    const idx = await readFile(path.join(packdir, name));
+    // v2: ff744f63 | version 2 | fanout 256 x u32 | n sha1s
+    if (idx.readUInt32BE(0) !== 0xff744f63 || idx.readUInt32BE(4) !== 2) continue;
+    const n = idx.readUInt32BE(8 + 255 * 4);
+    for (let i = 0; i < n; i++) out.add(idx.subarray(8 + 1024 + i * 20, 8 + 1024 + (i + 1) * 20).toString('hex'));
+  }
+  return [...out].sort();
+}
+
+/** Every git object reachable from the given objects (tags, commits and their parents, trees, blobs). */
+async function reachableGitObjects(store: Store, commits: string[], problems: string[]): Promise<Set<string>> {
+  const seen = new Set<string>();
+  const cache = {};
+  const todo = [...commits];
+  while (todo.length) {
+    const oid = todo.pop()!;
+    if (seen.has(oid)) continue;
+    seen.add(oid);
+    let o;
+    try {
+      o = await git.readObject({ fs: gitFs, gitdir: store.gitdir, oid, format: 'parsed', cache });
+    } catch (e) {
+      const msg = (e as Error).message.split('\n')[0];
+      if ((e as { code?: string }).code === 'NotFoundError') problems.push(`git object ${oid} is missing (reachable from a ref)`);
+      else if (!problems.some((p) => p.startsWith(`git object ${oid}`))) problems.push(`git object ${oid}: ${msg}`);
+      continue;
+    }
+    if (o.type === 'commit') {
+      const c = o.object as { tree: string; parent: string[] };
+      todo.push(c.tree, ...c.parent);
+    } else if (o.type === 'tree') {
+      for (const e of o.object as { oid: string; type: string }[]) if (e.type !== 'commit') todo.push(e.oid);
+    } else if (o.type === 'tag') todo.push((o.object as { object: string }).object);
+  }
+  return seen;
+}

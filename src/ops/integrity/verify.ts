@@ -1,0 +1,307 @@
+/**
+ * `verify`: proves that versions can be checked out byte for byte. For each version: the
+ * commit, its tree, every blob (git re-hashes each object it reads), the metadata record,
+ * every lfs pointer; then, per distinct file, the manifest, each chunk's index entry
+ * against its pack's own table, and the bytes: every distinct file re-hashed to its oid
+ * (restic check --read-data), with every chunk re-hashed to its id as well when `chunkIds`
+ * is set, else only in a file that fails, to name the damaged chunks. Quick mode stops
+ * before the bytes; sample mode re-hashes a random share of the chunks (--read-data-subset).
+ */
+import { stat } from 'node:fs/promises';
+import { MstoreError } from '../../lib/errors.js';
+import type { Store } from '../../repo/store.js';
+import { ContentReader } from '../../repo/content.js';
+import { packPath, readPackTable, ENTRY_CHUNK, type PackEntry } from '../../repo/pack.js';
+import { META_SCHEMA, readMeta, resolveRev } from '../../repo/versions.js';
+import { parsePointer } from '../../format/pointer.js';
+import { modelEntries } from '../../repo/version-files.js';
+import { refRoots, type Roots } from '../../repo/reach.js';
+
+export type VerifyMode = 'full' | 'quick' | 'sample';
+
+export interface VerifyOptions {
+  /** Revisions to check; with neither `revs` nor `commits`, every version a ref reaches. */
+  revs?: string[];
+  /** Commits to check with the names to report them by (used by backup and gc). */
+  commits?: Roots;
+  mode?: VerifyMode;
+  /** Share of chunks to re-read in sample mode, 0 < p <= 100. */
+  samplePercent?: number;
+  /**
+   * Full mode: also re-hash every chunk to its id (a second sha256 pass). Without it, each
+   * distinct file is re-hashed once to its oid, which proves every byte a checkout would
+   * produce; chunk ids are then re-hashed only in files that fail, to name the damage.
+   */
+  chunkIds?: boolean;
+  /**
+   * Files (oids) whose bytes this process hashed to their oid as they arrived (a push or pull,
+   * remote/receipt.ts): full mode does not read them back. Presence and placement are still checked.
+   */
+  wholeOnReceipt?: ReadonlySet<string>;
+  random?: () => number;
+  onProgress?: (p: { done: number; total: number }) => void;
+}
+
+export interface Problem {
+  /** The versions (names) affected. */
+  versions: string[];
+  /** "version:path" uses of the damaged file, when a file is affected. */
+  files: string[];
+  chunk?: string;
+  pack?: string;
+  message: string;
+}
+
+export interface VersionReport {
+  name: string;
+  commit: string;
+  ok: boolean;
+  problems: string[];
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  mode: VerifyMode;
+  versions: VersionReport[];
+  problems: Problem[];
+  /** Distinct files, chunks and bytes checked. */
+  files: number;
+  chunks: number;
+  bytes: number;
+  seconds: number;
+}
+
+interface FileUse {
+  size: number;
+  uses: { version: string; path: string }[];
+}
+
+type PackTable = Map<number, PackEntry> | Error;
+
+export async function verify(store: Store, opts: VerifyOptions = {}): Promise<VerifyResult> {
+  const started = process.hrtime.bigint();
+  const mode = opts.mode ?? 'full';
+  if (mode === 'sample' && !(opts.samplePercent! > 0 && opts.samplePercent! <= 100)) {
+    throw new MstoreError('EBADINPUT', `--sample takes a percentage in (0, 100], got ${opts.samplePercent}`, 2);
+  }
+  if (mode !== 'quick') store.hasher.warm();
+  const repo = store.repo;
+  const index = store.index;
+  const problems: Problem[] = [];
+  const byVersion = new Map<string, VersionReport>();
+
+  let targets: Roots;
+  if (opts.commits) targets = opts.commits;
+  else if (opts.revs?.length) {
+    targets = new Map();
+    for (const rev of opts.revs) {
+      const c = await resolveRev(repo, rev);
+      targets.set(c, [...(targets.get(c) ?? []), rev]);
+    }
+  } else {
+    const r = await refRoots(repo);
+    targets = r.roots;
+    // A ref whose version record cannot be read is a damaged version, named like the others.
+    const broken = new Map<string, string[]>();
+    for (const p of r.problems) broken.set(p.oid ?? p.ref, [...(broken.get(p.oid ?? p.ref) ?? []), p.ref]);
+    for (const [oid, refs] of broken) {
+      const name = preferredName(refs);
+      byVersion.set(oid, { name, commit: oid, ok: true, problems: [] });
+      const msg = r.problems.find((p) => (p.oid ?? p.ref) === oid)!.message.replace(/^\S+ -> /, '');
+      problems.push({ versions: [name], files: [], message: `${name}: version record ${msg}` });
+    }
+  }
+
+  const report = (name: string, commit: string): VersionReport => {
+    let v = byVersion.get(commit);
+    if (!v) byVersion.set(commit, (v = { name, commit, ok: true, problems: [] }));
+    return v;
+  };
+  const fail = (p: Problem): void => {
+    problems.push(p);
+  };
+
+  // 1. Version records: commit, metadata, tree, blobs, pointers.
+  const files = new Map<string, FileUse>();
+  for (const [commit, names] of targets) {
+    let name = preferredName(names);
+    const v = report(name, commit);
+    try {
+      const c = await repo.readCommit(commit);
+      const meta = await readMeta(repo, commit).catch((e: Error) => {
+        throw new Error(`metadata: ${e.message}`);
+      });
+      if (!meta) throw new Error('the metadata record .mstore/version.json is missing');
+      if (meta.schema !== META_SCHEMA) throw new Error(`metadata schema is '${String(meta.schema)}', expected ${META_SCHEMA}`);
+      if (meta.version) v.name = name = meta.version;
+      const flat = modelEntries(await repo.readFlatTree(c.tree));
+      for (const [p, e] of flat) {
+        let blob: Uint8Array;
+        try {
+          blob = await repo.readBlob(e.blob);
+        } catch (err) {
+          fail({ versions: [name], files: [`${name}:${p}`], message: `${name}:${p}: git object ${e.blob} is damaged (${firstLine(err)})` });
+          continue;
+        }
+        if (e.mode === '120000') continue;
+        const ptr = parsePointer(blob);
+        if (!ptr) continue;
+        const use = files.get(ptr.oid);
+        if (use) {
+          use.uses.push({ version: name, path: p });
+          if (use.size !== ptr.size) fail({ versions: [name], files: [`${name}:${p}`], message: `${name}:${p}: pointer says ${ptr.size} bytes, another pointer to ${ptr.oid} says ${use.size}` });
+        } else files.set(ptr.oid, { size: ptr.size, uses: [{ version: name, path: p }] });
+      }
+    } catch (e) {
+      fail({ versions: [name], files: [], message: `${name}: version record ${commit.slice(0, 12)} is damaged (${firstLine(e)})` });
+    }
+  }
+
+  // 2. Presence: manifests, chunk entries against the packs' own tables.
+  const tables = new Map<string, Promise<PackTable>>();
+  const table = (pack: string): Promise<PackTable> => {
+    let t = tables.get(pack);
+    if (!t) {
+      t = readPackTable(store.packsDir, pack).then(
+        (entries) => new Map(entries.filter((e) => e.type === ENTRY_CHUNK).map((e) => [e.offset, e])),
+        (e: NodeJS.ErrnoException) => new Error(e.code === 'ENOENT' ? `pack ${pack} is missing` : firstLine(e)),
+      );
+      tables.set(pack, t);
+    }
+    return t;
+  };
+  const sound: string[] = [];
+  const chunkLocs = new Map<string, { id: Buffer; pack: string; offset: number; length: number; oid: string }>();
+  let totalBytes = 0;
+  for (const [oid, use] of files) {
+    const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
+    const label = where.files[0] + (where.files.length > 1 ? ` (+${where.files.length - 1} more)` : '');
+    const f = index.file(Buffer.from(oid, 'hex'));
+    if (!f) {
+      fail({ ...where, message: `${label}: content ${oid} is missing (no file manifest in the index)` });
+      continue;
+    }
+    let okFile = true;
+    const total = f.chunks.reduce((a, c) => a + c.length, 0);
+    if (total !== f.size || f.size !== use.size) {
+      fail({ ...where, message: `${label}: manifest of ${oid} adds up to ${total} bytes, the pointer says ${use.size}` });
+      okFile = false;
+    }
+    for (const c of f.chunks) {
+      const key = c.id.toString('hex');
+      const loc = index.chunk(c.id);
+      if (!loc) {
+        fail({ ...where, chunk: key, message: `${label}: chunk ${key} is missing from the index` });
+        okFile = false;
+        continue;
+      }
+      const t = await table(loc.pack);
+      if (t instanceof Error) {
+        fail({ ...where, chunk: key, pack: loc.pack, message: `${label}: ${t.message}` });
+        okFile = false;
+        continue;
+      }
+      const e = t.get(loc.offset);
+      if (!e || !e.id.equals(c.id) || e.length !== c.length || loc.length !== c.length) {
+        fail({ ...where, chunk: key, pack: loc.pack, message: `${label}: chunk ${key} is not where the index says (pack ${loc.pack} offset ${loc.offset})` });
+        okFile = false;
+        continue;
+      }
+      if (!chunkLocs.has(key)) chunkLocs.set(key, { id: c.id, ...loc, oid });
+    }
+    if (okFile) {
+      sound.push(oid);
+      totalBytes += f.size;
+    }
+  }
+
+  // 3. Bytes.
+  let bytes = 0;
+  let chunks = 0;
+  const reader = new ContentReader(index, store.hasher, store.packsDir);
+  try {
+    if (mode === 'full') {
+      const verified = new Set<string>();
+      for (const oid of sound) {
+        if (opts.wholeOnReceipt?.has(oid) && !opts.chunkIds) {
+          bytes += files.get(oid)!.size;
+          opts.onProgress?.({ done: bytes, total: totalBytes });
+          continue;
+        }
+        const use = files.get(oid)!;
+        const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
+        const label = where.files[0] + (where.files.length > 1 ? ` (+${where.files.length - 1} more)` : '');
+        try {
+          const r = await reader.check(oid, verified, {
+            chunkIds: opts.chunkIds,
+            onBytes: (n) => {
+              bytes += n;
+              opts.onProgress?.({ done: bytes, total: totalBytes });
+            },
+          });
+          for (const d of r.damaged) fail({ ...where, chunk: d.chunk, pack: d.pack, message: `${label}: chunk ${d.chunk} in pack ${d.pack} is damaged (hash mismatch)` });
+          if (!r.damaged.length && r.digest !== oid) fail({ ...where, message: `${label}: content hashes to ${r.digest}, expected ${oid} (file manifest damaged)` });
+        } catch (e) {
+          fail({ ...where, message: `${label}: ${firstLine(e)}` });
+        }
+      }
+      chunks = opts.chunkIds ? verified.size : chunkLocs.size;
+    } else if (mode === 'sample') {
+      const rnd = opts.random ?? Math.random;
+      const share = opts.samplePercent! / 100;
+      const all = [...chunkLocs.values()];
+      const picked = all.filter(() => rnd() < share);
+      if (!picked.length && all.length) picked.push(all[Math.floor(rnd() * all.length)]);
+      const total = picked.reduce((a, c) => a + c.length, 0);
+      for (const c of picked) {
+        const use = files.get(c.oid)!;
+        const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
+        const ok = await reader.checkChunk(c.id, c).catch(() => false);
+        if (!ok) fail({ ...where, chunk: c.id.toString('hex'), pack: c.pack, message: `${where.files[0]}: chunk ${c.id.toString('hex')} in pack ${c.pack} is damaged (hash mismatch)` });
+        bytes += c.length;
+        chunks++;
+        opts.onProgress?.({ done: bytes, total });
+      }
+    } else {
+      // quick: the pack files must at least be as long as their tables say (readPackTable checked that).
+      for (const c of chunkLocs.values()) {
+        const st = await stat(packPath(store.packsDir, c.pack)).catch(() => undefined);
+        if (!st || st.size < c.offset + c.length) fail({ versions: [], files: [], chunk: c.id.toString('hex'), pack: c.pack, message: `pack ${c.pack} is shorter than chunk ${c.id.toString('hex')} needs` });
+      }
+    }
+  } finally {
+    await reader.close();
+  }
+
+  for (const p of problems) {
+    for (const name of p.versions) {
+      for (const v of byVersion.values()) {
+        if (v.name === name) {
+          v.ok = false;
+          v.problems.push(p.message);
+        }
+      }
+    }
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const versions = [...byVersion.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { ok: problems.length === 0, mode, versions, problems, files: files.size, chunks, bytes, seconds };
+}
+
+/** A version tag's name if one of the refs is one, else the first ref's short name. */
+function preferredName(refs: string[]): string {
+  const names = refs.map(shortName);
+  return names.find((n) => /(^|\/)v[0-9]+$/.test(n)) ?? names.find((n) => !n.endsWith('latest')) ?? names[0];
+}
+
+function shortName(ref: string): string {
+  return ref.replace(/^refs\/(tags|heads)\//, '');
+}
+
+function unique<T>(xs: T[]): T[] {
+  return [...new Set(xs)];
+}
+
+function firstLine(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).split('\n')[0];
+}

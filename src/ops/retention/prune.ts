@@ -1,0 +1,91 @@
+/**
+ * `prune`: restic `forget` semantics over versions. Each line is a group; within it,
+ * versions newest first, a version is kept if any rule keeps it:
+ *   keep-last N     the N newest;
+ *   keep-within D   created within D of the newest version of the line (not of "now");
+ *   keep-tag P      a user tag matching the glob P points at it.
+ * An empty policy is refused. The rest go through `rm` (backup first, ref history, grace).
+ */
+import picomatch from 'picomatch';
+import { MstoreError } from '../../lib/errors.js';
+import type { Store } from '../../repo/store.js';
+import { readMeta } from '../../repo/versions.js';
+import { refRoots } from '../../repo/reach.js';
+
+export interface PrunePolicy {
+  keepLast?: number;
+  /** A restic duration: `30d`, `2y5m7d3h` (years, months, days, hours; calendar arithmetic like restic). */
+  keepWithin?: string;
+  keepTags?: string[];
+  /** Only this line (default: every line, each on its own). */
+  line?: string;
+}
+
+export interface PruneDecision {
+  version: string;
+  commit: string;
+  line: string;
+  created: string;
+  tags: string[];
+  /** Why it is kept ("last 2", "within 30d", "tag prod"); empty for a removed version. */
+  reasons: string[];
+}
+
+export interface PrunePlan {
+  keep: PruneDecision[];
+  remove: PruneDecision[];
+}
+
+export function checkPolicy(p: PrunePolicy): void {
+  if (p.keepLast === undefined && p.keepWithin === undefined && !p.keepTags?.length) {
+    throw new MstoreError('EBADINPUT', 'refusing to prune with an empty policy: give --keep-last, --keep-within or --keep-tag', 2);
+  }
+  if (p.keepWithin !== undefined) withinCutoff(new Date(0), p.keepWithin);
+  if (p.keepLast !== undefined && (!Number.isInteger(p.keepLast) || p.keepLast < 0)) {
+    throw new MstoreError('EBADINPUT', `--keep-last expects a non-negative integer, got ${p.keepLast}`, 2);
+  }
+}
+
+/** The decision for every version of the selected lines. */
+/**
+ * restic's cutoff: latest.AddDate(-y, -m, -d).Add(-h hours), in UTC; a version is within
+ * when created strictly after it.
+ */
+export function withinCutoff(latest: Date, duration: string): Date {
+  const m = /^(?:([0-9]+)y)?(?:([0-9]+)m)?(?:([0-9]+)d)?(?:([0-9]+)h)?$/.exec(duration);
+  if (!duration || !m) throw new MstoreError('EBADINPUT', `--keep-within '${duration}' is not a duration like 30d or 2y5m7d3h`, 2);
+  const [y, mo, d, h] = m.slice(1).map((x) => Number(x ?? 0));
+  const t = new Date(latest.getTime());
+  t.setUTCFullYear(t.getUTCFullYear() - y, t.getUTCMonth() - mo, t.getUTCDate() - d);
+  return new Date(t.getTime() - h * 3_600_000);
+}
+
+export async function planPrune(store: Store, policy: PrunePolicy): Promise<PrunePlan> {
+  checkPolicy(policy);
+  const repo = store.repo;
+  const { roots } = await refRoots(repo);
+  const byLine = new Map<string, PruneDecision[]>();
+  for (const [commit, refs] of roots) {
+    const meta = await readMeta(repo, commit).catch(() => undefined);
+    if (!meta?.version || !refs.includes(`refs/tags/${meta.version}`)) continue;
+    if (policy.line !== undefined && meta.line !== policy.line) continue;
+    const tags = refs.filter((r) => r.startsWith('refs/tags/') && r !== `refs/tags/${meta.version}`).map((r) => r.slice('refs/tags/'.length));
+    const d: PruneDecision = { version: meta.version, commit, line: meta.line, created: meta.created, tags, reasons: [] };
+    byLine.set(meta.line, [...(byLine.get(meta.line) ?? []), d]);
+  }
+  if (policy.line !== undefined && !byLine.size) throw new MstoreError('EUNKNOWNREV', `line '${policy.line}' has no versions`);
+  const matchers = (policy.keepTags ?? []).map((p) => ({ p, m: picomatch(p) }));
+  const plan: PrunePlan = { keep: [], remove: [] };
+  for (const versions of byLine.values()) {
+    // Newest first; a tie in time falls back to the version number.
+    versions.sort((a, b) => Date.parse(b.created) - Date.parse(a.created) || (a.version < b.version ? 1 : -1));
+    const cutoff = policy.keepWithin !== undefined ? withinCutoff(new Date(versions[0].created), policy.keepWithin).getTime() : 0;
+    versions.forEach((v, i) => {
+      if (policy.keepLast !== undefined && i < policy.keepLast) v.reasons.push(`last ${policy.keepLast}`);
+      if (policy.keepWithin !== undefined && Date.parse(v.created) > cutoff) v.reasons.push(`within ${policy.keepWithin}`);
+      for (const { p, m } of matchers) if (v.tags.some((t) => m(t))) v.reasons.push(`tag ${p}`);
+      (v.reasons.length ? plan.keep : plan.remove).push(v);
+    });
+  }
+  return plan;
+}

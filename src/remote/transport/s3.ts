@@ -1,0 +1,835 @@
+/**
+ * The S3-compatible transport (docs/protocol.md §3): a remote is a key prefix in a bucket.
+ *
+ *   mstore-remote.json          {"format":"mstore-s3/1"}; created with If-None-Match: *
+ *   data/<id[0:2]>/<id>.pack    packs in the local pack format (docs/format.md §5)
+ *   index/<id>.idx              the pack's table + footer, written only after its pack
+ *   git/<sha1>                  loose git objects, written only after what they point at
+ *   refs.json                   the whole ref table; replaced by compare-and-swap (If-Match)
+ *
+ * S3 has no transactions, so every invariant is an order of writes, restic-style: data
+ * first, index after, refs last. The set of .idx objects is what the remote has; a push
+ * killed at any moment leaves at most packs without an .idx (never read) and git objects
+ * nothing references yet. The AWS SDK loads lazily: commands that never touch S3 do not pay
+ * for it.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { deflate, inflate } from 'node:zlib';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { MstoreError } from '../../lib/errors.js';
+import { sha256 } from '../../lib/hashing.js';
+import { ENTRY_CHUNK, ENTRY_FILE, FOOTER_BYTES, PACK_END_MAGIC, PACK_MAGIC, TABLE_ENTRY_BYTES, parsePackTail } from '../../repo/pack.js';
+import { MANIFEST_RECORD } from '../../repo/index-db.js';
+import { checkObjectId, checkOid, checkRefName, nonFastForward, type ObjectKind, type Remote, type RefUpdate, type SendResult, type UpdateRefsOptions, type WireObject } from '../remote.js';
+import { MAX_OBJECT_BYTES, checkObject } from '../wire.js';
+
+type S3Module = typeof import('@aws-sdk/client-s3');
+
+export interface S3Options {
+  /** http(s)://host:port of an S3-compatible service; default AWS_ENDPOINT_URL, else AWS itself. */
+  endpoint?: string;
+  /** Default AWS_REGION, else us-east-1 (what RGW and MinIO accept). */
+  region?: string;
+  /** Default AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, else the SDK's credential chain. */
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  /** Where immutable .idx objects are kept between runs (else in memory only). */
+  cacheDir?: string;
+}
+
+export const S3_FORMAT = 'mstore-s3/1';
+/** Packs are sealed at this size: bounds memory (one pack being filled, one uploading) and what a killed push re-sends. */
+export const S3_PACK_BYTES = 64 * 1024 * 1024;
+/** Parallel small requests (git objects, .idx reads, HEADs). */
+const SMALL_PARALLEL = 16;
+/** Range GETs in flight during fetch, and how big one may grow by coalescing neighbours. */
+const RANGE_PARALLEL = 4;
+const RANGE_MAX_BYTES = 16 * 1024 * 1024;
+/** Neighbouring entries of one pack this close are read in one request (the gap is read and dropped). */
+const RANGE_GAP_BYTES = 256 * 1024;
+/** Below this many ids, `missing('git')` HEADs each; above, it lists git/ once (one request per 1000 keys). */
+const GIT_HEAD_MAX = 64;
+/** Hostile-input bounds: the largest refs.json, .idx, git object (deflated and inflated), manifest. */
+const MAX_JSON_BYTES = 16 * 1024 * 1024;
+const MAX_IDX_BYTES = 64 * 1024 * 1024;
+const MAX_GIT_BYTES = 256 * 1024 * 1024;
+const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+/** Compare-and-swap attempts on refs.json before giving up (RGW answers racing losers 409/500 as well as 412). */
+const CAS_ATTEMPTS = 40;
+
+const deflateP = promisify(deflate);
+const inflateP = promisify(inflate);
+
+interface Loc {
+  pack: string;
+  offset: number;
+  length: number;
+}
+
+interface Table {
+  refs: Map<string, string>;
+  /** Unquoted ETag of the refs.json read; null when there is none. */
+  etag: string | null;
+  /** The nonce of the update that wrote it (see updateRefs). */
+  txn: string | null;
+}
+
+/** A pack being filled: magic and entries copied back to back into `buf` (reused, see send). */
+interface PackParts {
+  buf: Buffer;
+  used: number;
+  entries: { type: number; id: string; length: number }[];
+  bytes: number;
+}
+
+/** Pack buffers: room for a full pack, the entry that crosses the limit, and a typical table. */
+const PACK_BUFFER_BYTES = S3_PACK_BYTES + MAX_OBJECT_BYTES + 1024 * 1024;
+
+/** s3://bucket/prefix -> bucket, prefix (no leading or trailing slash). */
+export function parseS3Url(url: string): { bucket: string; prefix: string } {
+  const m = /^s3:\/\/([^/?#]+)\/*([^?#]*)$/i.exec(url);
+  // eslint-disable-next-line no-control-regex
+  if (!m) throw new MstoreError('EBADINPUT', `'${url.slice(0, 200).replace(/[\x00-\x1f\x7f]/g, '?')}' is not an s3://BUCKET/PREFIX URL`);
+  const bucket = m[1];
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]{1,62}$/.test(bucket)) throw new MstoreError('EBADINPUT', `'${bucket.slice(0, 80)}' is not a valid bucket name`);
+  const prefix = m[2].replace(/\/+$/, '');
+  // eslint-disable-next-line no-control-regex
+  if (prefix && (prefix.split('/').some((c) => c === '' || c === '.' || c === '..') || /[\x00-\x1f\x7f\\]/.test(prefix))) {
+    // eslint-disable-next-line no-control-regex
+    throw new MstoreError('EBADINPUT', `s3://${bucket}/${prefix.slice(0, 200).replace(/[\x00-\x1f\x7f]/g, '?')}: the prefix may not hold empty, '.' or '..' components, control characters or '\\'`);
+  }
+  return { bucket, prefix };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface S3ErrorLike {
+  name?: string;
+  code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+function statusOf(e: unknown): number | undefined {
+  return (e as S3ErrorLike | undefined)?.$metadata?.httpStatusCode;
+}
+
+function isNotFound(e: unknown): boolean {
+  const n = (e as S3ErrorLike | undefined)?.name;
+  return statusOf(e) === 404 && n !== 'NoSuchBucket';
+}
+
+/** Ids a git object points at (tree entries, a commit's tree and parents, a tag's object). */
+function gitLinks(data: Buffer): string[] {
+  const sp = data.indexOf(0x20);
+  const nul = data.indexOf(0);
+  if (sp < 0 || nul < 0) return [];
+  const type = data.subarray(0, sp).toString('latin1');
+  const out: string[] = [];
+  if (type === 'tree') {
+    let i = nul + 1;
+    while (i < data.length) {
+      const z = data.indexOf(0, i);
+      if (z < 0 || z + 21 > data.length) break;
+      out.push(data.subarray(z + 1, z + 21).toString('hex'));
+      i = z + 21;
+    }
+  } else if (type === 'commit' || type === 'tag') {
+    const head = data.subarray(nul + 1).toString('latin1');
+    for (const line of head.split('\n')) {
+      if (line === '') break;
+      const m = /^(tree|parent|object) ([0-9a-f]{40})$/.exec(line);
+      if (m) out.push(m[2]);
+    }
+  }
+  return out;
+}
+
+/** Runs `f` over items with at most `n` at a time, results in item order. */
+async function mapLimit<T, R>(items: T[], n: number, f: (t: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await f(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
+}
+
+export class S3Remote implements Remote {
+  readonly display: string;
+  /** Object storage checks nothing: push re-hashes every chunk before it is uploaded. */
+  readonly verifiesReceived = false;
+  readonly releasesSent = false;
+  readonly bucket: string;
+  readonly prefix: string;
+  private readonly endpoint: string | undefined;
+  private readonly region: string;
+  private readonly credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
+  private readonly cacheDir: string | undefined;
+  private sdk: Promise<{ mod: S3Module; client: S3Client }> | undefined;
+  /** 'ok': the marker is there; 'empty': no marker and nothing under the prefix (reads see an empty remote). */
+  private marker: 'ok' | 'empty' | undefined;
+  private indexListed = false;
+  private readonly packs = new Set<string>();
+  private readonly chunkLocs = new Map<string, Loc>();
+  private readonly fileLocs = new Map<string, Loc>();
+  /** git/ as listed (plus what this instance wrote); undefined until listed. */
+  private gitKeys: Set<string> | undefined;
+
+  constructor(url: string, opts: S3Options = {}) {
+    const { bucket, prefix } = parseS3Url(url);
+    this.bucket = bucket;
+    this.prefix = prefix;
+    this.display = `s3://${bucket}${prefix ? `/${prefix}` : ''}`;
+    this.endpoint = opts.endpoint ?? (process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL || undefined);
+    this.region = opts.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1');
+    const accessKeyId = opts.accessKeyId ?? process.env.AWS_ACCESS_KEY_ID;
+    const secretAccessKey = opts.secretAccessKey ?? process.env.AWS_SECRET_ACCESS_KEY;
+    this.credentials = accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey } : undefined;
+    this.cacheDir = opts.cacheDir;
+  }
+
+  private key(rel: string): string {
+    return this.prefix ? `${this.prefix}/${rel}` : rel;
+  }
+
+  private where(rel: string): string {
+    return `${this.display}/${rel}`;
+  }
+
+  private async s3(): Promise<{ mod: S3Module; client: S3Client }> {
+    this.sdk ??= (async () => {
+      // The SDK warns on stderr about Node < 22 at client creation; a library never prints.
+      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+      const loaded = await import('@aws-sdk/client-s3');
+      // Bundled by esbuild, a CommonJS package's exports arrive under `default`.
+      const mod: S3Module = 'S3Client' in loaded && loaded.S3Client ? loaded : (loaded as unknown as { default: S3Module }).default;
+      const client = new mod.S3Client({
+        endpoint: this.endpoint,
+        region: this.region,
+        credentials: this.credentials,
+        forcePathStyle: true,
+        // Checksums only where S3 requires them: RGW 16 rejects the newer default trailers.
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+        // Our own loops retry where it matters (refs.json CAS); the SDK's retries cover the rest.
+        maxAttempts: 4,
+        requestHandler: { connectionTimeout: 10_000, socketTimeout: 120_000 },
+      });
+      return { mod, client };
+    })();
+    return this.sdk;
+  }
+
+  /** An SDK failure as one line naming the key, never the credentials. */
+  private fail(e: unknown, op: string, rel: string): MstoreError {
+    if (e instanceof MstoreError) return e;
+    const err = (e ?? {}) as S3ErrorLike;
+    const status = statusOf(e);
+    const what = `${op} ${this.where(rel)}`;
+    if (err.name === 'CredentialsProviderError') {
+      return new MstoreError('EAUTH', `${what}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)`);
+    }
+    if (status === 401 || status === 403) return new MstoreError('EAUTH', `${what}: access denied (HTTP ${status}${err.name ? ` ${err.name}` : ''}; check the S3 credentials)`);
+    if (err.name === 'NoSuchBucket') return new MstoreError('EREMOTE', `${this.display}: bucket '${this.bucket}' does not exist${this.endpoint ? ` at ${this.endpoint}` : ''}`);
+    if (status !== undefined) return new MstoreError('EREMOTE', `${what}: HTTP ${status}${err.name && err.name !== 'UnknownError' ? ` ${err.name}` : ''}`);
+    const code = err.code ?? err.name ?? 'error';
+    const msg = (err.message ?? '').split('\n')[0];
+    return new MstoreError('EREMOTE', `${what}: cannot reach ${this.endpoint ?? 'S3'} (${code}${msg && !msg.includes(code) ? `: ${msg}` : ''})`);
+  }
+
+  private async getBytes(rel: string, max: number, range?: { offset: number; length: number }, signal?: AbortSignal): Promise<{ data: Buffer; etag: string | null } | undefined> {
+    const { mod, client } = await this.s3();
+    try {
+      const r = await client.send(
+        new mod.GetObjectCommand({ Bucket: this.bucket, Key: this.key(rel), Range: range ? `bytes=${range.offset}-${range.offset + range.length - 1}` : undefined }),
+        { abortSignal: signal },
+      );
+      const body = r.Body;
+      if (!body) throw new MstoreError('EREMOTE', `GET ${this.where(rel)}: empty response`);
+      if (r.ContentLength !== undefined && r.ContentLength > max) {
+        // Not read: the connection is dropped with the body.
+        (body as unknown as { destroy?: () => void }).destroy?.();
+        throw new MstoreError('ECORRUPT', `${this.where(rel)}: ${r.ContentLength} bytes is over the ${max}-byte limit`);
+      }
+      const u8 = await body.transformToByteArray();
+      return { data: Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength), etag: r.ETag ? r.ETag.replace(/"/g, '') : null };
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw this.fail(e, 'GET', rel);
+    }
+  }
+
+  private async put(rel: string, body: Buffer, cond?: { ifMatch?: string; ifNoneMatch?: boolean }): Promise<void> {
+    const { mod, client } = await this.s3();
+    try {
+      await client.send(
+        new mod.PutObjectCommand({
+          Bucket: this.bucket,
+          Key: this.key(rel),
+          Body: body,
+          ContentLength: body.length,
+          IfMatch: cond?.ifMatch,
+          IfNoneMatch: cond?.ifNoneMatch ? '*' : undefined,
+        }),
+      );
+    } catch (e) {
+      throw this.failKeepStatus(e, 'PUT', rel);
+    }
+  }
+
+  /** Like fail, but keeps the HTTP status reachable for the CAS loop. */
+  private failKeepStatus(e: unknown, op: string, rel: string): MstoreError & { status?: number } {
+    const m: MstoreError & { status?: number } = this.fail(e, op, rel);
+    m.status = statusOf(e);
+    return m;
+  }
+
+  private async head(rel: string): Promise<number | undefined> {
+    const { mod, client } = await this.s3();
+    try {
+      const r = await client.send(new mod.HeadObjectCommand({ Bucket: this.bucket, Key: this.key(rel) }));
+      return r.ContentLength ?? 0;
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw this.fail(e, 'HEAD', rel);
+    }
+  }
+
+  /** Every key under `rel` (relative to the prefix), page by page. */
+  private async list(rel: string, limit?: number): Promise<string[]> {
+    const { mod, client } = await this.s3();
+    const out: string[] = [];
+    const base = this.key(rel);
+    let token: string | undefined;
+    try {
+      do {
+        const r = await client.send(new mod.ListObjectsV2Command({ Bucket: this.bucket, Prefix: base, ContinuationToken: token, MaxKeys: limit }));
+        for (const o of r.Contents ?? []) if (o.Key) out.push(this.prefix ? o.Key.slice(this.prefix.length + 1) : o.Key);
+        token = r.IsTruncated && (!limit || out.length < limit) ? r.NextContinuationToken : undefined;
+      } while (token);
+    } catch (e) {
+      throw this.fail(e, 'LIST', rel || '');
+    }
+    return out;
+  }
+
+  /**
+   * The marker says "this prefix is an mstore remote". Reads of a prefix without one see an
+   * empty remote if nothing is there; writes create it (If-None-Match: *, so two first pushes
+   * agree). A prefix holding anything else is refused either way.
+   */
+  private async checkMarker(create: boolean): Promise<void> {
+    if (this.marker === 'ok' || (this.marker === 'empty' && !create)) return;
+    if (await this.readMarker()) {
+      this.marker = 'ok';
+      return;
+    }
+    const present = await this.list('', 1);
+    if (present.length) {
+      // A first push of another client may have created the marker since we looked.
+      if (await this.readMarker()) {
+        this.marker = 'ok';
+        return;
+      }
+      throw new MstoreError('EBADINPUT', `${this.display} holds other objects (e.g. '${present[0].slice(0, 120)}') and no mstore-remote.json: not an mstore remote; use an empty prefix`);
+    }
+    if (!create) {
+      this.marker = 'empty';
+      return;
+    }
+    try {
+      await this.put('mstore-remote.json', Buffer.from(`${JSON.stringify({ format: S3_FORMAT })}\n`), { ifNoneMatch: true });
+    } catch (e) {
+      // Another client's first push created it at the same time (412; RGW may say 409 or 500): check theirs.
+      const status = (e as { status?: number }).status ?? 0;
+      if (!(status === 412 || status === 409 || status >= 500) || !(await this.readMarker())) throw e;
+    }
+    this.marker = 'ok';
+  }
+
+  /** True if the marker is there; throws if it is there but names another format. */
+  private async readMarker(): Promise<boolean> {
+    const m = await this.getBytes('mstore-remote.json', 64 * 1024);
+    if (!m) return false;
+    let format: unknown;
+    try {
+      format = (JSON.parse(m.data.toString('utf8')) as { format?: unknown }).format;
+    } catch {
+      format = undefined;
+    }
+    if (format !== S3_FORMAT) throw new MstoreError('ECORRUPT', `${this.where('mstore-remote.json')}: not an ${S3_FORMAT} marker (format ${(JSON.stringify(format) ?? 'missing').slice(0, 80)})`);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- refs
+
+  private async readTable(): Promise<Table> {
+    const r = await this.getBytes('refs.json', MAX_JSON_BYTES);
+    if (!r) return { refs: new Map(), etag: null, txn: null };
+    const where = this.where('refs.json');
+    let doc: unknown;
+    try {
+      doc = JSON.parse(r.data.toString('utf8'));
+    } catch {
+      throw new MstoreError('ECORRUPT', `${where}: not valid JSON`);
+    }
+    const refsObj = (doc as { refs?: unknown } | null)?.refs;
+    if (typeof refsObj !== 'object' || refsObj === null || Array.isArray(refsObj)) throw new MstoreError('ECORRUPT', `${where}: no "refs" object`);
+    const refs = new Map<string, string>();
+    for (const [name, value] of Object.entries(refsObj as Record<string, unknown>)) {
+      try {
+        checkRefName(name);
+        checkOid(typeof value === 'string' ? value : String(value), name);
+      } catch (e) {
+        throw new MstoreError('ECORRUPT', `${where}: ${(e as Error).message}`);
+      }
+      refs.set(name, value as string);
+    }
+    const txn = (doc as { txn?: unknown }).txn;
+    return { refs, etag: r.etag, txn: typeof txn === 'string' ? txn : null };
+  }
+
+  async listRefs(): Promise<Map<string, string>> {
+    await this.checkMarker(false);
+    if (this.marker === 'empty') return new Map();
+    return (await this.readTable()).refs;
+  }
+
+  /**
+   * All or nothing: one conditional PUT of the whole table. Each attempt re-reads refs.json,
+   * checks every update's `old`, and writes with If-Match on the ETag it read (If-None-Match
+   * when there was none). RGW answers a racing loser 412, 409 or 500: all mean "re-read".
+   * The table carries a nonce of the writing update, so an attempt that succeeded but was
+   * answered with an error is recognised on the re-read instead of being taken for a loss.
+   */
+  async updateRefs(updates: RefUpdate[], _opts: UpdateRefsOptions = {}): Promise<void> {
+    const seen = new Set<string>();
+    for (const u of updates) {
+      checkRefName(u.ref);
+      if (u.old !== null) checkOid(u.old, `${u.ref} (old)`);
+      if (u.new !== null) checkOid(u.new, `${u.ref} (new)`);
+      if (seen.has(u.ref)) throw new MstoreError('EBADINPUT', `${u.ref} appears twice in one ref update`);
+      seen.add(u.ref);
+    }
+    if (!updates.length) return;
+    await this.checkMarker(true);
+    // A ref never names an object the remote lacks (push sent everything before).
+    const news = [...new Set(updates.map((u) => u.new).filter((v): v is string => v !== null))];
+    const sizes = await mapLimit(news, SMALL_PARALLEL, async (id) => (this.gitKeys?.has(id) ? 1 : this.head(`git/${id}`)));
+    const absent = news.filter((_, i) => sizes[i] === undefined);
+    if (absent.length) {
+      const u = updates.find((x) => x.new === absent[0]);
+      throw new MstoreError('EMISSING', `${this.display}: refusing to set ${u?.ref}: git object ${absent[0]} is not there (push its objects first)`);
+    }
+    const txn = randomBytes(12).toString('hex');
+    let delay = 20;
+    // RGW compares If-Match with the bare ETag; RFC 7232 servers want it quoted. A 412 while
+    // refs.json still has the ETag we sent means the server did not take our form: switch.
+    let quoted = false;
+    let sent: { etag: string | null; status: number | undefined } | undefined;
+    for (let attempt = 1; ; attempt++) {
+      const t = await this.readTable();
+      if (t.txn === txn) return; // an earlier attempt of ours landed
+      if (sent?.status === 412 && sent.etag !== null && sent.etag === t.etag) quoted = !quoted;
+      for (const u of updates) {
+        const cur = t.refs.get(u.ref) ?? null;
+        if (cur !== u.old) {
+          throw nonFastForward(u.ref, `${this.display} has ${cur ? cur.slice(0, 12) : 'no such ref'}, expected ${u.old ? u.old.slice(0, 12) : 'none'} (it moved meanwhile)`);
+        }
+        if (u.new === null) t.refs.delete(u.ref);
+        else t.refs.set(u.ref, u.new);
+      }
+      if (updates.every((u) => u.old === u.new)) return; // checked, nothing to write
+      const refs: Record<string, string> = {};
+      for (const name of [...t.refs.keys()].sort()) refs[name] = t.refs.get(name) as string;
+      const body = Buffer.from(`${JSON.stringify({ refs, txn }, null, 1)}\n`);
+      try {
+        await this.put('refs.json', body, t.etag ? { ifMatch: quoted ? `"${t.etag}"` : t.etag } : { ifNoneMatch: true });
+        return;
+      } catch (e) {
+        const status = (e as { status?: number }).status;
+        const raced = status === 412 || status === 409 || (status !== undefined && status >= 500);
+        if (!raced) throw e;
+        if (attempt >= CAS_ATTEMPTS) throw new MstoreError('EREMOTE', `${this.where('refs.json')}: no compare-and-swap succeeded in ${CAS_ATTEMPTS} attempts (last answer HTTP ${status})`);
+        sent = { etag: t.etag, status };
+      }
+      await sleep(delay / 2 + Math.random() * delay);
+      delay = Math.min(delay * 2, 1000);
+    }
+  }
+
+  // ---------------------------------------------------------------- what the remote has
+
+  private async cachedIdx(id: string): Promise<Buffer | undefined> {
+    if (!this.cacheDir) return undefined;
+    return readFile(path.join(this.cacheDir, 's3-index', `${id}.idx`)).catch(() => undefined);
+  }
+
+  /** Best effort: a cache that cannot be written only costs a GET next time. */
+  private async cacheIdx(id: string, data: Buffer): Promise<void> {
+    if (!this.cacheDir) return;
+    const dir = path.join(this.cacheDir, 's3-index');
+    const tmp = path.join(dir, `.${id}.${randomBytes(4).toString('hex')}.tmp`);
+    try {
+      await mkdir(dir, { recursive: true });
+      await writeFile(tmp, data);
+      await rename(tmp, path.join(dir, `${id}.idx`));
+    } catch {
+      await unlink(tmp).catch(() => undefined);
+    }
+  }
+
+  /** Verifies an .idx (table hash = pack id, sane entries) and records where each entry lives. */
+  private addIdx(id: string, data: Buffer, rel: string): void {
+    const where = this.where(rel);
+    if (data.length < FOOTER_BYTES || !data.subarray(data.length - 8).equals(PACK_END_MAGIC)) throw new MstoreError('ECORRUPT', `${where}: not a pack table (bad footer)`);
+    const count = data.readUInt32LE(data.length - 12);
+    if (data.length !== count * TABLE_ENTRY_BYTES + FOOTER_BYTES) throw new MstoreError('ECORRUPT', `${where}: ${data.length} bytes does not fit ${count} table records`);
+    let total = 0;
+    for (let i = 0; i < count; i++) total += data.readUInt32LE(i * TABLE_ENTRY_BYTES + 1);
+    let entries: ReturnType<typeof parsePackTail>;
+    try {
+      entries = parsePackTail(id, PACK_MAGIC.length + total + data.length, data);
+    } catch (e) {
+      throw new MstoreError('ECORRUPT', `${where}: ${(e as Error).message}`);
+    }
+    for (const e of entries) {
+      const ok = e.type === ENTRY_CHUNK ? e.length > 0 && e.length <= MAX_OBJECT_BYTES : e.type === ENTRY_FILE && e.length > 0 && e.length % MANIFEST_RECORD === 0 && e.length <= MAX_MANIFEST_BYTES;
+      if (!ok) throw new MstoreError('ECORRUPT', `${where}: entry ${e.id.toString('hex')} has type ${e.type} and length ${e.length}`);
+    }
+    for (const e of entries) {
+      const loc = { pack: id, offset: e.offset, length: e.length };
+      (e.type === ENTRY_CHUNK ? this.chunkLocs : this.fileLocs).set(e.id.toString('hex'), loc);
+    }
+    this.packs.add(id);
+  }
+
+  /** Lists index/ and reads every .idx not seen yet (cache dir first; they never change). */
+  private async refreshIndex(): Promise<void> {
+    await this.checkMarker(false);
+    this.indexListed = true;
+    if (this.marker === 'empty') return;
+    const ids: string[] = [];
+    for (const k of await this.list('index/')) {
+      const m = /^index\/([0-9a-f]{64})\.idx$/.exec(k);
+      if (m && !this.packs.has(m[1])) ids.push(m[1]);
+    }
+    await mapLimit(ids, SMALL_PARALLEL, async (id) => {
+      const rel = `index/${id}.idx`;
+      const cached = await this.cachedIdx(id);
+      if (cached) {
+        try {
+          this.addIdx(id, cached, rel);
+          return;
+        } catch {
+          // a damaged cache file: read the remote's
+        }
+      }
+      const r = await this.getBytes(rel, MAX_IDX_BYTES);
+      if (!r) return; // listed, then gone: nothing deletes .idx, but a hand-edited bucket may
+      this.addIdx(id, r.data, rel);
+      await this.cacheIdx(id, r.data);
+    });
+  }
+
+  private async listGit(): Promise<Set<string>> {
+    if (!this.gitKeys) {
+      await this.checkMarker(false);
+      const keys = new Set<string>();
+      if (this.marker !== 'empty') {
+        for (const k of await this.list('git/')) {
+          const m = /^git\/([0-9a-f]{40})$/.exec(k);
+          if (m) keys.add(m[1]);
+        }
+      }
+      this.gitKeys = keys;
+    }
+    return this.gitKeys;
+  }
+
+  async missing(kind: ObjectKind, ids: string[]): Promise<string[]> {
+    for (const id of ids) checkObjectId(kind, id);
+    if (kind === 'git') {
+      // A few ids (a ref update's targets): HEAD each; many (a first push): one listing.
+      if (!this.gitKeys && ids.length <= GIT_HEAD_MAX) {
+        await this.checkMarker(false);
+        if (this.marker === 'empty') return [...ids];
+        const sizes = await mapLimit(ids, SMALL_PARALLEL, (id) => this.head(`git/${id}`));
+        return ids.filter((_, i) => sizes[i] === undefined);
+      }
+      const have = await this.listGit();
+      return ids.filter((id) => !have.has(id));
+    }
+    if (!this.indexListed) await this.refreshIndex();
+    const locs = kind === 'chunk' ? this.chunkLocs : this.fileLocs;
+    return ids.filter((id) => !locs.has(id));
+  }
+
+  // ---------------------------------------------------------------- send
+
+  /**
+   * Chunks and manifests go into packs of about S3_PACK_BYTES, built in memory from the
+   * objects' own buffers (nothing grows with the total). A pack is PUT whole, then its .idx;
+   * .idx objects are published strictly in pack order, so a manifest (sent after its chunks)
+   * never becomes visible before them. Git objects are written only after all content before
+   * them is published, and each only after the objects it points at (those still in flight).
+   *
+   * A push killed at any moment re-sends at most the pack being uploaded: its entries are not
+   * yet in any .idx. Packs fill in a deterministic order, so the rerun rebuilds an uploaded
+   * but unindexed pack byte for byte and finds it already there (HEAD), and the pack being
+   * filled in memory was never sent.
+   */
+  async send(objects: AsyncIterable<WireObject>, onBytes?: (n: number) => void): Promise<SendResult> {
+    await this.checkMarker(true);
+    const result: SendResult = { objects: 0, bytes: 0 };
+    const queued = new Set<string>();
+    let cur: PackParts | undefined;
+    // Two buffers, reused: one uploading while the other fills. Memory stays at about
+    // 2 x PACK_BUFFER_BYTES whatever the total, and no per-pack garbage waits for the GC.
+    const pool: Buffer[] = [];
+    const release = (b: Buffer) => {
+      if (b.length === PACK_BUFFER_BYTES && pool.length < 2) pool.push(b);
+    };
+    /** An upload that failed: stop. A failing source (sourceError) still gets what it gave published. */
+    let failure: unknown;
+    let sourceError: unknown;
+    const note = (p: Promise<unknown>) => p.catch((e) => (failure ??= e));
+    let published: Promise<void> = Promise.resolve();
+    const gitWrites = new Map<string, Promise<void>>();
+    const gitWindow: Promise<void>[] = [];
+    const gitHave = this.gitKeys;
+
+    // One pack uploads (then its .idx) while the next fills: .idx objects land in pack order.
+    const seal = async () => {
+      const p = cur;
+      cur = undefined;
+      if (!p) return;
+      await published.catch(() => undefined);
+      if (failure) return;
+      published = this.uploadPack(p).finally(() => release(p.buf)).then(async (built) => {
+        await this.put(built.idxRel, built.idx);
+        this.addIdx(built.id, built.idx, built.idxRel);
+        await this.cacheIdx(built.id, built.idx);
+        // A pack a killed run had uploaded whole (but not indexed) costs nothing now.
+        if (built.uploaded) {
+          result.objects += p.entries.length;
+          result.bytes += p.bytes;
+          onBytes?.(p.bytes);
+        }
+      });
+      note(published);
+    };
+    const flushContent = async () => {
+      await seal();
+      await published.catch(() => undefined);
+    };
+
+    try {
+      for await (const o of objects) {
+        if (failure) break;
+        if (o.kind === 'git') {
+          checkObject(o);
+          if (gitHave?.has(o.id) || gitWrites.has(o.id)) continue;
+          await flushContent();
+          if (failure) break;
+          const deps = gitLinks(o.data)
+            .map((id) => gitWrites.get(id))
+            .filter((p): p is Promise<void> => p !== undefined);
+          const w = Promise.all(deps).then(async () => {
+            await this.put(`git/${o.id}`, await deflateP(o.data));
+            this.gitKeys?.add(o.id);
+            result.objects++;
+            result.bytes += o.data.length;
+            onBytes?.(o.data.length);
+          });
+          note(w);
+          gitWrites.set(o.id, w);
+          gitWindow.push(w);
+          if (gitWindow.length >= SMALL_PARALLEL) await gitWindow.shift()?.catch(() => undefined);
+          continue;
+        }
+        if (o.kind === 'file') checkObject(o); // chunks were re-hashed by the sender as it read them
+        const qk = `${o.kind}:${o.id}`;
+        if (queued.has(qk) || (o.kind === 'chunk' ? this.chunkLocs : this.fileLocs).has(o.id)) continue;
+        if (o.data.length > (o.kind === 'chunk' ? MAX_OBJECT_BYTES : MAX_MANIFEST_BYTES)) {
+          throw new MstoreError('EBADINPUT', `${o.kind} ${o.id}: ${o.data.length} bytes is over the limit`);
+        }
+        queued.add(qk);
+        if (cur && cur.used + o.data.length > cur.buf.length) await seal();
+        if (!cur) {
+          const need = PACK_MAGIC.length + o.data.length;
+          const buf = need <= PACK_BUFFER_BYTES ? (pool.pop() ?? Buffer.allocUnsafe(PACK_BUFFER_BYTES)) : Buffer.allocUnsafe(need);
+          PACK_MAGIC.copy(buf, 0);
+          cur = { buf, used: PACK_MAGIC.length, entries: [], bytes: 0 };
+        }
+        o.data.copy(cur.buf, cur.used);
+        cur.used += o.data.length;
+        cur.entries.push({ type: o.kind === 'chunk' ? ENTRY_CHUNK : ENTRY_FILE, id: o.id, length: o.data.length });
+        cur.bytes += o.data.length;
+        if (PACK_MAGIC.length + cur.bytes >= S3_PACK_BYTES) await seal();
+      }
+    } catch (e) {
+      sourceError = e;
+    }
+    // What the source gave before it failed is complete: publish it, a rerun skips it.
+    await flushContent();
+    await Promise.allSettled(gitWrites.values());
+    if (failure ?? sourceError) throw failure ?? sourceError;
+    return result;
+  }
+
+  /** Seals a pack in memory (table, footer), PUTs it unless an identical one is there, and returns its .idx. */
+  private async uploadPack(p: PackParts): Promise<{ id: string; idx: Buffer; idxRel: string; uploaded: boolean }> {
+    const table = Buffer.alloc(p.entries.length * TABLE_ENTRY_BYTES);
+    p.entries.forEach((e, i) => {
+      const o = i * TABLE_ENTRY_BYTES;
+      table.writeUInt8(e.type, o);
+      table.writeUInt32LE(e.length, o + 1);
+      table.write(e.id, o + 5, 'hex');
+    });
+    const hash = sha256(table);
+    const footer = Buffer.alloc(FOOTER_BYTES);
+    hash.copy(footer, 0);
+    footer.writeUInt32LE(p.entries.length, 32);
+    PACK_END_MAGIC.copy(footer, 36);
+    const id = hash.toString('hex');
+    const idx = Buffer.concat([table, footer]);
+    const rel = `data/${id.slice(0, 2)}/${id}.pack`;
+    const size = PACK_MAGIC.length + p.bytes + idx.length;
+    // A rerun after a kill rebuilds the same pack: if it is already there, whole, skip the upload.
+    const uploaded = (await this.head(rel)) !== size;
+    if (uploaded) {
+      let body: Buffer;
+      if (p.used + idx.length <= p.buf.length) {
+        idx.copy(p.buf, p.used);
+        body = p.buf.subarray(0, size);
+      } else body = Buffer.concat([p.buf.subarray(0, p.used), idx], size);
+      await this.put(rel, body);
+    }
+    return { id, idx, idxRel: `index/${id}.idx`, uploaded };
+  }
+
+  // ---------------------------------------------------------------- fetch
+
+  async *fetch(kind: ObjectKind, ids: string[]): AsyncIterable<WireObject> {
+    for (const id of ids) checkObjectId(kind, id);
+    const unique = [...new Set(ids)];
+    if (kind === 'git') yield* this.fetchGit(unique);
+    else yield* this.fetchPacked(kind, unique);
+  }
+
+  private async fetchOneGit(id: string, signal: AbortSignal): Promise<WireObject> {
+    const rel = `git/${id}`;
+    const r = await this.getBytes(rel, MAX_GIT_BYTES, undefined, signal);
+    if (!r) throw new MstoreError('EMISSING', `${this.where(rel)} does not exist (the remote lacks git object ${id})`);
+    let data: Buffer;
+    try {
+      data = await inflateP(r.data, { maxOutputLength: MAX_GIT_BYTES });
+    } catch (e) {
+      throw new MstoreError('ECORRUPT', `${this.where(rel)}: not a zlib-deflated git object (${(e as Error).message.split('\n')[0]})`);
+    }
+    const o: WireObject = { kind: 'git', id, data };
+    try {
+      checkObject(o);
+    } catch (e) {
+      throw new MstoreError('ECORRUPT', `${this.where(rel)}: ${(e as Error).message}`);
+    }
+    return o;
+  }
+
+  /** Sliding window of GETs; yields in request order. */
+  private async *window<T>(n: number, jobs: ((signal: AbortSignal) => Promise<T>)[]): AsyncGenerator<T> {
+    const ac = new AbortController();
+    const running: Promise<T>[] = [];
+    let next = 0;
+    const start = () => {
+      const p = jobs[next++](ac.signal);
+      p.catch(() => undefined); // awaited below, or dropped on an early exit
+      running.push(p);
+    };
+    try {
+      while (next < jobs.length && running.length < n) start();
+      while (running.length) {
+        const v = await (running.shift() as Promise<T>);
+        if (next < jobs.length) start();
+        yield v;
+      }
+    } finally {
+      if (running.length) ac.abort();
+    }
+  }
+
+  private async *fetchGit(ids: string[]): AsyncGenerator<WireObject> {
+    await this.checkMarker(false);
+    yield* this.window(
+      SMALL_PARALLEL,
+      ids.map((id) => (signal: AbortSignal) => this.fetchOneGit(id, signal)),
+    );
+  }
+
+  private async *fetchPacked(kind: 'chunk' | 'file', ids: string[]): AsyncGenerator<WireObject> {
+    if (!ids.length) return;
+    const locs = kind === 'chunk' ? this.chunkLocs : this.fileLocs;
+    if (!this.indexListed || ids.some((id) => !locs.has(id))) await this.refreshIndex();
+    const lacking = ids.find((id) => !locs.has(id));
+    if (lacking) throw new MstoreError('EMISSING', `${this.display} has no ${kind === 'chunk' ? 'chunk' : 'file manifest'} ${lacking} (no index/*.idx lists it)`);
+
+    // Group by pack, sort by offset, coalesce close neighbours into one Range GET.
+    const byPack = new Map<string, { id: string; loc: Loc }[]>();
+    for (const id of ids) {
+      const loc = locs.get(id) as Loc;
+      let l = byPack.get(loc.pack);
+      if (!l) byPack.set(loc.pack, (l = []));
+      l.push({ id, loc });
+    }
+    const ranges: { pack: string; offset: number; length: number; items: { id: string; loc: Loc }[] }[] = [];
+    for (const [pack, items] of byPack) {
+      items.sort((a, b) => a.loc.offset - b.loc.offset);
+      let r: (typeof ranges)[number] | undefined;
+      for (const it of items) {
+        const end = it.loc.offset + it.loc.length;
+        if (r && it.loc.offset - (r.offset + r.length) <= RANGE_GAP_BYTES && end - r.offset <= RANGE_MAX_BYTES && it.loc.offset >= r.offset + r.length) {
+          r.length = end - r.offset;
+          r.items.push(it);
+        } else {
+          r = { pack, offset: it.loc.offset, length: it.loc.length, items: [it] };
+          ranges.push(r);
+        }
+      }
+    }
+    const jobs = ranges.map((r) => async (signal: AbortSignal): Promise<WireObject[]> => {
+      const rel = `data/${r.pack.slice(0, 2)}/${r.pack}.pack`;
+      const got = await this.getBytes(rel, r.length, { offset: r.offset, length: r.length }, signal);
+      if (!got) throw new MstoreError('EMISSING', `${this.where(rel)} does not exist (index/${r.pack}.idx lists it)`);
+      if (got.data.length !== r.length) throw new MstoreError('ECORRUPT', `${this.where(rel)}: ${got.data.length} bytes at offset ${r.offset}, expected ${r.length} (truncated pack)`);
+      return r.items.map((it) => {
+        const o: WireObject = { kind, id: it.id, data: got.data.subarray(it.loc.offset - r.offset, it.loc.offset - r.offset + it.loc.length) };
+        try {
+          checkObject(o);
+        } catch (e) {
+          throw new MstoreError('ECORRUPT', `${this.where(rel)}: ${(e as Error).message}`);
+        }
+        return o;
+      });
+    });
+    for await (const batch of this.window(RANGE_PARALLEL, jobs)) yield* batch;
+  }
+
+  async close(): Promise<void> {
+    const sdk = this.sdk;
+    this.sdk = undefined;
+    if (sdk) (await sdk.catch(() => undefined))?.client.destroy();
+  }
+}
+
+export function openS3Remote(url: string, opts: S3Options = {}): S3Remote {
+  return new S3Remote(url, opts);
+}

@@ -1,0 +1,496 @@
+/**
+ * File content in chunks: ingest (file -> chunks in packs + manifest) and materialise
+ * (manifest -> verified bytes). Both stream through a few fixed shared-memory slots, so
+ * memory does not grow with file size, and both hash the whole file on a second core
+ * (ParallelHasher) while this thread hashes chunks and the thread pool does the I/O.
+ */
+import { open, unlink, rename, chmod, type FileHandle } from 'node:fs/promises';
+import { MstoreError } from '../lib/errors.js';
+import { sha256, type ParallelHasher } from '../lib/hashing.js';
+import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath } from './pack.js';
+import { encodeManifest, type ManifestChunk, type NewFile, type StoreIndex, type StatEntry } from './index-db.js';
+import { FastCdcChunker, PlannedChunker, type Chunker, type CdcParams } from '../format/chunker.js';
+import { readSafetensorsHeader, chunkCuts } from '../format/safetensors.js';
+import { tmpName, writeInPieces } from '../lib/fsutil.js';
+
+export interface ChunkingConfig {
+  /** Fixed piece size inside big tensors and other planned regions. */
+  pieceBytes: number;
+  cdc: CdcParams;
+  /** Files up to this size are one chunk, hashed on this thread. */
+  singleChunkBytes: number;
+  packTargetBytes: number;
+}
+
+export const SLOT_BYTES = 16 * 1024 * 1024;
+const SLOT_COUNT = 4;
+/** Background fdatasync cadence for materialised files. */
+const SYNC_EVERY = 64 * 1024 * 1024;
+
+class Slot {
+  readonly sab = new SharedArrayBuffer(SLOT_BYTES);
+  readonly buf = Buffer.from(this.sab);
+  private pending: Promise<unknown>[] = [];
+  track(p: Promise<unknown>): void {
+    p.catch(() => undefined); // rejections surface through drain(), not as unhandled
+    this.pending.push(p);
+  }
+  async drain(): Promise<void> {
+    const p = this.pending;
+    this.pending = [];
+    await Promise.all(p);
+  }
+}
+
+/**
+ * Round-robin pool: a slot is reused only after everything using it has settled. Slots are
+ * allocated on first use: 64 MiB of shared memory would cost a no-op commit a garbage
+ * collection (V8 counts it as external memory pressure).
+ */
+class SlotPool {
+  private readonly slots: Slot[] = [];
+  private i = 0;
+  async acquire(): Promise<Slot> {
+    if (this.slots.length < SLOT_COUNT) {
+      const fresh = new Slot();
+      this.slots.push(fresh);
+      return fresh;
+    }
+    const s = this.slots[this.i];
+    this.i = (this.i + 1) % this.slots.length;
+    await s.drain();
+    return s;
+  }
+  async drainAll(): Promise<void> {
+    await Promise.all(this.slots.map((s) => s.drain()));
+  }
+}
+
+export interface IngestResult {
+  oid: string;
+  size: number;
+  /** Bytes of new chunk data this file added to packs. */
+  newBytes: number;
+  chunking: 'safetensors' | 'cdc' | 'single';
+  /** Set when a .safetensors file failed validation and was stored with FastCDC. */
+  warning?: string;
+}
+
+export type BytesCallback = (n: number) => void;
+
+export class ContentWriter {
+  private readonly pool = new SlotPool();
+  private readonly packs: PackWriter;
+  private readonly newChunks = new Set<string>();
+  private readonly newFiles = new Map<string, NewFile>();
+  newBytes = 0;
+
+  constructor(
+    private readonly index: StoreIndex,
+    private readonly hasher: ParallelHasher,
+    private readonly cfg: ChunkingConfig,
+    tmpDir: string,
+    packsDir: string,
+  ) {
+    this.packs = new PackWriter(tmpDir, packsDir, cfg.packTargetBytes);
+  }
+
+  private addChunk(slot: Slot | undefined, data: Uint8Array, id: Buffer): number {
+    const key = id.toString('hex');
+    if (this.newChunks.has(key) || this.index.hasChunk(id)) return 0;
+    this.newChunks.add(key);
+    const w = this.packs.add(ENTRY_CHUNK, id, data);
+    if (slot) slot.track(w);
+    else w.catch(() => undefined); // a failed write surfaces again through finish()
+    this.newBytes += data.length;
+    return data.length;
+  }
+
+  private addFile(oid: Buffer, size: number, chunks: ManifestChunk[]): void {
+    const key = oid.toString('hex');
+    if (this.newFiles.has(key) || this.index.hasFile(oid)) return;
+    const manifest = encodeManifest(chunks);
+    this.newFiles.set(key, { oid, size, manifest });
+    this.packs.add(ENTRY_FILE, oid, manifest).catch(() => undefined);
+  }
+
+  /** Stores one file's content; `display` names it in errors. */
+  async ingest(file: string, display: string, onBytes?: BytesCallback): Promise<IngestResult> {
+    let fh: FileHandle;
+    try {
+      fh = await open(file, 'r');
+    } catch (e) {
+      throw new MstoreError('EBADINPUT', `cannot read ${display}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+    try {
+      const st = await fh.stat();
+      const size = st.size;
+      if (size <= this.cfg.singleChunkBytes) return await this.ingestSmall(fh, size, display, onBytes);
+      let chunker: Chunker;
+      let chunking: IngestResult['chunking'] = 'cdc';
+      let warning: string | undefined;
+      if (file.endsWith('.safetensors')) {
+        try {
+          const h = await readSafetensorsHeader(fh, size);
+          chunker = new PlannedChunker(chunkCuts(h, size, this.cfg.pieceBytes));
+          chunking = 'safetensors';
+        } catch (e) {
+          warning = `${display} is not valid safetensors (${(e as Error).message}); stored with content-defined chunks`;
+          chunker = new FastCdcChunker(this.cfg.cdc);
+        }
+      } else {
+        chunker = new FastCdcChunker(this.cfg.cdc);
+      }
+      const r = await this.ingestStream(fh, size, display, chunker, onBytes);
+      const after = await fh.stat();
+      if (after.size !== size || after.mtimeMs !== st.mtimeMs) {
+        throw new MstoreError('EBADINPUT', `${display} changed while it was being stored; commit again`);
+      }
+      return { ...r, size, chunking, warning };
+    } finally {
+      await fh.close();
+    }
+  }
+
+  private async ingestSmall(fh: FileHandle, size: number, display: string, onBytes?: BytesCallback): Promise<IngestResult> {
+    const data = Buffer.alloc(size);
+    let done = 0;
+    while (done < size) {
+      const { bytesRead } = await fh.read(data, done, size - done, done);
+      if (bytesRead === 0) throw new MstoreError('EBADINPUT', `${display} shrank while it was being stored; commit again`);
+      done += bytesRead;
+    }
+    const id = sha256(data);
+    const newBytes = size > 0 ? this.addChunk(undefined, data, id) : 0;
+    this.addFile(id, size, size > 0 ? [{ id, length: size }] : []);
+    onBytes?.(size);
+    return { oid: id.toString('hex'), size, newBytes, chunking: 'single' };
+  }
+
+  private async ingestStream(
+    fh: FileHandle,
+    size: number,
+    display: string,
+    chunker: Chunker,
+    onBytes?: BytesCallback,
+  ): Promise<{ oid: string; newBytes: number }> {
+    const job = this.hasher.begin();
+    const chunks: ManifestChunk[] = [];
+    let newBytes = 0;
+    let pos = 0;
+    let prev: Slot | undefined;
+    let carryOff = 0;
+    let carry = 0;
+    for (;;) {
+      const slot = await this.pool.acquire();
+      if (carry) prev!.buf.copy(slot.buf, 0, carryOff, carryOff + carry);
+      let filled = carry;
+      while (filled < SLOT_BYTES && pos < size) {
+        const { bytesRead } = await fh.read(slot.buf, filled, Math.min(SLOT_BYTES - filled, size - pos), pos);
+        if (bytesRead === 0) throw new MstoreError('EBADINPUT', `${display} shrank while it was being stored; commit again`);
+        filled += bytesRead;
+        pos += bytesRead;
+      }
+      if (filled === carry && !(pos >= size)) throw new Error(`internal: chunker made no progress in ${display}`);
+      if (filled > carry) {
+        slot.track(job.update(slot.sab, carry, filled - carry));
+        onBytes?.(filled - carry);
+      }
+      const eof = pos >= size;
+      let off = 0;
+      for (;;) {
+        const len = chunker.next(slot.buf, off, filled, eof);
+        if (len === 0) break;
+        const data = slot.buf.subarray(off, off + len);
+        const id = sha256(data);
+        chunks.push({ id, length: len });
+        newBytes += this.addChunk(slot, data, id);
+        off += len;
+      }
+      carry = filled - off;
+      carryOff = off;
+      prev = slot;
+      if (eof && carry === 0) break;
+    }
+    await this.pool.drainAll();
+    const oidHex = await job.digest();
+    this.addFile(Buffer.from(oidHex, 'hex'), size, chunks);
+    return { oid: oidHex, newBytes };
+  }
+
+  /** Seals packs (fsynced, renamed) then records them in the index in one transaction. */
+  async finish(statUpdates?: Map<string, StatEntry | null>): Promise<void> {
+    await this.pool.drainAll();
+    const packs = await this.packs.finish();
+    this.index.recordPacks(packs, [...this.newFiles.values()], statUpdates);
+  }
+
+  async abort(): Promise<void> {
+    await this.pool.drainAll().catch(() => undefined);
+    await this.packs.abort();
+  }
+}
+
+/** Keeps pack file handles open across the chunks of one checkout. */
+class PackFiles {
+  private readonly open = new Map<string, Promise<FileHandle>>();
+  constructor(private readonly packsDir: string) {}
+  get(id: string): Promise<FileHandle> {
+    let fh = this.open.get(id);
+    if (!fh) {
+      fh = open(packPath(this.packsDir, id), 'r');
+      this.open.set(id, fh);
+    }
+    return fh;
+  }
+  async close(): Promise<void> {
+    for (const p of this.open.values()) await (await p.catch(() => undefined))?.close();
+    this.open.clear();
+  }
+}
+
+interface ReadRun {
+  pack: string;
+  offset: number;
+  chunks: ManifestChunk[];
+  bytes: number;
+}
+
+export class ContentReader {
+  private readonly pool = new SlotPool();
+  private readonly packFiles: PackFiles;
+
+  constructor(
+    private readonly index: StoreIndex,
+    private readonly hasher: ParallelHasher,
+    packsDir: string,
+  ) {
+    this.packFiles = new PackFiles(packsDir);
+  }
+
+  /** Chunk reads grouped into runs that are contiguous in one pack, at most one slot each. */
+  private plan(oid: string, display: string): { size: number; runs: ReadRun[] } {
+    const f = this.index.file(Buffer.from(oid, 'hex'));
+    if (!f) throw new MstoreError('EMISSING', `${display}: content ${oid} is not in the store (missing file manifest)`);
+    const runs: ReadRun[] = [];
+    let cur: ReadRun | undefined;
+    for (const c of f.chunks) {
+      const loc = this.index.chunk(c.id);
+      if (!loc) throw new MstoreError('EMISSING', `${display}: chunk ${c.id.toString('hex')} is missing from the store`);
+      if (loc.length !== c.length) {
+        throw new MstoreError('ECORRUPT', `${display}: chunk ${c.id.toString('hex')} has length ${loc.length} in the index, ${c.length} in the manifest`);
+      }
+      if (cur && cur.pack === loc.pack && cur.offset + cur.bytes === loc.offset && cur.bytes + c.length <= SLOT_BYTES) {
+        cur.chunks.push(c);
+        cur.bytes += c.length;
+      } else {
+        cur = { pack: loc.pack, offset: loc.offset, chunks: [c], bytes: c.length };
+        runs.push(cur);
+      }
+    }
+    const total = f.chunks.reduce((a, c) => a + c.length, 0);
+    if (total !== f.size) throw new MstoreError('ECORRUPT', `${display}: manifest of ${oid} adds up to ${total} bytes, expected ${f.size}`);
+    return { size: f.size, runs };
+  }
+
+  /**
+   * Streams content into `sink` in order; resolves only if the whole re-hashes to `oid`,
+   * else throws naming the file and the damaged chunk. Callers write to a temporary name
+   * and publish only after this resolves.
+   */
+  async read(oid: string, display: string, sink: (data: Buffer, slot: Slot) => void, onBytes?: BytesCallback): Promise<number> {
+    const { size, runs } = this.plan(oid, display);
+    const job = this.hasher.begin();
+    for (const run of runs) {
+      const slot = await this.pool.acquire();
+      const fh = await this.packFiles.get(run.pack).catch((e: NodeJS.ErrnoException) => {
+        throw new MstoreError('EMISSING', `${display}: pack ${run.pack} cannot be opened (${e.code ?? e.message})`);
+      });
+      let got = 0;
+      while (got < run.bytes) {
+        const { bytesRead } = await fh.read(slot.buf, got, run.bytes - got, run.offset + got);
+        if (bytesRead === 0) throw new MstoreError('ECORRUPT', `${display}: pack ${run.pack} is truncated`);
+        got += bytesRead;
+      }
+      slot.track(job.update(slot.sab, 0, run.bytes));
+      sink(slot.buf.subarray(0, run.bytes), slot);
+      onBytes?.(run.bytes);
+    }
+    await this.pool.drainAll();
+    const digest = await job.digest();
+    if (digest !== oid) throw await this.damage(runs, display, digest, oid);
+    return size;
+  }
+
+  /**
+   * The whole-file sha256 (on the worker) verifies every byte; chunk ids are checked only
+   * when it fails, to name the damaged chunk and pack. This keeps checkout at one hash pass
+   * per byte instead of two.
+   */
+  private async damage(runs: ReadRun[], display: string, digest: string, oid: string): Promise<MstoreError> {
+    for (const run of runs) {
+      const fh = await this.packFiles.get(run.pack);
+      const buf = Buffer.alloc(run.bytes);
+      await fh.read(buf, 0, run.bytes, run.offset);
+      let o = 0;
+      for (const c of run.chunks) {
+        if (!sha256(buf.subarray(o, o + c.length)).equals(c.id)) {
+          return new MstoreError('ECORRUPT', `${display}: chunk ${c.id.toString('hex')} in pack ${run.pack} is damaged (hash mismatch)`);
+        }
+        o += c.length;
+      }
+    }
+    return new MstoreError('ECORRUPT', `${display}: content hashes to ${digest}, expected ${oid}`);
+  }
+
+  /**
+   * Re-reads a file's content and checks it without writing it anywhere. The whole file is
+   * re-hashed to `oid` on the worker while the next run is read. With `chunkIds`, this
+   * thread also re-hashes every chunk to its id in parallel (skipping ids in `verified`);
+   * without, chunk ids are re-hashed only when the file fails, to name the damaged chunks.
+   * Throws only when a pack cannot be read.
+   */
+  async check(
+    oid: string,
+    verified: Set<string>,
+    opts: { chunkIds?: boolean; onBytes?: BytesCallback } = {},
+  ): Promise<{ digest: string; damaged: { chunk: string; pack: string }[] }> {
+    const { runs } = this.plan(oid, oid);
+    const job = this.hasher.begin();
+    const damaged: { chunk: string; pack: string }[] = [];
+    const hashChunks = (run: ReadRun, slot: Slot): void => {
+      let o = 0;
+      for (const c of run.chunks) {
+        const key = c.id.toString('hex');
+        if (!verified.has(key)) {
+          if (sha256(slot.buf.subarray(o, o + c.length)).equals(c.id)) verified.add(key);
+          else damaged.push({ chunk: key, pack: run.pack });
+        }
+        o += c.length;
+      }
+    };
+    await this.eachRun(runs, (run, slot) => {
+      slot.track(job.update(slot.sab, 0, run.bytes));
+      if (opts.chunkIds) hashChunks(run, slot);
+      opts.onBytes?.(run.bytes);
+    });
+    const digest = await job.digest();
+    if (digest !== oid && !opts.chunkIds) await this.eachRun(runs, hashChunks);
+    return { digest, damaged };
+  }
+
+  /** Reads runs into slots in order, the next one while `fn` handles the current one. */
+  private async eachRun(runs: ReadRun[], fn: (run: ReadRun, slot: Slot) => void): Promise<void> {
+    const load = async (run: ReadRun): Promise<Slot> => {
+      const slot = await this.pool.acquire();
+      const fh = await this.packFiles.get(run.pack);
+      let got = 0;
+      while (got < run.bytes) {
+        const { bytesRead } = await fh.read(slot.buf, got, run.bytes - got, run.offset + got);
+        if (bytesRead === 0) throw new MstoreError('ECORRUPT', `pack ${run.pack} is truncated`);
+        got += bytesRead;
+      }
+      return slot;
+    };
+    const quietly = <T>(p: Promise<T>): Promise<T> => {
+      p.catch(() => undefined);
+      return p;
+    };
+    let next = runs.length ? quietly(load(runs[0])) : undefined;
+    for (let i = 0; i < runs.length; i++) {
+      const slot = await next!;
+      next = i + 1 < runs.length ? quietly(load(runs[i + 1])) : undefined;
+      fn(runs[i], slot);
+    }
+    await this.pool.drainAll();
+  }
+
+  /**
+   * Bytes [start, start + length) of stored content, read from the chunks that overlap the
+   * range; each chunk read is re-hashed to its id (every read is verified).
+   */
+  async readRange(oid: string, start: number, length: number, display = oid): Promise<Buffer> {
+    const f = this.index.file(Buffer.from(oid, 'hex'));
+    if (!f) throw new MstoreError('EMISSING', `${display}: content ${oid} is not in the store (missing file manifest)`);
+    const end = Math.min(start + length, f.size);
+    const out = Buffer.alloc(Math.max(0, end - start));
+    let pos = 0;
+    for (const c of f.chunks) {
+      const cEnd = pos + c.length;
+      if (cEnd > start && pos < end) {
+        const loc = this.index.chunk(c.id);
+        if (!loc) throw new MstoreError('EMISSING', `${display}: chunk ${c.id.toString('hex')} is missing from the store`);
+        const fh = await this.packFiles.get(loc.pack);
+        const buf = Buffer.alloc(c.length);
+        const { bytesRead } = await fh.read(buf, 0, c.length, loc.offset);
+        if (bytesRead !== c.length || !sha256(buf).equals(c.id)) {
+          throw new MstoreError('ECORRUPT', `${display}: chunk ${c.id.toString('hex')} in pack ${loc.pack} is damaged (hash mismatch)`);
+        }
+        const from = Math.max(start, pos);
+        const to = Math.min(end, cEnd);
+        buf.copy(out, from - start, from - pos, to - pos);
+      }
+      pos = cEnd;
+      if (pos >= end) break;
+    }
+    return out;
+  }
+
+  /** Reads one chunk and checks its id; false when it does not re-hash to it. */
+  async checkChunk(id: Buffer, loc: { pack: string; offset: number; length: number }): Promise<boolean> {
+    const fh = await this.packFiles.get(loc.pack);
+    const buf = Buffer.alloc(loc.length);
+    const { bytesRead } = await fh.read(buf, 0, loc.length, loc.offset);
+    return bytesRead === loc.length && sha256(buf).equals(id);
+  }
+
+  /**
+   * Writes content to `dest` through a temporary name in the same directory: verified
+   * while writing, fsynced, then renamed into place. Nothing partial is ever left.
+   */
+  async materialize(oid: string, dest: string, display: string, mode: number, onBytes?: BytesCallback): Promise<void> {
+    const tmp = tmpName(dest);
+    const fh = await open(tmp, 'wx', mode);
+    let ok = false;
+    try {
+      let pos = 0;
+      let unsynced = 0;
+      let syncing: Promise<void> | undefined;
+      await this.read(
+        oid,
+        display,
+        (data, slot) => {
+          const at = pos;
+          pos += data.length;
+          slot.track(
+            writeInPieces(fh, data, at).then(() => {
+              unsynced += data.length;
+              if (unsynced >= SYNC_EVERY && !syncing) {
+                unsynced = 0;
+                syncing = fh.datasync().finally(() => (syncing = undefined));
+              }
+            }),
+          );
+        },
+        onBytes,
+      );
+      await syncing;
+      await fh.datasync();
+      await fh.close();
+      await chmod(tmp, mode);
+      await rename(tmp, dest);
+      ok = true;
+    } finally {
+      if (!ok) {
+        await this.pool.drainAll().catch(() => undefined);
+        await fh.close().catch(() => undefined);
+        await unlink(tmp).catch(() => undefined);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.drainAll().catch(() => undefined);
+    await this.packFiles.close();
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * A store: `.mstore/` inside a workspace, or a bare store directory. Layout
+ * (docs/format.md): config.json, git/ (bare repository of version records), packs/,
+ * index/ (lmdb), tmp/, hooks/, lock.
+ */
+import { mkdir, readFile, stat, readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { MstoreError } from '../lib/errors.js';
+import { atomicWriteFile, TMP_PREFIX } from '../lib/fsutil.js';
+import { GitRepo } from './git.js';
+import { StoreIndex } from './index-db.js';
+import { ParallelHasher } from '../lib/hashing.js';
+import { StoreLock } from '../lib/lock.js';
+import { indexPacks } from './reindex.js';
+import { finishLastOperation } from './reflog.js';
+import { installDefaultHooks } from '../lib/package-files.js';
+import { SLOT_BYTES, type ChunkingConfig } from './content.js';
+
+export const STORE_DIR = '.mstore';
+export const FORMAT = 'mstore/1';
+
+export interface StoreConfig {
+  format: typeof FORMAT;
+  bare: boolean;
+  /** Text files (json, jsonl, yaml, txt, md, ...) up to this size are plain git blobs. */
+  textMaxBytes: number;
+  chunking: ChunkingConfig;
+}
+
+export function defaultConfig(bare: boolean): StoreConfig {
+  return {
+    format: FORMAT,
+    bare,
+    textMaxBytes: 1024 * 1024,
+    chunking: {
+      pieceBytes: 4 * 1024 * 1024,
+      cdc: { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 },
+      singleChunkBytes: 1024 * 1024,
+      packTargetBytes: 256 * 1024 * 1024,
+    },
+  };
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function readConfig(dir: string): Promise<StoreConfig | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path.join(dir, 'config.json'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  let cfg: StoreConfig;
+  try {
+    cfg = JSON.parse(text) as StoreConfig;
+  } catch {
+    throw new MstoreError('ECORRUPT', `${path.join(dir, 'config.json')} is not valid JSON`);
+  }
+  if (cfg.format !== FORMAT) {
+    throw new MstoreError('ECORRUPT', `${path.join(dir, 'config.json')}: unsupported store format '${String(cfg.format)}' (this mstore reads ${FORMAT})`);
+  }
+  const d = defaultConfig(cfg.bare);
+  const merged = { ...d, ...cfg, chunking: { ...d.chunking, ...cfg.chunking, cdc: { ...d.chunking.cdc, ...cfg.chunking?.cdc } } };
+  const problem = configProblem(merged);
+  if (problem) throw new MstoreError('ECORRUPT', `${path.join(dir, 'config.json')}: ${problem}`);
+  return merged;
+}
+
+/** Chunks must fit half a pipeline slot (the other half carries the previous chunk's tail). */
+function configProblem(c: StoreConfig): string | undefined {
+  const maxChunk = SLOT_BYTES / 2;
+  const { pieceBytes, cdc, singleChunkBytes, packTargetBytes } = c.chunking;
+  const ints = { textMaxBytes: c.textMaxBytes, pieceBytes, 'cdc.min': cdc.min, 'cdc.avg': cdc.avg, 'cdc.max': cdc.max, singleChunkBytes, packTargetBytes };
+  for (const [k, v] of Object.entries(ints)) if (!Number.isSafeInteger(v) || v <= 0) return `${k} must be a positive integer`;
+  if (pieceBytes > maxChunk) return `chunking.pieceBytes must be at most ${maxChunk}`;
+  if (!(cdc.min < cdc.avg && cdc.avg < cdc.max)) return 'chunking.cdc needs min < avg < max';
+  if (cdc.max > maxChunk) return `chunking.cdc.max must be at most ${maxChunk}`;
+  if (singleChunkBytes > maxChunk) return `chunking.singleChunkBytes must be at most ${maxChunk}`;
+  return undefined;
+}
+
+export class Store {
+  private _index: StoreIndex | undefined;
+  private _repo: GitRepo | undefined;
+  private _hasher: ParallelHasher | undefined;
+
+  private constructor(
+    /** The store directory (`.mstore/` or the bare store). */
+    readonly dir: string,
+    /** The workspace root, or undefined for a bare store. */
+    readonly workspace: string | undefined,
+    readonly config: StoreConfig,
+  ) {}
+
+  get gitdir(): string {
+    return path.join(this.dir, 'git');
+  }
+  get packsDir(): string {
+    return path.join(this.dir, 'packs');
+  }
+  get tmpDir(): string {
+    return path.join(this.dir, 'tmp');
+  }
+
+  static async init(target: string, opts: { bare?: boolean } = {}): Promise<Store> {
+    const bare = !!opts.bare;
+    const dir = bare ? target : path.join(target, STORE_DIR);
+    if (await readConfig(dir)) throw new MstoreError('EEXISTS', `${dir} is already an mstore store`);
+    if (bare && (await exists(dir)) && (await readdir(dir)).length > 0) {
+      throw new MstoreError('EEXISTS', `${dir} exists and is not empty`);
+    }
+    for (const sub of ['packs', 'index', 'tmp', 'hooks']) await mkdir(path.join(dir, sub), { recursive: true });
+    await GitRepo.init(path.join(dir, 'git'));
+    await installDefaultHooks(path.join(dir, 'hooks'));
+    const config = defaultConfig(bare);
+    // config.json last: its presence is what makes the directory a store.
+    await atomicWriteFile(path.join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+    return new Store(dir, bare ? undefined : path.resolve(target), config);
+  }
+
+  /** Walks up from `start` to the first `.mstore/` (or a bare store directory). */
+  static async find(start: string): Promise<Store> {
+    let d = path.resolve(start);
+    for (;;) {
+      const ws = await readConfig(path.join(d, STORE_DIR));
+      if (ws) return new Store(path.join(d, STORE_DIR), d, ws);
+      // A bare store is a directory with git/ and packs/ beside config.json; any other
+      // config.json (a model's, say) is none of our business.
+      if ((await exists(path.join(d, 'git'))) && (await exists(path.join(d, 'packs')))) {
+        const bare = await readConfig(d);
+        if (bare?.bare) return new Store(d, undefined, bare);
+      }
+      const up = path.dirname(d);
+      if (up === d) break;
+      d = up;
+    }
+    throw new MstoreError('ENOTSTORE', `not in an mstore store (no ${STORE_DIR}/ in ${path.resolve(start)} or any parent); run 'mstore init'`);
+  }
+
+  get repo(): GitRepo {
+    return (this._repo ??= new GitRepo(this.gitdir));
+  }
+
+  get index(): StoreIndex {
+    return (this._index ??= new StoreIndex(path.join(this.dir, 'index')));
+  }
+
+  get hasher(): ParallelHasher {
+    return (this._hasher ??= new ParallelHasher());
+  }
+
+  requireWorkspace(what: string): string {
+    if (!this.workspace) throw new MstoreError('EBADINPUT', `${what} needs a workspace; ${this.dir} is a bare store`);
+    return this.workspace;
+  }
+
+  /** Runs `fn` holding the writer lock; cleans temporary files a crashed writer left. */
+  async withLock<T>(command: string, fn: () => Promise<T>, timeoutMs?: number): Promise<T> {
+    const timeout = timeoutMs ?? Number(process.env.MSTORE_LOCK_TIMEOUT_MS ?? 10_000);
+    const lock = await StoreLock.acquire(path.join(this.dir, 'lock'), command, timeout);
+    try {
+      await rm(this.tmpDir, { recursive: true, force: true });
+      await mkdir(this.tmpDir, { recursive: true });
+      // Temporaries of git writes interrupted by a crash (every git writer holds this lock).
+      for (const name of await readdir(this.gitdir).catch(() => [] as string[])) {
+        if (name.startsWith(TMP_PREFIX)) await rm(path.join(this.gitdir, name), { force: true });
+      }
+      // A crashed writer may have sealed packs it never indexed: index them, don't store them twice.
+      if (lock.tookOverStale) {
+        await indexPacks(this);
+        // ...and may have moved only some refs of an operation: finish it.
+        await finishLastOperation(this);
+      }
+      return await fn();
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** Deletes the lmdb index (derived data) so it can be rebuilt from the packs. Caller holds the lock. */
+  async dropIndex(): Promise<void> {
+    await this._index?.close();
+    this._index = undefined;
+    await rm(path.join(this.dir, 'index'), { recursive: true, force: true });
+    await mkdir(path.join(this.dir, 'index'), { recursive: true });
+  }
+
+  async close(): Promise<void> {
+    await this._hasher?.close();
+    await this._index?.close();
+    this._hasher = undefined;
+    this._index = undefined;
+  }
+}

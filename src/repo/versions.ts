@@ -1,0 +1,155 @@
+/**
+ * Versions: lines, numbering, the metadata record and revision syntax.
+ *
+ * A line is a branch. The default line `main` lives at refs/heads/latest, line X at
+ * refs/heads/X/latest, so `latest` and `X/latest` work in mstore and in real git.
+ * Version n of the default line is the annotated tag refs/tags/v00n, of line X
+ * refs/tags/X/v00n. Each version's tree holds the model directory plus the metadata
+ * record at `.mstore/version.json`.
+ */
+import { MstoreError } from '../lib/errors.js';
+import type { GitRepo } from './git.js';
+
+export const DEFAULT_LINE = 'main';
+export const META_PATH = '.mstore/version.json';
+export const META_SCHEMA = 'mstore.version/1';
+export const STATUSES = ['draft', 'pending', 'training', 'completed', 'failed'] as const;
+
+export interface VersionMeta {
+  schema: typeof META_SCHEMA;
+  version: string;
+  line: string;
+  number: number;
+  description: string;
+  created: string;
+  author: { name: string; email: string };
+  host: string;
+  params: Record<string, unknown>;
+  metrics: Record<string, unknown>;
+  training_data: string[];
+  status: string | null;
+  lineage: { parents: string[]; parent_versions: string[] };
+  meta: Record<string, unknown>;
+  files: { count: number; bytes: number };
+}
+
+const COMPONENT = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
+const VERSION_COMPONENT = /^v[0-9]+$/;
+
+function validComponentPath(name: string): boolean {
+  return name.split('/').every((c) => COMPONENT.test(c) && !c.endsWith('.lock') && !c.endsWith('.') && !c.includes('..'));
+}
+
+export function checkLineName(line: string): void {
+  if (!validComponentPath(line) || line.split('/').some((c) => c === 'latest' || VERSION_COMPONENT.test(c))) {
+    throw new MstoreError('EBADNAME', `invalid line name '${line}' (letters, digits, . _ - and /; no 'latest' or vNNN components)`, 2);
+  }
+}
+
+/** User tag names: anything git accepts that cannot collide with version tags or `latest`. */
+export function checkTagName(name: string): void {
+  const parts = name.split('/');
+  if (!validComponentPath(name) || VERSION_COMPONENT.test(parts[parts.length - 1]) || parts[parts.length - 1] === 'latest') {
+    throw new MstoreError('EBADNAME', `invalid tag name '${name}' (vNNN and 'latest' are reserved for versions)`, 2);
+  }
+}
+
+/**
+ * git cannot hold both refs/tags/a and refs/tags/a/b (a file and a directory of one name):
+ * names whose ref would collide with an existing one are refused before anything is written.
+ */
+export async function refCollision(repo: GitRepo, ref: string): Promise<string | undefined> {
+  const parts = ref.split('/');
+  for (let i = 3; i < parts.length; i++) {
+    const prefix = parts.slice(0, i).join('/');
+    if (await repo.readRef(prefix)) return prefix;
+  }
+  const below = await repo.listRefs(ref);
+  return below.length ? `${ref}/${below[0]}` : undefined;
+}
+
+export function lineRef(line: string): string {
+  return line === DEFAULT_LINE ? 'refs/heads/latest' : `refs/heads/${line}/latest`;
+}
+
+export function versionName(line: string, n: number): string {
+  const v = `v${String(n).padStart(3, '0')}`;
+  return line === DEFAULT_LINE ? v : `${line}/${v}`;
+}
+
+/**
+ * The number the next version of a line gets: one more than the highest used by a version
+ * tag now or ever recorded in the ref history (a removed version's number is never reused).
+ */
+export async function nextVersionNumber(repo: GitRepo, line: string, history: { ref: string }[]): Promise<number> {
+  const prefix = line === DEFAULT_LINE ? 'refs/tags/' : `refs/tags/${line}/`;
+  let max = await lastVersionNumber(repo, line);
+  for (const e of history) {
+    if (!e.ref.startsWith(prefix)) continue;
+    const m = /^v([0-9]+)$/.exec(e.ref.slice(prefix.length));
+    if (m) max = Math.max(max, Number(m[1]));
+  }
+  return max + 1;
+}
+
+/** The highest version number used on a line (0 when none). */
+export async function lastVersionNumber(repo: GitRepo, line: string): Promise<number> {
+  const prefix = line === DEFAULT_LINE ? 'refs/tags' : `refs/tags/${line}`;
+  let max = 0;
+  for (const name of await repo.listRefs(prefix)) {
+    const m = /^v([0-9]+)$/.exec(name);
+    if (m) max = Math.max(max, Number(m[1]));
+  }
+  return max;
+}
+
+export async function readMeta(repo: GitRepo, commit: string): Promise<VersionMeta | undefined> {
+  const blob = await repo.readFileAt(commit, META_PATH);
+  if (!blob) return undefined;
+  const text = Buffer.from(blob).toString('utf8');
+  try {
+    return JSON.parse(text) as VersionMeta;
+  } catch {
+    throw new MstoreError('ECORRUPT', `version record ${commit.slice(0, 12)}: ${META_PATH} is not valid JSON`);
+  }
+}
+
+/**
+ * Resolves a revision to a commit id: `v003`, `line/v003`, any tag, `latest`,
+ * `line/latest`, a full or >= 7-hex commit id, each optionally followed by `~N` / `^N`.
+ */
+export async function resolveRev(repo: GitRepo, rev: string): Promise<string> {
+  const m = /^(.+?)((?:[~^][0-9]*)*)$/.exec(rev);
+  if (!m || rev.includes('..') || rev.startsWith('-')) throw new MstoreError('EUNKNOWNREV', `unknown revision '${rev}'`);
+  const [, base, suffix] = m;
+  let oid: string | undefined;
+  const candidates =
+    base === 'latest' ? ['refs/heads/latest'] : base.endsWith('/latest') ? [`refs/heads/${base}`] : [`refs/tags/${base}`, `refs/heads/${base}`];
+  for (const ref of candidates) {
+    oid = await repo.readRef(ref);
+    if (oid) break;
+  }
+  if (!oid && /^[0-9a-f]{7,40}$/.test(base)) oid = await repo.expandOid(base);
+  if (!oid) throw new MstoreError('EUNKNOWNREV', `unknown revision '${rev}'`, 1, base);
+  let commit: string;
+  try {
+    commit = await repo.peelToCommit(oid);
+  } catch (e) {
+    throw new MstoreError('EUNKNOWNREV', `revision '${rev}' does not name a version (${(e as Error).message})`);
+  }
+  for (const step of suffix.match(/[~^][0-9]*/g) ?? []) {
+    const n = step.length > 1 ? Number(step.slice(1)) : 1;
+    if (step[0] === '~') {
+      for (let i = 0; i < n; i++) {
+        const parents = (await repo.readCommit(commit)).parent;
+        if (!parents.length) throw new MstoreError('EUNKNOWNREV', `revision '${rev}' goes past the first version`);
+        commit = parents[0];
+      }
+    } else if (n > 0) {
+      const parents = (await repo.readCommit(commit)).parent;
+      if (parents.length < n) throw new MstoreError('EUNKNOWNREV', `revision '${rev}': no parent ${n}`);
+      commit = parents[n - 1];
+    }
+  }
+  return commit;
+}

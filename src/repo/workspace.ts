@@ -1,0 +1,214 @@
+/**
+ * The workspace: scanning it (with .mstoreignore), classifying files (git blob, git-lfs
+ * pointer, symlink) and the stat cache that lets an unchanged 16 GB file cost a stat.
+ */
+import { readdir, lstat, readFile, open, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import ignore, { type Ignore } from 'ignore';
+import { MstoreError } from '../lib/errors.js';
+import type { StatEntry, StatKind } from './index-db.js';
+import type { FileMode } from './git.js';
+import { STORE_DIR } from './store.js';
+import { TMP_PREFIX } from '../lib/fsutil.js';
+
+/** Names never versioned, at any depth: store and git metadata, checkout temporaries. */
+const ALWAYS_IGNORED = new Set([STORE_DIR, '.git']);
+
+/** Extensions stored as plain git blobs when small enough and valid UTF-8 without NUL. */
+export const TEXT_EXTENSIONS = new Set(['.json', '.jsonl', '.yaml', '.yml', '.txt', '.md', '.csv', '.tsv', '.toml', '.cfg', '.ini', '.py', '.sh', '.jinja']);
+
+export interface StatInfo {
+  size: number;
+  mtimeNs: string;
+  ctimeNs: string;
+  ino: number;
+  mode: number;
+}
+
+export interface WorkFile {
+  /** Workspace-relative path with '/' separators. */
+  path: string;
+  abs: string;
+  isLink: boolean;
+  stat: StatInfo;
+}
+
+export function gitMode(f: WorkFile): FileMode {
+  if (f.isLink) return '120000';
+  return f.stat.mode & 0o111 ? '100755' : '100644';
+}
+
+export function nowNs(): string {
+  return (BigInt(Date.now()) * 1_000_000n).toString();
+}
+
+async function statOf(abs: string): Promise<StatInfo> {
+  const s = await lstat(abs, { bigint: true });
+  return { size: Number(s.size), mtimeNs: s.mtimeNs.toString(), ctimeNs: s.ctimeNs.toString(), ino: Number(s.ino), mode: Number(s.mode) };
+}
+
+/**
+ * File timestamps come from a coarse clock (a few ms): a write in the same tick as the
+ * recorded mtime would not change it. An entry recorded less than this long after the
+ * file's mtime is "racy" and not trusted (git's racy-git rule).
+ */
+const RACY_NS = 20_000_000n;
+
+/** True when the cache entry still describes the file, so its recorded oid can be trusted. */
+export function statMatches(e: StatEntry | undefined, s: StatInfo): boolean {
+  return (
+    e !== undefined &&
+    e.size === s.size &&
+    e.mtimeNs === s.mtimeNs &&
+    e.ctimeNs === s.ctimeNs &&
+    e.ino === s.ino &&
+    e.mode === s.mode &&
+    BigInt(e.mtimeNs) + RACY_NS < BigInt(e.at)
+  );
+}
+
+export function statEntry(s: StatInfo, kind: StatKind, oid: string, blob: string, at: string): StatEntry {
+  return { ...s, kind, oid, blob, at };
+}
+
+async function loadIgnore(root: string): Promise<Ignore> {
+  const ig = ignore();
+  try {
+    ig.add(await readFile(path.join(root, '.mstoreignore'), 'utf8'));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  return ig;
+}
+
+/** Turns user path arguments (relative to cwd) into workspace-relative prefixes. */
+export function toWorkspacePaths(root: string, cwd: string, args: string[]): string[] {
+  return args.map((a) => {
+    const abs = path.resolve(cwd, a);
+    const rel = path.relative(root, abs);
+    if (rel.startsWith('..') || path.isAbsolute(rel)) throw new MstoreError('EBADINPUT', `${a} is outside the workspace ${root}`);
+    return rel.split(path.sep).join('/');
+  });
+}
+
+export function underAny(p: string, prefixes: string[]): boolean {
+  return prefixes.some((pre) => pre === '' || p === pre || p.startsWith(`${pre}/`));
+}
+
+/**
+ * Lists the files (and symlinks) of the workspace, or of the given workspace-relative
+ * prefixes, skipping ignored names. Other file types are reported in `skipped`.
+ */
+export async function scanWorkspace(
+  root: string,
+  prefixes?: string[],
+): Promise<{ files: WorkFile[]; skipped: string[]; temps: string[] }> {
+  const ig = await loadIgnore(root);
+  const files: WorkFile[] = [];
+  const skipped: string[] = [];
+  const temps: string[] = [];
+  const visit = async (rel: string): Promise<void> => {
+    const abs = rel ? path.join(root, rel) : root;
+    let entries;
+    try {
+      entries = await readdir(abs, { withFileTypes: true });
+    } catch (e) {
+      throw new MstoreError('EBADINPUT', `cannot read directory ${rel || '.'}: ${(e as NodeJS.ErrnoException).code}`);
+    }
+    for (const d of entries) {
+      if (ALWAYS_IGNORED.has(d.name)) continue;
+      const p = rel ? `${rel}/${d.name}` : d.name;
+      if (d.name.startsWith(TMP_PREFIX)) {
+        temps.push(p);
+        continue;
+      }
+      if (d.isDirectory()) {
+        if (ig.ignores(`${p}/`)) continue;
+        if (prefixes && !prefixes.some((pre) => pre === '' || pre === p || pre.startsWith(`${p}/`) || p.startsWith(`${pre}/`))) continue;
+        await visit(p);
+        continue;
+      }
+      if (ig.ignores(p)) continue;
+      if (prefixes && !underAny(p, prefixes)) continue;
+      if (d.isFile() || d.isSymbolicLink()) {
+        const full = path.join(root, p);
+        files.push({ path: p, abs: full, isLink: d.isSymbolicLink(), stat: await statOf(full) });
+      } else {
+        skipped.push(p);
+      }
+    }
+  };
+  await visit('');
+  files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return { files, skipped, temps };
+}
+
+/**
+ * Removes checkout temporaries (`.mstore-tmp-<name>.tmp-<pid>-<rand>`) left by a killed
+ * process; a live process's are kept. Callers hold the store lock.
+ */
+export async function sweepTemps(root: string, temps: string[]): Promise<void> {
+  for (const p of temps) {
+    const m = /\.tmp-([0-9]+)-[0-9a-f]+$/.exec(p);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    let alive = pid === process.pid;
+    if (!alive) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (e) {
+        alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    if (!alive) await unlink(path.join(root, p)).catch(() => undefined);
+  }
+}
+
+export function isTextCandidate(p: string, size: number, textMaxBytes: number): boolean {
+  return size > 0 && size <= textMaxBytes && TEXT_EXTENSIONS.has(path.extname(p).toLowerCase());
+}
+
+/** UTF-8 without NUL: what git and humans treat as text. */
+export function isText(data: Uint8Array): boolean {
+  if (data.includes(0)) return false;
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(data);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function readSmallFile(abs: string, display: string): Promise<Buffer> {
+  try {
+    return await readFile(abs);
+  } catch (e) {
+    throw new MstoreError('EBADINPUT', `cannot read ${display}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+}
+
+/** sha256 of a whole file, streamed (used where no chunks are wanted, e.g. status). */
+export async function hashFile(abs: string, display: string): Promise<string> {
+  const { createHash } = await import('node:crypto');
+  const h = createHash('sha256');
+  let fh;
+  try {
+    fh = await open(abs, 'r');
+  } catch (e) {
+    throw new MstoreError('EBADINPUT', `cannot read ${display}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  try {
+    const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
+    let pos = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      if (!bytesRead) break;
+      h.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest('hex');
+}
