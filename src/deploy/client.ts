@@ -7,11 +7,12 @@ import type { Store } from '../repo/store.js';
 import { MstoreError } from '../lib/errors.js';
 import { resolveRev } from '../repo/versions.js';
 import type { Remote } from '../remote/remote.js';
-import { push, type PushResult, type TransferProgress } from '../remote/push.js';
+import { push, type PushResult } from '../remote/push.js';
+import type { Progress } from '../lib/progress.js';
 import type { DeployAttempt, DeployStatus } from '../repo/deploy-records.js';
 
 export interface DeployClientOptions {
-  onProgress?: (p: TransferProgress) => void;
+  onProgress?: (p: Progress) => void;
   onRemoteOutput?: (line: string) => void;
 }
 

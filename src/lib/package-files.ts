@@ -1,10 +1,9 @@
-/** Files mstore ships beside its code: hooks/ (installed into new stores) and workers/. */
+/** Where mstore's package is: the files it ships beside its code (hooks/, workers/, package.json). */
 import { existsSync, readFileSync } from 'node:fs';
-import { copyFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The package root (holding hooks/ and workers/), found from dist/bundle/ or dist/src/store/. */
+/** The package root (holding hooks/ and workers/), found from dist/bundle/ (and its chunks/) or dist/src/lib/. */
 export function packageRoot(): string {
   let d = path.dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
@@ -13,17 +12,4 @@ export function packageRoot(): string {
     d = path.dirname(d);
   }
   throw new Error('cannot find the mstore package root (hooks/, workers/)');
-}
-
-/** The hooks a new store gets (docs/hooks.md). */
-export const DEFAULT_HOOKS = ['consolidate', 'post-receive'];
-
-/** Copies the default hooks into a store's hooks/ directory (executable). */
-export async function installDefaultHooks(hooksDir: string): Promise<void> {
-  const root = packageRoot();
-  for (const name of DEFAULT_HOOKS) {
-    const dest = path.join(hooksDir, name);
-    await copyFile(path.join(root, 'hooks', name), dest);
-    await chmod(dest, 0o755);
-  }
 }

@@ -15,7 +15,7 @@ import { identifyFile } from '../repo/identify.js';
 import { nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, type StatInfo, type WorkFile } from '../repo/workspace.js';
 import { readMeta, resolveRev } from '../repo/versions.js';
 import { listVersionFiles, type VersionFile } from '../repo/version-files.js';
-import type { Progress } from './commit.js';
+import type { Progress } from '../lib/progress.js';
 
 export interface CheckoutOptions {
   rev: string;

@@ -3,7 +3,6 @@
  * Publish order: pack data fsynced -> index -> git objects -> tag ref -> line ref ->
  * stat cache. A crash at any point leaves every ref on complete data.
  */
-import os from 'node:os';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
 import { ContentWriter } from '../repo/content.js';
@@ -13,14 +12,8 @@ import { identifyFile } from '../repo/identify.js';
 import { gitMode, nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, toWorkspacePaths, underAny } from '../repo/workspace.js';
 import { DEFAULT_LINE, STATUSES, checkLineName, lineRef, readMeta, refCollision } from '../repo/versions.js';
 import { describeEntry, modelEntries } from '../repo/version-files.js';
-import { writeVersion } from '../repo/version-write.js';
-
-export interface Progress {
-  phase: 'scan' | 'store' | 'checkout';
-  done: number;
-  total: number;
-  file?: string;
-}
+import { defaultAuthor, writeVersion } from '../repo/version-write.js';
+import type { Progress } from '../lib/progress.js';
 
 export interface CommitOptions {
   cwd: string;
@@ -53,11 +46,6 @@ export interface CommitResult {
 }
 
 
-export function defaultAuthor(): { name: string; email: string } {
-  const name = process.env.MSTORE_AUTHOR_NAME ?? os.userInfo().username;
-  const email = process.env.MSTORE_AUTHOR_EMAIL ?? `${os.userInfo().username}@${os.hostname()}`;
-  return { name, email };
-}
 
 export async function commit(store: Store, opts: CommitOptions): Promise<CommitResult> {
   const root = store.requireWorkspace('commit');
@@ -103,7 +91,7 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
       done += n;
       opts.onProgress?.({ phase: 'store', done, total });
     };
-    const writer = new ContentWriter(index, store.hasher, store.config.chunking, store.tmpDir, store.packsDir);
+    const writer = new ContentWriter(store.sink(), store.hasher, store.config.chunking);
     try {
       for (const f of todo) {
         const id = await identifyFile(repo, f, store.config.textMaxBytes, writer, onBytes);

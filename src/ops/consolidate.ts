@@ -8,9 +8,8 @@
  *   configured) → materialise (base and adapter into tmp/) → merge (the hook) → validate
  *   (same tensors, dtypes and shapes as the base; finite values) → commit.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, constants, mkdir, open, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, stat } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
@@ -26,7 +25,8 @@ import { gitMode, scanWorkspace } from '../repo/workspace.js';
 import { readSafetensorsHeader, type SafetensorsHeader } from '../format/safetensors.js';
 import { writeVersion } from '../repo/version-write.js';
 import { packageRoot } from '../lib/package-files.js';
-import { defaultAuthor } from './commit.js';
+import { defaultHook, runHook, storeHook } from '../repo/hooks.js';
+import { defaultAuthor } from '../repo/version-write.js';
 import type { FlatTree } from '../repo/git.js';
 
 export const CONSOLIDATE_STEPS = ['resolve', 'verify', 'backup', 'materialise', 'merge', 'validate', 'commit'] as const;
@@ -79,13 +79,7 @@ function fail(step: ConsolidateStep, e: unknown): never {
 
 /** The store's hook if installed and executable, else the packaged default. */
 async function hookPath(store: Store): Promise<string> {
-  const own = path.join(store.dir, 'hooks', 'consolidate');
-  try {
-    await access(own, constants.X_OK);
-    return own;
-  } catch {
-    return path.join(packageRoot(), 'hooks', 'consolidate');
-  }
+  return (await storeHook(store.dir, 'consolidate')) ?? defaultHook('consolidate');
 }
 
 function splitSpec(spec: string): { rev: string; dir: string | undefined } {
@@ -198,48 +192,22 @@ async function validateOutput(baseDir: string, outDir: string): Promise<void> {
 }
 
 /** Runs the hook with the job on stdin; resolves with its last stdout line parsed as JSON (or {}). */
-function runHook(hook: string, job: ConsolidateJob, onLine?: (line: string) => void): Promise<{ worker?: string; device?: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(hook, [], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env } });
-    let stdout = '';
-    let errTail = '';
-    let partial = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
-    child.stderr.on('data', (d: Buffer) => {
-      const text = partial + d.toString('utf8');
-      const lines = text.split('\n');
-      partial = lines.pop() ?? '';
-      for (const l of lines) {
-        if (l.trim()) errTail = l;
-        onLine?.(l);
-      }
-    });
-    child.on('error', (e) => reject(new MstoreError('EBADINPUT', `cannot run the hook ${hook}: ${e.message}`)));
-    child.on('close', (code, signal) => {
-      if (partial) {
-        onLine?.(partial);
-        if (partial.trim()) errTail = partial;
-      }
-      if (code !== 0) {
-        reject(new MstoreError('EBADINPUT', `the hook ${hook} exited ${signal ?? code}${errTail ? `: ${errTail.trim()}` : ''}`));
-        return;
-      }
-      const last = stdout.trim().split('\n').pop() ?? '';
-      try {
-        resolve(last ? (JSON.parse(last) as { worker?: string; device?: string }) : {});
-      } catch {
-        resolve({});
-      }
-    });
-    child.stdin.on('error', () => undefined); // a hook that does not read stdin
-    child.stdin.end(`${JSON.stringify(job)}\n`);
-  });
+async function runConsolidateHook(hook: string, job: ConsolidateJob, onLine?: (line: string) => void): Promise<{ worker?: string; device?: string }> {
+  const run = await runHook(hook, { input: `${JSON.stringify(job)}\n`, captureStdout: true, onLine });
+  if (run.startError) throw new MstoreError('EBADINPUT', `cannot run the hook ${hook}: ${run.startError.message}`);
+  if (run.code !== 0) throw new MstoreError('EBADINPUT', `the hook ${hook} exited ${run.signal ?? run.code}${run.lastLine ? `: ${run.lastLine}` : ''}`);
+  const last = run.stdout.trim().split('\n').pop() ?? '';
+  try {
+    return last ? (JSON.parse(last) as { worker?: string; device?: string }) : {};
+  } catch {
+    return {};
+  }
 }
 
 /** Stores a directory's files as the content of a new version: flat tree, git blobs, bytes. */
 async function ingestDirectory(store: Store, dir: string): Promise<{ flat: FlatTree; gitBlobs: Map<string, Buffer>; totalBytes: number }> {
   const { files } = await scanWorkspace(dir);
-  const writer = new ContentWriter(store.index, store.hasher, store.config.chunking, store.tmpDir, store.packsDir);
+  const writer = new ContentWriter(store.sink(), store.hasher, store.config.chunking);
   const flat: FlatTree = new Map();
   const gitBlobs = new Map<string, Buffer>();
   let totalBytes = 0;
@@ -317,7 +285,7 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
         preferences: { worker: opts.worker ?? 'auto', python: opts.python ?? process.env.MSTORE_PYTHON ?? 'python3' },
         tools: { node: process.execPath, mstore: cli, pythonWorker: path.join(root, 'workers', 'merge_lora.py') },
       };
-      const report = await runHook(await hookPath(store), job, opts.onHookOutput);
+      const report = await runConsolidateHook(await hookPath(store), job, opts.onHookOutput);
       if (!(await stat(output).catch(() => undefined))?.isDirectory()) throw new MstoreError('EBADINPUT', `the hook exited 0 but wrote no output directory ${output}`);
 
       current = step('validate');

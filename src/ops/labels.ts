@@ -11,7 +11,7 @@ import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
 import { STATUSES, readMeta, resolveRev } from '../repo/versions.js';
 import { moveRefs } from '../repo/reflog.js';
-import { defaultAuthor } from './commit.js';
+import { defaultAuthor } from '../repo/version-write.js';
 import { now } from '../lib/clock.js';
 
 export const NOTES_REF = 'refs/notes/commits';

@@ -3,7 +3,7 @@ import os from 'node:os';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
 import { checkTagName, refCollision, resolveRev, readMeta } from '../repo/versions.js';
-import { defaultAuthor } from './commit.js';
+import { defaultAuthor } from '../repo/version-write.js';
 import { now as clockNow } from '../lib/clock.js';
 import { moveRefs } from '../repo/reflog.js';
 

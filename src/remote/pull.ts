@@ -10,8 +10,7 @@ import git from 'isomorphic-git';
 import type { Store } from '../repo/store.js';
 import { MstoreError } from '../lib/errors.js';
 import { gitFs } from '../repo/git-fs.js';
-import { PackWriter, ENTRY_CHUNK, ENTRY_FILE } from '../repo/pack.js';
-import { decodeManifest, type NewFile } from '../repo/index-db.js';
+import { decodeManifest } from '../repo/index-db.js';
 import { contentOf, type Roots } from '../repo/reach.js';
 import { hasObject, pointsAt, type GitType } from '../repo/git-walk.js';
 import { moveRefs, type RefLogEntry, type RefMove } from '../repo/reflog.js';
@@ -21,8 +20,8 @@ import { ReceiptHasher } from '../repo/receipt.js';
 import { BufferPool } from '../lib/buffer-pool.js';
 import { InFlight } from '../lib/in-flight.js';
 import { BATCH_IDS, checkRefName, nonFastForward, type Remote } from './remote.js';
-import { findRef, localRefs, type TransferProgress } from './push.js';
-import { refsFor, parseVersionTag } from '../repo/refs.js';
+import type { Progress } from '../lib/progress.js';
+import { refsFor, parseVersionTag, findRef, localRefs } from '../repo/refs.js';
 
 /** Fetched chunk bytes between index publications. */
 const PUBLISH_EVERY = 64 * 1024 * 1024;
@@ -33,7 +32,7 @@ export interface PullOptions {
   /** Refs or version names to pull; none: every ref of the remote. */
   refs?: string[];
   force?: boolean;
-  onProgress?: (p: TransferProgress) => void;
+  onProgress?: (p: Progress) => void;
 }
 
 export interface PullResult {
@@ -58,6 +57,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
     const repo = store.repo;
     const gitdir = store.gitdir;
     const cache = {};
+    const sink = store.sink(PUBLISH_EVERY);
     const remoteRefs = await remote.listRefs();
     for (const [ref, v] of remoteRefs) {
       checkRefName(ref);
@@ -81,7 +81,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
             checkObject(o);
             got.add(o.id);
             const { type, content } = splitLoose(o.data);
-            await git.writeObject({ fs: gitFs, gitdir, type, object: content, format: 'content' });
+            await sink.addGitObject(type, content, o.id);
             result.gitObjectsReceived++;
             if (shallow) continue;
             const children = pointsAt(await git.readObject({ fs: gitFs, gitdir, oid: o.id, format: 'parsed', cache }));
@@ -200,23 +200,10 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       if (size !== content.get(oid)!.size) throw new MstoreError('EREMOTE', `${remote.display}: the manifest of ${oid} adds up to ${size} bytes, the pointer says ${content.get(oid)!.size}`);
     }
 
-    const writer = new PackWriter(store.tmpDir, store.packsDir, Math.min(store.config.chunking.packTargetBytes, PUBLISH_EVERY));
     const pool = new BufferPool();
     const receipt = new ReceiptHasher(store.hasher);
     const inFlight = new InFlight(IN_FLIGHT_BYTES);
     const whole = new Set<string>();
-    let unpublished = 0;
-    const publish = async (files: NewFile[] = []): Promise<void> => {
-      store.index.recordPacks(await writer.finish(), files);
-      unpublished = 0;
-    };
-    // Packs are sealed and indexed while the next chunks arrive; a failure surfaces at the end.
-    let publishing: Promise<void> = Promise.resolve();
-    const publishBehind = (): void => {
-      unpublished = 0;
-      publishing = publishing.then(async () => store.index.recordPacks(await writer.finish(), []));
-      publishing.catch(() => undefined);
-    };
     try {
       for (let i = 0; i < needChunks.length; i += BATCH_IDS) {
         const batch = needChunks.slice(i, i + BATCH_IDS);
@@ -227,7 +214,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
           if (runStarts.has(o.id)) receipt.reset();
           const data = o.data;
           const hashed = receipt.add(o.id, data);
-          const written = writer.add(ENTRY_CHUNK, Buffer.from(o.id, 'hex'), data);
+          const written = sink.addChunk(Buffer.from(o.id, 'hex'), data);
           await inFlight.add(Promise.all([hashed, written]).finally(() => pool.release(data)), data.length);
           const run = runEnds.get(o.id);
           if (run) {
@@ -237,32 +224,22 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
           }
           result.chunksReceived++;
           result.bytesReceived += data.length;
-          unpublished += data.length;
           opts.onProgress?.({ done: result.bytesReceived, total });
-          if (unpublished >= PUBLISH_EVERY) publishBehind();
+          // Packs are sealed and indexed while the next chunks arrive.
+          if (sink.unpublishedBytes >= PUBLISH_EVERY) sink.publishBehind();
         }
         if (want.size) throw new MstoreError('EREMOTE', `${remote.display} did not send chunk ${[...want][0]}`);
       }
       await inFlight.drain();
-      await publishing;
-      // Manifests after every chunk they list is indexed: a file is present only when whole.
-      const files: NewFile[] = [];
-      for (const [oid, m] of manifests) {
-        const id = Buffer.from(oid, 'hex');
-        await writer.add(ENTRY_FILE, id, m);
-        files.push({ oid: id, size: content.get(oid)!.size, manifest: m });
-      }
-      result.filesReceived = files.length;
-      await publish(files);
+      // Manifests after every chunk they list: a file is present only when whole.
+      for (const [oid, m] of manifests) await sink.addFile(Buffer.from(oid, 'hex'), content.get(oid)!.size, m);
+      result.filesReceived = sink.newFiles;
+      await sink.publish();
     } catch (e) {
-      // Keep the chunks that arrived whole (a rerun fetches only the rest); drop the rest.
+      // Keep what arrived whole (a rerun fetches only the rest); drop the rest.
       receipt.reset();
       await inFlight.drain();
-      await publishing.catch(() => undefined);
-      await writer.finish().then(
-        (packs) => store.index.recordPacks(packs, []),
-        () => writer.abort(),
-      );
+      await sink.abandon(true);
       throw e;
     }
 

@@ -18,20 +18,16 @@ import { contentOf } from '../repo/reach.js';
 import { reachableObjects } from '../repo/git-walk.js';
 import { resolveRev } from '../repo/versions.js';
 import { BATCH_IDS, nonFastForward, type ObjectKind, type Remote, type RefUpdate, type WireObject } from './remote.js';
-import { refsFor } from '../repo/refs.js';
+import { refsFor, localRefs, findRef } from '../repo/refs.js';
 import { BufferPool } from '../lib/buffer-pool.js';
-
-export interface TransferProgress {
-  done: number;
-  total: number;
-}
+import type { Progress } from '../lib/progress.js';
 
 export interface PushOptions {
   /** Versions or refs to push; none: every ref of the store. */
   revs?: string[];
   force?: boolean;
   message?: string;
-  onProgress?: (p: TransferProgress) => void;
+  onProgress?: (p: Progress) => void;
   onRemoteOutput?: (line: string) => void;
 }
 
@@ -48,23 +44,6 @@ export interface PushResult {
   gitObjectsSent: number;
   /** Payload bytes sent (chunk, manifest and git object bytes). */
   bytesSent: number;
-}
-
-/** Every ref of a local store (notes included), full name -> value. */
-export async function localRefs(store: Store): Promise<Map<string, string>> {
-  const repo = store.repo;
-  const out = new Map<string, string>();
-  for (const r of (await repo.listRefs('refs')).map((x) => `refs/${x}`).sort()) {
-    const v = await repo.readRef(r);
-    if (v) out.set(r, v);
-  }
-  return out;
-}
-
-/** The full ref a user's name means in a table: exact, a tag, a head, `latest`. */
-export function findRef(table: Map<string, string>, name: string): string | undefined {
-  const candidates = name.startsWith('refs/') ? [name] : name === 'latest' ? ['refs/heads/latest'] : [`refs/tags/${name}`, `refs/heads/${name}`];
-  return candidates.find((c) => table.has(c));
 }
 
 async function batched(ids: string[], f: (batch: string[]) => Promise<string[]>): Promise<Set<string>> {

@@ -7,8 +7,9 @@
 import { open, unlink, rename, chmod, type FileHandle } from 'node:fs/promises';
 import { MstoreError } from '../lib/errors.js';
 import { sha256, type ParallelHasher } from '../lib/hashing.js';
-import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath } from './pack.js';
-import { encodeManifest, type ManifestChunk, type NewFile, type StoreIndex, type StatEntry } from './index-db.js';
+import { packPath } from './pack.js';
+import type { ObjectSink } from './object-sink.js';
+import { encodeManifest, type ManifestChunk, type StoreIndex, type StatEntry } from './index-db.js';
 import { FastCdcChunker, PlannedChunker, type Chunker, type CdcParams } from '../format/chunker.js';
 import { readSafetensorsHeader, chunkCuts } from '../format/safetensors.js';
 import { tmpName, writeInPieces } from '../lib/fsutil.js';
@@ -80,38 +81,28 @@ export type BytesCallback = (n: number) => void;
 
 export class ContentWriter {
   private readonly pool = new SlotPool();
-  private readonly packs: PackWriter;
-  private readonly newChunks = new Set<string>();
-  private readonly newFiles = new Map<string, NewFile>();
-  newBytes = 0;
 
   constructor(
-    private readonly index: StoreIndex,
+    private readonly sink: ObjectSink,
     private readonly hasher: ParallelHasher,
     private readonly cfg: ChunkingConfig,
-    tmpDir: string,
-    packsDir: string,
-  ) {
-    this.packs = new PackWriter(tmpDir, packsDir, cfg.packTargetBytes);
+  ) {}
+
+  /** Bytes of new chunk data stored so far. */
+  get newBytes(): number {
+    return this.sink.newBytes;
   }
 
   private addChunk(slot: Slot | undefined, data: Uint8Array, id: Buffer): number {
-    const key = id.toString('hex');
-    if (this.newChunks.has(key) || this.index.hasChunk(id)) return 0;
-    this.newChunks.add(key);
-    const w = this.packs.add(ENTRY_CHUNK, id, data);
+    const w = this.sink.addChunk(id, data);
+    if (!w) return 0;
     if (slot) slot.track(w);
-    else w.catch(() => undefined); // a failed write surfaces again through finish()
-    this.newBytes += data.length;
+    else w.catch(() => undefined); // a failed write surfaces again through publish()
     return data.length;
   }
 
   private addFile(oid: Buffer, size: number, chunks: ManifestChunk[]): void {
-    const key = oid.toString('hex');
-    if (this.newFiles.has(key) || this.index.hasFile(oid)) return;
-    const manifest = encodeManifest(chunks);
-    this.newFiles.set(key, { oid, size, manifest });
-    this.packs.add(ENTRY_FILE, oid, manifest).catch(() => undefined);
+    this.sink.addFile(oid, size, encodeManifest(chunks))?.catch(() => undefined);
   }
 
   /** Stores one file's content; `display` names it in errors. */
@@ -221,13 +212,12 @@ export class ContentWriter {
   /** Seals packs (fsynced, renamed) then records them in the index in one transaction. */
   async finish(statUpdates?: Map<string, StatEntry | null>): Promise<void> {
     await this.pool.drainAll();
-    const packs = await this.packs.finish();
-    this.index.recordPacks(packs, [...this.newFiles.values()], statUpdates);
+    await this.sink.publish(statUpdates);
   }
 
   async abort(): Promise<void> {
     await this.pool.drainAll().catch(() => undefined);
-    await this.packs.abort();
+    await this.sink.abandon(false);
   }
 }
 

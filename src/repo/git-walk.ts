@@ -61,10 +61,3 @@ export async function hasObject(gitdir: string, oid: string, cache: object = {})
     return false;
   }
 }
-
-/** Copies one object (verified: isomorphic-git re-hashes what it reads, and the written id must match). */
-export async function copyObject(fromGitdir: string, toGitdir: string, oid: string, cache: object = {}): Promise<void> {
-  const o = await git.readObject({ fs: gitFs, gitdir: fromGitdir, oid, format: 'content', cache });
-  const written = await git.writeObject({ fs: gitFs, gitdir: toGitdir, type: o.type as GitType, object: o.object as Uint8Array, format: 'content' });
-  if (written !== oid) throw new Error(`git object ${oid} was written as ${written}`);
-}

@@ -132,11 +132,6 @@ export class GitRepo {
     return { type: o.type, content: o.object as Uint8Array };
   }
 
-  /** Writes an object from its content (loose, through the atomic gitFs); returns its id. */
-  writeRawObject(type: 'commit' | 'tree' | 'blob' | 'tag', content: Uint8Array): Promise<string> {
-    return git.writeObject({ ...this.base, type, object: content, format: 'content' });
-  }
-
   async readObjectType(oid: string): Promise<string> {
     return (await git.readObject({ ...this.base, oid, format: 'parsed', cache: this.cache })).type;
   }

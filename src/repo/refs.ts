@@ -69,3 +69,20 @@ export async function refsFor(
   }
   return out;
 }
+
+/** Every ref of a local store (notes included), full name -> value. */
+export async function localRefs(store: { repo: GitRepo }): Promise<Map<string, string>> {
+  const repo = store.repo;
+  const out = new Map<string, string>();
+  for (const r of (await repo.listRefs('refs')).map((x) => `refs/${x}`).sort()) {
+    const v = await repo.readRef(r);
+    if (v) out.set(r, v);
+  }
+  return out;
+}
+
+/** The full ref a user's name means in a table: exact, a tag, a head, `latest`. */
+export function findRef(table: Map<string, string>, name: string): string | undefined {
+  const candidates = name.startsWith('refs/') ? [name] : name === 'latest' ? ['refs/heads/latest'] : [`refs/tags/${name}`, `refs/heads/${name}`];
+  return candidates.find((c) => table.has(c));
+}

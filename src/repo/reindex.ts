@@ -5,9 +5,14 @@
  */
 import { readdir, open, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Store } from './store.js';
 import { ENTRY_FILE, packPath, readPackTable, type PackInfo } from './pack.js';
-import { MANIFEST_RECORD, type NewFile } from './index-db.js';
+import { MANIFEST_RECORD, type NewFile, type StoreIndex } from './index-db.js';
+
+/** What indexing needs of a store (the Store handle, which runs it after a crash, is one). */
+export interface PackStore {
+  index: StoreIndex;
+  packsDir: string;
+}
 
 /** Every pack id present on disk. */
 export async function listPackFiles(packsDir: string): Promise<string[]> {
@@ -29,7 +34,7 @@ export interface ReindexResult {
 }
 
 /** Adds the given packs (or every pack the index lacks) to the index. Caller holds the lock. */
-export async function indexPacks(store: Store, ids?: string[]): Promise<ReindexResult> {
+export async function indexPacks(store: PackStore, ids?: string[]): Promise<ReindexResult> {
   const known = new Set(store.index.packIds());
   const todo = (ids ?? (await listPackFiles(store.packsDir))).filter((id) => !known.has(id));
   const packs: PackInfo[] = [];

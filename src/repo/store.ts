@@ -13,8 +13,9 @@ import { ParallelHasher } from '../lib/hashing.js';
 import { StoreLock } from '../lib/lock.js';
 import { indexPacks } from './reindex.js';
 import { finishLastOperation } from './reflog.js';
-import { installDefaultHooks } from '../lib/package-files.js';
+import { installDefaultHooks } from './hooks.js';
 import { SLOT_BYTES, type ChunkingConfig } from './content.js';
+import { ObjectSink } from './object-sink.js';
 
 export const STORE_DIR = '.mstore';
 export const FORMAT = 'mstore/1';
@@ -152,6 +153,11 @@ export class Store {
 
   get hasher(): ParallelHasher {
     return (this._hasher ??= new ParallelHasher());
+  }
+
+  /** A new write path into this store (object-sink.ts); packs sealed at `packBytes` at most. */
+  sink(packBytes = this.config.chunking.packTargetBytes): ObjectSink {
+    return new ObjectSink(this, Math.min(packBytes, this.config.chunking.packTargetBytes));
   }
 
   requireWorkspace(what: string): string {

@@ -11,6 +11,13 @@ import { now as clockNow } from '../lib/clock.js';
 import { moveRefs, readRefLog, type RefLogEntry, type RefReason } from './reflog.js';
 import { META_PATH, META_SCHEMA, lineRef, nextVersionNumber, readMeta, versionName, type VersionMeta } from './versions.js';
 
+/** Who a version, tag or label is by when no one is named: MSTORE_AUTHOR_NAME/EMAIL, else the OS user at this host. */
+export function defaultAuthor(): { name: string; email: string } {
+  const name = process.env.MSTORE_AUTHOR_NAME ?? os.userInfo().username;
+  const email = process.env.MSTORE_AUTHOR_EMAIL ?? `${os.userInfo().username}@${os.hostname()}`;
+  return { name, email };
+}
+
 export interface NewVersion {
   line: string;
   /** The model files (no metadata record), blob ids already known. */

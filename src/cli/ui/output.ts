@@ -3,7 +3,7 @@ import cliProgress from 'cli-progress';
 import { MstoreError, errorLine } from '../../lib/errors.js';
 import { Store } from '../../repo/store.js';
 import { removalHint } from '../../repo/reflog.js';
-import type { Progress } from '../../ops/commit.js';
+import type { Progress } from '../../lib/progress.js';
 
 export function formatBytes(n: number | undefined): string {
   if (n === undefined) return '-';

@@ -16,11 +16,11 @@ import { ContentWriter } from '../../repo/content.js';
 import { identifyFile } from '../../repo/identify.js';
 import { gitMode, type WorkFile } from '../../repo/workspace.js';
 import type { FlatTree } from '../../repo/git.js';
-import { defaultAuthor } from '../commit.js';
+import { defaultAuthor } from '../../repo/version-write.js';
 import { writeVersion } from '../../repo/version-write.js';
 import { DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, lineRef, refCollision, type VersionMeta } from '../../repo/versions.js';
 import { bareName, entryNameProblem, linkTargetProblem, readBody, readTar, skipBody, MAX_META_BYTES, byteOrder } from '../../format/bundle.js';
-import type { ImportOptions, ImportResult, ImportedVersion, RefUpdate } from './import.js';
+import type { ImportOptions, ImportResult, ImportedVersion, ImportedRef } from './import-result.js';
 
 interface FilesEntry {
   /** Without a directory's trailing '/'. */
@@ -255,7 +255,7 @@ export async function importFiles(
       }
 
       // 2. Content into packs, for every version, as commit stores it.
-      const writer = new ContentWriter(store.index, store.hasher, store.config.chunking, store.tmpDir, store.packsDir);
+      const writer = new ContentWriter(store.sink(), store.hasher, store.config.chunking);
       const trees: { v: VersionDir; flat: FlatTree; blobs: Map<string, Buffer>; bytes: number }[] = [];
       try {
         for (const v of plan.versions) {
@@ -286,7 +286,7 @@ export async function importFiles(
 
       // 3. One version per directory, oldest first: blobs, metadata, tree, commit, tag, refs.
       const out: ImportedVersion[] = [];
-      const refs: RefUpdate[] = [];
+      const refs: ImportedRef[] = [];
       for (const { v, flat, blobs, bytes } of trees) {
         const line = lineOf(v);
         const description = v.meta.description.trim() ? v.meta.description : `imported ${v.root}`;

@@ -10,10 +10,10 @@ import { gitFs } from '../../repo/git-fs.js';
 import { MstoreError } from '../../lib/errors.js';
 import type { Store } from '../../repo/store.js';
 import { sha256 } from '../../lib/hashing.js';
-import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath } from '../../repo/pack.js';
-import { encodeManifest, type NewFile } from '../../repo/index-db.js';
+import { packPath } from '../../repo/pack.js';
+import { encodeManifest } from '../../repo/index-db.js';
 import { contentOf, type Roots } from '../../repo/reach.js';
-import { reachableObjects, hasObject, copyObject } from '../../repo/git-walk.js';
+import { reachableObjects, hasObject, type GitType } from '../../repo/git-walk.js';
 import { moveRefs, type RefMove, type RefReason, type RefLogEntry } from '../../repo/reflog.js';
 import { verify, type VerifyResult } from '../integrity/verify.js';
 
@@ -73,19 +73,15 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
       files.push({ oid, size: f.size, chunks: f.chunks });
       total += f.size;
     }
-    const writer = new PackWriter(dst.tmpDir, dst.packsDir, dst.config.chunking.packTargetBytes);
+    const sink = dst.sink();
     const handles = new Map<string, FileHandle>();
-    const added = new Set<string>();
-    const newFiles: NewFile[] = [];
-    let chunks = 0;
-    let bytes = 0;
     let done = 0;
     try {
       for (const f of files) {
         for (const c of f.chunks) {
           done += c.length;
+          if (sink.hasChunk(c.id)) continue;
           const key = c.id.toString('hex');
-          if (added.has(key) || dst.index.hasChunk(c.id)) continue;
           const loc = src.index.chunk(c.id);
           if (!loc) throw new MstoreError('EMISSING', `chunk ${key} is missing from ${src.dir}`);
           let fh = handles.get(loc.pack);
@@ -95,20 +91,14 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
           if (bytesRead !== loc.length || !sha256(data).equals(c.id)) {
             throw new MstoreError('ECORRUPT', `chunk ${key} in pack ${loc.pack} of ${src.dir} is damaged (hash mismatch); nothing copied`);
           }
-          await writer.add(ENTRY_CHUNK, c.id, data);
-          added.add(key);
-          chunks++;
-          bytes += loc.length;
+          await sink.addChunk(c.id, data);
           opts.onProgress?.({ done, total });
         }
-        const manifest = encodeManifest(f.chunks);
-        await writer.add(ENTRY_FILE, f.oid, manifest);
-        newFiles.push({ oid: f.oid, size: f.size, manifest });
+        await sink.addFile(f.oid, f.size, encodeManifest(f.chunks));
       }
-      const packs = await writer.finish();
-      dst.index.recordPacks(packs, newFiles);
+      await sink.publish();
     } catch (e) {
-      await writer.abort();
+      await sink.abandon(false);
       throw e;
     } finally {
       for (const fh of handles.values()) await fh.close();
@@ -119,8 +109,9 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
     const starts = [...new Set([...opts.versions.keys(), ...opts.refs.values()])];
     let gitObjects = 0;
     for (const o of await reachableObjects(src.gitdir, starts, cache)) {
-      if (await hasObject(dst.gitdir, o.oid)) continue;
-      await copyObject(src.gitdir, dst.gitdir, o.oid, cache);
+      if (await sink.hasGitObject(o.oid)) continue;
+      const { type, object } = await git.readObject({ fs: gitFs, gitdir: src.gitdir, oid: o.oid, format: 'content', cache });
+      await sink.addGitObject(type as GitType, object as Uint8Array, o.oid);
       gitObjects++;
     }
 
@@ -132,6 +123,6 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
 
     // 4. Refs.
     const refs = await moveRefs(dst, moves, opts.reason, { message: opts.message });
-    return { gitObjects, files: newFiles.length, chunks, bytes, verified, refs, keptRefs };
+    return { gitObjects, files: sink.newFiles, chunks: sink.newChunks, bytes: sink.newBytes, verified, refs, keptRefs };
   });
 }

@@ -6,15 +6,14 @@
  * written atomically, and refs move only in updateRefs, after a compare-and-swap, the
  * fast-forward rules, a presence walk and a full verify of every new version.
  */
-import { open, stat, type FileHandle } from 'node:fs/promises';
-import { spawn } from 'node:child_process';
+import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import git from 'isomorphic-git';
 import { Store } from '../../repo/store.js';
 import { MstoreError } from '../../lib/errors.js';
 import { gitFs } from '../../repo/git-fs.js';
-import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath } from '../../repo/pack.js';
-import { decodeManifest, encodeManifest, type NewFile } from '../../repo/index-db.js';
+import { packPath } from '../../repo/pack.js';
+import { decodeManifest, encodeManifest } from '../../repo/index-db.js';
 import { reachableObjects, hasObject, type GitType } from '../../repo/git-walk.js';
 import type { Roots } from '../../repo/reach.js';
 import { moveRefs, type RefMove } from '../../repo/reflog.js';
@@ -23,9 +22,10 @@ import { checkObject } from '../wire.js';
 import { ReceiptHasher } from '../../repo/receipt.js';
 import { BufferPool } from '../../lib/buffer-pool.js';
 import { InFlight } from '../../lib/in-flight.js';
-import { localRefs } from '../push.js';
+import { localRefs } from '../../repo/refs.js';
 import { deployStatus, type DeployStatus } from '../../repo/deploy-records.js';
 import { packageRoot } from '../../lib/package-files.js';
+import { runHook, storeHook } from '../../repo/hooks.js';
 import {
   checkObjectId,
   checkOid,
@@ -106,11 +106,7 @@ export class StoreRemote implements Remote {
     return store.withLock(
       'receive',
       async () => {
-        const index = store.index;
-        const writer = new PackWriter(store.tmpDir, store.packsDir, Math.min(store.config.chunking.packTargetBytes, PUBLISH_EVERY));
-        const added = new Set<string>();
-        let pending: NewFile[] = [];
-        let pendingBytes = 0;
+        const sink = store.sink(PUBLISH_EVERY);
         let stored = 0;
         let bytes = 0;
         const cache = {};
@@ -119,13 +115,10 @@ export class StoreRemote implements Remote {
         let proven: string[] = [];
         const publish = async (): Promise<void> => {
           await inFlight.drain();
-          const packs = await writer.finish();
-          index.recordPacks(packs, pending);
+          await sink.publish();
           if (this.wholeOnReceipt.size + proven.length > MAX_PROVEN) this.wholeOnReceipt.clear();
           for (const oid of proven) this.wholeOnReceipt.add(oid);
           proven = [];
-          pending = [];
-          pendingBytes = 0;
         };
         try {
           for await (const o of objects) {
@@ -134,15 +127,9 @@ export class StoreRemote implements Remote {
             bytes += o.data.length;
             onBytes?.(o.data.length);
             if (o.kind === 'chunk') {
-              const id = Buffer.from(o.id, 'hex');
               const hashed = receipt.add(o.id, o.data);
-              let written: Promise<void> | undefined;
-              if (!added.has(o.id) && !index.hasChunk(id)) {
-                written = writer.add(ENTRY_CHUNK, id, o.data);
-                added.add(o.id);
-                pendingBytes += o.data.length;
-                stored++;
-              }
+              const written = sink.addChunk(Buffer.from(o.id, 'hex'), o.data);
+              if (written) stored++;
               const data = o.data;
               await inFlight.add(
                 Promise.all([hashed, written]).finally(() => {
@@ -156,28 +143,25 @@ export class StoreRemote implements Remote {
               const chunks = decodeManifest(o.data);
               const verdict = await receipt.end(o.id, chunks.map((c) => c.id.toString('hex')));
               if (verdict === 'mismatch') throw new MstoreError('ECORRUPT', `file manifest ${o.id}: the chunks it lists arrived in order and hash to another file`);
-              if (index.hasFile(oid) || pending.some((f) => f.oid.equals(oid))) continue;
+              if (sink.hasFile(oid)) continue;
               let size = 0;
               for (const c of chunks) {
-                if (!added.has(c.id.toString('hex')) && !index.hasChunk(c.id)) {
+                if (!sink.hasChunk(c.id)) {
                   throw new MstoreError('EBADINPUT', `file manifest ${o.id} lists chunk ${c.id.toString('hex')}, which neither ${this.display} nor this upload holds`);
                 }
                 size += c.length;
               }
               if (verdict === 'whole') proven.push(o.id);
-              const manifest = Buffer.from(o.data);
-              await writer.add(ENTRY_FILE, oid, manifest);
-              pending.push({ oid, size, manifest });
+              await sink.addFile(oid, size, Buffer.from(o.data));
               stored++;
             } else {
-              if (await hasObject(store.gitdir, o.id, cache)) continue;
+              if (await sink.hasGitObject(o.id, cache)) continue;
               const nul = o.data.indexOf(0);
               const type = o.data.subarray(0, nul).toString('latin1').split(' ')[0] as GitType;
-              const written = await git.writeObject({ fs: gitFs, gitdir: store.gitdir, type, object: o.data.subarray(nul + 1), format: 'content' });
-              if (written !== o.id) throw new MstoreError('ECORRUPT', `git object ${o.id} was stored as ${written}`);
+              await sink.addGitObject(type, o.data.subarray(nul + 1), o.id, cache);
               stored++;
             }
-            if (pendingBytes >= PUBLISH_EVERY) await publish();
+            if (sink.unpublishedBytes >= PUBLISH_EVERY) await publish();
           }
           await publish();
         } catch (e) {
@@ -186,8 +170,7 @@ export class StoreRemote implements Remote {
           // keep every object that arrived whole, so the rerun sends only the rest.
           await inFlight.drain();
           receipt.reset();
-          if (badData) await writer.abort();
-          else await publish().catch(() => writer.abort());
+          await sink.abandon(!badData);
           throw e;
         }
         return { objects: stored, bytes };
@@ -309,40 +292,17 @@ export class StoreRemote implements Remote {
 
   /** Runs hooks/post-receive, if installed and executable, with "old new ref" lines on stdin. */
   private async runPostReceive(lines: string[], onLine?: (line: string) => void): Promise<void> {
-    const hook = path.join(this.store.dir, 'hooks', 'post-receive');
-    const st = await stat(hook).catch(() => undefined);
-    if (!st?.isFile() || (st.mode & 0o111) === 0) return;
-    await new Promise<void>((resolve) => {
-      const child = spawn(hook, [], {
-        cwd: this.store.dir,
-        stdio: ['pipe', 'pipe', 'pipe'],
-        // The shipped hook runs `mstore deploy apply` with this very CLI.
-        env: { ...process.env, MSTORE_DIR: this.store.dir, GIT_DIR: this.store.gitdir, MSTORE_NODE: process.execPath, MSTORE_CLI: path.join(packageRoot(), 'dist', 'bundle', 'cli.js') },
-      });
-      const flushes: (() => void)[] = [];
-      const lineOut = (): ((d: Buffer) => void) => {
-        let partial = '';
-        flushes.push(() => partial && onLine?.(partial));
-        return (d: Buffer) => {
-          const parts = (partial + d.toString('utf8')).split('\n');
-          partial = parts.pop() ?? '';
-          for (const l of parts) onLine?.(l);
-        };
-      };
-      child.stdout.on('data', lineOut());
-      child.stderr.on('data', lineOut());
-      child.on('error', (e) => {
-        onLine?.(`post-receive hook could not run: ${e.message}`);
-        resolve();
-      });
-      child.on('close', (code, signal) => {
-        for (const f of flushes) f();
-        if (code !== 0) onLine?.(`post-receive hook exited ${signal ?? code}`);
-        resolve();
-      });
-      child.stdin.on('error', () => undefined);
-      child.stdin.end(lines.join('\n') + '\n');
+    const hook = await storeHook(this.store.dir, 'post-receive');
+    if (!hook) return;
+    const run = await runHook(hook, {
+      input: lines.join('\n') + '\n',
+      cwd: this.store.dir,
+      // The shipped hook runs `mstore deploy apply` with this very CLI.
+      env: { ...process.env, MSTORE_DIR: this.store.dir, GIT_DIR: this.store.gitdir, MSTORE_NODE: process.execPath, MSTORE_CLI: path.join(packageRoot(), 'dist', 'bundle', 'cli.js') },
+      onLine,
     });
+    if (run.startError) onLine?.(`post-receive hook could not run: ${run.startError.message}`);
+    else if (run.code !== 0) onLine?.(`post-receive hook exited ${run.signal ?? run.code}`);
   }
 
   deployStatus(): Promise<DeployStatus> {
