@@ -5,7 +5,7 @@ import { readCurves, summarizeCurves, type Curve } from '../../ops/diff/curves.j
 import { renderPng, renderSvg, terminalChart, type ChartSeries } from '../ui/charts.js';
 import { atomicWriteFile } from '../../lib/fsutil.js';
 import { MstoreError } from '../../lib/errors.js';
-import { handler, out, printJson, warn, withStore } from '../ui/output.js';
+import { handler, out, printJson, useColor, warn, withStore } from '../ui/output.js';
 
 interface Args {
   revs: string[];
@@ -18,7 +18,6 @@ interface Args {
 /** `workspace` names the uncommitted workspace, as in diff. */
 export const WORKSPACE_REV = 'workspace';
 
-const useColor = (): boolean => !process.env.NO_COLOR && !!process.stdout.isTTY;
 
 export const curvesCommand: CommandModule<object, Args> = {
   command: 'curves <revs..>',

@@ -17,7 +17,8 @@ export function formatBytes(n: number | undefined): string {
   return u === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
 }
 
-const useColor = (): boolean => !process.env.NO_COLOR && !!process.stdout.isTTY;
+/** The one colour switch: stdout is a terminal and NO_COLOR is unset. */
+export const useColor = (): boolean => !process.env.NO_COLOR && !!process.stdout.isTTY;
 const paint = (code: number) => (s: string): string => (useColor() ? `\x1b[${code}m${s}\x1b[0m` : s);
 export const yellow = paint(33);
 export const green = paint(32);
