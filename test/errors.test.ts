@@ -356,7 +356,7 @@ function chunkOffsetInPack(ws: string, oid: string): { pack: string; offset: num
   for (const rel of walkFiles(packsDir).filter((p) => p.endsWith('.pack'))) {
     const file = path.join(packsDir, rel);
     const data = readFileSync(file);
-    // layout (src/store/pack.ts): magic 8 | entries | table (type u8, length u32, id 32)* | footer 44
+    // layout (src/repo/pack.ts): magic 8 | entries | table (type u8, length u32, id 32)* | footer 44
     const count = data.readUInt32LE(data.length - 44 + 32);
     const tableStart = data.length - 44 - count * 37;
     const entries: { type: number; length: number; id: string; offset: number }[] = [];

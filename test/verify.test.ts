@@ -18,7 +18,7 @@ import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, readSync, read
 import { cleanup, git, mstore, tmpDir, treeDigest, writeSafetensors, type RunResult, type TensorSpec } from './helpers.js';
 
 // ---------------------------------------------------------------------------------------
-// Types of the JSON the commands print (src/store/verify.ts, src/store/fsck.ts).
+// Types of the JSON the commands print (src/ops/integrity/verify.ts, fsck.ts).
 
 interface VerifyJson {
   ok: boolean;

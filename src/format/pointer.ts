@@ -1,5 +1,5 @@
 /**
- * git-lfs pointer files (git-lfs docs/spec.md, v1): UTF-8 `key value\n` lines,
+ * git-lfs pointer files (spec v1, as docs/format.md §7.3 restates it): UTF-8 `key value\n` lines,
  * `version` first, then the other keys sorted. mstore writes exactly three lines.
  */
 export const LFS_VERSION = 'https://git-lfs.github.com/spec/v1';

@@ -1,5 +1,5 @@
 /**
- * safetensors header validation by the official parser's rules (brief §4) and the
+ * safetensors header validation by the official parser's rules (docs/format.md §4.2) and the
  * tensor-aware chunk plan: cut at the end of the header and at every tensor boundary,
  * big regions in fixed pieces aligned to their start, so an unchanged tensor dedups exactly.
  */

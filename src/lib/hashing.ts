@@ -1,5 +1,5 @@
 /**
- * sha256 through node:crypto (brief §2: ~1450 MB/s with SHA-NI; pure-JS hashes are
+ * sha256 through node:crypto (~1450 MB/s with SHA-NI, docs/format.md §3; pure-JS hashes are
  * 10x slower and stay off bulk paths). `ParallelHasher` moves one running digest per
  * file onto a second core so two sha256 passes (file oid and chunk ids) cost one.
  */
@@ -21,7 +21,7 @@ interface Pending {
 }
 
 /**
- * The worker's file: beside this module (dist/src/store/), or one level up when this code
+ * The worker's file: beside this module (dist/src/lib/), or one level up when this code
  * sits in a chunk of the split bundle (dist/bundle/chunks/ -> dist/bundle/hash-worker.js).
  */
 function workerUrl(): URL {

@@ -1,5 +1,5 @@
 /**
- * PEFT LoRA adapters (brief §5): adapter_config.json + adapter_model.safetensors, keys
+ * PEFT LoRA adapters (docs/merge.md): adapter_config.json + adapter_model.safetensors, keys
  * `base_model.model.<module>.lora_A.weight` [r, in] / `.lora_B.weight` [out, r],
  * `.lora_embedding_A` [r, num] / `.lora_embedding_B` [dim, r], `.lora_magnitude_vector` (DoRA),
  * `.lora_B.bias` (lora_bias), and full tensors of modules_to_save / trained biases.

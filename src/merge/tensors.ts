@@ -1,5 +1,5 @@
 /**
- * safetensors files for the merge: the validated header (src/store/safetensors.ts, the official
+ * safetensors files for the merge: the validated header (format/safetensors.ts, the official
  * parser's rules), the header's raw JSON (written back verbatim, so tensor order, `__metadata__`
  * and every byte of the header survive), and tensors read as fp32.
  */

