@@ -14,136 +14,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import path from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, readlinkSync, writeFileSync, lstatSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { CLI, cleanup, listeningUrl, mstore, prng, sha256File, tmpDir, writeSafetensors } from './helpers.js';
-
-const TOKEN = 'deploy-test-push-token-0123456789';
-const STANDIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../scripts/inference-standin.js');
-
-/**
- * The inference API stand-in as its own process: the tests drive the CLI synchronously, which
- * would starve an in-process server. Faults and state go over its /__standin routes.
- */
-interface Standin {
-  url: string;
-  port: number;
-  child: ChildProcess;
-  setFaults(f: Record<string, number>): Promise<void>;
-  active(): Promise<string | null>;
-  close(): Promise<void>;
-}
-
-async function startStandin(port = 0): Promise<Standin> {
-  const child = spawn(process.execPath, [STANDIN, '--port', String(port)], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const url = await listeningUrl(child);
-  return {
-    url,
-    port: Number(new URL(url).port),
-    child,
-    setFaults: async (f) => {
-      const r = await fetch(`${url}/__standin/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(f) });
-      assert.is(r.status, 200);
-    },
-    active: async () => ((await (await fetch(`${url}/__standin/state`)).json()) as { active: string | null }).active,
-    close: async () => {
-      if (child.exitCode !== null) return;
-      const gone = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await gone;
-    },
-  };
-}
-const ENV = { BOX_TOKEN: TOKEN };
-
-function ok(cwd: string, args: string[]): string {
-  const r = mstore(cwd, args, ENV);
-  assert.is(r.code, 0, `mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-  return r.stdout;
-}
-
-interface Server {
-  child: ChildProcess;
-  url: string;
-}
-
-/** `mstore serve` in its own process group (so a kill -9 takes its hooks with it). */
-async function serve(store: string, tokens: string, port = 0): Promise<Server> {
-  const child = spawn(process.execPath, [CLI, 'serve', store, '--listen', `127.0.0.1:${port}`, '--tokens', tokens], {
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1' },
-  });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const url = await listeningUrl(child).catch((e: Error) => {
-    throw new Error(`${e.message}: ${err}`);
-  });
-  return { child, url };
-}
-
-async function killGroup(s: Server, signal: NodeJS.Signals): Promise<void> {
-  if (s.child.exitCode !== null || s.child.signalCode !== null) return;
-  const gone = new Promise((r) => s.child.once('exit', r));
-  try {
-    process.kill(-s.child.pid!, signal);
-  } catch {
-    return;
-  }
-  await gone;
-}
-
-interface Box {
-  root: string;
-  store: string;
-  deployRoot: string;
-  tokens: string;
-  ws: string;
-  standin: Standin;
-  server: Server;
-}
-
-async function setup(root: string): Promise<Box> {
-  const standin = await startStandin();
-  const store = path.join(root, 'box');
-  const deployRoot = path.join(root, 'deploy');
-  ok(root, ['init', '--bare', store]);
-  ok(root, ['-C', store, 'deploy', 'setup', '--root', deployRoot, '--api', standin.url]);
-  // Fail fast in tests: two tries per call, 50 ms apart.
-  const cfgFile = path.join(store, 'deploy.json');
-  const cfg = JSON.parse(readFileSync(cfgFile, 'utf8')) as { api: Record<string, unknown> };
-  cfg.api.attempts = 2;
-  cfg.api.backoffMs = 50;
-  cfg.api.timeoutMs = 5000;
-  writeFileSync(cfgFile, JSON.stringify(cfg, null, 2));
-  const tokens = path.join(root, 'tokens');
-  writeFileSync(tokens, `push ${TOKEN}\n`);
-  const server = await serve(store, tokens);
-  const ws = path.join(root, 'ws');
-  mkdirSync(ws);
-  ok(ws, ['init']);
-  ok(ws, ['remote', 'add', 'box', server.url, '--token-env', 'BOX_TOKEN']);
-  return { root, store, deployRoot, tokens, ws, standin, server };
-}
-
-/** A small model version: `seed` decides the tensor bytes. */
-function commitVersion(ws: string, seed: number, rows = 256): void {
-  writeSafetensors(path.join(ws, 'model.safetensors'), [
-    { name: 'model.layers.0.mlp.weight', dtype: 'BF16', shape: [rows, 1024], seed },
-    { name: 'model.layers.1.mlp.weight', dtype: 'BF16', shape: [rows, 1024], seed: seed + 1 },
-  ]);
-  writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ seed }));
-  ok(ws, ['commit', '-m', `seed ${seed}`]);
-}
-
-interface Status {
-  live: { version: string } | null;
-  history: { version: string; result: string; action: string; reason?: string }[];
-}
-const status = (b: Box): Status => JSON.parse(ok(b.ws, ['deploy', 'status', 'box', '--json'])) as Status;
-const current = (b: Box): string => readlinkSync(path.join(b.deployRoot, 'current'));
+import { readFileSync, lstatSync } from 'node:fs';
+import { CLI, mstore, prng, sha256File } from './helpers.js';
+import { ENV, commitVersion, current, killGroup, ok, serve, startStandin, status, withBox, type Box } from './deploy-helpers.js';
 
 /** `current` names a complete directory: every file of the marker hashes to the version's sha256. */
 function assertCurrentComplete(b: Box, why: string): string {
@@ -155,17 +30,8 @@ function assertCurrentComplete(b: Box, why: string): string {
   return marker.version;
 }
 
-async function teardown(b: Box | undefined): Promise<void> {
-  if (!b) return;
-  await killGroup(b.server, 'SIGTERM');
-  await b.standin.close();
-}
-
-test('deploy v001 then v002 over HTTP: current -> v002, active in the API, both attempts recorded', async () => {
-  const root = tmpDir('mstore-deploy-');
-  let b: Box | undefined;
-  try {
-    b = await setup(root);
+test('deploy v001 then v002 over HTTP: current -> v002, active in the API, both attempts recorded', () =>
+  withBox('mstore-deploy-', async (b) => {
     commitVersion(b.ws, 1);
     commitVersion(b.ws, 10);
     const d1 = mstore(b.ws, ['deploy', 'box', 'v001'], ENV);
@@ -180,17 +46,11 @@ test('deploy v001 then v002 over HTTP: current -> v002, active in the API, both 
     assert.equal(st.history.map((a) => [a.version, a.result]), [['v002', 'ok'], ['v001', 'ok']]);
     // Deploying what is live again is a no-op.
     assert.match(ok(b.ws, ['deploy', 'box', 'v002']), /already live/);
-  } finally {
-    await teardown(b);
-    cleanup(root);
-  }
-});
+  }),
+);
 
-test('a failing API (500 on set_active, then down): deploy fails, current and active stay; a retry after recovery succeeds', async () => {
-  const root = tmpDir('mstore-deploy-fail-');
-  let b: Box | undefined;
-  try {
-    b = await setup(root);
+test('a failing API (500 on set_active, then down): deploy fails, current and active stay; a retry after recovery succeeds', () =>
+  withBox('mstore-deploy-fail-', async (b) => {
     commitVersion(b.ws, 1);
     commitVersion(b.ws, 10);
     ok(b.ws, ['deploy', 'box', 'v001']);
@@ -224,19 +84,13 @@ test('a failing API (500 on set_active, then down): deploy fails, current and ac
     assert.is(await b.standin.active(), 'mstore-v003');
     const st = status(b);
     assert.equal(st.history.map((a) => [a.version, a.result]), [['v003', 'ok'], ['v003', 'failed'], ['v002', 'ok'], ['v002', 'failed'], ['v001', 'ok']]);
-  } finally {
-    await teardown(b);
-    cleanup(root);
-  }
-});
+  }),
+);
 
 test('kill -9 of the server mid-deploy at 10 moments: after restart current is a complete, verified version', async () => {
   const seed = Number(process.env.MSTORE_TEST_SEED ?? Date.now() % 100000);
   const rnd = prng(seed);
-  const root = tmpDir('mstore-deploy-kill-');
-  let b: Box | undefined;
-  try {
-    b = await setup(root);
+  await withBox('mstore-deploy-kill-', async (b) => {
     const port = Number(new URL(b.server.url).port);
     // 2 x 16 MiB tensors: materialising and verifying takes a while.
     commitVersion(b.ws, 1, 8192);
@@ -271,17 +125,11 @@ test('kill -9 of the server mid-deploy at 10 moments: after restart current is a
     commitVersion(b.ws, 999, 8192);
     ok(b.ws, ['deploy', 'box', 'v013']);
     assert.is(assertCurrentComplete(b, 'final'), 'v013');
-  } finally {
-    await teardown(b);
-    cleanup(root);
-  }
+  });
 });
 
-test('rollback switches to the previous good version without transfer or re-materialisation', async () => {
-  const root = tmpDir('mstore-deploy-rb-');
-  let b: Box | undefined;
-  try {
-    b = await setup(root);
+test('rollback switches to the previous good version without transfer or re-materialisation', () =>
+  withBox('mstore-deploy-rb-', async (b) => {
     commitVersion(b.ws, 1, 2048);
     commitVersion(b.ws, 2, 2048);
     ok(b.ws, ['deploy', 'box', 'v001']);
@@ -304,10 +152,7 @@ test('rollback switches to the previous good version without transfer or re-mate
     assert.match(none.stderr, /never deployed 'v099'/);
     const digest = createHash('sha256').update(readFileSync(path.join(b.deployRoot, 'v002', 'model.safetensors'))).digest('hex');
     assert.is(digest, sha256File(path.join(b.ws, 'model.safetensors')));
-  } finally {
-    await teardown(b);
-    cleanup(root);
-  }
-});
+  }),
+);
 
 test.run();

@@ -1,11 +1,13 @@
 /**
- * The record of every deploy attempt in the serving store: `deploy/attempts.jsonl`, one
- * JSON object per line, appended with fdatasync. An attempt writes a `started` line, then
- * its outcome under the same id, so one killed mid-way shows as unfinished.
+ * The record of every deploy attempt in the serving store: the journal (lib/journal.ts)
+ * `deploy/attempts.jsonl`, one JSON object per line, appended with fdatasync. An attempt
+ * writes a `started` line, then its outcome under the same id, so one killed mid-way shows
+ * as unfinished.
  */
-import { mkdir, open, readFile, readlink } from 'node:fs/promises';
+import { readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { appendRecords, readRecords } from '../lib/journal.js';
 import type { Store } from './store.js';
 import { readDeployConfig, triggerRef } from './deploy-config.js';
 
@@ -48,35 +50,20 @@ export function newAttemptId(): string {
   return randomBytes(6).toString('hex');
 }
 
-export async function appendAttempt(store: Store, a: DeployAttempt): Promise<void> {
-  await mkdir(deployDir(store), { recursive: true });
-  const fh = await open(path.join(deployDir(store), 'attempts.jsonl'), 'a');
-  try {
-    await fh.write(`${JSON.stringify(a)}\n`);
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
+function attemptsFile(store: Store): string {
+  return path.join(deployDir(store), 'attempts.jsonl');
 }
 
-/** Attempts oldest first, each with its last line's fields (a torn last line is ignored). */
+export async function appendAttempt(store: Store, a: DeployAttempt): Promise<void> {
+  await appendRecords(attemptsFile(store), [a]);
+}
+
+/** Attempts oldest first, each with its last line's fields (torn lines are skipped). */
 export async function readAttempts(store: Store): Promise<DeployAttempt[]> {
-  let text = '';
-  try {
-    text = await readFile(path.join(deployDir(store), 'attempts.jsonl'), 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
   const byId = new Map<string, DeployAttempt>();
-  for (const line of text.split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      const a = JSON.parse(line) as DeployAttempt;
-      const first = byId.get(a.id);
-      byId.set(a.id, first ? { ...a, time: first.time, finished: a.time, previous: a.previous ?? first.previous } : a);
-    } catch {
-      // a line torn by a crash
-    }
+  for (const a of await readRecords<DeployAttempt>(attemptsFile(store))) {
+    const first = byId.get(a.id);
+    byId.set(a.id, first ? { ...a, time: first.time, finished: a.time, previous: a.previous ?? first.previous } : a);
   }
   return [...byId.values()];
 }

@@ -1,14 +1,20 @@
 /**
  * Ref history: every move of a ref or tag, recorded before the ref moves (write-ahead),
  * so a ref never changes without a trace and a deleted version can be found again.
- * One append-only JSON-lines file, `reflog.jsonl` in the store (docs/format.md §9).
+ * One append-only JSON-lines journal (lib/journal.ts), `reflog.jsonl` in the store (docs/format.md §13).
  */
-import { open, readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
 import { now } from '../lib/clock.js';
-import type { Store } from './store.js';
+import { appendRecords, readRecords, recordsFromEnd } from '../lib/journal.js';
+import type { GitRepo } from './git.js';
+
+/** What the ref history needs of a store: not Store itself, which calls finishLastOperation (no cycle). */
+export interface RefStore {
+  readonly dir: string;
+  readonly repo: GitRepo;
+}
 
 export const REFLOG_FILE = 'reflog.jsonl';
 
@@ -54,52 +60,18 @@ export function newOpId(): string {
   return randomBytes(6).toString('hex');
 }
 
-function journalPath(store: Store): string {
+function journalPath(store: RefStore): string {
   return path.join(store.dir, REFLOG_FILE);
 }
 
-/** Every entry, oldest first. A torn last line (crash mid-append) is ignored. */
-export async function readRefLog(store: Store): Promise<RefLogEntry[]> {
-  let text: string;
-  try {
-    text = await readFile(journalPath(store), 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw e;
-  }
-  const out: RefLogEntry[] = [];
-  const lines = text.split('\n');
-  lines.forEach((line, i) => {
-    if (!line) return;
-    try {
-      out.push(JSON.parse(line) as RefLogEntry);
-    } catch {
-      if (i < lines.length - 1 && lines.slice(i + 1).some((l) => l)) {
-        throw new MstoreError('ECORRUPT', `${journalPath(store)} line ${i + 1} is not valid JSON`);
-      }
-    }
-  });
-  return out;
+/** Every entry, oldest first. Torn lines (a crash mid-append) are skipped. */
+export async function readRefLog(store: RefStore): Promise<RefLogEntry[]> {
+  return readRecords<RefLogEntry>(journalPath(store));
 }
 
-/** Appends entries durably (one write, then fdatasync). */
-async function appendEntries(store: Store, entries: RefLogEntry[]): Promise<void> {
-  if (!entries.length) return;
-  const fh = await open(journalPath(store), 'a+');
-  try {
-    const { size } = await fh.stat();
-    let text = entries.map((e) => JSON.stringify(e)).join('\n') + '\n';
-    if (size > 0) {
-      // A crash may have left a torn line without its newline: start on a fresh line.
-      const last = Buffer.alloc(1);
-      await fh.read(last, 0, 1, size - 1);
-      if (last[0] !== 0x0a) text = `\n${text}`;
-    }
-    await fh.write(text);
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
+/** The entries newest first, read from the end: for callers that need only the latest few. */
+export function refLogFromEnd(store: RefStore): AsyncGenerator<RefLogEntry> {
+  return recordsFromEnd<RefLogEntry>(journalPath(store));
 }
 
 /**
@@ -107,7 +79,7 @@ async function appendEntries(store: Store, entries: RefLogEntry[]): Promise<void
  * the refs are written in order. Caller holds the store lock. Returns the entries written.
  */
 export async function moveRefs(
-  store: Store,
+  store: RefStore,
   moves: RefMove[],
   reason: RefReason,
   opts: { op?: string; message?: string } = {},
@@ -123,7 +95,7 @@ export async function moveRefs(
     if (old === m.value) continue;
     entries.push({ time, ref: m.ref, old, new: m.value, reason, op, ...(opts.message ? { message: opts.message } : {}) });
   }
-  await appendEntries(store, entries);
+  await appendRecords(journalPath(store), entries);
   for (const e of entries) {
     if (e.new === null) await repo.deleteRef(e.ref);
     else await repo.writeRef(e.ref, e.new, true);
@@ -138,17 +110,19 @@ export async function moveRefs(
  * "all refs of one operation move together" survives a kill between two ref writes. A ref
  * that has since moved elsewhere leaves the operation alone. Caller holds the store lock.
  */
-export async function finishLastOperation(store: Store): Promise<RefLogEntry[]> {
-  const entries = await readRefLog(store);
-  if (!entries.length) return [];
-  const op = entries[entries.length - 1].op;
-  let i = entries.length;
-  while (i > 0 && entries[i - 1].op === op) i--;
+export async function finishLastOperation(store: RefStore): Promise<RefLogEntry[]> {
+  // The trailing entries sharing one op id, read from the end (the file is not read whole).
+  const last: RefLogEntry[] = [];
+  for await (const e of refLogFromEnd(store)) {
+    if (last.length && e.op !== last[0].op) break;
+    last.unshift(e);
+  }
+  if (!last.length) return [];
   // Only transfers promise that their refs move together; a killed commit is not made to
   // have happened after the fact.
-  if (!['push', 'pull'].includes(entries[i].reason)) return [];
+  if (!['push', 'pull'].includes(last[0].reason)) return [];
   const todo: RefLogEntry[] = [];
-  for (const e of entries.slice(i)) {
+  for (const e of last) {
     const cur = (await store.repo.readRef(e.ref)) ?? null;
     if (cur === e.new) continue;
     if (cur !== e.old) return [];
@@ -161,18 +135,29 @@ export async function finishLastOperation(store: Store): Promise<RefLogEntry[]> 
   return todo;
 }
 
-/** The entries for one ref (exact name, or a short name under refs/tags/ or refs/heads/), newest first. */
+/** Whether an entry moved the ref `name` (exact name, or a short name under refs/tags/ or refs/heads/). */
+export function movesRef(name: string): (e: RefLogEntry) => boolean {
+  const names = name.startsWith('refs/') ? [name] : [`refs/tags/${name}`, `refs/heads/${name}`];
+  return (e) => names.includes(e.ref);
+}
+
+/** The newest entry that `match` accepts, read from the end. */
+export async function latestEntry(store: RefStore, match: (e: RefLogEntry) => boolean): Promise<RefLogEntry | undefined> {
+  for await (const e of refLogFromEnd(store)) if (match(e)) return e;
+  return undefined;
+}
+
+/** The entries for one ref (see movesRef), newest first. */
 export function entriesFor(entries: RefLogEntry[], name: string): RefLogEntry[] {
-  const names = name.startsWith('refs/') ? [name] : [`refs/tags/${name}`, `refs/heads/${name}`, ...(name === 'latest' ? ['refs/heads/latest'] : [])];
-  return entries.filter((e) => names.includes(e.ref)).reverse();
+  return entries.filter(movesRef(name)).reverse();
 }
 
 /**
  * Why a name no longer resolves, from the ref history: "v002 was removed by rm at <time>;
  * 'mstore restore v002' brings it back until gc frees its data". Undefined if it never existed.
  */
-export async function removalHint(store: Store, name: string): Promise<string | undefined> {
-  const e = entriesFor(await readRefLog(store), name)[0];
+export async function removalHint(store: RefStore, name: string): Promise<string | undefined> {
+  const e = await latestEntry(store, movesRef(name));
   if (!e || e.new !== null) return undefined;
   return `${name} was removed by ${e.reason} at ${e.time}; 'mstore restore ${name}' brings it back until gc frees its data (or 'mstore backup restore NAME ${name}')`;
 }

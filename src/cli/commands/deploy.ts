@@ -1,9 +1,10 @@
+/** `mstore deploy`: push and make live, status, rollback, and the serving side's setup and apply (docs/deploy.md). */
 import type { CommandModule } from 'yargs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { MstoreError } from '../../lib/errors.js';
 import { atomicWriteFile } from '../../lib/fsutil.js';
-import { readRefLog } from '../../repo/reflog.js';
+import { latestEntry } from '../../repo/reflog.js';
 import { openRemote } from '../../remote/open.js';
 import { deploy, remoteDeployStatus, rollback, type DeployOutcome } from '../../deploy/client.js';
 import { applyDeploy } from '../../deploy/apply.js';
@@ -94,7 +95,7 @@ export const deployCommand: CommandModule<object, Args> = {
         const lines = (await readStdin()).split('\n').map((l) => l.trim().split(/\s+/));
         const moved = lines.filter((p) => p.length === 3 && p[2] === ref && p[1] !== ZERO).pop();
         if (!moved) return;
-        const entry = (await readRefLog(store)).filter((e) => e.ref === ref).pop();
+        const entry = await latestEntry(store, (e) => e.ref === ref);
         const action: DeployAction = entry?.message?.startsWith('rollback') ? 'rollback' : 'deploy';
         const commit = await store.repo.peelToCommit(moved[1]);
         const r = await applyDeploy(store, commit, { action, onLine: (l) => out(l) });

@@ -1,6 +1,7 @@
+/** `mstore log`: the versions, newest first (sizes, tags, status, metric columns). */
 import type { CommandModule } from 'yargs';
 import { log } from '../../ops/inspect.js';
-import { dim, formatBytes, handler, out, printJson, statusBadge, yellow, withStore } from '../ui/output.js';
+import { dim, formatBytes, handler, out, printJson, statusBadge, yellow, withStore, wholeNumber } from '../ui/output.js';
 import { STATUSES } from '../../repo/versions.js';
 import { MstoreError } from '../../lib/errors.js';
 
@@ -30,10 +31,7 @@ export const logCommand: CommandModule<object, Args> = {
       .option('n', {
         type: 'number',
         describe: 'show at most N versions',
-        coerce: (v: number) => {
-          if (!Number.isInteger(v) || v < 0) throw new Error('-n expects a non-negative integer');
-          return v;
-        },
+        coerce: wholeNumber('-n'),
       })
       .option('metrics', { type: 'string', requiresArg: true, describe: 'metric columns, comma-separated (NAME,NAME)' })
       .option('status', { type: 'string', requiresArg: true, describe: `only versions with this status (${STATUSES.join(', ')})` })

@@ -1,9 +1,10 @@
+/** `mstore merge-lora`: a LoRA adapter (PEFT or kohya) merged into its base model on the CPU (docs/merge.md). */
 import type { CommandModule } from 'yargs';
 import { mkdtemp, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { mergeLora, type MergeResult } from '../../merge/merge.js';
 import { MstoreError } from '../../lib/errors.js';
-import { dim, formatBytes, handler, out, printJson, progressBar } from '../ui/output.js';
+import { dim, formatBytes, handler, out, printJson, progressBar, wholeNumber } from '../ui/output.js';
 
 interface Args {
   base: string;
@@ -31,10 +32,7 @@ export const mergeLoraCommand: CommandModule<object, Args> = {
         type: 'number',
         requiresArg: true,
         describe: 'worker threads (default: every core; 0: compute on the main thread)',
-        coerce: (v: number) => {
-          if (!Number.isInteger(v) || v < 0) throw new Error('--threads expects a non-negative integer');
-          return v;
-        },
+        coerce: wholeNumber('--threads'),
       })
       .option('json', { type: 'boolean', default: false })
       .example('$0 merge-lora --base Qwen3-0.6B --adapter checkpoints/adapter --out merged', 'PEFT adapter into a (sharded) safetensors model')

@@ -1,4 +1,4 @@
-/** Rendering shared by the commands: bytes, colour, JSON, progress bars, errors. */
+/** Rendering shared by the commands: bytes, colour, JSON, progress bars, errors; and their argument checks. */
 import cliProgress from 'cli-progress';
 import { MstoreError, errorLine } from '../../lib/errors.js';
 import { Store } from '../../repo/store.js';
@@ -129,4 +129,12 @@ export function parseKeyValues(items: string[] | undefined, flag: string): Recor
     outObj[item.slice(0, eq)] = value;
   }
   return outObj;
+}
+
+/** A yargs `coerce` for a count option (`-n`, `--threads`): a non-negative integer, else a usage error. */
+export function wholeNumber(flag: string): (v: number) => number {
+  return (v) => {
+    if (!Number.isInteger(v) || v < 0) throw new Error(`${flag} expects a non-negative integer`);
+    return v;
+  };
 }

@@ -1,13 +1,14 @@
 /**
  * Backup stores: other mstore stores (a second disk, an NFS mount) that versions are
  * copied to and verified in, with a record of every backup. Registered in `backups.json`;
- * records appended to `backups.jsonl` (docs/format.md §10).
+ * records appended to the journal `backups.jsonl` (lib/journal.ts; docs/format.md §14).
  */
-import { readFile, open, stat, readdir } from 'node:fs/promises';
+import { readFile, stat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { MstoreError } from '../../lib/errors.js';
 import { Store, STORE_DIR } from '../../repo/store.js';
 import { atomicWriteFile } from '../../lib/fsutil.js';
+import { appendRecords, readRecords } from '../../lib/journal.js';
 import { now } from '../../lib/clock.js';
 import { readMeta, resolveRev, lineRef } from '../../repo/versions.js';
 import { refRoots, type Roots } from '../../repo/reach.js';
@@ -95,32 +96,7 @@ export async function addBackup(store: Store, name: string, target: string): Pro
 }
 
 export async function readBackupRecords(store: Store): Promise<BackupRecord[]> {
-  let text: string;
-  try {
-    text = await readFile(path.join(store.dir, RECORDS), 'utf8');
-  } catch {
-    return [];
-  }
-  const out: BackupRecord[] = [];
-  for (const line of text.split('\n')) {
-    if (!line) continue;
-    try {
-      out.push(JSON.parse(line) as BackupRecord);
-    } catch {
-      // a torn last line from a crash
-    }
-  }
-  return out;
-}
-
-async function appendRecord(store: Store, r: BackupRecord): Promise<void> {
-  const fh = await open(path.join(store.dir, RECORDS), 'a');
-  try {
-    await fh.write(`${JSON.stringify(r)}\n`);
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
+  return readRecords<BackupRecord>(path.join(store.dir, RECORDS));
 }
 
 export interface BackupOptions {
@@ -202,7 +178,7 @@ export async function backupLocked(store: Store, opts: BackupOptions): Promise<B
     copied: { files: copy.files, chunks: copy.chunks, bytes: copy.bytes, gitObjects: copy.gitObjects },
     verifiedBytes: copy.verified.bytes,
   };
-  await appendRecord(store, record);
+  await appendRecords(path.join(store.dir, RECORDS), [record]);
   return { ...record, kept: copy.keptRefs };
 }
 
