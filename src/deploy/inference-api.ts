@@ -6,6 +6,7 @@
  * would add ~0.1 s of start-up to a rollback that has to take under a second.
  */
 import { render, type ApiCall, type DeployConfig, type TemplateValues } from '../repo/deploy-config.js';
+import { retry } from '../lib/retry.js';
 
 export interface CallResult {
   status: number;
@@ -16,7 +17,8 @@ export class ApiError extends Error {
   override readonly name = 'ApiError';
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** A 4xx answer (or another than `expect`, below 500): final, another attempt would get the same. */
+class Refused extends ApiError {}
 
 /** One configured call; resolves with a 2xx answer (or `expect`), throws ApiError otherwise. */
 export async function callApi(cfg: DeployConfig['api'], what: string, call: ApiCall, values: TemplateValues, expect?: number): Promise<CallResult> {
@@ -24,29 +26,29 @@ export async function callApi(cfg: DeployConfig['api'], what: string, call: ApiC
   const base = new URL(cfg.baseUrl);
   const url = new URL(`${base.pathname.replace(/\/$/, '')}${render(call.path, values)}`, base);
   const body = call.body === undefined ? undefined : JSON.stringify(render(call.body, values));
-  let last = '';
-  for (let attempt = 1; attempt <= cfg.attempts; attempt++) {
+  const policy = { attempts: cfg.attempts, firstMs: cfg.backoffMs, retryable: (e: unknown) => !(e instanceof Refused) };
+  return retry(policy, async () => {
+    let r: Response;
+    let text: string;
     try {
-      const r = await fetch(url, {
+      r = await fetch(url, {
         method: call.method.toUpperCase(),
         headers: body ? { 'content-type': 'application/json' } : {},
         body,
         signal: AbortSignal.timeout(cfg.timeoutMs),
       });
-      const text = (await r.text()).slice(0, 2000);
-      const okStatus = expect !== undefined ? r.status === expect : r.status >= 200 && r.status < 300;
-      if (okStatus) return { status: r.status, body: text };
-      last = `${what}: ${call.method.toUpperCase()} ${url.pathname} answered ${r.status}${text ? ` ${oneLine(text)}` : ''}`;
-      if (r.status < 500) break;
+      text = (await r.text()).slice(0, 2000);
     } catch (e) {
       // fetch says "fetch failed" and keeps the reason (ECONNREFUSED, a timeout) in `cause`.
       const err = e as Error & { cause?: { code?: string; message?: string } };
       const why = err.name === 'TimeoutError' ? `no answer within ${cfg.timeoutMs} ms` : (err.cause?.code ?? err.cause?.message ?? err.message).split('\n')[0];
-      last = `${what}: ${call.method.toUpperCase()} ${url.origin}${url.pathname} failed: ${why}`;
+      throw new ApiError(`${what}: ${call.method.toUpperCase()} ${url.origin}${url.pathname} failed: ${why}`);
     }
-    if (attempt < cfg.attempts) await sleep(cfg.backoffMs * 2 ** (attempt - 1));
-  }
-  throw new ApiError(last);
+    const okStatus = expect !== undefined ? r.status === expect : r.status >= 200 && r.status < 300;
+    if (okStatus) return { status: r.status, body: text };
+    const answered = `${what}: ${call.method.toUpperCase()} ${url.pathname} answered ${r.status}${text ? ` ${oneLine(text)}` : ''}`;
+    throw r.status < 500 ? new Refused(answered) : new ApiError(answered);
+  });
 }
 
 function oneLine(s: string): string {

@@ -1,15 +1,11 @@
 /**
- * What `export` writes and `import` reads (docs/format.md §16): the names and limits of both
- * tar layouts, git's object framing, the links between git objects, the rules for entry
- * names and symlink targets, and a streaming tar reader that turns tar-stream's errors
- * into one-line MstoreErrors.
+ * What `export` writes and `import` reads (docs/format.md §16), as pure encode/decode: the
+ * names and limits of both tar layouts, the bundle header, which git objects a bundle may hold
+ * (git-links.ts has their framing and links), and the rules for entry names and symlink
+ * targets. Reading tar files and the limits that come from the store's content format are
+ * ops/archive's (tar-reader.ts, bundle-store.ts).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { extract, type Header } from 'tar-stream';
-import { MstoreError } from '../lib/errors.js';
-import { SLOT_BYTES } from '../repo/content.js';
-import { MANIFEST_RECORD } from '../repo/index-db.js';
+import { GITLINK_MODE, objectLinks, type GitType, type Link } from './git-links.js';
 
 export type ExportFormat = 'files' | 'bundle';
 export const EXPORT_FORMATS: readonly ExportFormat[] = ['files', 'bundle'];
@@ -26,8 +22,6 @@ export const CHUNK_ENTRY = /^chunks\/([0-9a-f]{64})$/;
 export const MAX_BUNDLE_HEADER_BYTES = 64 * 1024 * 1024;
 export const MAX_GIT_OBJECT_BYTES = 128 * 1024 * 1024;
 export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
-/** mstore reads content in runs of at most one slot: a larger chunk could never be checked out. */
-export const MAX_CHUNK_BYTES = SLOT_BYTES;
 export const MAX_META_BYTES = 16 * 1024 * 1024;
 export const MAX_NAME_BYTES = 4096;
 
@@ -94,39 +88,7 @@ export function parseBundleHeader(data: Buffer): BundleHeader | string {
 }
 
 // ---------------------------------------------------------------------------------------
-// git objects
-
-export type GitType = 'commit' | 'tree' | 'blob' | 'tag';
-const GIT_TYPES = new Set(['commit', 'tree', 'blob', 'tag']);
-
-export function sha1Hex(data: Uint8Array): string {
-  return createHash('sha1').update(data).digest('hex');
-}
-
-/** `<type> <len>\0<content>`: the bytes git hashes to name an object. */
-export function wrapObject(type: string, content: Uint8Array): Buffer {
-  return Buffer.concat([Buffer.from(`${type} ${content.length}\0`), content]);
-}
-
-/** Splits git's framing; the problem as a string when the bytes are not a framed object. */
-export function unwrapObject(data: Buffer): { type: GitType; content: Buffer } | string {
-  const nul = data.indexOf(0);
-  if (nul < 0 || nul > 32) return 'no git object header';
-  const m = /^(commit|tree|blob|tag) (0|[1-9][0-9]*)$/.exec(data.subarray(0, nul).toString('latin1'));
-  if (!m) return 'bad git object header';
-  const content = data.subarray(nul + 1);
-  if (Number(m[2]) !== content.length) return `header says ${m[2]} bytes, the object has ${content.length}`;
-  return { type: m[1] as GitType, content };
-}
-
-export interface Link {
-  oid: string;
-  type: GitType;
-  /** How the linking object names it, for messages: `tree`, `parent`, `object`, or a tree entry name. */
-  via: string;
-  /** The mode of a tree entry. */
-  mode?: string;
-}
+// git objects (framing and links: git-links.ts)
 
 /** Tree entry names git's fsck and mstore's checkout refuse. */
 function unsafeTreeName(name: string): boolean {
@@ -134,75 +96,26 @@ function unsafeTreeName(name: string): boolean {
 }
 
 /**
- * The objects an object points at: a commit its tree and parents, a tag its object, a tree
- * its entries (gitlinks and unsafe names are refused). Throws an Error naming the problem.
+ * The links of a git object a bundle may hold (§16.5.2): those of git-links.ts, where a tree's
+ * entries must further be trees or blobs (no gitlinks), with safe names, each once, in git's
+ * order. Throws an Error naming the problem.
  */
-export function objectLinks(type: GitType, content: Buffer): Link[] {
-  const links: Link[] = [];
-  if (type === 'blob') return links;
-  if (type === 'tree') {
-    let o = 0;
-    let prevKey: Buffer | undefined;
-    const names = new Set<string>();
-    while (o < content.length) {
-      const sp = content.indexOf(0x20, o);
-      const nul = sp < 0 ? -1 : content.indexOf(0, sp);
-      if (sp < 0 || nul < 0 || nul + 21 > content.length) throw new Error('truncated tree entry');
-      const mode = content.subarray(o, sp).toString('latin1');
-      const name = content.subarray(sp + 1, nul).toString('utf8');
-      const oid = content.subarray(nul + 1, nul + 21).toString('hex');
-      if (unsafeTreeName(name)) throw new Error(`tree entry name '${name}' is not allowed`);
-      // git's order: bytes, a directory compared as if its name ended in '/'; each name once
-      const key = Buffer.from(mode === '40000' ? `${name}/` : name);
-      if (names.has(name)) throw new Error(`tree names '${name}' twice`);
-      if (prevKey && Buffer.compare(prevKey, key) >= 0) throw new Error(`tree entries are not sorted (at '${name}')`);
-      names.add(name);
-      prevKey = key;
-      if (mode === '40000') links.push({ oid, type: 'tree', via: name, mode });
-      else if (mode === '100644' || mode === '100755' || mode === '120000') links.push({ oid, type: 'blob', via: name, mode });
-      else throw new Error(`tree entry '${name}' has mode ${mode} (only 40000, 100644, 100755, 120000)`);
-      o = nul + 21;
-    }
-    return links;
+export function bundleObjectLinks(type: GitType, content: Buffer): Link[] {
+  const links = objectLinks(type, content);
+  if (type !== 'tree') return links;
+  let prevKey: Buffer | undefined;
+  const names = new Set<string>();
+  for (const { via: name, mode } of links) {
+    if (unsafeTreeName(name)) throw new Error(`tree entry name '${name}' is not allowed`);
+    // git's order: bytes, a directory compared as if its name ended in '/'; each name once
+    const key = Buffer.from(mode === '40000' ? `${name}/` : name);
+    if (names.has(name)) throw new Error(`tree names '${name}' twice`);
+    if (prevKey && Buffer.compare(prevKey, key) >= 0) throw new Error(`tree entries are not sorted (at '${name}')`);
+    names.add(name);
+    prevKey = key;
+    if (mode === GITLINK_MODE) throw new Error(`tree entry '${name}' has mode ${mode} (only 40000, 100644, 100755, 120000)`);
   }
-  const end = content.indexOf('\n\n');
-  const head = content.subarray(0, end < 0 ? content.length : end).toString('utf8').split('\n');
-  if (type === 'commit') {
-    const tree = /^tree ([0-9a-f]{40})$/.exec(head[0] ?? '');
-    if (!tree) throw new Error('commit does not start with a tree line');
-    links.push({ oid: tree[1], type: 'tree', via: 'tree' });
-    let i = 1;
-    for (; i < head.length; i++) {
-      const p = /^parent ([0-9a-f]{40})$/.exec(head[i]);
-      if (!p) break;
-      links.push({ oid: p[1], type: 'commit', via: 'parent' });
-    }
-    if (!/^author .* <.*> [0-9]+ [+-][0-9]{4}$/.test(head[i] ?? '') || !/^committer .* <.*> [0-9]+ [+-][0-9]{4}$/.test(head[i + 1] ?? '')) {
-      throw new Error('commit lacks well-formed author and committer lines after its parents');
-    }
-    return links;
-  }
-  const obj = /^object ([0-9a-f]{40})$/.exec(head[0] ?? '');
-  const t = /^type (commit|tree|blob|tag)$/.exec(head[1] ?? '');
-  if (!obj || !t) throw new Error('tag does not start with object and type lines');
-  links.push({ oid: obj[1], type: t[1] as GitType, via: 'object' });
   return links;
-}
-
-export function isGitType(t: string): t is GitType {
-  return GIT_TYPES.has(t);
-}
-
-/** Sum of the chunk lengths of a manifest (36-byte records), or a problem string. */
-export function manifestSize(manifest: Buffer): number | string {
-  if (manifest.length % MANIFEST_RECORD !== 0) return `manifest length ${manifest.length} is not a multiple of ${MANIFEST_RECORD}`;
-  let size = 0;
-  for (let o = 0; o < manifest.length; o += MANIFEST_RECORD) {
-    const len = manifest.readUInt32LE(o + 32);
-    if (len === 0 || len > MAX_CHUNK_BYTES) return `manifest names a chunk of ${len} bytes`;
-    size += len;
-  }
-  return size;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -261,59 +174,4 @@ export function linkTargetProblem(linkPath: string, target: string, isLink: (p: 
 /** The entry name without a directory's trailing '/'. */
 export function bareName(name: string): string {
   return name.endsWith('/') ? name.slice(0, -1) : name;
-}
-
-// ---------------------------------------------------------------------------------------
-// reading tar files
-
-export interface TarEntry {
-  header: Header;
-  /** The content; must be consumed (readBody or skipBody) before the next entry is read. */
-  body: AsyncIterable<Buffer>;
-}
-
-/**
- * Streams the entries of a tar file. Errors of the archive itself (bad checksum, truncated
- * data, unreadable file) become one-line EBADINPUT errors naming the file and the last entry.
- */
-export async function* readTar(file: string, display: string, onBytes?: (n: number) => void): AsyncGenerator<TarEntry> {
-  const rs = createReadStream(file, { highWaterMark: 1024 * 1024 });
-  const ex = extract();
-  rs.on('error', (e) => ex.destroy(e));
-  if (onBytes) rs.on('data', (d) => onBytes(d.length));
-  rs.pipe(ex as unknown as NodeJS.WritableStream);
-  let last: string | undefined;
-  const it = ex[Symbol.asyncIterator]();
-  try {
-    for (;;) {
-      let r: IteratorResult<{ header: Header } & AsyncIterable<Buffer>>;
-      try {
-        r = (await it.next()) as IteratorResult<{ header: Header } & AsyncIterable<Buffer>>;
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code ? `cannot read it (${code})` : `not a valid tar archive (${(e as Error).message.split('\n')[0]})`;
-        throw new MstoreError('EBADINPUT', `${display}: ${why}${last !== undefined && !code ? ` after entry '${last}'` : ''}`);
-      }
-      if (r.done) return;
-      last = r.value.header.name;
-      yield { header: r.value.header, body: r.value };
-    }
-  } finally {
-    rs.destroy();
-    await it.return?.().catch(() => undefined);
-  }
-}
-
-/** Reads a whole entry into memory; its declared size was already checked against a limit. */
-export async function readBody(e: TarEntry): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const b of e.body) parts.push(b);
-  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
-}
-
-export async function skipBody(e: TarEntry): Promise<void> {
-  // eslint-disable-next-line @typescript-eslint/no-unused-vars
-  for await (const _ of e.body) {
-    // discard
-  }
 }

@@ -7,6 +7,7 @@
 import { open, readFile, unlink, stat } from 'node:fs/promises';
 import os from 'node:os';
 import { MstoreError } from './errors.js';
+import { sleep } from './retry.js';
 
 interface LockOwner {
   pid: number;
@@ -107,7 +108,7 @@ export class StoreLock {
         const who = owner ? `pid ${owner.pid} on ${owner.host} (${owner.command}, since ${owner.since})` : 'another process';
         throw new MstoreError('ELOCKED', `store is locked by ${who}; waited ${Math.round(timeoutMs / 1000)} s (lock file ${file})`);
       }
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
   }
 

@@ -120,23 +120,10 @@ export class PackWriter {
     try {
       await Promise.all(p.writes);
       await p.syncing;
-      const table = Buffer.alloc(p.entries.length * TABLE_ENTRY_BYTES);
-      p.entries.forEach((e, i) => {
-        const o = i * TABLE_ENTRY_BYTES;
-        table.writeUInt8(e.type, o);
-        table.writeUInt32LE(e.length, o + 1);
-        e.id.copy(table, o + 5);
-      });
-      const hash = sha256(table);
-      const footer = Buffer.alloc(FOOTER_BYTES);
-      hash.copy(footer, 0);
-      footer.writeUInt32LE(p.entries.length, 32);
-      PACK_END_MAGIC.copy(footer, 36);
-      const tail = Buffer.concat([table, footer]);
+      const { id, tail } = encodePackTail(p.entries);
       await fh.write(tail, 0, tail.length, p.offset);
       await fh.datasync();
       await fh.close();
-      const id = hash.toString('hex');
       const final = packPath(this.packsDir, id);
       if (await mkdir(path.dirname(final), { recursive: true })) await fsyncDir(this.packsDir);
       await rename(p.tmp, final);
@@ -180,6 +167,23 @@ export class PackWriter {
     }
     this.finishing = [];
   }
+}
+
+/** A pack's table and footer (docs/format.md §5.1) for `entries` in pack order, and the pack id it gives. */
+export function encodePackTail(entries: { type: number; length: number; id: Buffer }[]): { id: string; tail: Buffer } {
+  const table = Buffer.alloc(entries.length * TABLE_ENTRY_BYTES);
+  entries.forEach((e, i) => {
+    const o = i * TABLE_ENTRY_BYTES;
+    table.writeUInt8(e.type, o);
+    table.writeUInt32LE(e.length, o + 1);
+    e.id.copy(table, o + 5);
+  });
+  const hash = sha256(table);
+  const footer = Buffer.alloc(FOOTER_BYTES);
+  hash.copy(footer, 0);
+  footer.writeUInt32LE(entries.length, 32);
+  PACK_END_MAGIC.copy(footer, 36);
+  return { id: hash.toString('hex'), tail: Buffer.concat([table, footer]) };
 }
 
 /** Parses a pack's table from its tail; verifies magic and table hash. */

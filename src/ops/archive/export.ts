@@ -26,9 +26,11 @@ import { META_PATH, readMeta, resolveRev } from '../../repo/versions.js';
 import { modelEntries } from '../../repo/version-files.js';
 import type { FileMode } from '../../repo/git.js';
 import {
-  BUNDLE_HEADER, MAX_CHUNK_BYTES, MAX_GIT_OBJECT_BYTES, byteOrder, entryNameProblem, isGitType, objectLinks, renderBundleHeader,
-  linkTargetProblem, wrapObject, type BundleVersion, type ExportFormat, type GitType,
+  BUNDLE_HEADER, MAX_GIT_OBJECT_BYTES, byteOrder, bundleObjectLinks, entryNameProblem, renderBundleHeader,
+  linkTargetProblem, type BundleVersion, type ExportFormat,
 } from '../../format/bundle.js';
+import { isGitType, wrapObject, type GitType } from '../../format/git-links.js';
+import { MAX_CHUNK_BYTES } from './bundle-store.js';
 
 export interface ExportOptions {
   revs: string[];
@@ -137,7 +139,7 @@ async function gitClosure(store: Store, roots: string[]): Promise<Map<string, Gi
     types.set(oid, o.type);
     let links;
     try {
-      links = objectLinks(o.type, Buffer.from(o.content.buffer, o.content.byteOffset, o.content.byteLength));
+      links = bundleObjectLinks(o.type, Buffer.from(o.content.buffer, o.content.byteOffset, o.content.byteLength));
     } catch (e) {
       throw new MstoreError('ECORRUPT', `git object ${oid}: ${(e as Error).message}`);
     }

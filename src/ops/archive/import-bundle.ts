@@ -12,10 +12,12 @@ import { moveRefs, type RefMove } from '../../repo/reflog.js';
 import { refCollision } from '../../repo/versions.js';
 import { verify } from '../integrity/verify.js';
 import {
-  BUNDLE_HEADER, CHUNK_ENTRY, FILE_ENTRY, GIT_ENTRY, MAX_BUNDLE_HEADER_BYTES, MAX_CHUNK_BYTES, MAX_GIT_OBJECT_BYTES, MAX_MANIFEST_BYTES,
-  isGitType, manifestSize, objectLinks, parseBundleHeader, readBody, readTar, sha1Hex, skipBody, unwrapObject,
-  type BundleHeader, type GitType, type Link,
-} from '../../format/bundle.js';
+  BUNDLE_HEADER, CHUNK_ENTRY, FILE_ENTRY, GIT_ENTRY, MAX_BUNDLE_HEADER_BYTES, MAX_GIT_OBJECT_BYTES, MAX_MANIFEST_BYTES,
+  bundleObjectLinks as objectLinks, parseBundleHeader, type BundleHeader,
+} from '../../format/bundle.js'; // objectLinks here: what a bundle may hold (§16.5.2)
+import { isGitType, sha1Hex, unwrapObject, type GitType, type Link } from '../../format/git-links.js';
+import { MAX_CHUNK_BYTES, manifestSize } from './bundle-store.js';
+import { readBody, readTar, skipBody } from './tar-reader.js';
 import type { ImportOptions, ImportResult, ImportedRef } from './import-result.js';
 
 // ---------------------------------------------------------------------------------------

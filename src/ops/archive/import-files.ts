@@ -19,7 +19,8 @@ import type { FlatTree } from '../../repo/git.js';
 import { defaultAuthor } from '../../repo/version-write.js';
 import { writeVersion } from '../../repo/version-write.js';
 import { DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, lineRef, refCollision, type VersionMeta } from '../../repo/versions.js';
-import { bareName, entryNameProblem, linkTargetProblem, readBody, readTar, skipBody, MAX_META_BYTES, byteOrder } from '../../format/bundle.js';
+import { bareName, entryNameProblem, linkTargetProblem, MAX_META_BYTES, byteOrder } from '../../format/bundle.js';
+import { readBody, readTar, skipBody } from './tar-reader.js';
 import type { ImportOptions, ImportResult, ImportedVersion, ImportedRef } from './import-result.js';
 
 interface FilesEntry {

@@ -13,7 +13,8 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { MstoreError, errorLine, type ErrorCode } from '../../lib/errors.js';
 import { BATCH_IDS, checkObjectId, checkOid, checkRefName, type FetchOptions, type ObjectKind, type RefUpdate, type Remote, type SendResult, type UpdateRefsOptions, type WireObject } from '../remote.js';
 import { decodeObjects, encodeObjects, MAX_OBJECT_BYTES, WIRE_CONTENT_TYPE, WIRE_HEADER_BYTES } from '../wire.js';
-import { READ_AHEAD_BYTES, readAhead } from './http-server.js';
+import { READ_AHEAD_BYTES, readAhead } from '../../lib/read-ahead.js';
+import { afterFailure, retry, type RetryPolicy } from '../../lib/retry.js';
 
 export interface HttpRemoteOptions {
   /** Bearer token (the value of the remote's --token-env variable). */
@@ -76,10 +77,6 @@ function caCertificates(): string[] {
   return ca;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 /** undici's error code, or the code of its cause (connect errors wrap the system error). */
 function netCode(e: unknown): string | undefined {
   const err = e as { code?: unknown; cause?: { code?: unknown } };
@@ -105,6 +102,8 @@ export class HttpRemote implements Remote {
   private readonly ownDispatcher: boolean;
   private readonly tries: number;
   private readonly backoffMs: number;
+  /** Idempotent requests: Transient failures are retried, and end as plain EREMOTE errors. */
+  private readonly idempotent: RetryPolicy<never>;
   private readonly requestBytes: number;
   private readonly timeoutMs: number;
   private readonly writeTimeoutMs: number;
@@ -130,6 +129,12 @@ export class HttpRemote implements Remote {
     this.display = u.pathname === '/' ? u.origin : `${u.origin}${u.pathname.slice(0, -1)}`;
     this.tries = Math.max(1, opts.tries ?? 3);
     this.backoffMs = opts.backoffMs ?? 250;
+    this.idempotent = {
+      attempts: this.tries,
+      firstMs: this.backoffMs,
+      retryable: (e) => e instanceof Transient,
+      exhausted: (e) => new MstoreError('EREMOTE', (e as Transient).message),
+    };
     this.requestBytes = Math.max(1, opts.requestBytes ?? 64 * 1024 * 1024);
     this.timeoutMs = opts.timeoutMs ?? 120_000;
     this.writeTimeoutMs = opts.writeTimeoutMs ?? 15 * 60_000;
@@ -208,21 +213,9 @@ export class HttpRemote implements Remote {
     return new MstoreError(known, `${this.display}: ${what}`);
   }
 
-  /** Runs an idempotent request up to `tries` times with exponential backoff on Transient failures. */
-  private async retrying<T>(fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (e) {
-        if (!(e instanceof Transient) || attempt >= this.tries) throw e instanceof Transient ? new MstoreError('EREMOTE', e.message) : e;
-        await sleep(this.backoffMs * 2 ** (attempt - 1));
-      }
-    }
-  }
-
   /** A JSON answer, retried like its request when the connection breaks while it is read. */
   private async json(method: 'GET' | 'POST', route: string, body: string | undefined, limit: number): Promise<unknown> {
-    return this.retrying(async () => {
+    return retry(this.idempotent, async () => {
       const res = await this.send1(method, route, body, body === undefined ? undefined : 'application/json', false);
       let text: string;
       try {
@@ -354,7 +347,7 @@ export class HttpRemote implements Remote {
         heldFramed = 0;
         if (!(await pull())) break;
         limit = await this.requestLimit();
-        const r = await this.retrying(async () => {
+        const r = await retry(this.idempotent, async () => {
           const body = Readable.from(encodeObjects(objectsOf()), { objectMode: false, highWaterMark: 1024 * 1024 });
           try {
             const res = await this.send1('POST', '/v1/objects', body, WIRE_CONTENT_TYPE, true);
@@ -385,10 +378,17 @@ export class HttpRemote implements Remote {
    */
   async *fetch(kind: ObjectKind, ids: string[], opts: FetchOptions = {}): AsyncGenerator<WireObject> {
     for (const id of ids) checkObjectId(kind, id);
+    // Cut by the network: ask again for what did not arrive.
+    const resume: RetryPolicy<never> = {
+      attempts: this.tries,
+      firstMs: this.backoffMs,
+      retryable: (e) => (e instanceof MstoreError && e.code === 'EREMOTE' && /truncated|ended early/.test(e.message)) || (!(e instanceof MstoreError) && netCode(e) !== undefined),
+      exhausted: (e) => new MstoreError('EREMOTE', `${this.display}: the object stream was cut (${printable(errorLine(e))})`),
+    };
     for (let i = 0; i < ids.length; i += BATCH_IDS) {
       const want = new Set(ids.slice(i, i + BATCH_IDS));
       for (let attempt = 1; want.size; attempt++) {
-        const res = await this.retrying(() => this.send1('POST', '/v1/fetch', JSON.stringify({ kind, ids: [...want] }), 'application/json', false));
+        const res = await retry(this.idempotent, () => this.send1('POST', '/v1/fetch', JSON.stringify({ kind, ids: [...want] }), 'application/json', false));
         try {
           // Decoding runs ahead of the caller's writes; the caller (pull.ts) re-hashes every object.
           const body = res.body;
@@ -398,10 +398,7 @@ export class HttpRemote implements Remote {
             yield o;
           }
         } catch (e) {
-          // Cut by the network: ask again for what did not arrive.
-          const cut = (e instanceof MstoreError && e.code === 'EREMOTE' && /truncated|ended early/.test(e.message)) || (!(e instanceof MstoreError) && netCode(e) !== undefined);
-          if (!cut || attempt >= this.tries) throw cut ? new MstoreError('EREMOTE', `${this.display}: the object stream was cut (${printable(errorLine(e))})`) : e;
-          await sleep(this.backoffMs * 2 ** (attempt - 1));
+          await afterFailure(resume, e, attempt);
           continue;
         }
         if (want.size) throw new MstoreError('EREMOTE', `${this.display} did not send ${want.size} of the ${kind} objects asked for`);
@@ -423,28 +420,30 @@ export class HttpRemote implements Remote {
       if (u.new !== null) checkOid(u.new, `${u.ref} new`);
     }
     const body = JSON.stringify({ updates, force: !!opts.force, ...(opts.message !== undefined ? { message: opts.message } : {}) });
-    for (let attempt = 1; ; attempt++) {
-      let unsure: MstoreError;
-      try {
-        await this.updateOnce(body, opts);
-        return;
-      } catch (e) {
-        const lateRejection = attempt > 1 && e instanceof MstoreError && e.code === 'EREJECTED';
-        if (!(e instanceof Transient) && !lateRejection) throw e;
-        unsure = e as MstoreError;
-      }
-      let now: Map<string, string>;
-      try {
-        now = await this.listRefs();
-      } catch {
-        throw new MstoreError('EREMOTE', `${unsure.message}; the outcome of the ref update is unknown (run the push again: it is safe)`);
-      }
-      if (updates.every((u) => (now.get(u.ref) ?? null) === u.new)) return;
-      if (unsure.code === 'EREJECTED') throw unsure;
-      const untouched = updates.every((u) => (now.get(u.ref) ?? null) === u.old);
-      if (!untouched || attempt >= this.tries) throw new MstoreError('EREMOTE', `${unsure.message}; the refs were not updated (run the push again)`);
-      await sleep(this.backoffMs * 2 ** (attempt - 1));
-    }
+    const notUpdated = (unsure: unknown) => new MstoreError('EREMOTE', `${(unsure as MstoreError).message}; the refs were not updated (run the push again)`);
+    await retry<void>(
+      {
+        attempts: this.tries,
+        firstMs: this.backoffMs,
+        // Unsure: Transient, or a rejection after an unsure attempt (perhaps our own first one).
+        retryable: (e, attempt) => e instanceof Transient || (attempt > 1 && e instanceof MstoreError && e.code === 'EREJECTED'),
+        settle: async (e) => {
+          const unsure = e as MstoreError;
+          let now: Map<string, string>;
+          try {
+            now = await this.listRefs();
+          } catch {
+            throw new MstoreError('EREMOTE', `${unsure.message}; the outcome of the ref update is unknown (run the push again: it is safe)`);
+          }
+          if (updates.every((u) => (now.get(u.ref) ?? null) === u.new)) return { value: undefined };
+          if (unsure.code === 'EREJECTED') throw unsure;
+          if (!updates.every((u) => (now.get(u.ref) ?? null) === u.old)) throw notUpdated(unsure);
+          return undefined; // untouched: sending it again is safe
+        },
+        exhausted: notUpdated,
+      },
+      () => this.updateOnce(body, opts),
+    );
   }
 
   /** One POST /v1/refs/update; Transient when its outcome is unknown. */

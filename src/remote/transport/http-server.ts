@@ -16,6 +16,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { MstoreError, errorLine, type ErrorCode } from '../../lib/errors.js';
 import { BATCH_IDS, checkObjectId, checkOid, checkRefName, type ObjectKind, type Remote, type RefUpdate, type WireObject } from '../remote.js';
 import { decodeObjects, encodeObjects, MAX_OBJECT_BYTES, WIRE_CONTENT_TYPE } from '../wire.js';
+import { READ_AHEAD_BYTES, readAhead } from '../../lib/read-ahead.js';
 
 export type Scope = 'read' | 'push' | 'admin';
 const SCOPE_RANK: Record<Scope, number> = { read: 1, push: 2, admin: 3 };
@@ -36,8 +37,6 @@ export const MIN_MAX_BODY = MAX_OBJECT_BYTES + 1024 * 1024;
 /** Ref updates per request: a push moves a line, its tags and notes, not thousands of refs. */
 export const MAX_REF_UPDATES = 10_000;
 const MIN_TOKEN_CHARS = 16;
-/** Bytes a stream may run ahead of its consumer (readAhead). */
-export const READ_AHEAD_BYTES = 32 * 1024 * 1024;
 
 /**
  * Parses a tokens file: `SCOPE TOKEN` per line, `#` comments, blank lines. Errors name
@@ -158,69 +157,6 @@ interface Ctx {
 }
 
 const KINDS: ObjectKind[] = ['chunk', 'file', 'git'];
-
-/**
- * Runs `source` ahead of its consumer, holding up to `maxBytes` of what it produced: the
- * producer's waits (disk reads, network data, hashing) overlap with the consumer's (pack
- * writes, socket writes) instead of alternating with them. Order and errors are kept. When the
- * consumer stops early, `abort` (if given) unblocks a producer waiting on I/O, and the source
- * is closed before this generator returns.
- */
-export async function* readAhead<T>(source: AsyncIterable<T>, size: (x: T) => number, maxBytes: number, abort?: () => void): AsyncGenerator<T> {
-  const it = source[Symbol.asyncIterator]();
-  const queue: T[] = [];
-  let queued = 0;
-  let ended = false;
-  let stopped = false;
-  let failure: { e: unknown } | undefined;
-  let wakeConsumer: (() => void) | undefined;
-  let wakeProducer: (() => void) | undefined;
-  const nudge = (w: (() => void) | undefined): undefined => {
-    w?.();
-    return undefined;
-  };
-  const pump = (async (): Promise<void> => {
-    try {
-      while (!stopped) {
-        if (queued >= maxBytes) {
-          await new Promise<void>((r) => (wakeProducer = r));
-          continue;
-        }
-        const r = await it.next();
-        if (r.done) {
-          ended = true;
-          break;
-        }
-        queue.push(r.value);
-        queued += size(r.value);
-        wakeConsumer = nudge(wakeConsumer);
-      }
-    } catch (e) {
-      failure = { e };
-    } finally {
-      ended = true;
-      wakeConsumer = nudge(wakeConsumer);
-    }
-  })();
-  try {
-    for (;;) {
-      if (queue.length) {
-        const x = queue.shift() as T;
-        queued -= size(x);
-        wakeProducer = nudge(wakeProducer);
-        yield x;
-      } else if (failure) throw failure.e;
-      else if (ended) return;
-      else await new Promise<void>((r) => (wakeConsumer = r));
-    }
-  } finally {
-    stopped = true;
-    wakeProducer = nudge(wakeProducer);
-    if (!ended) abort?.();
-    await pump;
-    await it.return?.();
-  }
-}
 
 export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
   const maxBody = opts.maxBody ?? DEFAULT_MAX_BODY;

@@ -10,39 +10,26 @@
  * S3 has no transactions, so every invariant is an order of writes, restic-style: data
  * first, index after, refs last. The set of .idx objects is what the remote has; a push
  * killed at any moment leaves at most packs without an .idx (never read) and git objects
- * nothing references yet. The AWS SDK loads lazily: commands that never touch S3 do not pay
- * for it.
+ * nothing references yet. This file is the Remote; s3-client.ts makes the requests (and
+ * loads the AWS SDK lazily), s3-packs.ts builds and checks packs and .idx objects.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { deflate, inflate } from 'node:zlib';
-import type { S3Client } from '@aws-sdk/client-s3';
 import { MstoreError } from '../../lib/errors.js';
-import { sha256 } from '../../lib/hashing.js';
-import { ENTRY_CHUNK, ENTRY_FILE, FOOTER_BYTES, PACK_END_MAGIC, PACK_MAGIC, TABLE_ENTRY_BYTES, parsePackTail } from '../../repo/pack.js';
-import { MANIFEST_RECORD } from '../../repo/index-db.js';
+import { retry } from '../../lib/retry.js';
+import { framedObjectLinks } from '../../format/git-links.js';
 import { checkObjectId, checkOid, checkRefName, nonFastForward, type ObjectKind, type Remote, type RefUpdate, type SendResult, type UpdateRefsOptions, type WireObject } from '../remote.js';
 import { MAX_OBJECT_BYTES, checkObject } from '../wire.js';
+import { S3Bucket, failureStatus, mapLimit, slidingWindow, type S3Options } from './s3-client.js';
+import { MAX_MANIFEST_BYTES, PACK_BUFFER_BYTES, addEntry, idxKey, packBytesFor, packKey, readIdx, sealPack, startPack, type Loc, type PackParts } from './s3-packs.js';
 
-type S3Module = typeof import('@aws-sdk/client-s3');
-
-export interface S3Options {
-  /** http(s)://host:port of an S3-compatible service; default AWS_ENDPOINT_URL, else AWS itself. */
-  endpoint?: string;
-  /** Default AWS_REGION, else us-east-1 (what RGW and MinIO accept). */
-  region?: string;
-  /** Default AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, else the SDK's credential chain. */
-  accessKeyId?: string;
-  secretAccessKey?: string;
-  /** Where immutable .idx objects are kept between runs (else in memory only). */
-  cacheDir?: string;
-}
+export { S3_PACK_BYTES } from './s3-packs.js';
+export type { S3Options } from './s3-client.js';
 
 export const S3_FORMAT = 'mstore-s3/1';
-/** Packs are sealed at this size: bounds memory (one pack being filled, one uploading) and what a killed push re-sends. */
-export const S3_PACK_BYTES = 64 * 1024 * 1024;
 /** Parallel small requests (git objects, .idx reads, HEADs). */
 const SMALL_PARALLEL = 16;
 /** Range GETs in flight during fetch, and how big one may grow by coalescing neighbours. */
@@ -52,22 +39,15 @@ const RANGE_MAX_BYTES = 16 * 1024 * 1024;
 const RANGE_GAP_BYTES = 256 * 1024;
 /** Below this many ids, `missing('git')` HEADs each; above, it lists git/ once (one request per 1000 keys). */
 const GIT_HEAD_MAX = 64;
-/** Hostile-input bounds: the largest refs.json, .idx, git object (deflated and inflated), manifest. */
+/** Hostile-input bounds: the largest refs.json, .idx, git object (deflated and inflated). */
 const MAX_JSON_BYTES = 16 * 1024 * 1024;
 const MAX_IDX_BYTES = 64 * 1024 * 1024;
 const MAX_GIT_BYTES = 256 * 1024 * 1024;
-const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 /** Compare-and-swap attempts on refs.json before giving up (RGW answers racing losers 409/500 as well as 412). */
 const CAS_ATTEMPTS = 40;
 
 const deflateP = promisify(deflate);
 const inflateP = promisify(inflate);
-
-interface Loc {
-  pack: string;
-  offset: number;
-  length: number;
-}
 
 interface Table {
   refs: Map<string, string>;
@@ -77,90 +57,6 @@ interface Table {
   txn: string | null;
 }
 
-/** A pack being filled: magic and entries copied back to back into `buf` (reused, see send). */
-interface PackParts {
-  buf: Buffer;
-  used: number;
-  entries: { type: number; id: string; length: number }[];
-  bytes: number;
-}
-
-/** Pack buffers: room for a full pack, the entry that crosses the limit, and a typical table. */
-const PACK_BUFFER_BYTES = S3_PACK_BYTES + MAX_OBJECT_BYTES + 1024 * 1024;
-
-/** s3://bucket/prefix -> bucket, prefix (no leading or trailing slash). */
-export function parseS3Url(url: string): { bucket: string; prefix: string } {
-  const m = /^s3:\/\/([^/?#]+)\/*([^?#]*)$/i.exec(url);
-  // eslint-disable-next-line no-control-regex
-  if (!m) throw new MstoreError('EBADINPUT', `'${url.slice(0, 200).replace(/[\x00-\x1f\x7f]/g, '?')}' is not an s3://BUCKET/PREFIX URL`);
-  const bucket = m[1];
-  if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]{1,62}$/.test(bucket)) throw new MstoreError('EBADINPUT', `'${bucket.slice(0, 80)}' is not a valid bucket name`);
-  const prefix = m[2].replace(/\/+$/, '');
-  // eslint-disable-next-line no-control-regex
-  if (prefix && (prefix.split('/').some((c) => c === '' || c === '.' || c === '..') || /[\x00-\x1f\x7f\\]/.test(prefix))) {
-    // eslint-disable-next-line no-control-regex
-    throw new MstoreError('EBADINPUT', `s3://${bucket}/${prefix.slice(0, 200).replace(/[\x00-\x1f\x7f]/g, '?')}: the prefix may not hold empty, '.' or '..' components, control characters or '\\'`);
-  }
-  return { bucket, prefix };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-interface S3ErrorLike {
-  name?: string;
-  code?: string;
-  message?: string;
-  $metadata?: { httpStatusCode?: number };
-}
-
-function statusOf(e: unknown): number | undefined {
-  return (e as S3ErrorLike | undefined)?.$metadata?.httpStatusCode;
-}
-
-function isNotFound(e: unknown): boolean {
-  const n = (e as S3ErrorLike | undefined)?.name;
-  return statusOf(e) === 404 && n !== 'NoSuchBucket';
-}
-
-/** Ids a git object points at (tree entries, a commit's tree and parents, a tag's object). */
-function gitLinks(data: Buffer): string[] {
-  const sp = data.indexOf(0x20);
-  const nul = data.indexOf(0);
-  if (sp < 0 || nul < 0) return [];
-  const type = data.subarray(0, sp).toString('latin1');
-  const out: string[] = [];
-  if (type === 'tree') {
-    let i = nul + 1;
-    while (i < data.length) {
-      const z = data.indexOf(0, i);
-      if (z < 0 || z + 21 > data.length) break;
-      out.push(data.subarray(z + 1, z + 21).toString('hex'));
-      i = z + 21;
-    }
-  } else if (type === 'commit' || type === 'tag') {
-    const head = data.subarray(nul + 1).toString('latin1');
-    for (const line of head.split('\n')) {
-      if (line === '') break;
-      const m = /^(tree|parent|object) ([0-9a-f]{40})$/.exec(line);
-      if (m) out.push(m[2]);
-    }
-  }
-  return out;
-}
-
-/** Runs `f` over items with at most `n` at a time, results in item order. */
-async function mapLimit<T, R>(items: T[], n: number, f: (t: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await f(items[i]);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
-  return out;
-}
 
 export class S3Remote implements Remote {
   readonly display: string;
@@ -169,11 +65,8 @@ export class S3Remote implements Remote {
   readonly releasesSent = false;
   readonly bucket: string;
   readonly prefix: string;
-  private readonly endpoint: string | undefined;
-  private readonly region: string;
-  private readonly credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
+  private readonly io: S3Bucket;
   private readonly cacheDir: string | undefined;
-  private sdk: Promise<{ mod: S3Module; client: S3Client }> | undefined;
   /** 'ok': the marker is there; 'empty': no marker and nothing under the prefix (reads see an empty remote). */
   private marker: 'ok' | 'empty' | undefined;
   private indexListed = false;
@@ -184,142 +77,13 @@ export class S3Remote implements Remote {
   private gitKeys: Set<string> | undefined;
 
   constructor(url: string, opts: S3Options = {}) {
-    const { bucket, prefix } = parseS3Url(url);
-    this.bucket = bucket;
-    this.prefix = prefix;
-    this.display = `s3://${bucket}${prefix ? `/${prefix}` : ''}`;
-    this.endpoint = opts.endpoint ?? (process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL || undefined);
-    this.region = opts.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1');
-    const accessKeyId = opts.accessKeyId ?? process.env.AWS_ACCESS_KEY_ID;
-    const secretAccessKey = opts.secretAccessKey ?? process.env.AWS_SECRET_ACCESS_KEY;
-    this.credentials = accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey } : undefined;
+    this.io = new S3Bucket(url, opts);
+    this.bucket = this.io.bucket;
+    this.prefix = this.io.prefix;
+    this.display = this.io.display;
     this.cacheDir = opts.cacheDir;
   }
 
-  private key(rel: string): string {
-    return this.prefix ? `${this.prefix}/${rel}` : rel;
-  }
-
-  private where(rel: string): string {
-    return `${this.display}/${rel}`;
-  }
-
-  private async s3(): Promise<{ mod: S3Module; client: S3Client }> {
-    this.sdk ??= (async () => {
-      // The SDK warns on stderr about Node < 22 at client creation; a library never prints.
-      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-      const loaded = await import('@aws-sdk/client-s3');
-      // Bundled by esbuild, a CommonJS package's exports arrive under `default`.
-      const mod: S3Module = 'S3Client' in loaded && loaded.S3Client ? loaded : (loaded as unknown as { default: S3Module }).default;
-      const client = new mod.S3Client({
-        endpoint: this.endpoint,
-        region: this.region,
-        credentials: this.credentials,
-        forcePathStyle: true,
-        // Checksums only where S3 requires them: RGW 16 rejects the newer default trailers.
-        requestChecksumCalculation: 'WHEN_REQUIRED',
-        responseChecksumValidation: 'WHEN_REQUIRED',
-        // Our own loops retry where it matters (refs.json CAS); the SDK's retries cover the rest.
-        maxAttempts: 4,
-        requestHandler: { connectionTimeout: 10_000, socketTimeout: 120_000 },
-      });
-      return { mod, client };
-    })();
-    return this.sdk;
-  }
-
-  /** An SDK failure as one line naming the key, never the credentials. */
-  private fail(e: unknown, op: string, rel: string): MstoreError {
-    if (e instanceof MstoreError) return e;
-    const err = (e ?? {}) as S3ErrorLike;
-    const status = statusOf(e);
-    const what = `${op} ${this.where(rel)}`;
-    if (err.name === 'CredentialsProviderError') {
-      return new MstoreError('EAUTH', `${what}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)`);
-    }
-    if (status === 401 || status === 403) return new MstoreError('EAUTH', `${what}: access denied (HTTP ${status}${err.name ? ` ${err.name}` : ''}; check the S3 credentials)`);
-    if (err.name === 'NoSuchBucket') return new MstoreError('EREMOTE', `${this.display}: bucket '${this.bucket}' does not exist${this.endpoint ? ` at ${this.endpoint}` : ''}`);
-    if (status !== undefined) return new MstoreError('EREMOTE', `${what}: HTTP ${status}${err.name && err.name !== 'UnknownError' ? ` ${err.name}` : ''}`);
-    const code = err.code ?? err.name ?? 'error';
-    const msg = (err.message ?? '').split('\n')[0];
-    return new MstoreError('EREMOTE', `${what}: cannot reach ${this.endpoint ?? 'S3'} (${code}${msg && !msg.includes(code) ? `: ${msg}` : ''})`);
-  }
-
-  private async getBytes(rel: string, max: number, range?: { offset: number; length: number }, signal?: AbortSignal): Promise<{ data: Buffer; etag: string | null } | undefined> {
-    const { mod, client } = await this.s3();
-    try {
-      const r = await client.send(
-        new mod.GetObjectCommand({ Bucket: this.bucket, Key: this.key(rel), Range: range ? `bytes=${range.offset}-${range.offset + range.length - 1}` : undefined }),
-        { abortSignal: signal },
-      );
-      const body = r.Body;
-      if (!body) throw new MstoreError('EREMOTE', `GET ${this.where(rel)}: empty response`);
-      if (r.ContentLength !== undefined && r.ContentLength > max) {
-        // Not read: the connection is dropped with the body.
-        (body as unknown as { destroy?: () => void }).destroy?.();
-        throw new MstoreError('ECORRUPT', `${this.where(rel)}: ${r.ContentLength} bytes is over the ${max}-byte limit`);
-      }
-      const u8 = await body.transformToByteArray();
-      return { data: Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength), etag: r.ETag ? r.ETag.replace(/"/g, '') : null };
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw this.fail(e, 'GET', rel);
-    }
-  }
-
-  private async put(rel: string, body: Buffer, cond?: { ifMatch?: string; ifNoneMatch?: boolean }): Promise<void> {
-    const { mod, client } = await this.s3();
-    try {
-      await client.send(
-        new mod.PutObjectCommand({
-          Bucket: this.bucket,
-          Key: this.key(rel),
-          Body: body,
-          ContentLength: body.length,
-          IfMatch: cond?.ifMatch,
-          IfNoneMatch: cond?.ifNoneMatch ? '*' : undefined,
-        }),
-      );
-    } catch (e) {
-      throw this.failKeepStatus(e, 'PUT', rel);
-    }
-  }
-
-  /** Like fail, but keeps the HTTP status reachable for the CAS loop. */
-  private failKeepStatus(e: unknown, op: string, rel: string): MstoreError & { status?: number } {
-    const m: MstoreError & { status?: number } = this.fail(e, op, rel);
-    m.status = statusOf(e);
-    return m;
-  }
-
-  private async head(rel: string): Promise<number | undefined> {
-    const { mod, client } = await this.s3();
-    try {
-      const r = await client.send(new mod.HeadObjectCommand({ Bucket: this.bucket, Key: this.key(rel) }));
-      return r.ContentLength ?? 0;
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw this.fail(e, 'HEAD', rel);
-    }
-  }
-
-  /** Every key under `rel` (relative to the prefix), page by page. */
-  private async list(rel: string, limit?: number): Promise<string[]> {
-    const { mod, client } = await this.s3();
-    const out: string[] = [];
-    const base = this.key(rel);
-    let token: string | undefined;
-    try {
-      do {
-        const r = await client.send(new mod.ListObjectsV2Command({ Bucket: this.bucket, Prefix: base, ContinuationToken: token, MaxKeys: limit }));
-        for (const o of r.Contents ?? []) if (o.Key) out.push(this.prefix ? o.Key.slice(this.prefix.length + 1) : o.Key);
-        token = r.IsTruncated && (!limit || out.length < limit) ? r.NextContinuationToken : undefined;
-      } while (token);
-    } catch (e) {
-      throw this.fail(e, 'LIST', rel || '');
-    }
-    return out;
-  }
 
   /**
    * The marker says "this prefix is an mstore remote". Reads of a prefix without one see an
@@ -332,7 +96,7 @@ export class S3Remote implements Remote {
       this.marker = 'ok';
       return;
     }
-    const present = await this.list('', 1);
+    const present = await this.io.list('', 1);
     if (present.length) {
       // A first push of another client may have created the marker since we looked.
       if (await this.readMarker()) {
@@ -346,10 +110,10 @@ export class S3Remote implements Remote {
       return;
     }
     try {
-      await this.put('mstore-remote.json', Buffer.from(`${JSON.stringify({ format: S3_FORMAT })}\n`), { ifNoneMatch: true });
+      await this.io.put('mstore-remote.json', Buffer.from(`${JSON.stringify({ format: S3_FORMAT })}\n`), { ifNoneMatch: true });
     } catch (e) {
       // Another client's first push created it at the same time (412; RGW may say 409 or 500): check theirs.
-      const status = (e as { status?: number }).status ?? 0;
+      const status = failureStatus(e) ?? 0;
       if (!(status === 412 || status === 409 || status >= 500) || !(await this.readMarker())) throw e;
     }
     this.marker = 'ok';
@@ -357,7 +121,7 @@ export class S3Remote implements Remote {
 
   /** True if the marker is there; throws if it is there but names another format. */
   private async readMarker(): Promise<boolean> {
-    const m = await this.getBytes('mstore-remote.json', 64 * 1024);
+    const m = await this.io.getBytes('mstore-remote.json', 64 * 1024);
     if (!m) return false;
     let format: unknown;
     try {
@@ -365,16 +129,16 @@ export class S3Remote implements Remote {
     } catch {
       format = undefined;
     }
-    if (format !== S3_FORMAT) throw new MstoreError('ECORRUPT', `${this.where('mstore-remote.json')}: not an ${S3_FORMAT} marker (format ${(JSON.stringify(format) ?? 'missing').slice(0, 80)})`);
+    if (format !== S3_FORMAT) throw new MstoreError('ECORRUPT', `${this.io.where('mstore-remote.json')}: not an ${S3_FORMAT} marker (format ${(JSON.stringify(format) ?? 'missing').slice(0, 80)})`);
     return true;
   }
 
   // ---------------------------------------------------------------- refs
 
   private async readTable(): Promise<Table> {
-    const r = await this.getBytes('refs.json', MAX_JSON_BYTES);
+    const r = await this.io.getBytes('refs.json', MAX_JSON_BYTES);
     if (!r) return { refs: new Map(), etag: null, txn: null };
-    const where = this.where('refs.json');
+    const where = this.io.where('refs.json');
     let doc: unknown;
     try {
       doc = JSON.parse(r.data.toString('utf8'));
@@ -423,19 +187,28 @@ export class S3Remote implements Remote {
     await this.checkMarker(true);
     // A ref never names an object the remote lacks (push sent everything before).
     const news = [...new Set(updates.map((u) => u.new).filter((v): v is string => v !== null))];
-    const sizes = await mapLimit(news, SMALL_PARALLEL, async (id) => (this.gitKeys?.has(id) ? 1 : this.head(`git/${id}`)));
+    const sizes = await mapLimit(news, SMALL_PARALLEL, async (id) => (this.gitKeys?.has(id) ? 1 : this.io.head(`git/${id}`)));
     const absent = news.filter((_, i) => sizes[i] === undefined);
     if (absent.length) {
       const u = updates.find((x) => x.new === absent[0]);
       throw new MstoreError('EMISSING', `${this.display}: refusing to set ${u?.ref}: git object ${absent[0]} is not there (push its objects first)`);
     }
     const txn = randomBytes(12).toString('hex');
-    let delay = 20;
     // RGW compares If-Match with the bare ETag; RFC 7232 servers want it quoted. A 412 while
     // refs.json still has the ETag we sent means the server did not take our form: switch.
     let quoted = false;
     let sent: { etag: string | null; status: number | undefined } | undefined;
-    for (let attempt = 1; ; attempt++) {
+    const raced = (status: number | undefined) => status === 412 || status === 409 || (status !== undefined && status >= 500);
+    const cas = {
+      attempts: CAS_ATTEMPTS,
+      // Racing writers back off apart: 20 ms doubled up to 1 s, jittered.
+      firstMs: 20,
+      maxMs: 1000,
+      jitter: true,
+      retryable: (e: unknown) => raced(failureStatus(e)),
+      exhausted: (e: unknown) => new MstoreError('EREMOTE', `${this.io.where('refs.json')}: no compare-and-swap succeeded in ${CAS_ATTEMPTS} attempts (last answer HTTP ${failureStatus(e)})`),
+    };
+    await retry(cas, async () => {
       const t = await this.readTable();
       if (t.txn === txn) return; // an earlier attempt of ours landed
       if (sent?.status === 412 && sent.etag !== null && sent.etag === t.etag) quoted = !quoted;
@@ -452,18 +225,12 @@ export class S3Remote implements Remote {
       for (const name of [...t.refs.keys()].sort()) refs[name] = t.refs.get(name) as string;
       const body = Buffer.from(`${JSON.stringify({ refs, txn }, null, 1)}\n`);
       try {
-        await this.put('refs.json', body, t.etag ? { ifMatch: quoted ? `"${t.etag}"` : t.etag } : { ifNoneMatch: true });
-        return;
+        await this.io.put('refs.json', body, t.etag ? { ifMatch: quoted ? `"${t.etag}"` : t.etag } : { ifNoneMatch: true });
       } catch (e) {
-        const status = (e as { status?: number }).status;
-        const raced = status === 412 || status === 409 || (status !== undefined && status >= 500);
-        if (!raced) throw e;
-        if (attempt >= CAS_ATTEMPTS) throw new MstoreError('EREMOTE', `${this.where('refs.json')}: no compare-and-swap succeeded in ${CAS_ATTEMPTS} attempts (last answer HTTP ${status})`);
-        sent = { etag: t.etag, status };
+        sent = { etag: t.etag, status: failureStatus(e) };
+        throw e;
       }
-      await sleep(delay / 2 + Math.random() * delay);
-      delay = Math.min(delay * 2, 1000);
-    }
+    });
   }
 
   // ---------------------------------------------------------------- what the remote has
@@ -489,26 +256,13 @@ export class S3Remote implements Remote {
 
   /** Verifies an .idx (table hash = pack id, sane entries) and records where each entry lives. */
   private addIdx(id: string, data: Buffer, rel: string): void {
-    const where = this.where(rel);
-    if (data.length < FOOTER_BYTES || !data.subarray(data.length - 8).equals(PACK_END_MAGIC)) throw new MstoreError('ECORRUPT', `${where}: not a pack table (bad footer)`);
-    const count = data.readUInt32LE(data.length - 12);
-    if (data.length !== count * TABLE_ENTRY_BYTES + FOOTER_BYTES) throw new MstoreError('ECORRUPT', `${where}: ${data.length} bytes does not fit ${count} table records`);
-    let total = 0;
-    for (let i = 0; i < count; i++) total += data.readUInt32LE(i * TABLE_ENTRY_BYTES + 1);
-    let entries: ReturnType<typeof parsePackTail>;
+    let entries: ReturnType<typeof readIdx>;
     try {
-      entries = parsePackTail(id, PACK_MAGIC.length + total + data.length, data);
+      entries = readIdx(id, data);
     } catch (e) {
-      throw new MstoreError('ECORRUPT', `${where}: ${(e as Error).message}`);
+      throw new MstoreError('ECORRUPT', `${this.io.where(rel)}: ${(e as Error).message}`);
     }
-    for (const e of entries) {
-      const ok = e.type === ENTRY_CHUNK ? e.length > 0 && e.length <= MAX_OBJECT_BYTES : e.type === ENTRY_FILE && e.length > 0 && e.length % MANIFEST_RECORD === 0 && e.length <= MAX_MANIFEST_BYTES;
-      if (!ok) throw new MstoreError('ECORRUPT', `${where}: entry ${e.id.toString('hex')} has type ${e.type} and length ${e.length}`);
-    }
-    for (const e of entries) {
-      const loc = { pack: id, offset: e.offset, length: e.length };
-      (e.type === ENTRY_CHUNK ? this.chunkLocs : this.fileLocs).set(e.id.toString('hex'), loc);
-    }
+    for (const e of entries) (e.kind === 'chunk' ? this.chunkLocs : this.fileLocs).set(e.id, e.loc);
     this.packs.add(id);
   }
 
@@ -518,12 +272,12 @@ export class S3Remote implements Remote {
     this.indexListed = true;
     if (this.marker === 'empty') return;
     const ids: string[] = [];
-    for (const k of await this.list('index/')) {
+    for (const k of await this.io.list('index/')) {
       const m = /^index\/([0-9a-f]{64})\.idx$/.exec(k);
       if (m && !this.packs.has(m[1])) ids.push(m[1]);
     }
     await mapLimit(ids, SMALL_PARALLEL, async (id) => {
-      const rel = `index/${id}.idx`;
+      const rel = idxKey(id);
       const cached = await this.cachedIdx(id);
       if (cached) {
         try {
@@ -533,7 +287,7 @@ export class S3Remote implements Remote {
           // a damaged cache file: read the remote's
         }
       }
-      const r = await this.getBytes(rel, MAX_IDX_BYTES);
+      const r = await this.io.getBytes(rel, MAX_IDX_BYTES);
       if (!r) return; // listed, then gone: nothing deletes .idx, but a hand-edited bucket may
       this.addIdx(id, r.data, rel);
       await this.cacheIdx(id, r.data);
@@ -545,7 +299,7 @@ export class S3Remote implements Remote {
       await this.checkMarker(false);
       const keys = new Set<string>();
       if (this.marker !== 'empty') {
-        for (const k of await this.list('git/')) {
+        for (const k of await this.io.list('git/')) {
           const m = /^git\/([0-9a-f]{40})$/.exec(k);
           if (m) keys.add(m[1]);
         }
@@ -562,7 +316,7 @@ export class S3Remote implements Remote {
       if (!this.gitKeys && ids.length <= GIT_HEAD_MAX) {
         await this.checkMarker(false);
         if (this.marker === 'empty') return [...ids];
-        const sizes = await mapLimit(ids, SMALL_PARALLEL, (id) => this.head(`git/${id}`));
+        const sizes = await mapLimit(ids, SMALL_PARALLEL, (id) => this.io.head(`git/${id}`));
         return ids.filter((_, i) => sizes[i] === undefined);
       }
       const have = await this.listGit();
@@ -615,7 +369,7 @@ export class S3Remote implements Remote {
       await published.catch(() => undefined);
       if (failure) return;
       published = this.uploadPack(p).finally(() => release(p.buf)).then(async (built) => {
-        await this.put(built.idxRel, built.idx);
+        await this.io.put(built.idxRel, built.idx);
         this.addIdx(built.id, built.idx, built.idxRel);
         await this.cacheIdx(built.id, built.idx);
         // A pack a killed run had uploaded whole (but not indexed) costs nothing now.
@@ -640,11 +394,15 @@ export class S3Remote implements Remote {
           if (gitHave?.has(o.id) || gitWrites.has(o.id)) continue;
           await flushContent();
           if (failure) break;
-          const deps = gitLinks(o.data)
-            .map((id) => gitWrites.get(id))
-            .filter((p): p is Promise<void> => p !== undefined);
+          let links;
+          try {
+            links = framedObjectLinks(o.data);
+          } catch (e) {
+            throw new MstoreError('ECORRUPT', `git object ${o.id}: ${(e as Error).message}`);
+          }
+          const deps = links.map((l) => gitWrites.get(l.oid)).filter((p): p is Promise<void> => p !== undefined);
           const w = Promise.all(deps).then(async () => {
-            await this.put(`git/${o.id}`, await deflateP(o.data));
+            await this.io.put(`git/${o.id}`, await deflateP(o.data));
             this.gitKeys?.add(o.id);
             result.objects++;
             result.bytes += o.data.length;
@@ -665,16 +423,10 @@ export class S3Remote implements Remote {
         queued.add(qk);
         if (cur && cur.used + o.data.length > cur.buf.length) await seal();
         if (!cur) {
-          const need = PACK_MAGIC.length + o.data.length;
-          const buf = need <= PACK_BUFFER_BYTES ? (pool.pop() ?? Buffer.allocUnsafe(PACK_BUFFER_BYTES)) : Buffer.allocUnsafe(need);
-          PACK_MAGIC.copy(buf, 0);
-          cur = { buf, used: PACK_MAGIC.length, entries: [], bytes: 0 };
+          const need = packBytesFor(o.data.length);
+          cur = startPack(need <= PACK_BUFFER_BYTES ? (pool.pop() ?? Buffer.allocUnsafe(PACK_BUFFER_BYTES)) : Buffer.allocUnsafe(need));
         }
-        o.data.copy(cur.buf, cur.used);
-        cur.used += o.data.length;
-        cur.entries.push({ type: o.kind === 'chunk' ? ENTRY_CHUNK : ENTRY_FILE, id: o.id, length: o.data.length });
-        cur.bytes += o.data.length;
-        if (PACK_MAGIC.length + cur.bytes >= S3_PACK_BYTES) await seal();
+        if (addEntry(cur, o.kind, o.id, o.data)) await seal();
       }
     } catch (e) {
       sourceError = e;
@@ -688,33 +440,12 @@ export class S3Remote implements Remote {
 
   /** Seals a pack in memory (table, footer), PUTs it unless an identical one is there, and returns its .idx. */
   private async uploadPack(p: PackParts): Promise<{ id: string; idx: Buffer; idxRel: string; uploaded: boolean }> {
-    const table = Buffer.alloc(p.entries.length * TABLE_ENTRY_BYTES);
-    p.entries.forEach((e, i) => {
-      const o = i * TABLE_ENTRY_BYTES;
-      table.writeUInt8(e.type, o);
-      table.writeUInt32LE(e.length, o + 1);
-      table.write(e.id, o + 5, 'hex');
-    });
-    const hash = sha256(table);
-    const footer = Buffer.alloc(FOOTER_BYTES);
-    hash.copy(footer, 0);
-    footer.writeUInt32LE(p.entries.length, 32);
-    PACK_END_MAGIC.copy(footer, 36);
-    const id = hash.toString('hex');
-    const idx = Buffer.concat([table, footer]);
-    const rel = `data/${id.slice(0, 2)}/${id}.pack`;
-    const size = PACK_MAGIC.length + p.bytes + idx.length;
+    const { id, idx, size, bytes } = sealPack(p);
+    const rel = packKey(id);
     // A rerun after a kill rebuilds the same pack: if it is already there, whole, skip the upload.
-    const uploaded = (await this.head(rel)) !== size;
-    if (uploaded) {
-      let body: Buffer;
-      if (p.used + idx.length <= p.buf.length) {
-        idx.copy(p.buf, p.used);
-        body = p.buf.subarray(0, size);
-      } else body = Buffer.concat([p.buf.subarray(0, p.used), idx], size);
-      await this.put(rel, body);
-    }
-    return { id, idx, idxRel: `index/${id}.idx`, uploaded };
+    const uploaded = (await this.io.head(rel)) !== size;
+    if (uploaded) await this.io.put(rel, bytes());
+    return { id, idx, idxRel: idxKey(id), uploaded };
   }
 
   // ---------------------------------------------------------------- fetch
@@ -728,48 +459,27 @@ export class S3Remote implements Remote {
 
   private async fetchOneGit(id: string, signal: AbortSignal): Promise<WireObject> {
     const rel = `git/${id}`;
-    const r = await this.getBytes(rel, MAX_GIT_BYTES, undefined, signal);
-    if (!r) throw new MstoreError('EMISSING', `${this.where(rel)} does not exist (the remote lacks git object ${id})`);
+    const r = await this.io.getBytes(rel, MAX_GIT_BYTES, undefined, signal);
+    if (!r) throw new MstoreError('EMISSING', `${this.io.where(rel)} does not exist (the remote lacks git object ${id})`);
     let data: Buffer;
     try {
       data = await inflateP(r.data, { maxOutputLength: MAX_GIT_BYTES });
     } catch (e) {
-      throw new MstoreError('ECORRUPT', `${this.where(rel)}: not a zlib-deflated git object (${(e as Error).message.split('\n')[0]})`);
+      throw new MstoreError('ECORRUPT', `${this.io.where(rel)}: not a zlib-deflated git object (${(e as Error).message.split('\n')[0]})`);
     }
     const o: WireObject = { kind: 'git', id, data };
     try {
       checkObject(o);
     } catch (e) {
-      throw new MstoreError('ECORRUPT', `${this.where(rel)}: ${(e as Error).message}`);
+      throw new MstoreError('ECORRUPT', `${this.io.where(rel)}: ${(e as Error).message}`);
     }
     return o;
   }
 
-  /** Sliding window of GETs; yields in request order. */
-  private async *window<T>(n: number, jobs: ((signal: AbortSignal) => Promise<T>)[]): AsyncGenerator<T> {
-    const ac = new AbortController();
-    const running: Promise<T>[] = [];
-    let next = 0;
-    const start = () => {
-      const p = jobs[next++](ac.signal);
-      p.catch(() => undefined); // awaited below, or dropped on an early exit
-      running.push(p);
-    };
-    try {
-      while (next < jobs.length && running.length < n) start();
-      while (running.length) {
-        const v = await (running.shift() as Promise<T>);
-        if (next < jobs.length) start();
-        yield v;
-      }
-    } finally {
-      if (running.length) ac.abort();
-    }
-  }
 
   private async *fetchGit(ids: string[]): AsyncGenerator<WireObject> {
     await this.checkMarker(false);
-    yield* this.window(
+    yield* slidingWindow(
       SMALL_PARALLEL,
       ids.map((id) => (signal: AbortSignal) => this.fetchOneGit(id, signal)),
     );
@@ -806,27 +516,25 @@ export class S3Remote implements Remote {
       }
     }
     const jobs = ranges.map((r) => async (signal: AbortSignal): Promise<WireObject[]> => {
-      const rel = `data/${r.pack.slice(0, 2)}/${r.pack}.pack`;
-      const got = await this.getBytes(rel, r.length, { offset: r.offset, length: r.length }, signal);
-      if (!got) throw new MstoreError('EMISSING', `${this.where(rel)} does not exist (index/${r.pack}.idx lists it)`);
-      if (got.data.length !== r.length) throw new MstoreError('ECORRUPT', `${this.where(rel)}: ${got.data.length} bytes at offset ${r.offset}, expected ${r.length} (truncated pack)`);
+      const rel = packKey(r.pack);
+      const got = await this.io.getBytes(rel, r.length, { offset: r.offset, length: r.length }, signal);
+      if (!got) throw new MstoreError('EMISSING', `${this.io.where(rel)} does not exist (index/${r.pack}.idx lists it)`);
+      if (got.data.length !== r.length) throw new MstoreError('ECORRUPT', `${this.io.where(rel)}: ${got.data.length} bytes at offset ${r.offset}, expected ${r.length} (truncated pack)`);
       return r.items.map((it) => {
         const o: WireObject = { kind, id: it.id, data: got.data.subarray(it.loc.offset - r.offset, it.loc.offset - r.offset + it.loc.length) };
         try {
           checkObject(o);
         } catch (e) {
-          throw new MstoreError('ECORRUPT', `${this.where(rel)}: ${(e as Error).message}`);
+          throw new MstoreError('ECORRUPT', `${this.io.where(rel)}: ${(e as Error).message}`);
         }
         return o;
       });
     });
-    for await (const batch of this.window(RANGE_PARALLEL, jobs)) yield* batch;
+    for await (const batch of slidingWindow(RANGE_PARALLEL, jobs)) yield* batch;
   }
 
   async close(): Promise<void> {
-    const sdk = this.sdk;
-    this.sdk = undefined;
-    if (sdk) (await sdk.catch(() => undefined))?.client.destroy();
+    await this.io.close();
   }
 }
 

@@ -1,0 +1,91 @@
+/**
+ * src/format/git-links.ts (docs/format.md §7.8): the links of trees (every mode, gitlinks
+ * included), commits and tags, on objects git itself wrote; and what bundle.ts refuses on top.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { GITLINK_MODE, framedObjectLinks, objectLinks, sha1Hex, unwrapObject, wrapObject } from '../src/format/git-links.js';
+import { bundleObjectLinks } from '../src/format/bundle.js';
+import { cleanup, tmpDir } from './helpers.js';
+
+const dir = tmpDir('mstore-git-links-');
+function git(args: string[], input?: string): string {
+  const r = spawnSync('git', [`--git-dir=${dir}`, ...args], { input, encoding: 'latin1', env: { ...process.env, GIT_AUTHOR_NAME: 'A', GIT_AUTHOR_EMAIL: 'a@b', GIT_COMMITTER_NAME: 'A', GIT_COMMITTER_EMAIL: 'a@b', GIT_AUTHOR_DATE: '1700000000 +0100', GIT_COMMITTER_DATE: '1700000000 +0100' } });
+  if (r.status !== 0) throw new Error(`git ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+git(['init', '--bare', '-q']);
+/** An object as git stores it (framing included), read back from git. */
+function raw(id: string): Buffer {
+  const type = git(['cat-file', '-t', id]).trim();
+  return wrapObject(type, Buffer.from(git(['cat-file', type, id]), 'latin1'));
+}
+
+const blob = git(['hash-object', '-w', '--stdin'], 'weights\n').trim();
+const sub = git(['mktree'], '').trim(); // the empty tree
+const fakeCommit = '1234567890abcdef1234567890abcdef12345678'; // a submodule's commit: not in this repository
+const tree = git(['mktree'], [`100644 blob ${blob}\ta.txt`, `100755 blob ${blob}\trun.sh`, `120000 blob ${blob}\tlink`, `040000 tree ${sub}\tdir`, `${GITLINK_MODE} commit ${fakeCommit}\tvendor`].join('\n') + '\n').trim();
+const root = git(['commit-tree', tree, '-m', 'first']).trim();
+const second = git(['commit-tree', tree, '-m', 'second']).trim();
+// A message line that looks like a header must not count as a parent.
+const merge = git(['commit-tree', tree, '-p', root, '-p', second, '-m', `merge\n\nparent ${blob}`]).trim();
+const tag = git(['mktag'], `object ${tree}\ntype tree\ntag t1\ntagger A <a@b> 1700000000 +0100\n\nthe tree\n`).trim();
+
+test('tree: every mode, in git order, a gitlink as a commit (bytes from git itself)', () => {
+  const data = raw(tree);
+  assert.is(sha1Hex(data), tree, 'framing as git hashes it');
+  const links = framedObjectLinks(data);
+  const sorted = ['a.txt', 'dir', 'link', 'run.sh', 'vendor'];
+  assert.equal(links.map((l) => l.via), sorted);
+  const by = new Map(links.map((l) => [l.via, l]));
+  assert.equal(by.get('a.txt'), { oid: blob, type: 'blob', via: 'a.txt', mode: '100644' });
+  assert.equal(by.get('run.sh'), { oid: blob, type: 'blob', via: 'run.sh', mode: '100755' });
+  assert.equal(by.get('link'), { oid: blob, type: 'blob', via: 'link', mode: '120000' });
+  assert.equal(by.get('dir'), { oid: sub, type: 'tree', via: 'dir', mode: '40000' });
+  assert.equal(by.get('vendor'), { oid: fakeCommit, type: 'commit', via: 'vendor', mode: GITLINK_MODE });
+});
+
+test('commit: its tree, then its parents in order; the message is not read', () => {
+  assert.equal(framedObjectLinks(raw(root)), [{ oid: tree, type: 'tree', via: 'tree' }]);
+  assert.equal(framedObjectLinks(raw(merge)), [
+    { oid: tree, type: 'tree', via: 'tree' },
+    { oid: root, type: 'commit', via: 'parent' },
+    { oid: second, type: 'commit', via: 'parent' },
+  ]);
+});
+
+test('tag: its object, with the type it names', () => {
+  assert.equal(framedObjectLinks(raw(tag)), [{ oid: tree, type: 'tree', via: 'object' }]);
+  assert.equal(framedObjectLinks(raw(blob)), []);
+});
+
+test('malformed objects are errors naming the problem', () => {
+  const entry = (mode: string, name: string) => Buffer.concat([Buffer.from(`${mode} ${name}\0`), Buffer.alloc(20, 1)]);
+  assert.throws(() => objectLinks('tree', entry('100644', 'a').subarray(0, 20)), /truncated tree entry/);
+  assert.throws(() => objectLinks('tree', entry('100664', 'a')), /mode 100664/);
+  assert.throws(() => objectLinks('commit', Buffer.from(`parent ${root}\ntree ${tree}\n`)), /tree line/);
+  assert.throws(() => objectLinks('commit', Buffer.from(`tree ${tree}\n\nmessage\n`)), /author and committer/);
+  assert.throws(() => objectLinks('tag', Buffer.from(`type commit\nobject ${root}\n`)), /object and type/);
+  assert.throws(() => framedObjectLinks(Buffer.from('tree 5\0abc')), /header says 5 bytes/);
+  const u = unwrapObject(wrapObject('blob', Buffer.from('x')));
+  assert.ok(typeof u !== 'string' && u.type === 'blob' && u.content.toString() === 'x');
+});
+
+test('bundle rules on top: a gitlink or an unsafe or unsorted name is refused, a plain tree passes', () => {
+  const o = unwrapObject(raw(tree));
+  if (typeof o === 'string') throw new Error(o);
+  assert.throws(() => bundleObjectLinks('tree', o.content), /'vendor' has mode 160000/);
+  const plain = git(['mktree'], `100644 blob ${blob}\ta.txt\n040000 tree ${sub}\tdir\n`).trim();
+  const p = unwrapObject(raw(plain));
+  if (typeof p === 'string') throw new Error(p);
+  assert.equal(bundleObjectLinks('tree', p.content).map((l) => l.type), ['blob', 'tree']);
+  const entry = (name: string) => Buffer.concat([Buffer.from(`100644 ${name}\0`), Buffer.from(blob, 'hex')]);
+  assert.throws(() => bundleObjectLinks('tree', Buffer.concat([entry('b'), entry('a')])), /not sorted/);
+  assert.throws(() => bundleObjectLinks('tree', entry('.GIT')), /not allowed/);
+  assert.ok(objectLinks('tree', Buffer.concat([entry('b'), entry('a')])).length === 2, 'order is a bundle rule, not a link rule');
+});
+
+test.after(() => cleanup(dir));
+
+test.run();
