@@ -127,6 +127,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   EBADNAME: 400,
   EAUTH: 403,
   EUNKNOWNREV: 404,
+  ENOTFOUND: 404,
   EMISSING: 404,
   EREJECTED: 409,
   ECORRUPT: 422,
@@ -225,7 +226,7 @@ export async function* readAhead<T>(source: AsyncIterable<T>, size: (x: T) => nu
 export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
   const maxBody = opts.maxBody ?? DEFAULT_MAX_BODY;
   if (!Number.isSafeInteger(maxBody) || maxBody < MIN_MAX_BODY) {
-    throw new MstoreError('EBADINPUT', `--max-body must be at least ${MIN_MAX_BODY} bytes (the largest object and its framing)`, 2);
+    throw new MstoreError('EUSAGE', `--max-body must be at least ${MIN_MAX_BODY} bytes (the largest object and its framing)`);
   }
   const log = opts.log ?? (() => undefined);
   const remote = opts.remote;
