@@ -14,6 +14,19 @@ import {
   statSync, symlinkSync, truncateSync, utimesSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { CLI, cleanup, layerTensors, mstore, sha256File, tmpDir, treeDigest, writeModelDir, writeSafetensors, type RunResult } from './helpers.js';
+import { ERROR_CODES, MstoreError, type ErrorCode } from '../src/lib/errors.js';
+import { exitStatus, exitStatusOf } from '../src/cli/exit-codes.js';
+import { Store } from '../src/repo/store.js';
+import { resolveRev } from '../src/repo/versions.js';
+import { openRemote, openUrl } from '../src/remote/open.js';
+import { removeRemote } from '../src/remote/config.js';
+import { pull } from '../src/remote/pull.js';
+import { backup, chooseBackup } from '../src/ops/copy/backups.js';
+import { setLabels } from '../src/ops/labels.js';
+import { deleteTag } from '../src/ops/tags.js';
+import { restoreRef } from '../src/ops/retention/remove.js';
+import { versionSide } from '../src/ops/diff/sides.js';
+import { remoteDeployStatus } from '../src/deploy/client.js';
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -622,6 +635,116 @@ test('a removed version: its name says how to get it back; tag -d of a version p
     ok(ws, ['show', 'v001']);
   } finally {
     cleanup(ws);
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// error codes: not found vs unknown revision, and the exit status of each code
+
+test('exit statuses: EUSAGE and EBADNAME exit 2, every other code and any non-mstore error 1', () => {
+  for (const code of ERROR_CODES) {
+    const want = code === 'EUSAGE' || code === 'EBADNAME' ? 2 : 1;
+    assert.is(exitStatusOf(code), want, code);
+    assert.is(exitStatus(new MstoreError(code, 'x')), want, `${code} as an error`);
+  }
+  assert.is(exitStatus(new Error('a bug')), 1);
+  assert.is(exitStatus(Object.assign(new Error('EACCES'), { code: 'EACCES' })), 1);
+  assert.is(exitStatus('thrown string'), 1);
+});
+
+test('a named thing that does not exist: exit 1 naming it (not-found), store unchanged', () => {
+  const ws = makeStore();
+  const other = makeStore(); // an mstore store without deploy.json
+  try {
+    const before = storeState(ws);
+    expectError(mstore(ws, ['push', 'nosuch']), 1, /no remote named 'nosuch'/, 'push nosuch');
+    expectError(mstore(ws, ['remote', 'remove', 'nosuch']), 1, /no remote named 'nosuch'/, 'remote remove nosuch');
+    expectError(mstore(ws, ['backup', 'restore', 'nosuch', 'v001']), 1, /no backup store named 'nosuch'/, 'backup restore nosuch');
+    expectError(mstore(ws, ['backup']), 1, /no backup store is configured/, 'backup without a backup store');
+    expectError(mstore(ws, ['label', 'v001', '--unset', 'nolabel']), 1, /v001 has no label 'nolabel'/, 'label --unset nolabel');
+    expectError(mstore(ws, ['tag', '-d', 'nosuch']), 1, /tag 'nosuch' not found/, 'tag -d nosuch');
+    expectError(mstore(ws, ['restore', 'nosuch']), 1, /no deletion of 'nosuch'/, 'restore nosuch');
+    expectError(mstore(ws, ['deploy', 'status', other]), 1, /has no deploy configuration/, 'deploy status of a store without deploy.json');
+    expectError(mstore(ws, ['deploy', 'rollback', other]), 1, /has no deploy configuration/, 'deploy rollback');
+    assert.is(storeState(ws), before);
+  } finally {
+    cleanup(ws);
+    cleanup(other);
+  }
+});
+
+test('usage: bad option values and names exit 2 (EUSAGE, EBADNAME), store unchanged', () => {
+  const ws = makeStore();
+  try {
+    const before = storeState(ws);
+    expectError(mstore(ws, ['remote', 'add', 'bad name', '/tmp/x']), 2, /invalid remote name 'bad name'/, 'remote add "bad name"');
+    expectError(mstore(ws, ['remote', 'add', 'box', 'ftp://box/x']), 2, /unsupported remote URL scheme/, 'remote add ftp://');
+    expectError(mstore(ws, ['remote', 'frob']), 2, /unknown remote subcommand 'frob'/, 'remote frob');
+    expectError(mstore(ws, ['backup', 'add', 'self', ws]), 2, /own backup/, 'backup add of the store itself');
+    expectError(mstore(ws, ['label', 'v001', 'bad key=1']), 2, /invalid label name 'bad key'/, 'label "bad key=1"');
+    expectError(mstore(ws, ['label', 'v001', 'status=bogus']), 2, /invalid status 'bogus'/, 'label status=bogus');
+    expectError(mstore(ws, ['prune']), 2, /empty policy/, 'prune without a policy');
+    expectError(mstore(ws, ['prune', '--keep-within', '3x']), 2, /--keep-within '3x'/, 'prune --keep-within 3x');
+    assert.is(storeState(ws), before);
+  } finally {
+    cleanup(ws);
+  }
+});
+
+/** Awaits `p`, which must reject with an MstoreError of `code`; returns the error for its fields. */
+async function rejectsWith(p: Promise<unknown>, code: ErrorCode, what: string): Promise<MstoreError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof MstoreError, `${what}: an MstoreError, got ${String(e)}`);
+    assert.is(e.code, code, `${what}: code (${e.message})`);
+    return e;
+  }
+  assert.unreachable(`${what}: did not fail`);
+  throw new Error('unreachable');
+}
+
+test('library codes: ENOTFOUND for remotes, backup stores, labels, tags, files, deploys; EUNKNOWNREV for revisions, with what and where', async () => {
+  const ws = makeStore();
+  const other = makeStore();
+  const store = await Store.find(ws);
+  try {
+    let e = await rejectsWith(openRemote(store, 'nosuch'), 'ENOTFOUND', 'openRemote');
+    assert.is(e.what, 'nosuch');
+    await rejectsWith(removeRemote(store, 'nosuch'), 'ENOTFOUND', 'removeRemote');
+    e = await rejectsWith(chooseBackup(store, 'nosuch'), 'ENOTFOUND', 'chooseBackup');
+    assert.is(e.what, 'nosuch');
+    await rejectsWith(backup(store, {}), 'ENOTFOUND', 'backup with none configured');
+    e = await rejectsWith(setLabels(store, 'v001', {}, ['nolabel']), 'ENOTFOUND', 'unset a label');
+    assert.equal([e.what, e.where], ['nolabel', 'v001']);
+    e = await rejectsWith(deleteTag(store, 'nosuch'), 'ENOTFOUND', 'deleteTag');
+    assert.is(e.what, 'nosuch');
+    e = await rejectsWith(restoreRef(store, 'nosuch'), 'ENOTFOUND', 'restoreRef');
+    assert.is(e.what, 'nosuch');
+    const side = await versionSide(store, 'v001');
+    try {
+      e = await rejectsWith(side.readAll('no/such.bin'), 'ENOTFOUND', 'a file the version lacks');
+      assert.equal([e.what, e.where], ['no/such.bin', 'v001']);
+    } finally {
+      await side.close();
+    }
+    const remote = await openUrl(other);
+    try {
+      await rejectsWith(remoteDeployStatus(remote), 'ENOTFOUND', 'deploy status without deploy.json');
+      e = await rejectsWith(pull(store, remote, { refs: ['v042'] }), 'EUNKNOWNREV', 'pull of a ref the remote lacks');
+      assert.equal([e.what, e.where], ['v042', remote.display]);
+    } finally {
+      await remote.close();
+    }
+    // An unknown revision names the part that resolves to nothing, and no place (this store).
+    e = await rejectsWith(resolveRev(store.repo, 'v042~2'), 'EUNKNOWNREV', 'resolveRev v042~2');
+    assert.equal([e.what, e.where], ['v042', undefined]);
+    e = await rejectsWith(resolveRev(store.repo, 'v001~5'), 'EUNKNOWNREV', 'resolveRev v001~5');
+    assert.is(e.what, 'v001~5');
+  } finally {
+    await store.close();
+    cleanup(ws);
+    cleanup(other);
   }
 });
 

@@ -142,7 +142,7 @@ async function tidy(cfg: DeployConfig, attempts: DeployAttempt[], live: string |
  */
 export async function applyDeploy(store: Store, commit: string, opts: ApplyOptions = {}): Promise<DeployAttempt> {
   const cfg = await readDeployConfig(store);
-  if (!cfg) throw new MstoreError('EBADINPUT', `${store.dir} has no deploy configuration (deploy.json; see docs/deploy.md)`);
+  if (!cfg) throw new MstoreError('ENOTFOUND', `${store.dir} has no deploy configuration (deploy.json; see docs/deploy.md)`, { what: 'deploy.json', where: store.dir });
   const say = (l: string): void => opts.onLine?.(`deploy: ${l}`);
   await mkdir(cfg.root, { recursive: true });
   await mkdir(deployDir(store), { recursive: true });

@@ -28,7 +28,7 @@ export interface DeployOutcome {
 async function statusOf(remote: Remote): Promise<DeployStatus & { ref: string }> {
   if (!remote.deployStatus) throw new MstoreError('EBADINPUT', `${remote.display} cannot deploy: deploys run on a store served by 'mstore serve' (or a path)`);
   const st = await remote.deployStatus();
-  if (!st.configured || !st.ref) throw new MstoreError('EBADINPUT', `${remote.display} has no deploy configuration (deploy.json in the serving store; see docs/deploy.md)`);
+  if (!st.configured || !st.ref) throw new MstoreError('ENOTFOUND', `${remote.display} has no deploy configuration (deploy.json in the serving store; see docs/deploy.md)`, { what: 'deploy.json', where: remote.display });
   return { ...st, ref: st.ref };
 }
 
@@ -67,13 +67,13 @@ export async function rollback(store: Store, remote: Remote, rev: string | undef
   let target: DeployAttempt | undefined;
   if (rev === undefined) {
     target = st.history.find((a) => a.result === 'ok' && a.commit !== st.live?.commit);
-    if (!target) throw new MstoreError('EUNKNOWNREV', `${remote.display} has no earlier good deploy to roll back to`);
+    if (!target) throw new MstoreError('ENOTFOUND', `${remote.display} has no earlier good deploy to roll back to`, { where: remote.display });
   } else {
     target = st.history.find((a) => a.result === 'ok' && a.version === rev);
     if (!target) {
       const commit = await resolveRev(store.repo, rev).catch(() => undefined);
       target = commit ? st.history.find((a) => a.result === 'ok' && a.commit === commit) : undefined;
-      if (!target) throw new MstoreError('EUNKNOWNREV', `${remote.display} never deployed '${rev}' successfully; use 'mstore deploy ${remote.display} ${rev}'`);
+      if (!target) throw new MstoreError('ENOTFOUND', `${remote.display} never deployed '${rev}' successfully; use 'mstore deploy ${remote.display} ${rev}'`, { what: rev, where: remote.display });
     }
   }
   const attempt = await trigger(remote, st.ref, target.commit, `rollback to ${target.version}`, opts, st.live?.commit);

@@ -8,7 +8,7 @@ export function now(): Date {
   const pinned = process.env.MSTORE_NOW;
   if (pinned === undefined || pinned === '') return new Date();
   const d = /^[0-9]+(\.[0-9]+)?$/.test(pinned) ? new Date(Number(pinned) * 1000) : new Date(pinned);
-  if (Number.isNaN(d.getTime())) throw new MstoreError('EBADINPUT', `MSTORE_NOW='${pinned}' is not a date (ISO 8601 or unix seconds)`, 2);
+  if (Number.isNaN(d.getTime())) throw new MstoreError('EUSAGE', `MSTORE_NOW='${pinned}' is not a date (ISO 8601 or unix seconds)`);
   return d;
 }
 
@@ -34,10 +34,10 @@ export function parseDuration(text: string, what = 'duration'): number {
   while (pos < text.length) {
     re.lastIndex = pos;
     const m = re.exec(text);
-    if (!m) throw new MstoreError('EBADINPUT', `${what} '${text}' is not a duration (like 30d, 2y5m7d3h, 12h, 90min)`, 2);
+    if (!m) throw new MstoreError('EUSAGE', `${what} '${text}' is not a duration (like 30d, 2y5m7d3h, 12h, 90min)`);
     ms += Number(m[1]) * UNIT_MS[m[2]];
     pos = re.lastIndex;
   }
-  if (!text) throw new MstoreError('EBADINPUT', `${what} is empty`, 2);
+  if (!text) throw new MstoreError('EUSAGE', `${what} is empty`);
   return ms;
 }

@@ -52,9 +52,9 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
   const line = opts.line ?? DEFAULT_LINE;
   checkLineName(line);
   if (opts.status !== undefined && !(STATUSES as readonly string[]).includes(opts.status)) {
-    throw new MstoreError('EBADINPUT', `invalid status '${opts.status}' (one of ${STATUSES.join(', ')})`, 2);
+    throw new MstoreError('EUSAGE', `invalid status '${opts.status}' (one of ${STATUSES.join(', ')})`);
   }
-  if (!opts.message.trim()) throw new MstoreError('EBADINPUT', 'empty commit message', 2);
+  if (!opts.message.trim()) throw new MstoreError('EUSAGE', 'empty commit message');
   return store.withLock('commit', async () => {
     const repo = store.repo;
     const index = store.index;
@@ -62,7 +62,7 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
     const head = await repo.readRef(lineRef(line));
     if (!head && line !== DEFAULT_LINE) {
       const clash = (await refCollision(repo, `refs/tags/${line}/v001`)) ?? (await refCollision(repo, lineRef(line)));
-      if (clash) throw new MstoreError('EBADNAME', `line '${line}' collides with the existing ref ${clash}`, 2);
+      if (clash) throw new MstoreError('EBADNAME', `line '${line}' collides with the existing ref ${clash}`);
     }
     const headFlat: FlatTree = head ? modelEntries(await repo.readFlatTree((await repo.readCommit(head)).tree)) : new Map();
 

@@ -95,7 +95,7 @@ const inDir = (p: string, dir: string): boolean => dir === '' || p.startsWith(`$
 function findModelDir(files: VersionFile[], kind: 'base' | 'adapter', given: string | undefined, what: string): string {
   const isAdapterDir = (d: string): boolean => files.some((f) => dirOf(f.path) === d && f.path.endsWith('adapter_config.json'));
   if (given !== undefined) {
-    if (!files.some((f) => inDir(f.path, given))) throw new MstoreError('EUNKNOWNREV', `${what} has no directory '${given}'`);
+    if (!files.some((f) => inDir(f.path, given))) throw new MstoreError('ENOTFOUND', `${what} has no directory '${given}'`, { what: given, where: what });
     return given;
   }
   const candidates = new Set<string>();

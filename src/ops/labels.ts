@@ -66,9 +66,9 @@ export async function allLabels(store: Store): Promise<Map<string, Labels>> {
 }
 
 export function checkLabel(key: string, value: string | undefined): void {
-  if (!KEY.test(key)) throw new MstoreError('EBADINPUT', `invalid label name '${key}' (letters, digits, _ . -; at most 64)`, 2);
+  if (!KEY.test(key)) throw new MstoreError('EBADNAME', `invalid label name '${key}' (letters, digits, _ . -; at most 64)`);
   if (key === 'status' && value !== undefined && !(STATUSES as readonly string[]).includes(value)) {
-    throw new MstoreError('EBADINPUT', `invalid status '${value}' (one of ${STATUSES.join(', ')})`, 2);
+    throw new MstoreError('EUSAGE', `invalid status '${value}' (one of ${STATUSES.join(', ')})`);
   }
 }
 
@@ -89,7 +89,7 @@ export async function setLabels(store: Store, rev: string, set: Labels, unset: s
     const meta = await readMeta(repo, commit);
     const { head, entries } = await notesTree(store);
     const old = entries.has(commit) ? parseNote(Buffer.from(await repo.readBlob(entries.get(commit)!)).toString('utf8'), commit) : {};
-    for (const k of unset) if (!(k in old)) throw new MstoreError('EUNKNOWNREV', `${meta?.version ?? commit.slice(0, 12)} has no label '${k}'`);
+    for (const k of unset) if (!(k in old)) throw new MstoreError('ENOTFOUND', `${meta?.version ?? commit.slice(0, 12)} has no label '${k}'`, { what: k, where: meta?.version ?? commit });
     const labels: Labels = { ...old, ...set };
     for (const k of unset) delete labels[k];
     const sorted = Object.fromEntries(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));

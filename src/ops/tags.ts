@@ -23,7 +23,7 @@ export async function createTag(store: Store, name: string, rev = 'latest', mess
     const repo = store.repo;
     if (await repo.readRef(`refs/tags/${name}`)) throw new MstoreError('EEXISTS', `tag '${name}' already exists`);
     const clash = await refCollision(repo, `refs/tags/${name}`);
-    if (clash) throw new MstoreError('EBADNAME', `tag '${name}' collides with the existing ref ${clash}`, 2);
+    if (clash) throw new MstoreError('EBADNAME', `tag '${name}' collides with the existing ref ${clash}`);
     const commit = await resolveRev(repo, rev);
     const meta = await readMeta(repo, commit);
     const author = defaultAuthor();
@@ -42,11 +42,11 @@ export async function createTag(store: Store, name: string, rev = 'latest', mess
 
 export async function deleteTag(store: Store, name: string): Promise<void> {
   if (/(^|\/)v[0-9]+$/.test(name)) {
-    throw new MstoreError('EBADNAME', `'${name}' is a version, not a tag: remove it with 'mstore rm ${name}' (it makes a verified backup first)`, 2);
+    throw new MstoreError('EBADNAME', `'${name}' is a version, not a tag: remove it with 'mstore rm ${name}' (it makes a verified backup first)`);
   }
   checkTagName(name);
   await store.withLock('tag', async () => {
-    if (!(await store.repo.readRef(`refs/tags/${name}`))) throw new MstoreError('EUNKNOWNREV', `tag '${name}' not found`);
+    if (!(await store.repo.readRef(`refs/tags/${name}`))) throw new MstoreError('ENOTFOUND', `tag '${name}' not found`, { what: name });
     await moveRefs(store, [{ ref: `refs/tags/${name}`, value: null }], 'delete');
   });
 }

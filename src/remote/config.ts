@@ -44,7 +44,7 @@ export async function readRemotes(store: Store): Promise<RemotesFile> {
 }
 
 export function checkRemoteName(name: string): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new MstoreError('EBADNAME', `invalid remote name '${name}' (letters, digits, . _ -)`, 2);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new MstoreError('EBADNAME', `invalid remote name '${name}' (letters, digits, . _ -)`);
 }
 
 /** What kind of place a URL names; a plain path (or file://) is another store on this machine. */
@@ -52,16 +52,16 @@ export function urlKind(url: string): 'path' | 'http' | 's3' {
   if (/^https?:\/\//i.test(url)) return 'http';
   if (/^s3:\/\//i.test(url)) return 's3';
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !/^file:\/\//i.test(url)) {
-    throw new MstoreError('EBADINPUT', `unsupported remote URL scheme in '${url.replace(/\/\/[^@/]*@/, '//')}' (use a path, file://, http(s):// or s3://)`, 2);
+    throw new MstoreError('EUSAGE', `unsupported remote URL scheme in '${url.replace(/\/\/[^@/]*@/, '//')}' (use a path, file://, http(s):// or s3://)`);
   }
   return 'path';
 }
 
 export async function addRemote(store: Store, name: string, url: string, extra: { tokenEnv?: string; endpoint?: string; region?: string } = {}): Promise<RemoteConfig> {
   checkRemoteName(name);
-  if (/^[a-z][a-z0-9+.-]*:\/\/[^/@]*@/i.test(url)) throw new MstoreError('EBADINPUT', 'put credentials in an environment variable (--token-env VAR), not in the URL', 2);
+  if (/^[a-z][a-z0-9+.-]*:\/\/[^/@]*@/i.test(url)) throw new MstoreError('EUSAGE', 'put credentials in an environment variable (--token-env VAR), not in the URL');
   const kind = urlKind(url);
-  if (extra.tokenEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(extra.tokenEnv)) throw new MstoreError('EBADINPUT', `--token-env takes an environment variable name, got '${extra.tokenEnv}'`, 2);
+  if (extra.tokenEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(extra.tokenEnv)) throw new MstoreError('EUSAGE', `--token-env takes an environment variable name, got '${extra.tokenEnv}'`);
   const stored = kind === 'path' ? path.resolve(url.replace(/^file:\/\//i, '')) : url;
   return store.withLock('remote', async () => {
     const r = await readRemotes(store);
@@ -77,7 +77,7 @@ export async function addRemote(store: Store, name: string, url: string, extra: 
 export async function removeRemote(store: Store, name: string): Promise<void> {
   await store.withLock('remote', async () => {
     const r = await readRemotes(store);
-    if (!r.remotes[name]) throw new MstoreError('EUNKNOWNREV', `no remote named '${name}'`);
+    if (!r.remotes[name]) throw new MstoreError('ENOTFOUND', `no remote named '${name}'`, { what: name });
     delete r.remotes[name];
     await atomicWriteFile(path.join(store.dir, REMOTES_FILE), `${JSON.stringify(r, null, 2)}\n`);
   });

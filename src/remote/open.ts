@@ -37,7 +37,7 @@ export async function openRemote(store: Store, nameOrUrl: string): Promise<Opene
   const looksLikeUrl = /^[a-z][a-z0-9+.-]*:\/\//i.test(nameOrUrl) || nameOrUrl.includes('/') || nameOrUrl.startsWith('.');
   if (!looksLikeUrl) {
     const names = Object.keys(remotes);
-    throw new MstoreError('EUNKNOWNREV', `no remote named '${nameOrUrl}'${names.length ? ` (remotes: ${names.join(', ')})` : " (add one with 'mstore remote add NAME URL')"}`);
+    throw new MstoreError('ENOTFOUND', `no remote named '${nameOrUrl}'${names.length ? ` (remotes: ${names.join(', ')})` : " (add one with 'mstore remote add NAME URL')"}`, { what: nameOrUrl });
   }
   return { remote: await openUrl(nameOrUrl), url: nameOrUrl };
 }

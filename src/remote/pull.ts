@@ -104,7 +104,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       const named = new Set<string>();
       for (const name of opts.refs) {
         const ref = findRef(remoteRefs, name);
-        if (!ref) throw new MstoreError('EUNKNOWNREV', `${remote.display} has no ref '${name}'`);
+        if (!ref) throw new MstoreError('EUNKNOWNREV', `${remote.display} has no ref '${name}'`, { what: name, where: remote.display });
         named.add(ref);
       }
       await fetchClosure([...named].map((r) => remoteRefs.get(r)!));

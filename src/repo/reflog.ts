@@ -91,7 +91,7 @@ export async function moveRefs(
   for (const m of moves) {
     const old = (await repo.readRef(m.ref)) ?? null;
     if (m.create && old) throw new MstoreError('ECONFLICT', `${m.ref.replace(/^refs\/(tags|heads)\//, '')} already exists`);
-    if (m.value === null && !old) throw new MstoreError('EUNKNOWNREV', `${m.ref} does not exist`);
+    if (m.value === null && !old) throw new MstoreError('ENOTFOUND', `${m.ref} does not exist`, { what: m.ref });
     if (old === m.value) continue;
     entries.push({ time, ref: m.ref, old, new: m.value, reason, op, ...(opts.message ? { message: opts.message } : {}) });
   }

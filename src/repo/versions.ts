@@ -42,7 +42,7 @@ function validComponentPath(name: string): boolean {
 
 export function checkLineName(line: string): void {
   if (!validComponentPath(line) || line.split('/').some((c) => c === 'latest' || VERSION_COMPONENT.test(c))) {
-    throw new MstoreError('EBADNAME', `invalid line name '${line}' (letters, digits, . _ - and /; no 'latest' or vNNN components)`, 2);
+    throw new MstoreError('EBADNAME', `invalid line name '${line}' (letters, digits, . _ - and /; no 'latest' or vNNN components)`);
   }
 }
 
@@ -50,7 +50,7 @@ export function checkLineName(line: string): void {
 export function checkTagName(name: string): void {
   const parts = name.split('/');
   if (!validComponentPath(name) || VERSION_COMPONENT.test(parts[parts.length - 1]) || parts[parts.length - 1] === 'latest') {
-    throw new MstoreError('EBADNAME', `invalid tag name '${name}' (vNNN and 'latest' are reserved for versions)`, 2);
+    throw new MstoreError('EBADNAME', `invalid tag name '${name}' (vNNN and 'latest' are reserved for versions)`);
   }
 }
 
@@ -120,7 +120,7 @@ export async function readMeta(repo: GitRepo, commit: string): Promise<VersionMe
  */
 export async function resolveRev(repo: GitRepo, rev: string): Promise<string> {
   const m = /^(.+?)((?:[~^][0-9]*)*)$/.exec(rev);
-  if (!m || rev.includes('..') || rev.startsWith('-')) throw new MstoreError('EUNKNOWNREV', `unknown revision '${rev}'`);
+  if (!m || rev.includes('..') || rev.startsWith('-')) throw new MstoreError('EUNKNOWNREV', `unknown revision '${rev}'`, { what: rev });
   const [, base, suffix] = m;
   let oid: string | undefined;
   const candidates =
@@ -130,24 +130,24 @@ export async function resolveRev(repo: GitRepo, rev: string): Promise<string> {
     if (oid) break;
   }
   if (!oid && /^[0-9a-f]{7,40}$/.test(base)) oid = await repo.expandOid(base);
-  if (!oid) throw new MstoreError('EUNKNOWNREV', `unknown revision '${rev}'`, 1, base);
+  if (!oid) throw new MstoreError('EUNKNOWNREV', `unknown revision '${rev}'`, { what: base });
   let commit: string;
   try {
     commit = await repo.peelToCommit(oid);
   } catch (e) {
-    throw new MstoreError('EUNKNOWNREV', `revision '${rev}' does not name a version (${(e as Error).message})`);
+    throw new MstoreError('EUNKNOWNREV', `revision '${rev}' does not name a version (${(e as Error).message})`, { what: rev });
   }
   for (const step of suffix.match(/[~^][0-9]*/g) ?? []) {
     const n = step.length > 1 ? Number(step.slice(1)) : 1;
     if (step[0] === '~') {
       for (let i = 0; i < n; i++) {
         const parents = (await repo.readCommit(commit)).parent;
-        if (!parents.length) throw new MstoreError('EUNKNOWNREV', `revision '${rev}' goes past the first version`);
+        if (!parents.length) throw new MstoreError('EUNKNOWNREV', `revision '${rev}' goes past the first version`, { what: rev });
         commit = parents[0];
       }
     } else if (n > 0) {
       const parents = (await repo.readCommit(commit)).parent;
-      if (parents.length < n) throw new MstoreError('EUNKNOWNREV', `revision '${rev}': no parent ${n}`);
+      if (parents.length < n) throw new MstoreError('EUNKNOWNREV', `revision '${rev}': no parent ${n}`, { what: rev });
       commit = parents[n - 1];
     }
   }

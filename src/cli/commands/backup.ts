@@ -32,13 +32,13 @@ export const backupCommand: CommandModule<object, Args> = {
     const [sub, ...rest] = a.args;
     await withStore(async (store) => {
       if (sub === 'add') {
-        if (rest.length !== 2) throw new MstoreError('EBADINPUT', 'usage: mstore backup add NAME PATH', 2);
+        if (rest.length !== 2) throw new MstoreError('EUSAGE', 'usage: mstore backup add NAME PATH');
         const r = await addBackup(store, rest[0], rest[1]);
         if (a.json) return printJson(r);
         return out(`Backup store '${r.name}' ${r.created ? 'created' : 'registered'} at ${r.path}`);
       }
       if (sub === 'list') {
-        if (rest.length) throw new MstoreError('EBADINPUT', 'usage: mstore backup list', 2);
+        if (rest.length) throw new MstoreError('EUSAGE', 'usage: mstore backup list');
         const reg = await readRegistry(store);
         const records = await readBackupRecords(store);
         if (a.json) return printJson({ stores: reg.stores, default: reg.default ?? null, backups: records });
@@ -54,7 +54,7 @@ export const backupCommand: CommandModule<object, Args> = {
         return;
       }
       if (sub === 'restore') {
-        if (rest.length !== 2) throw new MstoreError('EBADINPUT', 'usage: mstore backup restore NAME REV', 2);
+        if (rest.length !== 2) throw new MstoreError('EUSAGE', 'usage: mstore backup restore NAME REV');
         const r = await restoreFromBackup(store, rest[0], rest[1]);
         if (a.json) return printJson({ version: r.version, commit: r.commit, copied: { files: r.copied.files, chunks: r.copied.chunks, bytes: r.copied.bytes }, refs: r.copied.refs });
         return out(`Restored ${r.version} from backup '${rest[0]}' (${formatBytes(r.copied.bytes)} copied, every byte verified)`);

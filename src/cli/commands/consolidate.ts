@@ -36,7 +36,7 @@ export const consolidateCommand: CommandModule<object, Args> = {
       .example('$0 consolidate --base v001:model --adapter adapters/v004 --push box --deploy', 'merge, record, push to the box and make it live')
       .example('$0 consolidate --base v001:model --adapter v004:adapter -m "math merge"', 'name the directories inside the versions') as never,
   handler: handler(async (a) => {
-    if (a.deploy && !a.push) throw new MstoreError('EBADINPUT', '--deploy needs --push REMOTE', 2);
+    if (a.deploy && !a.push) throw new MstoreError('EUSAGE', '--deploy needs --push REMOTE');
     await withStore(async (store) => {
       // The remote is checked before the merge: a typo must not cost a consolidation.
       const remote = a.push ? (await openRemote(store, a.push)).remote : undefined;

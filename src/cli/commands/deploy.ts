@@ -76,7 +76,7 @@ export const deployCommand: CommandModule<object, Args> = {
     const [sub, ...rest] = a.args;
     await withStore(async (store) => {
       if (sub === 'setup') {
-        if (!a.root || !a.api) throw new MstoreError('EBADINPUT', 'usage: mstore deploy setup --root DIR --api URL [--ref NAME]', 2);
+        if (!a.root || !a.api) throw new MstoreError('EUSAGE', 'usage: mstore deploy setup --root DIR --api URL [--ref NAME]');
         const file = path.join(store.dir, DEPLOY_FILE);
         const existing = await readFile(file, 'utf8').catch(() => undefined);
         if (existing) throw new MstoreError('EEXISTS', `${file} exists; edit it (docs/deploy.md)`);
@@ -106,7 +106,7 @@ export const deployCommand: CommandModule<object, Args> = {
         return;
       }
       if (sub === 'status') {
-        if (rest.length !== 1) throw new MstoreError('EBADINPUT', 'usage: mstore deploy status REMOTE [--json]', 2);
+        if (rest.length !== 1) throw new MstoreError('EUSAGE', 'usage: mstore deploy status REMOTE [--json]');
         const { remote } = await openRemote(store, rest[0]);
         try {
           const st = await remoteDeployStatus(remote);
@@ -119,7 +119,7 @@ export const deployCommand: CommandModule<object, Args> = {
       }
       const onRemoteOutput = (line: string): void => void process.stderr.write(`remote: ${line}\n`);
       if (sub === 'rollback') {
-        if (rest.length < 1 || rest.length > 2) throw new MstoreError('EBADINPUT', 'usage: mstore deploy rollback REMOTE [REV]', 2);
+        if (rest.length < 1 || rest.length > 2) throw new MstoreError('EUSAGE', 'usage: mstore deploy rollback REMOTE [REV]');
         const { remote } = await openRemote(store, rest[0]);
         try {
           report(await rollback(store, remote, rest[1], { onRemoteOutput }), a.json, 'rollback');
@@ -128,7 +128,7 @@ export const deployCommand: CommandModule<object, Args> = {
         }
         return;
       }
-      if (!sub || rest.length !== 1) throw new MstoreError('EBADINPUT', 'usage: mstore deploy REMOTE REV (see mstore deploy --help)', 2);
+      if (!sub || rest.length !== 1) throw new MstoreError('EUSAGE', 'usage: mstore deploy REMOTE REV (see mstore deploy --help)');
       const { remote } = await openRemote(store, sub);
       const bar = progressBar('push');
       try {

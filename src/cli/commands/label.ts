@@ -28,7 +28,7 @@ export const labelCommand: CommandModule<object, Args> = {
     const set: Labels = {};
     for (const p of a.pairs) {
       const eq = p.indexOf('=');
-      if (eq <= 0) throw new MstoreError('EBADINPUT', `label expects KEY=VALUE, got '${p}'`, 2);
+      if (eq <= 0) throw new MstoreError('EUSAGE', `label expects KEY=VALUE, got '${p}'`);
       set[p.slice(0, eq)] = p.slice(eq + 1);
     }
     await withStore(async (store) => {

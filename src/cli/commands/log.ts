@@ -42,7 +42,7 @@ export const logCommand: CommandModule<object, Args> = {
   handler: handler(async (a) => {
     await withStore(async (store) => {
       if (a.status !== undefined && !(STATUSES as readonly string[]).includes(a.status)) {
-        throw new MstoreError('EBADINPUT', `invalid status '${a.status}' (one of ${STATUSES.join(', ')})`, 2);
+        throw new MstoreError('EUSAGE', `invalid status '${a.status}' (one of ${STATUSES.join(', ')})`);
       }
       const columns = a.metrics?.split(',').map((m) => m.trim()).filter(Boolean);
       const entries = await log(store, { rev: a.rev, limit: a.n, status: a.status });

@@ -33,13 +33,13 @@ export const remoteCommand: CommandModule<object, Args> = {
     const [sub, ...rest] = a.args;
     await withStore(async (store) => {
       if (sub === 'add') {
-        if (rest.length !== 2) throw new MstoreError('EBADINPUT', 'usage: mstore remote add NAME URL [--token-env VAR]', 2);
+        if (rest.length !== 2) throw new MstoreError('EUSAGE', 'usage: mstore remote add NAME URL [--token-env VAR]');
         const cfg = await addRemote(store, rest[0], rest[1], { tokenEnv: a.tokenEnv, endpoint: a.endpoint, region: a.region });
         if (a.json) return printJson({ name: rest[0], ...cfg });
         return out(`Remote '${rest[0]}' -> ${cfg.url}${cfg.tokenEnv ? ` (token from $${cfg.tokenEnv})` : ''}`);
       }
       if (sub === 'remove' || sub === 'rm') {
-        if (rest.length !== 1) throw new MstoreError('EBADINPUT', 'usage: mstore remote remove NAME', 2);
+        if (rest.length !== 1) throw new MstoreError('EUSAGE', 'usage: mstore remote remove NAME');
         await removeRemote(store, rest[0]);
         return out(`Remote '${rest[0]}' removed (nothing was deleted there)`);
       }
@@ -49,7 +49,7 @@ export const remoteCommand: CommandModule<object, Args> = {
         for (const [name, c] of Object.entries(remotes)) out(`${name}\t${c.url}${c.tokenEnv ? `\t(token: $${c.tokenEnv})` : ''}`);
         return;
       }
-      throw new MstoreError('EBADINPUT', `unknown remote subcommand '${sub}' (add, list, remove)`, 2);
+      throw new MstoreError('EUSAGE', `unknown remote subcommand '${sub}' (add, list, remove)`);
     });
   }),
 };

@@ -24,14 +24,14 @@ const LOCK_WAIT_MS = 10 * 60_000;
 function parseListen(s: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new MstoreError('EBADINPUT', `--listen expects HOST:PORT (e.g. 127.0.0.1:8750), got '${s}'`, 2);
+  if (!m || port > 65535) throw new MstoreError('EUSAGE', `--listen expects HOST:PORT (e.g. 127.0.0.1:8750), got '${s}'`);
   return { host: m[1] ?? m[2], port };
 }
 
 /** Bytes, with an optional K/M/G/T suffix (powers of 1024; KiB, MB, ... accepted alike). */
 function parseBytes(s: string, flag: string): number {
   const m = /^(\d+)\s*([kmgt]?)(?:i?b)?$/i.exec(s.trim());
-  if (!m) throw new MstoreError('EBADINPUT', `${flag} expects bytes like 1073741824 or 1G, got '${s}'`, 2);
+  if (!m) throw new MstoreError('EUSAGE', `${flag} expects bytes like 1073741824 or 1G, got '${s}'`);
   return Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase());
 }
 
@@ -52,8 +52,8 @@ export const serveCommand: CommandModule<object, Args> = {
   handler: handler(async (a) => {
     const listen = parseListen(a.listen);
     const maxBody = parseBytes(a.maxBody, '--max-body');
-    if (!Number.isFinite(a.grace) || a.grace < 0) throw new MstoreError('EBADINPUT', '--grace expects a number of seconds', 2);
-    if (!a.tlsCert !== !a.tlsKey) throw new MstoreError('EBADINPUT', '--tls-cert and --tls-key go together', 2);
+    if (!Number.isFinite(a.grace) || a.grace < 0) throw new MstoreError('EUSAGE', '--grace expects a number of seconds');
+    if (!a.tlsCert !== !a.tlsKey) throw new MstoreError('EUSAGE', '--tls-cert and --tls-key go together');
     const log = (line: string): void => {
       process.stderr.write(`${new Date().toISOString()} ${line}\n`);
     };

@@ -35,7 +35,7 @@ export const tagCommand: CommandModule<object, Args> = {
         return;
       }
       if (a.delete) {
-        if (a.rev) throw new MstoreError('EBADINPUT', 'tag -d takes only a name', 2);
+        if (a.rev) throw new MstoreError('EUSAGE', 'tag -d takes only a name');
         await deleteTag(store, a.name);
         if (a.json) return printJson({ deleted: a.name });
         return out(`Deleted tag '${a.name}'`);

@@ -27,8 +27,8 @@ export const verifyCommand: CommandModule<object, Args> = {
       .example('$0 verify v003 --quick', 'check that everything v003 needs is present')
       .example('$0 verify --all --sample 10', 're-read a random 10% of the chunks') as never,
   handler: handler(async (a) => {
-    if (a.all && a.revs?.length) throw new MstoreError('EBADINPUT', 'give revisions or --all, not both', 2);
-    if (a.quick && a.sample !== undefined) throw new MstoreError('EBADINPUT', '--quick and --sample exclude each other', 2);
+    if (a.all && a.revs?.length) throw new MstoreError('EUSAGE', 'give revisions or --all, not both');
+    if (a.quick && a.sample !== undefined) throw new MstoreError('EUSAGE', '--quick and --sample exclude each other');
     const mode: VerifyMode = a.quick ? 'quick' : a.sample !== undefined ? 'sample' : 'full';
     await withStore(async (store) => {
       const bar = progressBar('verify');

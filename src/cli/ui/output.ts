@@ -3,6 +3,7 @@ import cliProgress from 'cli-progress';
 import { MstoreError, errorLine } from '../../lib/errors.js';
 import { Store } from '../../repo/store.js';
 import { removalHint } from '../../repo/reflog.js';
+import { exitStatus } from '../exit-codes.js';
 import type { Progress } from '../../lib/progress.js';
 
 export function formatBytes(n: number | undefined): string {
@@ -89,10 +90,10 @@ export async function withStore<T>(fn: (store: Store) => Promise<T>): Promise<T>
   try {
     return await fn(store);
   } catch (e) {
-    // A removed version's name: say what happened to it and how to get it back.
-    if (e instanceof MstoreError && e.code === 'EUNKNOWNREV' && e.subject) {
-      const hint = await removalHint(store, e.subject).catch(() => undefined);
-      if (hint) throw new MstoreError('EUNKNOWNREV', `unknown revision '${e.subject}': ${hint}`, e.exitCode);
+    // A removed version's name (looked for in this store, not on a remote): say what happened to it and how to get it back.
+    if (e instanceof MstoreError && e.code === 'EUNKNOWNREV' && e.what && e.where === undefined) {
+      const hint = await removalHint(store, e.what).catch(() => undefined);
+      if (hint) throw new MstoreError('EUNKNOWNREV', `unknown revision '${e.what}': ${hint}`, { what: e.what });
     }
     throw e;
   } finally {
@@ -100,7 +101,7 @@ export async function withStore<T>(fn: (store: Store) => Promise<T>): Promise<T>
   }
 }
 
-/** Command handler wrapper: one clear line on failure, the error's exit code. */
+/** Command handler wrapper: one clear line on failure, the exit status of the error's code. */
 export function handler<A>(fn: (argv: A) => Promise<void>): (argv: A) => Promise<void> {
   return async (argv: A) => {
     try {
@@ -108,7 +109,7 @@ export function handler<A>(fn: (argv: A) => Promise<void>): (argv: A) => Promise
     } catch (e) {
       process.stderr.write(`mstore: error: ${errorLine(e)}\n`);
       if (process.env.MSTORE_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
-      process.exitCode = e instanceof MstoreError ? e.exitCode : 1;
+      process.exitCode = exitStatus(e);
     }
   };
 }
@@ -118,7 +119,7 @@ export function parseKeyValues(items: string[] | undefined, flag: string): Recor
   const outObj: Record<string, unknown> = {};
   for (const item of items ?? []) {
     const eq = item.indexOf('=');
-    if (eq <= 0) throw new MstoreError('EBADINPUT', `${flag} expects KEY=VALUE, got '${item}'`, 2);
+    if (eq <= 0) throw new MstoreError('EUSAGE', `${flag} expects KEY=VALUE, got '${item}'`);
     const raw = item.slice(eq + 1);
     let value: unknown = raw;
     try {

@@ -65,7 +65,7 @@ interface Selected extends BundleVersion {
 
 /** Resolves the revisions to distinct versions (commits with a version record), sorted by name. */
 async function selectVersions(store: Store, revs: string[]): Promise<Selected[]> {
-  if (!revs.length) throw new MstoreError('EBADINPUT', 'name at least one version to export', 2);
+  if (!revs.length) throw new MstoreError('EUSAGE', 'name at least one version to export');
   const repo = store.repo;
   const byCommit = new Map<string, Selected>();
   const byName = new Map<string, string>();

@@ -208,7 +208,7 @@ export async function importFiles(
     for (const line of new Set(plan.versions.map(lineOf))) {
       if (line === DEFAULT_LINE || (await repo.readRef(lineRef(line)))) continue;
       const clash = (await refCollision(repo, `refs/tags/${line}/v001`)) ?? (await refCollision(repo, lineRef(line)));
-      if (clash) throw new MstoreError('EBADNAME', `line '${line}' collides with the existing ref ${clash}; nothing imported`);
+      if (clash) throw new MstoreError(opts.line !== undefined ? 'EBADNAME' : 'EBADINPUT', `line '${line}' collides with the existing ref ${clash}; nothing imported`, { what: line });
     }
     const work = path.join(store.tmpDir, `import-${randomBytes(6).toString('hex')}`);
     await mkdir(work);

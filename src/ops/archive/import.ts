@@ -42,6 +42,6 @@ export async function importArchive(store: Store, opts: ImportOptions): Promise<
   if (!st.isFile()) throw new MstoreError('EBADINPUT', `${display}: not a regular file (import reads the archive twice)`);
   const format = await detectFormat(file, display);
   if (format === 'files') return importFiles(store, { ...opts, file, display, size: st.size });
-  if (opts.line !== undefined) throw new MstoreError('EBADINPUT', `--line applies to the files layout; ${display} is a bundle, whose versions keep their names`, 2);
+  if (opts.line !== undefined) throw new MstoreError('EUSAGE', `--line applies to the files layout; ${display} is a bundle, whose versions keep their names`);
   return importBundle(store, file, display, st.size, opts);
 }

@@ -56,7 +56,7 @@ export async function readRegistry(store: Store): Promise<BackupRegistry> {
 
 function checkBackupName(name: string): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) {
-    throw new MstoreError('EBADNAME', `invalid backup name '${name}' (letters, digits, . _ -)`, 2);
+    throw new MstoreError('EBADNAME', `invalid backup name '${name}' (letters, digits, . _ -)`);
   }
 }
 
@@ -74,7 +74,7 @@ export async function addBackup(store: Store, name: string, target: string): Pro
   checkBackupName(name);
   const abs = path.resolve(target);
   if (abs === path.resolve(store.dir) || (store.workspace && abs === path.resolve(store.workspace))) {
-    throw new MstoreError('EBADINPUT', 'a store cannot be its own backup', 2);
+    throw new MstoreError('EUSAGE', 'a store cannot be its own backup');
   }
   return store.withLock('backup', async () => {
     const reg = await readRegistry(store);
@@ -115,7 +115,7 @@ export async function chooseBackup(store: Store, name?: string): Promise<{ name:
   const reg = await readRegistry(store);
   if (name) {
     const s = reg.stores[name];
-    if (!s) throw new MstoreError('EUNKNOWNREV', `no backup store named '${name}' (see mstore backup list)`);
+    if (!s) throw new MstoreError('ENOTFOUND', `no backup store named '${name}' (see mstore backup list)`, { what: name });
     return { name, path: s.path };
   }
   const d = reg.default ?? Object.keys(reg.stores)[0];
@@ -128,7 +128,7 @@ export async function chooseBackup(store: Store, name?: string): Promise<{ name:
  */
 export async function backupLocked(store: Store, opts: BackupOptions): Promise<BackupResult> {
   const target = await chooseBackup(store, opts.name);
-  if (!target) throw new MstoreError('EMISSING', "no backup store is configured; add one with 'mstore backup add NAME PATH'");
+  if (!target) throw new MstoreError('ENOTFOUND', "no backup store is configured; add one with 'mstore backup add NAME PATH'");
   let versions: Roots;
   if (opts.versions) versions = opts.versions;
   else if (opts.revs?.length) {

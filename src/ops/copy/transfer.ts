@@ -40,7 +40,7 @@ export interface CopyResult {
 
 /** Copies versions from `src` into `dst` under dst's lock; throws, setting no ref, if the copy does not verify. */
 export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): Promise<CopyResult> {
-  if (src.dir === dst.dir) throw new MstoreError('EBADINPUT', `cannot copy a store into itself (${src.dir})`, 2);
+  if (src.dir === dst.dir) throw new MstoreError('EUSAGE', `cannot copy a store into itself (${src.dir})`);
   return dst.withLock('copy', async () => {
     // Refs first, on paper: a conflicting tag means this is another store's history.
     const moves: RefMove[] = [];

@@ -71,12 +71,12 @@ export async function versionSide(store: Store, rev: string): Promise<Side> {
   };
   const entry = async (file: string): Promise<SideFile> => {
     const f = (await files()).get(file);
-    if (!f) throw new MstoreError('EUNKNOWNREV', `${meta?.version ?? rev} has no file ${file}`);
+    if (!f) throw new MstoreError('ENOTFOUND', `${meta?.version ?? rev} has no file ${file}`, { what: file, where: meta?.version ?? rev });
     return f;
   };
   const blobOf = async (file: string): Promise<Buffer> => {
     const b = await repo.readFileAt(commit, file);
-    if (!b) throw new MstoreError('EUNKNOWNREV', `${meta?.version ?? rev} has no file ${file}`);
+    if (!b) throw new MstoreError('ENOTFOUND', `${meta?.version ?? rev} has no file ${file}`, { what: file, where: meta?.version ?? rev });
     return Buffer.from(b);
   };
   const side: Side = {
@@ -167,7 +167,7 @@ export async function workspaceSide(store: Store): Promise<Side> {
       try {
         return await readFile(abs(file));
       } catch {
-        throw new MstoreError('EUNKNOWNREV', `the workspace has no file ${file}`);
+        throw new MstoreError('ENOTFOUND', `the workspace has no file ${file}`, { what: file, where: 'the workspace' });
       }
     },
     async chunks(file) {

@@ -82,7 +82,7 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
   const started = process.hrtime.bigint();
   const mode = opts.mode ?? 'full';
   if (mode === 'sample' && !(opts.samplePercent! > 0 && opts.samplePercent! <= 100)) {
-    throw new MstoreError('EBADINPUT', `--sample takes a percentage in (0, 100], got ${opts.samplePercent}`, 2);
+    throw new MstoreError('EUSAGE', `--sample takes a percentage in (0, 100], got ${opts.samplePercent}`);
   }
   if (mode !== 'quick') store.hasher.warm();
   const repo = store.repo;

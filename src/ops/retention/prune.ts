@@ -38,11 +38,11 @@ export interface PrunePlan {
 
 export function checkPolicy(p: PrunePolicy): void {
   if (p.keepLast === undefined && p.keepWithin === undefined && !p.keepTags?.length) {
-    throw new MstoreError('EBADINPUT', 'refusing to prune with an empty policy: give --keep-last, --keep-within or --keep-tag', 2);
+    throw new MstoreError('EUSAGE', 'refusing to prune with an empty policy: give --keep-last, --keep-within or --keep-tag');
   }
   if (p.keepWithin !== undefined) withinCutoff(new Date(0), p.keepWithin);
   if (p.keepLast !== undefined && (!Number.isInteger(p.keepLast) || p.keepLast < 0)) {
-    throw new MstoreError('EBADINPUT', `--keep-last expects a non-negative integer, got ${p.keepLast}`, 2);
+    throw new MstoreError('EUSAGE', `--keep-last expects a non-negative integer, got ${p.keepLast}`);
   }
 }
 
@@ -53,7 +53,7 @@ export function checkPolicy(p: PrunePolicy): void {
  */
 export function withinCutoff(latest: Date, duration: string): Date {
   const m = /^(?:([0-9]+)y)?(?:([0-9]+)m)?(?:([0-9]+)d)?(?:([0-9]+)h)?$/.exec(duration);
-  if (!duration || !m) throw new MstoreError('EBADINPUT', `--keep-within '${duration}' is not a duration like 30d or 2y5m7d3h`, 2);
+  if (!duration || !m) throw new MstoreError('EUSAGE', `--keep-within '${duration}' is not a duration like 30d or 2y5m7d3h`);
   const [y, mo, d, h] = m.slice(1).map((x) => Number(x ?? 0));
   const t = new Date(latest.getTime());
   t.setUTCFullYear(t.getUTCFullYear() - y, t.getUTCMonth() - mo, t.getUTCDate() - d);
@@ -73,7 +73,7 @@ export async function planPrune(store: Store, policy: PrunePolicy): Promise<Prun
     const d: PruneDecision = { version: meta.version, commit, line: meta.line, created: meta.created, tags, reasons: [] };
     byLine.set(meta.line, [...(byLine.get(meta.line) ?? []), d]);
   }
-  if (policy.line !== undefined && !byLine.size) throw new MstoreError('EUNKNOWNREV', `line '${policy.line}' has no versions`);
+  if (policy.line !== undefined && !byLine.size) throw new MstoreError('ENOTFOUND', `line '${policy.line}' has no versions`, { what: policy.line });
   const matchers = (policy.keepTags ?? []).map((p) => ({ p, m: picomatch(p) }));
   const plan: PrunePlan = { keep: [], remove: [] };
   for (const versions of byLine.values()) {

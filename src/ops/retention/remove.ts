@@ -29,7 +29,7 @@ export async function planRemoval(store: Store, revs: string[]): Promise<Removal
     const meta = await readMeta(repo, commit);
     const tag = meta?.version ? await repo.readRef(`refs/tags/${meta.version}`) : undefined;
     if (!meta?.version || !tag || (await repo.peelToCommit(tag)) !== commit) {
-      throw new MstoreError('EUNKNOWNREV', `'${rev}' is not a version of this store (already removed?)`);
+      throw new MstoreError('EUNKNOWNREV', `'${rev}' is not a version of this store (already removed?)`, { what: rev });
     }
     if (gone.has(commit)) continue;
     gone.add(commit);
@@ -120,7 +120,7 @@ export async function restoreRef(store: Store, name: string): Promise<RestoreRes
     const repo = store.repo;
     const log = await readRefLog(store);
     const deletion = entriesFor(log, name).find((e) => e.new === null && e.old);
-    if (!deletion) throw new MstoreError('EUNKNOWNREV', `the ref history has no deletion of '${name}'`);
+    if (!deletion) throw new MstoreError('ENOTFOUND', `the ref history has no deletion of '${name}'`, { what: name, where: 'the ref history' });
     if (await repo.readRef(deletion.ref)) throw new MstoreError('EEXISTS', `${deletion.ref} exists; nothing to restore`);
     let commit: string;
     try {

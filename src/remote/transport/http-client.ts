@@ -33,7 +33,7 @@ export interface HttpRemoteOptions {
   dispatcher?: Dispatcher;
 }
 
-const CODES = new Set<ErrorCode>(['EBADINPUT', 'EBADNAME', 'EMISSING', 'ECORRUPT', 'EREJECTED', 'EAUTH', 'ELOCKED', 'EUNKNOWNREV', 'EREMOTE']);
+const CODES = new Set<ErrorCode>(['EBADINPUT', 'EBADNAME', 'EMISSING', 'ECORRUPT', 'EREJECTED', 'EAUTH', 'ELOCKED', 'EUNKNOWNREV', 'ENOTFOUND', 'EREMOTE']);
 const RETRY_STATUS = new Set([502, 503, 504]);
 const RETRY_CODES = new Set([
   'ECONNREFUSED',

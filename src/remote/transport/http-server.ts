@@ -126,6 +126,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   EBADNAME: 400,
   EAUTH: 403,
   EUNKNOWNREV: 404,
+  ENOTFOUND: 404,
   EMISSING: 404,
   EREJECTED: 409,
   ECORRUPT: 422,
@@ -161,7 +162,7 @@ const KINDS: ObjectKind[] = ['chunk', 'file', 'git'];
 export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
   const maxBody = opts.maxBody ?? DEFAULT_MAX_BODY;
   if (!Number.isSafeInteger(maxBody) || maxBody < MIN_MAX_BODY) {
-    throw new MstoreError('EBADINPUT', `--max-body must be at least ${MIN_MAX_BODY} bytes (the largest object and its framing)`, 2);
+    throw new MstoreError('EUSAGE', `--max-body must be at least ${MIN_MAX_BODY} bytes (the largest object and its framing)`);
   }
   const log = opts.log ?? (() => undefined);
   const remote = opts.remote;
