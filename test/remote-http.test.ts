@@ -1,7 +1,8 @@
 /**
  * The HTTP transport: real `mstore serve` processes over bare stores on 127.0.0.1, the real
  * CLI (push, pull, clone with --token-env), and hand-made requests (node:http) where a test
- * must say something the client never would. Issue 5, acceptance 1-4 for HTTP:
+ * must say something the client never would. The Remote contract (remote-acceptance.ts) on
+ * HttpRemote against a served bare store; then issue 5, acceptance 1-4 for HTTP:
  *   - v001-v003 with a 1 GiB safetensors file (MSTORE_TEST_LARGE_GIB scales it) pushed,
  *     cloned, every version byte for byte; v004 sends the changed bytes + 1 %;
  *   - kill -9 of push at 10 seeded random moments (MSTORE_TEST_SEED replays a run): the served
@@ -28,7 +29,7 @@ import { parseTokens, tokenScope } from '../src/remote/transport/http-server.js'
 import { encodeObjects, WIRE_CONTENT_TYPE, WIRE_MAGIC, WIRE_HEADER_BYTES } from '../src/remote/wire.js';
 import type { WireObject } from '../src/remote/remote.js';
 import { MstoreError } from '../src/lib/errors.js';
-import { GIB, killWorkspace, racePushes, recordOutput, roundTrip } from './remote-acceptance.js';
+import { bareStores, contractSuite, GIB, iter, killWorkspace, racePushes, recordOutput, roundTrip, sha1, sha256 } from './remote-acceptance.js';
 
 const MIB = 2 ** 20;
 
@@ -218,12 +219,6 @@ const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 const errorOf = (r: Raw): { code: string; message: string } => (JSON.parse(r.body) as { error: { code: string; message: string } }).error;
 
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-const sha1 = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
-
-async function* iter(objs: WireObject[]): AsyncGenerator<WireObject> {
-  for (const o of objs) yield o;
-}
 
 async function wire(objs: WireObject[]): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -259,6 +254,24 @@ async function rejects(p: Promise<unknown>, re: RegExp, what: string): Promise<M
   assert.unreachable(`${what}: no error`);
   throw new Error('unreachable');
 }
+
+// ---------------------------------------------------------------- the Remote contract
+
+// A short retry backoff: a fetch stream the server cuts is retried, and how long that waits
+// is no part of the contract.
+const bareStore = bareStores('mstore-http-contract-');
+contractSuite('http', async () => {
+  const store = bareStore();
+  const server = await serve(store, tokensFile(path.dirname(store)));
+  const remote = new HttpRemote(server.url, { token: PUSH, backoffMs: 10 });
+  return {
+    remote,
+    dispose: async () => {
+      await remote.close();
+      assert.is(await server.stop(), 0, server.log());
+    },
+  };
+});
 
 // ---------------------------------------------------------------- tokens and auth
 

@@ -5,7 +5,9 @@
  * writes; they skip, saying so, only when no RGW is running and MSTORE_TEST_S3 is unset.
  *
  * Through S3Remote (the Remote interface) with small inputs:
+ *   - the Remote contract (remote-acceptance.ts), each test under a fresh prefix;
  *   - the key layout: packs in the local pack format, .idx = the pack's tail, loose git objects;
+ *     a second instance learns what the first wrote from index/ and git/;
  *   - compare-and-swap of refs.json: 8 writers racing for one ref, 20 rounds, exactly one wins;
  *   - an interrupted send leaves only complete, indexed packs; the rerun sends the rest;
  *   - hostile buckets: a flipped pack byte, a replaced git object, a forged .idx, bad ref
@@ -32,7 +34,7 @@ import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir } fr
 import { openS3Remote as openRemote, S3_PACK_BYTES, type S3Options, type S3Remote } from '../src/remote/transport/s3.js';
 import { parsePackTail, ENTRY_CHUNK, ENTRY_FILE, PACK_MAGIC } from '../src/repo/pack.js';
 import type { WireObject } from '../src/remote/remote.js';
-import { GIB, killWorkspace, racePushes, roundTrip } from './remote-acceptance.js';
+import { contractSuite, drain, GIB, iter, killWorkspace, loose, racePushes, roundTrip, sha1, sha256, smallVersion } from './remote-acceptance.js';
 
 // ---------------------------------------------------------------- environment
 
@@ -176,42 +178,6 @@ async function checkLayout(prefix: string): Promise<{ indexedBytes: number; pack
   return { indexedBytes, packs: packs.length, orphans: packs.filter((p) => !indexed.has(p)).length };
 }
 
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-const sha1 = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
-
-function loose(type: string, content: Buffer): WireObject {
-  const data = Buffer.concat([Buffer.from(`${type} ${content.length}\0`, 'latin1'), content]);
-  return { kind: 'git', id: sha1(data), data };
-}
-
-/** Small content: chunks, the manifest of their concatenation, a blob, a tree and a commit naming them. */
-function smallVersion(seed: number, chunkCount = 5, chunkBytes = 100_000): { objects: WireObject[]; commit: string; chunkIds: string[]; fileId: string } {
-  const chunks = Array.from({ length: chunkCount }, (_, i) => createHash('sha256').update(`c${seed}-${i}`).digest().toString('hex').repeat(Math.ceil(chunkBytes / 64)).slice(0, chunkBytes)).map((s) => Buffer.from(s));
-  const manifest = Buffer.alloc(36 * chunks.length);
-  chunks.forEach((c, i) => {
-    createHash('sha256').update(c).digest().copy(manifest, i * 36);
-    manifest.writeUInt32LE(c.length, i * 36 + 32);
-  });
-  const fileId = sha256(Buffer.concat(chunks));
-  const blob = loose('blob', Buffer.from(`version https://git-lfs.github.com/spec/v1\noid sha256:${fileId}\nsize ${chunkCount * chunkBytes}\n`));
-  const tree = loose('tree', Buffer.concat([Buffer.from('100644 model.bin\0'), Buffer.from(blob.id, 'hex')]));
-  const commit = loose('commit', Buffer.from(`tree ${tree.id}\nauthor t <t@t> 1700000000 +0000\ncommitter t <t@t> 1700000000 +0000\n\nversion ${seed}\n`));
-  return {
-    objects: [...chunks.map((c) => ({ kind: 'chunk' as const, id: sha256(c), data: c })), { kind: 'file', id: fileId, data: manifest }, blob, tree, commit],
-    commit: commit.id,
-    chunkIds: chunks.map(sha256),
-    fileId,
-  };
-}
-
-async function* iter(objs: WireObject[], failAfter = Infinity): AsyncGenerator<WireObject> {
-  let n = 0;
-  for (const o of objs) {
-    if (n++ === failAfter) throw new Error('source failed');
-    yield o;
-  }
-}
-
 async function rejects(p: Promise<unknown>, re: RegExp, what: string): Promise<Error> {
   try {
     await p;
@@ -221,12 +187,6 @@ async function rejects(p: Promise<unknown>, re: RegExp, what: string): Promise<E
   }
   assert.unreachable(`${what}: no error`);
   throw new Error('unreachable');
-}
-
-async function drain(it: AsyncIterable<WireObject>): Promise<WireObject[]> {
-  const out: WireObject[] = [];
-  for await (const o of it) out.push(o);
-  return out;
 }
 
 function ok(cwd: string, args: string[], env: Record<string, string> = {}): string {
@@ -266,14 +226,24 @@ if (down && !REQUIRED) {
 }
 
 function registerTests(): void {
-  test('layout: packs in the local format, .idx = the pack tail, loose git objects; missing/fetch/refs round trip', async () => {
+  contractSuite('s3 (RGW)', async () => {
+    const prefix = newPrefix('contract');
+    const remote = openS3Remote(urlOf(prefix), {});
+    return {
+      remote,
+      dispose: async () => {
+        await remote.close();
+        await deletePrefix(prefix);
+      },
+    };
+  });
+
+  test('layout: packs in the local format, .idx = the pack tail, loose git objects, refs.json; a second instance learns them', async () => {
     const prefix = newPrefix('layout');
     const cache = tmpDir('mstore-s3cache-');
     const r = openS3Remote(urlOf(prefix), { cacheDir: cache });
     try {
-      assert.equal(await r.listRefs(), new Map(), 'an empty prefix is an empty remote');
       const v = smallVersion(1);
-      assert.is((await r.missing('chunk', v.chunkIds)).length, 5);
       const sent = await r.send(iter([...v.objects, v.objects[0]]));
       assert.is(sent.objects, v.objects.length, 'a repeated object is stored once');
       const keys = await listKeys(prefix);
@@ -302,33 +272,17 @@ function registerTests(): void {
         assert.equal(await r2.missing('git', [v.commit, 'b'.repeat(40)]), ['b'.repeat(40)]);
         const many = [...Array.from({ length: 100 }, (_, i) => sha1(Buffer.from(String(i)))), v.commit];
         assert.equal((await r2.missing('git', many)).length, 100, 'the listing path agrees');
-        const got = await drain(r2.fetch('chunk', [...v.chunkIds].reverse()));
-        assert.equal(got.map((o) => o.id).sort(), [...v.chunkIds].sort());
+        const got = await drain(r2.fetch('chunk', v.chunkIds));
+        assert.equal(got.map((o) => o.id).sort(), [...v.chunkIds].sort(), 'read from the packs the .idx objects name');
         for (const o of got) assert.is(sha256(o.data), o.id);
-        const [file] = await drain(r2.fetch('file', [v.fileId]));
-        assert.ok(file.data.equals(v.objects[5].data));
-        const gits = await drain(r2.fetch('git', v.objects.filter((o) => o.kind === 'git').map((o) => o.id)));
-        assert.is(gits.length, 3);
-        await rejects(drain(r2.fetch('chunk', ['c'.repeat(64)])), /has no chunk c{64}/, 'an unknown chunk');
-        await rejects(drain(r2.fetch('git', ['d'.repeat(40)])), /git\/d{40} does not exist/, 'an unknown git object');
-        await rejects(r2.missing('chunk', ['../../etc/passwd']), /bad chunk id/, 'a bad id');
 
+        // refs.json: the whole table in one object, written by either instance, read by both.
         await r2.updateRefs([{ ref: 'refs/heads/latest', old: null, new: v.commit }, { ref: 'refs/tags/v001', old: null, new: v.commit }]);
         assert.equal([...(await r.listRefs())], [['refs/heads/latest', v.commit], ['refs/tags/v001', v.commit]]);
         const doc = JSON.parse((await getObject(`${prefix}/refs.json`)).toString()) as { refs: Record<string, string> };
         assert.equal(doc.refs, { 'refs/heads/latest': v.commit, 'refs/tags/v001': v.commit });
-        // All or nothing: one stale `old` rejects the whole update.
-        const v2 = smallVersion(2);
-        await r.send(iter(v2.objects));
-        await rejects(
-          r.updateRefs([{ ref: 'refs/heads/latest', old: v.commit, new: v2.commit }, { ref: 'refs/tags/v001', old: null, new: v2.commit }]),
-          /rejected refs\/tags\/v001 \(non-fast-forward\)/,
-          'a stale old value',
-        );
-        assert.equal((await r.listRefs()).get('refs/heads/latest'), v.commit, 'nothing of a rejected update is applied');
-        await rejects(r.updateRefs([{ ref: 'refs/tags/v009', old: null, new: 'e'.repeat(40) }]), /git object e{40} is not there/, 'a ref to an absent object');
-        await r.updateRefs([{ ref: 'refs/heads/latest', old: v.commit, new: v2.commit }, { ref: 'refs/tags/v001', old: v.commit, new: null }]);
-        assert.equal([...(await r2.listRefs())], [['refs/heads/latest', v2.commit]]);
+        await r.updateRefs([{ ref: 'refs/tags/v001', old: v.commit, new: null }]);
+        assert.equal([...(await r2.listRefs())], [['refs/heads/latest', v.commit]]);
       } finally {
         await r2.close();
       }
