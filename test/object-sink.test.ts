@@ -128,4 +128,17 @@ test('a git object is stored only under the id it hashes to', () =>
   }),
 );
 
+test('a ref write syncs its own repository only: another store removed meanwhile does not fail it', async () => {
+  const goneDir = tmpDir('sink-gone');
+  const gone = await Store.init(goneDir, { bare: true });
+  await gone.withLock('test', () => gone.sink().addGitObject('blob', Buffer.from('soon gone\n')).then(() => undefined));
+  await gone.close();
+  cleanup(goneDir);
+  await withStore(async (store) => {
+    const id = await store.sink().addGitObject('blob', Buffer.from('kept\n'));
+    await store.repo.writeRef('refs/tags/kept', id, true);
+    assert.is(await store.repo.readRef('refs/tags/kept'), id);
+  });
+});
+
 test.run();

@@ -9,8 +9,18 @@ import * as fsp from 'node:fs/promises';
 import path from 'node:path';
 import { atomicWriteFile, fsyncDir } from '../lib/fsutil.js';
 
-/** Directories holding renames (new objects, new object subdirectories) not yet fsynced. */
-const unsyncedDirs = new Set<string>();
+/**
+ * Directories holding renames (new objects, new object subdirectories) not yet fsynced, per
+ * repository: a ref publishes only its own repository's objects, and one process may write
+ * several repositories (a pull, a backup, a test), some of which may be gone by then.
+ */
+const unsyncedDirs = new Map<string, Set<string>>();
+
+function remember(gitdir: string, dir: string): void {
+  let dirs = unsyncedDirs.get(gitdir);
+  if (!dirs) unsyncedDirs.set(gitdir, (dirs = new Set()));
+  dirs.add(dir);
+}
 
 /** The repository directory of a path inside it: temporaries go there, never among refs. */
 function gitdirOf(file: string): string {
@@ -29,18 +39,24 @@ async function writeFile(file: string, data: Uint8Array | string, options?: { mo
   const mode = typeof options === 'object' && options?.mode ? options.mode : 0o666;
   const ref = isRef(file);
   // A ref is the publish point: everything written before it must be durable first.
+  const gitdir = gitdirOf(file);
   if (ref) {
-    for (const dir of unsyncedDirs) await fsyncDir(dir);
-    unsyncedDirs.clear();
+    // Every repository this ref's path lies in (a parent path named `objects` can make
+    // gitdirOf() shorter than the real repository; syncing too much is harmless).
+    for (const [repo, dirs] of unsyncedDirs) {
+      if (!file.startsWith(repo + path.sep)) continue;
+      for (const dir of dirs) await fsyncDir(dir);
+      unsyncedDirs.delete(repo);
+    }
   }
-  await atomicWriteFile(file, data, { mode, tmpDir: gitdirOf(file) });
+  await atomicWriteFile(file, data, { mode, tmpDir: gitdir });
   if (ref) await fsyncDir(path.dirname(file));
-  else unsyncedDirs.add(path.dirname(file));
+  else remember(gitdir, path.dirname(file));
 }
 
 async function mkdir(dir: string, options?: { recursive?: boolean; mode?: number }): Promise<string | undefined> {
   const made = await fsp.mkdir(dir, options);
-  unsyncedDirs.add(path.dirname(dir));
+  remember(gitdirOf(dir), path.dirname(dir));
   return made;
 }
 
