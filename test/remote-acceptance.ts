@@ -406,6 +406,7 @@ export function contractSuite(name: string, open: () => Promise<OpenedRemote>): 
     await r.send(iter(v.objects));
     const chunks = ofKind(v, 'chunk');
     sameObjects(await drain(r.fetch('chunk', [chunks[5].id, chunks[1].id])), [chunks[5], chunks[1]], 'a subset');
+    sameObjects(await drain(r.fetch('chunk', [chunks[2].id, chunks[2].id, chunks[3].id])), [chunks[2], chunks[3]], 'an id asked twice');
     sameObjects(await drain(r.fetch('chunk', [...v.chunkIds].reverse())), chunks, 'all chunks, asked in reverse');
     sameObjects(await drain(r.fetch('file', [v.fileId])), ofKind(v, 'file'), 'the manifest');
     sameObjects(await drain(r.fetch('git', ofKind(v, 'git').map((o) => o.id))), ofKind(v, 'git'), 'the git objects');

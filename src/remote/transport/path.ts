@@ -179,8 +179,9 @@ export class StoreRemote implements Remote {
     );
   }
 
-  async *fetch(kind: ObjectKind, ids: string[], opts: FetchOptions = {}): AsyncGenerator<WireObject> {
-    for (const id of ids) checkObjectId(kind, id);
+  async *fetch(kind: ObjectKind, asked: string[], opts: FetchOptions = {}): AsyncGenerator<WireObject> {
+    for (const id of asked) checkObjectId(kind, id);
+    const ids = [...new Set(asked)]; // each object once, as remote.ts promises
     const store = this.store;
     if (kind === 'git') {
       const cache = {};
