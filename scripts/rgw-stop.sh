@@ -21,6 +21,11 @@ for f in rgw osd mon; do
   fi
   rm -f "$D/$f.pid"
 done
+# daemons of this cluster whose pid file is gone (a start that died half-way) still name its config
+for P in $(pgrep -f -- "-c $D/ceph.conf" 2>/dev/null); do
+  grep -qE "(ceph-mon|ceph-osd|radosgw)" "/proc/$P/cmdline" 2>/dev/null || continue
+  kill -9 "$P" 2>/dev/null
+done
 [ -n "$failed" ] && exit 1
 rm -rf "$D"
 echo "RGW stopped"
