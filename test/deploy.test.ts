@@ -117,6 +117,8 @@ test('kill -9 of the server mid-deploy at 10 moments: after restart current is a
       b.server = await serve(b.store, b.tokens, port);
       const after = assertCurrentComplete(b, `seed ${seed} round ${round}, after restart`);
       assert.ok([before, version].includes(after), `seed ${seed} round ${round}: live ${after}, expected ${before} or ${version}`);
+      // The inference API serves what current names (a kill between the switch and set_active is finished by the restart).
+      assert.is(await b.standin.active(), `mstore-${after}`, `seed ${seed} round ${round}: the API's active model against current (${after})`);
       assert.ok(!current(b).startsWith('.'), `current names ${current(b)}, a temporary directory`);
       assert.ok(lstatSync(path.join(b.deployRoot, 'current')).isSymbolicLink());
     }

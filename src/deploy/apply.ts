@@ -224,7 +224,12 @@ async function resetTrigger(store: Store, cfg: DeployConfig, live: string | null
   });
 }
 
-/** serve's start-up: if the trigger ref names something other than what is live (a deploy killed mid-way), deploy it. */
+/**
+ * serve's start-up: if the trigger ref names something other than what is live (a deploy killed
+ * mid-way), deploy it. If it names what is live but the newest attempt never finished (killed
+ * after the switch of `current`, before or during register/set_active), apply it again: the
+ * directory is reused and the inference API is told, so that its active model is `current`.
+ */
 export async function reconcileDeploy(store: Store, opts: ApplyOptions = {}): Promise<DeployAttempt | undefined> {
   const cfg = await readDeployConfig(store);
   if (!cfg) return undefined;
@@ -233,6 +238,6 @@ export async function reconcileDeploy(store: Store, opts: ApplyOptions = {}): Pr
   const commit = await store.repo.peelToCommit(want);
   const dir = await liveDir(cfg.root);
   const live = dir ? await readMarker(path.join(cfg.root, dir)) : undefined;
-  if (live?.commit === commit) return undefined;
+  if (live?.commit === commit && (await readAttempts(store)).at(-1)?.result !== 'started') return undefined;
   return applyDeploy(store, commit, { ...opts, action: 'reconcile' });
 }

@@ -12,7 +12,9 @@ import { MstoreError } from '../lib/errors.js';
 import { gitFs } from '../repo/git-fs.js';
 import { decodeManifest } from '../repo/index-db.js';
 import { contentOf, type Roots } from '../repo/reach.js';
-import { hasObject, pointsAt, type GitType } from '../repo/git-walk.js';
+import { hasObject } from '../repo/git-walk.js';
+import { GITLINK_MODE, objectLinks, unwrapObject } from '../format/git-links.js';
+import { GitObjectStage } from '../repo/git-stage.js';
 import { moveRefs, type RefLogEntry, type RefMove } from '../repo/reflog.js';
 import { verify } from '../ops/integrity/verify.js';
 import { checkObject } from './wire.js';
@@ -46,12 +48,6 @@ export interface PullResult {
   bytesReceived: number;
 }
 
-/** Parses a loose object (`<type> <size>\0<content>`) the way git does. */
-function splitLoose(data: Buffer): { type: GitType; content: Buffer } {
-  const nul = data.indexOf(0);
-  return { type: data.subarray(0, nul).toString('latin1').split(' ')[0] as GitType, content: data.subarray(nul + 1) };
-}
-
 export async function pull(store: Store, remote: Remote, opts: PullOptions = {}): Promise<PullResult> {
   return store.withLock('pull', async () => {
     const repo = store.repo;
@@ -65,10 +61,21 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
     }
     const result: PullResult = { remote: remote.display, refs: [], upToDate: true, skipped: [], gitObjectsReceived: 0, filesReceived: 0, chunksReceived: 0, bytesReceived: 0 };
 
-    // 1. Git objects: breadth-first from the wanted values, a batch of ids per round trip.
+    // 1. Git objects: breadth-first from the wanted values, a batch of ids per round trip; they
+    // wait in the stage and are written children first when the walk is done (git-stage.ts).
+    const present = (id: string): Promise<boolean> => hasObject(gitdir, id, cache);
     const fetchClosure = async (starts: string[], shallow = false): Promise<void> => {
+      const stage = await GitObjectStage.create(store.tmpDir);
+      try {
+        await walkInto(stage, starts, shallow);
+        await stage.publish(sink, present);
+      } finally {
+        await stage.close();
+      }
+    };
+    const walkInto = async (stage: GitObjectStage, starts: string[], shallow: boolean): Promise<void> => {
       let frontier: string[] = [];
-      for (const s of new Set(starts)) if (!(await hasObject(gitdir, s, cache))) frontier.push(s);
+      for (const s of new Set(starts)) if (!(await present(s))) frontier.push(s);
       const seen = new Set(frontier);
       while (frontier.length) {
         const next: string[] = [];
@@ -80,13 +87,21 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
             if (o.kind !== 'git' || !asked.has(o.id) || got.has(o.id)) throw new MstoreError('EREMOTE', `${remote.display} sent ${o.kind} ${o.id}, which was not asked for`);
             checkObject(o);
             got.add(o.id);
-            const { type, content } = splitLoose(o.data);
-            await sink.addGitObject(type, content, o.id);
+            const framed = unwrapObject(o.data);
+            if (typeof framed === 'string') throw new MstoreError('EREMOTE', `${remote.display} sent git object ${o.id}: ${framed}`);
+            let links: string[];
+            try {
+              links = objectLinks(framed.type, framed.content)
+                .filter((l) => l.mode !== GITLINK_MODE)
+                .map((l) => l.oid);
+            } catch (e) {
+              throw new MstoreError('EREMOTE', `${remote.display} sent git object ${o.id}: ${(e as Error).message}`);
+            }
+            await stage.add(o.id, framed.type, framed.content, links);
             result.gitObjectsReceived++;
             if (shallow) continue;
-            const children = pointsAt(await git.readObject({ fs: gitFs, gitdir, oid: o.id, format: 'parsed', cache }));
-            for (const c of children) {
-              if (seen.has(c) || (await hasObject(gitdir, c, cache))) continue;
+            for (const c of links) {
+              if (seen.has(c) || (await present(c))) continue;
               seen.add(c);
               next.push(c);
             }
