@@ -105,7 +105,7 @@ if (suffix && changeTo) {
         parts.push(buf.subarray(0, bytesRead));
       }
       const all = Buffer.concat(parts);
-      const enc = typeof options === 'string' ? options : (options as { encoding?: BufferEncoding } | undefined)?.encoding;
+      const enc = typeof options === 'string' ? (options as BufferEncoding) : (options as { encoding?: BufferEncoding } | undefined)?.encoding;
       return enc ? all.toString(enc) : all;
     } finally {
       await fh.close();
