@@ -41,24 +41,28 @@ function ok(ws: string, args: string[], env: Record<string, string> = {}): strin
   return r.stdout;
 }
 
-/** A new workspace with config.json and `rel` = `a`, committed as v001. */
-function workspace(rel: string, write: (abs: string) => void): { dir: string; ws: string } {
+/** A new workspace with config.json and the given files, committed as v001. */
+function workspace(write: (ws: string) => void): { dir: string; ws: string } {
   const dir = tmpDir('mstore-snapshot-');
   const ws = path.join(dir, 'ws');
   mkdirSync(ws);
   ok(ws, ['init']);
   writeFileSync(path.join(ws, 'config.json'), '{"hidden_size": 64}\n');
-  mkdirSync(path.dirname(path.join(ws, rel)), { recursive: true });
-  write(path.join(ws, rel));
+  write(ws);
   ok(ws, ['commit', '-m', 'v1']);
   return { dir, ws };
 }
 
-/** The bytes of `rel` in version `rev`, by checking it out elsewhere. */
-function stored(ws: string, dir: string, rev: string, rel: string): Buffer {
+/** Version `rev` checked out elsewhere; returns the directory. */
+function checkedOut(ws: string, dir: string, rev: string): string {
   const out = path.join(dir, `out-${rev}-${Math.random().toString(16).slice(2)}`);
   ok(ws, ['checkout', rev, '--to', out]);
-  return readFileSync(path.join(out, rel));
+  return out;
+}
+
+/** The bytes of `rel` in version `rev`. */
+function stored(ws: string, dir: string, rev: string, rel: string): Buffer {
+  return readFileSync(path.join(checkedOut(ws, dir, rev), rel));
 }
 
 function textOf(size: number, letter: string): Buffer {
@@ -86,45 +90,57 @@ const CASES: Case[] = [
   { what: 'a safetensors file over 1 MiB (chunked)', rel: 'model.safetensors', write: (a, n) => writeSafetensors(a, layerTensors(3, 512, 1024, 10 * n)) },
 ];
 
-for (const c of CASES) {
-  test(`#20.1 ${c.what}, rewritten once while commit reads it, is stored whole (old or new, never a mix)`, () => {
-    const { dir, ws } = workspace(c.rel, (a) => c.write(a, 1));
-    try {
+/** Every case's file at content 1, in one workspace (v001). */
+function casesWorkspace(): { dir: string; ws: string } {
+  return workspace((ws) => {
+    for (const c of CASES) {
+      mkdirSync(path.dirname(path.join(ws, c.rel)), { recursive: true });
+      c.write(path.join(ws, c.rel), 1);
+    }
+  });
+}
+
+test('#20.1 a file rewritten once while commit reads it is stored whole (old or new, never a mix), for every kind of file', () => {
+  const { dir, ws } = casesWorkspace();
+  try {
+    CASES.forEach((c, i) => {
       const abs = path.join(ws, c.rel);
       c.write(abs, 2);
       const two = readFileSync(abs);
-      const three = path.join(dir, 'three');
+      const three = path.join(dir, `three-${i}`);
       c.write(three, 3);
       const threeBytes = readFileSync(three);
-      const r = mstore(ws, ['commit', '-m', 'v2'], changingEnv(`/${c.rel}`, three, 'once'));
+      const rev = `v00${i + 2}`;
+      const r = mstore(ws, ['commit', '-m', rev], changingEnv(`/${c.rel}`, three, 'once'));
       assert.is(r.code, 0, `${c.what}: commit while it changes once: ${r.stderr}`);
       assert.equal(readFileSync(abs), threeBytes, `${c.what}: the hook rewrote the file`);
-      const got = sha(stored(ws, dir, 'v002', c.rel));
-      assert.ok(got === sha(two) || got === sha(threeBytes), `${c.what}: v002 holds ${got}: neither the old (${sha(two)}) nor the new content (${sha(threeBytes)})`);
-      ok(ws, ['verify', '--all']);
-    } finally {
-      cleanup(dir);
-    }
-  });
+      const got = sha(stored(ws, dir, rev, c.rel));
+      assert.ok(got === sha(two) || got === sha(threeBytes), `${c.what}: ${rev} holds ${got}: neither the old (${sha(two)}) nor the new content (${sha(threeBytes)})`);
+    });
+    ok(ws, ['verify', '--all']);
+  } finally {
+    cleanup(dir);
+  }
+});
 
-  test(`#20.1 ${c.what} that keeps changing while commit reads it is refused, the store unchanged`, () => {
-    const { dir, ws } = workspace(c.rel, (a) => c.write(a, 1));
-    try {
-      const abs = path.join(ws, c.rel);
-      c.write(abs, 2);
-      const three = path.join(dir, 'three');
+test('#20.1 a file that keeps changing while commit reads it is refused, the store unchanged, for every kind of file', () => {
+  const { dir, ws } = casesWorkspace();
+  try {
+    CASES.forEach((c, i) => {
+      c.write(path.join(ws, c.rel), 2);
+      const three = path.join(dir, `three-${i}`);
       c.write(three, 3);
       const esc = c.rel.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
       refusedUnchanged(ws, ['v001'], `${c.what} keeps changing`, 1, new RegExp(`${esc}.*changed while it was being read`), () =>
         mstore(ws, ['commit', '-m', 'v2'], changingEnv(`/${c.rel}`, three, 'always')),
       );
-      const log = mstoreJson<{ version: string }[]>(ws, ['log']);
-      assert.equal(log.map((v) => v.version), ['v001'], `${c.what}: no version was published`);
-    } finally {
-      cleanup(dir);
-    }
-  });
-}
+    });
+    const log = mstoreJson<{ version: string }[]>(ws, ['log']);
+    assert.equal(log.map((v) => v.version), ['v001'], 'no version was published');
+  } finally {
+    cleanup(dir);
+  }
+});
 
 // ---------------------------------------------------------------------------------------
 // The stat cache (lmdb `stat` table, src/repo/index-db.ts), read and damaged directly.
@@ -161,15 +177,17 @@ test('#20.5 a stat-cache entry naming a blob that does not exist is dropped and 
     writeFileSync(path.join(ws, 'config.json'), '{"hidden_size": 64}\n');
     writeSafetensors(path.join(ws, 'model.safetensors'), layerTensors(2, 256, 512, 5));
     ok(ws, ['commit', '-m', 'v1']);
-    const v1 = stored(ws, dir, 'v001', 'config.json');
-    const m1 = sha(stored(ws, dir, 'v001', 'model.safetensors'));
+    const out1 = checkedOut(ws, dir, 'v001');
+    const v1 = readFileSync(path.join(out1, 'config.json'));
+    const m1 = sha(readFileSync(path.join(out1, 'model.safetensors')));
     // A text file's entry (git blob) and a large file's (git-lfs pointer) point at nothing.
     await editStat(ws, 'config.json', (e) => ({ ...e, blob: '1'.repeat(40) }));
     await editStat(ws, 'model.safetensors', (e) => ({ ...e, blob: '2'.repeat(40) }));
     writeFileSync(path.join(ws, 'new.txt'), 'a new file\n');
     ok(ws, ['commit', '-m', 'v2']);
-    assert.equal(stored(ws, dir, 'v002', 'config.json'), v1, 'config.json in v002');
-    assert.is(sha(stored(ws, dir, 'v002', 'model.safetensors')), m1, 'model.safetensors in v002');
+    const out2 = checkedOut(ws, dir, 'v002');
+    assert.equal(readFileSync(path.join(out2, 'config.json')), v1, 'config.json in v002');
+    assert.is(sha(readFileSync(path.join(out2, 'model.safetensors'))), m1, 'model.safetensors in v002');
     ok(ws, ['verify', '--all']);
     ok(ws, ['fsck']);
     const tree = git(path.join(ws, '.mstore', 'git'), ['ls-tree', '-r', 'v002^{commit}']);
@@ -213,60 +231,42 @@ test('#20.5 a version whose tree would name a missing object is refused, nothing
 // state exactly: the entry gets the file's current stat and the old content's ids, recorded
 // `at` 1 ms after the file's newest timestamp.
 
-async function racyCase(what: string, backdateMtime: boolean): Promise<void> {
+test('racy-git: entries recorded in the tick of a change (same size; mtime, or only ctime, new) are not trusted; racy files are not recorded', async () => {
   const dir = tmpDir('mstore-snapshot-');
   const ws = path.join(dir, 'ws');
   try {
     mkdirSync(ws);
     ok(ws, ['init']);
-    const abs = path.join(ws, 'r.txt');
-    writeFileSync(abs, 'content A, same size\n');
-    writeFileSync(path.join(ws, 'other.txt'), 'other\n');
-    ok(ws, ['commit', '-m', 'v1']);
-    const before = statSync(abs);
-    writeFileSync(abs, 'content B, same size\n');
-    // Tools that keep timestamps (cp -p, rsync -t, tar) put an old mtime back: only ctime is new.
-    if (backdateMtime) utimesSync(abs, before.atime, new Date(before.mtimeMs - 3_600_000));
-    const now = statNow(abs);
-    const newest = BigInt(now.mtimeNs) > BigInt(now.ctimeNs) ? BigInt(now.mtimeNs) : BigInt(now.ctimeNs);
-    await editStat(ws, 'r.txt', (e) => ({ ...e, ...now, at: (newest + 1_000_000n).toString() }));
-    const st = mstoreJson<{ modified: string[] }>(ws, ['status']);
-    assert.equal(st.modified, ['r.txt'], `${what}: status sees the change`);
-    ok(ws, ['commit', '-m', 'v2']);
-    assert.is(stored(ws, dir, 'v002', 'r.txt').toString(), 'content B, same size\n', `${what}: commit stores the change`);
-  } finally {
-    cleanup(dir);
-  }
-}
-
-test('racy-git: an entry recorded in the tick of the last write (same size, same mtime) is not trusted', async () => {
-  await racyCase('racy mtime', false);
-});
-
-test('racy-git: an entry recorded in the tick of a change that kept an old mtime (ctime racy) is not trusted', async () => {
-  await racyCase('racy ctime', true);
-});
-
-test('racy-git: commit records no cache entry for a file whose mtime is within the racy window of the scan', async () => {
-  const dir = tmpDir('mstore-snapshot-');
-  const ws = path.join(dir, 'ws');
-  try {
-    mkdirSync(ws);
-    ok(ws, ['init']);
-    const abs = path.join(ws, 'future.txt');
-    writeFileSync(abs, 'stamped in the future\n');
-    writeFileSync(path.join(ws, 'old.txt'), 'old\n');
+    const racyM = path.join(ws, 'racy-mtime.txt');
+    const racyC = path.join(ws, 'racy-ctime.txt');
+    const future = path.join(ws, 'future.txt');
+    writeFileSync(racyM, 'content A, same size\n');
+    writeFileSync(racyC, 'content A, same size\n');
+    writeFileSync(future, 'stamped in the future\n');
     const t = new Date(Date.now() + 60_000);
-    utimesSync(abs, t, t);
-    const old = path.join(ws, 'old.txt');
-    const past = new Date(Date.now() - 60_000);
-    utimesSync(old, past, past);
-    await new Promise((r) => setTimeout(r, 30)); // old.txt's ctime leaves the racy window
+    utimesSync(future, t, t);
+    await new Promise((r) => setTimeout(r, 30)); // the other files leave the racy window
     ok(ws, ['commit', '-m', 'v1']);
     await withIndex(ws, (ix) => {
-      assert.is(ix.stat('future.txt'), undefined, 'no entry for the racy file');
-      assert.ok(ix.stat('old.txt'), 'an entry for the settled file');
+      assert.is(ix.stat('future.txt'), undefined, 'commit records no entry for a file whose mtime is within the racy window of the scan');
+      assert.ok(ix.stat('racy-mtime.txt'), 'an entry for a settled file');
     });
+    for (const abs of [racyM, racyC]) {
+      const before = statSync(abs);
+      writeFileSync(abs, 'content B, same size\n');
+      // Tools that keep timestamps (cp -p, rsync -t, tar) put an old mtime back: only ctime is new.
+      if (abs === racyC) utimesSync(abs, before.atime, new Date(before.mtimeMs - 3_600_000));
+      const now = statNow(abs);
+      const newest = BigInt(now.mtimeNs) > BigInt(now.ctimeNs) ? BigInt(now.mtimeNs) : BigInt(now.ctimeNs);
+      await editStat(ws, path.basename(abs), (e) => ({ ...e, ...now, at: (newest + 1_000_000n).toString() }));
+    }
+    const st = mstoreJson<{ modified: string[] }>(ws, ['status']);
+    assert.equal(st.modified, ['racy-ctime.txt', 'racy-mtime.txt'], 'status sees both changes');
+    ok(ws, ['commit', '-m', 'v2']);
+    const out = checkedOut(ws, dir, 'v002');
+    for (const n of ['racy-ctime.txt', 'racy-mtime.txt']) {
+      assert.is(readFileSync(path.join(out, n), 'utf8'), 'content B, same size\n', `commit stores the change of ${n}`);
+    }
   } finally {
     cleanup(dir);
   }
