@@ -52,10 +52,12 @@ function cannotRead(display: string, e: unknown): MstoreError {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Calls `read(fh, size)` on `abs` until a whole read happens with the file unchanged, and
- * returns its result with the file's stat. `read` must be safe to repeat (what it produced
- * from a discarded attempt is dropped by the caller only through its return value).
- * Throws EBADINPUT naming `display` when the file cannot be opened or keeps changing.
+ * Calls `read(fh, size)` on `abs` (a fresh descriptor each attempt) until one whole read
+ * happens with the file unchanged, and returns its result with the file's stat. `read` must
+ * be safe to repeat and must publish nothing itself: the caller uses only the returned value.
+ * An error thrown by `read` while the file changed counts as a change; otherwise it is
+ * rethrown (a failed read of the file as EBADINPUT naming it). Throws EBADINPUT naming
+ * `display` when the file cannot be opened or keeps changing.
  */
 export async function readStable<T>(
   abs: string,

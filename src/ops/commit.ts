@@ -1,7 +1,10 @@
 /**
  * `commit`: snapshot the workspace (or some paths of it) as the next version of a line.
  * Publish order: pack data fsynced -> index -> git objects -> tag ref -> line ref ->
- * stat cache. A crash at any point leaves every ref on complete data.
+ * stat cache. A crash at any point leaves every ref on complete data. Every file is read as
+ * one snapshot (src/lib/stable-read.ts); a stat-cache entry is used only while it names what
+ * the store holds, and a racy one is neither used nor recorded; a tree that would name an
+ * absent object is refused before anything is written (version-write.ts assertTreePresent).
  */
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';

@@ -1,4 +1,4 @@
-/** `status`: the workspace against `latest`, trusting the stat cache where it still matches. */
+/** `status`: the workspace against `latest`, trusting a stat-cache entry only while it matches, is not racy and names what the store holds (identify.ts cachedIdentity); files are read as one snapshot. */
 import type { Store } from '../repo/store.js';
 import type { StatEntry } from '../repo/index-db.js';
 import { cachedIdentity, identifyFile } from '../repo/identify.js';
