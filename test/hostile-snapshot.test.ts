@@ -137,6 +137,10 @@ test('#20.1 a file that keeps changing while commit reads it is refused, the sto
     });
     const log = mstoreJson<{ version: string }[]>(ws, ['log']);
     assert.equal(log.map((v) => v.version), ['v001'], 'no version was published');
+    // status hashes the same way (no chunks): it names the file too, and changes nothing.
+    const bytes = storeBytes(ws);
+    expectRefusal(mstore(ws, ['status'], changingEnv('/bin/weights.bin', path.join(dir, 'three-1'), 'always')), 1, /bin\/weights\.bin.*changed while it was being read/, 'status of a file that keeps changing');
+    assert.is(storeBytes(ws), bytes, 'status changed nothing');
   } finally {
     cleanup(dir);
   }
