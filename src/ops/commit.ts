@@ -1,18 +1,21 @@
 /**
  * `commit`: snapshot the workspace (or some paths of it) as the next version of a line.
  * Publish order: pack data fsynced -> index -> git objects -> tag ref -> line ref ->
- * stat cache. A crash at any point leaves every ref on complete data.
+ * stat cache. A crash at any point leaves every ref on complete data. Every file is read as
+ * one snapshot (src/lib/stable-read.ts); a stat-cache entry is used only while it names what
+ * the store holds, and a racy one is neither used nor recorded; a tree that would name an
+ * absent object is refused before anything is written (version-write.ts assertTreePresent).
  */
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
 import { ContentWriter } from '../repo/content.js';
 import type { StatEntry } from '../repo/index-db.js';
 import type { FlatTree } from '../repo/git.js';
-import { identifyFile } from '../repo/identify.js';
-import { gitMode, nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, toWorkspacePaths, underAny } from '../repo/workspace.js';
+import { cachedIdentity, identifyFile } from '../repo/identify.js';
+import { cacheable, gitMode, nowNs, scanWorkspace, statEntry, sweepTemps, toWorkspacePaths, underAny } from '../repo/workspace.js';
 import { DEFAULT_LINE, STATUSES, checkLineName, lineRef, readMeta, refCollision } from '../repo/versions.js';
-import { describeEntry, modelEntries } from '../repo/version-files.js';
-import { defaultAuthor, writeVersion } from '../repo/version-write.js';
+import { modelEntries } from '../repo/version-files.js';
+import { assertTreePresent, defaultAuthor, writeVersion } from '../repo/version-write.js';
 import type { Progress } from '../lib/progress.js';
 
 export interface CommitOptions {
@@ -76,15 +79,21 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
     const statUpdates = new Map<string, StatEntry | null>();
     const gitBlobs = new Map<string, Buffer>();
     const sizes = new Map<string, number>();
-    const todo = files.filter((f) => {
-      const e = index.stat(f.path);
-      if (e && statMatches(e, f.stat) && (e.kind !== 'lfs' || index.hasFile(Buffer.from(e.oid, 'hex')))) {
-        flat.set(f.path, { mode: gitMode(f), blob: e.blob });
-        sizes.set(f.path, e.size);
-        return false;
+    // A cache entry is used only while it names what the store holds; else the file is hashed.
+    const todo: typeof files = [];
+    for (const f of files) {
+      const hit = await cachedIdentity(repo, index, index.stat(f.path), f.stat);
+      if (!hit) {
+        todo.push(f);
+        continue;
       }
-      return true;
-    });
+      flat.set(f.path, { mode: gitMode(f), blob: hit.blob });
+      sizes.set(f.path, hit.size);
+      if (hit.gitContent) gitBlobs.set(hit.blob, hit.gitContent);
+    }
+    // Files kept from the head outside the committed paths: sized from their blobs, which must be there.
+    const kept: FlatTree = new Map([...flat].filter(([p]) => !sizes.has(p)));
+    for (const [p, n] of await assertTreePresent(store, kept, gitBlobs)) sizes.set(p, n);
     const total = todo.reduce((a, f) => a + f.stat.size, 0);
     let done = 0;
     const onBytes = (n: number): void => {
@@ -99,7 +108,8 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
         flat.set(f.path, { mode: gitMode(f), blob: id.blob });
         sizes.set(f.path, id.size);
         gitBlobs.set(id.blob, id.gitContent);
-        statUpdates.set(f.path, statEntry(f.stat, id.kind, id.oid, id.blob, scanAt));
+        // The stat the bytes were read under, unless it is racy (then hashed again next time).
+        statUpdates.set(f.path, cacheable(id.stat, scanAt) ? statEntry(id.stat, id.kind, id.oid, id.blob, scanAt) : null);
       }
     } catch (e) {
       await writer.abort();
@@ -123,9 +133,7 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
     }
 
     let totalBytes = 0;
-    for (const [p, e] of flat) {
-      totalBytes += sizes.get(p) ?? (await describeEntry(repo, p, e.mode, e.blob)).size;
-    }
+    for (const p of flat.keys()) totalBytes += sizes.get(p) ?? 0;
     const headMeta = head ? await readMeta(repo, head) : undefined;
 
     if (!changed && !opts.allowEmpty) {

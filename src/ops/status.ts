@@ -1,8 +1,8 @@
-/** `status`: the workspace against `latest`, trusting the stat cache where it still matches. */
+/** `status`: the workspace against `latest`, trusting a stat-cache entry only while it matches, is not racy and names what the store holds (identify.ts cachedIdentity); files are read as one snapshot. */
 import type { Store } from '../repo/store.js';
 import type { StatEntry } from '../repo/index-db.js';
-import { identifyFile } from '../repo/identify.js';
-import { gitMode, nowNs, scanWorkspace, statEntry, statMatches } from '../repo/workspace.js';
+import { cachedIdentity, identifyFile } from '../repo/identify.js';
+import { cacheable, gitMode, nowNs, scanWorkspace, statEntry } from '../repo/workspace.js';
 import { lineRef, DEFAULT_LINE, readMeta } from '../repo/versions.js';
 import { modelEntries } from '../repo/version-files.js';
 import type { FlatTree } from '../repo/git.js';
@@ -42,15 +42,16 @@ export async function status(store: Store): Promise<StatusResult> {
     seen.add(f.path);
     const old = headFlat.get(f.path);
     const cached = index.stat(f.path);
+    const hit = await cachedIdentity(repo, index, cached, f.stat);
     let blob: string;
-    if (cached && statMatches(cached, f.stat)) {
-      blob = cached.blob;
+    if (hit) {
+      blob = hit.blob;
     } else {
       const id = await identifyFile(repo, f, store.config.textMaxBytes);
       res.hashed++;
       blob = id.blob;
       // Only content that a version already holds may enter the cache (commit trusts it).
-      if (old && old.blob === blob) refresh.set(f.path, statEntry(f.stat, id.kind, id.oid, id.blob, scanAt));
+      if (old && old.blob === blob && cacheable(id.stat, scanAt)) refresh.set(f.path, statEntry(id.stat, id.kind, id.oid, id.blob, scanAt));
     }
     if (!old) res.added.push(f.path);
     else if (old.blob !== blob || old.mode !== gitMode(f)) res.modified.push(f.path);

@@ -13,6 +13,8 @@ import { encodeManifest, type ManifestChunk, type StoreIndex, type StatEntry } f
 import { FastCdcChunker, PlannedChunker, type Chunker, type CdcParams } from '../format/chunker.js';
 import { readSafetensorsHeader, chunkCuts } from '../format/safetensors.js';
 import { tmpName, writeInPieces } from '../lib/fsutil.js';
+import { readStable, readWhole } from '../lib/stable-read.js';
+import type { BigIntStats } from 'node:fs';
 
 export interface ChunkingConfig {
   /** Fixed piece size inside big tensors and other planned regions. */
@@ -79,6 +81,17 @@ export interface IngestResult {
 
 export type BytesCallback = (n: number) => void;
 
+/** One read of a file: its id and chunks; `data` for a small file (one chunk, not yet written). */
+interface ReadContent {
+  id: Buffer;
+  size: number;
+  chunks: ManifestChunk[];
+  newBytes: number;
+  chunking: IngestResult['chunking'];
+  warning?: string;
+  data?: Buffer;
+}
+
 export class ContentWriter {
   private readonly pool = new SlotPool();
 
@@ -105,18 +118,14 @@ export class ContentWriter {
     this.sink.addFile(oid, size, encodeManifest(chunks))?.catch(() => undefined);
   }
 
-  /** Stores one file's content; `display` names it in errors. */
-  async ingest(file: string, display: string, onBytes?: BytesCallback): Promise<IngestResult> {
-    let fh: FileHandle;
-    try {
-      fh = await open(file, 'r');
-    } catch (e) {
-      throw new MstoreError('EBADINPUT', `cannot read ${display}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-    }
-    try {
-      const st = await fh.stat();
-      const size = st.size;
-      if (size <= this.cfg.singleChunkBytes) return await this.ingestSmall(fh, size, display, onBytes);
+  /**
+   * Stores one file's content; `display` names it in errors. The file is read as one snapshot
+   * (src/lib/stable-read.ts): a read during which it changed is discarded and repeated (its
+   * chunks stay unreferenced until gc), and its manifest is recorded only for a stable read.
+   */
+  async ingest(file: string, display: string, onBytes?: BytesCallback): Promise<IngestResult & { stat: BigIntStats }> {
+    const { value: r, stat } = await readStable(file, display, async (fh, size) => {
+      if (size <= this.cfg.singleChunkBytes) return this.readSmall(fh, size, display);
       let chunker: Chunker;
       let chunking: IngestResult['chunking'] = 'cdc';
       let warning: string | undefined;
@@ -132,30 +141,23 @@ export class ContentWriter {
       } else {
         chunker = new FastCdcChunker(this.cfg.cdc);
       }
-      const r = await this.ingestStream(fh, size, display, chunker, onBytes);
-      const after = await fh.stat();
-      if (after.size !== size || after.mtimeMs !== st.mtimeMs) {
-        throw new MstoreError('EBADINPUT', `${display} changed while it was being stored; commit again`);
-      }
-      return { ...r, size, chunking, warning };
-    } finally {
-      await fh.close();
+      return { ...(await this.ingestStream(fh, size, display, chunker, onBytes)), size, chunking, warning };
+    });
+    let newBytes = r.newBytes;
+    if (r.data) {
+      // A small file's one chunk is written only once its read is known to be whole.
+      newBytes = r.size > 0 ? this.addChunk(undefined, r.data, r.id) : 0;
+      onBytes?.(r.size);
     }
+    this.addFile(r.id, r.size, r.chunks);
+    return { oid: r.id.toString('hex'), size: r.size, newBytes, chunking: r.chunking, warning: r.warning, stat };
   }
 
-  private async ingestSmall(fh: FileHandle, size: number, display: string, onBytes?: BytesCallback): Promise<IngestResult> {
-    const data = Buffer.alloc(size);
-    let done = 0;
-    while (done < size) {
-      const { bytesRead } = await fh.read(data, done, size - done, done);
-      if (bytesRead === 0) throw new MstoreError('EBADINPUT', `${display} shrank while it was being stored; commit again`);
-      done += bytesRead;
-    }
+  private async readSmall(fh: FileHandle, size: number, display: string): Promise<ReadContent> {
+    const data = await readWhole(fh, size);
+    if (data.length !== size) throw new MstoreError('EBADINPUT', `${display} shrank while it was being stored; commit again`, { what: display });
     const id = sha256(data);
-    const newBytes = size > 0 ? this.addChunk(undefined, data, id) : 0;
-    this.addFile(id, size, size > 0 ? [{ id, length: size }] : []);
-    onBytes?.(size);
-    return { oid: id.toString('hex'), size, newBytes, chunking: 'single' };
+    return { id, size, chunks: size > 0 ? [{ id, length: size }] : [], newBytes: 0, chunking: 'single', data };
   }
 
   private async ingestStream(
@@ -164,7 +166,7 @@ export class ContentWriter {
     display: string,
     chunker: Chunker,
     onBytes?: BytesCallback,
-  ): Promise<{ oid: string; newBytes: number }> {
+  ): Promise<{ id: Buffer; chunks: ManifestChunk[]; newBytes: number }> {
     const job = this.hasher.begin();
     const chunks: ManifestChunk[] = [];
     let newBytes = 0;
@@ -178,7 +180,7 @@ export class ContentWriter {
       let filled = carry;
       while (filled < SLOT_BYTES && pos < size) {
         const { bytesRead } = await fh.read(slot.buf, filled, Math.min(SLOT_BYTES - filled, size - pos), pos);
-        if (bytesRead === 0) throw new MstoreError('EBADINPUT', `${display} shrank while it was being stored; commit again`);
+        if (bytesRead === 0) throw new MstoreError('EBADINPUT', `${display} shrank while it was being stored; commit again`, { what: display });
         filled += bytesRead;
         pos += bytesRead;
       }
@@ -204,9 +206,7 @@ export class ContentWriter {
       if (eof && carry === 0) break;
     }
     await this.pool.drainAll();
-    const oidHex = await job.digest();
-    this.addFile(Buffer.from(oidHex, 'hex'), size, chunks);
-    return { oid: oidHex, newBytes };
+    return { id: Buffer.from(await job.digest(), 'hex'), chunks, newBytes };
   }
 
   /** Seals packs (fsynced, renamed) then records them in the index in one transaction. */

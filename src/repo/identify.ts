@@ -6,10 +6,11 @@ import { readlink } from 'node:fs/promises';
 import { MstoreError } from '../lib/errors.js';
 import { sha256Hex } from '../lib/hashing.js';
 import { parsePointer, renderPointer } from '../format/pointer.js';
-import type { StatKind } from './index-db.js';
+import type { StatEntry, StatKind, StoreIndex } from './index-db.js';
+import { hasObject } from './git-walk.js';
 import type { GitRepo } from './git.js';
 import type { ContentWriter, BytesCallback } from './content.js';
-import { hashFile, isText, isTextCandidate, readSmallFile, type WorkFile } from './workspace.js';
+import { hashFile, isText, isTextCandidate, readSmallFile, statInfoOf, statMatches, type StatInfo, type WorkFile } from './workspace.js';
 
 export interface Identity {
   kind: StatKind;
@@ -22,6 +23,8 @@ export interface Identity {
   gitContent: Buffer;
   warning?: string;
   newBytes: number;
+  /** The stat the content belongs to (taken around its read: src/lib/stable-read.ts). */
+  stat: StatInfo;
 }
 
 /**
@@ -43,18 +46,19 @@ export async function identifyFile(
       throw new MstoreError('EBADINPUT', `cannot read symlink ${f.path}: ${(e as NodeJS.ErrnoException).code}`);
     }
     const data = Buffer.from(target);
-    return { kind: 'link', oid: sha256Hex(data), blob: await repo.hashBlob(data), size: data.length, gitContent: data, newBytes: 0 };
+    return { kind: 'link', oid: sha256Hex(data), blob: await repo.hashBlob(data), size: data.length, gitContent: data, newBytes: 0, stat: f.stat };
   }
   if (f.stat.size === 0 || isTextCandidate(f.path, f.stat.size, textMaxBytes)) {
-    const data = await readSmallFile(f.abs, f.path);
+    const { data, stat } = await readSmallFile(f.abs, f.path);
     // Text that happens to be a git-lfs pointer would be read back as one: store it as content.
     if (data.length === 0 || (isText(data) && !parsePointer(data))) {
       onBytes?.(data.length);
-      return { kind: 'git', oid: sha256Hex(data), blob: await repo.hashBlob(data), size: data.length, gitContent: data, newBytes: data.length };
+      return { kind: 'git', oid: sha256Hex(data), blob: await repo.hashBlob(data), size: data.length, gitContent: data, newBytes: data.length, stat };
     }
   }
   let oid: string;
-  let size = f.stat.size;
+  let size: number;
+  let stat: StatInfo;
   let warning: string | undefined;
   let newBytes = 0;
   if (writer) {
@@ -63,10 +67,36 @@ export async function identifyFile(
     size = r.size;
     warning = r.warning;
     newBytes = r.newBytes;
+    stat = statInfoOf(r.stat);
   } else {
-    oid = await hashFile(f.abs, f.path);
+    ({ oid, stat } = await hashFile(f.abs, f.path));
+    size = stat.size;
     onBytes?.(size);
   }
   const pointer = Buffer.from(renderPointer({ oid, size }));
-  return { kind: 'lfs', oid, blob: await repo.hashBlob(pointer), size, gitContent: pointer, warning, newBytes };
+  return { kind: 'lfs', oid, blob: await repo.hashBlob(pointer), size, gitContent: pointer, warning, newBytes, stat };
+}
+
+/**
+ * What the stat cache says a file is, when it can be trusted: the entry still describes the
+ * file (statMatches: same stat, not racy) and names only what the store holds — its blob in
+ * the git repository, or, for a git-lfs pointer, its content in the index and a blob that is
+ * that content's pointer (the pointer is then returned, to be written again if its blob is
+ * gone). Undefined: drop the entry and hash the file. A presence check, never a re-hash.
+ */
+export async function cachedIdentity(
+  repo: GitRepo,
+  index: StoreIndex,
+  e: StatEntry | undefined,
+  s: StatInfo,
+): Promise<{ blob: string; size: number; gitContent?: Buffer } | undefined> {
+  if (!e || !statMatches(e, s)) return undefined;
+  if (e.kind === 'lfs') {
+    if (!/^[0-9a-f]{64}$/.test(e.oid) || !index.hasFile(Buffer.from(e.oid, 'hex'))) return undefined;
+    const pointer = Buffer.from(renderPointer({ oid: e.oid, size: e.size }));
+    if ((await repo.hashBlob(pointer)) !== e.blob) return undefined;
+    return { blob: e.blob, size: e.size, gitContent: (await hasObject(repo.gitdir, e.blob, repo.cache)) ? undefined : pointer };
+  }
+  if (!/^[0-9a-f]{40}$/.test(e.blob) || !(await hasObject(repo.gitdir, e.blob, repo.cache))) return undefined;
+  return { blob: e.blob, size: e.size };
 }

@@ -3,11 +3,18 @@
  * metadata record, the tree, the commit, the annotated version tag, then the refs (version
  * tag, never overwritten; then the line head), through the ref history. Used by commit,
  * import of plain directories and consolidate.
+ *
+ * Rule it keeps: a version never names what the store lacks. Before anything is written,
+ * every blob the tree names is about to be written or is in the git repository, and every
+ * git-lfs pointer's content is in the index (a presence check, not a re-hash); else nothing
+ * is written and EMISSING names the path and the object.
  */
 import os from 'node:os';
 import type { Store } from './store.js';
 import type { FlatTree, Signature } from './git.js';
 import { now as clockNow } from '../lib/clock.js';
+import { MstoreError } from '../lib/errors.js';
+import { parsePointer } from '../format/pointer.js';
 import { moveRefs, readRefLog, type RefLogEntry, type RefReason } from './reflog.js';
 import { META_PATH, META_SCHEMA, lineRef, nextVersionNumber, readMeta, versionName, type VersionMeta } from './versions.js';
 
@@ -45,9 +52,44 @@ export interface WrittenVersion {
   entries: RefLogEntry[];
 }
 
+/**
+ * Throws EMISSING unless every object `flat` names is present: its blob in `gitBlobs` or the
+ * git repository, and for a git-lfs pointer (read from either) the content in the index.
+ * Returns each path's file size (a pointer's size field, else the blob's length).
+ */
+export async function assertTreePresent(store: Store, flat: FlatTree, gitBlobs: Map<string, Buffer>): Promise<Map<string, number>> {
+  const seen = new Map<string, number>();
+  const sizes = new Map<string, number>();
+  for (const [p, e] of flat) {
+    const known = seen.get(e.blob);
+    if (known !== undefined) {
+      sizes.set(p, known);
+      continue;
+    }
+    let data: Uint8Array | undefined = gitBlobs.get(e.blob);
+    if (!data) {
+      try {
+        data = await store.repo.readBlob(e.blob);
+      } catch (err) {
+        const missing = (err as { code?: string }).code === 'NotFoundError';
+        throw new MstoreError('EMISSING', `${p}: git blob ${e.blob} is ${missing ? 'missing from' : 'unreadable in'} the store; no version was written (run mstore fsck)`, { what: p });
+      }
+    }
+    const pointer = e.mode === '120000' ? undefined : parsePointer(data);
+    if (pointer && !store.index.hasFile(Buffer.from(pointer.oid, 'hex'))) {
+      throw new MstoreError('EMISSING', `${p}: content ${pointer.oid} is missing from the store; no version was written (run mstore fsck)`, { what: p });
+    }
+    const size = pointer ? pointer.size : data.length;
+    seen.set(e.blob, size);
+    sizes.set(p, size);
+  }
+  return sizes;
+}
+
 /** Caller holds the lock and has already published the content (packs and index). */
 export async function writeVersion(store: Store, v: NewVersion): Promise<WrittenVersion> {
   const repo = store.repo;
+  await assertTreePresent(store, v.flat, v.gitBlobs);
   for (const [blob, data] of v.gitBlobs) {
     const written = await repo.writeBlob(data);
     if (written !== blob) throw new Error(`internal: blob id ${written} != ${blob}`);

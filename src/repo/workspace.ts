@@ -2,7 +2,8 @@
  * The workspace: scanning it (with .mstoreignore), classifying files (git blob, git-lfs
  * pointer, symlink) and the stat cache that lets an unchanged 16 GB file cost a stat.
  */
-import { readdir, lstat, readFile, open, unlink } from 'node:fs/promises';
+import { readdir, lstat, readFile, unlink } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import ignore, { type Ignore } from 'ignore';
 import { MstoreError } from '../lib/errors.js';
@@ -10,6 +11,7 @@ import type { StatEntry, StatKind } from './index-db.js';
 import type { FileMode } from './git.js';
 import { STORE_DIR } from './store.js';
 import { TMP_PREFIX } from '../lib/fsutil.js';
+import { changedAtNs, isRacy, nowNs as clockNs, readStable, readWhole } from '../lib/stable-read.js';
 
 /** Names never versioned, at any depth: store and git metadata, checkout temporaries. */
 const ALWAYS_IGNORED = new Set([STORE_DIR, '.git']);
@@ -39,20 +41,27 @@ export function gitMode(f: WorkFile): FileMode {
 }
 
 export function nowNs(): string {
-  return (BigInt(Date.now()) * 1_000_000n).toString();
+  return clockNs().toString();
 }
 
-async function statOf(abs: string): Promise<StatInfo> {
-  const s = await lstat(abs, { bigint: true });
+/** What the stat cache keeps of a stat. */
+export function statInfoOf(s: BigIntStats): StatInfo {
   return { size: Number(s.size), mtimeNs: s.mtimeNs.toString(), ctimeNs: s.ctimeNs.toString(), ino: Number(s.ino), mode: Number(s.mode) };
 }
 
+async function statOf(abs: string): Promise<StatInfo> {
+  return statInfoOf(await lstat(abs, { bigint: true }));
+}
+
 /**
- * File timestamps come from a coarse clock (a few ms): a write in the same tick as the
- * recorded mtime would not change it. An entry recorded less than this long after the
- * file's mtime is "racy" and not trusted (git's racy-git rule).
+ * git's racy-git rule. File timestamps come from a coarse clock (a few ms): a write in the
+ * same tick as the recorded mtime or ctime would change neither. A stat taken less than
+ * RACY_NS (src/lib/stable-read.ts) after the file's last change can therefore not vouch for
+ * its content: such an entry is neither recorded (cacheable) nor trusted (statMatches).
  */
-const RACY_NS = 20_000_000n;
+export function cacheable(s: StatInfo, at: string): boolean {
+  return !isRacy(changedAtNs(s), BigInt(at));
+}
 
 /** True when the cache entry still describes the file, so its recorded oid can be trusted. */
 export function statMatches(e: StatEntry | undefined, s: StatInfo): boolean {
@@ -63,7 +72,7 @@ export function statMatches(e: StatEntry | undefined, s: StatInfo): boolean {
     e.ctimeNs === s.ctimeNs &&
     e.ino === s.ino &&
     e.mode === s.mode &&
-    BigInt(e.mtimeNs) + RACY_NS < BigInt(e.at)
+    cacheable(e, e.at)
   );
 }
 
@@ -180,35 +189,26 @@ export function isText(data: Uint8Array): boolean {
   }
 }
 
-export async function readSmallFile(abs: string, display: string): Promise<Buffer> {
-  try {
-    return await readFile(abs);
-  } catch (e) {
-    throw new MstoreError('EBADINPUT', `cannot read ${display}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
+/** A whole small file read as one snapshot (src/lib/stable-read.ts), with the stat it belongs to. */
+export async function readSmallFile(abs: string, display: string): Promise<{ data: Buffer; stat: StatInfo }> {
+  const { value, stat } = await readStable(abs, display, readWhole);
+  return { data: value, stat: statInfoOf(stat) };
 }
 
-/** sha256 of a whole file, streamed (used where no chunks are wanted, e.g. status). */
-export async function hashFile(abs: string, display: string): Promise<string> {
+/** sha256 of a whole file read as one snapshot, streamed (where no chunks are wanted, e.g. status). */
+export async function hashFile(abs: string, display: string): Promise<{ oid: string; stat: StatInfo }> {
   const { createHash } = await import('node:crypto');
-  const h = createHash('sha256');
-  let fh;
-  try {
-    fh = await open(abs, 'r');
-  } catch (e) {
-    throw new MstoreError('EBADINPUT', `cannot read ${display}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
-  try {
-    const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
+  const buf = Buffer.allocUnsafe(8 * 1024 * 1024);
+  const { value, stat } = await readStable(abs, display, async (fh, size) => {
+    const h = createHash('sha256');
     let pos = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+    while (pos < size) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
       if (!bytesRead) break;
       h.update(buf.subarray(0, bytesRead));
       pos += bytesRead;
     }
-  } finally {
-    await fh.close();
-  }
-  return h.digest('hex');
+    return h.digest('hex');
+  });
+  return { oid: value, stat: statInfoOf(stat) };
 }
