@@ -219,7 +219,11 @@ const DAMAGES: Damage[] = [
       }),
     fsck: /points at pack abab/,
   },
-  { name: 'a short chunk row', apply: (ws) => editRows(path.join(ws, '.mstore', 'index'), (c) => c.put(c.keys[0], Buffer.alloc(7))), fsck: /index .*data\.mdb is damaged.*chunk row of 7 bytes.*fsck --repair-index/ },
+  {
+    name: 'chunk rows cut short',
+    apply: (ws) => editRows(path.join(ws, '.mstore', 'index'), (c) => c.keys.forEach((k) => c.put(k, Buffer.alloc(7)))),
+    fsck: /index .*data\.mdb is damaged.*chunk row of 7 bytes.*fsck --repair-index/,
+  },
   { name: 'a missing pack file', apply: (ws) => unlinkSync(packFiles(ws).sort()[0]), fsck: /pack [0-9a-f]{64} is in the index but missing on disk/, lost: true },
 ];
 

@@ -1,11 +1,13 @@
 /**
- * One writer per store, and readers beside each other but never beside a writer (restic's
- * exclusive and shared locks). The exclusive lock is a file created with O_EXCL holding the
- * owner's pid and host; a shared lock is one such file per reader in `<lock>.shared/`. A
- * lock whose owner is a dead process on this host is stale: an exclusive one is taken over
- * (a kill -9 must not wedge the store), a shared one deleted. A writer takes its file first
- * and then waits until no live reader is left; a reader registers first and then backs off
- * while a live writer holds the lock: whichever comes second sees the other. A reader that
+ * One writer per store; readers beside each other and beside a writer that only adds, but
+ * never beside an exclusive writer, one that removes what readers use (gc): restic's shared
+ * and exclusive locks. The writer lock is a file created with O_EXCL holding the owner's pid
+ * and host (and `exclusive: true` for an exclusive writer); a shared lock is one such file per
+ * reader in `<lock>.shared/`. A lock whose owner is a dead process on this host is stale: a
+ * writer lock is taken over (a kill -9 must not wedge the store), a shared one deleted. An
+ * exclusive writer takes its file first and then waits until no live reader is left; a reader
+ * registers first and then backs off while a live exclusive writer holds the lock: whichever
+ * comes second sees the other. A reader that
  * cannot register (read-only file system, no write permission, a full disk) reads without a
  * shared lock: nobody can write such a store through this mount either. proper-lockfile
  * detects staleness by mtime age only, which would stall every writer after a crash, hence
@@ -23,6 +25,8 @@ interface LockOwner {
   host: string;
   since: string;
   command: string;
+  /** A writer that readers must not run beside (it removes packs): set only when true. */
+  exclusive?: boolean;
 }
 
 function alive(pid: number): boolean {
@@ -128,6 +132,19 @@ async function liveReader(file: string): Promise<LockOwner | undefined> {
   return undefined;
 }
 
+/**
+ * The live exclusive writer a reader must wait for, if any. A writer that only adds, and this
+ * process's own writer (a write that reads through another handle), do not stop a reader; a
+ * torn lock file (being written) does, until it parses or grows old.
+ */
+async function blockingWriter(file: string): Promise<{ owner: LockOwner | undefined } | undefined> {
+  const w = await liveOwner(file);
+  if (!w) return undefined;
+  if (!w.owner) return w;
+  if (w.owner.pid === process.pid && w.owner.host === os.hostname()) return undefined;
+  return w.owner.exclusive ? w : undefined;
+}
+
 /** A reader's lock: released by deleting its file; `registered` is false where none could be written. */
 export class SharedLock {
   private constructor(
@@ -144,9 +161,8 @@ export class SharedLock {
     const me: LockOwner = { pid: process.pid, host: os.hostname(), since: new Date().toISOString(), command };
     const mine = path.join(sharedLockDir(file), `${process.pid}-${randomBytes(6).toString('hex')}.json`);
     for (;;) {
-      const writer = await liveOwner(file);
-      // This process's own writer (a write that reads through another handle) does not stop it.
-      if (!writer || (writer.owner?.pid === process.pid && writer.owner.host === os.hostname())) {
+      const writer = await blockingWriter(file);
+      if (!writer) {
         try {
           await mkdir(sharedLockDir(file), { recursive: true });
           const fh = await open(mine, 'wx');
@@ -162,9 +178,8 @@ export class SharedLock {
           }
           throw e;
         }
-        // A writer that took the lock meanwhile may not have seen this file: back off.
-        const now = await liveOwner(file);
-        if (!now || (now.owner?.pid === process.pid && now.owner.host === os.hostname())) return new SharedLock(mine, true);
+        // An exclusive writer that took the lock meanwhile may not have seen this file: back off.
+        if (!(await blockingWriter(file))) return new SharedLock(mine, true);
         await unlink(mine).catch(() => undefined);
         continue;
       }
@@ -187,9 +202,10 @@ export class StoreLock {
     readonly tookOverStale: boolean,
   ) {}
 
-  static async acquire(file: string, command: string, timeoutMs: number): Promise<StoreLock> {
+  /** `exclusive`: also wait for the running readers, and keep new ones out while held. */
+  static async acquire(file: string, command: string, timeoutMs: number, exclusive = false): Promise<StoreLock> {
     const deadline = Date.now() + timeoutMs;
-    const me: LockOwner = { pid: process.pid, host: os.hostname(), since: new Date().toISOString(), command };
+    const me: LockOwner = { pid: process.pid, host: os.hostname(), since: new Date().toISOString(), command, ...(exclusive ? { exclusive } : {}) };
     let stale = false;
     for (;;) {
       try {
@@ -197,7 +213,7 @@ export class StoreLock {
         await fh.writeFile(JSON.stringify(me));
         await fh.close();
         const lock = new StoreLock(file, stale);
-        await lock.waitForReaders(deadline, timeoutMs);
+        if (exclusive) await lock.waitForReaders(deadline, timeoutMs);
         return lock;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;

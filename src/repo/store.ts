@@ -1,9 +1,10 @@
 /**
  * A store: `.mstore/` inside a workspace, or a bare store directory. Layout
  * (docs/format.md): config.json, git/ (bare repository of version records), packs/,
- * index/ (lmdb), tmp/, hooks/, lock, lock.shared/. Writers hold the exclusive lock
- * (`withLock`), readers of packs and the index a shared one (`withReadLock`) that a writer
- * waits for; the index opens read-only where the store cannot be written.
+ * index/ (lmdb), tmp/, hooks/, lock, lock.shared/. Writers hold the writer lock
+ * (`withLock`; `withExclusiveLock` for one that removes packs, gc), readers of packs and the
+ * index a shared one (`withReadLock`) that an exclusive writer waits for; the index opens
+ * read-only where the store cannot be written.
  */
 import { mkdir, readFile, stat, readdir, rm, rename } from 'node:fs/promises';
 import path from 'node:path';
@@ -174,11 +175,20 @@ export class Store {
     return this.workspace;
   }
 
-  /** Runs `fn` holding the writer lock; cleans temporary files a crashed writer left. */
-  async withLock<T>(command: string, fn: () => Promise<T>, timeoutMs?: number): Promise<T> {
+  /** Runs `fn` holding the writer lock; cleans temporary files a crashed writer left. Readers run beside it. */
+  withLock<T>(command: string, fn: () => Promise<T>, timeoutMs?: number): Promise<T> {
+    return this.locked(command, fn, timeoutMs, false);
+  }
+
+  /** The writer lock for a writer that removes what readers use (gc): waits for running readers, keeps new ones out. */
+  withExclusiveLock<T>(command: string, fn: () => Promise<T>, timeoutMs?: number): Promise<T> {
+    return this.locked(command, fn, timeoutMs, true);
+  }
+
+  private async locked<T>(command: string, fn: () => Promise<T>, timeoutMs: number | undefined, exclusive: boolean): Promise<T> {
     const timeout = timeoutMs ?? lockTimeout();
     const lockFile = path.join(this.dir, 'lock');
-    const lock = await StoreLock.acquire(lockFile, command, timeout).catch((e: unknown) => {
+    const lock = await StoreLock.acquire(lockFile, command, timeout, exclusive).catch((e: unknown) => {
       throw storageError(e, lockFile, `cannot take the writer lock:`) ?? e;
     });
     this.held++;

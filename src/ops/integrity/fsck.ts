@@ -39,7 +39,7 @@ export interface FsckResult {
 export async function fsck(store: Store, opts: { repairIndex?: boolean } = {}): Promise<FsckResult> {
   let repaired: FsckResult['repaired'];
   if (opts.repairIndex) {
-    repaired = await store.withLock('fsck', async () => {
+    repaired = await store.withExclusiveLock('fsck', async () => {
       await store.dropIndex();
       const r = await indexPacks(store);
       return { packsIndexed: r.indexed.length, damagedPacks: r.damaged.map((d) => d.pack) };
