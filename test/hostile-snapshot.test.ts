@@ -150,7 +150,7 @@ test('#20.1 a file that keeps changing while commit reads it is refused, the sto
 // The stat cache (lmdb `stat` table, src/repo/index-db.ts), read and damaged directly.
 
 async function withIndex<T>(ws: string, fn: (ix: StoreIndex) => T): Promise<T> {
-  const ix = new StoreIndex(path.join(ws, '.mstore', 'index'));
+  const ix = StoreIndex.open(path.join(ws, '.mstore', 'index'));
   try {
     return fn(ix);
   } finally {

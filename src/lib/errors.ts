@@ -21,6 +21,7 @@ export const ERROR_CODES = [
   'EREJECTED', // a remote refused a ref update (non-fast-forward, moved meanwhile)
   'EAUTH', // a remote refused the credentials (401/403)
   'EREMOTE', // a remote could not be reached or answered something unusable
+  'ESTORAGE', // the device refused a write: no space left, quota, read-only file system, I/O error
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -50,4 +51,44 @@ export function errorLine(e: unknown): string {
   if (e instanceof MstoreError) return e.message;
   if (e instanceof Error) return e.message.split('\n')[0];
   return String(e);
+}
+
+/** What each storage errno means, in the words the one-line message uses. */
+const STORAGE_ERRNOS: Readonly<Record<string, string>> = {
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+  EROFS: 'the file system is read-only',
+  EIO: 'input/output error from the device',
+};
+/** The same conditions as native libraries (lmdb) word them, for errors that carry no errno code. */
+const STORAGE_TEXTS: readonly [RegExp, string][] = [
+  [/no space left on device/i, 'ENOSPC'],
+  [/disk quota exceeded/i, 'EDQUOT'],
+  [/read-only file system/i, 'EROFS'],
+  [/input\/output error/i, 'EIO'],
+];
+
+function storageErrno(e: unknown): string | undefined {
+  if (e instanceof MstoreError) return undefined;
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code in STORAGE_ERRNOS) return code;
+  const text = e instanceof Error ? e.message : String(e);
+  return STORAGE_TEXTS.find(([re]) => re.test(text))?.[1];
+}
+
+/** True when `e` is the device refusing a write (ENOSPC, EDQUOT, EROFS, EIO), by code or by native text. */
+export function isStorageErrno(e: unknown): boolean {
+  return storageErrno(e) !== undefined;
+}
+
+/**
+ * The one conversion of a device's refusal into `ESTORAGE`, naming the file (the error's own
+ * path when it has one, else `file`); undefined for anything else, which the caller rethrows.
+ */
+export function storageError(e: unknown, file: string, doing = 'writing'): MstoreError | undefined {
+  const errno = storageErrno(e);
+  if (!errno) return undefined;
+  const own = (e as { path?: unknown }).path;
+  const where = typeof own === 'string' && own ? own : file;
+  return new MstoreError('ESTORAGE', `${doing} ${where}: ${STORAGE_ERRNOS[errno]} (${errno}); nothing was published`, { what: where });
 }

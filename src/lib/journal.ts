@@ -12,6 +12,7 @@
 import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { fsyncDir } from './fsutil.js';
+import { storageError } from './errors.js';
 
 const NEWLINE = 0x0a;
 /** Bytes read per step when reading from the end: a few hundred records of the ref history. */
@@ -54,8 +55,14 @@ export async function appendRecords<T>(file: string, records: readonly T[]): Pro
       if (last[0] !== NEWLINE) text = `\n${text}`;
     }
     const data = Buffer.from(text, 'utf8');
-    for (let o = 0; o < data.length; ) o += (await fh.write(data, o, data.length - o)).bytesWritten;
-    await fh.datasync();
+    try {
+      for (let o = 0; o < data.length; ) o += (await fh.write(data, o, data.length - o)).bytesWritten;
+      await fh.datasync();
+    } catch (e) {
+      // A full disk: take back the part that was written, so no torn line stays behind.
+      await fh.truncate(size).catch(() => undefined);
+      throw storageError(e, file) ?? e;
+    }
   } finally {
     await fh.close();
   }

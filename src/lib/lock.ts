@@ -1,12 +1,23 @@
 /**
- * One writer per store. The lock is a file created with O_EXCL holding the owner's pid
- * and host; a lock whose owner is a dead process on this host is stale and taken over
- * (a kill -9 must not wedge the store). proper-lockfile detects staleness by mtime
- * age only, which would stall every writer after a crash, hence this small module.
+ * One writer per store; readers beside each other and beside a writer that only adds, but
+ * never beside an exclusive writer, one that removes what readers use (gc): restic's shared
+ * and exclusive locks. The writer lock is a file created with O_EXCL holding the owner's pid
+ * and host (and `exclusive: true` for an exclusive writer); a shared lock is one such file per
+ * reader in `<lock>.shared/`. A lock whose owner is a dead process on this host is stale: a
+ * writer lock is taken over (a kill -9 must not wedge the store), a shared one deleted. An
+ * exclusive writer takes its file first and then waits until no live reader is left; a reader
+ * registers first and then backs off while a live exclusive writer holds the lock: whichever
+ * comes second sees the other. A reader that
+ * cannot register (read-only file system, no write permission, a full disk) reads without a
+ * shared lock: nobody can write such a store through this mount either. proper-lockfile
+ * detects staleness by mtime age only, which would stall every writer after a crash, hence
+ * this small module.
  */
-import { open, readFile, unlink, stat } from 'node:fs/promises';
+import { open, readFile, unlink, stat, mkdir, readdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import os from 'node:os';
-import { MstoreError } from './errors.js';
+import { MstoreError, isStorageErrno } from './errors.js';
 import { sleep } from './retry.js';
 
 interface LockOwner {
@@ -14,6 +25,8 @@ interface LockOwner {
   host: string;
   since: string;
   command: string;
+  /** A writer that readers must not run beside (it removes packs): set only when true. */
+  exclusive?: boolean;
 }
 
 function alive(pid: number): boolean {
@@ -71,6 +84,117 @@ function isSameOwner(text: string, seen: LockOwner): boolean {
   }
 }
 
+/** The directory of the shared (reader) locks that go with the exclusive lock `file`. */
+export function sharedLockDir(file: string): string {
+  return `${file}.shared`;
+}
+
+function describe(owner: LockOwner | undefined): string {
+  return owner ? `pid ${owner.pid} on ${owner.host} (${owner.command}, since ${owner.since})` : 'another process';
+}
+
+/** The owner of a lock file while it is live: absent, stale (dead owner) or torn and old give undefined. */
+async function liveOwner(file: string): Promise<{ owner: LockOwner | undefined } | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  let owner: LockOwner | undefined;
+  try {
+    owner = JSON.parse(text) as LockOwner;
+  } catch {
+    owner = undefined;
+  }
+  if (owner && owner.host === os.hostname() && !alive(owner.pid)) return undefined;
+  if (!owner && (await stat(file).then((s) => Date.now() - s.mtimeMs > 2000, () => true))) return undefined;
+  return { owner };
+}
+
+/**
+ * The first live reader other than this process, deleting stale reader files on the way.
+ * This process's own readers do not block it (a command that reads and then writes).
+ */
+async function liveReader(file: string): Promise<LockOwner | undefined> {
+  const dir = sharedLockDir(file);
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (!name.endsWith('.json')) continue;
+    const f = path.join(dir, name);
+    const live = await liveOwner(f);
+    if (!live) {
+      await unlink(f).catch(() => undefined);
+      continue;
+    }
+    if (live.owner?.pid === process.pid && live.owner.host === os.hostname()) continue;
+    return live.owner ?? { pid: 0, host: '?', since: '?', command: 'a reader' };
+  }
+  return undefined;
+}
+
+/**
+ * The live exclusive writer a reader must wait for, if any. A writer that only adds, and this
+ * process's own writer (a write that reads through another handle), do not stop a reader; a
+ * torn lock file (being written) does, until it parses or grows old.
+ */
+async function blockingWriter(file: string): Promise<{ owner: LockOwner | undefined } | undefined> {
+  const w = await liveOwner(file);
+  if (!w) return undefined;
+  if (!w.owner) return w;
+  if (w.owner.pid === process.pid && w.owner.host === os.hostname()) return undefined;
+  return w.owner.exclusive ? w : undefined;
+}
+
+/** A reader's lock: released by deleting its file; `registered` is false where none could be written. */
+export class SharedLock {
+  private constructor(
+    private readonly file: string | undefined,
+    readonly registered: boolean,
+  ) {}
+
+  /**
+   * Waits while a live writer holds `file`, then registers in `<file>.shared/` (a stale
+   * writer's lock does not stop a reader: what it never published is invisible anyway).
+   */
+  static async acquire(file: string, command: string, timeoutMs: number): Promise<SharedLock> {
+    const deadline = Date.now() + timeoutMs;
+    const me: LockOwner = { pid: process.pid, host: os.hostname(), since: new Date().toISOString(), command };
+    const mine = path.join(sharedLockDir(file), `${process.pid}-${randomBytes(6).toString('hex')}.json`);
+    for (;;) {
+      const writer = await blockingWriter(file);
+      if (!writer) {
+        try {
+          await mkdir(sharedLockDir(file), { recursive: true });
+          const fh = await open(mine, 'wx');
+          try {
+            await fh.writeFile(JSON.stringify(me));
+          } finally {
+            await fh.close();
+          }
+        } catch (e) {
+          await unlink(mine).catch(() => undefined);
+          if (isStorageErrno(e) || (e as NodeJS.ErrnoException).code === 'EACCES' || (e as NodeJS.ErrnoException).code === 'EPERM') {
+            return new SharedLock(undefined, false);
+          }
+          throw e;
+        }
+        // An exclusive writer that took the lock meanwhile may not have seen this file: back off.
+        if (!(await blockingWriter(file))) return new SharedLock(mine, true);
+        await unlink(mine).catch(() => undefined);
+        continue;
+      }
+      if (Date.now() >= deadline) {
+        throw new MstoreError('ELOCKED', `store is locked by ${describe(writer.owner)}; waited ${Math.round(timeoutMs / 1000)} s (lock file ${file})`);
+      }
+      await sleep(50);
+    }
+  }
+
+  async release(): Promise<void> {
+    if (this.file) await unlink(this.file).catch(() => undefined);
+  }
+}
+
 export class StoreLock {
   private constructor(
     private readonly file: string,
@@ -78,16 +202,19 @@ export class StoreLock {
     readonly tookOverStale: boolean,
   ) {}
 
-  static async acquire(file: string, command: string, timeoutMs: number): Promise<StoreLock> {
+  /** `exclusive`: also wait for the running readers, and keep new ones out while held. */
+  static async acquire(file: string, command: string, timeoutMs: number, exclusive = false): Promise<StoreLock> {
     const deadline = Date.now() + timeoutMs;
-    const me: LockOwner = { pid: process.pid, host: os.hostname(), since: new Date().toISOString(), command };
+    const me: LockOwner = { pid: process.pid, host: os.hostname(), since: new Date().toISOString(), command, ...(exclusive ? { exclusive } : {}) };
     let stale = false;
     for (;;) {
       try {
         const fh = await open(file, 'wx');
         await fh.writeFile(JSON.stringify(me));
         await fh.close();
-        return new StoreLock(file, stale);
+        const lock = new StoreLock(file, stale);
+        if (exclusive) await lock.waitForReaders(deadline, timeoutMs);
+        return lock;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }
@@ -105,8 +232,20 @@ export class StoreLock {
         }
       }
       if (Date.now() >= deadline) {
-        const who = owner ? `pid ${owner.pid} on ${owner.host} (${owner.command}, since ${owner.since})` : 'another process';
-        throw new MstoreError('ELOCKED', `store is locked by ${who}; waited ${Math.round(timeoutMs / 1000)} s (lock file ${file})`);
+        throw new MstoreError('ELOCKED', `store is locked by ${describe(owner)}; waited ${Math.round(timeoutMs / 1000)} s (lock file ${file})`);
+      }
+      await sleep(50);
+    }
+  }
+
+  /** Holding the lock (no new reader starts), waits for the readers already running to finish. */
+  private async waitForReaders(deadline: number, timeoutMs: number): Promise<void> {
+    for (;;) {
+      const reader = await liveReader(this.file);
+      if (!reader) return;
+      if (Date.now() >= deadline) {
+        await this.release();
+        throw new MstoreError('ELOCKED', `store is being read by ${describe(reader)}; waited ${Math.round(timeoutMs / 1000)} s (shared locks in ${sharedLockDir(this.file)})`);
       }
       await sleep(50);
     }

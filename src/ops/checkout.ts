@@ -275,6 +275,6 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
       bytes: total,
     };
   };
-  // Into the workspace the stat cache changes too: hold the writer lock.
-  return intoWorkspace ? store.withLock('checkout', run) : run();
+  // Into the workspace the stat cache changes too: hold the writer lock; elsewhere a reader's.
+  return intoWorkspace ? store.withLock('checkout', run) : store.withReadLock('checkout', run);
 }

@@ -151,8 +151,14 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
       line, flat, gitBlobs, totalBytes, message: opts.message, params: opts.params, metrics: opts.metrics,
       trainingData: opts.trainingData, status: opts.status ?? null, meta: opts.meta, author: opts.author ?? defaultAuthor(), reason: 'commit',
     });
-    // 4. the stat cache, last: it may only name content that versions hold.
-    index.updateStats(statUpdates);
+    // 4. the stat cache, last: it may only name content that versions hold. The version is
+    // published: a full disk now costs the cache (files are hashed again next time), not the commit.
+    try {
+      index.updateStats(statUpdates);
+    } catch (e) {
+      if (!(e instanceof MstoreError) || e.code !== 'ESTORAGE') throw e;
+      warnings.push(`the stat cache was not updated: ${e.message.replace(/; nothing was published$/, '')}`);
+    }
     return {
       changed: true, version, commit: commitId, line, files: flat.size, totalBytes,
       newBytes: writer.newBytes, added, modified, deleted, warnings,

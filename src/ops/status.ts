@@ -59,7 +59,8 @@ export async function status(store: Store): Promise<StatusResult> {
   }
   for (const p of headFlat.keys()) if (!seen.has(p)) res.deleted.push(p);
   res.deleted.sort();
-  // A read command may refresh the cache: lmdb serialises this with any writer.
-  index.updateStats(refresh);
+  // A read command may refresh the cache: lmdb serialises this with any writer. A store that
+  // cannot be written (read-only mount) keeps its cache as it is.
+  if (index.writable) index.updateStats(refresh);
   return res;
 }

@@ -4,10 +4,12 @@
  * place. isomorphic-git skips writing a loose object whose path exists, so a torn object left
  * by a crash would never be repaired; with atomic writes an object or ref file is whole or
  * absent. Before a ref is written, the directories of the objects written so far are fsynced.
+ * A full or read-only disk is ESTORAGE naming the object or ref file.
  */
 import * as fsp from 'node:fs/promises';
 import path from 'node:path';
 import { atomicWriteFile, fsyncDir } from '../lib/fsutil.js';
+import { storageError } from '../lib/errors.js';
 
 /**
  * Directories holding renames (new objects, new object subdirectories) not yet fsynced, per
@@ -49,13 +51,19 @@ async function writeFile(file: string, data: Uint8Array | string, options?: { mo
       unsyncedDirs.delete(repo);
     }
   }
-  await atomicWriteFile(file, data, { mode, tmpDir: gitdir });
+  try {
+    await atomicWriteFile(file, data, { mode, tmpDir: gitdir });
+  } catch (e) {
+    throw storageError(e, file) ?? e;
+  }
   if (ref) await fsyncDir(path.dirname(file));
   else remember(gitdir, path.dirname(file));
 }
 
 async function mkdir(dir: string, options?: { recursive?: boolean; mode?: number }): Promise<string | undefined> {
-  const made = await fsp.mkdir(dir, options);
+  const made = await fsp.mkdir(dir, options).catch((e: unknown) => {
+    throw storageError(e, dir) ?? e;
+  });
   remember(gitdirOf(dir), path.dirname(dir));
   return made;
 }

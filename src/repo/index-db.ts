@@ -6,8 +6,19 @@
  *   files   file oid (32 bytes)  -> size u64 LE | manifest (chunk id 32 | length u32 LE)*
  *   packs   pack id (hex string) -> {size, entries, created}
  *   stat    workspace path       -> StatEntry (msgpack)
+ *
+ * Opening checks the file first (index-check.ts) and opens it read-only where it cannot be
+ * written (a read-only mount, another user's store); every lmdb call is guarded: a damaged
+ * index is ECORRUPT naming it and `mstore fsck --repair-index`, a refused write ESTORAGE.
  */
+import { accessSync, closeSync, constants as fsConstants, existsSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, writeSync } from 'node:fs';
+import path from 'node:path';
 import { open, type RootDatabase, type Database } from 'lmdb';
+import { MstoreError, errorLine, storageError } from '../lib/errors.js';
+import { INDEX_FILE, indexFileProblem, indexUsedBytes } from './index-check.js';
+
+/** Index space reserved before any write transaction, beyond three times its rows. */
+const RESERVE_BASE = 256 * 1024;
 import type { PackInfo } from './pack.js';
 import { ENTRY_CHUNK, ENTRY_FILE } from './pack.js';
 import { now as clockNow } from '../lib/clock.js';
@@ -69,54 +80,172 @@ export interface NewFile {
   manifest: Buffer;
 }
 
+/** The one error for an index lmdb cannot use: names the file and the repair. */
+export function indexDamaged(dir: string, why: string): MstoreError {
+  const file = path.join(dir, INDEX_FILE);
+  return new MstoreError('ECORRUPT', `index ${file} is damaged (${why}); run 'mstore fsck --repair-index'`, { what: file });
+}
+
+function canWrite(p: string): boolean {
+  try {
+    accessSync(p, fsConstants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function decodeLocation(v: Buffer): ChunkLocation {
+  if (v.length !== 44) throw new Error(`a chunk row of ${v.length} bytes, not 44`);
+  return { pack: v.subarray(0, 32).toString('hex'), offset: Number(v.readBigUInt64LE(32)), length: v.readUInt32LE(40) };
+}
+
+function decodeFileRow(v: Buffer): { size: number; chunks: ManifestChunk[] } {
+  if (v.length < 8) throw new Error(`a file row of ${v.length} bytes`);
+  return { size: Number(v.readBigUInt64LE(0)), chunks: decodeManifest(v.subarray(8)) };
+}
+
+/** About what stat cache updates add to the index (key plus a msgpack entry). */
+function statBytes(updates: Map<string, StatEntry | null> | undefined): number {
+  let n = 0;
+  for (const k of updates?.keys() ?? []) n += Buffer.byteLength(k) + 200;
+  return n;
+}
+
 export class StoreIndex {
-  private readonly root: RootDatabase;
   private readonly chunks: Database<Buffer, Buffer>;
   private readonly files: Database<Buffer, Buffer>;
   private readonly packs: Database<{ size: number; entries: number; created: string }, string>;
   private readonly stats: Database<StatEntry, string>;
 
-  constructor(dir: string) {
-    // overlappingSync (lmdb-js's default on Linux) lets a commit return before its fsync;
-    // the publish order (index before refs) needs the index durable when the call returns.
-    this.root = open({ path: dir, maxDbs: 8, compression: false, overlappingSync: false });
+  private constructor(
+    private readonly dir: string,
+    private readonly root: RootDatabase,
+    /** False where the store cannot be written: every write is refused with ESTORAGE. */
+    readonly writable: boolean,
+  ) {
     this.chunks = this.root.openDB({ name: 'chunks', keyEncoding: 'binary', encoding: 'binary' });
     this.files = this.root.openDB({ name: 'files', keyEncoding: 'binary', encoding: 'binary' });
     this.packs = this.root.openDB({ name: 'packs' });
     this.stats = this.root.openDB({ name: 'stat' });
   }
 
+  /**
+   * Opens the index in `dir` after checking its file; read-only where it cannot be written,
+   * and an empty stand-in where it does not exist and cannot be created (a read-only store
+   * that never had one: nothing is indexed).
+   */
+  static open(dir: string): StoreIndex {
+    const problem = indexFileProblem(dir);
+    if (problem) throw indexDamaged(dir, problem);
+    const file = path.join(dir, INDEX_FILE);
+    const present = existsSync(file);
+    const writable = canWrite(dir) && (!present || canWrite(file));
+    let root: RootDatabase | undefined;
+    try {
+      // overlappingSync (lmdb-js's default on Linux) lets a commit return before its fsync;
+      // the publish order (index before refs) needs the index durable when the call returns.
+      if (writable) root = open({ path: dir, maxDbs: 8, compression: false, overlappingSync: false });
+      else if (present) root = open({ path: dir, maxDbs: 8, compression: false, readOnly: true });
+      else root = open({ maxDbs: 8, compression: false }); // a temporary, deleted on close
+      return new StoreIndex(dir, root, writable);
+    } catch (e) {
+      void root?.close().catch(() => undefined);
+      if (e instanceof MstoreError) throw e;
+      throw storageError(e, file, 'opening') ?? indexDamaged(dir, errorLine(e));
+    }
+  }
+
+  /** Every lmdb read goes through here: what lmdb throws means a damaged index. */
+  private read<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      if (e instanceof MstoreError) throw e;
+      throw indexDamaged(this.dir, errorLine(e));
+    }
+  }
+
+  /**
+   * Every lmdb write transaction goes through here: a refused write is ESTORAGE naming the
+   * file. `rowBytes` (keys and values written) sizes the space reserved first (reserve()).
+   */
+  private write(rowBytes: number, fn: () => void): void {
+    const file = path.join(this.dir, INDEX_FILE);
+    if (!this.writable) throw new MstoreError('ESTORAGE', `writing ${file}: the index cannot be written here (read-only store or no write permission); nothing was published`, { what: file });
+    try {
+      this.reserve(file, rowBytes);
+      this.root.transactionSync(fn);
+    } catch (e) {
+      if (e instanceof MstoreError) throw e;
+      throw storageError(e, file) ?? indexDamaged(this.dir, errorLine(e));
+    }
+  }
+
+  /**
+   * Makes sure the file already holds, past lmdb's last page, room for what a transaction of
+   * `rowBytes` can add (three times the rows, for half-full pages and copied tree paths, plus
+   * 256 KiB), written as zeros and fdatasynced. lmdb then overwrites blocks it owns: a full
+   * disk fails here, as one clean error, and never inside lmdb (whose page flush prints its
+   * own text and may leave EIO). The slack is reused by later transactions.
+   */
+  private reserve(file: string, rowBytes: number): void {
+    const at = indexUsedBytes(this.dir);
+    if (!at) return; // a fresh environment: lmdb has not written its meta pages yet
+    const want = at.used + Math.ceil((rowBytes * 3 + RESERVE_BASE) / at.pageBytes) * at.pageBytes;
+    const fd = openSync(file, 'r+');
+    let size = 0;
+    try {
+      size = fstatSync(fd).size;
+      if (size >= want) return;
+      const zeros = Buffer.alloc(Math.min(want - size, 1024 * 1024));
+      for (let o = size; o < want; ) o += writeSync(fd, zeros, 0, Math.min(zeros.length, want - o), o);
+      fdatasyncSync(fd);
+    } catch (e) {
+      try {
+        ftruncateSync(fd, size);
+      } catch {
+        // the reservation stays partly: harmless slack
+      }
+      throw e;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
   hasChunk(id: Buffer): boolean {
-    return this.chunks.doesExist(id);
+    return this.read(() => this.chunks.doesExist(id));
   }
 
   chunk(id: Buffer): ChunkLocation | undefined {
-    const v = this.chunks.getBinary(id);
-    if (!v) return undefined;
-    return { pack: v.subarray(0, 32).toString('hex'), offset: Number(v.readBigUInt64LE(32)), length: v.readUInt32LE(40) };
+    return this.read(() => {
+      const v = this.chunks.getBinary(id);
+      return v ? decodeLocation(v) : undefined;
+    });
   }
 
   hasFile(oid: Buffer): boolean {
-    return this.files.doesExist(oid);
+    return this.read(() => this.files.doesExist(oid));
   }
 
   file(oid: Buffer): { size: number; chunks: ManifestChunk[] } | undefined {
-    const v = this.files.getBinary(oid);
-    if (!v) return undefined;
-    return { size: Number(v.readBigUInt64LE(0)), chunks: decodeManifest(v.subarray(8)) };
+    return this.read(() => {
+      const v = this.files.getBinary(oid);
+      return v ? decodeFileRow(v) : undefined;
+    });
   }
 
   stat(path: string): StatEntry | undefined {
-    return this.stats.get(path);
+    return this.read(() => this.stats.get(path));
   }
 
   /** All stat cache entries (workspace paths tracked by the last commit or checkout). */
   statPaths(): string[] {
-    return Array.from(this.stats.getKeys()) as string[];
+    return this.read(() => Array.from(this.stats.getKeys()) as string[]);
   }
 
   packIds(): string[] {
-    return Array.from(this.packs.getKeys()) as string[];
+    return this.read(() => Array.from(this.packs.getKeys()) as string[]);
   }
 
   /**
@@ -150,7 +279,8 @@ export class StoreIndex {
     fileRows.sort((a, b) => Buffer.compare(a[0], b[0]));
     if (!chunkRows.length && !fileRows.length && !packs.length && !statUpdates?.size) return;
     const created = clockNow().toISOString();
-    this.root.transactionSync(() => {
+    const bytes = chunkRows.length * 76 + fileRows.reduce((a, [, v]) => a + 32 + v.length, 0) + packs.length * 160 + statBytes(statUpdates);
+    this.write(bytes, () => {
       for (const [k, v] of chunkRows) this.chunks.put(k, v);
       for (const [k, v] of fileRows) this.files.put(k, v);
       for (const p of packs) this.packs.put(p.id, { size: p.size, entries: p.entries.length, created });
@@ -158,24 +288,31 @@ export class StoreIndex {
     });
   }
 
-  /** Every chunk row: id and location. */
-  *chunkRows(): Generator<[Buffer, ChunkLocation]> {
-    for (const { key, value } of this.chunks.getRange()) {
-      const v = value as unknown as Buffer;
-      yield [key, { pack: v.subarray(0, 32).toString('hex'), offset: Number(v.readBigUInt64LE(32)), length: v.readUInt32LE(40) }];
+  /** Every row of one database, each decoded; lmdb's or the decoder's failure is a damaged index. */
+  private *rows<T>(db: Database<Buffer, Buffer>, decode: (v: Buffer) => T): Generator<[Buffer, T]> {
+    const it = this.read(() => db.getRange()[Symbol.iterator]());
+    for (;;) {
+      const next = this.read(() => {
+        const r = it.next();
+        return r.done ? undefined : ([r.value.key, decode(r.value.value as unknown as Buffer)] as [Buffer, T]);
+      });
+      if (!next) return;
+      yield next;
     }
+  }
+
+  /** Every chunk row: id and location. */
+  chunkRows(): Generator<[Buffer, ChunkLocation]> {
+    return this.rows(this.chunks, decodeLocation);
   }
 
   /** Every file row: oid, size and manifest. */
-  *fileRows(): Generator<[Buffer, { size: number; chunks: ManifestChunk[] }]> {
-    for (const { key, value } of this.files.getRange()) {
-      const v = value as unknown as Buffer;
-      yield [key, { size: Number(v.readBigUInt64LE(0)), chunks: decodeManifest(v.subarray(8)) }];
-    }
+  fileRows(): Generator<[Buffer, { size: number; chunks: ManifestChunk[] }]> {
+    return this.rows(this.files, decodeFileRow);
   }
 
   packInfo(id: string): { size: number; entries: number; created: string } | undefined {
-    return this.packs.get(id);
+    return this.read(() => this.packs.get(id));
   }
 
   /**
@@ -199,7 +336,7 @@ export class StoreIndex {
       return [Buffer.from(k, 'hex'), v] as const;
     });
     rows.sort((a, b) => Buffer.compare(a[0], b[0]));
-    this.root.transactionSync(() => {
+    this.write(rows.length * 76 + change.newPacks.length * 160, () => {
       for (const [k, v] of rows) this.chunks.put(k, v);
       for (const k of change.dropChunks) this.chunks.remove(k);
       for (const k of change.dropFiles) this.files.remove(k);
@@ -211,7 +348,7 @@ export class StoreIndex {
 
   updateStats(updates: Map<string, StatEntry | null>): void {
     if (updates.size === 0) return;
-    this.root.transactionSync(() => this.applyStats(updates));
+    this.write(statBytes(updates), () => this.applyStats(updates));
   }
 
   private applyStats(updates: Map<string, StatEntry | null>): void {

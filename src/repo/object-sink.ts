@@ -16,7 +16,8 @@
  * checks presence, not content.
  */
 import git from 'isomorphic-git';
-import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, type PackInfo } from './pack.js';
+import { unlink } from 'node:fs/promises';
+import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath, type PackInfo } from './pack.js';
 import type { NewFile, StatEntry, StoreIndex } from './index-db.js';
 import { gitFs } from './git-fs.js';
 import { hasObject, type GitType } from './git-walk.js';
@@ -103,8 +104,21 @@ export class ObjectSink {
     return hasObject(this.target.gitdir, id, cache);
   }
 
-  /** Records sealed packs and the pending manifests they hold, in one index transaction. */
-  private record(packs: PackInfo[], statUpdates?: Map<string, StatEntry | null>): void {
+  /**
+   * Records sealed packs and the pending manifests they hold, in one index transaction. When
+   * that transaction fails (a full disk), nothing names the packs: they are deleted, so the
+   * store is as it was (no unindexed pack is left for fsck to report).
+   */
+  private async record(packs: PackInfo[], statUpdates?: Map<string, StatEntry | null>): Promise<void> {
+    try {
+      this.recordRows(packs, statUpdates);
+    } catch (e) {
+      for (const p of packs) await unlink(packPath(this.target.packsDir, p.id)).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private recordRows(packs: PackInfo[], statUpdates?: Map<string, StatEntry | null>): void {
     const held: NewFile[] = [];
     for (const p of packs) {
       for (const e of p.entries) {
@@ -127,7 +141,7 @@ export class ObjectSink {
   async publish(statUpdates?: Map<string, StatEntry | null>): Promise<void> {
     await this.behind;
     this.unpublishedBytes = 0;
-    this.record(await this.packs.finish(), statUpdates);
+    await this.record(await this.packs.finish(), statUpdates);
   }
 
   /** Starts sealing and recording what was written so far while the caller keeps writing. */
@@ -147,7 +161,7 @@ export class ObjectSink {
     this.behind = Promise.resolve();
     if (keep) {
       try {
-        this.record(await this.packs.finish());
+        await this.record(await this.packs.finish());
         return;
       } catch {
         // fall through: drop what is left

@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { sha256 } from '../lib/hashing.js';
 import { fsyncDir, writeInPieces } from '../lib/fsutil.js';
+import { storageError } from '../lib/errors.js';
 
 export const PACK_MAGIC = Buffer.from('MSTPACK\x01', 'latin1');
 export const PACK_END_MAGIC = Buffer.from('MSTPEND\x01', 'latin1');
@@ -92,7 +93,9 @@ export class PackWriter {
     pack.entries.push({ type, id, offset, length: data.length });
     this.bytesWritten += data.length;
     const w = pack.fh.then(async (fh) => {
-      await writeInPieces(fh, data, offset);
+      await writeInPieces(fh, data, offset).catch((e: unknown) => {
+        throw storageError(e, pack.tmp) ?? e;
+      });
       pack.unsynced += data.length;
       if (pack.unsynced >= SYNC_EVERY && !pack.syncing) {
         pack.unsynced = 0;
@@ -106,10 +109,18 @@ export class PackWriter {
   private openPack(): OpenPack {
     const tmp = path.join(this.tmpDir, `pack-${randomBytes(8).toString('hex')}.tmp`);
     const fh = quiet(
-      open(tmp, 'wx').then(async (h) => {
-        await h.write(PACK_MAGIC, 0, PACK_MAGIC.length, 0);
-        return h;
-      }),
+      open(tmp, 'wx')
+        .then(async (h) => {
+          await h.write(PACK_MAGIC, 0, PACK_MAGIC.length, 0).catch(async (e: unknown) => {
+            await h.close().catch(() => undefined);
+            await unlink(tmp).catch(() => undefined);
+            throw e;
+          });
+          return h;
+        })
+        .catch((e: unknown) => {
+          throw storageError(e, tmp) ?? e;
+        }),
     );
     return { fh, tmp, offset: PACK_MAGIC.length, entries: [], writes: [], unsynced: 0, syncing: undefined };
   }
@@ -132,7 +143,7 @@ export class PackWriter {
     } catch (e) {
       await fh.close().catch(() => undefined);
       await unlink(p.tmp).catch(() => undefined);
-      throw e;
+      throw storageError(e, p.tmp) ?? e;
     }
   }
 

@@ -96,9 +96,20 @@ export async function moveRefs(
     entries.push({ time, ref: m.ref, old, new: m.value, reason, op, ...(opts.message ? { message: opts.message } : {}) });
   }
   await appendRecords(journalPath(store), entries);
-  for (const e of entries) {
-    if (e.new === null) await repo.deleteRef(e.ref);
-    else await repo.writeRef(e.ref, e.new, true);
+  const done: RefLogEntry[] = [];
+  try {
+    for (const e of entries) {
+      if (e.new === null) await repo.deleteRef(e.ref);
+      else await repo.writeRef(e.ref, e.new, true);
+      done.push(e);
+    }
+  } catch (err) {
+    // A ref write refused (a full disk): put back the refs already moved, newest first, so the
+    // operation is all or nothing (a created ref is deleted, which needs no space).
+    for (const e of done.reverse()) {
+      await (e.old === null ? repo.deleteRef(e.ref) : repo.writeRef(e.ref, e.old, true)).catch(() => undefined);
+    }
+    throw err;
   }
   return entries;
 }

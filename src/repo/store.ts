@@ -1,16 +1,19 @@
 /**
  * A store: `.mstore/` inside a workspace, or a bare store directory. Layout
  * (docs/format.md): config.json, git/ (bare repository of version records), packs/,
- * index/ (lmdb), tmp/, hooks/, lock.
+ * index/ (lmdb), tmp/, hooks/, lock, lock.shared/. Writers hold the writer lock
+ * (`withLock`; `withExclusiveLock` for one that removes packs, gc), readers of packs and the
+ * index a shared one (`withReadLock`) that an exclusive writer waits for; the index opens
+ * read-only where the store cannot be written.
  */
-import { mkdir, readFile, stat, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, stat, readdir, rm, rename } from 'node:fs/promises';
 import path from 'node:path';
-import { MstoreError } from '../lib/errors.js';
+import { MstoreError, storageError } from '../lib/errors.js';
 import { atomicWriteFile, TMP_PREFIX } from '../lib/fsutil.js';
 import { GitRepo } from './git.js';
 import { StoreIndex } from './index-db.js';
 import { ParallelHasher } from '../lib/hashing.js';
-import { StoreLock } from '../lib/lock.js';
+import { SharedLock, StoreLock } from '../lib/lock.js';
 import { indexPacks } from './reindex.js';
 import { finishLastOperation } from './reflog.js';
 import { installDefaultHooks } from './hooks.js';
@@ -89,6 +92,8 @@ export class Store {
   private _index: StoreIndex | undefined;
   private _repo: GitRepo | undefined;
   private _hasher: ParallelHasher | undefined;
+  /** Locks this handle holds: a read inside a write (verify inside gc) needs no lock of its own. */
+  private held = 0;
 
   private constructor(
     /** The store directory (`.mstore/` or the bare store). */
@@ -115,7 +120,7 @@ export class Store {
     if (bare && (await exists(dir)) && (await readdir(dir)).length > 0) {
       throw new MstoreError('EEXISTS', `${dir} exists and is not empty`);
     }
-    for (const sub of ['packs', 'index', 'tmp', 'hooks']) await mkdir(path.join(dir, sub), { recursive: true });
+    for (const sub of ['packs', 'index', 'tmp', 'hooks', 'lock.shared']) await mkdir(path.join(dir, sub), { recursive: true });
     await GitRepo.init(path.join(dir, 'git'));
     await installDefaultHooks(path.join(dir, 'hooks'));
     const config = defaultConfig(bare);
@@ -147,8 +152,13 @@ export class Store {
     return (this._repo ??= new GitRepo(this.gitdir));
   }
 
+  get indexDir(): string {
+    return path.join(this.dir, 'index');
+  }
+
+  /** The index, opened read-only where it cannot be written (index-db.ts); a damaged one throws ECORRUPT. */
   get index(): StoreIndex {
-    return (this._index ??= new StoreIndex(path.join(this.dir, 'index')));
+    return (this._index ??= StoreIndex.open(this.indexDir));
   }
 
   get hasher(): ParallelHasher {
@@ -165,11 +175,26 @@ export class Store {
     return this.workspace;
   }
 
-  /** Runs `fn` holding the writer lock; cleans temporary files a crashed writer left. */
-  async withLock<T>(command: string, fn: () => Promise<T>, timeoutMs?: number): Promise<T> {
-    const timeout = timeoutMs ?? Number(process.env.MSTORE_LOCK_TIMEOUT_MS ?? 10_000);
-    const lock = await StoreLock.acquire(path.join(this.dir, 'lock'), command, timeout);
+  /** Runs `fn` holding the writer lock; cleans temporary files a crashed writer left. Readers run beside it. */
+  withLock<T>(command: string, fn: () => Promise<T>, timeoutMs?: number): Promise<T> {
+    return this.locked(command, fn, timeoutMs, false);
+  }
+
+  /** The writer lock for a writer that removes what readers use (gc): waits for running readers, keeps new ones out. */
+  withExclusiveLock<T>(command: string, fn: () => Promise<T>, timeoutMs?: number): Promise<T> {
+    return this.locked(command, fn, timeoutMs, true);
+  }
+
+  private async locked<T>(command: string, fn: () => Promise<T>, timeoutMs: number | undefined, exclusive: boolean): Promise<T> {
+    const timeout = timeoutMs ?? lockTimeout();
+    const lockFile = path.join(this.dir, 'lock');
+    const lock = await StoreLock.acquire(lockFile, command, timeout, exclusive).catch((e: unknown) => {
+      throw storageError(e, lockFile, `cannot take the writer lock:`) ?? e;
+    });
+    this.held++;
     try {
+      // An index opened read-only before the lock (a read, then a write) is reopened writable.
+      if (this._index && !this._index.writable) await this.closeIndex();
       await rm(this.tmpDir, { recursive: true, force: true });
       await mkdir(this.tmpDir, { recursive: true });
       // Temporaries of git writes interrupted by a crash (every git writer holds this lock).
@@ -183,23 +208,69 @@ export class Store {
         await finishLastOperation(this);
       }
       return await fn();
+    } catch (e) {
+      throw storageError(e, this.dir) ?? e;
     } finally {
+      this.held--;
       await lock.release();
     }
   }
 
-  /** Deletes the lmdb index (derived data) so it can be rebuilt from the packs. Caller holds the lock. */
-  async dropIndex(): Promise<void> {
-    await this._index?.close();
+  /**
+   * Runs `fn` holding a shared lock: writers (gc above all) wait until it returns. Where no
+   * shared lock can be written (a read-only store) it runs without one (lock.ts).
+   */
+  async withReadLock<T>(command: string, fn: () => Promise<T>, timeoutMs?: number): Promise<T> {
+    const release = await this.readLock(command, timeoutMs);
+    try {
+      return await fn();
+    } finally {
+      await release();
+    }
+  }
+
+  /** The shared lock for a reader that cannot be one callback (a generator): call the result to release it. */
+  async readLock(command: string, timeoutMs?: number): Promise<() => Promise<void>> {
+    if (this.held > 0) return async () => undefined;
+    const lock = await SharedLock.acquire(path.join(this.dir, 'lock'), command, timeoutMs ?? lockTimeout());
+    this.held++;
+    let released = false;
+    return async () => {
+      if (released) return;
+      released = true;
+      this.held--;
+      await lock.release();
+    };
+  }
+
+  private async closeIndex(): Promise<void> {
+    const idx = this._index;
     this._index = undefined;
-    await rm(path.join(this.dir, 'index'), { recursive: true, force: true });
-    await mkdir(path.join(this.dir, 'index'), { recursive: true });
+    await idx?.close().catch(() => undefined);
+  }
+
+  /**
+   * Sets the lmdb index (derived data) aside as `index.old/` (replacing an older one) and
+   * starts an empty one, to be rebuilt from the packs; never opens the old one, whatever
+   * state it is in. Caller holds the lock.
+   */
+  async dropIndex(): Promise<void> {
+    await this.closeIndex();
+    const old = path.join(this.dir, 'index.old');
+    await rm(old, { recursive: true, force: true });
+    await rename(this.indexDir, old).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+    await mkdir(this.indexDir, { recursive: true });
   }
 
   async close(): Promise<void> {
     await this._hasher?.close();
-    await this._index?.close();
     this._hasher = undefined;
-    this._index = undefined;
+    await this.closeIndex();
   }
+}
+
+function lockTimeout(): number {
+  return Number(process.env.MSTORE_LOCK_TIMEOUT_MS ?? 10_000);
 }

@@ -3,7 +3,10 @@
  * against their own tables and against the index, every index row against the packs,
  * every git object re-hashed and parsed, every ref leading to a commit, and what no ref
  * reaches counted. `repairIndex` rebuilds the index from the packs first (restic
- * rebuild-index): the index is derived data, the packs are the truth.
+ * rebuild-index): the index is derived data, the packs are the truth; it never opens the old
+ * index, whatever state it is in (store.ts sets it aside as index.old/). The check runs under
+ * the shared lock (gc waits) and walks every index page before lmdb reads one: a damaged
+ * index is a problem named with its repair, not a crash.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -13,6 +16,12 @@ import type { Store } from '../../repo/store.js';
 import { ENTRY_CHUNK, ENTRY_FILE, readPackTable, type PackEntry } from '../../repo/pack.js';
 import { indexPacks, listPackFiles } from '../../repo/reindex.js';
 import { contentOf, refRoots } from '../../repo/reach.js';
+import { indexPageProblems } from '../../repo/index-check.js';
+import { indexDamaged } from '../../repo/index-db.js';
+import { MstoreError } from '../../lib/errors.js';
+
+/** Missing contents listed one by one; beyond this, counted. */
+const MAX_LISTED = 20;
 
 export interface FsckResult {
   ok: boolean;
@@ -30,12 +39,36 @@ export interface FsckResult {
 export async function fsck(store: Store, opts: { repairIndex?: boolean } = {}): Promise<FsckResult> {
   let repaired: FsckResult['repaired'];
   if (opts.repairIndex) {
-    repaired = await store.withLock('fsck', async () => {
+    repaired = await store.withExclusiveLock('fsck', async () => {
       await store.dropIndex();
       const r = await indexPacks(store);
       return { packsIndexed: r.indexed.length, damagedPacks: r.damaged.map((d) => d.pack) };
     });
   }
+  return store.withReadLock('fsck', async () => {
+    try {
+      const damage = indexPageProblems(store.indexDir, 5);
+      if (damage.length) throw indexDamaged(store.indexDir, damage.join('; '));
+      return await check(store, repaired);
+    } catch (e) {
+      // An index lmdb cannot use: report it (the rest of the check reads through it).
+      if (!(e instanceof MstoreError) || e.code !== 'ECORRUPT' || !e.what?.startsWith(store.indexDir)) throw e;
+      return {
+        ok: false,
+        problems: [e.message],
+        notes: [],
+        ...(repaired ? { repaired } : {}),
+        packs: { total: (await listPackFiles(store.packsDir)).length, bytes: 0, damaged: 0, unindexed: 0, missing: 0 },
+        index: { chunks: 0, files: 0 },
+        git: { objects: 0, damaged: 0, unreachable: 0 },
+        refs: { total: 0, broken: 0 },
+        unreachable: { chunks: 0, bytes: 0, files: 0 },
+      };
+    }
+  });
+}
+
+async function check(store: Store, repaired: FsckResult['repaired']): Promise<FsckResult> {
   const problems: string[] = [];
   const notes: string[] = [];
   const index = store.index;
@@ -143,20 +176,25 @@ export async function fsck(store: Store, opts: { repairIndex?: boolean } = {}): 
   let unreachableGit = 0;
   for (const oid of objects) if (!reached.has(oid)) unreachableGit++;
 
-  let live: Set<string>;
+  let content = new Map<string, { uses: string[] }>();
   try {
-    const content = await contentOf(store.repo, roots.keys(), (c) => c.slice(0, 12));
-    live = new Set(content.keys());
+    content = await contentOf(store.repo, roots.keys(), (c) => c.slice(0, 12));
   } catch (e) {
-    live = new Set();
     problems.push(`cannot list the content of every version: ${(e as Error).message.split('\n')[0]}`);
   }
+  const live = new Set(content.keys());
   const liveChunks = new Set<string>();
-  for (const oid of live) {
+  let absent = 0;
+  for (const [oid, use] of content) {
     const f = index.file(Buffer.from(oid, 'hex'));
-    if (!f) continue; // verify names the versions that miss content
+    if (!f) {
+      // Content a version needs that no pack holds (a lost pack): verify names every version.
+      if (++absent <= MAX_LISTED) problems.push(`content ${oid} (${use.uses[0]}${use.uses.length > 1 ? ` and ${use.uses.length - 1} more` : ''}) is in no pack the index knows`);
+      continue;
+    }
     for (const c of f.chunks) liveChunks.add(c.id.toString('hex'));
   }
+  if (absent > MAX_LISTED) problems.push(`${absent - MAX_LISTED} more files versions use are in no pack the index knows ('mstore verify --all' names the versions)`);
   let unreachChunks = 0;
   let unreachBytes = 0;
   for (const [id, loc] of index.chunkRows()) {

@@ -16,6 +16,8 @@ import { META_SCHEMA, readMeta, resolveRev } from '../../repo/versions.js';
 import { parsePointer } from '../../format/pointer.js';
 import { modelEntries } from '../../repo/version-files.js';
 import { refRoots, type Roots } from '../../repo/reach.js';
+import { indexPageProblems } from '../../repo/index-check.js';
+import { indexDamaged } from '../../repo/index-db.js';
 
 export type VerifyMode = 'full' | 'quick' | 'sample';
 
@@ -78,7 +80,15 @@ interface FileUse {
 
 type PackTable = Map<number, PackEntry> | Error;
 
-export async function verify(store: Store, opts: VerifyOptions = {}): Promise<VerifyResult> {
+export function verify(store: Store, opts: VerifyOptions = {}): Promise<VerifyResult> {
+  return store.withReadLock('verify', async () => {
+    const damage = indexPageProblems(store.indexDir, 1);
+    if (damage.length) throw indexDamaged(store.indexDir, damage[0]);
+    return verifyLocked(store, opts);
+  });
+}
+
+async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyResult> {
   const started = process.hrtime.bigint();
   const mode = opts.mode ?? 'full';
   if (mode === 'sample' && !(opts.samplePercent! > 0 && opts.samplePercent! <= 100)) {

@@ -4,7 +4,9 @@
  * every pack written within the grace period. A presence check of all of that runs first.
  * Packs are rewritten crash-safely: live entries copied (re-hashed) into new packs that are
  * fsynced and renamed, then the index switched in one transaction, then old packs unlinked.
- * A crash leaves at worst an extra pack on disk, which the next writer re-indexes.
+ * A crash leaves at worst an extra pack on disk, which the next writer re-indexes. gc holds
+ * the exclusive lock: running readers (verify, fsck, checkout --to, a fetch) finish first, and
+ * no new one starts until it is done.
  */
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
@@ -45,7 +47,7 @@ interface PackPlan {
 }
 
 export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
-  return store.withLock('gc', async () => {
+  return store.withExclusiveLock('gc', async () => {
     const index = store.index;
     const t = now();
     const since = new Date(t.getTime() - opts.graceMs);

@@ -207,6 +207,8 @@ export class StoreRemote implements Remote {
       return;
     }
     const handles = new Map<string, FileHandle>();
+    // Chunks are read from packs: hold the store's shared lock so that a gc there waits.
+    const release = await store.readLock('fetch', this.lockTimeoutMs);
     try {
       for (const id of ids) {
         const loc = store.index.chunk(Buffer.from(id, 'hex'));
@@ -222,6 +224,7 @@ export class StoreRemote implements Remote {
       }
     } finally {
       for (const fh of handles.values()) await fh.close();
+      await release();
     }
   }
 
