@@ -4,14 +4,19 @@
  * it, as an empty policy: refused with exit 2 and one line naming the option, plan or
  * --execute, the store byte for byte unchanged. A zero rule beside a rule that keeps
  * something is simply that rule (restic: `--keep-last 0 --keep-daily 2` keeps 2 daily).
+ * Output (issue 20, item 14, numbers): sizes, rates and durations print as people read them
+ * (no 386.19935900561387 B/s), and a size beyond 2^53-1 (a safetensors header length, a
+ * git-lfs pointer's size) is never rounded into 9223372036854776000: a header length is named
+ * exactly, a pointer is damaged input named with its version and file.
  * Every refusal goes through test/hostile-helpers.ts.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import path from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { cleanup, mstore, mstoreJson, tmpDir, writeModelDir } from './helpers.js';
-import { refusedUnchanged } from './hostile-helpers.js';
+import { spawnSync } from 'node:child_process';
+import { cleanup, git, mstore, mstoreJson, tmpDir, writeModelDir } from './helpers.js';
+import { expectRefusal, refusedUnchanged, storeBytes } from './hostile-helpers.js';
 
 interface PlanJson {
   keep: { version: string; reasons: string[] }[];
@@ -40,27 +45,38 @@ function threeVersions(): string {
 
 const ws = threeVersions();
 
-const KEEPS_NOTHING: { args: string[]; names: RegExp }[] = [
-  { args: ['--keep-last', '0'], names: /--keep-last 0/ },
-  { args: ['--keep-within', '0d'], names: /--keep-within 0d/ },
+const KEEPS_NOTHING: { args: string[]; names: RegExp; full?: boolean }[] = [
+  { args: ['--keep-last', '0'], names: /--keep-last 0/, full: true },
+  { args: ['--keep-within', '0d'], names: /--keep-within 0d/, full: true },
   { args: ['--keep-within', '0y0m0d0h'], names: /--keep-within 0y0m0d0h/ },
   { args: ['--keep-last', '0', '--keep-within', '0h'], names: /--keep-last 0.*--keep-within 0h/ },
   { args: ['--keep-last', '0', '--line', 'main'], names: /--keep-last 0/ },
 ];
 
-for (const { args, names } of KEEPS_NOTHING) {
-  for (const mode of [[], ['--execute'], ['--execute', '--no-backup']]) {
-    const what = `prune ${[...args, ...mode].join(' ')}`;
-    test(`${what}: keeps nothing, refused like an empty policy`, () => {
-      const line = refusedUnchanged(ws, mode.includes('--no-backup') ? REVS : [], what, 2, names, () => mstore(ws, ['prune', ...args, ...mode]));
+for (const { args, names, full } of KEEPS_NOTHING) {
+  test(`prune ${args.join(' ')} (plan, --execute, --execute --no-backup): keeps nothing, refused like an empty policy`, () => {
+    for (const mode of [[], ['--execute'], ['--execute', '--no-backup']]) {
+      const what = `prune ${[...args, ...mode].join(' ')}`;
+      const act = (): ReturnType<typeof mstore> => mstore(ws, ['prune', ...args, ...mode]);
+      // The whole contract (fsck, every version checked out before and after) where the
+      // unfixed command would remove without a backup; the store's bytes everywhere.
+      let line: string;
+      if (full && mode.includes('--no-backup')) line = refusedUnchanged(ws, REVS, what, 2, names, act);
+      else {
+        const bytes = storeBytes(ws);
+        line = expectRefusal(act(), 2, names, what);
+        assert.is(storeBytes(ws), bytes, `${what}: the store's files are unchanged`);
+      }
       assert.match(line, /keeps nothing/, `${what}: says why`);
-    });
-  }
+    }
+  });
 }
 
 test('prune --keep-last -1 and --keep-last 1.5: not a count, refused naming the option', () => {
   for (const n of ['-1', '1.5', 'abc']) {
-    refusedUnchanged(ws, [], `prune --keep-last ${n}`, 2, /--keep-last/, () => mstore(ws, ['prune', '--keep-last', n, '--execute', '--no-backup']));
+    const bytes = storeBytes(ws);
+    expectRefusal(mstore(ws, ['prune', '--keep-last', n, '--execute', '--no-backup']), 2, /--keep-last expects a non-negative integer/, `prune --keep-last ${n}`);
+    assert.is(storeBytes(ws), bytes, `prune --keep-last ${n}: the store's files are unchanged`);
   }
 });
 
@@ -72,6 +88,82 @@ test('a zero rule beside one that keeps something is that rule alone (restic: --
   const q = mstoreJson<PlanJson>(ws, ['prune', '--keep-last', '1', '--keep-within', '0d']);
   assert.equal(q.keep.map((v) => v.version), ['v003']);
   assert.equal(q.keep[0].reasons, ['last 1']);
+});
+
+// ---- output: sizes, rates, durations ----
+
+/** A number printed with more than 3 decimals, or a power of two rounded by a double. */
+const RAW_NUMBER = /\d\.\d{4,}|9223372036854776000/;
+
+test('verify prints its rate and time humanly (a 3-byte store reads at a few B/s, not 386.19935900561387 B/s)', () => {
+  const tiny = tmpDir('mstore-hostile-output-');
+  try {
+    writeFileSync(path.join(tiny, 'a.bin'), 'abc'); // not a text file: stored in packs, read back by verify
+    assert.is(mstore(tiny, ['init']).code, 0);
+    assert.is(mstore(tiny, ['commit', '-m', 'tiny']).code, 0);
+    const r = mstore(tiny, ['verify']);
+    assert.is(r.code, 0, r.stderr);
+    const summary = r.stdout.trim().split('\n').pop()!;
+    assert.not.match(summary, RAW_NUMBER, `verify summary: ${summary}`);
+    assert.match(summary, /in (\d+ ms|\d+\.\d{1,2} s), (\d+ B|\d+(\.\d{1,2})? [KMGTPE]iB)\/s;/, `verify summary: ${summary}`);
+  } finally {
+    cleanup(tiny);
+  }
+});
+
+test('a safetensors header length of 2^63-1 is named exactly in the warning, not rounded', () => {
+  const d = tmpDir('mstore-hostile-output-');
+  try {
+    const prefix = Buffer.alloc(8);
+    prefix.writeBigUInt64LE(2n ** 63n - 1n);
+    writeFileSync(path.join(d, 'model.safetensors'), Buffer.concat([prefix, Buffer.from('{}'), Buffer.alloc(2 * 1024 * 1024, 7)]));
+    assert.is(mstore(d, ['init']).code, 0);
+    const r = mstore(d, ['commit', '-m', 'odd header']);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, /model\.safetensors.*header length 9223372036854775807 exceeds/, r.stderr);
+    assert.not.match(r.stderr + r.stdout, RAW_NUMBER);
+  } finally {
+    cleanup(d);
+  }
+});
+
+/**
+ * A version whose git-lfs pointer says 2^63-1 bytes (the tree of v001 with model.safetensors'
+ * pointer rewritten, committed and tagged `huge` with git itself): every reader names the file
+ * and the size exactly and refuses, instead of printing 9223372036854776000 or 8388608 TiB.
+ */
+test('a git-lfs pointer size beyond 2^53-1: show, log, verify and checkout name the file, store unchanged', () => {
+  const d = tmpDir('mstore-hostile-output-');
+  try {
+    writeModelDir(d);
+    assert.is(mstore(d, ['init']).code, 0);
+    assert.is(mstore(d, ['commit', '-m', 'v1']).code, 0);
+    const gd = path.join(d, '.mstore', 'git');
+    const tree = git(gd, ['ls-tree', 'v001']).stdout;
+    const entry = /^100644 blob ([0-9a-f]{40})\tmodel\.safetensors$/m.exec(tree);
+    assert.ok(entry, tree);
+    const ptr = git(gd, ['cat-file', 'blob', entry[1]]).stdout.replace(/size \d+/, 'size 9223372036854775807');
+    const blob = spawnSync('git', [`--git-dir=${gd}`, 'hash-object', '-w', '--stdin'], { input: ptr, encoding: 'utf8' }).stdout.trim();
+    const newTree = spawnSync('git', [`--git-dir=${gd}`, 'mktree'], { input: tree.replace(entry[1], blob), encoding: 'utf8' }).stdout.trim();
+    const who = { GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@t', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@t' };
+    const commit = spawnSync('git', [`--git-dir=${gd}`, 'commit-tree', newTree, '-p', 'v001^{commit}', '-m', 'huge'], { encoding: 'utf8', env: { ...process.env, ...who } }).stdout.trim();
+    assert.match(commit, /^[0-9a-f]{40}$/);
+    assert.is(git(gd, ['update-ref', 'refs/tags/huge', commit]).code, 0);
+    const bytes = storeBytes(d);
+    for (const args of [['show', 'huge'], ['show', 'huge', '--json'], ['verify', 'huge'], ['checkout', 'huge', '--to', path.join(d, '..', `${path.basename(d)}-out`)]]) {
+      const r = mstore(d, args);
+      const what = args.join(' ');
+      assert.not.match(r.stdout + r.stderr, RAW_NUMBER, `${what}: a rounded size`);
+      assert.not.match(r.stdout, /TiB|PiB|EiB/, `${what}: an absurd size shown as a size`);
+      assert.ok(r.code !== 0, `${what}: exit 0:\n${r.stdout}`);
+      assert.match(r.stdout + r.stderr, /model\.safetensors.*9223372036854775807/, `${what}: names the file and the size`);
+      if (args[0] !== 'verify') expectRefusal(r, 1, /model\.safetensors: git-lfs pointer says size 9223372036854775807/, what);
+    }
+    assert.is(storeBytes(d), bytes, 'the store is unchanged');
+  } finally {
+    cleanup(d);
+    cleanup(path.join(d, '..', `${path.basename(d)}-out`));
+  }
 });
 
 test.after(() => {
