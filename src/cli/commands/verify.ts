@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { verify, type VerifyMode } from '../../ops/integrity/verify.js';
 import { MstoreError } from '../../lib/errors.js';
-import { formatBytes, green, handler, out, printJson, progressBar, red, withStore } from '../ui/output.js';
+import { formatBytes, formatDuration, formatRate, green, handler, out, printJson, progressBar, red, withStore } from '../ui/output.js';
 
 interface Args {
   revs?: string[];
@@ -46,11 +46,11 @@ export const verifyCommand: CommandModule<object, Args> = {
         }
         const unattached = r.problems.filter((p) => !p.versions.length || !r.versions.some((v) => p.versions.includes(v.name)));
         for (const p of unattached) out(`  ${p.message}`);
-        const rate = r.bytes && r.seconds ? `, ${formatBytes(r.bytes / r.seconds)}/s` : '';
+        const rate = r.bytes && r.seconds ? `, ${formatRate(r.bytes, r.seconds)}` : '';
         const what = mode === 'quick' ? 'presence checked' : mode === 'sample' ? `${r.chunks} sampled chunks read` : `${formatBytes(r.bytes)} read`;
         const damaged = r.versions.filter((v) => !v.ok).length;
         out(
-          `${r.versions.length} version(s), ${r.files} file(s): ${what} in ${r.seconds.toFixed(2)} s${rate}; ` +
+          `${r.versions.length} version(s), ${r.files} file(s): ${what} in ${formatDuration(r.seconds)}${rate}; ` +
             (r.ok ? green('no problems') : red(`${r.problems.length} problem(s), ${damaged} damaged version(s)`)),
         );
       }

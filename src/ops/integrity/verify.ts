@@ -144,7 +144,7 @@ export async function verify(store: Store, opts: VerifyOptions = {}): Promise<Ve
           continue;
         }
         if (e.mode === '120000') continue;
-        const ptr = parsePointer(blob);
+        const ptr = parsePointer(blob, `${name}:${p}`);
         if (!ptr) continue;
         const use = files.get(ptr.oid);
         if (use) {
