@@ -221,13 +221,18 @@ test('pull: tags never move and heads only fast-forward (unless --force); post-r
     ok(a, ['commit', '-m', 'a2']);
     ok(b, ['commit', '-m', 'b2']);
     ok(a, ['push', '../remote']);
+    // every ref of b, taken before the pull that must be refused
+    const refsOf = (ws: string): string => git(path.join(ws, '.mstore', 'git'), ['for-each-ref', '--format=%(refname) %(objectname)']).stdout;
+    const before = refsOf(b);
+    assert.match(before, /refs\/tags\/v002 [0-9a-f]{40}/);
     const refused = mstore(b, ['pull', 'origin']);
     assert.is(refused.code, 1);
     assert.match(refused.stderr, /rejected refs\/.* \(non-fast-forward\)/);
-    const before = git(path.join(b, '.mstore', 'git'), ['rev-parse', 'latest', 'v002']).stdout;
-    assert.is(git(path.join(b, '.mstore', 'git'), ['rev-parse', 'latest', 'v002']).stdout, before, 'a refused pull moves no ref');
+    assert.is(refsOf(b), before, 'a refused pull moves no ref');
     const forced = okJson<{ refs: { ref: string }[] }>(b, ['pull', 'origin', '--force']);
     assert.ok(forced.refs.some((r) => r.ref === 'refs/tags/v002'));
+    const v002 = (ws: string): string => git(path.join(ws, '.mstore', 'git'), ['rev-parse', 'v002']).stdout;
+    assert.is(v002(b), v002(a), 'the forced pull moved v002 to the remote one');
     assert.match(ok(b, ['reflog', 'v002']), /pull/);
     appendFileSync(path.join(b, 'config.json'), '\n');
     assert.match(readFileSync(path.join(b, 'config.json'), 'utf8'), /"x":"b"/, 'pull moves refs, it does not touch the workspace');
