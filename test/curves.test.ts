@@ -4,7 +4,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { inflateSync } from 'node:zlib';
 import path from 'node:path';
 import { Store } from '../src/repo/store.js';
@@ -12,7 +12,7 @@ import { versionSide, workspaceSide } from '../src/ops/diff/sides.js';
 import { readCurves, summarizeCurves, diffCurves, metricDirection, evolutionFiles, type Curve } from '../src/ops/diff/curves.js';
 import { terminalChart, renderSvg, renderPng, pngFont } from '../src/cli/ui/charts.js';
 import { MstoreError } from '../src/lib/errors.js';
-import { cleanup, mstore, mstoreJson, tmpDir } from './helpers.js';
+import { cleanup, mstore, mstoreJson, tmpDir, treeDigest } from './helpers.js';
 
 const STEPS = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
 const loss1 = (s: number): number => 2 / (s / 10);
@@ -81,22 +81,37 @@ function buildStore(ws: string): void {
 
 const pts = (xs: number[], f: (s: number) => number) => xs.map((s) => ({ step: s, value: f(s) }));
 
+/**
+ * The store every test reads (built once, never written: each test that writes works in its
+ * own directory, and after each test the workspace files are checked to be as built).
+ */
 let ws = '';
-let scratch = '';
+let built = new Map<string, string>();
 
 test.before(() => {
   ws = tmpDir('mstore-curves-');
-  scratch = tmpDir('mstore-curves-out-');
   buildStore(ws);
+  built = treeDigest(ws);
+});
+
+test.after.each(() => {
+  assert.equal(treeDigest(ws), built, 'the shared workspace is read-only');
 });
 
 test.after(() => {
   cleanup(ws);
-  cleanup(scratch);
 });
 
-async function curvesOf(rev: string): Promise<Curve[]> {
-  const store = await Store.find(ws);
+/** A directory of the test's own for output files, removed after `fn`. */
+function withScratch(fn: (dir: string) => void | Promise<void>): Promise<void> {
+  const dir = tmpDir('mstore-curves-out-');
+  return Promise.resolve()
+    .then(() => fn(dir))
+    .finally(() => cleanup(dir));
+}
+
+async function curvesOf(rev: string, dir = ws): Promise<Curve[]> {
+  const store = await Store.find(dir);
   try {
     const side = rev === 'workspace' ? await workspaceSide(store) : await versionSide(store, rev);
     try {
@@ -143,14 +158,17 @@ test('readCurves: bad JSON is an MstoreError naming the version and file (jsonl:
     assert.match((e as Error).message, /^v008:evolution\/bad\.json: bad JSON \(/);
     assert.not.match((e as Error).message, /\n/);
   }
-  writeFileSync(path.join(ws, 'evolution', 'broken.jsonl'), '{"step": 1, "loss": 1}\n{"step": 2,\n');
+  // a workspace of its own: a copy of the shared one with a broken JSONL file
+  const own = tmpDir('mstore-curves-broken-');
   try {
-    await curvesOf('workspace');
+    cpSync(ws, own, { recursive: true });
+    writeFileSync(path.join(own, 'evolution', 'broken.jsonl'), '{"step": 1, "loss": 1}\n{"step": 2,\n');
+    await curvesOf('workspace', own);
     assert.unreachable('bad JSONL read');
   } catch (e) {
     assert.match((e as Error).message, /^workspace:evolution\/broken\.jsonl:2: bad JSON/);
   } finally {
-    rmSync(path.join(ws, 'evolution', 'broken.jsonl'));
+    cleanup(own);
   }
 });
 
@@ -230,37 +248,38 @@ function linePaths(svg: string): { label: string; d: string }[] {
 const legendTexts = (svg: string): string[] =>
   [...svg.matchAll(/<g class="mark-text role-legend-label"[^>]*>([\s\S]*?)<\/g>/g)].flatMap((m) => [...m[1].matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((t) => t[1]));
 
-test('curves --svg: a well-formed SVG, both versions in the legend, one line per version with every point', () => {
-  const file = path.join(scratch, 'out.svg');
-  const r = mstore(ws, ['curves', 'v001', 'v002', '--svg', file]);
-  assert.is(r.code, 0, r.stderr);
-  assert.match(r.stdout, 'wrote');
-  const svg = readFileSync(file, 'utf8');
-  assert.ok(svg.startsWith('<svg'), svg.slice(0, 40));
-  assertWellFormed(svg);
-  assert.equal(legendTexts(svg), ['v001', 'v002']);
-  const lines = linePaths(svg);
-  assert.is(lines.length, 2);
-  assert.match(lines[0].label, /version: v001$/);
-  assert.match(lines[1].label, /version: v002$/);
-  for (const l of lines) {
-    // M x,y then one L x,y per further point
-    const cmds = l.d.match(/[ML]-?[\d.]+,-?[\d.]+/g) ?? [];
-    assert.is(cmds.length, STEPS.length, l.d);
-    const ys = cmds.map((c) => Number(c.split(',')[1]));
-    // loss falls, so the line goes down the page (SVG y grows downwards)
-    for (let i = 1; i < ys.length; i++) assert.ok(ys[i] > ys[i - 1], `y ${ys[i]} after ${ys[i - 1]}`);
-  }
-  // v002 (1.5/x) lies below v001 (2/x) at every step: larger y on the page
-  const y = (d: string) => (d.match(/[ML]-?[\d.]+,-?[\d.]+/g) ?? []).map((c) => Number(c.split(',')[1]));
-  const [a, b] = [y(lines[0].d), y(lines[1].d)];
-  a.forEach((v, i) => assert.ok(b[i] > v));
-  assert.match(svg, />loss: v001 vs v002</);
-  // deterministic: the same bytes again; no temporary file left
-  assert.is(mstore(ws, ['curves', 'v001', 'v002', '--svg', file]).code, 0);
-  assert.is(readFileSync(file, 'utf8'), svg);
-  assert.equal(readdirSync(scratch).filter((n) => n.includes('tmp')), []);
-});
+test('curves --svg: a well-formed SVG, both versions in the legend, one line per version with every point', () =>
+  withScratch((scratch) => {
+    const file = path.join(scratch, 'out.svg');
+    const r = mstore(ws, ['curves', 'v001', 'v002', '--svg', file]);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stdout, 'wrote');
+    const svg = readFileSync(file, 'utf8');
+    assert.ok(svg.startsWith('<svg'), svg.slice(0, 40));
+    assertWellFormed(svg);
+    assert.equal(legendTexts(svg), ['v001', 'v002']);
+    const lines = linePaths(svg);
+    assert.is(lines.length, 2);
+    assert.match(lines[0].label, /version: v001$/);
+    assert.match(lines[1].label, /version: v002$/);
+    for (const l of lines) {
+      // M x,y then one L x,y per further point
+      const cmds = l.d.match(/[ML]-?[\d.]+,-?[\d.]+/g) ?? [];
+      assert.is(cmds.length, STEPS.length, l.d);
+      const ys = cmds.map((c) => Number(c.split(',')[1]));
+      // loss falls, so the line goes down the page (SVG y grows downwards)
+      for (let i = 1; i < ys.length; i++) assert.ok(ys[i] > ys[i - 1], `y ${ys[i]} after ${ys[i - 1]}`);
+    }
+    // v002 (1.5/x) lies below v001 (2/x) at every step: larger y on the page
+    const y = (d: string) => (d.match(/[ML]-?[\d.]+,-?[\d.]+/g) ?? []).map((c) => Number(c.split(',')[1]));
+    const [a, b] = [y(lines[0].d), y(lines[1].d)];
+    a.forEach((v, i) => assert.ok(b[i] > v));
+    assert.match(svg, />loss: v001 vs v002</);
+    // deterministic: the same bytes again; no temporary file left
+    assert.is(mstore(ws, ['curves', 'v001', 'v002', '--svg', file]).code, 0);
+    assert.is(readFileSync(file, 'utf8'), svg);
+    assert.equal(readdirSync(scratch).filter((n) => n.includes('tmp')), []);
+  }));
 
 test('renderSvg: same input, same bytes, in one process too (no counters or ids)', async () => {
   const series = [{ label: 'a&b <x>', points: pts(STEPS, loss1) }];
@@ -298,27 +317,29 @@ function checkPng(buf: Buffer): { width: number; height: number } {
   return { width, height };
 }
 
-test('curves --png: a valid PNG; text is drawn when a font is found', async () => {
-  const file = path.join(scratch, 'out.png');
-  const r = mstore(ws, ['curves', 'v001', 'v002', '--png', file]);
-  assert.is(r.code, 0, r.stderr);
-  const { width, height } = checkPng(readFileSync(file));
-  assert.ok(width > 600 && height > 300, `${width}x${height}`);
-  // Same geometry, one glyph differs: the pixels differ only if text is rendered.
-  const a = await renderPng([{ label: 'v001', points: pts(STEPS, loss1) }], { title: 't', metric: 'loss', scale: 1 });
-  const b = await renderPng([{ label: 'v007', points: pts(STEPS, loss1) }], { title: 't', metric: 'loss', scale: 1 });
-  checkPng(a);
-  if (pngFont()) assert.not.equal(a, b, 'legend text rendered');
-  else console.warn('curves.test: no known font file here; PNG text not checked');
-});
+test('curves --png: a valid PNG; text is drawn when a font is found', () =>
+  withScratch(async (scratch) => {
+    const file = path.join(scratch, 'out.png');
+    const r = mstore(ws, ['curves', 'v001', 'v002', '--png', file]);
+    assert.is(r.code, 0, r.stderr);
+    const { width, height } = checkPng(readFileSync(file));
+    assert.ok(width > 600 && height > 300, `${width}x${height}`);
+    // Same geometry, one glyph differs: the pixels differ only if text is rendered.
+    const a = await renderPng([{ label: 'v001', points: pts(STEPS, loss1) }], { title: 't', metric: 'loss', scale: 1 });
+    const b = await renderPng([{ label: 'v007', points: pts(STEPS, loss1) }], { title: 't', metric: 'loss', scale: 1 });
+    checkPng(a);
+    if (pngFont()) assert.not.equal(a, b, 'legend text rendered');
+    else console.warn('curves.test: no known font file here; PNG text not checked');
+  }));
 
-test('curves --svg/--png: usage error together; output file in a missing directory fails with one line', () => {
-  const r = mstore(ws, ['curves', 'v001', '--svg', 'a.svg', '--png', 'a.png']);
-  assert.is(r.code, 2);
-  const r2 = mstore(ws, ['curves', 'v001', '--svg', path.join(scratch, 'nope', 'a.svg')]);
-  assert.is(r2.code, 1);
-  assert.is(r2.stderr.trim().split('\n').length, 1, r2.stderr);
-});
+test('curves --svg/--png: usage error together; output file in a missing directory fails with one line', () =>
+  withScratch((scratch) => {
+    const r = mstore(ws, ['curves', 'v001', '--svg', 'a.svg', '--png', 'a.png']);
+    assert.is(r.code, 2);
+    const r2 = mstore(ws, ['curves', 'v001', '--svg', path.join(scratch, 'nope', 'a.svg')]);
+    assert.is(r2.code, 1);
+    assert.is(r2.stderr.trim().split('\n').length, 1, r2.stderr);
+  }));
 
 test('curves --json: metric chosen, every curve and summary per version', () => {
   const j = mstoreJson<{
