@@ -8,14 +8,17 @@
  * (no 386.19935900561387 B/s), and a size beyond 2^53-1 (a safetensors header length, a
  * git-lfs pointer's size) is never rounded into 9223372036854776000: a header length is named
  * exactly, a pointer is damaged input named with its version and file.
+ * gc (issue 20, untested safety): refuses on a store missing a live version's pack or with a
+ * broken ref, changes no byte with --dry-run, and runs beside a push in either order; a damaged
+ * ref history (garbage, records of the wrong shape, a torn line) leaves every command working.
  * Every refusal goes through test/hostile-helpers.ts.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import path from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { cleanup, git, mstore, mstoreJson, tmpDir, writeModelDir } from './helpers.js';
+import { cleanup, git, layerTensors, mstore, mstoreJson, spawnMstore, tmpDir, writeModelDir } from './helpers.js';
 import { expectRefusal, refusedUnchanged, storeBytes } from './hostile-helpers.js';
 
 interface PlanJson {
@@ -163,6 +166,157 @@ test('a git-lfs pointer size beyond 2^53-1: show, log, verify and checkout name 
   } finally {
     cleanup(d);
     cleanup(path.join(d, '..', `${path.basename(d)}-out`));
+  }
+});
+
+// ---- gc on a damaged store; gc --dry-run; a damaged ref history ----
+
+/** A store with v001..v003 (the model changes each time) and v001 removed without a backup: gc --grace 0 has work. */
+function withGarbage(): string {
+  const d = tmpDir('mstore-hostile-gc-');
+  assert.is(mstore(d, ['init']).code, 0);
+  for (let i = 1; i <= 3; i++) {
+    writeModelDir(d, { tensors: [{ name: 'w', dtype: 'BF16', shape: [256, 1024], seed: 40 + i }], step: i });
+    const c = mstore(d, ['commit', '-m', `v${i}`]);
+    assert.is(c.code, 0, c.stderr);
+  }
+  const rm = mstore(d, ['rm', 'v001', '--confirm', '--no-backup']);
+  assert.is(rm.code, 0, rm.stderr);
+  return d;
+}
+
+/** Every pack file of a store. */
+function packFiles(d: string): string[] {
+  const root = path.join(d, '.mstore', 'packs');
+  return readdirSync(root).flatMap((sub) => readdirSync(path.join(root, sub)).filter((n) => n.endsWith('.pack')).map((n) => path.join(root, sub, n)));
+}
+
+test('gc --dry-run reports what it would free and changes no byte of the store', () => {
+  const d = withGarbage();
+  try {
+    const bytes = storeBytes(d);
+    const r = mstore(d, ['gc', '--grace', '0', '--dry-run']);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stdout, /would free [1-9][0-9.]* (B|KiB|MiB)/, r.stdout);
+    assert.is(storeBytes(d), bytes, 'gc --dry-run wrote nothing');
+    // the real gc frees it (so the dry run had something to leave alone)
+    const real = mstore(d, ['gc', '--grace', '0']);
+    assert.is(real.code, 0, real.stderr);
+    assert.is.not(storeBytes(d), bytes);
+  } finally {
+    cleanup(d);
+  }
+});
+
+test('gc on a store missing a pack a live version needs: refused, one line naming it, nothing removed', () => {
+  const d = withGarbage();
+  try {
+    const v3 = mstoreJson<{ files: { path: string; oid: string }[] }>(d, ['show', 'v003']);
+    assert.ok(v3.files.length > 0);
+    // the newest pack holds v003's new tensor: set it aside
+    const packs = packFiles(d).sort((a, b) => statSync(a).mtimeMs - statSync(b).mtimeMs);
+    const gone = packs[packs.length - 1];
+    renameSync(gone, `${gone}.aside`);
+    const bytes = storeBytes(d);
+    expectRefusal(mstore(d, ['gc', '--grace', '0']), 1, /v003|missing|[0-9a-f]{64}/, 'gc with a missing pack');
+    assert.is(storeBytes(d), bytes, 'gc on a damaged store removed nothing');
+    renameSync(`${gone}.aside`, gone);
+    assert.is(mstore(d, ['verify', '--all']).code, 0, 'with the pack back, every version verifies');
+  } finally {
+    cleanup(d);
+  }
+});
+
+test('gc with a broken ref (a tag naming a commit that does not exist): refused, one line naming the ref, nothing removed', () => {
+  const d = withGarbage();
+  try {
+    writeFileSync(path.join(d, '.mstore', 'git', 'refs', 'tags', 'broken'), `${'ab'.repeat(20)}\n`);
+    const bytes = storeBytes(d);
+    expectRefusal(mstore(d, ['gc', '--grace', '0']), 1, /broken/, 'gc with a broken ref');
+    assert.is(storeBytes(d), bytes, 'gc with a broken ref removed nothing');
+  } finally {
+    cleanup(d);
+  }
+});
+
+/**
+ * gc and a push into the same store, in both orders, deterministically: the first holds the
+ * store lock (seen in the lock file) while the second starts; the second waits and then runs.
+ * Afterwards the store holds every pushed version complete and gc freed only garbage.
+ */
+test('gc beside a push into the same store (gc first, push first): both finish, every version complete', async () => {
+  const root = tmpDir('mstore-hostile-gcpush-');
+  try {
+    const a = path.join(root, 'a');
+    mkdirSync(a);
+    assert.is(mstore(a, ['init']).code, 0);
+    assert.is(mstore(root, ['init', '--bare', 'remote']).code, 0);
+    const remote = path.join(root, 'remote');
+    const lockOf = (): string => {
+      try {
+        return readFileSync(path.join(remote, 'lock'), 'utf8');
+      } catch {
+        return '';
+      }
+    };
+    for (const [i, first] of [[1, 'gc'], [2, 'push']] as const) {
+      writeModelDir(a, { tensors: layerTensors(6, 512, 1024, 60 * i), step: i });
+      assert.is(mstore(a, ['commit', '-m', `v${i}`]).code, 0);
+      // The default grace period: a push's packs are sent under one lock and its refs moved under
+      // another, so only the grace period keeps a gc in between from taking the packs (--grace 0 does not).
+      const gcArgs = ['gc'];
+      const pushArgs = ['push', '../remote'];
+      const one = spawnMstore(first === 'gc' ? remote : a, first === 'gc' ? gcArgs : pushArgs);
+      const done1 = new Promise<number | null>((res) => one.on('close', (c) => res(c)));
+      // wait until the first holds the remote store's lock (or has finished: then the order is trivially kept)
+      let held = false;
+      for (let k = 0; k < 4000 && !held && one.exitCode === null; k++) {
+        held = lockOf() !== '';
+        if (!held) await new Promise((r) => setTimeout(r, 2));
+      }
+      const two = spawnMstore(first === 'gc' ? a : remote, first === 'gc' ? pushArgs : gcArgs);
+      const done2 = new Promise<number | null>((res) => two.on('close', (c) => res(c)));
+      const [c1, c2] = await Promise.all([done1, done2]);
+      assert.is(c1, 0, `${first} (first) exit`);
+      assert.is(c2, 0, `${first === 'gc' ? 'push' : 'gc'} (second) exit`);
+      const v = mstore(remote, ['verify', '--all']);
+      assert.is(v.code, 0, `after ${first} first: ${v.stdout}${v.stderr}`);
+      assert.match(mstore(remote, ['log']).stdout, new RegExp(`v00${i}`));
+    }
+  } finally {
+    cleanup(root);
+  }
+});
+
+/** Appends bytes to the ref history that are not records of it. */
+function damageJournal(d: string): void {
+  const f = path.join(d, '.mstore', 'reflog.jsonl');
+  writeFileSync(f, readFileSync(f, 'utf8') + 'garbage\u0000\u00ff\n{"ref":5,"new":[],"time":"x"}\n{"time":"notatime","ref":"refs/tags/v001","old":null,"new":"zz","reason":7}\n{"torn');
+}
+
+test('a damaged ref history (garbage, records of the wrong shape, a torn line): reflog, log, commit, rm, restore and gc still work', () => {
+  const d = withGarbage();
+  try {
+    damageJournal(d);
+    const expectOk = (args: string[]): string => {
+      const r = mstore(d, args);
+      assert.is(r.code, 0, `${args.join(' ')} on a damaged ref history: ${r.stderr}`);
+      assert.not.match(r.stderr, /is not a function|TypeError|\n\s+at /, `${args.join(' ')}: no crash`);
+      return r.stdout;
+    };
+    const log = expectOk(['reflog']);
+    assert.match(log, /v001 .*rm/, 'the valid entries are all shown');
+    assert.not.match(log, /notatime|-> zz/, 'a record of the wrong shape is not shown as a move');
+    expectOk(['reflog', 'v001']);
+    expectOk(['log']);
+    writeFileSync(path.join(d, 'notes.txt'), 'after the damage');
+    expectOk(['commit', '-m', 'after the damage']);
+    expectOk(['restore', 'v001']);
+    expectOk(['rm', 'v002', '--confirm', '--no-backup']);
+    expectOk(['gc', '--grace', '0']);
+    expectOk(['fsck']);
+  } finally {
+    cleanup(d);
   }
 });
 

@@ -24,6 +24,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, type RunResult } from './helpers.js';
+import { expectRefusal, storeBytes } from './hostile-helpers.js';
 import { HttpRemote } from '../src/remote/transport/http-client.js';
 import { parseTokens, tokenScope } from '../src/remote/transport/http-server.js';
 import { encodeObjects, WIRE_CONTENT_TYPE, WIRE_MAGIC, WIRE_HEADER_BYTES } from '../src/remote/wire.js';
@@ -873,6 +874,42 @@ test('two clients push different versions to the same ref at once, 20 rounds: on
     assertComplete(bx.store, 'after 20 rounds');
     ok(root, ['clone', server.url, 'c', '--no-checkout', '--token-env', 'RT'], { RT: READ });
     assert.is(rev(path.join(root, 'c'), 'latest'), latest);
+  } finally {
+    await server?.stop();
+    cleanup(root);
+  }
+});
+
+test('pull from an HTTP remote whose pack was tampered with: refused with one line naming the chunk, local store unchanged', async () => {
+  const root = tmpDir('mstore-http-tamper-');
+  let server: Server | undefined;
+  try {
+    const b = await box(root);
+    server = b.server;
+    writeModelDir(b.ws, { step: 1 });
+    ok(b.ws, ['commit', '-m', 'one']);
+    ok(b.ws, ['push', 'box'], b.env);
+    // flip the middle byte (tensor data) of every pack of the served store
+    let packs = 0;
+    for (const sub of readdirSync(path.join(b.store, 'packs'))) {
+      for (const name of readdirSync(path.join(b.store, 'packs', sub)).filter((n) => n.endsWith('.pack'))) {
+        const f = path.join(b.store, 'packs', sub, name);
+        const data = readFileSync(f);
+        data[data.length >> 1] ^= 0xff;
+        chmodSync(f, 0o644);
+        writeFileSync(f, data);
+        packs++;
+      }
+    }
+    assert.ok(packs > 0, 'the served store has packs');
+    const c = path.join(root, 'c');
+    mkdirSync(c);
+    ok(c, ['init']);
+    ok(c, ['remote', 'add', 'box', server.url, '--token-env', 'RT']);
+    const bytes = storeBytes(c);
+    expectRefusal(run(c, ['pull', 'box'], { RT: READ }), 1, /chunk [0-9a-f]{64}.*(do not hash|damaged|hash mismatch)/, 'pull from a tampered HTTP remote');
+    assert.is(storeBytes(c), bytes, 'the local store is unchanged');
+    assert.is(run(c, ['fsck']).code, 0, 'fsck clean');
   } finally {
     await server?.stop();
     cleanup(root);

@@ -19,6 +19,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, statSync, writeFileSync, readFileSync, appendFileSync, chmodSync } from 'node:fs';
 import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir } from './helpers.js';
+import { expectRefusal, storeBytes } from './hostile-helpers.js';
 import { StoreRemote } from '../src/remote/transport/path.js';
 import type { WireObject } from '../src/remote/remote.js';
 import { bareStores, contractSuite, GIB, killWorkspace, ok, okJson, racePushes, roundTrip, type PushJson } from './remote-acceptance.js';
@@ -240,5 +241,51 @@ test('pull: tags never move and heads only fast-forward (unless --force); post-r
     cleanup(root);
   }
 });
+
+/** Inverts the middle byte (inside a tensor's chunk data) of every pack under `store`/packs; returns the pack files. */
+function tamperPacks(store: string): string[] {
+  const files: string[] = [];
+  for (const sub of readdirSync(path.join(store, 'packs'))) {
+    for (const name of readdirSync(path.join(store, 'packs', sub))) {
+      if (!name.endsWith('.pack')) continue;
+      const f = path.join(store, 'packs', sub, name);
+      const data = readFileSync(f);
+      data[data.length >> 1] ^= 0xff;
+      chmodSync(f, 0o644);
+      writeFileSync(f, data);
+      files.push(f);
+    }
+  }
+  return files;
+}
+
+test('pull from a path remote whose pack was tampered with: refused with one line naming the chunk, local store unchanged', () => {
+  const root = tmpDir('mstore-rtamper-');
+  try {
+    const a = path.join(root, 'a');
+    mkdirSync(a);
+    ok(a, ['init']);
+    writeModelDir(a, { step: 1 });
+    ok(a, ['commit', '-m', 'one']);
+    ok(root, ['init', '--bare', 'remote']);
+    ok(a, ['push', '../remote']);
+    const b = path.join(root, 'b');
+    mkdirSync(b);
+    ok(b, ['init']);
+    ok(b, ['remote', 'add', 'origin', '../remote']);
+    assert.ok(tamperPacks(path.join(root, 'remote')).length > 0, 'the remote has packs');
+    refusedUnchangedStore(b, 'pull from a tampered path remote', () => mstore(b, ['pull', 'origin']));
+  } finally {
+    cleanup(root);
+  }
+});
+
+/** `act` is refused with exit 1 and one line naming a chunk whose bytes do not hash to its id; `ws`'s store is unchanged. */
+function refusedUnchangedStore(ws: string, what: string, act: () => ReturnType<typeof mstore>): void {
+  const bytes = storeBytes(ws);
+  expectRefusal(act(), 1, /chunk [0-9a-f]{64}: its bytes do not hash to its id/, what);
+  assert.is(storeBytes(ws), bytes, `${what}: the local store is unchanged`);
+  assert.is(mstore(ws, ['fsck']).code, 0, `${what}: fsck clean`);
+}
 
 test.run();
