@@ -19,7 +19,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, statSync, writeFileSync, readFileSync, appendFileSync, chmodSync } from 'node:fs';
 import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir } from './helpers.js';
-import { expectRefusal, storeBytes } from './hostile-helpers.js';
+import { expectRefusal } from './hostile-helpers.js';
 import { StoreRemote } from '../src/remote/transport/path.js';
 import type { WireObject } from '../src/remote/remote.js';
 import { bareStores, contractSuite, GIB, killWorkspace, ok, okJson, racePushes, roundTrip, type PushJson } from './remote-acceptance.js';
@@ -259,7 +259,7 @@ function tamperPacks(store: string): string[] {
   return files;
 }
 
-test('pull from a path remote whose pack was tampered with: refused with one line naming the chunk, local store unchanged', () => {
+test('pull from a path remote whose pack was tampered with: refused with one line naming the chunk, no name in the local store moved', () => {
   const root = tmpDir('mstore-rtamper-');
   try {
     const a = path.join(root, 'a');
@@ -280,12 +280,30 @@ test('pull from a path remote whose pack was tampered with: refused with one lin
   }
 });
 
-/** `act` is refused with exit 1 and one line naming a chunk whose bytes do not hash to its id; `ws`'s store is unchanged. */
+/**
+ * What names the data of a store: its refs, its ref history and its config. A refused pull
+ * keeps the objects and verified packs it had received before the damaged chunk (nothing
+ * names them; gc frees them, as after a killed pull): these must not change at all.
+ */
+function storeNames(ws: string): string {
+  const gitdir = path.join(ws, '.mstore', 'git');
+  const read = (f: string): string => {
+    try {
+      return readFileSync(path.join(ws, '.mstore', f), 'utf8');
+    } catch {
+      return '(none)';
+    }
+  };
+  return [git(gitdir, ['for-each-ref', '--format=%(refname) %(objectname)']).stdout, read('reflog.jsonl'), read('config.json'), read('git/HEAD')].join('\n--\n');
+}
+
+/** `act` is refused with exit 1 and one line naming a chunk whose bytes do not hash to its id; no name in `ws`'s store moved. */
 function refusedUnchangedStore(ws: string, what: string, act: () => ReturnType<typeof mstore>): void {
-  const bytes = storeBytes(ws);
+  const names = storeNames(ws);
   expectRefusal(act(), 1, /chunk [0-9a-f]{64}: its bytes do not hash to its id/, what);
-  assert.is(storeBytes(ws), bytes, `${what}: the local store is unchanged`);
+  assert.is(storeNames(ws), names, `${what}: no ref, ref history entry or config of the local store changed`);
   assert.is(mstore(ws, ['fsck']).code, 0, `${what}: fsck clean`);
+  assert.equal(JSON.parse(mstore(ws, ['log', '--json']).stdout), [], `${what}: no version arrived`);
 }
 
 test.run();
