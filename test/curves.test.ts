@@ -83,7 +83,7 @@ const pts = (xs: number[], f: (s: number) => number) => xs.map((s) => ({ step: s
 
 /**
  * The store every test reads (built once, never written: each test that writes works in its
- * own directory, and after each test the workspace files are checked to be as built).
+ * own directory, and every test checks at its end that the workspace files are as built).
  */
 let ws = '';
 let built = new Map<string, string>();
@@ -94,9 +94,16 @@ test.before(() => {
   built = treeDigest(ws);
 });
 
-test.after.each(() => {
-  assert.equal(treeDigest(ws), built, 'the shared workspace is read-only');
-});
+/**
+ * A test of this file: `fn`, then the check that the shared workspace is unchanged (inside the
+ * test: an assertion in uvu's after.each is swallowed and silently stops the suite).
+ */
+function it(name: string, fn: () => unknown): void {
+  test(name, async () => {
+    await fn();
+    assert.equal(treeDigest(ws), built, `${name}: the shared workspace is read-only`);
+  });
+}
 
 test.after(() => {
   cleanup(ws);
@@ -124,7 +131,7 @@ async function curvesOf(rev: string, dir = ws): Promise<Curve[]> {
   }
 }
 
-test('readCurves: per-step files, one array, jsonl, trainer_state.json, mixed dirs, duplicates, workspace', async () => {
+it('readCurves: per-step files, one array, jsonl, trainer_state.json, mixed dirs, duplicates, workspace', async () => {
   assert.equal(await curvesOf('v001'), [
     { metric: 'eval_accuracy', points: pts(STEPS, acc) },
     { metric: 'loss', points: pts(STEPS, loss1) },
@@ -148,7 +155,7 @@ test('readCurves: per-step files, one array, jsonl, trainer_state.json, mixed di
   assert.equal(await curvesOf('workspace'), [{ metric: 'loss', points: pts([5, 15, 25], (s) => 1 / s) }]);
 });
 
-test('readCurves: bad JSON is an MstoreError naming the version and file (jsonl: the line)', async () => {
+it('readCurves: bad JSON is an MstoreError naming the version and file (jsonl: the line)', async () => {
   try {
     await curvesOf('v008');
     assert.unreachable('bad JSON read');
@@ -172,14 +179,14 @@ test('readCurves: bad JSON is an MstoreError naming the version and file (jsonl:
   }
 });
 
-test('evolutionFiles: reading order and what is read', () => {
+it('evolutionFiles: reading order and what is read', () => {
   assert.equal(
     evolutionFiles(['evolution/b.json', 'a.json', 'evolution/a.jsonl', 'evolution_snapshots/z.json', 'trainer_state.json', 'evolution/x.txt', 'x/trainer_state.json', 'evolutionary/a.json']),
     ['trainer_state.json', 'evolution_snapshots/z.json', 'evolution/a.jsonl', 'evolution/b.json'],
   );
 });
 
-test('metricDirection: lower, higher, unknown', () => {
+it('metricDirection: lower, higher, unknown', () => {
   for (const m of ['loss', 'eval_loss', 'train/loss', 'perplexity', 'eval_ppl', 'error', 'error_rate', 'wer', 'eval_cer', 'mse', 'val_mae', 'evalLoss']) assert.is(metricDirection(m), 'lower', m);
   for (const m of ['accuracy', 'eval_accuracy', 'acc_norm', 'f1', 'macro_f1', 'bleu', 'rouge1', 'rougeL', 'rougeLsum', 'exact_match', 'eval_exact_match', 'auc', 'roc_auc', 'precision', 'recall', 'reward', 'mean_reward']) {
     assert.is(metricDirection(m), 'higher', m);
@@ -187,7 +194,7 @@ test('metricDirection: lower, higher, unknown', () => {
   for (const m of ['learning_rate', 'grad_norm', 'epoch', 'total_flos', 'lossy_accuracy_loss_acc', 'glossary', 'accuracy_loss']) assert.is(metricDirection(m), undefined, m);
 });
 
-test('summarizeCurves and diffCurves: final, best and step of best per side', async () => {
+it('summarizeCurves and diffCurves: final, best and step of best per side', async () => {
   const v1 = await curvesOf('v001');
   const v2 = await curvesOf('v002');
   assert.equal(summarizeCurves(v1), [
@@ -248,7 +255,7 @@ function linePaths(svg: string): { label: string; d: string }[] {
 const legendTexts = (svg: string): string[] =>
   [...svg.matchAll(/<g class="mark-text role-legend-label"[^>]*>([\s\S]*?)<\/g>/g)].flatMap((m) => [...m[1].matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((t) => t[1]));
 
-test('curves --svg: a well-formed SVG, both versions in the legend, one line per version with every point', () =>
+it('curves --svg: a well-formed SVG, both versions in the legend, one line per version with every point', () =>
   withScratch((scratch) => {
     const file = path.join(scratch, 'out.svg');
     const r = mstore(ws, ['curves', 'v001', 'v002', '--svg', file]);
@@ -281,7 +288,7 @@ test('curves --svg: a well-formed SVG, both versions in the legend, one line per
     assert.equal(readdirSync(scratch).filter((n) => n.includes('tmp')), []);
   }));
 
-test('renderSvg: same input, same bytes, in one process too (no counters or ids)', async () => {
+it('renderSvg: same input, same bytes, in one process too (no counters or ids)', async () => {
   const series = [{ label: 'a&b <x>', points: pts(STEPS, loss1) }];
   const one = await renderSvg(series, { title: 't', metric: 'loss' });
   const two = await renderSvg(series, { title: 't', metric: 'loss' });
@@ -317,7 +324,7 @@ function checkPng(buf: Buffer): { width: number; height: number } {
   return { width, height };
 }
 
-test('curves --png: a valid PNG; text is drawn when a font is found', () =>
+it('curves --png: a valid PNG; text is drawn when a font is found', () =>
   withScratch(async (scratch) => {
     const file = path.join(scratch, 'out.png');
     const r = mstore(ws, ['curves', 'v001', 'v002', '--png', file]);
@@ -332,7 +339,7 @@ test('curves --png: a valid PNG; text is drawn when a font is found', () =>
     else console.warn('curves.test: no known font file here; PNG text not checked');
   }));
 
-test('curves --svg/--png: usage error together; output file in a missing directory fails with one line', () =>
+it('curves --svg/--png: usage error together; output file in a missing directory fails with one line', () =>
   withScratch((scratch) => {
     const r = mstore(ws, ['curves', 'v001', '--svg', 'a.svg', '--png', 'a.png']);
     assert.is(r.code, 2);
@@ -341,7 +348,7 @@ test('curves --svg/--png: usage error together; output file in a missing directo
     assert.is(r2.stderr.trim().split('\n').length, 1, r2.stderr);
   }));
 
-test('curves --json: metric chosen, every curve and summary per version', () => {
+it('curves --json: metric chosen, every curve and summary per version', () => {
   const j = mstoreJson<{
     metric: string;
     versions: { rev: string; label: string; commit: string | null; curves: Curve[]; summaries: { metric: string; best?: { step: number } }[] }[];
@@ -363,7 +370,7 @@ test('curves --json: metric chosen, every curve and summary per version', () => 
   assert.is(mstoreJson<{ metric: string }>(ws, ['curves', 'v009']).metric, 'bleu');
 });
 
-test('curves in the terminal: chart, step axis, legend, summaries; plain without a TTY', () => {
+it('curves in the terminal: chart, step axis, legend, summaries; plain without a TTY', () => {
   const r = mstore(ws, ['curves', 'v001', 'v002']);
   assert.is(r.code, 0, r.stderr);
   const lines = r.stdout.split('\n');
@@ -381,7 +388,7 @@ test('curves in the terminal: chart, step axis, legend, summaries; plain without
   assert.match(w.stdout, 'eval_accuracy (higher is better)');
 });
 
-test('terminalChart: colour only when asked; series over different step ranges; one point', () => {
+it('terminalChart: colour only when asked; series over different step ranges; one point', () => {
   const a = { label: 'early', points: pts([0, 10, 20, 30, 40, 50], (s) => 100 - s) };
   const b = { label: 'late', points: pts([50, 60, 70, 80, 90, 100], (s) => 100 - s / 2) };
   const plain = terminalChart([a, b], { width: 21, height: 10, color: false });
@@ -409,7 +416,7 @@ test('terminalChart: colour only when asked; series over different step ranges; 
   assert.match(dot, /●/);
 });
 
-test('curves errors: no curves, unknown metric, bad JSON, unknown revision: exit 1, one line', () => {
+it('curves errors: no curves, unknown metric, bad JSON, unknown revision: exit 1, one line', () => {
   const none = mstore(ws, ['curves', 'v001', 'v007']);
   assert.is(none.code, 1);
   assert.equal(none.stderr.trim().split('\n').length, 1, none.stderr);
@@ -429,7 +436,7 @@ test('curves errors: no curves, unknown metric, bad JSON, unknown revision: exit
   assert.is(mstore(ws, ['curves']).code, 2);
 });
 
-test('curves --help has examples', () => {
+it('curves --help has examples', () => {
   const r = mstore(ws, ['curves', '--help']);
   assert.is(r.code, 0);
   assert.match(r.stdout, 'Examples:');

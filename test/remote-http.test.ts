@@ -46,13 +46,19 @@ function assertNoToken(text: string, what: string): void {
   for (const t of TOKENS) assert.not.ok(text.includes(t), `${what}: a token appears in the output: ${t.slice(0, 5)}...`);
 }
 
-/** Where the running test's output starts: after each test, its own output holds no token. */
+/**
+ * Each test's own output holds no token: checked as the next test starts (an assertion that
+ * throws in uvu's after.each is swallowed and silently stops the suite; one in before.each fails
+ * the test it runs before, naming the test that printed it). The last test checks its own.
+ */
 let mark = 0;
-test.before.each(() => {
+let previous = '';
+test.before.each((state) => {
+  const slice = transcript.slice(mark).join('\n');
+  const prev = previous;
   mark = transcript.length;
-});
-test.after.each(() => {
-  assertNoToken(transcript.slice(mark).join('\n'), 'this test');
+  previous = state.__test__;
+  if (prev) assertNoToken(slice, `the output of the test '${prev}'`);
 });
 
 // ---------------------------------------------------------------- helpers
