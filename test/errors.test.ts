@@ -410,8 +410,8 @@ test('a damaged chunk: checkout exits 1 naming the file and leaves no partial fi
     const show = JSON.parse(ok(ws, ['show', 'v001', '--json'])) as { files: { path: string; oid: string }[] };
     const big = show.files.find((f) => f.path === 'big.safetensors')!;
     const loc = chunkOffsetInPack(ws, big.oid);
-    const before = storeState(ws);
     flipByte(loc.pack, loc.offset + Math.floor(loc.length / 2));
+    const before = storeState(ws); // with the damage: the checkouts below must change nothing more
 
     const dest = path.join(out, 'dest');
     const r = mstore(ws, ['checkout', 'v001', '--to', dest]);
