@@ -4,7 +4,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { inflateSync } from 'node:zlib';
 import path from 'node:path';
 import { Store } from '../src/repo/store.js';
@@ -12,7 +12,7 @@ import { versionSide, workspaceSide } from '../src/ops/diff/sides.js';
 import { readCurves, summarizeCurves, diffCurves, metricDirection, evolutionFiles, type Curve } from '../src/ops/diff/curves.js';
 import { terminalChart, renderSvg, renderPng, pngFont } from '../src/cli/ui/charts.js';
 import { MstoreError } from '../src/lib/errors.js';
-import { cleanup, mstore, mstoreJson, tmpDir } from './helpers.js';
+import { cleanup, mstore, mstoreJson, tmpDir, treeDigest } from './helpers.js';
 
 const STEPS = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
 const loss1 = (s: number): number => 2 / (s / 10);
@@ -81,22 +81,44 @@ function buildStore(ws: string): void {
 
 const pts = (xs: number[], f: (s: number) => number) => xs.map((s) => ({ step: s, value: f(s) }));
 
+/**
+ * The store every test reads (built once, never written: each test that writes works in its
+ * own directory, and every test checks at its end that the workspace files are as built).
+ */
 let ws = '';
-let scratch = '';
+let built = new Map<string, string>();
 
 test.before(() => {
   ws = tmpDir('mstore-curves-');
-  scratch = tmpDir('mstore-curves-out-');
   buildStore(ws);
+  built = treeDigest(ws);
 });
+
+/**
+ * A test of this file: `fn`, then the check that the shared workspace is unchanged (inside the
+ * test: an assertion in uvu's after.each is swallowed and silently stops the suite).
+ */
+function it(name: string, fn: () => unknown): void {
+  test(name, async () => {
+    await fn();
+    assert.equal(treeDigest(ws), built, `${name}: the shared workspace is read-only`);
+  });
+}
 
 test.after(() => {
   cleanup(ws);
-  cleanup(scratch);
 });
 
-async function curvesOf(rev: string): Promise<Curve[]> {
-  const store = await Store.find(ws);
+/** A directory of the test's own for output files, removed after `fn`. */
+function withScratch(fn: (dir: string) => void | Promise<void>): Promise<void> {
+  const dir = tmpDir('mstore-curves-out-');
+  return Promise.resolve()
+    .then(() => fn(dir))
+    .finally(() => cleanup(dir));
+}
+
+async function curvesOf(rev: string, dir = ws): Promise<Curve[]> {
+  const store = await Store.find(dir);
   try {
     const side = rev === 'workspace' ? await workspaceSide(store) : await versionSide(store, rev);
     try {
@@ -109,7 +131,7 @@ async function curvesOf(rev: string): Promise<Curve[]> {
   }
 }
 
-test('readCurves: per-step files, one array, jsonl, trainer_state.json, mixed dirs, duplicates, workspace', async () => {
+it('readCurves: per-step files, one array, jsonl, trainer_state.json, mixed dirs, duplicates, workspace', async () => {
   assert.equal(await curvesOf('v001'), [
     { metric: 'eval_accuracy', points: pts(STEPS, acc) },
     { metric: 'loss', points: pts(STEPS, loss1) },
@@ -133,7 +155,7 @@ test('readCurves: per-step files, one array, jsonl, trainer_state.json, mixed di
   assert.equal(await curvesOf('workspace'), [{ metric: 'loss', points: pts([5, 15, 25], (s) => 1 / s) }]);
 });
 
-test('readCurves: bad JSON is an MstoreError naming the version and file (jsonl: the line)', async () => {
+it('readCurves: bad JSON is an MstoreError naming the version and file (jsonl: the line)', async () => {
   try {
     await curvesOf('v008');
     assert.unreachable('bad JSON read');
@@ -143,25 +165,28 @@ test('readCurves: bad JSON is an MstoreError naming the version and file (jsonl:
     assert.match((e as Error).message, /^v008:evolution\/bad\.json: bad JSON \(/);
     assert.not.match((e as Error).message, /\n/);
   }
-  writeFileSync(path.join(ws, 'evolution', 'broken.jsonl'), '{"step": 1, "loss": 1}\n{"step": 2,\n');
+  // a workspace of its own: a copy of the shared one with a broken JSONL file
+  const own = tmpDir('mstore-curves-broken-');
   try {
-    await curvesOf('workspace');
+    cpSync(ws, own, { recursive: true });
+    writeFileSync(path.join(own, 'evolution', 'broken.jsonl'), '{"step": 1, "loss": 1}\n{"step": 2,\n');
+    await curvesOf('workspace', own);
     assert.unreachable('bad JSONL read');
   } catch (e) {
     assert.match((e as Error).message, /^workspace:evolution\/broken\.jsonl:2: bad JSON/);
   } finally {
-    rmSync(path.join(ws, 'evolution', 'broken.jsonl'));
+    cleanup(own);
   }
 });
 
-test('evolutionFiles: reading order and what is read', () => {
+it('evolutionFiles: reading order and what is read', () => {
   assert.equal(
     evolutionFiles(['evolution/b.json', 'a.json', 'evolution/a.jsonl', 'evolution_snapshots/z.json', 'trainer_state.json', 'evolution/x.txt', 'x/trainer_state.json', 'evolutionary/a.json']),
     ['trainer_state.json', 'evolution_snapshots/z.json', 'evolution/a.jsonl', 'evolution/b.json'],
   );
 });
 
-test('metricDirection: lower, higher, unknown', () => {
+it('metricDirection: lower, higher, unknown', () => {
   for (const m of ['loss', 'eval_loss', 'train/loss', 'perplexity', 'eval_ppl', 'error', 'error_rate', 'wer', 'eval_cer', 'mse', 'val_mae', 'evalLoss']) assert.is(metricDirection(m), 'lower', m);
   for (const m of ['accuracy', 'eval_accuracy', 'acc_norm', 'f1', 'macro_f1', 'bleu', 'rouge1', 'rougeL', 'rougeLsum', 'exact_match', 'eval_exact_match', 'auc', 'roc_auc', 'precision', 'recall', 'reward', 'mean_reward']) {
     assert.is(metricDirection(m), 'higher', m);
@@ -169,7 +194,7 @@ test('metricDirection: lower, higher, unknown', () => {
   for (const m of ['learning_rate', 'grad_norm', 'epoch', 'total_flos', 'lossy_accuracy_loss_acc', 'glossary', 'accuracy_loss']) assert.is(metricDirection(m), undefined, m);
 });
 
-test('summarizeCurves and diffCurves: final, best and step of best per side', async () => {
+it('summarizeCurves and diffCurves: final, best and step of best per side', async () => {
   const v1 = await curvesOf('v001');
   const v2 = await curvesOf('v002');
   assert.equal(summarizeCurves(v1), [
@@ -230,39 +255,40 @@ function linePaths(svg: string): { label: string; d: string }[] {
 const legendTexts = (svg: string): string[] =>
   [...svg.matchAll(/<g class="mark-text role-legend-label"[^>]*>([\s\S]*?)<\/g>/g)].flatMap((m) => [...m[1].matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((t) => t[1]));
 
-test('curves --svg: a well-formed SVG, both versions in the legend, one line per version with every point', () => {
-  const file = path.join(scratch, 'out.svg');
-  const r = mstore(ws, ['curves', 'v001', 'v002', '--svg', file]);
-  assert.is(r.code, 0, r.stderr);
-  assert.match(r.stdout, 'wrote');
-  const svg = readFileSync(file, 'utf8');
-  assert.ok(svg.startsWith('<svg'), svg.slice(0, 40));
-  assertWellFormed(svg);
-  assert.equal(legendTexts(svg), ['v001', 'v002']);
-  const lines = linePaths(svg);
-  assert.is(lines.length, 2);
-  assert.match(lines[0].label, /version: v001$/);
-  assert.match(lines[1].label, /version: v002$/);
-  for (const l of lines) {
-    // M x,y then one L x,y per further point
-    const cmds = l.d.match(/[ML]-?[\d.]+,-?[\d.]+/g) ?? [];
-    assert.is(cmds.length, STEPS.length, l.d);
-    const ys = cmds.map((c) => Number(c.split(',')[1]));
-    // loss falls, so the line goes down the page (SVG y grows downwards)
-    for (let i = 1; i < ys.length; i++) assert.ok(ys[i] > ys[i - 1], `y ${ys[i]} after ${ys[i - 1]}`);
-  }
-  // v002 (1.5/x) lies below v001 (2/x) at every step: larger y on the page
-  const y = (d: string) => (d.match(/[ML]-?[\d.]+,-?[\d.]+/g) ?? []).map((c) => Number(c.split(',')[1]));
-  const [a, b] = [y(lines[0].d), y(lines[1].d)];
-  a.forEach((v, i) => assert.ok(b[i] > v));
-  assert.match(svg, />loss: v001 vs v002</);
-  // deterministic: the same bytes again; no temporary file left
-  assert.is(mstore(ws, ['curves', 'v001', 'v002', '--svg', file]).code, 0);
-  assert.is(readFileSync(file, 'utf8'), svg);
-  assert.equal(readdirSync(scratch).filter((n) => n.includes('tmp')), []);
-});
+it('curves --svg: a well-formed SVG, both versions in the legend, one line per version with every point', () =>
+  withScratch((scratch) => {
+    const file = path.join(scratch, 'out.svg');
+    const r = mstore(ws, ['curves', 'v001', 'v002', '--svg', file]);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stdout, 'wrote');
+    const svg = readFileSync(file, 'utf8');
+    assert.ok(svg.startsWith('<svg'), svg.slice(0, 40));
+    assertWellFormed(svg);
+    assert.equal(legendTexts(svg), ['v001', 'v002']);
+    const lines = linePaths(svg);
+    assert.is(lines.length, 2);
+    assert.match(lines[0].label, /version: v001$/);
+    assert.match(lines[1].label, /version: v002$/);
+    for (const l of lines) {
+      // M x,y then one L x,y per further point
+      const cmds = l.d.match(/[ML]-?[\d.]+,-?[\d.]+/g) ?? [];
+      assert.is(cmds.length, STEPS.length, l.d);
+      const ys = cmds.map((c) => Number(c.split(',')[1]));
+      // loss falls, so the line goes down the page (SVG y grows downwards)
+      for (let i = 1; i < ys.length; i++) assert.ok(ys[i] > ys[i - 1], `y ${ys[i]} after ${ys[i - 1]}`);
+    }
+    // v002 (1.5/x) lies below v001 (2/x) at every step: larger y on the page
+    const y = (d: string) => (d.match(/[ML]-?[\d.]+,-?[\d.]+/g) ?? []).map((c) => Number(c.split(',')[1]));
+    const [a, b] = [y(lines[0].d), y(lines[1].d)];
+    a.forEach((v, i) => assert.ok(b[i] > v));
+    assert.match(svg, />loss: v001 vs v002</);
+    // deterministic: the same bytes again; no temporary file left
+    assert.is(mstore(ws, ['curves', 'v001', 'v002', '--svg', file]).code, 0);
+    assert.is(readFileSync(file, 'utf8'), svg);
+    assert.equal(readdirSync(scratch).filter((n) => n.includes('tmp')), []);
+  }));
 
-test('renderSvg: same input, same bytes, in one process too (no counters or ids)', async () => {
+it('renderSvg: same input, same bytes, in one process too (no counters or ids)', async () => {
   const series = [{ label: 'a&b <x>', points: pts(STEPS, loss1) }];
   const one = await renderSvg(series, { title: 't', metric: 'loss' });
   const two = await renderSvg(series, { title: 't', metric: 'loss' });
@@ -298,29 +324,31 @@ function checkPng(buf: Buffer): { width: number; height: number } {
   return { width, height };
 }
 
-test('curves --png: a valid PNG; text is drawn when a font is found', async () => {
-  const file = path.join(scratch, 'out.png');
-  const r = mstore(ws, ['curves', 'v001', 'v002', '--png', file]);
-  assert.is(r.code, 0, r.stderr);
-  const { width, height } = checkPng(readFileSync(file));
-  assert.ok(width > 600 && height > 300, `${width}x${height}`);
-  // Same geometry, one glyph differs: the pixels differ only if text is rendered.
-  const a = await renderPng([{ label: 'v001', points: pts(STEPS, loss1) }], { title: 't', metric: 'loss', scale: 1 });
-  const b = await renderPng([{ label: 'v007', points: pts(STEPS, loss1) }], { title: 't', metric: 'loss', scale: 1 });
-  checkPng(a);
-  if (pngFont()) assert.not.equal(a, b, 'legend text rendered');
-  else console.warn('curves.test: no known font file here; PNG text not checked');
-});
+it('curves --png: a valid PNG; text is drawn when a font is found', () =>
+  withScratch(async (scratch) => {
+    const file = path.join(scratch, 'out.png');
+    const r = mstore(ws, ['curves', 'v001', 'v002', '--png', file]);
+    assert.is(r.code, 0, r.stderr);
+    const { width, height } = checkPng(readFileSync(file));
+    assert.ok(width > 600 && height > 300, `${width}x${height}`);
+    // Same geometry, one glyph differs: the pixels differ only if text is rendered.
+    const a = await renderPng([{ label: 'v001', points: pts(STEPS, loss1) }], { title: 't', metric: 'loss', scale: 1 });
+    const b = await renderPng([{ label: 'v007', points: pts(STEPS, loss1) }], { title: 't', metric: 'loss', scale: 1 });
+    checkPng(a);
+    if (pngFont()) assert.not.equal(a, b, 'legend text rendered');
+    else console.warn('curves.test: no known font file here; PNG text not checked');
+  }));
 
-test('curves --svg/--png: usage error together; output file in a missing directory fails with one line', () => {
-  const r = mstore(ws, ['curves', 'v001', '--svg', 'a.svg', '--png', 'a.png']);
-  assert.is(r.code, 2);
-  const r2 = mstore(ws, ['curves', 'v001', '--svg', path.join(scratch, 'nope', 'a.svg')]);
-  assert.is(r2.code, 1);
-  assert.is(r2.stderr.trim().split('\n').length, 1, r2.stderr);
-});
+it('curves --svg/--png: usage error together; output file in a missing directory fails with one line', () =>
+  withScratch((scratch) => {
+    const r = mstore(ws, ['curves', 'v001', '--svg', 'a.svg', '--png', 'a.png']);
+    assert.is(r.code, 2);
+    const r2 = mstore(ws, ['curves', 'v001', '--svg', path.join(scratch, 'nope', 'a.svg')]);
+    assert.is(r2.code, 1);
+    assert.is(r2.stderr.trim().split('\n').length, 1, r2.stderr);
+  }));
 
-test('curves --json: metric chosen, every curve and summary per version', () => {
+it('curves --json: metric chosen, every curve and summary per version', () => {
   const j = mstoreJson<{
     metric: string;
     versions: { rev: string; label: string; commit: string | null; curves: Curve[]; summaries: { metric: string; best?: { step: number } }[] }[];
@@ -342,7 +370,7 @@ test('curves --json: metric chosen, every curve and summary per version', () => 
   assert.is(mstoreJson<{ metric: string }>(ws, ['curves', 'v009']).metric, 'bleu');
 });
 
-test('curves in the terminal: chart, step axis, legend, summaries; plain without a TTY', () => {
+it('curves in the terminal: chart, step axis, legend, summaries; plain without a TTY', () => {
   const r = mstore(ws, ['curves', 'v001', 'v002']);
   assert.is(r.code, 0, r.stderr);
   const lines = r.stdout.split('\n');
@@ -360,7 +388,7 @@ test('curves in the terminal: chart, step axis, legend, summaries; plain without
   assert.match(w.stdout, 'eval_accuracy (higher is better)');
 });
 
-test('terminalChart: colour only when asked; series over different step ranges; one point', () => {
+it('terminalChart: colour only when asked; series over different step ranges; one point', () => {
   const a = { label: 'early', points: pts([0, 10, 20, 30, 40, 50], (s) => 100 - s) };
   const b = { label: 'late', points: pts([50, 60, 70, 80, 90, 100], (s) => 100 - s / 2) };
   const plain = terminalChart([a, b], { width: 21, height: 10, color: false });
@@ -388,7 +416,7 @@ test('terminalChart: colour only when asked; series over different step ranges; 
   assert.match(dot, /●/);
 });
 
-test('curves errors: no curves, unknown metric, bad JSON, unknown revision: exit 1, one line', () => {
+it('curves errors: no curves, unknown metric, bad JSON, unknown revision: exit 1, one line', () => {
   const none = mstore(ws, ['curves', 'v001', 'v007']);
   assert.is(none.code, 1);
   assert.equal(none.stderr.trim().split('\n').length, 1, none.stderr);
@@ -408,7 +436,7 @@ test('curves errors: no curves, unknown metric, bad JSON, unknown revision: exit
   assert.is(mstore(ws, ['curves']).code, 2);
 });
 
-test('curves --help has examples', () => {
+it('curves --help has examples', () => {
   const r = mstore(ws, ['curves', '--help']);
   assert.is(r.code, 0);
   assert.match(r.stdout, 'Examples:');

@@ -373,7 +373,46 @@ function caseF(e: Case): Case {
 
 const tsOut = (c: string): string => path.join(root, `${c}-ts`);
 const pyOut = (c: string): string => path.join(root, `${c}-py`);
-const results: Record<string, MergeResult> = {};
+
+interface TsMerges {
+  /** The library's reports, cases A, B, D, E, F. */
+  results: Record<string, MergeResult>;
+  /** Case C through the real CLI (`--json`). */
+  cli: MergeResult & { out: string };
+}
+let tsMerged: Promise<TsMerges> | undefined;
+
+/**
+ * Every case merged by the TS worker into tsOut(case), once, on first use: each test that
+ * reads these outputs asks for them (no test depends on another having run); none changes them.
+ */
+function tsMerges(): Promise<TsMerges> {
+  tsMerged ??= (async () => {
+    const threads: Record<string, number> = { A: 2, B: 0, D: 1, E: 2, F: 1 };
+    const results: Record<string, MergeResult> = {};
+    for (const [name, n] of Object.entries(threads)) {
+      const c = cases[name];
+      results[name] = await mergeLora({ base: c.base, adapter: c.adapter, out: tsOut(name), threads: n });
+    }
+    // C through the real CLI, with --json
+    const r = mstore(root, ['merge-lora', '--base', cases.C.base, '--adapter', cases.C.adapter, '--out', tsOut('C'), '--json']);
+    if (r.code !== 0) throw new Error(`merge-lora of case C exited ${r.code}: ${r.stderr}`);
+    return { results, cli: JSON.parse(r.stdout) as MergeResult & { out: string } };
+  })();
+  return tsMerged;
+}
+
+let pyMerged: Record<string, { code: number; stdout: string; stderr: string }> | undefined;
+
+/** Every case merged by the Python worker into pyOut(case), once, on first use (read-only after). */
+function pyMerges(): Record<string, { code: number; stdout: string; stderr: string }> {
+  if (!pyMerged) {
+    const runs: Record<string, { code: number; stdout: string; stderr: string }> = {};
+    for (const [name, c] of Object.entries(cases)) runs[name] = py([WORKER, '--base', c.base, '--adapter', c.adapter, '--out', pyOut(name), '--json', '--device', 'cpu']);
+    pyMerged = runs;
+  }
+  return pyMerged;
+}
 
 test.before(() => {
   root = tmpDir('mstore-merge-');
@@ -384,15 +423,7 @@ test.before(() => {
 test.after(() => cleanup(root));
 
 test('TS worker merges every case (worker threads, main thread, CLI)', async () => {
-  const threads: Record<string, number> = { A: 2, B: 0, D: 1, E: 2, F: 1 };
-  for (const [name, n] of Object.entries(threads)) {
-    const c = cases[name];
-    results[name] = await mergeLora({ base: c.base, adapter: c.adapter, out: tsOut(name), threads: n });
-  }
-  // C through the real CLI, with --json
-  const r = mstore(root, ['merge-lora', '--base', cases.C.base, '--adapter', cases.C.adapter, '--out', tsOut('C'), '--json']);
-  assert.is(r.code, 0, r.stderr);
-  const j = JSON.parse(r.stdout) as MergeResult & { out: string };
+  const { results, cli: j } = await tsMerges();
   assert.is(j.out, tsOut('C'));
   assert.is(j.format, 'peft');
   assert.is(j.merged.length, 8);
@@ -419,7 +450,8 @@ test('TS worker merges every case (worker threads, main thread, CLI)', async () 
   assert.is(results.E.merged.length, 5);
 });
 
-test('output files: base header bytes, shards and index, non-weight files, config adjusted like merge_and_unload', () => {
+test('output files: base header bytes, shards and index, non-weight files, config adjusted like merge_and_unload', async () => {
+  const { results } = await tsMerges();
   const c = cases.A;
   const out = tsOut('A');
   for (const f of c.baseFiles) {
@@ -452,10 +484,12 @@ test('output files: base header bytes, shards and index, non-weight files, confi
   assert.is(readFileSync(path.join(tsOut('B'), 'config.json'), 'utf8'), readFileSync(path.join(cases.B.base, 'config.json'), 'utf8'));
 });
 
-test('Python worker (torch) merges every case', () => {
+test('Python worker (torch) merges every case', async () => {
+  const { results } = await tsMerges();
+  const runs = pyMerges();
   for (const name of Object.keys(cases)) {
     const c = cases[name];
-    const r = py([WORKER, '--base', c.base, '--adapter', c.adapter, '--out', pyOut(name), '--json', '--device', 'cpu']);
+    const r = runs[name];
     assert.is(r.code, 0, `${name}: ${r.stderr}`);
     const j = JSON.parse(r.stdout) as { merged: MergeResult['merged']; format: string; configChanges: string[]; device: string };
     if (results[name]) assert.equal(j.merged, results[name].merged, `${name}: same report of merged tensors`);
@@ -490,7 +524,9 @@ const ROUND_CASES = [
   0x38801000, 0x38803000, 0x38802000, 0x3c00f000, 0x7f000000, 0x0f000000, 0x46fffe00,
 ];
 
-test('TS and Python outputs match the torch reference (≤ 1 ulp, ≥ 99.9 % identical), and each other; rounding matches torch', () => {
+test('TS and Python outputs match the torch reference (≤ 1 ulp, ≥ 99.9 % identical), and each other; rounding matches torch', async () => {
+  await tsMerges();
+  for (const [name, r] of Object.entries(pyMerges())) assert.is(r.code, 0, `${name} (python): ${r.stderr}`);
   const jobs = {
     cases: Object.values(cases).map((c) => ({ name: c.name, base: c.baseFiles, ops: c.ops, outs: [tsOut(c.name), pyOut(c.name)] })),
     pairs: Object.keys(cases).map((n) => [tsOut(n), pyOut(n)]),
@@ -601,6 +637,7 @@ function badAdapters(): { name: string; dir: string; expect: string }[] {
 }
 
 test('errors name the tensor, exit 1 and leave no output (CLI, library, Python worker)', async () => {
+  await tsMerges(); // tsOut('D') is the destination that already exists, and the bytes to compare with
   const base = cases.D.base;
   for (const b of badAdapters()) {
     const out = path.join(root, `err-${b.name}`);

@@ -19,6 +19,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, statSync, writeFileSync, readFileSync, appendFileSync, chmodSync } from 'node:fs';
 import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir } from './helpers.js';
+import { expectRefusal } from './hostile-helpers.js';
 import { StoreRemote } from '../src/remote/transport/path.js';
 import type { WireObject } from '../src/remote/remote.js';
 import { bareStores, contractSuite, GIB, killWorkspace, ok, okJson, racePushes, roundTrip, type PushJson } from './remote-acceptance.js';
@@ -221,13 +222,18 @@ test('pull: tags never move and heads only fast-forward (unless --force); post-r
     ok(a, ['commit', '-m', 'a2']);
     ok(b, ['commit', '-m', 'b2']);
     ok(a, ['push', '../remote']);
+    // every ref of b, taken before the pull that must be refused
+    const refsOf = (ws: string): string => git(path.join(ws, '.mstore', 'git'), ['for-each-ref', '--format=%(refname) %(objectname)']).stdout;
+    const before = refsOf(b);
+    assert.match(before, /refs\/tags\/v002 [0-9a-f]{40}/);
     const refused = mstore(b, ['pull', 'origin']);
     assert.is(refused.code, 1);
     assert.match(refused.stderr, /rejected refs\/.* \(non-fast-forward\)/);
-    const before = git(path.join(b, '.mstore', 'git'), ['rev-parse', 'latest', 'v002']).stdout;
-    assert.is(git(path.join(b, '.mstore', 'git'), ['rev-parse', 'latest', 'v002']).stdout, before, 'a refused pull moves no ref');
+    assert.is(refsOf(b), before, 'a refused pull moves no ref');
     const forced = okJson<{ refs: { ref: string }[] }>(b, ['pull', 'origin', '--force']);
     assert.ok(forced.refs.some((r) => r.ref === 'refs/tags/v002'));
+    const v002 = (ws: string): string => git(path.join(ws, '.mstore', 'git'), ['rev-parse', 'v002']).stdout;
+    assert.is(v002(b), v002(a), 'the forced pull moved v002 to the remote one');
     assert.match(ok(b, ['reflog', 'v002']), /pull/);
     appendFileSync(path.join(b, 'config.json'), '\n');
     assert.match(readFileSync(path.join(b, 'config.json'), 'utf8'), /"x":"b"/, 'pull moves refs, it does not touch the workspace');
@@ -235,5 +241,69 @@ test('pull: tags never move and heads only fast-forward (unless --force); post-r
     cleanup(root);
   }
 });
+
+/** Inverts the middle byte (inside a tensor's chunk data) of every pack under `store`/packs; returns the pack files. */
+function tamperPacks(store: string): string[] {
+  const files: string[] = [];
+  for (const sub of readdirSync(path.join(store, 'packs'))) {
+    for (const name of readdirSync(path.join(store, 'packs', sub))) {
+      if (!name.endsWith('.pack')) continue;
+      const f = path.join(store, 'packs', sub, name);
+      const data = readFileSync(f);
+      data[data.length >> 1] ^= 0xff;
+      chmodSync(f, 0o644);
+      writeFileSync(f, data);
+      files.push(f);
+    }
+  }
+  return files;
+}
+
+test('pull from a path remote whose pack was tampered with: refused with one line naming the chunk, no name in the local store moved', () => {
+  const root = tmpDir('mstore-rtamper-');
+  try {
+    const a = path.join(root, 'a');
+    mkdirSync(a);
+    ok(a, ['init']);
+    writeModelDir(a, { step: 1 });
+    ok(a, ['commit', '-m', 'one']);
+    ok(root, ['init', '--bare', 'remote']);
+    ok(a, ['push', '../remote']);
+    const b = path.join(root, 'b');
+    mkdirSync(b);
+    ok(b, ['init']);
+    ok(b, ['remote', 'add', 'origin', '../remote']);
+    assert.ok(tamperPacks(path.join(root, 'remote')).length > 0, 'the remote has packs');
+    refusedUnchangedStore(b, 'pull from a tampered path remote', () => mstore(b, ['pull', 'origin']));
+  } finally {
+    cleanup(root);
+  }
+});
+
+/**
+ * What names the data of a store: its refs, its ref history and its config. A refused pull
+ * keeps the objects and verified packs it had received before the damaged chunk (nothing
+ * names them; gc frees them, as after a killed pull): these must not change at all.
+ */
+function storeNames(ws: string): string {
+  const gitdir = path.join(ws, '.mstore', 'git');
+  const read = (f: string): string => {
+    try {
+      return readFileSync(path.join(ws, '.mstore', f), 'utf8');
+    } catch {
+      return '(none)';
+    }
+  };
+  return [git(gitdir, ['for-each-ref', '--format=%(refname) %(objectname)']).stdout, read('reflog.jsonl'), read('config.json'), read('git/HEAD')].join('\n--\n');
+}
+
+/** `act` is refused with exit 1 and one line naming a chunk whose bytes do not hash to its id; no name in `ws`'s store moved. */
+function refusedUnchangedStore(ws: string, what: string, act: () => ReturnType<typeof mstore>): void {
+  const names = storeNames(ws);
+  expectRefusal(act(), 1, /chunk [0-9a-f]{64}: its bytes do not hash to its id/, what);
+  assert.is(storeNames(ws), names, `${what}: no ref, ref history entry or config of the local store changed`);
+  assert.is(mstore(ws, ['fsck']).code, 0, `${what}: fsck clean`);
+  assert.equal(JSON.parse(mstore(ws, ['log', '--json']).stdout), [], `${what}: no version arrived`);
+}
 
 test.run();

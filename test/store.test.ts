@@ -147,10 +147,12 @@ test('status sees added, modified, deleted; checkout refuses to overwrite local 
     assert.match(r.stderr, /config\.json/);
     assert.is(readFileSync(path.join(ws, 'config.json'), 'utf8'), before, 'nothing written on conflict');
     assert.is(mstore(ws, ['checkout', 'v001', '--force']).code, 0);
-    assert.is(sha256File(path.join(ws, 'config.json')), sha256File(path.join(ws, 'config.json')));
+    const show1 = mstoreJson<{ files: { path: string; oid: string }[] }>(ws, ['show', 'v001']).files;
+    // --force put back v001's config.json (its recorded sha256), over the local change
+    assert.is(sha256File(path.join(ws, 'config.json')), show1.find((f) => f.path === 'config.json')!.oid, 'config.json is v001s again');
+    assert.is.not(readFileSync(path.join(ws, 'config.json'), 'utf8'), before);
     assert.ok(existsSync(path.join(ws, 'new.txt')), 'untracked files are left alone');
     assert.ok(existsSync(path.join(ws, 'adapter', 'adapter_config.json')), 'deleted file restored');
-    const show1 = mstoreJson<{ files: { path: string; oid: string }[] }>(ws, ['show', 'v001']).files;
     const model = show1.find((f) => f.path === 'model.safetensors')!;
     assert.is(sha256File(path.join(ws, 'model.safetensors')), model.oid);
     // only some files, by glob

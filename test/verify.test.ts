@@ -411,6 +411,44 @@ test('1. a byte of a chunk only v002 has: verify --all names v002 alone, the fil
   expectChunkProblem(sample, chunk, pack, ['v002'], '--sample 100');
 });
 
+/** Flips a byte in the middle of chunk `id` of the store `ws`. */
+function damageAnyChunk(ws: string, id: string): void {
+  for (const pack of fx.packs) for (const e of pack.entries) if (e.type === 1 && e.id === id) return flipByte(packFile(ws, pack), e.offset + Math.floor(e.length / 2));
+  throw new Error(`chunk ${id} is in no pack`);
+}
+
+test('8b. --sample 10 --seed S re-reads a proper subset of the chunks, the same for the same seed, and catches damage inside it', () => {
+  const all = [...new Set(fx.packs.flatMap((p) => p.entries.filter((e) => e.type === 1).map((e) => e.id)))];
+  assert.ok(all.length >= 10, `${all.length} chunks in the fixture`);
+  const sample = ['--sample', '10', '--seed', '3'];
+  // Every chunk damaged: each chunk the sample reads is reported, so the problems are the sample.
+  const ws = copyStore();
+  for (const id of all) damageAnyChunk(ws, id);
+  const picked = (): string[] => {
+    const { code, json, raw } = verifyJson(ws, sample);
+    assert.is(code, 1, `--sample over a store whose every chunk is damaged\n${raw}`);
+    const ids = [...new Set(json.problems.map((p) => p.chunk).filter((c): c is string => !!c))].sort();
+    assert.is(ids.length, json.chunks, `one problem per chunk read\n${raw}`);
+    return ids;
+  };
+  const s = picked();
+  assert.ok(s.length >= 1 && s.length < all.length / 2, `--sample 10 read ${s.length} of ${all.length} chunks`);
+  assert.equal(picked(), s, 'the same seed reads the same chunks');
+  // One damaged chunk inside the sample: caught, naming it. One outside: not read, so not seen.
+  const inside = copyStore();
+  damageAnyChunk(inside, s[0]);
+  const caught = verifyJson(inside, sample);
+  assert.is(caught.code, 1, `damage inside the sample\n${caught.raw}`);
+  assert.equal(caught.json.problems.map((p) => p.chunk), [s[0]]);
+  const outside = copyStore();
+  const other = all.find((id) => !s.includes(id))!;
+  damageAnyChunk(outside, other);
+  const missed = verifyJson(outside, sample);
+  assert.is(missed.code, 0, `damage outside the sample is not read (the sample is a subset)\n${missed.raw}`);
+  assert.is(missed.json.chunks, s.length);
+  assert.is(verifyJson(outside, ['--sample', '100']).code, 1, '--sample 100 reads it');
+});
+
 test('2. a byte of a chunk v001 and v002 share: both named, v003 ok', () => {
   const ws = copyStore();
   const chunk = sharedChunk();

@@ -1,7 +1,11 @@
 /**
  * git-lfs pointer files (spec v1, as docs/format.md §7.3 restates it): UTF-8 `key value\n` lines,
- * `version` first, then the other keys sorted. mstore writes exactly three lines.
+ * `version` first, then the other keys sorted. mstore writes exactly three lines. A size beyond
+ * 2^53-1 (Number.MAX_SAFE_INTEGER) cannot be held exactly: such a pointer is damaged input,
+ * refused at parse naming where it was read, never carried on as a rounded number.
  */
+import { MstoreError } from '../lib/errors.js';
+
 export const LFS_VERSION = 'https://git-lfs.github.com/spec/v1';
 
 export interface Pointer {
@@ -13,11 +17,28 @@ export function renderPointer(p: Pointer): string {
   return `version ${LFS_VERSION}\noid sha256:${p.oid}\nsize ${p.size}\n`;
 }
 
-/** Parses a pointer blob; undefined when the bytes are not a v1 pointer. */
-export function parsePointer(data: Uint8Array): Pointer | undefined {
-  if (data.length > 1024) return undefined;
-  const text = Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8');
-  const m = /^version https:\/\/git-lfs\.github\.com\/spec\/v1\noid sha256:([0-9a-f]{64})\nsize (0|[1-9][0-9]*)\n$/.exec(text);
+const POINTER = /^version https:\/\/git-lfs\.github\.com\/spec\/v1\noid sha256:([0-9a-f]{64})\nsize (0|[1-9][0-9]*)\n$/;
+
+function pointerMatch(data: Uint8Array): RegExpExecArray | null {
+  if (data.length > 1024) return null;
+  return POINTER.exec(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
+}
+
+/** Bytes shaped like a v1 pointer, whatever its size says (a file with this text is stored as content). */
+export function isPointerText(data: Uint8Array): boolean {
+  return pointerMatch(data) !== null;
+}
+
+/**
+ * Parses a pointer blob; undefined when the bytes are not a v1 pointer. A size beyond
+ * Number.MAX_SAFE_INTEGER throws ECORRUPT naming `where` (the version and file it was read for).
+ */
+export function parsePointer(data: Uint8Array, where = 'a git-lfs pointer'): Pointer | undefined {
+  const m = pointerMatch(data);
   if (!m) return undefined;
-  return { oid: m[1], size: Number(m[2]) };
+  const size = Number(m[2]);
+  if (!Number.isSafeInteger(size)) {
+    throw new MstoreError('ECORRUPT', `${where}: git-lfs pointer says size ${m[2]} bytes, beyond the largest size mstore reads (2^53-1)`, { what: where });
+  }
+  return { oid: m[1], size };
 }

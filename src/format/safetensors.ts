@@ -33,11 +33,20 @@ export interface SafetensorsHeader {
   metadata: Record<string, string> | undefined;
 }
 
+/**
+ * The 8-byte little-endian header length N, checked against MAX_HEADER_BYTES as the 64-bit
+ * integer it is (a length beyond 2^53 would otherwise be rounded, and printed rounded).
+ */
+export function headerLength(prefix8: Buffer): number {
+  const n = prefix8.readBigUInt64LE(0);
+  if (n > BigInt(MAX_HEADER_BYTES)) throw new Error(`header length ${n} exceeds ${MAX_HEADER_BYTES}`);
+  return Number(n);
+}
+
 /** Throws an Error whose message says what is wrong; callers add the file name. */
 export function parseSafetensorsHeader(prefix8: Uint8Array, headerJson: Uint8Array, fileSize: number): SafetensorsHeader {
   if (fileSize < 8) throw new Error('shorter than the 8-byte header length');
-  const n = Number(Buffer.from(prefix8.buffer, prefix8.byteOffset, 8).readBigUInt64LE(0));
-  if (n > MAX_HEADER_BYTES) throw new Error(`header length ${n} exceeds ${MAX_HEADER_BYTES}`);
+  const n = headerLength(Buffer.from(prefix8.buffer, prefix8.byteOffset, 8));
   if (8 + n > fileSize) throw new Error(`header length ${n} runs past the end of the file`);
   if (headerJson.length !== n) throw new Error('header truncated');
   let text: string;
@@ -98,6 +107,7 @@ function parseTensor(name: string, value: unknown): TensorInfo {
   const [begin, end] = offs as number[];
   if (end < begin) throw new Error(`tensor ${name}: data_offsets end before begin`);
   const elements = (shape as number[]).reduce((a, b) => a * b, 1);
+  if (!Number.isSafeInteger(elements)) throw new Error(`tensor ${name}: shape ${JSON.stringify(shape)} has more than 2^53-1 elements`);
   const bits = elements * DTYPE_BITS[dtype];
   if (bits % 8 !== 0) throw new Error(`tensor ${name}: ${elements} elements of ${dtype} do not fill whole bytes`);
   if (end - begin !== bits / 8) {
@@ -111,8 +121,7 @@ export async function readSafetensorsHeader(fh: FileHandle, fileSize: number): P
   const prefix = Buffer.alloc(8);
   if (fileSize < 8) throw new Error('shorter than the 8-byte header length');
   await readExactly(fh, prefix, 0);
-  const n = Number(prefix.readBigUInt64LE(0));
-  if (n > MAX_HEADER_BYTES) throw new Error(`header length ${n} exceeds ${MAX_HEADER_BYTES}`);
+  const n = headerLength(prefix);
   if (8 + n > fileSize) throw new Error(`header length ${n} runs past the end of the file`);
   const json = Buffer.alloc(n);
   await readExactly(fh, json, 8);

@@ -5,7 +5,7 @@
 import { readlink } from 'node:fs/promises';
 import { MstoreError } from '../lib/errors.js';
 import { sha256Hex } from '../lib/hashing.js';
-import { parsePointer, renderPointer } from '../format/pointer.js';
+import { isPointerText, renderPointer } from '../format/pointer.js';
 import type { StatEntry, StatKind, StoreIndex } from './index-db.js';
 import { hasObject } from './git-walk.js';
 import type { GitRepo } from './git.js';
@@ -51,7 +51,7 @@ export async function identifyFile(
   if (f.stat.size === 0 || isTextCandidate(f.path, f.stat.size, textMaxBytes)) {
     const { data, stat } = await readSmallFile(f.abs, f.path);
     // Text that happens to be a git-lfs pointer would be read back as one: store it as content.
-    if (data.length === 0 || (isText(data) && !parsePointer(data))) {
+    if (data.length === 0 || (isText(data) && !isPointerText(data))) {
       onBytes?.(data.length);
       return { kind: 'git', oid: sha256Hex(data), blob: await repo.hashBlob(data), size: data.length, gitContent: data, newBytes: data.length, stat };
     }

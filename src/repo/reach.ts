@@ -98,9 +98,9 @@ export async function contentOf(repo: GitRepo, commits: Iterable<string>, label:
     const c = await repo.readCommit(commit);
     for (const [p, e] of modelEntries(await repo.readFlatTree(c.tree))) {
       if (e.mode === '120000') continue;
-      const ptr = parsePointer(await repo.readBlob(e.blob));
-      if (!ptr) continue;
       const use = `${label(commit)}:${p}`;
+      const ptr = parsePointer(await repo.readBlob(e.blob), use);
+      if (!ptr) continue;
       const cur = out.get(ptr.oid);
       if (cur) cur.uses.push(use);
       else out.set(ptr.oid, { oid: ptr.oid, size: ptr.size, uses: [use] });

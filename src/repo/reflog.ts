@@ -64,14 +64,34 @@ function journalPath(store: RefStore): string {
   return path.join(store.dir, REFLOG_FILE);
 }
 
-/** Every entry, oldest first. Torn lines (a crash mid-append) are skipped. */
+const OID = /^[0-9a-f]{40}$/;
+
+/**
+ * A record of the ref history as moveRefs writes it: a time, a ref under refs/, old and new
+ * each an object id or null, a reason and an op id (strings). Anything else in the file (a
+ * damaged or hand-edited line that still parses as a JSON object) is not a move: readers
+ * skip it like a torn line, so no command acts on it or crashes on it.
+ */
+function isRefLogEntry(v: unknown): v is RefLogEntry {
+  const e = v as Partial<Record<keyof RefLogEntry, unknown>>;
+  const oidOrNull = (x: unknown): boolean => x === null || (typeof x === 'string' && OID.test(x));
+  return (
+    typeof e.time === 'string' && !Number.isNaN(Date.parse(e.time)) &&
+    typeof e.ref === 'string' && e.ref.startsWith('refs/') &&
+    oidOrNull(e.old) && oidOrNull(e.new) &&
+    typeof e.reason === 'string' && typeof e.op === 'string' &&
+    (e.message === undefined || typeof e.message === 'string')
+  );
+}
+
+/** Every entry, oldest first. Torn lines (a crash mid-append) and records of the wrong shape are skipped. */
 export async function readRefLog(store: RefStore): Promise<RefLogEntry[]> {
-  return readRecords<RefLogEntry>(journalPath(store));
+  return (await readRecords<unknown>(journalPath(store))).filter(isRefLogEntry);
 }
 
 /** The entries newest first, read from the end: for callers that need only the latest few. */
-export function refLogFromEnd(store: RefStore): AsyncGenerator<RefLogEntry> {
-  return recordsFromEnd<RefLogEntry>(journalPath(store));
+export async function* refLogFromEnd(store: RefStore): AsyncGenerator<RefLogEntry> {
+  for await (const e of recordsFromEnd<unknown>(journalPath(store))) if (isRefLogEntry(e)) yield e;
 }
 
 /**

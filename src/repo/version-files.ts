@@ -23,7 +23,7 @@ export function modelEntries(flat: FlatTree): FlatTree {
 export async function describeEntry(repo: GitRepo, p: string, mode: FileMode, blob: string): Promise<VersionFile> {
   const data = await repo.readBlob(blob);
   if (mode === '120000') return { path: p, mode, kind: 'link', size: data.length, oid: sha256Hex(data), blob };
-  const ptr = parsePointer(data);
+  const ptr = parsePointer(data, p);
   if (ptr) return { path: p, mode, kind: 'lfs', size: ptr.size, oid: ptr.oid, blob };
   return { path: p, mode, kind: 'git', size: data.length, oid: sha256Hex(data), blob };
 }

@@ -4,7 +4,7 @@ import { MstoreError } from '../../lib/errors.js';
 import { openRemote } from '../../remote/open.js';
 import { push, type PushResult } from '../../remote/push.js';
 import { deploy, type DeployOutcome } from '../../deploy/client.js';
-import { dim, formatBytes, green, handler, out, printJson, withStore } from '../ui/output.js';
+import { dim, formatBytes, formatDuration, green, handler, out, printJson, withStore } from '../ui/output.js';
 
 interface Args {
   base: string;
@@ -56,7 +56,7 @@ export const consolidateCommand: CommandModule<object, Args> = {
         if (!a.json) {
           out(
             `${r.version} (${r.commit.slice(0, 12)}): ${name(r.adapter)} merged into ${name(r.base)} ` +
-              `by ${r.worker} on ${r.device} in ${r.seconds.toFixed(1)} s${r.backup ? `; backed up to '${r.backup}' first` : ''}`,
+              `by ${r.worker} on ${r.device} in ${formatDuration(r.seconds)}${r.backup ? `; backed up to '${r.backup}' first` : ''}`,
           );
         }
         let pushed: PushResult | undefined;

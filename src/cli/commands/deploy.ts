@@ -10,7 +10,7 @@ import { deploy, remoteDeployStatus, rollback, type DeployOutcome } from '../../
 import { applyDeploy } from '../../deploy/apply.js';
 import { defaultDeployConfig, readDeployConfig, triggerRef, DEPLOY_FILE } from '../../repo/deploy-config.js';
 import type { DeployAction, DeployStatus } from '../../repo/deploy-records.js';
-import { dim, green, handler, out, printJson, progressBar, red, withStore } from '../ui/output.js';
+import { dim, formatDuration, green, handler, out, printJson, progressBar, red, withStore } from '../ui/output.js';
 
 
 interface Args {
@@ -27,7 +27,7 @@ function report(o: DeployOutcome, json: boolean, what: string): void {
   const a = o.attempt;
   if (json) printJson(o);
   else if (!a) out(`${o.version} is already live on ${o.remote}`);
-  else if (a.result === 'ok') out(green(`${a.version} is live on ${o.remote} (${what}, ${a.seconds?.toFixed(2)} s)`));
+  else if (a.result === 'ok') out(green(`${a.version} is live on ${o.remote} (${what}, ${formatDuration(a.seconds)})`));
   if (a && a.result !== 'ok') throw new MstoreError('EREMOTE', `${what} of ${a.version} failed on ${o.remote}: ${a.reason ?? 'the attempt did not finish'}`);
   if (!a && o.status.live?.commit !== o.commit) throw new MstoreError('EREMOTE', `${o.remote} did not deploy ${o.version} (no deploy attempt was recorded; is its post-receive hook installed?)`);
 }

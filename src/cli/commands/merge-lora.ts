@@ -4,7 +4,7 @@ import { mkdtemp, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { mergeLora, type MergeResult } from '../../merge/merge.js';
 import { MstoreError } from '../../lib/errors.js';
-import { dim, formatBytes, handler, out, printJson, progressBar, wholeNumber } from '../ui/output.js';
+import { dim, formatBytes, formatDuration, handler, out, printJson, progressBar, wholeNumber } from '../ui/output.js';
 
 interface Args {
   base: string;
@@ -66,7 +66,7 @@ export const mergeLoraCommand: CommandModule<object, Args> = {
     }
     if (a.json) return printJson({ out: dest, ...r });
     out(`merged ${r.merged.length} of ${r.tensors} tensors (${r.format} adapter: ${summary(r) || 'nothing to merge'}) into ${a.out}`);
-    out(dim(`${r.weightFiles.length} weight file(s), ${formatBytes(r.bytes)} in ${r.seconds.toFixed(2)} s on ${r.threads} thread(s); ${r.copied.length} other file(s) copied`));
+    out(dim(`${r.weightFiles.length} weight file(s), ${formatBytes(r.bytes)} in ${formatDuration(r.seconds)} on ${r.threads} thread(s); ${r.copied.length} other file(s) copied`));
     for (const c of r.configChanges) out(`config.json: ${c}`);
     if (r.skipped.length) out(`not copied (weights in another format): ${r.skipped.join(', ')}`);
   }),

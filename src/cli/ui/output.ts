@@ -1,4 +1,9 @@
-/** Rendering shared by the commands: bytes, colour, JSON, progress bars, errors; and their argument checks. */
+/**
+ * Rendering shared by the commands: bytes, rates, durations, colour, JSON, progress bars,
+ * errors; and their argument checks. The one place numbers become text for people: a size,
+ * rate or duration printed anywhere in cli/ goes through formatBytes/formatRate/formatDuration
+ * (whole bytes, at most 3 significant digits, a unit), never a raw float or a rounded 2^63.
+ */
 import cliProgress from 'cli-progress';
 import { MstoreError, errorLine } from '../../lib/errors.js';
 import { Store } from '../../repo/store.js';
@@ -6,16 +11,36 @@ import { removalHint } from '../../repo/reflog.js';
 import { exitStatus } from '../exit-codes.js';
 import type { Progress } from '../../lib/progress.js';
 
+/** A byte count as people read it: `512 B`, `1.91 MiB`, `8.00 EiB`; `-` for unknown or not a count. */
 export function formatBytes(n: number | undefined): string {
-  if (n === undefined) return '-';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  if (n === undefined || !Number.isFinite(n) || n < 0) return '-';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
   let v = n;
   let u = 0;
   while (v >= 1024 && u < units.length - 1) {
     v /= 1024;
     u++;
   }
-  return u === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
+  if (u === 0) return `${Math.round(n)} B`;
+  return `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`;
+}
+
+/** Bytes over seconds as a rate: `386 B/s`, `9.05 MiB/s`; `-` when there is no time to divide by. */
+export function formatRate(bytes: number, seconds: number): string {
+  if (!(seconds > 0) || !Number.isFinite(bytes)) return '-';
+  return `${formatBytes(bytes / seconds)}/s`;
+}
+
+/** A duration in seconds: `85 ms`, `2.31 s`, `14.2 s`, `3 min 05 s`, `2 h 07 min`. */
+export function formatDuration(seconds: number | undefined): string {
+  if (seconds === undefined || !Number.isFinite(seconds) || seconds < 0) return '-';
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 10) return `${seconds.toFixed(2)} s`;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const whole = Math.round(seconds);
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${String(whole % 60).padStart(2, '0')} s`;
+  const minutes = Math.round(seconds / 60);
+  return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, '0')} min`;
 }
 
 /** The one colour switch: stdout is a terminal and NO_COLOR is unset. */
@@ -71,7 +96,7 @@ export function progressBar(label: string): { update: (p: { done: number; total:
   let running = false;
   return {
     update: (p) => {
-      const rate = `${formatBytes((p.done / Math.max(0.001, (Date.now() - started) / 1000)) | 0)}/s`;
+      const rate = formatRate(p.done, Math.max(0.001, (Date.now() - started) / 1000));
       const payload = { done: formatBytes(p.done), size: formatBytes(p.total), rate };
       if (!running) {
         bar.start(Math.max(1, p.total), p.done, payload);

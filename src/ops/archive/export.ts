@@ -166,7 +166,7 @@ async function collectContent(store: Store, versions: Selected[]): Promise<Conte
   for (const v of versions) {
     for (const [p, e] of modelEntries(await repo.readFlatTree(v.tree))) {
       if (e.mode === '120000') continue;
-      const ptr = parsePointer(await repo.readBlob(e.blob));
+      const ptr = parsePointer(await repo.readBlob(e.blob), `${v.name}:${p}`);
       if (!ptr || manifests.has(ptr.oid)) continue;
       const use = `${v.name}:${p}`;
       const f = index.file(Buffer.from(ptr.oid, 'hex'));
@@ -448,7 +448,7 @@ async function writeFiles(store: Store, tar: TarFile, versions: Selected[], warn
         versionLinks.add(p);
         continue;
       }
-      const ptr = parsePointer(await repo.readBlob(e.blob));
+      const ptr = parsePointer(await repo.readBlob(e.blob), use);
       entries.set(name, ptr ? { ...base, kind: 'lfs', oid: ptr.oid, size: ptr.size } : { ...base, kind: 'git' });
     }
   }

@@ -232,7 +232,7 @@ async function scanBundle(store: Store, file: string, display: string): Promise<
       }
       plan.objects.set(s.id, { type: o.type, links });
       if (o.type === 'blob') {
-        const ptr = parsePointer(o.content);
+        const ptr = parsePointer(o.content, name);
         if (ptr) pointers.set(s.id, ptr);
       }
     } else if (s.section === 2) {

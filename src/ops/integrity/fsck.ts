@@ -80,6 +80,8 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
   let packBytes = 0;
   let damaged = 0;
   let unindexed = 0;
+  /** File oid -> the unindexed pack that holds its manifest. */
+  const onlyUnindexed = new Map<string, string>();
   for (const id of onDisk) {
     try {
       const entries = await readPackTable(store.packsDir, id);
@@ -95,9 +97,12 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
       // An interrupted gc leaves its old pack behind once every live entry has a new home.
       const redundant = t && [...t.values()].every((e) => (e.type === ENTRY_CHUNK ? index.hasChunk(e.id) : index.hasFile(e.id)));
       if (redundant) notes.push(`pack ${id} is not in the index but holds nothing the index lacks (left by an interrupted gc or commit; the next writer indexes it, gc then drops it)`);
-      else {
+      else if (t) {
+        // Sealed by a writer that did not finish (docs/format.md §9.2): harmless unless a version
+        // needs what it holds, which the content check below reports with the repair.
         unindexed++;
-        problems.push(`pack ${id} is not in the index (run 'mstore fsck --repair-index')`);
+        for (const e of t.values()) if (e.type === ENTRY_FILE) onlyUnindexed.set(e.id.toString('hex'), id);
+        notes.push(`pack ${id} is not in the index (sealed by a writer that did not finish; the next writer indexes it, or 'mstore fsck --repair-index')`);
       }
     }
   }
@@ -189,7 +194,9 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
     const f = index.file(Buffer.from(oid, 'hex'));
     if (!f) {
       // Content a version needs that no pack holds (a lost pack): verify names every version.
-      if (++absent <= MAX_LISTED) problems.push(`content ${oid} (${use.uses[0]}${use.uses.length > 1 ? ` and ${use.uses.length - 1} more` : ''}) is in no pack the index knows`);
+      const where = onlyUnindexed.get(oid);
+      const what = `content ${oid} (${use.uses[0]}${use.uses.length > 1 ? ` and ${use.uses.length - 1} more` : ''})`;
+      if (++absent <= MAX_LISTED) problems.push(where ? `${what} is only in pack ${where}, which is not in the index (run 'mstore fsck --repair-index')` : `${what} is in no pack the index knows`);
       continue;
     }
     for (const c of f.chunks) liveChunks.add(c.id.toString('hex'));

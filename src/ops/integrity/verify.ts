@@ -9,6 +9,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { MstoreError } from '../../lib/errors.js';
+import { sha256 } from '../../lib/hashing.js';
 import type { Store } from '../../repo/store.js';
 import { ContentReader } from '../../repo/content.js';
 import { packPath, readPackTable, ENTRY_CHUNK, type PackEntry } from '../../repo/pack.js';
@@ -20,6 +21,11 @@ import { indexPageProblems } from '../../repo/index-check.js';
 import { indexDamaged } from '../../repo/index-db.js';
 
 export type VerifyMode = 'full' | 'quick' | 'sample';
+
+/** A chunk's place in the seeded sample order: a fraction in [0, 1). */
+function sampleKey(seed: number, id: Buffer): number {
+  return sha256(Buffer.concat([Buffer.from(`mstore-sample ${seed} `), id])).readUInt32BE(0) / 2 ** 32;
+}
 
 export interface VerifyOptions {
   /** Revisions to check; with neither `revs` nor `commits`, every version a ref reaches. */
@@ -41,6 +47,12 @@ export interface VerifyOptions {
    */
   wholeOnReceipt?: ReadonlySet<string>;
   random?: () => number;
+  /**
+   * Sample mode: choose the chunks by seed instead of at random. A chunk is read when
+   * sha256("mstore-sample <seed> <chunk id>") read as a fraction falls below the share, so the
+   * same seed reads the same chunks of a store, whatever the order it lists them in.
+   */
+  sampleSeed?: number;
   onProgress?: (p: { done: number; total: number }) => void;
 }
 
@@ -154,7 +166,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
           continue;
         }
         if (e.mode === '120000') continue;
-        const ptr = parsePointer(blob);
+        const ptr = parsePointer(blob, `${name}:${p}`);
         if (!ptr) continue;
         const use = files.get(ptr.oid);
         if (use) {
@@ -258,10 +270,12 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       chunks = opts.chunkIds ? verified.size : chunkLocs.size;
     } else if (mode === 'sample') {
       const rnd = opts.random ?? Math.random;
+      const seed = opts.sampleSeed;
+      const draw = seed === undefined ? () => rnd() : (c: { id: Buffer }) => sampleKey(seed, c.id);
       const share = opts.samplePercent! / 100;
-      const all = [...chunkLocs.values()];
-      const picked = all.filter(() => rnd() < share);
-      if (!picked.length && all.length) picked.push(all[Math.floor(rnd() * all.length)]);
+      const all = [...chunkLocs.values()].map((c) => ({ c, key: draw(c) }));
+      const picked = all.filter((x) => x.key < share).map((x) => x.c);
+      if (!picked.length && all.length) picked.push(all.reduce((a, b) => (b.key < a.key ? b : a)).c);
       const total = picked.reduce((a, c) => a + c.length, 0);
       for (const c of picked) {
         const use = files.get(c.oid)!;

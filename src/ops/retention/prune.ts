@@ -4,7 +4,8 @@
  *   keep-last N     the N newest;
  *   keep-within D   created within D of the newest version of the line (not of "now");
  *   keep-tag P      a user tag matching the glob P points at it.
- * An empty policy is refused. The rest go through `rm` (backup first, ref history, grace).
+ * An empty policy is refused, and so is one whose every rule keeps nothing (`--keep-last 0`,
+ * `--keep-within 0d`): restic reads that as empty too. The rest go through `rm` (backup first, ref history, grace).
  */
 import picomatch from 'picomatch';
 import { MstoreError } from '../../lib/errors.js';
@@ -44,6 +45,25 @@ export function checkPolicy(p: PrunePolicy): void {
   if (p.keepLast !== undefined && (!Number.isInteger(p.keepLast) || p.keepLast < 0)) {
     throw new MstoreError('EUSAGE', `--keep-last expects a non-negative integer, got ${p.keepLast}`);
   }
+  // restic reads a rule that keeps nothing (`--keep-last 0`, `--keep-within 0d`) as absent; a
+  // policy of such rules alone is empty, and would remove every version, the newest included.
+  const zero = [
+    ...(p.keepLast === 0 ? ['--keep-last 0'] : []),
+    ...(p.keepWithin !== undefined && isZeroDuration(p.keepWithin) ? [`--keep-within ${p.keepWithin}`] : []),
+  ];
+  const keeping = (p.keepLast ?? 0) > 0 || (p.keepWithin !== undefined && !isZeroDuration(p.keepWithin)) || !!p.keepTags?.length;
+  if (!keeping) {
+    throw new MstoreError(
+      'EUSAGE',
+      `refusing to prune: ${zero.join(' with ')} keeps nothing, an empty policy (restic removes nothing for it): give --keep-last N (N >= 1), a non-zero --keep-within or --keep-tag`,
+      { what: zero.join(' ') },
+    );
+  }
+}
+
+/** A duration all of whose fields are zero (`0d`, `0y0m0d0h`): it keeps nothing. */
+function isZeroDuration(duration: string): boolean {
+  return /^[0ymdh]+$/.test(duration) && !/[1-9]/.test(duration);
 }
 
 /** The decision for every version of the selected lines. */
