@@ -116,7 +116,7 @@ test('#17.1 a push whose last ref clashes with a ref on the box moves nothing (r
     assert.is(git(box.gitdir, ['update-ref', 'refs/heads/zline', v1]).code, 0);
     const refs = refsOf(box.gitdir);
     const history = reflogBytes(box.store);
-    const line = refusedUnchanged(ws, ['v001', 'v003', 'zline/v001'], 'push latest v003 zline/v001', 1, /refs\/heads\/zline/, () =>
+    const line = refusedUnchanged(ws, ['v001', 'v003', 'zline/v001'], 'push latest v003 zline/v001', 2, /refs\/heads\/zline/, () =>
       mstore(ws, ['push', 'box', 'latest', 'v003', 'zline/v001'], env),
     );
     assert.not.match(line, /EISDIR|ENOTDIR|EEXIST|\/tmp\//, 'no errno, no path');
@@ -233,7 +233,7 @@ test('#20.7 restore brings back the whole group or nothing, one line naming the 
     // The tag's name is now a folder: a line `exp` has refs/tags/exp/v001.
     writeModelDir(ws, { ...small, step: 7 });
     ok(ws, ['commit', '-m', 'exp line', '--line', 'exp']);
-    const line = refusedUnchanged(ws, ['v001', 'exp/v001'], 'restore v002 whose tag exp is now a line', 1, /refs\/tags\/exp/, () => mstore(ws, ['restore', 'v002']));
+    const line = refusedUnchanged(ws, ['v001', 'exp/v001'], 'restore v002 whose tag exp is now a line', 2, /refs\/tags\/exp/, () => mstore(ws, ['restore', 'v002']));
     assert.not.match(line, /EISDIR|ENOTDIR|\.mstore|\/tmp\//, 'no errno, no internal path');
     expectRefusal(mstore(ws, ['show', 'v002']), 1, /v002/, 'v002 stays removed');
   } finally {
