@@ -21,7 +21,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { CLI, cleanup, git, layerTensors, listeningUrl, mstore, tmpDir, writeModelDir, type RunResult } from './helpers.js';
-import { expectRefusal, refusedUnchanged } from './hostile-helpers.js';
+import { assertIntact, expectRefusal, refusedUnchanged, storeBytes, versionContents } from './hostile-helpers.js';
 import { Store } from '../src/repo/store.js';
 import { StoreRemote } from '../src/remote/transport/path.js';
 import { push } from '../src/remote/push.js';
@@ -66,10 +66,12 @@ interface Box {
   stop(): Promise<void>;
 }
 
-/** `mstore serve` over a new bare store, with one push token. */
-async function serveBox(root: string): Promise<Box> {
+/** `mstore serve` over a new bare store, with one push token; `config` is merged into its config.json first. */
+async function serveBox(root: string, config: Record<string, unknown> = {}): Promise<Box> {
   const store = path.join(root, 'box');
   ok(root, ['init', '--bare', store]);
+  const cfgFile = path.join(store, 'config.json');
+  writeFileSync(cfgFile, `${JSON.stringify({ ...(JSON.parse(readFileSync(cfgFile, 'utf8')) as object), ...config }, null, 2)}\n`);
   const tokens = path.join(root, 'tokens');
   writeFileSync(tokens, `push ${TOKEN}\n`, { mode: 0o600 });
   const child = spawn(process.execPath, [CLI, 'serve', store, '--listen', '127.0.0.1:0', '--tokens', tokens], {
@@ -116,7 +118,7 @@ test('#17.1 a push whose last ref clashes with a ref on the box moves nothing (r
     assert.is(git(box.gitdir, ['update-ref', 'refs/heads/zline', v1]).code, 0);
     const refs = refsOf(box.gitdir);
     const history = reflogBytes(box.store);
-    const line = refusedUnchanged(ws, ['v001', 'v003', 'zline/v001'], 'push latest v003 zline/v001', 2, /refs\/heads\/zline/, () =>
+    const line = refusedUnchanged(ws, ['zline/v001'], 'push latest v003 zline/v001', 2, /refs\/heads\/zline/, () =>
       mstore(ws, ['push', 'box', 'latest', 'v003', 'zline/v001'], env),
     );
     assert.not.match(line, /EISDIR|ENOTDIR|EEXIST|\/tmp\//, 'no errno, no path');
@@ -132,7 +134,7 @@ test('#17.2 refs are read by their exact name; a name that shadows another names
   const root = tmpDir('mstore-hrefs-');
   const box = await serveBox(root);
   try {
-    const ws = workspace(root, 'ws', 3);
+    const ws = workspace(root, 'ws', 1);
     const gitdir = path.join(ws, '.mstore', 'git');
     const v1 = git(gitdir, ['rev-parse', 'v001^{commit}']).stdout.trim();
     // Exact reads: a ref refs/heads/refs/tags/v004 (say from an old server) is not v004.
@@ -144,7 +146,7 @@ test('#17.2 refs are read by their exact name; a name that shadows another names
     ok(ws, ['remote', 'add', 'box', box.url, '--token-env', 'BOX_TOKEN']);
     ok(ws, ['push', 'box', 'v001'], env);
     const refs = refsOf(box.gitdir);
-    refusedUnchanged(ws, ['v001', 'v003'], 'push refs/heads/refs/tags/v004', 2, /refs\/heads\/refs\/tags\/v004.*(shadow|namespace)/, () =>
+    refusedUnchanged(ws, ['v001'], 'push refs/heads/refs/tags/v004', 2, /refs\/heads\/refs\/tags\/v004.*(shadow|namespace)/, () =>
       mstore(ws, ['push', 'box', 'refs/heads/refs/tags/v004'], env),
     );
     assert.is(refsOf(box.gitdir), refs, 'the box has no new ref');
@@ -194,18 +196,15 @@ test('#17.10 ref names the writer would reject get 400 with the rule, never 500'
 
 test('#17.7 the number of refs is capped (config maxRefs): refused with the rule, nothing moved', async () => {
   const root = tmpDir('mstore-hrefs-');
-  const box = await serveBox(root);
+  const box = await serveBox(root, { maxRefs: 3 });
   try {
-    const cfgFile = path.join(box.store, 'config.json');
-    const cfg = JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
-    writeFileSync(cfgFile, `${JSON.stringify({ ...cfg, maxRefs: 4 }, null, 2)}\n`);
-    const ws = workspace(root, 'ws', 4);
+    const ws = workspace(root, 'ws', 3);
     const env = { BOX_TOKEN: TOKEN };
     ok(ws, ['remote', 'add', 'box', box.url, '--token-env', 'BOX_TOKEN']);
-    ok(ws, ['push', 'box', 'v002'], env); // latest, v001, v002: 3 refs
+    ok(ws, ['push', 'box', 'v001'], env); // latest, v001: 2 refs
     const refs = refsOf(box.gitdir);
     const history = reflogBytes(box.store);
-    refusedUnchanged(ws, ['v004'], 'push v004 over the cap', 1, /4 refs|maxRefs/, () => mstore(ws, ['push', 'box', 'v004'], env));
+    refusedUnchanged(ws, ['v003'], 'push v003 over the cap', 1, /4 refs.*maxRefs/, () => mstore(ws, ['push', 'box', 'v003'], env));
     assert.is(refsOf(box.gitdir), refs, 'no ref moved on the box');
     assert.is(reflogBytes(box.store), history, "the box's ref history is unchanged");
     const v1 = git(box.gitdir, ['rev-parse', 'refs/tags/v001']).stdout.trim();
@@ -233,7 +232,7 @@ test('#20.7 restore brings back the whole group or nothing, one line naming the 
     // The tag's name is now a folder: a line `exp` has refs/tags/exp/v001.
     writeModelDir(ws, { ...small, step: 7 });
     ok(ws, ['commit', '-m', 'exp line', '--line', 'exp']);
-    const line = refusedUnchanged(ws, ['v001', 'exp/v001'], 'restore v002 whose tag exp is now a line', 2, /refs\/tags\/exp/, () => mstore(ws, ['restore', 'v002']));
+    const line = refusedUnchanged(ws, ['exp/v001'], 'restore v002 whose tag exp is now a line', 2, /refs\/tags\/exp/, () => mstore(ws, ['restore', 'v002']));
     assert.not.match(line, /EISDIR|ENOTDIR|\.mstore|\/tmp\//, 'no errno, no internal path');
     expectRefusal(mstore(ws, ['show', 'v002']), 1, /v002/, 'v002 stays removed');
   } finally {
@@ -251,10 +250,14 @@ test('#20.14 tag names get their real rule; an ambiguous commit-id prefix is cal
       ['x.lock', /\.lock/],
       ['x'.repeat(300), /255 bytes/],
     ];
+    const before = versionContents(ws, ['v001']);
     for (const [name, rule] of cases) {
-      const line = refusedUnchanged(ws, ['v001'], `tag '${name.slice(0, 20)}'`, 2, rule, () => mstore(ws, ['tag', name, 'v001']));
+      const bytes = storeBytes(ws);
+      const line = expectRefusal(mstore(ws, ['tag', name, 'v001']), 2, rule, `tag '${name.slice(0, 20)}'`);
       assert.not.match(line, /reserved|ENAMETOOLONG|\.mstore/, `tag '${name.slice(0, 20)}': its own rule, no internal path`);
+      assert.is(storeBytes(ws), bytes, `tag '${name.slice(0, 20)}': the store's files are unchanged`);
     }
+    assertIntact(ws, before, 'after the refused tags');
     // Two commits whose ids share their first 7 hex digits, written into the store's git.
     const gitdir = path.join(ws, '.mstore', 'git');
     const tree = git(gitdir, ['rev-parse', 'v001^{tree}']).stdout.trim();
