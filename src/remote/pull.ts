@@ -160,7 +160,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
           throw nonFastForward(ref, `this store has ${cur.slice(0, 12)}, which ${remote.display}'s ${value.slice(0, 12)} does not descend from`);
         }
       }
-      moves.push({ ref, value });
+      moves.push({ ref, value, expect: cur ?? null });
     }
     if (!moves.length) return result;
     result.upToDate = false;

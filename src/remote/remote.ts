@@ -115,23 +115,10 @@ export function checkObjectId(kind: ObjectKind, id: string): void {
 }
 
 /**
- * Ref names a remote accepts: under refs/, git's check-ref-format rules that matter for a
- * path-backed store (no `..`, no empty or dot-led components, no control characters or
- * NUL, no `\`, not ending in `.lock`).
+ * Ref names a remote accepts: the one rule of repo/ref-names.ts (git's check-ref-format, parts
+ * of at most 255 bytes, no name that shadows another namespace), at every transport's door.
  */
-export function checkRefName(ref: string): void {
-  const bad =
-    !ref.startsWith('refs/') ||
-    ref.length > 1024 ||
-    // eslint-disable-next-line no-control-regex
-    /[\x00-\x20\x7f~^:?*[\\]/.test(ref) ||
-    ref.includes('..') ||
-    ref.includes('@{') ||
-    ref.endsWith('/') ||
-    ref.endsWith('.lock') ||
-    ref.split('/').some((c) => c === '' || c.startsWith('.'));
-  if (bad) throw new MstoreError('EBADNAME', `invalid ref name '${ref.replace(/[\x00-\x1f]/g, '?').slice(0, 200)}'`);
-}
+export { checkRefName } from '../repo/ref-names.js';
 
 export function checkOid(value: string, what: string): void {
   if (!/^[0-9a-f]{40}$/.test(value)) throw new MstoreError('EBADINPUT', `${what}: '${value.slice(0, 80)}' is not a 40-hex object id`);

@@ -1,8 +1,12 @@
 /**
  * The version records: a bare git repository written and read with isomorphic-git.
  * Trees are handled as flat maps (path -> mode + blob id), like git's index.
+ * Refs are read and written by their exact full name only (no guessing of namespaces).
  */
+import { readFile, rmdir } from 'node:fs/promises';
+import path from 'node:path';
 import git from 'isomorphic-git';
+import { MstoreError } from '../lib/errors.js';
 import { gitFs } from './git-fs.js';
 
 export type FileMode = '100644' | '100755' | '120000';
@@ -160,21 +164,62 @@ export class GitRepo {
     return { tag: t.tag, message: t.message };
   }
 
-  /** The value of a ref, or undefined. Does not follow tags. */
-  async readRef(ref: string): Promise<string | undefined> {
+  /**
+   * The value of the ref with exactly this full name, or undefined. Never guesses: unlike git's
+   * rev-parse (and isomorphic-git's resolveRef) it does not also try refs/<name>,
+   * refs/tags/<name>, refs/heads/<name>, so no ref can answer for another. A loose ref file
+   * first, then packed-refs; a symbolic ref (`ref: …`) is followed by its exact name. Does not
+   * follow tags.
+   */
+  async readRef(ref: string, depth = 5): Promise<string | undefined> {
+    let text: string | undefined;
     try {
-      return await git.resolveRef({ ...this.base, ref });
+      text = (await readFile(path.join(this.gitdir, ref), 'utf8')).trim();
     } catch {
-      return undefined;
+      text = (await this.packedRefs()).get(ref);
+    }
+    if (text === undefined) return undefined;
+    if (text.startsWith('ref: ')) return depth > 0 ? this.readRef(text.slice(5).trim(), depth - 1) : undefined;
+    return /^[0-9a-f]{40}$/.test(text) ? text : undefined;
+  }
+
+  /** packed-refs (written by `git pack-refs`, never by mstore): name -> value. */
+  private async packedRefs(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const text = await readFile(path.join(this.gitdir, 'packed-refs'), 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      const m = /^([0-9a-f]{40}) (\S+)$/.exec(line);
+      if (m) out.set(m[2], m[1]);
+    }
+    return out;
+  }
+
+  /**
+   * Writes a ref (its name already passed ref-names.ts). An empty folder left where the ref
+   * file goes (its refs were deleted by another git) is removed first; a folder with refs in it
+   * stays and the write fails (moveRefs refuses such a name before anything moves).
+   */
+  async writeRef(ref: string, value: string, force = true): Promise<void> {
+    try {
+      await git.writeRef({ ...this.base, ref, value, force });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EISDIR') throw e;
+      await rmdir(path.join(this.gitdir, ref));
+      await git.writeRef({ ...this.base, ref, value, force });
     }
   }
 
-  writeRef(ref: string, value: string, force = true): Promise<void> {
-    return git.writeRef({ ...this.base, ref, value, force });
-  }
-
-  deleteRef(ref: string): Promise<void> {
-    return git.deleteRef({ ...this.base, ref });
+  /** Deletes a ref, then the folders of refs it leaves empty (up to refs/<namespace>/). */
+  async deleteRef(ref: string): Promise<void> {
+    await git.deleteRef({ ...this.base, ref });
+    const parts = ref.split('/');
+    for (let i = parts.length - 1; i > 2; i--) {
+      const removed = await rmdir(path.join(this.gitdir, ...parts.slice(0, i))).then(
+        () => true,
+        () => false,
+      );
+      if (!removed) break;
+    }
   }
 
   /** Every tag that leads to a commit, sorted by name: its name, its own object and the commit. */
@@ -197,11 +242,20 @@ export class GitRepo {
     return git.listRefs({ ...this.base, filepath: prefix });
   }
 
+  /**
+   * The object id a hex prefix names; undefined when none. A prefix of several ids throws
+   * EUNKNOWNREV saying it is ambiguous and listing the candidates (type and id), as git does.
+   */
   async expandOid(short: string): Promise<string | undefined> {
     try {
       return await git.expandOid({ ...this.base, oid: short, cache: this.cache });
-    } catch {
-      return undefined;
+    } catch (e) {
+      const matches = (e as { code?: string; data?: { matches?: string[] } }).code === 'AmbiguousError' ? (e as { data: { matches?: string[] } }).data.matches : undefined;
+      if (!matches?.length) return undefined;
+      const listed: string[] = [];
+      for (const oid of [...matches].sort().slice(0, 10)) listed.push(`${await this.readObjectType(oid).catch(() => 'object')} ${oid}`);
+      const more = matches.length > 10 ? ` and ${matches.length - 10} more` : '';
+      throw new MstoreError('EUNKNOWNREV', `'${short}' is ambiguous: ${matches.length} objects start with it (${listed.join(', ')}${more}); give more digits`, { what: short });
     }
   }
 }

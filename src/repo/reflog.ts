@@ -9,11 +9,14 @@ import { MstoreError } from '../lib/errors.js';
 import { now } from '../lib/clock.js';
 import { appendRecords, readRecords, recordsFromEnd } from '../lib/journal.js';
 import type { GitRepo } from './git.js';
+import { checkRefName, DEFAULT_MAX_REFS, shown } from './ref-names.js';
 
 /** What the ref history needs of a store: not Store itself, which calls finishLastOperation (no cycle). */
 export interface RefStore {
   readonly dir: string;
   readonly repo: GitRepo;
+  /** The store's configuration; `maxRefs` caps the refs it holds (default DEFAULT_MAX_REFS). */
+  readonly config?: { readonly maxRefs?: number };
 }
 
 export const REFLOG_FILE = 'reflog.jsonl';
@@ -32,7 +35,8 @@ export type RefReason =
   | 'backup'
   | 'backup-restore'
   | 'label'
-  | 'consolidate';
+  | 'consolidate'
+  | 'rollback';
 
 export interface RefLogEntry {
   /** ISO 8601, from the store clock. */
@@ -54,6 +58,8 @@ export interface RefMove {
   value: string | null;
   /** Refuse if the ref exists (create only). */
   create?: boolean;
+  /** Compare-and-swap: the value the ref must hold now (null: it must not exist); undefined: any. */
+  expect?: string | null;
 }
 
 export function newOpId(): string {
@@ -95,8 +101,14 @@ export async function* refLogFromEnd(store: RefStore): AsyncGenerator<RefLogEntr
 }
 
 /**
- * Moves refs as one recorded operation: the history entries are made durable first, then
- * the refs are written in order. Caller holds the store lock. Returns the entries written.
+ * The one way a group of refs moves (commit, tag, rm, restore, push, pull, import, backups,
+ * labels, deploy): all or none. First every move is checked without writing anything: its
+ * name (ref-names.ts), the compare-and-swap expectation, create-only, a folder/file clash with
+ * an existing ref or another ref of the group, and the store's ref cap. Then the history
+ * entries are made durable (write-ahead), then the refs are written, deletions first. If a
+ * write fails midway, the refs already moved are put back (recorded as a `rollback`). A crash
+ * in the middle is finished from the history by the next writer (finishLastOperation). Caller
+ * holds the store lock. Returns the entries written (moves to the value a ref already has are none).
  */
 export async function moveRefs(
   store: RefStore,
@@ -104,34 +116,91 @@ export async function moveRefs(
   reason: RefReason,
   opts: { op?: string; message?: string } = {},
 ): Promise<RefLogEntry[]> {
+  const entries = await planMoves(store, moves, reason, opts);
+  if (!entries.length) return entries;
+  await appendRecords(journalPath(store), entries);
+  await applyEntries(store, entries, reason);
+  return entries;
+}
+
+/** The entries of a group of moves, every check done and nothing written; throws on the first refusal. */
+async function planMoves(store: RefStore, moves: RefMove[], reason: RefReason, opts: { op?: string; message?: string }): Promise<RefLogEntry[]> {
   const repo = store.repo;
   const op = opts.op ?? newOpId();
   const time = now().toISOString();
+  const seen = new Set<string>();
   const entries: RefLogEntry[] = [];
   for (const m of moves) {
+    if (seen.has(m.ref)) throw new MstoreError('EBADINPUT', `${shown(m.ref)} appears twice in one update; no ref moved`, { what: m.ref });
+    seen.add(m.ref);
+    if (m.value !== null) checkRefName(m.ref);
     const old = (await repo.readRef(m.ref)) ?? null;
-    if (m.create && old) throw new MstoreError('ECONFLICT', `${m.ref.replace(/^refs\/(tags|heads)\//, '')} already exists`);
+    if (m.create && old) throw new MstoreError('ECONFLICT', `${m.ref.replace(/^refs\/(tags|heads)\//, '')} already exists`, { what: m.ref });
+    if (m.expect !== undefined && old !== m.expect) {
+      const now = old === null ? 'no longer exists' : `is at ${old.slice(0, 12)} now`;
+      throw new MstoreError('EREJECTED', `${m.ref} ${now}${m.expect ? `, not ${m.expect.slice(0, 12)}` : ''} (it moved meanwhile); no ref moved`, { what: m.ref });
+    }
     if (m.value === null && !old) throw new MstoreError('ENOTFOUND', `${m.ref} does not exist`, { what: m.ref });
     if (old === m.value) continue;
     entries.push({ time, ref: m.ref, old, new: m.value, reason, op, ...(opts.message ? { message: opts.message } : {}) });
   }
-  await appendRecords(journalPath(store), entries);
-  const done: RefLogEntry[] = [];
-  try {
-    for (const e of entries) {
-      if (e.new === null) await repo.deleteRef(e.ref);
-      else await repo.writeRef(e.ref, e.new, true);
-      done.push(e);
+  const deleted = new Set(entries.filter((e) => e.new === null).map((e) => e.ref));
+  const created = entries.filter((e) => e.old === null).map((e) => e.ref);
+  const createdSet = new Set(created);
+  const clash = (ref: string, other: string): MstoreError =>
+    new MstoreError('EBADNAME', `${ref} cannot be created: the ref ${other} exists, and a name cannot be both a ref and a folder of refs; no ref moved`, { what: ref });
+  for (const ref of created) {
+    const parts = ref.split('/');
+    for (let i = 3; i < parts.length; i++) {
+      const prefix = parts.slice(0, i).join('/');
+      if (createdSet.has(prefix) || (!deleted.has(prefix) && (await repo.readRef(prefix)))) throw clash(ref, prefix);
     }
-  } catch (err) {
-    // A ref write refused (a full disk): put back the refs already moved, newest first, so the
-    // operation is all or nothing (a created ref is deleted, which needs no space).
-    for (const e of done.reverse()) {
-      await (e.old === null ? repo.deleteRef(e.ref) : repo.writeRef(e.ref, e.old, true)).catch(() => undefined);
-    }
-    throw err;
+    const below = (await repo.listRefs(ref)).map((r) => `${ref}/${r}`).find((r) => !deleted.has(r));
+    if (below) throw clash(ref, below);
   }
-  return entries;
+  const grows = created.length - deleted.size;
+  if (grows > 0) {
+    const max = store.config?.maxRefs ?? DEFAULT_MAX_REFS;
+    const count = (await repo.listRefs('refs')).length + grows;
+    if (count > max) {
+      throw new MstoreError('EREJECTED', `refused: this would make ${count} refs, over the store's limit of ${max} (config maxRefs); no ref moved`, { what: created[0] });
+    }
+  }
+  // Deletions first: a ref deleted and one created in its place (a folder) never clash on disk.
+  return [...entries.filter((e) => e.new === null), ...entries.filter((e) => e.new !== null)];
+}
+
+async function writeEntry(repo: GitRepo, e: { ref: string; new: string | null }): Promise<void> {
+  if (e.new === null) await repo.deleteRef(e.ref);
+  else await repo.writeRef(e.ref, e.new, true);
+}
+
+/** Errors of a ref write that are about its name (what the checks above should have caught). */
+const NAME_ERRNOS = new Set(['EISDIR', 'ENOTDIR', 'EEXIST', 'ENAMETOOLONG', 'EINVAL']);
+
+/** Writes the entries in order; on a failure puts back the ones already written, then throws. */
+async function applyEntries(store: RefStore, entries: RefLogEntry[], reason: RefReason): Promise<void> {
+  const done: RefLogEntry[] = [];
+  for (const e of entries) {
+    try {
+      await writeEntry(store.repo, e);
+      done.push(e);
+    } catch (err) {
+      const op = newOpId();
+      const time = now().toISOString();
+      const undo: RefLogEntry[] = done.reverse().map((d) => ({ time, ref: d.ref, old: d.new, new: d.old, reason: 'rollback', op, message: `${reason} failed at ${e.ref}` }));
+      if (undo.length) {
+        // Recorded when it can be (on a full disk the record may not fit; the undo happens anyway,
+        // and the history's entries are read against each ref's current value).
+        await appendRecords(journalPath(store), undo).catch(() => undefined);
+        for (const u of undo) await writeEntry(store.repo, u).catch(() => undefined);
+      }
+      const errno = (err as NodeJS.ErrnoException).code;
+      if (err instanceof MstoreError) throw err;
+      if (errno && NAME_ERRNOS.has(errno)) throw new MstoreError('EBADNAME', `cannot write ${shown(e.ref)} (${errno}); no ref of this ${reason} moved`, { what: e.ref });
+      throw err;
+    }
+  }
 }
 
 /**
@@ -149,9 +218,9 @@ export async function finishLastOperation(store: RefStore): Promise<RefLogEntry[
     last.unshift(e);
   }
   if (!last.length) return [];
-  // Only transfers promise that their refs move together; a killed commit is not made to
-  // have happened after the fact.
-  if (!['push', 'pull'].includes(last[0].reason)) return [];
+  // Every group moves all or none; a killed commit, consolidate or deploy is not made to have
+  // happened after the fact (its version tag, if written, stays; deploy reconciles itself).
+  if (['commit', 'consolidate', 'deploy'].includes(last[0].reason)) return [];
   const todo: RefLogEntry[] = [];
   for (const e of last) {
     const cur = (await store.repo.readRef(e.ref)) ?? null;
@@ -159,10 +228,7 @@ export async function finishLastOperation(store: RefStore): Promise<RefLogEntry[
     if (cur !== e.old) return [];
     todo.push(e);
   }
-  for (const e of todo) {
-    if (e.new === null) await store.repo.deleteRef(e.ref);
-    else await store.repo.writeRef(e.ref, e.new, true);
-  }
+  for (const e of todo) await writeEntry(store.repo, e);
   return todo;
 }
 

@@ -16,6 +16,7 @@ import { ParallelHasher } from '../lib/hashing.js';
 import { SharedLock, StoreLock } from '../lib/lock.js';
 import { indexPacks } from './reindex.js';
 import { finishLastOperation } from './reflog.js';
+import { DEFAULT_MAX_REFS } from './ref-names.js';
 import { installDefaultHooks } from './hooks.js';
 import { SLOT_BYTES, type ChunkingConfig } from './content.js';
 import { ObjectSink } from './object-sink.js';
@@ -29,6 +30,8 @@ export interface StoreConfig {
   /** Text files (json, jsonl, yaml, txt, md, ...) up to this size are plain git blobs. */
   textMaxBytes: number;
   chunking: ChunkingConfig;
+  /** The most refs the store holds; a ref update that would pass it is refused (moveRefs). */
+  maxRefs: number;
 }
 
 export function defaultConfig(bare: boolean): StoreConfig {
@@ -42,6 +45,7 @@ export function defaultConfig(bare: boolean): StoreConfig {
       singleChunkBytes: 1024 * 1024,
       packTargetBytes: 256 * 1024 * 1024,
     },
+    maxRefs: DEFAULT_MAX_REFS,
   };
 }
 
@@ -79,7 +83,7 @@ async function readConfig(dir: string): Promise<StoreConfig | undefined> {
 function configProblem(c: StoreConfig): string | undefined {
   const maxChunk = SLOT_BYTES / 2;
   const { pieceBytes, cdc, singleChunkBytes, packTargetBytes } = c.chunking;
-  const ints = { textMaxBytes: c.textMaxBytes, pieceBytes, 'cdc.min': cdc.min, 'cdc.avg': cdc.avg, 'cdc.max': cdc.max, singleChunkBytes, packTargetBytes };
+  const ints = { textMaxBytes: c.textMaxBytes, maxRefs: c.maxRefs, pieceBytes, 'cdc.min': cdc.min, 'cdc.avg': cdc.avg, 'cdc.max': cdc.max, singleChunkBytes, packTargetBytes };
   for (const [k, v] of Object.entries(ints)) if (!Number.isSafeInteger(v) || v <= 0) return `${k} must be a positive integer`;
   if (pieceBytes > maxChunk) return `chunking.pieceBytes must be at most ${maxChunk}`;
   if (!(cdc.min < cdc.avg && cdc.avg < cdc.max)) return 'chunking.cdc needs min < avg < max';

@@ -9,6 +9,7 @@
  */
 import { MstoreError } from '../lib/errors.js';
 import type { GitRepo } from './git.js';
+import { namePartsProblem, refNameProblem, shown } from './ref-names.js';
 
 export const DEFAULT_LINE = 'main';
 export const META_PATH = '.mstore/version.json';
@@ -36,21 +37,34 @@ export interface VersionMeta {
 const COMPONENT = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
 const VERSION_COMPONENT = /^v[0-9]+$/;
 
-function validComponentPath(name: string): boolean {
-  return name.split('/').every((c) => COMPONENT.test(c) && !c.endsWith('.lock') && !c.endsWith('.') && !c.includes('..'));
+/**
+ * Why a tag or line name is not allowed: first the ref-name rule (ref-names.ts: git's
+ * check-ref-format and the 255-byte part limit, with its own reason), then mstore's narrower
+ * alphabet; undefined when it passes both.
+ */
+function shortNameProblem(name: string): string | undefined {
+  const rule = namePartsProblem(name);
+  if (rule) return rule;
+  const part = name.split('/').find((c) => !COMPONENT.test(c));
+  if (part !== undefined) return `'${shown(part)}': a part is letters, digits, '.', '_' and '-', not starting with '.' or '-'`;
+  return undefined;
 }
 
 export function checkLineName(line: string): void {
-  if (!validComponentPath(line) || line.split('/').some((c) => c === 'latest' || VERSION_COMPONENT.test(c))) {
-    throw new MstoreError('EBADNAME', `invalid line name '${line}' (letters, digits, . _ - and /; no 'latest' or vNNN components)`);
+  const why = shortNameProblem(line);
+  if (why) throw new MstoreError('EBADNAME', `invalid line name '${shown(line)}': ${why}`, { what: line });
+  if (line.split('/').some((c) => c === 'latest' || VERSION_COMPONENT.test(c))) {
+    throw new MstoreError('EBADNAME', `invalid line name '${shown(line)}': 'latest' and vNNN parts are reserved (line heads and versions)`, { what: line });
   }
 }
 
-/** User tag names: anything git accepts that cannot collide with version tags or `latest`. */
+/** User tag names: anything the ref rule accepts that cannot collide with version tags or `latest`. */
 export function checkTagName(name: string): void {
+  const why = shortNameProblem(name) ?? refNameProblem(`refs/tags/${name}`);
+  if (why) throw new MstoreError('EBADNAME', `invalid tag name '${shown(name)}': ${why}`, { what: name });
   const parts = name.split('/');
-  if (!validComponentPath(name) || VERSION_COMPONENT.test(parts[parts.length - 1]) || parts[parts.length - 1] === 'latest') {
-    throw new MstoreError('EBADNAME', `invalid tag name '${name}' (vNNN and 'latest' are reserved for versions)`);
+  if (VERSION_COMPONENT.test(parts[parts.length - 1]) || parts[parts.length - 1] === 'latest') {
+    throw new MstoreError('EBADNAME', `invalid tag name '${shown(name)}' (vNNN and 'latest' are reserved for versions)`, { what: name });
   }
 }
 
@@ -123,8 +137,14 @@ export async function resolveRev(repo: GitRepo, rev: string): Promise<string> {
   if (!m || rev.includes('..') || rev.startsWith('-')) throw new MstoreError('EUNKNOWNREV', `unknown revision '${rev}'`, { what: rev });
   const [, base, suffix] = m;
   let oid: string | undefined;
-  const candidates =
-    base === 'latest' ? ['refs/heads/latest'] : base.endsWith('/latest') ? [`refs/heads/${base}`] : [`refs/tags/${base}`, `refs/heads/${base}`];
+  // A full name is read as itself; a short one as a tag, else a head (never refs/<name>).
+  const candidates = base.startsWith('refs/')
+    ? [base]
+    : base === 'latest'
+      ? ['refs/heads/latest']
+      : base.endsWith('/latest')
+        ? [`refs/heads/${base}`]
+        : [`refs/tags/${base}`, `refs/heads/${base}`];
   for (const ref of candidates) {
     oid = await repo.readRef(ref);
     if (oid) break;

@@ -132,17 +132,25 @@ export async function restoreRef(store: Store, name: string): Promise<RestoreRes
     if (!check.ok) {
       throw new MstoreError('EMISSING', `cannot restore ${name}: its content is gone (${check.problems[0].message}); restore it from a backup with 'mstore backup restore NAME ${name}'`);
     }
-    const moves: RefMove[] = [{ ref: deletion.ref, value: deletion.old }];
+    const moves: RefMove[] = [{ ref: deletion.ref, value: deletion.old, expect: null }];
     for (const e of log) {
       if (e.op !== deletion.op || e === deletion || !e.old) continue;
       const peeled = await repo.peelToCommit(e.old).catch(() => undefined);
       if (peeled !== commit) continue;
       const cur = (await repo.readRef(e.ref)) ?? null;
-      if (e.ref.startsWith('refs/tags/') && e.new === null && cur === null) moves.push({ ref: e.ref, value: e.old });
-      if (e.ref.startsWith('refs/heads/') && cur === e.new) moves.push({ ref: e.ref, value: e.old });
+      if (e.ref.startsWith('refs/tags/') && e.new === null && cur === null) moves.push({ ref: e.ref, value: e.old, expect: null });
+      if (e.ref.startsWith('refs/heads/') && cur === e.new) moves.push({ ref: e.ref, value: e.old, expect: cur });
     }
     const meta = await readMeta(repo, commit);
-    const entries = await moveRefs(store, moves, 'restore', { message: `undo ${deletion.reason} of ${deletion.ref} at ${deletion.time}` });
+    // The whole group or nothing: moveRefs checks every ref (a name now taken by a line, say)
+    // before the history is written or any ref moves.
+    let entries: RefLogEntry[];
+    try {
+      entries = await moveRefs(store, moves, 'restore', { message: `undo ${deletion.reason} of ${deletion.ref} at ${deletion.time}` });
+    } catch (e) {
+      if (!(e instanceof MstoreError)) throw e;
+      throw new MstoreError(e.code, `cannot restore ${name}, nothing restored: ${e.message.replace(/; no ref moved$/, '')}`, { what: e.what ?? name });
+    }
     return { ref: deletion.ref, commit, version: meta?.version, entries };
   });
 }

@@ -284,7 +284,7 @@ export class StoreRemote implements Remote {
           const v = await verify(store, { commits, wholeOnReceipt: this.wholeOnReceipt });
           if (!v.ok) throw new MstoreError('ECORRUPT', `${this.display}: the pushed versions failed verification (${v.problems[0].message}${v.problems.length > 1 ? `; ${v.problems.length - 1} more` : ''}); no ref moved`);
         }
-        const moves: RefMove[] = updates.map((u) => ({ ref: u.ref, value: u.new }));
+        const moves: RefMove[] = updates.map((u) => ({ ref: u.ref, value: u.new, expect: u.old }));
         return moveRefs(store, moves, 'push', { message: opts.message });
       },
       this.lockTimeoutMs,
