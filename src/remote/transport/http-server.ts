@@ -52,7 +52,13 @@ export function parseTokens(text: string, file: string): TokenEntry[] {
     const parts = line.split(/[ \t]+/);
     if (parts.length !== 2) throw new MstoreError('EBADINPUT', `${where}: expected 'SCOPE TOKEN' (scope read, push or admin)`);
     const [scope, token] = parts;
-    if (!(scope in SCOPE_RANK)) throw new MstoreError('EBADINPUT', `${where}: unknown scope '${scope.slice(0, 20)}' (read, push or admin)`);
+    if (!Object.hasOwn(SCOPE_RANK, scope)) {
+      // The first word may be the token itself (a line written 'TOKEN SCOPE'): a word is shown
+      // only when it is too short to be any token this server accepts.
+      const shown = /^[a-z]{1,8}$/.test(scope) ? ` '${scope}'` : '';
+      const hint = Object.hasOwn(SCOPE_RANK, token) ? "; the line looks written the wrong way round ('TOKEN SCOPE')" : '';
+      throw new MstoreError('EBADINPUT', `${where}: unknown scope${shown} (each line is 'SCOPE TOKEN', scope read, push or admin${hint}); the token is not shown`);
+    }
     if (!/^[\x21-\x7e]+$/.test(token)) throw new MstoreError('EBADINPUT', `${where}: the token has characters outside printable ASCII`);
     if (token.length < MIN_TOKEN_CHARS) throw new MstoreError('EBADINPUT', `${where}: the token is shorter than ${MIN_TOKEN_CHARS} characters`);
     const digest = createHash('sha256').update(token).digest();
