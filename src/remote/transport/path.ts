@@ -221,12 +221,18 @@ export class StoreRemote implements Remote {
       for (const id of ids) {
         const loc = store.index.chunk(Buffer.from(id, 'hex'));
         if (!loc) throw new MstoreError('EMISSING', `${this.display} has no chunk ${id}`);
-        let fh = handles.get(loc.pack);
-        if (!fh) handles.set(loc.pack, (fh = await open(packPath(store.packsDir, loc.pack), 'r')));
         // Not re-hashed here: the receiver (pull.ts) re-hashes every chunk it gets, and that
         // check is the one that counts (a damaged chunk fails the pull naming it).
         const data = opts.pool?.get(loc.length) ?? Buffer.allocUnsafe(loc.length);
-        const { bytesRead } = await fh.read(data, 0, loc.length, loc.offset);
+        let bytesRead: number;
+        try {
+          let fh = handles.get(loc.pack);
+          if (!fh) handles.set(loc.pack, (fh = await open(packPath(store.packsDir, loc.pack), 'r')));
+          ({ bytesRead } = await fh.read(data, 0, loc.length, loc.offset));
+        } catch (e) {
+          // Named by pack and chunk, never by path: this message may travel to a client.
+          throw new MstoreError('ECORRUPT', `pack ${loc.pack} of ${this.display} cannot be read (${(e as NodeJS.ErrnoException).code ?? 'read error'}; chunk ${id})`);
+        }
         if (bytesRead !== loc.length) throw new MstoreError('ECORRUPT', `pack ${loc.pack} of ${this.display} is truncated (chunk ${id})`);
         yield { kind, id, data };
       }
