@@ -15,6 +15,8 @@ export const HEAVY_PER_TOKEN = 4;
 export const HEAVY_TOTAL = 8;
 /** Default payload bytes of one fetch answer; the client asks again for the rest. */
 export const DEFAULT_MAX_FETCH_BYTES = 256 * 1024 * 1024;
+/** Bytes all fetch answers together may have read ahead of their sockets (16 MiB each at 8 at once). */
+export const FETCH_AHEAD_TOTAL = 128 * 1024 * 1024;
 /** Seconds a refused client is told to wait (Retry-After). */
 export const RETRY_AFTER_S = 1;
 

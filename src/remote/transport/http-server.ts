@@ -19,7 +19,7 @@ import { MstoreError, errorLine, type ErrorCode } from '../../lib/errors.js';
 import { BATCH_IDS, checkObjectId, checkOid, checkRefName, type ObjectKind, type Remote, type RefUpdate, type WireObject } from '../remote.js';
 import { decodeObjects, encodeObjects, MAX_OBJECT_BYTES, WIRE_CONTENT_TYPE } from '../wire.js';
 import { READ_AHEAD_BYTES, readAhead } from '../../lib/read-ahead.js';
-import { canonicalPath, DEFAULT_MAX_FETCH_BYTES, HEAVY_PER_TOKEN, HEAVY_TOTAL, HttpError, MAX_IDS_BODY, redactPaths, Slots } from './http-limits.js';
+import { canonicalPath, DEFAULT_MAX_FETCH_BYTES, FETCH_AHEAD_TOTAL, HEAVY_PER_TOKEN, HEAVY_TOTAL, HttpError, MAX_IDS_BODY, redactPaths, Slots } from './http-limits.js';
 
 export type Scope = 'read' | 'push' | 'admin';
 const SCOPE_RANK: Record<Scope, number> = { read: 1, push: 2, admin: 3 };
@@ -172,7 +172,9 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
   }
   const maxFetchBytes = opts.maxFetchBytes ?? DEFAULT_MAX_FETCH_BYTES;
   if (!Number.isSafeInteger(maxFetchBytes) || maxFetchBytes < 1) throw new MstoreError('EUSAGE', '--max-fetch-bytes must be a positive number of bytes');
-  const slots = new Slots(opts.heavyPerToken ?? HEAVY_PER_TOKEN, opts.heavyTotal ?? HEAVY_TOTAL);
+  const heavyTotal = opts.heavyTotal ?? HEAVY_TOTAL;
+  const slots = new Slots(opts.heavyPerToken ?? HEAVY_PER_TOKEN, heavyTotal);
+  const fetchAhead = Math.min(READ_AHEAD_BYTES, Math.max(MAX_OBJECT_BYTES, Math.floor(FETCH_AHEAD_TOTAL / heavyTotal)));
   const redact = opts.redact ?? [];
   const log = opts.log ?? (() => undefined);
   const remote = opts.remote;
@@ -284,8 +286,9 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
    */
   async function fetchObjects(ctx: Ctx): Promise<void> {
     const { kind, ids } = idsRequest(await readJson(ctx, MAX_IDS_BODY));
-    // Reads (and the store's re-hash) of the next objects overlap with sending this one.
-    const it = readAhead(remote.fetch(kind, ids), (o) => o.data.length, READ_AHEAD_BYTES)[Symbol.asyncIterator]();
+    // Reads of the next objects overlap with sending this one; the bytes read ahead are bounded
+    // for all fetches at once together (FETCH_AHEAD_TOTAL over the heavy-request slots).
+    const it = readAhead(remote.fetch(kind, ids), (o) => o.data.length, fetchAhead)[Symbol.asyncIterator]();
     try {
       const first = await it.next();
       ctx.res.writeHead(200, { 'content-type': WIRE_CONTENT_TYPE, 'cache-control': 'no-store' });
