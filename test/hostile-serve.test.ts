@@ -171,7 +171,13 @@ function rawRequest(port: number, head: string, body?: Buffer): Promise<Raw> {
       resolve({ status: m ? Number(m[1]) : 0, headers, body: rest.join('\r\n\r\n') });
     });
     s.write(head);
-    if (body) s.write(body);
+    if (!body) return;
+    // In pieces, and no more once an answer has come (a refusal before the body was read).
+    void (async () => {
+      for (let o = 0; o < body.length && !parts.length && !s.destroyed; o += 256 * 1024) {
+        if (!s.write(body.subarray(o, o + 256 * 1024))) await new Promise((r) => s.once('drain', r).once('close', r));
+      }
+    })();
   });
 }
 
