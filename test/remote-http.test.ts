@@ -439,7 +439,7 @@ test('bad input: .., absolute paths, NUL in ids or ref names 400; a chunk not ma
       const r = await post('/v1/refs/update', { updates: [{ ref: 'refs/heads/x', old: null, new: value }] });
       assert.is(r.status, 400, JSON.stringify(value));
     }
-    assert.is((await raw(url, 'GET', '/v1/refs%2f..%2f..%2fetc', { token: READ })).status, 404);
+    assert.is((await raw(url, 'GET', '/v1/refs%2f..%2f..%2fetc', { token: READ })).status, 400, 'a non-canonical path (issue 17.11)');
 
     // A chunk whose bytes do not hash to its id, after a good one: 422, nothing of the request kept.
     const good = randomBytes(100_000);
@@ -721,17 +721,20 @@ test('SIGTERM mid-push: the server lets the request in flight finish, refuses ne
     writeModelDir(b.ws, { step: 1, tensors: Array.from({ length: 8 }, (_, i) => ({ name: `t${i}`, dtype: 'BF16', shape: [2048, 4096], seed: 50 + i })) });
     ok(b.ws, ['commit', '-m', 'one']);
     const push = runAsync(b.ws, ['push', 'box', '--json'], b.env);
-    // Stop while an upload is in flight: the server's pack writer holds a temporary pack, part
-    // way into a 64 MiB request (not at its end, so the signal surely lands inside it).
-    const tmp = path.join(b.store, 'tmp');
+    // Stop while an upload is in flight: the server's pack writer holds a temporary pack in the
+    // upload's staging area (incoming/<pid>-<rand>/tmp/), part way into a 64 MiB request (not at
+    // its end, so the signal surely lands inside it).
+    const incoming = path.join(b.store, 'incoming');
     const uploading = (): boolean => {
       try {
-        return readdirSync(tmp).some((f) => {
-          const size = statSync(path.join(tmp, f)).size;
-          return size > 4 * MIB && size < 40 * MIB;
-        });
+        return readdirSync(incoming).some((d) =>
+          readdirSync(path.join(incoming, d, 'tmp')).some((f) => {
+            const size = statSync(path.join(incoming, d, 'tmp', f)).size;
+            return size > 4 * MIB && size < 40 * MIB;
+          }),
+        );
       } catch {
-        return false; // the lock holder recreates tmp/
+        return false; // not there yet, or removed meanwhile
       }
     };
     for (let i = 0; i < 2000 && !uploading(); i++) await pause(5);

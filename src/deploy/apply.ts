@@ -3,6 +3,8 @@
  * hook when the trigger ref moves, and by `deploy rollback` / serve's start-up reconcile.
  * Every step that changes what is live is atomic, so a kill at any moment leaves `current`
  * on a complete, verified directory (the old version or the new):
+ *   0. the version's name (and <dir>) come from the version tag this store holds for the commit,
+ *      never from pushed metadata (deployName);
  *   1. materialise into <root>/.tmp-<dir>-<rand>/ (checkout re-hashes while writing), re-hash
  *      every file against the version's sha256, write the marker, fsync, rename to <root>/<dir>/
  *      — a directory already there whose marker and file stats match is reused as is;
@@ -20,7 +22,7 @@ import { MstoreError } from '../lib/errors.js';
 import { StoreLock } from '../lib/lock.js';
 import { checkout } from '../ops/checkout.js';
 import { listVersionFiles } from '../repo/version-files.js';
-import { readMeta } from '../repo/versions.js';
+import { localRefs, parseVersionTag } from '../repo/refs.js';
 import { fsyncDir } from '../lib/fsutil.js';
 import { moveRefs } from '../repo/reflog.js';
 import { now } from '../lib/clock.js';
@@ -37,6 +39,29 @@ export interface ApplyOptions {
 /** A version's directory name under the root: `exp/v002` -> `exp--v002`. */
 export function versionDirName(version: string): string {
   return version.replace(/\//g, '--');
+}
+
+/** Directory names a deploy may create under the root: never dot-led (.tmp-, .trash-, .current-), never `current`. */
+const DIR_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+
+export function safeDirName(name: string): boolean {
+  return DIR_NAME.test(name) && !name.includes('..') && name !== 'current';
+}
+
+/**
+ * The name a deploy of `commit` goes by, from what this store itself holds, never from the
+ * pushed version.json (which a pusher writes): a version tag whose commit it is (`v004`,
+ * `exp/v002`; the default line first, then the shortest), else the commit's first 12 hex.
+ * Its directory name always passes safeDirName.
+ */
+export async function deployName(store: Store, commit: string): Promise<string> {
+  const names: string[] = [];
+  for (const [ref, value] of await localRefs(store)) {
+    if (!parseVersionTag(ref)) continue;
+    if ((await store.repo.peelToCommit(value).catch(() => undefined)) === commit) names.push(ref.slice('refs/tags/'.length));
+  }
+  names.sort((a, b) => Number(a.includes('/')) - Number(b.includes('/')) || a.length - b.length || (a < b ? -1 : a > b ? 1 : 0));
+  return names.find((n) => safeDirName(versionDirName(n))) ?? commit.slice(0, 12);
 }
 
 async function sha256File(file: string): Promise<string> {
@@ -57,6 +82,7 @@ async function markerHolds(dir: string, m: Marker): Promise<boolean> {
 /** Materialises and verifies `commit` into <root>/<dir>/, or reuses an intact one. */
 async function materialise(store: Store, cfg: DeployConfig, commit: string, version: string, say: (l: string) => void): Promise<string> {
   const dirName = versionDirName(version);
+  if (!safeDirName(dirName)) throw new MstoreError('EBADNAME', `'${dirName.slice(0, 80)}' is not a deploy directory name`);
   const final = path.join(cfg.root, dirName);
   const existing = await readMarker(final);
   if (existing?.commit === commit && (await markerHolds(final, existing))) {
@@ -149,8 +175,7 @@ export async function applyDeploy(store: Store, commit: string, opts: ApplyOptio
   const lock = await StoreLock.acquire(path.join(deployDir(store), 'lock'), 'deploy', 10 * 60_000);
   const started = Date.now();
   try {
-    const meta = await readMeta(store.repo, commit).catch(() => undefined);
-    const version = meta?.version ?? commit.slice(0, 12);
+    const version = await deployName(store, commit);
     const prevDir = await liveDir(cfg.root);
     const prevMarker = prevDir ? await readMarker(path.join(cfg.root, prevDir)) : undefined;
     const attempt: DeployAttempt = {

@@ -14,14 +14,23 @@
  * - a git object is stored only under the id it hashes to.
  * Callers verify what they hand in (chunk ids, manifests against their chunks); the sink
  * checks presence, not content.
+ *
+ * A staged sink (`staging`, for uploads received without the store lock) writes packs and git
+ * objects into its own directory; publish() seals them there, then, holding the lock only for
+ * that, moves the packs into the store (a pack whose every entry the store meanwhile got is
+ * dropped), writes the git objects and records the index: the same order, the lock held for a
+ * rename and an index transaction instead of for the whole upload.
  */
 import git from 'isomorphic-git';
-import { unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath, type PackInfo } from './pack.js';
 import type { NewFile, StatEntry, StoreIndex } from './index-db.js';
 import { gitFs } from './git-fs.js';
 import { hasObject, type GitType } from './git-walk.js';
 import { MstoreError } from '../lib/errors.js';
+import { fsyncDir } from '../lib/fsutil.js';
 
 /** Where a sink writes: a store's index, pack directories and git repository. */
 export interface SinkTarget {
@@ -29,6 +38,14 @@ export interface SinkTarget {
   tmpDir: string;
   packsDir: string;
   gitdir: string;
+}
+
+/** Where a staged sink writes until it publishes, and how it takes the store's writer lock. */
+export interface Staging {
+  /** The upload's own directory (created empty by the caller; removed by the caller after). */
+  dir: string;
+  /** Runs `fn` holding the store's writer lock. */
+  lock: <T>(fn: () => Promise<T>) => Promise<T>;
 }
 
 export class ObjectSink {
@@ -46,11 +63,17 @@ export class ObjectSink {
   newBytes = 0;
   newFiles = 0;
 
+  /** Staged git objects not yet written to the store, id -> type (their content is in staging/git/). */
+  private readonly stagedGit = new Map<string, GitType>();
+
   constructor(
     private readonly target: SinkTarget,
     packTargetBytes: number,
+    private readonly staging?: Staging,
   ) {
-    this.packs = new PackWriter(target.tmpDir, target.packsDir, packTargetBytes);
+    this.packs = staging
+      ? new PackWriter(path.join(staging.dir, 'tmp'), path.join(staging.dir, 'packs'), packTargetBytes)
+      : new PackWriter(target.tmpDir, target.packsDir, packTargetBytes);
   }
 
   hasChunk(id: Buffer): boolean {
@@ -94,14 +117,24 @@ export class ObjectSink {
    * given, is the id it must hash to. Returns its id.
    */
   async addGitObject(type: GitType, content: Uint8Array, expected?: string, cache: object = {}): Promise<string> {
-    if (expected && (await hasObject(this.target.gitdir, expected, cache))) return expected;
+    if (expected && (this.stagedGit.has(expected) || (await hasObject(this.target.gitdir, expected, cache)))) return expected;
+    if (this.staging) {
+      const id = createHash('sha1').update(`${type} ${content.length}\0`).update(content).digest('hex');
+      if (expected && id !== expected) throw new MstoreError('ECORRUPT', `git object ${expected} hashes to ${id}`);
+      if (!this.stagedGit.has(id)) {
+        await mkdir(path.join(this.staging.dir, 'git'), { recursive: true });
+        await writeFile(path.join(this.staging.dir, 'git', id), content);
+        this.stagedGit.set(id, type);
+      }
+      return id;
+    }
     const written = await git.writeObject({ fs: gitFs, gitdir: this.target.gitdir, type, object: content, format: 'content' });
     if (expected && written !== expected) throw new MstoreError('ECORRUPT', `git object ${expected} hashes to ${written}`);
     return written;
   }
 
-  hasGitObject(id: string, cache: object = {}): Promise<boolean> {
-    return hasObject(this.target.gitdir, id, cache);
+  async hasGitObject(id: string, cache: object = {}): Promise<boolean> {
+    return this.stagedGit.has(id) || hasObject(this.target.gitdir, id, cache);
   }
 
   /**
@@ -141,14 +174,62 @@ export class ObjectSink {
   async publish(statUpdates?: Map<string, StatEntry | null>): Promise<void> {
     await this.behind;
     this.unpublishedBytes = 0;
-    await this.record(await this.packs.finish(), statUpdates);
+    await this.land(await this.packs.finish(), statUpdates);
   }
 
   /** Starts sealing and recording what was written so far while the caller keeps writing. */
   publishBehind(): void {
     this.unpublishedBytes = 0;
-    this.behind = this.behind.then(async () => this.record(await this.packs.finish()));
+    this.behind = this.behind.then(async () => this.land(await this.packs.finish()));
     this.behind.catch(() => undefined);
+  }
+
+  /** Records sealed packs; a staged sink first moves them (and its git objects) in, under the lock. */
+  private async land(packs: PackInfo[], statUpdates?: Map<string, StatEntry | null>): Promise<void> {
+    const staging = this.staging;
+    if (!staging) return this.record(packs, statUpdates);
+    if (!packs.length && !this.stagedGit.size && !statUpdates?.size) return;
+    await staging.lock(async () => {
+      const kept: PackInfo[] = [];
+      for (const p of packs) if (await this.moveIn(p)) kept.push(p);
+      for (const [id, type] of this.stagedGit) {
+        await this.addGitObjectNow(type, await readFile(path.join(staging.dir, 'git', id)), id);
+        this.stagedGit.delete(id);
+        await unlink(path.join(staging.dir, 'git', id)).catch(() => undefined);
+      }
+      await this.record(kept, statUpdates);
+    });
+  }
+
+  /** Writes a git object into the store itself (a staged sink's publish, under the lock). */
+  private async addGitObjectNow(type: GitType, content: Uint8Array, expected: string): Promise<void> {
+    if (await hasObject(this.target.gitdir, expected, {})) return;
+    const written = await git.writeObject({ fs: gitFs, gitdir: this.target.gitdir, type, object: content, format: 'content' });
+    if (written !== expected) throw new MstoreError('ECORRUPT', `git object ${expected} hashes to ${written}`);
+  }
+
+  /**
+   * Moves a sealed staged pack into the store's packs directory (false: dropped, because the
+   * store got every entry of it meanwhile from another writer; its manifests are then there).
+   */
+  private async moveIn(p: PackInfo): Promise<boolean> {
+    const from = packPath(path.join(this.staging!.dir, 'packs'), p.id);
+    const index = this.target.index;
+    const covered = p.entries.every((e) => (e.type === ENTRY_CHUNK ? index.hasChunk(e.id) : index.hasFile(e.id)));
+    const to = packPath(this.target.packsDir, p.id);
+    const there = await stat(to).then(
+      () => true,
+      () => false,
+    );
+    if (covered || there) {
+      await unlink(from);
+      if (covered) for (const e of p.entries) if (e.type === ENTRY_FILE) this.pending.delete(e.id.toString('hex'));
+      return !covered;
+    }
+    if (await mkdir(path.dirname(to), { recursive: true })) await fsyncDir(this.target.packsDir);
+    await rename(from, to);
+    await fsyncDir(path.dirname(to));
+    return true;
   }
 
   /**
@@ -161,7 +242,7 @@ export class ObjectSink {
     this.behind = Promise.resolve();
     if (keep) {
       try {
-        await this.record(await this.packs.finish());
+        await this.land(await this.packs.finish());
         return;
       } catch {
         // fall through: drop what is left

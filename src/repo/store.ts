@@ -1,12 +1,14 @@
 /**
  * A store: `.mstore/` inside a workspace, or a bare store directory. Layout
  * (docs/format.md): config.json, git/ (bare repository of version records), packs/,
- * index/ (lmdb), tmp/, hooks/, lock, lock.shared/. Writers hold the writer lock
- * (`withLock`; `withExclusiveLock` for one that removes packs, gc), readers of packs and the
- * index a shared one (`withReadLock`) that an exclusive writer waits for; the index opens
+ * index/ (lmdb), tmp/, hooks/, lock, lock.shared/, and incoming/<pid>-<rand>/ (an upload being
+ * received without the lock; a dead process's is swept by sweepIncoming). Writers hold the
+ * writer lock (`withLock`; `withExclusiveLock` for one that removes packs, gc), readers of packs
+ * and the index a shared one (`withReadLock`) that an exclusive writer waits for; the index opens
  * read-only where the store cannot be written.
  */
 import { mkdir, readFile, stat, readdir, rm, rename } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { MstoreError, storageError } from '../lib/errors.js';
 import { atomicWriteFile, TMP_PREFIX } from '../lib/fsutil.js';
@@ -19,7 +21,7 @@ import { finishLastOperation } from './reflog.js';
 import { DEFAULT_MAX_REFS } from './ref-names.js';
 import { installDefaultHooks } from './hooks.js';
 import { SLOT_BYTES, type ChunkingConfig } from './content.js';
-import { ObjectSink } from './object-sink.js';
+import { ObjectSink, type Staging } from './object-sink.js';
 
 export const STORE_DIR = '.mstore';
 export const FORMAT = 'mstore/1';
@@ -54,6 +56,16 @@ async function exists(p: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/** True while a process with this id exists (EPERM: it exists, owned by another user). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 async function readConfig(dir: string): Promise<StoreConfig | undefined> {
@@ -174,6 +186,32 @@ export class Store {
     return new ObjectSink(this, Math.min(packBytes, this.config.chunking.packTargetBytes));
   }
 
+  get incomingDir(): string {
+    return path.join(this.dir, 'incoming');
+  }
+
+  /**
+   * A sink that receives without the writer lock (object-sink.ts, staged): into a fresh
+   * incoming/<pid>-<rand>/, taking the lock (waiting up to `lockTimeoutMs`) only to publish.
+   * `done` removes the staging directory; call it whatever happened.
+   */
+  async stagedSink(packBytes: number, lockTimeoutMs?: number): Promise<{ sink: ObjectSink; done: () => Promise<void> }> {
+    const dir = path.join(this.incomingDir, `${process.pid}-${randomBytes(6).toString('hex')}`);
+    await mkdir(path.join(dir, 'tmp'), { recursive: true });
+    const staging: Staging = { dir, lock: (fn) => this.withLock('receive', fn, lockTimeoutMs) };
+    const sink = new ObjectSink(this, Math.min(packBytes, this.config.chunking.packTargetBytes), staging);
+    return { sink, done: () => rm(dir, { recursive: true, force: true }) };
+  }
+
+  /** Removes the staging directories of uploads whose process is gone (a killed server). */
+  async sweepIncoming(): Promise<void> {
+    for (const name of await readdir(this.incomingDir).catch(() => [] as string[])) {
+      const pid = Number(/^([0-9]+)-/.exec(name)?.[1]);
+      if (pid === process.pid || (pid > 0 && alive(pid))) continue;
+      await rm(path.join(this.incomingDir, name), { recursive: true, force: true });
+    }
+  }
+
   requireWorkspace(what: string): string {
     if (!this.workspace) throw new MstoreError('EBADINPUT', `${what} needs a workspace; ${this.dir} is a bare store`);
     return this.workspace;
@@ -208,6 +246,7 @@ export class Store {
       // A crashed writer may have sealed packs it never indexed: index them, don't store them twice.
       if (lock.tookOverStale) {
         await indexPacks(this);
+        await this.sweepIncoming();
         // ...and may have moved only some refs of an operation: finish it.
         await finishLastOperation(this);
       }

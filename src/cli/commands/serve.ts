@@ -1,10 +1,11 @@
 import { reconcileDeploy } from '../../deploy/apply.js';
 import type { CommandModule } from 'yargs';
-import { readFile } from 'node:fs/promises';
+import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { MstoreError } from '../../lib/errors.js';
 import { StoreRemote } from '../../remote/transport/path.js';
 import { DEFAULT_MAX_BODY, loadTokens, startServer } from '../../remote/transport/http-server.js';
+import { DEFAULT_MAX_FETCH_BYTES } from '../../remote/transport/http-limits.js';
 import { handler, out } from '../ui/output.js';
 
 interface Args {
@@ -14,6 +15,7 @@ interface Args {
   tlsCert?: string;
   tlsKey?: string;
   maxBody: string;
+  maxFetchBytes: string;
   grace: number;
 }
 
@@ -46,12 +48,14 @@ export const serveCommand: CommandModule<object, Args> = {
       .option('tls-cert', { type: 'string', requiresArg: true, describe: 'PEM certificate (chain): serve HTTPS' })
       .option('tls-key', { type: 'string', requiresArg: true, describe: 'PEM private key of --tls-cert' })
       .option('max-body', { type: 'string', default: String(DEFAULT_MAX_BODY), requiresArg: true, describe: 'largest object-upload request body (bytes; K/M/G suffixes)' })
+      .option('max-fetch-bytes', { type: 'string', default: String(DEFAULT_MAX_FETCH_BYTES), requiresArg: true, describe: 'payload bytes of one fetch answer; the client asks again for the rest (bytes; K/M/G suffixes)' })
       .option('grace', { type: 'number', default: 30, requiresArg: true, describe: 'seconds in-flight requests get to finish on SIGTERM/SIGINT' })
       .example('$0 init --bare /srv/models && $0 serve /srv/models --listen 0.0.0.0:8750 --tokens /etc/mstore/tokens', 'serve a new bare store')
       .example('$0 serve /srv/models --listen 0.0.0.0:8443 --tokens tokens --tls-cert cert.pem --tls-key key.pem', 'HTTPS') as never,
   handler: handler(async (a) => {
     const listen = parseListen(a.listen);
     const maxBody = parseBytes(a.maxBody, '--max-body');
+    const maxFetchBytes = parseBytes(a.maxFetchBytes, '--max-fetch-bytes');
     if (!Number.isFinite(a.grace) || a.grace < 0) throw new MstoreError('EUSAGE', '--grace expects a number of seconds');
     if (!a.tlsCert !== !a.tlsKey) throw new MstoreError('EUSAGE', '--tls-cert and --tls-key go together');
     const log = (line: string): void => {
@@ -67,7 +71,9 @@ export const serveCommand: CommandModule<object, Args> = {
       tls = { cert: await read(a.tlsCert, '--tls-cert'), key: await read(a.tlsKey, '--tls-key') };
     }
     const dir = path.resolve(a.store);
-    const remote = await StoreRemote.open(dir, { display: dir, lockTimeoutMs: LOCK_WAIT_MS });
+    // Messages that reach clients name the store, never its path (docs/protocol.md §2.4).
+    const remote = await StoreRemote.open(dir, { display: 'the served store', lockTimeoutMs: LOCK_WAIT_MS });
+    const redact = [dir, await realpath(dir).catch(() => dir)];
     try {
       if (!remote.store.config.bare) throw new MstoreError('EBADINPUT', `${dir} is a workspace store; serve a bare one (mstore init --bare DIR, then push to it)`);
       // A deploy a crash cut short (the trigger ref ahead of what is live) finishes before pushes come in.
@@ -83,7 +89,7 @@ export const serveCommand: CommandModule<object, Args> = {
       });
       let server;
       try {
-        server = await startServer({ remote, tokens, host: listen.host, port: listen.port, tls, maxBody, format: remote.store.config.format, log });
+        server = await startServer({ remote, tokens, host: listen.host, port: listen.port, tls, maxBody, maxFetchBytes, redact, format: remote.store.config.format, log });
       } catch (e) {
         stop();
         throw e;

@@ -34,7 +34,8 @@ export interface HttpRemoteOptions {
 }
 
 const CODES = new Set<ErrorCode>(['EBADINPUT', 'EBADNAME', 'EMISSING', 'ECORRUPT', 'EREJECTED', 'EAUTH', 'ELOCKED', 'EUNKNOWNREV', 'ENOTFOUND', 'EREMOTE']);
-const RETRY_STATUS = new Set([502, 503, 504]);
+/** Retried with backoff: a gateway's or a busy server's answers (429: this token's requests at once). */
+const RETRY_STATUS = new Set([429, 502, 503, 504]);
 const RETRY_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
@@ -374,7 +375,8 @@ export class HttpRemote implements Remote {
 
   /**
    * Batches of BATCH_IDS ids; every object is re-hashed by decodeObjects and must be one that
-   * was asked for. A stream cut by the network is resumed with the ids not received yet.
+   * was asked for. A stream cut by the network is resumed with the ids not received yet, and
+   * so is an answer the server ended early to bound its size (docs/protocol.md §2.4).
    */
   async *fetch(kind: ObjectKind, ids: string[], opts: FetchOptions = {}): AsyncGenerator<WireObject> {
     for (const id of ids) checkObjectId(kind, id);
@@ -389,6 +391,7 @@ export class HttpRemote implements Remote {
       const want = new Set(ids.slice(i, i + BATCH_IDS));
       for (let attempt = 1; want.size; attempt++) {
         const res = await retry(this.idempotent, () => this.send1('POST', '/v1/fetch', JSON.stringify({ kind, ids: [...want] }), 'application/json', false));
+        const before = want.size;
         try {
           // Decoding runs ahead of the caller's writes; the caller (pull.ts) re-hashes every object.
           const body = res.body;
@@ -401,7 +404,10 @@ export class HttpRemote implements Remote {
           await afterFailure(resume, e, attempt);
           continue;
         }
-        if (want.size) throw new MstoreError('EREMOTE', `${this.display} did not send ${want.size} of the ${kind} objects asked for`);
+        // A server bounds the bytes of one answer (--max-fetch-bytes): an answer that brought
+        // something is followed by a request for the rest; one that brought nothing is an error.
+        if (want.size && want.size === before) throw new MstoreError('EREMOTE', `${this.display} did not send ${want.size} of the ${kind} objects asked for`);
+        attempt = 0;
       }
     }
   }

@@ -4,9 +4,11 @@
  * request goes to the `log` callback) and never exits; `close()` drains in-flight requests.
  *
  * What the façade adds to the Remote: bearer-token scopes (compared in constant time, never
- * logged), body limits (413 before reading when Content-Length is over, mid-stream otherwise),
- * id and ref-name checks at the boundary, HTTP statuses for MstoreError codes, and the
- * post-receive hook output of a ref update streamed back as NDJSON.
+ * logged), canonical paths only, body limits (413 before reading when Content-Length is over,
+ * mid-stream otherwise), heavy requests at once per token and in all, bytes per fetch answer
+ * (http-limits.ts), id and ref-name checks at the boundary, HTTP statuses for MstoreError codes,
+ * error messages without server paths, and the post-receive hook output of a ref update
+ * streamed back as NDJSON.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
@@ -17,6 +19,7 @@ import { MstoreError, errorLine, type ErrorCode } from '../../lib/errors.js';
 import { BATCH_IDS, checkObjectId, checkOid, checkRefName, type ObjectKind, type Remote, type RefUpdate, type WireObject } from '../remote.js';
 import { decodeObjects, encodeObjects, MAX_OBJECT_BYTES, WIRE_CONTENT_TYPE } from '../wire.js';
 import { READ_AHEAD_BYTES, readAhead } from '../../lib/read-ahead.js';
+import { canonicalPath, DEFAULT_MAX_FETCH_BYTES, FETCH_AHEAD_TOTAL, HEAVY_PER_TOKEN, HEAVY_TOTAL, HttpError, MAX_IDS_BODY, redactPaths, Slots } from './http-limits.js';
 
 export type Scope = 'read' | 'push' | 'admin';
 const SCOPE_RANK: Record<Scope, number> = { read: 1, push: 2, admin: 3 };
@@ -29,7 +32,7 @@ export interface TokenEntry {
 
 export const PROTOCOL_VERSION = 1;
 export const NDJSON_CONTENT_TYPE = 'application/x-ndjson';
-/** Largest JSON request body (missing / fetch / ref update). 4096 ids of 64 hex are ~280 KiB. */
+/** Largest ref-update body (push scope); missing / fetch take MAX_IDS_BODY (http-limits.ts). */
 export const MAX_JSON_BYTES = 16 * 1024 * 1024;
 /** Default and smallest --max-body: one request must be able to carry the largest object. */
 export const DEFAULT_MAX_BODY = 1024 * 1024 * 1024;
@@ -52,7 +55,13 @@ export function parseTokens(text: string, file: string): TokenEntry[] {
     const parts = line.split(/[ \t]+/);
     if (parts.length !== 2) throw new MstoreError('EBADINPUT', `${where}: expected 'SCOPE TOKEN' (scope read, push or admin)`);
     const [scope, token] = parts;
-    if (!(scope in SCOPE_RANK)) throw new MstoreError('EBADINPUT', `${where}: unknown scope '${scope.slice(0, 20)}' (read, push or admin)`);
+    if (!Object.hasOwn(SCOPE_RANK, scope)) {
+      // The first word may be the token itself (a line written 'TOKEN SCOPE'): a word is shown
+      // only when it is too short to be any token this server accepts.
+      const shown = /^[a-z]{1,8}$/.test(scope) ? ` '${scope}'` : '';
+      const hint = Object.hasOwn(SCOPE_RANK, token) ? "; the line looks written the wrong way round ('TOKEN SCOPE')" : '';
+      throw new MstoreError('EBADINPUT', `${where}: unknown scope${shown} (each line is 'SCOPE TOKEN', scope read, push or admin${hint}); the token is not shown`);
+    }
     if (!/^[\x21-\x7e]+$/.test(token)) throw new MstoreError('EBADINPUT', `${where}: the token has characters outside printable ASCII`);
     if (token.length < MIN_TOKEN_CHARS) throw new MstoreError('EBADINPUT', `${where}: the token is shorter than ${MIN_TOKEN_CHARS} characters`);
     const digest = createHash('sha256').update(token).digest();
@@ -105,6 +114,13 @@ export interface ServerOptions {
   format?: string;
   /** One line per request, and warnings. Never receives headers or tokens. */
   log?: (line: string) => void;
+  /** Payload bytes of one fetch answer (default 256 MiB); the client asks again for the rest. */
+  maxFetchBytes?: number;
+  /** Heavy requests (missing, fetch, uploads) at once per token (default 4) and in all (default 8). */
+  heavyPerToken?: number;
+  heavyTotal?: number;
+  /** Server paths that never appear in an error body (the store directory). */
+  redact?: string[];
   /** Time to receive a request's headers (default 60 s). */
   headersTimeoutMs?: number;
   /** Time to receive a whole request, body included (default 30 min). */
@@ -133,18 +149,6 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   ELOCKED: 503,
 };
 
-/** An error whose HTTP status is decided here (auth, limits, routing), not by its code. */
-class HttpError extends MstoreError {
-  constructor(
-    readonly status: number,
-    code: ErrorCode,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(code, message);
-  }
-}
-
 interface Ctx {
   req: http.IncomingMessage;
   res: http.ServerResponse;
@@ -153,6 +157,8 @@ interface Ctx {
   bytesOut: number;
   /** The request body was not read to its end: drain it briefly after the response (linger). */
   bodyLeft: boolean;
+  /** The presented token's digest (hex): the key of its heavy-request slots. Never logged. */
+  tokenKey: string;
   /** Why the upload body failed (bad framing or hash, over the limit, cut): the client's fault. */
   bodyFailed?: unknown;
 }
@@ -164,6 +170,12 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
   if (!Number.isSafeInteger(maxBody) || maxBody < MIN_MAX_BODY) {
     throw new MstoreError('EUSAGE', `--max-body must be at least ${MIN_MAX_BODY} bytes (the largest object and its framing)`);
   }
+  const maxFetchBytes = opts.maxFetchBytes ?? DEFAULT_MAX_FETCH_BYTES;
+  if (!Number.isSafeInteger(maxFetchBytes) || maxFetchBytes < 1) throw new MstoreError('EUSAGE', '--max-fetch-bytes must be a positive number of bytes');
+  const heavyTotal = opts.heavyTotal ?? HEAVY_TOTAL;
+  const slots = new Slots(opts.heavyPerToken ?? HEAVY_PER_TOKEN, heavyTotal);
+  const fetchAhead = Math.min(READ_AHEAD_BYTES, Math.max(MAX_OBJECT_BYTES, Math.floor(FETCH_AHEAD_TOTAL / heavyTotal)));
+  const redact = opts.redact ?? [];
   const log = opts.log ?? (() => undefined);
   const remote = opts.remote;
   const inFlight = new Set<Promise<void>>();
@@ -171,7 +183,7 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
 
   const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const started = performance.now();
-    const ctx: Ctx = { req, res, scope: '-', bytesIn: 0, bytesOut: 0, bodyLeft: true };
+    const ctx: Ctx = { req, res, scope: '-', bytesIn: 0, bytesOut: 0, bodyLeft: true, tokenKey: '' };
     let logged = false;
     const done = (): void => {
       if (logged) return;
@@ -192,18 +204,19 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
 
   async function route(ctx: Ctx): Promise<void> {
     const { req } = ctx;
-    const pathname = new URL(req.url ?? '/', 'http://x').pathname;
     const method = req.method ?? 'GET';
+    const pathname = canonicalPath(req.url);
     if (closing) throw new HttpError(503, 'EREMOTE', 'the server is shutting down', { 'retry-after': '5' });
     if (pathname === '/health') {
       allow(method, ['GET', 'HEAD']);
       return sendJson(ctx, 200, { ok: true, format: opts.format ?? null, protocol: PROTOCOL_VERSION, maxBody, maxIds: BATCH_IDS });
     }
-    const routes: Record<string, { method: string; scope: Scope; run: (ctx: Ctx) => Promise<void> }> = {
+    // Heavy: they read ids or objects and may stream for long; counted per token and in all.
+    const routes: Record<string, { method: string; scope: Scope; run: (ctx: Ctx) => Promise<void>; heavy?: true }> = {
       '/v1/refs': { method: 'GET', scope: 'read', run: listRefs },
-      '/v1/missing': { method: 'POST', scope: 'read', run: missing },
-      '/v1/fetch': { method: 'POST', scope: 'read', run: fetchObjects },
-      '/v1/objects': { method: 'POST', scope: 'push', run: receiveObjects },
+      '/v1/missing': { method: 'POST', scope: 'read', run: missing, heavy: true },
+      '/v1/fetch': { method: 'POST', scope: 'read', run: fetchObjects, heavy: true },
+      '/v1/objects': { method: 'POST', scope: 'push', run: receiveObjects, heavy: true },
       '/v1/refs/update': { method: 'POST', scope: 'push', run: updateRefs },
       '/v1/deploy': { method: 'GET', scope: 'read', run: deployInfo },
     };
@@ -211,7 +224,13 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
     if (!r) throw new HttpError(404, 'EBADINPUT', `no such route: ${method} ${pathname.replace(/[^\x21-\x7e]/g, '?').slice(0, 200)}`);
     allow(method, [r.method]);
     authorize(ctx, r.scope);
-    await r.run(ctx);
+    if (!r.heavy) return r.run(ctx);
+    const release = slots.take(ctx.tokenKey);
+    try {
+      await r.run(ctx);
+    } finally {
+      release();
+    }
   }
 
   function allow(method: string, methods: string[]): void {
@@ -224,6 +243,7 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
     const challenge = { 'www-authenticate': 'Bearer realm="mstore"' };
     if (!m) throw new HttpError(401, 'EAUTH', 'authentication required (Authorization: Bearer TOKEN)', challenge);
     const scope = tokenScope(opts.tokens, m[1]);
+    ctx.tokenKey = createHash('sha256').update(m[1]).digest('hex');
     if (!scope) throw new HttpError(401, 'EAUTH', 'unknown token', { 'www-authenticate': 'Bearer realm="mstore", error="invalid_token"' });
     ctx.scope = scope;
     if (SCOPE_RANK[scope] < SCOPE_RANK[need]) throw new HttpError(403, 'EAUTH', `this token has scope '${scope}'; the request needs '${need}'`);
@@ -242,6 +262,7 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
     sendJson(ctx, 200, await remote.deployStatus());
   }
 
+  /** A missing / fetch request: its kind and its ids, each once. */
   function idsRequest(body: unknown): { kind: ObjectKind; ids: string[] } {
     const b = body as { kind?: unknown; ids?: unknown };
     if (typeof b !== 'object' || b === null || !KINDS.includes(b.kind as ObjectKind)) throw new HttpError(400, 'EBADINPUT', `"kind" must be one of ${KINDS.join(', ')}`);
@@ -249,32 +270,36 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
     if (b.ids.length > BATCH_IDS) throw new HttpError(400, 'EBADINPUT', `at most ${BATCH_IDS} ids per request, got ${b.ids.length}`);
     const kind = b.kind as ObjectKind;
     for (const id of b.ids) checkObjectId(kind, id);
-    return { kind, ids: b.ids };
+    return { kind, ids: [...new Set(b.ids)] };
   }
 
   async function missing(ctx: Ctx): Promise<void> {
-    const { kind, ids } = idsRequest(await readJson(ctx));
-    sendJson(ctx, 200, { missing: await remote.missing(kind, [...new Set(ids)]) });
+    const { kind, ids } = idsRequest(await readJson(ctx, MAX_IDS_BODY));
+    sendJson(ctx, 200, { missing: await remote.missing(kind, ids) });
   }
 
   /**
    * The first object is produced before the status is sent, so an unknown id is a 404. An
    * error after that cuts the connection: the client sees a truncated stream, never a
-   * well-formed one missing objects.
+   * well-formed one missing objects. An answer ends (well-formed) once it holds maxFetchBytes of
+   * payload: the client asks again for the ids it did not get.
    */
   async function fetchObjects(ctx: Ctx): Promise<void> {
-    const { kind, ids } = idsRequest(await readJson(ctx));
-    // Reads (and the store's re-hash) of the next objects overlap with sending this one.
-    const it = readAhead(remote.fetch(kind, ids), (o) => o.data.length, READ_AHEAD_BYTES)[Symbol.asyncIterator]();
+    const { kind, ids } = idsRequest(await readJson(ctx, MAX_IDS_BODY));
+    // Reads of the next objects overlap with sending this one; the bytes read ahead are bounded
+    // for all fetches at once together (FETCH_AHEAD_TOTAL over the heavy-request slots).
+    const it = readAhead(remote.fetch(kind, ids), (o) => o.data.length, fetchAhead)[Symbol.asyncIterator]();
     try {
       const first = await it.next();
       ctx.res.writeHead(200, { 'content-type': WIRE_CONTENT_TYPE, 'cache-control': 'no-store' });
       async function* all(): AsyncGenerator<WireObject> {
         if (first.done) return;
+        let payload = first.value.data.length;
         yield first.value;
-        for (;;) {
+        while (payload < maxFetchBytes) {
           const r = await it.next();
           if (r.done) return;
+          payload += r.value.data.length;
           yield r.value;
         }
       }
@@ -394,10 +419,11 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
     ctx.bodyLeft = false;
   }
 
-  async function readJson(ctx: Ctx): Promise<unknown> {
-    checkLength(ctx, MAX_JSON_BYTES);
+  /** A JSON body of at most `limit` bytes: 413 before reading (Content-Length) or as soon as it is over. */
+  async function readJson(ctx: Ctx, limit = MAX_JSON_BYTES): Promise<unknown> {
+    checkLength(ctx, limit);
     const parts: Buffer[] = [];
-    for await (const b of body(ctx, MAX_JSON_BYTES)) parts.push(b);
+    for await (const b of body(ctx, limit)) parts.push(b);
     try {
       return JSON.parse(Buffer.concat(parts).toString('utf8')) as unknown;
     } catch {
@@ -436,9 +462,11 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
     } else res.end(ctx.req.method === 'HEAD' ? undefined : text);
   }
 
+  /** The body of an error answer; messages from below the façade pass the one path redaction. */
   function errorBody(e: unknown): { error: { code: string; message: string } } {
     const code = e instanceof MstoreError ? e.code : 'EREMOTE';
-    return { error: { code, message: errorLine(e).replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 2000) } };
+    const line = errorLine(e).replace(/[\x00-\x1f\x7f]/g, ' ');
+    return { error: { code, message: (e instanceof HttpError ? line : redactPaths(line, redact)).slice(0, 2000) } };
   }
 
   function sendError(ctx: Ctx, e: unknown): void {

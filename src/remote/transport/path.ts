@@ -1,9 +1,9 @@
 /**
  * A Remote that is an mstore store on this machine: the path transport, and what
  * `mstore serve` puts behind HTTP. Receiving follows the store's publish order: objects are
- * re-hashed, chunks and manifests go into fsynced packs that are indexed every
- * PUBLISH_EVERY bytes (an interrupted upload keeps what arrived whole), git objects are
- * written atomically, and refs move only in updateRefs, after a compare-and-swap, the
+ * re-hashed, chunks, manifests and git objects are staged without the store lock and
+ * published under it every PUBLISH_EVERY bytes (an interrupted upload keeps what arrived
+ * whole; packs are fsynced before they move in, git objects written atomically), and refs move only in updateRefs, after a compare-and-swap, the
  * fast-forward rules, a presence walk and a full verify of every new version.
  */
 import { open, type FileHandle } from 'node:fs/promises';
@@ -62,6 +62,8 @@ export class StoreRemote implements Remote {
   readonly pool = new BufferPool();
   /** Runs of received chunks hashed on the worker (receipt.ts); it spans uploads. */
   private receipt: ReceiptHasher | undefined;
+  /** An upload is using `receipt`. */
+  private receiptBusy = false;
   /** Stored files whose bytes were hashed to their oid on arrival: updateRefs' verify skips reading them. */
   private readonly wholeOnReceipt = new Set<string>();
 
@@ -83,6 +85,7 @@ export class StoreRemote implements Remote {
     if (store.dir !== abs && store.workspace !== abs) {
       throw new MstoreError('ENOTSTORE', `${opts.display ?? abs} is not an mstore store (it is inside ${store.workspace ?? store.dir})`);
     }
+    await store.sweepIncoming();
     return new StoreRemote(store, opts.display ?? abs, opts.lockTimeoutMs);
   }
 
@@ -101,82 +104,89 @@ export class StoreRemote implements Remote {
     return out;
   }
 
-  send(objects: AsyncIterable<WireObject>, onBytes?: (n: number) => void): Promise<SendResult> {
+  /**
+   * Receives without the store lock (a slow sender never blocks another writer): into a staged
+   * sink, which takes the lock only to publish what arrived, every PUBLISH_EVERY bytes and at
+   * the end (docs/protocol.md §2.4).
+   */
+  async send(objects: AsyncIterable<WireObject>, onBytes?: (n: number) => void): Promise<SendResult> {
     const store = this.store;
-    return store.withLock(
-      'receive',
-      async () => {
-        const sink = store.sink(PUBLISH_EVERY);
-        let stored = 0;
-        let bytes = 0;
-        const cache = {};
-        const receipt = (this.receipt ??= new ReceiptHasher(store.hasher));
-        const inFlight = new InFlight(IN_FLIGHT_BYTES);
-        let proven: string[] = [];
-        const publish = async (): Promise<void> => {
-          await inFlight.drain();
-          await sink.publish();
-          if (this.wholeOnReceipt.size + proven.length > MAX_PROVEN) this.wholeOnReceipt.clear();
-          for (const oid of proven) this.wholeOnReceipt.add(oid);
-          proven = [];
-        };
-        try {
-          for await (const o of objects) {
-            checkObjectId(o.kind, o.id);
-            checkObject(o);
-            bytes += o.data.length;
-            onBytes?.(o.data.length);
-            if (o.kind === 'chunk') {
-              const hashed = receipt.add(o.id, o.data);
-              const written = sink.addChunk(Buffer.from(o.id, 'hex'), o.data);
-              if (written) stored++;
-              const data = o.data;
-              await inFlight.add(
-                Promise.all([hashed, written]).finally(() => {
-                  this.pool.release(data);
-                  o.release?.();
-                }),
-                data.length,
-              );
-            } else if (o.kind === 'file') {
-              const oid = Buffer.from(o.id, 'hex');
-              const chunks = decodeManifest(o.data);
-              const verdict = await receipt.end(o.id, chunks.map((c) => c.id.toString('hex')));
-              if (verdict === 'mismatch') throw new MstoreError('ECORRUPT', `file manifest ${o.id}: the chunks it lists arrived in order and hash to another file`);
-              if (sink.hasFile(oid)) continue;
-              let size = 0;
-              for (const c of chunks) {
-                if (!sink.hasChunk(c.id)) {
-                  throw new MstoreError('EBADINPUT', `file manifest ${o.id} lists chunk ${c.id.toString('hex')}, which neither ${this.display} nor this upload holds`);
-                }
-                size += c.length;
+    const { sink, done } = await store.stagedSink(PUBLISH_EVERY, this.lockTimeoutMs);
+    // The shared receipt spans the requests of one push; a second upload at once gets its own.
+    const shared = !this.receiptBusy;
+    if (shared) this.receiptBusy = true;
+    try {
+      let stored = 0;
+      let bytes = 0;
+      const cache = {};
+      const receipt = shared ? (this.receipt ??= new ReceiptHasher(store.hasher)) : new ReceiptHasher(store.hasher);
+      const inFlight = new InFlight(IN_FLIGHT_BYTES);
+      let proven: string[] = [];
+      const publish = async (): Promise<void> => {
+        await inFlight.drain();
+        await sink.publish();
+        if (this.wholeOnReceipt.size + proven.length > MAX_PROVEN) this.wholeOnReceipt.clear();
+        for (const oid of proven) this.wholeOnReceipt.add(oid);
+        proven = [];
+      };
+      try {
+        for await (const o of objects) {
+          checkObjectId(o.kind, o.id);
+          checkObject(o);
+          bytes += o.data.length;
+          onBytes?.(o.data.length);
+          if (o.kind === 'chunk') {
+            const hashed = receipt.add(o.id, o.data);
+            const written = sink.addChunk(Buffer.from(o.id, 'hex'), o.data);
+            if (written) stored++;
+            const data = o.data;
+            await inFlight.add(
+              Promise.all([hashed, written]).finally(() => {
+                this.pool.release(data);
+                o.release?.();
+              }),
+              data.length,
+            );
+          } else if (o.kind === 'file') {
+            const oid = Buffer.from(o.id, 'hex');
+            const chunks = decodeManifest(o.data);
+            const verdict = await receipt.end(o.id, chunks.map((c) => c.id.toString('hex')));
+            if (verdict === 'mismatch') throw new MstoreError('ECORRUPT', `file manifest ${o.id}: the chunks it lists arrived in order and hash to another file`);
+            if (sink.hasFile(oid)) continue;
+            let size = 0;
+            for (const c of chunks) {
+              if (!sink.hasChunk(c.id)) {
+                throw new MstoreError('EBADINPUT', `file manifest ${o.id} lists chunk ${c.id.toString('hex')}, which neither ${this.display} nor this upload holds`);
               }
-              if (verdict === 'whole') proven.push(o.id);
-              await sink.addFile(oid, size, Buffer.from(o.data));
-              stored++;
-            } else {
-              if (await sink.hasGitObject(o.id, cache)) continue;
-              const nul = o.data.indexOf(0);
-              const type = o.data.subarray(0, nul).toString('latin1').split(' ')[0] as GitType;
-              await sink.addGitObject(type, o.data.subarray(nul + 1), o.id, cache);
-              stored++;
+              size += c.length;
             }
-            if (sink.unpublishedBytes >= PUBLISH_EVERY) await publish();
+            if (verdict === 'whole') proven.push(o.id);
+            await sink.addFile(oid, size, Buffer.from(o.data));
+            stored++;
+          } else {
+            if (await sink.hasGitObject(o.id, cache)) continue;
+            const nul = o.data.indexOf(0);
+            const type = o.data.subarray(0, nul).toString('latin1').split(' ')[0] as GitType;
+            await sink.addGitObject(type, o.data.subarray(nul + 1), o.id, cache);
+            stored++;
           }
-          await publish();
-        } catch (e) {
-          const badData = e instanceof MstoreError && (e.code === 'ECORRUPT' || e.code === 'EBADINPUT' || e.code === 'EBADNAME');
-          // Bad data: drop what this upload has not yet published. A broken connection:
-          // keep every object that arrived whole, so the rerun sends only the rest.
-          await inFlight.drain();
-          receipt.reset();
-          await sink.abandon(!badData);
-          throw e;
+          if (sink.unpublishedBytes >= PUBLISH_EVERY) await publish();
         }
-        return { objects: stored, bytes };
-      },
-      this.lockTimeoutMs,
-    );
+        await publish();
+      } catch (e) {
+        const badData = e instanceof MstoreError && (e.code === 'ECORRUPT' || e.code === 'EBADINPUT' || e.code === 'EBADNAME');
+        // Bad data: drop what this upload has not yet published. A broken connection:
+        // keep every object that arrived whole, so the rerun sends only the rest.
+        await inFlight.drain();
+        receipt.reset();
+        await sink.abandon(!badData);
+        throw e;
+      }
+      return { objects: stored, bytes };
+    } finally {
+      if (shared) this.receiptBusy = false;
+      await done();
+    }
   }
 
   async *fetch(kind: ObjectKind, asked: string[], opts: FetchOptions = {}): AsyncGenerator<WireObject> {
@@ -213,12 +223,18 @@ export class StoreRemote implements Remote {
       for (const id of ids) {
         const loc = store.index.chunk(Buffer.from(id, 'hex'));
         if (!loc) throw new MstoreError('EMISSING', `${this.display} has no chunk ${id}`);
-        let fh = handles.get(loc.pack);
-        if (!fh) handles.set(loc.pack, (fh = await open(packPath(store.packsDir, loc.pack), 'r')));
         // Not re-hashed here: the receiver (pull.ts) re-hashes every chunk it gets, and that
         // check is the one that counts (a damaged chunk fails the pull naming it).
         const data = opts.pool?.get(loc.length) ?? Buffer.allocUnsafe(loc.length);
-        const { bytesRead } = await fh.read(data, 0, loc.length, loc.offset);
+        let bytesRead: number;
+        try {
+          let fh = handles.get(loc.pack);
+          if (!fh) handles.set(loc.pack, (fh = await open(packPath(store.packsDir, loc.pack), 'r')));
+          ({ bytesRead } = await fh.read(data, 0, loc.length, loc.offset));
+        } catch (e) {
+          // Named by pack and chunk, never by path: this message may travel to a client.
+          throw new MstoreError('ECORRUPT', `pack ${loc.pack} of ${this.display} cannot be read (${(e as NodeJS.ErrnoException).code ?? 'read error'}; chunk ${id})`);
+        }
         if (bytesRead !== loc.length) throw new MstoreError('ECORRUPT', `pack ${loc.pack} of ${this.display} is truncated (chunk ${id})`);
         yield { kind, id, data };
       }
