@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync, readFileSync } from 'node:fs';
-import { cleanup, git, mstore, tmpDir, treeDigest, type RunResult } from './helpers.js';
+import { cleanup, mstore, tmpDir, treeDigest, type RunResult } from './helpers.js';
 import { expectRefusal, refusedUnchanged, storeBytes } from './hostile-helpers.js';
 
 function ok(cwd: string, args: string[]): RunResult {
