@@ -9,7 +9,7 @@ import { MstoreError } from '../lib/errors.js';
 import type { StatEntry, StatKind } from './index-db.js';
 import type { FileMode } from './git.js';
 import { STORE_DIR } from './store.js';
-import { TMP_PREFIX } from '../lib/fsutil.js';
+import { TMP_PREFIX, tmpOwner } from '../lib/fsutil.js';
 
 /** Names never versioned, at any depth: store and git metadata, checkout temporaries. */
 const ALWAYS_IGNORED = new Set([STORE_DIR, '.git']);
@@ -144,14 +144,13 @@ export async function scanWorkspace(
 }
 
 /**
- * Removes checkout temporaries (`.mstore-tmp-<name>.tmp-<pid>-<rand>`) left by a killed
- * process; a live process's are kept. Callers hold the store lock.
+ * Removes checkout temporaries (lib/fsutil.ts tmpName: `.mstore-tmp-<pid>-<rand>`) left by a
+ * killed process; a live process's are kept. Callers hold the store lock.
  */
 export async function sweepTemps(root: string, temps: string[]): Promise<void> {
   for (const p of temps) {
-    const m = /\.tmp-([0-9]+)-[0-9a-f]+$/.exec(p);
-    if (!m) continue;
-    const pid = Number(m[1]);
+    const pid = tmpOwner(path.basename(p));
+    if (pid === undefined) continue;
     let alive = pid === process.pid;
     if (!alive) {
       try {
