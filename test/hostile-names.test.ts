@@ -154,8 +154,8 @@ test('a files-layout import refuses names a version cannot hold before anything 
   const dir = tmpDir('mstore-names-tar-');
   try {
     const cases: { names: string[]; rename?: [string, string]; re: RegExp; what: string }[] = [
-      { names: ['a\\b.txt'], re: /'v001\/a\\\\b\.txt'.*backslash/, what: 'a backslash' },
       { names: ['.GIT/config'], re: /'v001\/\.GIT\/config'.*\.git/, what: '.GIT' },
+      { names: ['a\\b.txt'], re: /'v001\/a\\\\b\.txt'.*backslash/, what: 'a backslash' },
       { names: ['sub/.g\u200dit/hooks/x'], re: /'v001\/sub\/\.g\\u\{200d\}it\/hooks\/x'.*\.git/, what: 'ignorable Unicode' },
       { names: ['LONGNAME.bin'], rename: ['LONGNAME', 'n'.repeat(256)], re: /255 bytes/, what: 'a 256-byte name' },
       { names: ['git~1'], re: /'v001\/git~1'.*\.git/, what: 'git~1' },

@@ -9,7 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import path from 'node:path';
 import { deflateSync } from 'node:zlib';
-import { chmodSync, cpSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { cleanup, git, mstore, tmpDir, type RunResult } from './helpers.js';
 import { expectRefusal, storeBytes, versionContents } from './hostile-helpers.js';
 
@@ -22,8 +22,10 @@ function ok(cwd: string, args: string[]): RunResult {
 /** The pristine store: v001..v003, each a text file, a binary file (lfs) and a symlink. */
 const pristine = tmpDir('mstore-records-');
 ok(pristine, ['init']);
-symlinkSync('model.bin', path.join(pristine, 'latest.bin'));
 for (let i = 1; i <= 3; i++) {
+  // A link target of its own per version, so that its blob is v002's alone.
+  rmSync(path.join(pristine, 'latest.bin'), { force: true });
+  symlinkSync(`model.bin.${i}`, path.join(pristine, 'latest.bin'));
   writeFileSync(path.join(pristine, 'config.json'), `{"step": ${i}}\n`);
   writeFileSync(path.join(pristine, 'model.bin'), Buffer.alloc(60_000 + i, i));
   ok(pristine, ['commit', '-m', `step ${i}`]);
