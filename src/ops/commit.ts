@@ -1,5 +1,7 @@
 /**
- * `commit`: snapshot the workspace (or some paths of it) as the next version of a line.
+ * `commit`: snapshot the workspace (or some paths of it) as the next version of a line. A
+ * file whose name a version cannot hold (format/path-names.ts) refuses the commit before
+ * anything is written.
  * Publish order: pack data fsynced -> index -> git objects -> tag ref -> line ref ->
  * stat cache. A crash at any point leaves every ref on complete data.
  */
@@ -11,6 +13,7 @@ import type { FlatTree } from '../repo/git.js';
 import { identifyFile } from '../repo/identify.js';
 import { gitMode, nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, toWorkspacePaths, underAny } from '../repo/workspace.js';
 import { DEFAULT_LINE, STATUSES, checkLineName, lineRef, readMeta, refCollision } from '../repo/versions.js';
+import { pathProblem, showName } from '../format/path-names.js';
 import { describeEntry, modelEntries } from '../repo/version-files.js';
 import { defaultAuthor, writeVersion } from '../repo/version-write.js';
 import type { Progress } from '../lib/progress.js';
@@ -68,6 +71,11 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
 
     const scanAt = nowNs();
     const { files, skipped, temps } = await scanWorkspace(root, prefixes);
+    // Names a version cannot hold (docs/format.md §7.9) are refused before anything is written.
+    for (const f of files) {
+      const problem = pathProblem(f.path, { symlink: f.isLink });
+      if (problem) throw new MstoreError('EBADINPUT', `cannot commit ${showName(f.path)}: ${problem}`, { what: f.path });
+    }
     await sweepTemps(root, temps);
     const warnings = skipped.map((p) => `skipped ${p}: not a regular file or symlink`);
     const flat: FlatTree = new Map();

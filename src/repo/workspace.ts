@@ -10,6 +10,8 @@ import type { StatEntry, StatKind } from './index-db.js';
 import type { FileMode } from './git.js';
 import { STORE_DIR } from './store.js';
 import { TMP_PREFIX, tmpOwner } from '../lib/fsutil.js';
+import { showName } from '../format/path-names.js';
+import { isUtf8 } from 'node:buffer';
 
 /** Names never versioned, at any depth: store and git metadata, checkout temporaries. */
 const ALWAYS_IGNORED = new Set([STORE_DIR, '.git']);
@@ -114,6 +116,15 @@ export async function scanWorkspace(
       entries = await readdir(abs, { withFileTypes: true });
     } catch (e) {
       throw new MstoreError('EBADINPUT', `cannot read directory ${rel || '.'}: ${(e as NodeJS.ErrnoException).code}`);
+    }
+    // Node reads a name that is not UTF-8 with U+FFFD in place of its bad bytes: such a file
+    // cannot even be opened by that name, and a version cannot hold it (docs/format.md §7.9).
+    if (entries.some((d) => d.name.includes('\ufffd'))) {
+      for (const raw of await readdir(abs, { encoding: 'buffer' })) {
+        if (isUtf8(raw)) continue;
+        const p = rel ? `${rel}/${raw.toString('utf8')}` : raw.toString('utf8');
+        throw new MstoreError('EBADINPUT', `${showName(p)}: a name that is not valid UTF-8 cannot be versioned (rename it)`, { what: p });
+      }
     }
     for (const d of entries) {
       if (ALWAYS_IGNORED.has(d.name)) continue;
