@@ -12,7 +12,7 @@ import type { StatEntry } from '../repo/index-db.js';
 import type { FlatTree } from '../repo/git.js';
 import { identifyFile } from '../repo/identify.js';
 import { gitMode, nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, toWorkspacePaths, underAny } from '../repo/workspace.js';
-import { DEFAULT_LINE, STATUSES, checkLineName, lineRef, readMeta, refCollision } from '../repo/versions.js';
+import { DEFAULT_LINE, STATUSES, checkLineName, inVersionOf, lineRef, readMeta, refCollision } from '../repo/versions.js';
 import { pathProblem, showName } from '../format/path-names.js';
 import { describeEntry, modelEntries } from '../repo/version-files.js';
 import { defaultAuthor, writeVersion } from '../repo/version-write.js';
@@ -67,7 +67,9 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
       const clash = (await refCollision(repo, `refs/tags/${line}/v001`)) ?? (await refCollision(repo, lineRef(line)));
       if (clash) throw new MstoreError('EBADNAME', `line '${line}' collides with the existing ref ${clash}`);
     }
-    const headFlat: FlatTree = head ? modelEntries(await repo.readFlatTree((await repo.readCommit(head)).tree)) : new Map();
+    // Entries of the head that a version cannot hold (a tree made by another tool) are not carried.
+    const headTree = head ? await inVersionOf(repo, head, async () => repo.readFlatTreeChecked((await repo.readCommit(head)).tree)) : { flat: new Map(), bad: [] };
+    const headFlat: FlatTree = modelEntries(headTree.flat);
 
     const scanAt = nowNs();
     const { files, skipped, temps } = await scanWorkspace(root, prefixes);
@@ -78,6 +80,7 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
     }
     await sweepTemps(root, temps);
     const warnings = skipped.map((p) => `skipped ${p}: not a regular file or symlink`);
+    for (const b of headTree.bad) warnings.push(`not carried from the line's head: ${showName(b.path)} (${b.problem})`);
     const flat: FlatTree = new Map();
     if (prefixes) for (const [p, e] of headFlat) if (!underAny(p, prefixes)) flat.set(p, e);
 
