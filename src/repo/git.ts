@@ -45,6 +45,15 @@ export function forVersion(version: string, e: unknown): unknown {
   return e;
 }
 
+/** Parses an object's content with `parse` (format/git-links.ts); a malformed one is ECORRUPT naming it. */
+function parseAs<T>(oid: string, role: string, content: Buffer, parse: (c: Buffer) => T): T {
+  try {
+    return parse(content);
+  } catch (e) {
+    throw new MstoreError('ECORRUPT', `git object ${oid} (${role}) is malformed: ${errorLine(e)}`, { what: oid });
+  }
+}
+
 /** What isomorphic-git's read error says, without its bug-report preamble. */
 function readFailure(e: unknown): string {
   const data = (e as { data?: { message?: unknown } }).data;
@@ -100,12 +109,7 @@ export class GitRepo {
 
   /** Parses an object with `parse` (format/git-links.ts); a malformed one is ECORRUPT naming it. */
   private async parsed<T>(oid: string, role: string, type: string, parse: (c: Buffer) => T): Promise<T> {
-    const { content } = await this.readObjectAs(oid, role, type);
-    try {
-      return parse(content);
-    } catch (e) {
-      throw new MstoreError('ECORRUPT', `git object ${oid} (${role}) is malformed: ${errorLine(e)}`, { what: oid });
-    }
+    return parseAs(oid, role, (await this.readObjectAs(oid, role, type)).content, parse);
   }
 
   /**
@@ -260,7 +264,7 @@ export class GitRepo {
       const o = await this.readObjectAs(oid, i ? 'tagged object' : 'object');
       if (o.type === 'commit') return oid;
       if (o.type !== 'tag') throw new Error(`${oid} is a ${o.type}, not a commit`);
-      oid = (await this.parsed(oid, 'tag', 'tag', parseTag)).object;
+      oid = parseAs(oid, 'tag', o.content, parseTag).object;
     }
     throw new Error(`tag chain at ${oid} is too long`);
   }
@@ -274,7 +278,7 @@ export class GitRepo {
       const o = await this.readObjectAs(oid, 'object');
       if (o.type === 'commit') return oid;
       if (o.type !== 'tag') throw new Error(`${oid} is a ${o.type}, not a commit`);
-      const t = await this.parsed(oid, 'tag', 'tag', parseTag);
+      const t = parseAs(oid, 'tag', o.content, parseTag);
       if (t.type === 'commit') return t.object;
       oid = t.object;
     }
@@ -284,13 +288,13 @@ export class GitRepo {
   /** The object an annotated tag points at; undefined when `oid` is not a tag. */
   async readTagTarget(oid: string): Promise<string | undefined> {
     const o = await this.readObjectAs(oid, 'object');
-    return o.type === 'tag' ? (await this.parsed(oid, 'tag', 'tag', parseTag)).object : undefined;
+    return o.type === 'tag' ? parseAs(oid, 'tag', o.content, parseTag).object : undefined;
   }
 
   async readTagMessage(oid: string): Promise<{ tag: string; message: string } | undefined> {
     const o = await this.readObjectAs(oid, 'object');
     if (o.type !== 'tag') return undefined;
-    const t = await this.parsed(oid, 'tag', 'tag', parseTag);
+    const t = parseAs(oid, 'tag', o.content, parseTag);
     return { tag: t.tag, message: t.message };
   }
 
