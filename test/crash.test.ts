@@ -243,7 +243,7 @@ async function killCheckoutMidWrite(ws: string, rev: string, minBytes: number): 
   let caught = false;
   const poll = setInterval(() => {
     for (const name of readdirSync(ws)) {
-      if (!name.startsWith('.mstore-tmp-big.safetensors')) continue;
+      if (!name.startsWith('.mstore-tmp-')) continue; // lib/fsutil.ts tmpName: only big.safetensors' grows this large
       try {
         if (statSync(path.join(ws, name)).size >= minBytes) {
           caught = true;

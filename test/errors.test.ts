@@ -566,7 +566,7 @@ test('hostile trees: "..", ".git" and "/" components never write outside the tar
       mkdirSync(base);
       const dest = path.join(base, 'dest');
       const r = mstore(ws, ['checkout', rev, '--to', dest]);
-      expectError(r, 1, /unsafe|\.\./, `checkout ${rev}`);
+      expectError(r, 1, /unsafe|\.\.|cannot hold/, `checkout ${rev}`);
       assert.not.ok(existsSync(path.join(base, 'evil')), `${rev}: nothing written next to the target`);
       assert.not.ok(existsSync(path.join(dest, '.git')), `${rev}: no .git inside the target`);
       assert.equal(walkFiles(base).filter((p) => !p.startsWith('dest/')), [], `${rev}: nothing outside the target`);

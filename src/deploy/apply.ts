@@ -5,7 +5,7 @@
  * on a complete, verified directory (the old version or the new):
  *   0. the version's name (and <dir>) come from the version tag this store holds for the commit,
  *      never from pushed metadata (deployName);
- *   1. materialise into <root>/.tmp-<dir>-<rand>/ (checkout re-hashes while writing), re-hash
+ *   1. materialise into <root>/.mstore-tmp-<pid>-<rand>/ (checkout re-hashes while writing), re-hash
  *      every file against the version's sha256, write the marker, fsync, rename to <root>/<dir>/
  *      — a directory already there whose marker and file stats match is reused as is;
  *   2. switch <root>/current: a new symlink renamed over the old one, directory fsynced;
@@ -15,7 +15,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { lstat, mkdir, readdir, readlink, rename, rm, stat, symlink, writeFile, open } from 'node:fs/promises';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { Store } from '../repo/store.js';
 import { MstoreError } from '../lib/errors.js';
@@ -23,7 +23,7 @@ import { StoreLock } from '../lib/lock.js';
 import { checkout } from '../ops/checkout.js';
 import { listVersionFiles } from '../repo/version-files.js';
 import { localRefs, parseVersionTag } from '../repo/refs.js';
-import { fsyncDir } from '../lib/fsutil.js';
+import { fsyncDir, tmpName, TMP_PREFIX } from '../lib/fsutil.js';
 import { moveRefs } from '../repo/reflog.js';
 import { now } from '../lib/clock.js';
 import { readDeployConfig, triggerRef, type DeployConfig, type TemplateValues } from '../repo/deploy-config.js';
@@ -89,7 +89,7 @@ async function materialise(store: Store, cfg: DeployConfig, commit: string, vers
     say(`${version} is already materialised in ${final}`);
     return final;
   }
-  const tmp = path.join(cfg.root, `.tmp-${dirName}-${randomBytes(4).toString('hex')}`);
+  const tmp = tmpName(final);
   try {
     say(`materialising ${version} into ${final}`);
     await checkout(store, { rev: commit, cwd: cfg.root, to: tmp });
@@ -113,7 +113,7 @@ async function materialise(store: Store, cfg: DeployConfig, commit: string, vers
     say(`verified ${files.length} files (${(bytes / 2 ** 20).toFixed(1)} MiB) of ${version} against their sha256`);
     if (await lstat(final).catch(() => undefined)) {
       // A damaged or foreign directory by that name: move it aside, never into the live path.
-      const aside = path.join(cfg.root, `.trash-${dirName}-${randomBytes(4).toString('hex')}`);
+      const aside = tmpName(final);
       await rename(final, aside);
       await rm(aside, { recursive: true, force: true });
     }
@@ -132,7 +132,7 @@ async function switchCurrent(root: string, dirName: string | null): Promise<void
   if (dirName === null) {
     await rm(current, { force: true });
   } else {
-    const tmp = path.join(root, `.current-${randomBytes(4).toString('hex')}`);
+    const tmp = tmpName(path.join(root, 'current'));
     await symlink(dirName, tmp);
     await rename(tmp, current);
   }
@@ -147,7 +147,7 @@ async function liveDir(root: string): Promise<string | null> {
 /** Removes leftovers of killed attempts and version directories beyond `keep`. */
 async function tidy(cfg: DeployConfig, attempts: DeployAttempt[], live: string | null): Promise<void> {
   const names = await readdir(cfg.root).catch(() => [] as string[]);
-  for (const n of names) if (n.startsWith('.tmp-') || n.startsWith('.trash-') || n.startsWith('.current-')) await rm(path.join(cfg.root, n), { recursive: true, force: true });
+  for (const n of names) if (n.startsWith(TMP_PREFIX) || n.startsWith('.tmp-') || n.startsWith('.trash-') || n.startsWith('.current-')) await rm(path.join(cfg.root, n), { recursive: true, force: true });
   // Keep the live directory and the `keep` most recently deployed others (rollback targets).
   const recent: string[] = [];
   for (const a of [...attempts].reverse()) {

@@ -1,8 +1,9 @@
 /**
- * Git objects as bytes: the framing git hashes (docs/format.md §16.3.2) and the links one
- * object holds to others (§7.8: tree entries, a commit's tree and parents, a tag's object).
- * Pure: bytes in, ids out; a malformed object is an Error naming the problem, which callers
- * turn into their own MstoreError. What a bundle further refuses (gitlinks, unsafe names,
+ * Git objects as bytes: the framing git hashes (docs/format.md §16.3.2), the one parser of
+ * trees, commits and tags mstore reads (the store's version records included, through
+ * repo/git.ts), and the links one object holds to others (§7.8: tree entries, a commit's tree
+ * and parents, a tag's object). Pure: bytes in, fields out; a malformed object is an Error
+ * naming the problem, which callers turn into their own MstoreError naming the object. What a bundle further refuses (gitlinks, unsafe names,
  * order) is bundle.ts's.
  */
 import { createHash } from 'node:crypto';
@@ -47,44 +48,116 @@ export interface Link {
   mode?: string;
 }
 
-/** The links of an object's content (§7.8), in the order the object holds them. Throws an Error naming what is malformed. */
-export function objectLinks(type: GitType, content: Buffer): Link[] {
-  const links: Link[] = [];
-  if (type === 'blob') return links;
-  if (type === 'tree') {
-    for (let o = 0; o < content.length; ) {
-      const sp = content.indexOf(0x20, o);
-      const nul = sp < 0 ? -1 : content.indexOf(0, sp);
-      if (sp < 0 || nul < 0 || nul + 21 > content.length) throw new Error('truncated tree entry');
-      const mode = content.subarray(o, sp).toString('latin1');
-      const name = content.subarray(sp + 1, nul).toString('utf8');
-      const linked = MODE_TYPES[mode];
-      if (!linked) throw new Error(`tree entry '${name}' has mode ${mode}, not one of git's (${Object.keys(MODE_TYPES).join(', ')})`);
-      links.push({ oid: content.subarray(nul + 1, nul + 21).toString('hex'), type: linked, via: name, mode });
-      o = nul + 21;
+/** One entry of a tree object (§7.8). */
+export interface TreeEntry {
+  mode: string;
+  /** The name as UTF-8 text; when its bytes are not valid UTF-8, undecodable bytes read as U+FFFD and `utf8` is false. */
+  name: string;
+  utf8: boolean;
+  oid: string;
+  type: GitType;
+}
+
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/** A tree's entries in the order the object holds them. Throws an Error naming what is malformed (a cut entry, a mode git does not know). */
+export function parseTree(content: Buffer): TreeEntry[] {
+  const out: TreeEntry[] = [];
+  for (let o = 0; o < content.length; ) {
+    const sp = content.indexOf(0x20, o);
+    const nul = sp < 0 ? -1 : content.indexOf(0, sp);
+    if (sp < 0 || nul < 0 || nul + 21 > content.length) throw new Error('truncated tree entry');
+    const mode = content.subarray(o, sp).toString('latin1');
+    const raw = content.subarray(sp + 1, nul);
+    let name: string;
+    let utf8 = true;
+    try {
+      name = STRICT_UTF8.decode(raw);
+    } catch {
+      name = raw.toString('utf8');
+      utf8 = false;
     }
-    return links;
+    const type = MODE_TYPES[mode];
+    if (!type) throw new Error(`tree entry '${name}' has mode ${mode}, not one of git's (${Object.keys(MODE_TYPES).join(', ')})`);
+    out.push({ mode, name, utf8, oid: content.subarray(nul + 1, nul + 21).toString('hex'), type });
+    o = nul + 21;
   }
+  return out;
+}
+
+/** A signature line's fields, as isomorphic-git gives them (`timezoneOffset` in minutes, the sign of JavaScript's getTimezoneOffset). */
+export interface GitSignature {
+  name: string;
+  email: string;
+  timestamp: number;
+  timezoneOffset: number;
+}
+
+export interface ParsedCommit {
+  tree: string;
+  parent: string[];
+  author: GitSignature;
+  committer: GitSignature;
+  /** Everything after the first empty line. */
+  message: string;
+}
+
+function signature(line: string | undefined, key: 'author' | 'committer'): GitSignature | undefined {
+  const m = new RegExp(`^${key} (.*) <(.*)> ([0-9]+) ([+-])([0-9]{2})([0-9]{2})$`).exec(line ?? '');
+  if (!m) return undefined;
+  const minutes = Number(m[5]) * 60 + Number(m[6]);
+  return { name: m[1], email: m[2], timestamp: Number(m[3]), timezoneOffset: minutes === 0 ? 0 : m[4] === '+' ? -minutes : minutes };
+}
+
+/** A commit's headers and message (§7.8). Throws an Error naming what is malformed. */
+export function parseCommit(content: Buffer): ParsedCommit {
   const end = content.indexOf('\n\n');
   const head = content.subarray(0, end < 0 ? content.length : end).toString('utf8').split('\n');
-  if (type === 'commit') {
-    const tree = /^tree ([0-9a-f]{40})$/.exec(head[0] ?? '');
-    if (!tree) throw new Error('commit does not start with a tree line');
-    links.push({ oid: tree[1], type: 'tree', via: 'tree' });
-    let i = 1;
-    for (; i < head.length; i++) {
-      const p = /^parent ([0-9a-f]{40})$/.exec(head[i]);
-      if (!p) break;
-      links.push({ oid: p[1], type: 'commit', via: 'parent' });
-    }
-    if (!/^author .* <.*> [0-9]+ [+-][0-9]{4}$/.test(head[i] ?? '') || !/^committer .* <.*> [0-9]+ [+-][0-9]{4}$/.test(head[i + 1] ?? '')) throw new Error('commit lacks well-formed author and committer lines after its parents');
-    return links;
+  const tree = /^tree ([0-9a-f]{40})$/.exec(head[0] ?? '');
+  if (!tree) throw new Error('commit does not start with a tree line');
+  const parent: string[] = [];
+  let i = 1;
+  for (; i < head.length; i++) {
+    const p = /^parent ([0-9a-f]{40})$/.exec(head[i]);
+    if (!p) break;
+    parent.push(p[1]);
   }
+  const author = signature(head[i], 'author');
+  const committer = signature(head[i + 1], 'committer');
+  if (!author || !committer) throw new Error('commit lacks well-formed author and committer lines after its parents');
+  return { tree: tree[1], parent, author, committer, message: end < 0 ? '' : content.subarray(end + 2).toString('utf8') };
+}
+
+export interface ParsedTag {
+  object: string;
+  type: GitType;
+  tag: string;
+  message: string;
+}
+
+/** A tag's target, its type, its name and message (§7.8). Throws an Error naming what is malformed. */
+export function parseTag(content: Buffer): ParsedTag {
+  const end = content.indexOf('\n\n');
+  const head = content.subarray(0, end < 0 ? content.length : end).toString('utf8').split('\n');
   const obj = /^object ([0-9a-f]{40})$/.exec(head[0] ?? '');
   const t = /^type (commit|tree|blob|tag)$/.exec(head[1] ?? '');
   if (!obj || !t) throw new Error('tag does not start with object and type lines');
-  links.push({ oid: obj[1], type: t[1] as GitType, via: 'object' });
-  return links;
+  const name = /^tag (.*)$/.exec(head[2] ?? '');
+  const message = end < 0 ? '' : content.subarray(end + 2).toString('utf8');
+  const sig = message.indexOf('-----BEGIN PGP SIGNATURE-----');
+  return { object: obj[1], type: t[1] as GitType, tag: name ? name[1] : '', message: sig < 0 ? message : message.slice(0, sig) };
+}
+
+/** The links of an object's content (§7.8), in the order the object holds them. Throws an Error naming what is malformed. */
+export function objectLinks(type: GitType, content: Buffer): Link[] {
+  if (type === 'blob') return [];
+  if (type === 'tree') return parseTree(content).map((e) => ({ oid: e.oid, type: e.type, via: e.name, mode: e.mode }));
+  if (type === 'commit') {
+    const c = parseCommit(content);
+    return [{ oid: c.tree, type: 'tree', via: 'tree' }, ...c.parent.map((p): Link => ({ oid: p, type: 'commit', via: 'parent' }))];
+  }
+  const t = parseTag(content);
+  return [{ oid: t.object, type: t.type, via: 'object' }];
 }
 
 /** The links of a framed object (`<type> <len>\0<content>`). Throws an Error naming what is malformed. */

@@ -17,12 +17,24 @@ export async function fsyncDir(dir: string): Promise<void> {
 }
 
 /**
- * `<dir>/.mstore-tmp-<name>.tmp-<pid>-<hex>`, in the target's directory unless `dir` is
- * given (it must be on the same filesystem for the rename). The pid lets a sweep tell a
- * dead writer's leftovers from a live one's.
+ * `<dir>/.mstore-tmp-<pid>-<8 hex>`, in the target's directory unless `dir` is given (it must
+ * be on the same filesystem for the rename). The name is never made from the final name, so
+ * it fits wherever the final name fits (a final name may be 255 bytes, the most a file system
+ * holds per name). The pid lets a sweep tell a dead writer's leftovers from a live one's
+ * (`tmpOwner`). Every temporary name mstore gives a file it later renames comes from here.
  */
 export function tmpName(finalPath: string, dir?: string): string {
-  return path.join(dir ?? path.dirname(finalPath), `${TMP_PREFIX}${path.basename(finalPath)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  return path.join(dir ?? path.dirname(finalPath), `${TMP_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/**
+ * The pid of the process that made a temporary name (a base name), or undefined when the name
+ * is not one of tmpName's. Also reads the older form `.mstore-tmp-<name>.tmp-<pid>-<hex>`.
+ */
+export function tmpOwner(name: string): number | undefined {
+  if (!name.startsWith(TMP_PREFIX)) return undefined;
+  const m = /^([0-9]+)-[0-9a-f]+$/.exec(name.slice(TMP_PREFIX.length)) ?? /\.tmp-([0-9]+)-[0-9a-f]+$/.exec(name);
+  return m ? Number(m[1]) : undefined;
 }
 
 export interface AtomicWriteOptions {

@@ -14,7 +14,7 @@ import { atomicWriteFile, fsyncDir, tmpName } from '../lib/fsutil.js';
 import { identifyFile } from '../repo/identify.js';
 import { nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, type StatInfo, type WorkFile } from '../repo/workspace.js';
 import { readMeta, resolveRev } from '../repo/versions.js';
-import { listVersionFiles, type VersionFile } from '../repo/version-files.js';
+import { badEntriesError, listVersionFilesChecked, type VersionFile } from '../repo/version-files.js';
 import type { Progress } from '../lib/progress.js';
 
 export interface CheckoutOptions {
@@ -137,7 +137,8 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
     const commit = await resolveRev(repo, opts.rev);
     const meta = await readMeta(repo, commit);
     const what = meta?.version ?? commit.slice(0, 12);
-    const all = await listVersionFiles(repo, commit);
+    // Entries the version cannot hold (docs/format.md §7.9) are never written; the rest is, and then they are named.
+    const { files: all, bad } = await listVersionFilesChecked(repo, commit);
     const files = selectFiles(all, opts.patterns, what);
     if (intoWorkspace) await sweepTemps(target, (await scanWorkspace(target)).temps);
 
@@ -265,6 +266,7 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
       for (const p of removals) updates.set(p, null);
       index.updateStats(updates);
     }
+    if (bad.length && !opts.patterns?.length) throw await badEntriesError(repo, commit, bad, `; its other ${files.length} files were checked out`);
     return {
       version: meta?.version,
       commit,

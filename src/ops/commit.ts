@@ -1,5 +1,7 @@
 /**
- * `commit`: snapshot the workspace (or some paths of it) as the next version of a line.
+ * `commit`: snapshot the workspace (or some paths of it) as the next version of a line. A
+ * file whose name a version cannot hold (format/path-names.ts) refuses the commit before
+ * anything is written.
  * Publish order: pack data fsynced -> index -> git objects -> tag ref -> line ref ->
  * stat cache. A crash at any point leaves every ref on complete data. Every file is read as
  * one snapshot (src/lib/stable-read.ts); a stat-cache entry is used only while it names what
@@ -13,7 +15,8 @@ import type { StatEntry } from '../repo/index-db.js';
 import type { FlatTree } from '../repo/git.js';
 import { cachedIdentity, identifyFile } from '../repo/identify.js';
 import { cacheable, gitMode, nowNs, scanWorkspace, statEntry, sweepTemps, toWorkspacePaths, underAny } from '../repo/workspace.js';
-import { DEFAULT_LINE, STATUSES, checkLineName, lineRef, readMeta, refCollision } from '../repo/versions.js';
+import { DEFAULT_LINE, STATUSES, checkLineName, inVersionOf, lineRef, readMeta, refCollision } from '../repo/versions.js';
+import { pathProblem, showName } from '../format/path-names.js';
 import { modelEntries } from '../repo/version-files.js';
 import { assertTreePresent, defaultAuthor, writeVersion } from '../repo/version-write.js';
 import type { Progress } from '../lib/progress.js';
@@ -67,12 +70,20 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
       const clash = (await refCollision(repo, `refs/tags/${line}/v001`)) ?? (await refCollision(repo, lineRef(line)));
       if (clash) throw new MstoreError('EBADNAME', `line '${line}' collides with the existing ref ${clash}`);
     }
-    const headFlat: FlatTree = head ? modelEntries(await repo.readFlatTree((await repo.readCommit(head)).tree)) : new Map();
+    // Entries of the head that a version cannot hold (a tree made by another tool) are not carried.
+    const headTree = head ? await inVersionOf(repo, head, async () => repo.readFlatTreeChecked((await repo.readCommit(head)).tree)) : { flat: new Map(), bad: [] };
+    const headFlat: FlatTree = modelEntries(headTree.flat);
 
     const scanAt = nowNs();
     const { files, skipped, temps } = await scanWorkspace(root, prefixes);
+    // Names a version cannot hold (docs/format.md §7.9) are refused before anything is written.
+    for (const f of files) {
+      const problem = pathProblem(f.path, { symlink: f.isLink });
+      if (problem) throw new MstoreError('EBADINPUT', `cannot commit ${showName(f.path)}: ${problem}`, { what: f.path });
+    }
     await sweepTemps(root, temps);
     const warnings = skipped.map((p) => `skipped ${p}: not a regular file or symlink`);
+    for (const b of headTree.bad) warnings.push(`not carried from the line's head: ${showName(b.path)} (${b.problem})`);
     const flat: FlatTree = new Map();
     if (prefixes) for (const [p, e] of headFlat) if (!underAny(p, prefixes)) flat.set(p, e);
 

@@ -1,8 +1,15 @@
-/** Read-only views of versions: `log` and `show`. */
+/**
+ * Read-only views of versions: `log` and `show`. A damaged version record does not hide the
+ * others: log lists every version it can read and returns one problem line per one it cannot
+ * (naming the object and the version); show lists every file it can and names the entries the
+ * version cannot hold (docs/format.md §7.9).
+ */
 import type { Store } from '../repo/store.js';
+import { MstoreError, errorLine } from '../lib/errors.js';
 import { resolveRev, readMeta, type VersionMeta } from '../repo/versions.js';
-import { listVersionFiles, type VersionFile } from '../repo/version-files.js';
+import { badEntriesError, listVersionFilesChecked, type VersionFile } from '../repo/version-files.js';
 import type { GitRepo } from '../repo/git.js';
+import type { ParsedCommit } from '../format/git-links.js';
 import { allLabels, readLabels, type Labels } from './labels.js';
 
 export interface LogEntry {
@@ -26,18 +33,75 @@ export async function tagsByCommit(repo: GitRepo): Promise<Map<string, string[]>
   return out;
 }
 
-/** Newest first along first parents from `rev` (default `latest`), skipping removed versions. */
-export async function log(store: Store, opts: { rev?: string; limit?: number; status?: string } = {}): Promise<LogEntry[]> {
+export interface LogResult {
+  entries: LogEntry[];
+  /** One line per version whose record could not be read (damaged or missing object), naming both. */
+  problems: string[];
+}
+
+/** A damaged record's error is reported and the walk goes on; any other error stops it. */
+function recordProblem(e: unknown): string {
+  if (e instanceof MstoreError && (e.code === 'ECORRUPT' || e.code === 'EMISSING')) return errorLine(e);
+  throw e;
+}
+
+/** `v003` -> ['', 3], `L/v003` -> ['L', 3]; undefined for a name that is not a version's. */
+function versionParts(name: string): [string, number] | undefined {
+  const m = /^(?:(.+)\/)?v([0-9]+)$/.exec(name);
+  return m ? [m[1] ?? '', Number(m[2])] : undefined;
+}
+
+/**
+ * Newest first along first parents from `rev` (default `latest`), skipping removed versions.
+ * A version whose record cannot be read is left out with a problem line; past a commit that
+ * cannot be read (its parents unknown), the walk goes on at the next older version tag of
+ * the same line.
+ */
+export async function log(store: Store, opts: { rev?: string; limit?: number; status?: string } = {}): Promise<LogResult> {
   const repo = store.repo;
+  const out: LogEntry[] = [];
+  const problems: string[] = [];
   // An empty store has no history, which is not an error.
-  if (!opts.rev && !(await repo.readRef('refs/heads/latest'))) return [];
+  if (!opts.rev && !(await repo.readRef('refs/heads/latest'))) return { entries: out, problems };
   const tags = await tagsByCommit(repo);
   const labels = await allLabels(store);
+  const versionOf = (oid: string): string | undefined => (tags.get(oid) ?? []).find((t) => versionParts(t));
+  const seen = new Set<string>();
+  /** The next older version of the line of `name` whose commit was not listed yet. */
+  const olderThan = (name: string): string | undefined => {
+    const [line, n] = versionParts(name)!;
+    let best: [number, string] | undefined;
+    for (const [commit, names] of tags) {
+      if (seen.has(commit)) continue;
+      for (const t of names) {
+        const p = versionParts(t);
+        if (p && p[0] === line && p[1] < n && (!best || p[1] > best[0])) best = [p[1], commit];
+      }
+    }
+    return best?.[1];
+  };
   let oid: string | undefined = await resolveRev(repo, opts.rev ?? 'latest');
-  const out: LogEntry[] = [];
-  while (oid && (opts.limit === undefined || out.length < opts.limit)) {
-    const c = await repo.readCommit(oid);
-    const meta = await readMeta(repo, oid);
+  while (oid && !seen.has(oid) && (opts.limit === undefined || out.length < opts.limit)) {
+    seen.add(oid);
+    let c: ParsedCommit;
+    try {
+      c = await repo.readCommit(oid);
+    } catch (e) {
+      const name = versionOf(oid);
+      problems.push(`${name ?? `commit ${oid.slice(0, 12)}`}: ${recordProblem(e)}`);
+      oid = name ? olderThan(name) : undefined;
+      continue;
+    }
+    let meta: VersionMeta | undefined;
+    try {
+      meta = await readMeta(repo, oid);
+    } catch (e) {
+      const line = recordProblem(e);
+      // A removed version (no version tag) is not listed, readable or not.
+      if (versionOf(oid)) problems.push(line);
+      oid = c.parent[0];
+      continue;
+    }
     // A removed version (rm/prune) stays in the parent chain but is no longer listed.
     if (meta?.version && !(tags.get(oid) ?? []).includes(meta.version)) {
       oid = c.parent[0];
@@ -61,7 +125,7 @@ export async function log(store: Store, opts: { rev?: string; limit?: number; st
     }
     oid = c.parent[0];
   }
-  return out;
+  return { entries: out, problems };
 }
 
 export interface ShowResult {
@@ -72,7 +136,10 @@ export interface ShowResult {
   status: string | null;
   labels: Labels;
   meta: VersionMeta | undefined;
+  /** Every file the version's tree holds under a name a version can hold. */
   files: VersionFile[];
+  /** One line naming the version's entries it cannot hold (not in `files`); empty when none. */
+  problems: string[];
 }
 
 export async function show(store: Store, rev: string): Promise<ShowResult> {
@@ -81,5 +148,7 @@ export async function show(store: Store, rev: string): Promise<ShowResult> {
   const meta = await readMeta(repo, commit);
   const tags = ((await tagsByCommit(repo)).get(commit) ?? []).filter((t) => t !== meta?.version).sort();
   const labels = await readLabels(store, commit);
-  return { version: meta?.version, commit, tags, status: labels.status ?? meta?.status ?? null, labels, meta, files: await listVersionFiles(repo, commit) };
+  const { files, bad } = await listVersionFilesChecked(repo, commit);
+  const problems = bad.length ? [errorLine(await badEntriesError(repo, commit, bad))] : [];
+  return { version: meta?.version, commit, tags, status: labels.status ?? meta?.status ?? null, labels, meta, files, problems };
 }

@@ -1,6 +1,8 @@
-/** Walking the git object graph of a store's version records. */
+/** Walking the git object graph of a store's version records (links read by format/git-links.ts). */
 import git from 'isomorphic-git';
 import { gitFs } from './git-fs.js';
+import { objectLinks, isGitType } from '../format/git-links.js';
+import { MstoreError, errorLine } from '../lib/errors.js';
 
 export type GitType = 'blob' | 'tree' | 'commit' | 'tag';
 
@@ -28,9 +30,16 @@ export async function reachableObjects(gitdir: string, starts: string[], cache: 
         continue;
       }
       state.set(top.oid, 'open');
-      const o = await git.readObject({ fs: gitFs, gitdir, oid: top.oid, format: 'parsed', cache });
-      top.type = o.type as GitType;
-      top.children = pointsAt(o);
+      const o = await git.readObject({ fs: gitFs, gitdir, oid: top.oid, format: 'content', cache });
+      if (!isGitType(o.type)) throw new MstoreError('ECORRUPT', `git object ${top.oid} has type ${o.type}`, { what: top.oid });
+      top.type = o.type;
+      try {
+        top.children = objectLinks(o.type, Buffer.from(o.object as Uint8Array))
+          .filter((l) => l.mode !== '160000')
+          .map((l) => l.oid);
+      } catch (e) {
+        throw new MstoreError('ECORRUPT', `git object ${top.oid} (${o.type}) is malformed: ${errorLine(e)}`, { what: top.oid });
+      }
       for (const c of top.children) if (!state.has(c)) stack.push({ oid: c });
       continue;
     }

@@ -1,13 +1,19 @@
 /**
- * The version records: a bare git repository written and read with isomorphic-git.
- * Trees are handled as flat maps (path -> mode + blob id), like git's index.
+ * The version records: a bare git repository written with isomorphic-git and read through
+ * it only as bytes: trees, commits and tags are parsed by format/git-links.ts (the one
+ * parser), so a damaged or missing object is an MstoreError (ECORRUPT, EMISSING) naming the
+ * object and what it is, and a tree entry whose name a version cannot hold
+ * (format/path-names.ts) is reported by name, never followed. Trees are handled as flat maps
+ * (path -> mode + blob id), like git's index.
  * Refs are read and written by their exact full name only (no guessing of namespaces).
  */
 import { readFile, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import git from 'isomorphic-git';
-import { MstoreError } from '../lib/errors.js';
 import { gitFs } from './git-fs.js';
+import { MstoreError, errorLine } from '../lib/errors.js';
+import { isGitType, objectLinks, parseCommit, parseTag, parseTree, type Link, type ParsedCommit, type TreeEntry } from '../format/git-links.js';
+import { nameProblem, showName } from '../format/path-names.js';
 
 export type FileMode = '100644' | '100755' | '120000';
 
@@ -18,6 +24,45 @@ export interface FlatEntry {
 }
 
 export type FlatTree = Map<string, FlatEntry>;
+
+/** A tree entry a version cannot hold (format/path-names.ts): its path and the rule it breaks. */
+export interface BadEntry {
+  path: string;
+  problem: string;
+}
+
+/** One line for the bad entries of a version: `'<path>': <rule>`, the first few. */
+export function badEntriesLine(bad: BadEntry[]): string {
+  const shown = bad.slice(0, 3).map((b) => `${showName(b.path)}: ${b.problem}`);
+  return `${bad.length === 1 ? 'an entry it cannot hold' : `${bad.length} entries it cannot hold`}: ${shown.join('; ')}${bad.length > 3 ? '; ...' : ''}`;
+}
+
+/**
+ * A damaged or missing object's error with the version (or revision) that needed it put
+ * first, once; any other error unchanged.
+ */
+export function forVersion(version: string, e: unknown): unknown {
+  if (e instanceof MstoreError && (e.code === 'ECORRUPT' || e.code === 'EMISSING') && e.where === undefined) {
+    return new MstoreError(e.code, `${version}: ${e.message}`, { what: e.what, where: version });
+  }
+  return e;
+}
+
+/** Parses an object's content with `parse` (format/git-links.ts); a malformed one is ECORRUPT naming it. */
+function parseAs<T>(oid: string, role: string, content: Buffer, parse: (c: Buffer) => T): T {
+  try {
+    return parse(content);
+  } catch (e) {
+    throw new MstoreError('ECORRUPT', `git object ${oid} (${role}) is malformed: ${errorLine(e)}`, { what: oid });
+  }
+}
+
+/** What isomorphic-git's read error says, without its bug-report preamble. */
+function readFailure(e: unknown): string {
+  const data = (e as { data?: { message?: unknown } }).data;
+  const text = typeof data?.message === 'string' ? data.message : errorLine(e);
+  return /SHA check failed/.test(text) ? 'its bytes do not hash to its id' : `it cannot be read (${text.split('\n')[0]})`;
+}
 
 export interface Signature {
   name: string;
@@ -48,18 +93,77 @@ export class GitRepo {
     return (await git.hashBlob({ object: data })).oid;
   }
 
-  async readBlob(oid: string): Promise<Uint8Array> {
-    return (await git.readBlob({ ...this.base, oid, cache: this.cache })).blob;
+  /**
+   * An object's type and content (without git's `<type> <len>\0` header), re-hashed by
+   * isomorphic-git on read. Absent: EMISSING; unreadable, not hashing to its id, or not of
+   * the `expected` type: ECORRUPT. `role` says what the object is, for the message.
+   */
+  async readObjectAs(oid: string, role: string, expected?: string): Promise<{ type: string; content: Buffer }> {
+    let o;
+    try {
+      o = await git.readObject({ ...this.base, oid, format: 'content', cache: this.cache });
+    } catch (e) {
+      if ((e as { code?: string }).code === 'NotFoundError') throw new MstoreError('EMISSING', `git object ${oid} (${role}) is missing`, { what: oid });
+      throw new MstoreError('ECORRUPT', `git object ${oid} (${role}) is damaged: ${readFailure(e)}`, { what: oid });
+    }
+    if (expected && o.type !== expected) throw new MstoreError('ECORRUPT', `git object ${oid} (${role}) is a ${o.type}, not a ${expected}`, { what: oid });
+    return { type: o.type, content: Buffer.from(o.object as Uint8Array) };
   }
 
-  /** The blob at `filepath` in a commit's tree, reading only the trees on that path; undefined if absent. */
-  async readFileAt(commit: string, filepath: string): Promise<Uint8Array | undefined> {
+  /** Parses an object with `parse` (format/git-links.ts); a malformed one is ECORRUPT naming it. */
+  private async parsed<T>(oid: string, role: string, type: string, parse: (c: Buffer) => T): Promise<T> {
+    return parseAs(oid, role, (await this.readObjectAs(oid, role, type)).content, parse);
+  }
+
+  /**
+   * An object's type and links (format/git-links.ts), read and re-hashed; damage is an error
+   * naming the object. `badName`: the first entry of a tree whose name a version cannot hold.
+   */
+  async readLinks(oid: string): Promise<{ type: string; links: Link[]; badName?: string }> {
+    const o = await this.readObjectAs(oid, 'object');
+    if (!isGitType(o.type)) throw new MstoreError('ECORRUPT', `git object ${oid} has type ${o.type}`, { what: oid });
+    let links: Link[];
     try {
-      return (await git.readBlob({ ...this.base, oid: commit, filepath, cache: this.cache })).blob;
+      links = objectLinks(o.type, o.content);
     } catch (e) {
-      if ((e as { code?: string }).code === 'NotFoundError') return undefined;
-      throw e;
+      throw new MstoreError('ECORRUPT', `git object ${oid} (${o.type}) is malformed: ${errorLine(e)}`, { what: oid });
     }
+    let badName: string | undefined;
+    if (o.type === 'tree') {
+      for (const l of links) {
+        const problem = l.via === '.mstore' && l.type === 'tree' ? null : nameProblem(l.via, { symlink: l.mode === '120000' });
+        if (problem) {
+          badName = `tree entry ${showName(l.via)}: ${problem}`;
+          break;
+        }
+      }
+    }
+    return { type: o.type, links, ...(badName ? { badName } : {}) };
+  }
+
+  async readBlob(oid: string, role = 'blob'): Promise<Uint8Array> {
+    return (await this.readObjectAs(oid, role, 'blob')).content;
+  }
+
+  async readTreeEntries(oid: string, role = 'tree'): Promise<TreeEntry[]> {
+    return this.parsed(oid, role, 'tree', parseTree);
+  }
+
+  /**
+   * The blob at `filepath` in a commit's tree, reading only the trees on that path (other
+   * entries, whatever their names, are not looked at); undefined if absent.
+   */
+  async readFileAt(commit: string, filepath: string): Promise<Uint8Array | undefined> {
+    let oid = (await this.readCommit(commit)).tree;
+    const parts = filepath.split('/');
+    for (let i = 0; i < parts.length; i++) {
+      const where = parts.slice(0, i).join('/');
+      const e = (await this.readTreeEntries(oid, where ? `tree ${where}` : 'root tree')).find((x) => x.name === parts[i]);
+      const last = i === parts.length - 1;
+      if (!e || e.type !== (last ? 'blob' : 'tree')) return undefined;
+      oid = e.oid;
+    }
+    return this.readBlob(oid, filepath);
   }
 
   /** Writes the nested trees for a flat map; returns the root tree id. */
@@ -88,18 +192,29 @@ export class GitRepo {
     return write(root);
   }
 
-  async readFlatTree(treeOid: string): Promise<FlatTree> {
+  /**
+   * Every file of a tree (blobs, at any depth) and the entries a version cannot hold
+   * (format/path-names.ts; such an entry, and all below it, is left out of `flat`).
+   */
+  async readFlatTreeChecked(treeOid: string): Promise<{ flat: FlatTree; bad: BadEntry[] }> {
     const flat: FlatTree = new Map();
+    const bad: BadEntry[] = [];
     const walk = async (oid: string, prefix: string): Promise<void> => {
-      const { tree } = await git.readTree({ ...this.base, oid, cache: this.cache });
-      for (const e of tree) {
-        const p = prefix + e.path;
+      for (const e of await this.readTreeEntries(oid, prefix ? `tree ${prefix.slice(0, -1)}` : 'root tree')) {
+        const p = prefix + e.name;
+        if (e.type === 'commit') continue; // a gitlink: another repository's commit, not a file
+        // The root's .mstore holds the version record; anywhere else the name is reserved.
+        const problem = !e.utf8 ? 'a name that is not valid UTF-8' : p === '.mstore' && e.type === 'tree' ? null : nameProblem(e.name, { symlink: e.mode === '120000' });
+        if (problem) {
+          bad.push({ path: p, problem });
+          continue;
+        }
         if (e.type === 'tree') {
-          if (dirs.has(p)) throw new Error(`tree ${treeOid} names directory ${p} twice`);
+          if (dirs.has(p)) throw new MstoreError('ECORRUPT', `tree ${treeOid} names directory ${p} twice`, { what: treeOid });
           dirs.add(p);
           await walk(e.oid, `${p}/`);
-        } else if (e.type === 'blob') {
-          if (flat.has(p)) throw new Error(`tree ${treeOid} names ${p} twice`);
+        } else {
+          if (flat.has(p)) throw new MstoreError('ECORRUPT', `tree ${treeOid} names ${p} twice`, { what: treeOid });
           flat.set(p, { mode: e.mode as FileMode, blob: e.oid });
         }
       }
@@ -108,7 +223,14 @@ export class GitRepo {
     // directory; a hand-made tree can (git mktree accepts it). Checkout relies on neither.
     const dirs = new Set<string>();
     await walk(treeOid, '');
-    for (const d of dirs) if (flat.has(d)) throw new Error(`tree ${treeOid} has both a file and a directory named ${d}`);
+    for (const d of dirs) if (flat.has(d)) throw new MstoreError('ECORRUPT', `tree ${treeOid} has both a file and a directory named ${d}`, { what: treeOid });
+    return { flat, bad };
+  }
+
+  /** Every file of a tree; a tree holding an entry a version cannot hold is ECORRUPT naming the entry. */
+  async readFlatTree(treeOid: string): Promise<FlatTree> {
+    const { flat, bad } = await this.readFlatTreeChecked(treeOid);
+    if (bad.length) throw new MstoreError('ECORRUPT', `tree ${treeOid} holds ${badEntriesLine(bad)}`, { what: bad[0].path });
     return flat;
   }
 
@@ -119,8 +241,8 @@ export class GitRepo {
     });
   }
 
-  async readCommit(oid: string) {
-    return (await git.readCommit({ ...this.base, oid, cache: this.cache })).commit;
+  async readCommit(oid: string): Promise<ParsedCommit> {
+    return this.parsed(oid, 'commit', 'commit', parseCommit);
   }
 
   writeAnnotatedTag(t: { name: string; object: string; message: string; tagger: Signature }): Promise<string> {
@@ -132,35 +254,50 @@ export class GitRepo {
 
   /** An object's type and its content (without git's `<type> <len>\0` header); git re-hashes it on read. */
   async readRawObject(oid: string): Promise<{ type: string; content: Uint8Array }> {
-    const o = await git.readObject({ ...this.base, oid, format: 'content', cache: this.cache });
-    return { type: o.type, content: o.object as Uint8Array };
+    return this.readObjectAs(oid, 'object');
   }
 
   async readObjectType(oid: string): Promise<string> {
-    return (await git.readObject({ ...this.base, oid, format: 'parsed', cache: this.cache })).type;
+    return (await this.readObjectAs(oid, 'object')).type;
   }
 
   /** Follows annotated tags down to a commit id. */
   async peelToCommit(oid: string): Promise<string> {
     for (let i = 0; i < 16; i++) {
-      const o = await git.readObject({ ...this.base, oid, format: 'parsed', cache: this.cache });
+      const o = await this.readObjectAs(oid, i ? 'tagged object' : 'object');
       if (o.type === 'commit') return oid;
       if (o.type !== 'tag') throw new Error(`${oid} is a ${o.type}, not a commit`);
-      oid = (o.object as { object: string }).object;
+      oid = parseAs(oid, 'tag', o.content, parseTag).object;
+    }
+    throw new Error(`tag chain at ${oid} is too long`);
+  }
+
+  /**
+   * Like peelToCommit, but a tag whose `type` header says commit is taken at its word: the
+   * commit itself is not read, so a version whose commit object is damaged keeps its name.
+   */
+  private async peelByHeaders(oid: string): Promise<string> {
+    for (let i = 0; i < 16; i++) {
+      const o = await this.readObjectAs(oid, 'object');
+      if (o.type === 'commit') return oid;
+      if (o.type !== 'tag') throw new Error(`${oid} is a ${o.type}, not a commit`);
+      const t = parseAs(oid, 'tag', o.content, parseTag);
+      if (t.type === 'commit') return t.object;
+      oid = t.object;
     }
     throw new Error(`tag chain at ${oid} is too long`);
   }
 
   /** The object an annotated tag points at; undefined when `oid` is not a tag. */
   async readTagTarget(oid: string): Promise<string | undefined> {
-    const o = await git.readObject({ ...this.base, oid, format: 'parsed', cache: this.cache });
-    return o.type === 'tag' ? (o.object as { object: string }).object : undefined;
+    const o = await this.readObjectAs(oid, 'object');
+    return o.type === 'tag' ? parseAs(oid, 'tag', o.content, parseTag).object : undefined;
   }
 
   async readTagMessage(oid: string): Promise<{ tag: string; message: string } | undefined> {
-    const o = await git.readObject({ ...this.base, oid, format: 'parsed', cache: this.cache });
+    const o = await this.readObjectAs(oid, 'object');
     if (o.type !== 'tag') return undefined;
-    const t = o.object as { tag: string; message: string };
+    const t = parseAs(oid, 'tag', o.content, parseTag);
     return { tag: t.tag, message: t.message };
   }
 
@@ -229,9 +366,9 @@ export class GitRepo {
       const oid = await this.readRef(`refs/tags/${name}`);
       if (!oid) continue;
       try {
-        out.push({ name, oid, commit: await this.peelToCommit(oid) });
+        out.push({ name, oid, commit: await this.peelByHeaders(oid) });
       } catch {
-        // a tag of a tree or blob: not a version name
+        // a tag of a tree or blob (not a version name), or a damaged tag object
       }
     }
     return out;

@@ -8,7 +8,7 @@
  * record at `.mstore/version.json`.
  */
 import { MstoreError } from '../lib/errors.js';
-import type { GitRepo } from './git.js';
+import { forVersion, type GitRepo } from './git.js';
 import { namePartsProblem, refNameProblem, shown } from './ref-names.js';
 
 export const DEFAULT_LINE = 'main';
@@ -117,15 +117,32 @@ export async function lastVersionNumber(repo: GitRepo, line: string): Promise<nu
   return max;
 }
 
-export async function readMeta(repo: GitRepo, commit: string): Promise<VersionMeta | undefined> {
-  const blob = await repo.readFileAt(commit, META_PATH);
-  if (!blob) return undefined;
-  const text = Buffer.from(blob).toString('utf8');
+/** A version name of a commit, from the version tags (read on error paths only: it peels every tag). */
+export async function versionNameOf(repo: GitRepo, commit: string): Promise<string> {
+  for (const t of await repo.peeledTags()) if (t.commit === commit && /(^|\/)v[0-9]+$/.test(t.name)) return t.name;
+  return `version record ${commit.slice(0, 12)}`;
+}
+
+/** Runs `fn`; a damaged or missing object it meets is named with the version of `commit`. */
+export async function inVersionOf<T>(repo: GitRepo, commit: string, fn: () => Promise<T>): Promise<T> {
   try {
-    return JSON.parse(text) as VersionMeta;
-  } catch {
-    throw new MstoreError('ECORRUPT', `version record ${commit.slice(0, 12)}: ${META_PATH} is not valid JSON`);
+    return await fn();
+  } catch (e) {
+    throw e instanceof MstoreError && (e.code === 'ECORRUPT' || e.code === 'EMISSING') && e.where === undefined ? forVersion(await versionNameOf(repo, commit), e) : e;
   }
+}
+
+export async function readMeta(repo: GitRepo, commit: string): Promise<VersionMeta | undefined> {
+  return inVersionOf(repo, commit, async () => {
+    const blob = await repo.readFileAt(commit, META_PATH);
+    if (!blob) return undefined;
+    const text = Buffer.from(blob).toString('utf8');
+    try {
+      return JSON.parse(text) as VersionMeta;
+    } catch {
+      throw new MstoreError('ECORRUPT', `${META_PATH} of commit ${commit} is not valid JSON`, { what: commit });
+    }
+  });
 }
 
 /**
@@ -155,18 +172,19 @@ export async function resolveRev(repo: GitRepo, rev: string): Promise<string> {
   try {
     commit = await repo.peelToCommit(oid);
   } catch (e) {
+    if (e instanceof MstoreError) throw forVersion(rev, e);
     throw new MstoreError('EUNKNOWNREV', `revision '${rev}' does not name a version (${(e as Error).message})`, { what: rev });
   }
   for (const step of suffix.match(/[~^][0-9]*/g) ?? []) {
     const n = step.length > 1 ? Number(step.slice(1)) : 1;
     if (step[0] === '~') {
       for (let i = 0; i < n; i++) {
-        const parents = (await repo.readCommit(commit)).parent;
+        const parents = (await inVersionOf(repo, commit, () => repo.readCommit(commit))).parent;
         if (!parents.length) throw new MstoreError('EUNKNOWNREV', `revision '${rev}' goes past the first version`, { what: rev });
         commit = parents[0];
       }
     } else if (n > 0) {
-      const parents = (await repo.readCommit(commit)).parent;
+      const parents = (await inVersionOf(repo, commit, () => repo.readCommit(commit))).parent;
       if (parents.length < n) throw new MstoreError('EUNKNOWNREV', `revision '${rev}': no parent ${n}`, { what: rev });
       commit = parents[n - 1];
     }

@@ -10,8 +10,10 @@ import { MstoreError } from '../lib/errors.js';
 import type { StatEntry, StatKind } from './index-db.js';
 import type { FileMode } from './git.js';
 import { STORE_DIR } from './store.js';
-import { TMP_PREFIX } from '../lib/fsutil.js';
+import { TMP_PREFIX, tmpOwner } from '../lib/fsutil.js';
 import { changedAtNs, isRacy, nowNs as clockNs, readStable, readWhole } from '../lib/stable-read.js';
+import { showName } from '../format/path-names.js';
+import { isUtf8 } from 'node:buffer';
 
 /** Names never versioned, at any depth: store and git metadata, checkout temporaries. */
 const ALWAYS_IGNORED = new Set([STORE_DIR, '.git']);
@@ -124,6 +126,15 @@ export async function scanWorkspace(
     } catch (e) {
       throw new MstoreError('EBADINPUT', `cannot read directory ${rel || '.'}: ${(e as NodeJS.ErrnoException).code}`);
     }
+    // Node reads a name that is not UTF-8 with U+FFFD in place of its bad bytes: such a file
+    // cannot even be opened by that name, and a version cannot hold it (docs/format.md §7.9).
+    if (entries.some((d) => d.name.includes('\ufffd'))) {
+      for (const raw of await readdir(abs, { encoding: 'buffer' })) {
+        if (isUtf8(raw)) continue;
+        const p = rel ? `${rel}/${raw.toString('utf8')}` : raw.toString('utf8');
+        throw new MstoreError('EBADINPUT', `${showName(p)}: a name that is not valid UTF-8 cannot be versioned (rename it)`, { what: p });
+      }
+    }
     for (const d of entries) {
       if (ALWAYS_IGNORED.has(d.name)) continue;
       const p = rel ? `${rel}/${d.name}` : d.name;
@@ -153,14 +164,13 @@ export async function scanWorkspace(
 }
 
 /**
- * Removes checkout temporaries (`.mstore-tmp-<name>.tmp-<pid>-<rand>`) left by a killed
- * process; a live process's are kept. Callers hold the store lock.
+ * Removes checkout temporaries (lib/fsutil.ts tmpName: `.mstore-tmp-<pid>-<rand>`) left by a
+ * killed process; a live process's are kept. Callers hold the store lock.
  */
 export async function sweepTemps(root: string, temps: string[]): Promise<void> {
   for (const p of temps) {
-    const m = /\.tmp-([0-9]+)-[0-9a-f]+$/.exec(p);
-    if (!m) continue;
-    const pid = Number(m[1]);
+    const pid = tmpOwner(path.basename(p));
+    if (pid === undefined) continue;
     let alive = pid === process.pid;
     if (!alive) {
       try {

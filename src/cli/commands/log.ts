@@ -1,7 +1,7 @@
 /** `mstore log`: the versions, newest first (sizes, tags, status, metric columns). */
 import type { CommandModule } from 'yargs';
-import { log } from '../../ops/inspect.js';
-import { dim, formatBytes, handler, out, printJson, statusBadge, yellow, withStore, wholeNumber } from '../ui/output.js';
+import { log, type LogEntry } from '../../ops/inspect.js';
+import { dim, failLine, formatBytes, handler, out, printJson, statusBadge, yellow, withStore, wholeNumber } from '../ui/output.js';
 import { STATUSES } from '../../repo/versions.js';
 import { MstoreError } from '../../lib/errors.js';
 
@@ -45,26 +45,35 @@ export const logCommand: CommandModule<object, Args> = {
         throw new MstoreError('EUSAGE', `invalid status '${a.status}' (one of ${STATUSES.join(', ')})`);
       }
       const columns = a.metrics?.split(',').map((m) => m.trim()).filter(Boolean);
-      const entries = await log(store, { rev: a.rev, limit: a.n, status: a.status });
-      if (a.json) return printJson(entries.map(({ meta, ...e }) => ({ ...e, meta })));
-      const fmt = (v: unknown): string => (typeof v === 'number' ? String(Number(v.toPrecision(4))) : v === undefined ? '-' : String(v));
-      if (columns?.length) out(dim(['version', 'commit ', 'date'.padEnd(16), ...columns.map((c) => c.padStart(10))].join('  ')));
-      for (const e of entries) {
-        const date = e.date.replace('T', ' ').slice(0, 16);
-        const tags = e.tags.length ? ` (${e.tags.join(', ')})` : '';
-        const cols = columns?.length
-          ? [yellow((e.version ?? '-').padEnd(7)), dim(e.commit.slice(0, 7)), date, ...columns.map((c) => fmt(e.metrics[c]).padStart(10)), e.status ? statusBadge(e.status) : '']
-          : [
-              yellow((e.version ?? '-').padEnd(6)),
-              dim(e.commit.slice(0, 7)),
-              date,
-              formatBytes(e.bytes).padStart(10),
-              e.status ? statusBadge(e.status) : '',
-              e.description + tags,
-              metricsSummary(e.metrics),
-            ];
-        out(cols.filter(Boolean).join('  '));
+      const { entries, problems } = await log(store, { rev: a.rev, limit: a.n, status: a.status });
+      // The versions that could be read are listed; each one that could not is one line on stderr (exit 1).
+      try {
+        if (a.json) return printJson(entries.map(({ meta, ...e }) => ({ ...e, meta })));
+        printLog(entries, columns);
+      } finally {
+        for (const p of problems) failLine(p);
       }
     });
   }),
 };
+
+function printLog(entries: LogEntry[], columns: string[] | undefined): void {
+  const fmt = (v: unknown): string => (typeof v === 'number' ? String(Number(v.toPrecision(4))) : v === undefined ? '-' : String(v));
+  if (columns?.length) out(dim(['version', 'commit ', 'date'.padEnd(16), ...columns.map((c) => c.padStart(10))].join('  ')));
+  for (const e of entries) {
+    const date = e.date.replace('T', ' ').slice(0, 16);
+    const tags = e.tags.length ? ` (${e.tags.join(', ')})` : '';
+    const cols = columns?.length
+      ? [yellow((e.version ?? '-').padEnd(7)), dim(e.commit.slice(0, 7)), date, ...columns.map((c) => fmt(e.metrics[c]).padStart(10)), e.status ? statusBadge(e.status) : '']
+      : [
+          yellow((e.version ?? '-').padEnd(6)),
+          dim(e.commit.slice(0, 7)),
+          date,
+          formatBytes(e.bytes).padStart(10),
+          e.status ? statusBadge(e.status) : '',
+          e.description + tags,
+          metricsSummary(e.metrics),
+        ];
+    out(cols.filter(Boolean).join('  '));
+  }
+}

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { show } from '../../ops/inspect.js';
-import { formatBytes, handler, out, printJson, statusBadge, yellow, withStore } from '../ui/output.js';
+import { failLine, formatBytes, handler, out, printJson, statusBadge, yellow, withStore } from '../ui/output.js';
 
 interface Args {
   rev: string;
@@ -19,7 +19,12 @@ export const showCommand: CommandModule<object, Args> = {
   handler: handler(async (a) => {
     await withStore(async (store) => {
       const r = await show(store, a.rev);
-      if (a.json) return printJson(r);
+      // Entries the version cannot hold are not listed; each line naming them goes to stderr (exit 1).
+      if (a.json) {
+        printJson(r);
+        for (const p of r.problems) failLine(p);
+        return;
+      }
       const m = r.meta;
       out(`${yellow(r.version ?? '(no version record)')} ${r.commit}${r.tags.length ? ` (${r.tags.join(', ')})` : ''}`);
       if (m) {
@@ -38,6 +43,7 @@ export const showCommand: CommandModule<object, Args> = {
         const kind = f.kind === 'lfs' ? 'lfs ' : f.kind === 'link' ? 'link' : 'git ';
         out(`  ${f.mode} ${kind} ${formatBytes(f.size).padStart(10)}  ${f.oid.slice(0, 16)}  ${f.path}`);
       }
+      for (const p of r.problems) failLine(p);
     });
   }),
 };

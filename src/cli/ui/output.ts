@@ -79,6 +79,12 @@ export function warn(line: string): void {
   process.stderr.write(`mstore: warning: ${line}\n`);
 }
 
+/** A failure found while the command still printed what it could: its line on stderr, exit 1. */
+export function failLine(line: string): void {
+  process.stderr.write(`mstore: error: ${line}\n`);
+  process.exitCode = 1;
+}
+
 /** A byte progress bar on stderr, only when stderr is a terminal. */
 export function progressBar(label: string): { update: (p: { done: number; total: number; phase?: Progress['phase'] }) => void; stop: () => void } {
   if (!process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };

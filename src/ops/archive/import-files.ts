@@ -20,6 +20,7 @@ import { defaultAuthor } from '../../repo/version-write.js';
 import { writeVersion } from '../../repo/version-write.js';
 import { DEFAULT_LINE, META_PATH, META_SCHEMA, STATUSES, checkLineName, lineRef, refCollision, type VersionMeta } from '../../repo/versions.js';
 import { bareName, entryNameProblem, linkTargetProblem, MAX_META_BYTES, byteOrder } from '../../format/bundle.js';
+import { pathProblem, showName } from '../../format/path-names.js';
 import { readBody, readTar, skipBody } from './tar-reader.js';
 import type { ImportOptions, ImportResult, ImportedVersion, ImportedRef } from './import-result.js';
 
@@ -105,7 +106,7 @@ function localName(name: string): string {
 }
 
 async function scanFiles(file: string, display: string): Promise<FilesPlan> {
-  const bad = (name: string, why: string): MstoreError => new MstoreError('EBADINPUT', `${display}: entry '${name}': ${why}; nothing imported`);
+  const bad = (name: string, why: string): MstoreError => new MstoreError('EBADINPUT', `${display}: entry ${showName(name)}: ${why}; nothing imported`, { what: name });
   const entries: FilesEntry[] = [];
   const byName = new Map<string, FilesEntry>();
   const metas = new Map<string, CarriedMeta>();
@@ -175,6 +176,9 @@ async function scanFiles(file: string, display: string): Promise<FilesPlan> {
     }
     if (relParts.includes('.mstore') || relParts.includes('.git')) throw bad(e.name, "'.mstore' and '.git' are never part of a version");
     if (e.type === 'directory') continue;
+    // Names a version cannot hold (docs/format.md §7.9), checked on every file and symlink path.
+    const nameRule = pathProblem(rel, { symlink: e.type === 'symlink' });
+    if (nameRule) throw bad(e.name, nameRule);
     if (e.type === 'symlink') {
       const linkProblem = linkTargetProblem(rel, e.linkname, (p) => byName.get(`${root}/${p}`)?.type === 'symlink');
       if (linkProblem) throw bad(e.name, linkProblem);

@@ -10,15 +10,14 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import git from 'isomorphic-git';
-import { gitFs } from '../../repo/git-fs.js';
+import { MstoreError, errorLine } from '../../lib/errors.js';
+import { GITLINK_MODE } from '../../format/git-links.js';
 import type { Store } from '../../repo/store.js';
 import { ENTRY_CHUNK, ENTRY_FILE, readPackTable, type PackEntry } from '../../repo/pack.js';
 import { indexPacks, listPackFiles } from '../../repo/reindex.js';
 import { contentOf, refRoots } from '../../repo/reach.js';
 import { indexPageProblems } from '../../repo/index-check.js';
 import { indexDamaged } from '../../repo/index-db.js';
-import { MstoreError } from '../../lib/errors.js';
 
 /** Missing contents listed one by one; beyond this, counted. */
 const MAX_LISTED = 20;
@@ -159,13 +158,14 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
   // Git objects: every one re-hashed (isomorphic-git checks the sha1 of what it reads) and parsed.
   const objects = await listGitObjects(store.gitdir);
   let gitDamaged = 0;
-  const cache = {};
   for (const oid of objects) {
     try {
-      await git.readObject({ fs: gitFs, gitdir: store.gitdir, oid, format: 'parsed', cache });
+      // Parsed by format/git-links.ts; a tree entry a version cannot hold (format.md §7.9) is named.
+      const { badName } = await store.repo.readLinks(oid);
+      if (badName) problems.push(`git object ${oid}: ${badName}`);
     } catch (e) {
       gitDamaged++;
-      problems.push(`git object ${oid}: ${(e as Error).message.split('\n')[0]}`);
+      problems.push(e instanceof MstoreError ? e.message : `git object ${oid}: ${errorLine(e)}`);
     }
   }
 
@@ -251,27 +251,20 @@ export async function listGitObjects(gitdir: string): Promise<string[]> {
 /** Every git object reachable from the given objects (tags, commits and their parents, trees, blobs). */
 async function reachableGitObjects(store: Store, commits: string[], problems: string[]): Promise<Set<string>> {
   const seen = new Set<string>();
-  const cache = {};
   const todo = [...commits];
   while (todo.length) {
     const oid = todo.pop()!;
     if (seen.has(oid)) continue;
     seen.add(oid);
-    let o;
+    let links;
     try {
-      o = await git.readObject({ fs: gitFs, gitdir: store.gitdir, oid, format: 'parsed', cache });
+      links = (await store.repo.readLinks(oid)).links;
     } catch (e) {
-      const msg = (e as Error).message.split('\n')[0];
-      if ((e as { code?: string }).code === 'NotFoundError') problems.push(`git object ${oid} is missing (reachable from a ref)`);
-      else if (!problems.some((p) => p.startsWith(`git object ${oid}`))) problems.push(`git object ${oid}: ${msg}`);
+      if (e instanceof MstoreError && e.code === 'EMISSING') problems.push(`git object ${oid} is missing (reachable from a ref)`);
+      else if (!problems.some((p) => p.startsWith(`git object ${oid}`))) problems.push(e instanceof MstoreError ? e.message : `git object ${oid}: ${errorLine(e)}`);
       continue;
     }
-    if (o.type === 'commit') {
-      const c = o.object as { tree: string; parent: string[] };
-      todo.push(c.tree, ...c.parent);
-    } else if (o.type === 'tree') {
-      for (const e of o.object as { oid: string; type: string }[]) if (e.type !== 'commit') todo.push(e.oid);
-    } else if (o.type === 'tag') todo.push((o.object as { object: string }).object);
+    for (const l of links) if (l.mode !== GITLINK_MODE) todo.push(l.oid);
   }
   return seen;
 }
