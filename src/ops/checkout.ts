@@ -1,7 +1,8 @@
 /**
  * `checkout`: materialise a version, whole or some files, into the workspace or any
- * directory. Every conflict is found before anything is written; each file is written
- * to a temporary name, verified, fsynced and renamed into place.
+ * directory. The destination is checked first (checkout-target.ts: never a store, nor into
+ * one); every conflict is found before anything is written; each file is written to a
+ * temporary name, verified, fsynced and renamed into place.
  */
 import { lstat, mkdir, readdir, rename, rmdir, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -16,6 +17,7 @@ import { nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, type StatInfo
 import { readMeta, resolveRev } from '../repo/versions.js';
 import { listVersionFiles, type VersionFile } from '../repo/version-files.js';
 import type { Progress } from '../lib/progress.js';
+import { checkoutTarget, refuseStoresBelow } from './checkout-target.js';
 
 export interface CheckoutOptions {
   rev: string;
@@ -25,6 +27,12 @@ export interface CheckoutOptions {
   /** Version paths, directories or globs; all files when empty. */
   patterns?: string[];
   force?: boolean;
+  /**
+   * The caller chose `to` itself inside a store on purpose (consolidate's work area under the
+   * store's tmp/, a deploy root configured inside a store): skip the refusal of destinations
+   * inside a store. Never set for a user's --to.
+   */
+  allowInsideStore?: boolean;
   onProgress?: (p: Progress) => void;
 }
 
@@ -128,8 +136,7 @@ async function lstatInfo(abs: string): Promise<{ info: StatInfo; isDir: boolean;
 }
 
 export async function checkout(store: Store, opts: CheckoutOptions): Promise<CheckoutResult> {
-  const intoWorkspace = opts.to === undefined;
-  const target = intoWorkspace ? store.requireWorkspace('checkout without --to') : path.resolve(opts.cwd, opts.to!);
+  const { target, intoWorkspace } = await checkoutTarget(store, opts.cwd, opts.to, opts.allowInsideStore);
   const run = async (): Promise<CheckoutResult> => {
     store.hasher.warm();
     const repo = store.repo;
@@ -139,6 +146,7 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
     const what = meta?.version ?? commit.slice(0, 12);
     const all = await listVersionFiles(repo, commit);
     const files = selectFiles(all, opts.patterns, what);
+    await refuseStoresBelow(target, files.map((f) => f.path));
     if (intoWorkspace) await sweepTemps(target, (await scanWorkspace(target)).temps);
 
     const writes: { f: VersionFile; dest: string }[] = [];
