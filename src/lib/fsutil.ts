@@ -25,6 +25,16 @@ export function tmpName(finalPath: string, dir?: string): string {
   return path.join(dir ?? path.dirname(finalPath), `${TMP_PREFIX}${path.basename(finalPath)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 
+/**
+ * The writer's pid when `name` (a base name) is a temporary `tmpName` makes, in any of the
+ * formats it has had (`.mstore-tmp-<name>.tmp-<pid>-<8 hex>`, `.mstore-tmp-<pid>-<8 hex>`);
+ * undefined for any other name. Sweeps delete only these, and only when the pid is dead.
+ */
+export function tmpNamePid(name: string): number | undefined {
+  const m = /^\.mstore-tmp-(?:.*\.tmp-)?([0-9]+)-[0-9a-f]{8}$/s.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
 export interface AtomicWriteOptions {
   mode?: number;
   /** Set the mode exactly (chmod), not filtered by the umask. */

@@ -2,7 +2,8 @@
  * `checkout`: materialise a version, whole or some files, into the workspace or any
  * directory. The destination is checked first (checkout-target.ts: never a store, nor into
  * one); every conflict is found before anything is written; each file is written to a
- * temporary name, verified, fsynced and renamed into place.
+ * temporary name, verified, fsynced and renamed into place. Dead checkouts' temporaries in the
+ * directories written are swept first.
  */
 import { lstat, mkdir, readdir, rename, rmdir, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -13,7 +14,7 @@ import { ContentReader } from '../repo/content.js';
 import type { StatEntry } from '../repo/index-db.js';
 import { atomicWriteFile, fsyncDir, tmpName } from '../lib/fsutil.js';
 import { identifyFile } from '../repo/identify.js';
-import { nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, type StatInfo, type WorkFile } from '../repo/workspace.js';
+import { nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, tempsIn, type StatInfo, type WorkFile } from '../repo/workspace.js';
 import { readMeta, resolveRev } from '../repo/versions.js';
 import { listVersionFiles, type VersionFile } from '../repo/version-files.js';
 import type { Progress } from '../lib/progress.js';
@@ -147,7 +148,10 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
     const all = await listVersionFiles(repo, commit);
     const files = selectFiles(all, opts.patterns, what);
     await refuseStoresBelow(target, files.map((f) => f.path));
-    if (intoWorkspace) await sweepTemps(target, (await scanWorkspace(target)).temps);
+    // Temporaries of a killed checkout: anywhere in the workspace; under --to, in the directories this one writes.
+    const dirsOf = (p: string): string[] => p.split('/').slice(0, -1).map((_, i, a) => a.slice(0, i + 1).join('/'));
+    const temps = intoWorkspace ? (await scanWorkspace(target)).temps : await tempsIn(target, ['', ...files.flatMap((f) => dirsOf(f.path))]);
+    await sweepTemps(target, temps);
 
     const writes: { f: VersionFile; dest: string }[] = [];
     const unchanged: { f: VersionFile; dest: string }[] = [];
