@@ -213,19 +213,24 @@ test('20.12: kill -9 of checkout --to DIR at spread-out moments; the next checko
     const fullMs = performance.now() - t0;
     assert.is(full.code, 0, full.stderr);
     const want = obj(treeDigest(path.join(out, 'full')));
+    // Kills spread over the second half of a run (the first is mostly node's start-up and
+    // planning), then one that waits for a temporary to appear: at least one lands mid-write.
     const KILLS = 6;
     let withTemps = 0;
     const moments: string[] = [];
-    for (let i = 0; i < KILLS; i++) {
+    for (let i = 0; i <= KILLS; i++) {
       const dir = path.join(out, `k${i}`);
-      const at = Math.round(fullMs * (0.25 + (0.8 * i) / (KILLS - 1)));
+      const polled = i === KILLS;
+      const at = polled ? 0 : Math.round(fullMs * (0.4 + (0.6 * i) / (KILLS - 1)));
       const child = spawnMstore(ws, ['checkout', 'v001', '--to', dir]);
       const exited = new Promise<NodeJS.Signals | null>((res) => child.on('close', (_c, sig) => res(sig)));
-      const timer = setTimeout(() => child.kill('SIGKILL'), at);
+      const timer = polled
+        ? setInterval(() => existsSync(dir) && tempsUnder(dir).length && child.kill('SIGKILL'), 2)
+        : setTimeout(() => child.kill('SIGKILL'), at);
       const sig = await exited;
       clearTimeout(timer);
       const left = existsSync(dir) ? tempsUnder(dir) : [];
-      moments.push(`${at} ms: ${sig ?? 'finished'}, ${left.length} temporaries`);
+      moments.push(`${polled ? 'at its first temporary' : `${at} ms`}: ${sig ?? 'finished'}, ${left.length} temporaries`);
       if (sig === 'SIGKILL' && left.length) withTemps++;
       const again = mstore(ws, ['checkout', 'v001', '--to', dir]);
       assert.is(again.code, 0, `after a kill at ${at} ms: ${again.stderr}`);
