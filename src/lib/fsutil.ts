@@ -45,8 +45,22 @@ export interface AtomicWriteOptions {
 
 /** Write to a temporary name, fsync, rename over the target: readers see old or new, never partial. */
 export async function atomicWriteFile(file: string, data: Uint8Array | string, opts: AtomicWriteOptions = {}): Promise<void> {
-  const mode = opts.mode ?? 0o666;
   const tmp = tmpName(file, opts.tmpDir);
+  await writeTempFile(tmp, data, opts);
+  try {
+    await rename(tmp, file);
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
+ * The first half of atomicWriteFile: creates `tmp` (O_EXCL), writes, fdatasyncs and sets the
+ * mode; the caller renames it into place. On an error `tmp` is gone.
+ */
+export async function writeTempFile(tmp: string, data: Uint8Array | string, opts: Omit<AtomicWriteOptions, 'tmpDir'> = {}): Promise<void> {
+  const mode = opts.mode ?? 0o666;
   const fh = await open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
@@ -59,7 +73,6 @@ export async function atomicWriteFile(file: string, data: Uint8Array | string, o
   await fh.close();
   try {
     if (opts.exactMode) await chmod(tmp, mode);
-    await rename(tmp, file);
   } catch (e) {
     await unlink(tmp).catch(() => undefined);
     throw e;
