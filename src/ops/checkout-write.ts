@@ -138,11 +138,13 @@ export async function writeCheckout(plan: WritePlan, repo: GitRepo, reader: Cont
   const asides: string[] = [];
   const dirs = new Set<string>([target]);
   let renamed = 0;
+  let current = target;
   try {
     const emptied = plan.emptiedDirs;
     const goAway = new Set([...emptied, ...plan.clearFirst, ...plan.removals.filter((p) => !emptied.some((d) => p.startsWith(`${d}/`)))]);
     for (const rel of goAway) {
       const abs = path.join(target, rel);
+      current = rel;
       const bak = tmpName(abs);
       try {
         await rename(abs, bak);
@@ -156,6 +158,7 @@ export async function writeCheckout(plan: WritePlan, repo: GitRepo, reader: Cont
     }
     for (const s of staged) {
       const dir = path.dirname(s.dest);
+      current = s.f.path;
       if (path.dirname(s.tmp) !== dir) {
         // Staged above a path that was in the way (now set aside): the directory comes now.
         await mkdirRecorded(dir, created);
@@ -181,7 +184,7 @@ export async function writeCheckout(plan: WritePlan, repo: GitRepo, reader: Cont
     for (const s of staged.slice(renamed)) await unlink(s.tmp).catch(() => undefined);
     await removeCreated(created);
     if (e instanceof MstoreError) throw e;
-    throw new MstoreError('EBADINPUT', `checkout could not put its files in place in ${target} (${codeOf(e)}); what was there is back`, { what: target });
+    throw new MstoreError('EBADINPUT', `checkout could not put ${current} in place in ${target} (${codeOf(e)}); what was there is back`, { what: current });
   }
   for (const a of asides) await rm(a, { recursive: true, force: true }).catch(() => undefined);
   await pruneEmptyDirs(target, plan.removals);

@@ -120,8 +120,14 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
     const all = await listVersionFiles(repo, commit);
     const files = selectFiles(all, opts.patterns, what);
     await refuseStoresBelow(target, files.map((f) => f.path));
-    // Temporaries of a killed checkout: anywhere in the workspace; under --to, in the directories this one writes.
     const dirsOf = (p: string): string[] => p.split('/').slice(0, -1).map((_, i, a) => a.slice(0, i + 1).join('/'));
+    // A hostile tree may hold a path both as a file (or symlink) and as a directory: never write through it.
+    const filePaths = new Set(files.map((f) => f.path));
+    for (const f of files) {
+      const both = dirsOf(f.path).find((d) => filePaths.has(d));
+      if (both) throw new MstoreError('ECORRUPT', `refusing to write ${f.path}: ${both} is a file of ${what} too`, { what: f.path });
+    }
+    // Temporaries of a killed checkout: anywhere in the workspace; under --to, in the directories this one writes.
     const temps = intoWorkspace ? (await scanWorkspace(target)).temps : await tempsIn(target, ['', ...files.flatMap((f) => dirsOf(f.path))]);
     await sweepTemps(target, temps);
 
