@@ -170,7 +170,8 @@ export async function writeCheckout(plan: WritePlan, repo: GitRepo, reader: Cont
         await link(s.dest, bak).catch(() => rename(s.dest, bak));
         asides.push(bak);
         const dest = s.dest;
-        undo.push(() => rename(bak, dest));
+        // (a rename between two names of one file does nothing: then the second name goes)
+        undo.push(() => rename(bak, dest).then(() => unlink(bak).catch(() => undefined)));
       } else {
         const dest = s.dest;
         undo.push(() => unlink(dest));
