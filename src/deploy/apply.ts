@@ -92,7 +92,8 @@ async function materialise(store: Store, cfg: DeployConfig, commit: string, vers
   const tmp = tmpName(final);
   try {
     say(`materialising ${version} into ${final}`);
-    await checkout(store, { rev: commit, cwd: cfg.root, to: tmp });
+    // A fresh directory of the deploy root, which deploy.json may place inside the store.
+    await checkout(store, { rev: commit, cwd: cfg.root, to: tmp, allowInsideStore: true });
     const files = await listVersionFiles(store.repo, commit);
     const marker: Marker = { version, commit, materialised: now().toISOString(), files: [] };
     let bytes = 0;

@@ -28,12 +28,12 @@ export function tmpName(finalPath: string, dir?: string): string {
 }
 
 /**
- * The pid of the process that made a temporary name (a base name), or undefined when the name
- * is not one of tmpName's. Also reads the older form `.mstore-tmp-<name>.tmp-<pid>-<hex>`.
+ * The writer's pid when `name` (a base name) is a temporary `tmpName` makes, in any of the
+ * formats it has had (`.mstore-tmp-<pid>-<8 hex>`, the older `.mstore-tmp-<name>.tmp-<pid>-<8 hex>`);
+ * undefined for any other name. Sweeps delete only these, and only when the pid is dead.
  */
 export function tmpOwner(name: string): number | undefined {
-  if (!name.startsWith(TMP_PREFIX)) return undefined;
-  const m = /^([0-9]+)-[0-9a-f]+$/.exec(name.slice(TMP_PREFIX.length)) ?? /\.tmp-([0-9]+)-[0-9a-f]+$/.exec(name);
+  const m = /^\.mstore-tmp-(?:.*\.tmp-)?([0-9]+)-[0-9a-f]{8}$/s.exec(name);
   return m ? Number(m[1]) : undefined;
 }
 
@@ -47,8 +47,22 @@ export interface AtomicWriteOptions {
 
 /** Write to a temporary name, fsync, rename over the target: readers see old or new, never partial. */
 export async function atomicWriteFile(file: string, data: Uint8Array | string, opts: AtomicWriteOptions = {}): Promise<void> {
-  const mode = opts.mode ?? 0o666;
   const tmp = tmpName(file, opts.tmpDir);
+  await writeTempFile(tmp, data, opts);
+  try {
+    await rename(tmp, file);
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
+ * The first half of atomicWriteFile: creates `tmp` (O_EXCL), writes, fdatasyncs and sets the
+ * mode; the caller renames it into place. On an error `tmp` is gone.
+ */
+export async function writeTempFile(tmp: string, data: Uint8Array | string, opts: Omit<AtomicWriteOptions, 'tmpDir'> = {}): Promise<void> {
+  const mode = opts.mode ?? 0o666;
   const fh = await open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
@@ -61,7 +75,6 @@ export async function atomicWriteFile(file: string, data: Uint8Array | string, o
   await fh.close();
   try {
     if (opts.exactMode) await chmod(tmp, mode);
-    await rename(tmp, file);
   } catch (e) {
     await unlink(tmp).catch(() => undefined);
     throw e;

@@ -1,21 +1,24 @@
 /**
  * `checkout`: materialise a version, whole or some files, into the workspace or any
- * directory. Every conflict is found before anything is written; each file is written
- * to a temporary name, verified, fsynced and renamed into place.
+ * directory. The destination is checked first (checkout-target.ts: never a store, nor into
+ * one), every conflict is found before anything is written, and the files are written all or
+ * nothing (checkout-write.ts): each to a temporary name, verified, fsynced; renamed into place
+ * only when all are. Dead checkouts' temporaries in the directories written are swept first.
  */
-import { lstat, mkdir, readdir, rename, rmdir, symlink, unlink } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import picomatch from 'picomatch';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
 import { ContentReader } from '../repo/content.js';
 import type { StatEntry } from '../repo/index-db.js';
-import { atomicWriteFile, fsyncDir, tmpName } from '../lib/fsutil.js';
 import { identifyFile } from '../repo/identify.js';
-import { nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, type StatInfo, type WorkFile } from '../repo/workspace.js';
+import { nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, tempsIn, type StatInfo, type WorkFile } from '../repo/workspace.js';
 import { readMeta, resolveRev } from '../repo/versions.js';
 import { badEntriesError, listVersionFilesChecked, type VersionFile } from '../repo/version-files.js';
 import type { Progress } from '../lib/progress.js';
+import { checkoutTarget, refuseStoresBelow } from './checkout-target.js';
+import { writeCheckout } from './checkout-write.js';
 
 export interface CheckoutOptions {
   rev: string;
@@ -25,6 +28,12 @@ export interface CheckoutOptions {
   /** Version paths, directories or globs; all files when empty. */
   patterns?: string[];
   force?: boolean;
+  /**
+   * The caller chose `to` itself inside a store on purpose (consolidate's work area under the
+   * store's tmp/, a deploy root configured inside a store): skip the refusal of destinations
+   * inside a store. Never set for a user's --to.
+   */
+  allowInsideStore?: boolean;
   onProgress?: (p: Progress) => void;
 }
 
@@ -72,34 +81,6 @@ async function onlyRemovedFilesUnder(root: string, rel: string, removing: Set<st
   return true;
 }
 
-/** rmdir a tree that holds only directories, deepest first. */
-async function removeEmptyTree(dir: string): Promise<void> {
-  let entries;
-  try {
-    entries = await readdir(dir, { withFileTypes: true });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // already pruned
-    throw e;
-  }
-  for (const e of entries) if (e.isDirectory()) await removeEmptyTree(path.join(dir, e.name));
-  await rmdir(dir);
-}
-
-/** After removals, drop the directories they left empty, up to (not including) the root. */
-async function pruneEmptyDirs(root: string, removed: string[]): Promise<void> {
-  for (const p of removed) {
-    let d = path.dirname(p);
-    while (d !== '.' && d !== '') {
-      try {
-        await rmdir(path.join(root, d));
-      } catch {
-        break; // not empty (or gone): stop climbing
-      }
-      d = path.dirname(d);
-    }
-  }
-}
-
 /** The first parent directory of `rel` under `root` that is a symlink or not a directory. */
 async function blockedParent(root: string, rel: string): Promise<{ path: string; kind: string } | undefined> {
   const parts = rel.split('/');
@@ -128,8 +109,7 @@ async function lstatInfo(abs: string): Promise<{ info: StatInfo; isDir: boolean;
 }
 
 export async function checkout(store: Store, opts: CheckoutOptions): Promise<CheckoutResult> {
-  const intoWorkspace = opts.to === undefined;
-  const target = intoWorkspace ? store.requireWorkspace('checkout without --to') : path.resolve(opts.cwd, opts.to!);
+  const { target, intoWorkspace } = await checkoutTarget(store, opts.cwd, opts.to, opts.allowInsideStore);
   const run = async (): Promise<CheckoutResult> => {
     store.hasher.warm();
     const repo = store.repo;
@@ -140,7 +120,17 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
     // Entries the version cannot hold (docs/format.md §7.9) are never written; the rest is, and then they are named.
     const { files: all, bad } = await listVersionFilesChecked(repo, commit);
     const files = selectFiles(all, opts.patterns, what);
-    if (intoWorkspace) await sweepTemps(target, (await scanWorkspace(target)).temps);
+    await refuseStoresBelow(target, files.map((f) => f.path));
+    const dirsOf = (p: string): string[] => p.split('/').slice(0, -1).map((_, i, a) => a.slice(0, i + 1).join('/'));
+    // A hostile tree may hold a path both as a file (or symlink) and as a directory: never write through it.
+    const filePaths = new Set(files.map((f) => f.path));
+    for (const f of files) {
+      const both = dirsOf(f.path).find((d) => filePaths.has(d));
+      if (both) throw new MstoreError('ECORRUPT', `refusing to write ${f.path}: ${both} is a file of ${what} too`, { what: f.path });
+    }
+    // Temporaries of a killed checkout: anywhere in the workspace; under --to, in the directories this one writes.
+    const temps = intoWorkspace ? (await scanWorkspace(target)).temps : await tempsIn(target, ['', ...files.flatMap((f) => dirsOf(f.path))]);
+    await sweepTemps(target, temps);
 
     const writes: { f: VersionFile; dest: string }[] = [];
     const unchanged: { f: VersionFile; dest: string }[] = [];
@@ -219,42 +209,12 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
       done += n;
       opts.onProgress?.({ phase: 'checkout', done, total });
     };
-    const dirs = new Set<string>();
-    for (const p of removals) {
-      await unlink(path.join(target, p)).catch(() => undefined);
-      dirs.add(path.dirname(path.join(target, p)));
-    }
-    await pruneEmptyDirs(target, removals);
-    for (const d of emptiedDirs) await removeEmptyTree(path.join(target, d));
-    for (const p of clearFirst) await unlink(path.join(target, p)).catch(() => undefined);
     const reader = new ContentReader(index, store.hasher, store.packsDir);
     try {
-      for (const { f, dest } of writes) {
-        // Re-checked at write time: the plan was made before this checkout created anything.
-        const blocker = await blockedParent(target, f.path);
-        if (blocker) throw new MstoreError('ECORRUPT', `refusing to write ${f.path}: ${blocker.path} is a ${blocker.kind}`);
-        await mkdir(path.dirname(dest), { recursive: true }).catch((e: NodeJS.ErrnoException) => {
-          throw new MstoreError('ECONFLICT', `cannot create the directory for ${f.path}: ${e.code}`);
-        });
-        const mode = f.mode === '100755' ? 0o755 : 0o644;
-        if (f.kind === 'lfs') {
-          await reader.materialize(f.oid, dest, f.path, mode, onBytes);
-        } else if (f.kind === 'link') {
-          const t = Buffer.from(await repo.readBlob(f.blob)).toString();
-          const tmp = tmpName(dest);
-          await symlink(t, tmp);
-          await rename(tmp, dest);
-        } else {
-          await atomicWriteFile(dest, await repo.readBlob(f.blob), { mode, exactMode: true });
-          onBytes(f.size);
-        }
-        dirs.add(path.dirname(dest));
-      }
+      await writeCheckout({ target, writes, removals, emptiedDirs: [...emptiedDirs], clearFirst: [...clearFirst] }, repo, reader, onBytes);
     } finally {
       await reader.close();
     }
-    // The renames themselves must survive a power loss before we report success.
-    for (const d of dirs) await fsyncDir(d).catch(() => undefined);
 
     if (intoWorkspace) {
       const at = nowNs();

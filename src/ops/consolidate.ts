@@ -268,8 +268,9 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
       await mkdir(work, { recursive: true });
       const baseRoot = path.join(work, 'base');
       const adapterRoot = path.join(work, 'adapter');
-      await checkout(store, { rev: baseCommit, cwd: work, to: baseRoot, patterns: baseDir ? [baseDir] : [] });
-      await checkout(store, { rev: adapterCommit, cwd: work, to: adapterRoot, patterns: adapterDir ? [adapterDir] : [] });
+      // The work area is under the store's tmp/: a place of its own, not the store's files.
+      await checkout(store, { rev: baseCommit, cwd: work, to: baseRoot, patterns: baseDir ? [baseDir] : [], allowInsideStore: true });
+      await checkout(store, { rev: adapterCommit, cwd: work, to: adapterRoot, patterns: adapterDir ? [adapterDir] : [], allowInsideStore: true });
       const basePath = path.join(baseRoot, ...baseDir.split('/').filter(Boolean));
       const adapterPath = adapterTarget(adapterFiles, adapterDir, adapterRoot);
       const output = path.join(work, 'out');

@@ -4,7 +4,7 @@
  * memory does not grow with file size, and both hash the whole file on a second core
  * (ParallelHasher) while this thread hashes chunks and the thread pool does the I/O.
  */
-import { open, unlink, rename, chmod, type FileHandle } from 'node:fs/promises';
+import { open, unlink, chmod, type FileHandle } from 'node:fs/promises';
 import { MstoreError } from '../lib/errors.js';
 import { sha256, type ParallelHasher } from '../lib/hashing.js';
 import { packPath } from './pack.js';
@@ -12,7 +12,7 @@ import type { ObjectSink } from './object-sink.js';
 import { encodeManifest, type ManifestChunk, type StoreIndex, type StatEntry } from './index-db.js';
 import { FastCdcChunker, PlannedChunker, type Chunker, type CdcParams } from '../format/chunker.js';
 import { readSafetensorsHeader, chunkCuts } from '../format/safetensors.js';
-import { tmpName, writeInPieces } from '../lib/fsutil.js';
+import { writeInPieces } from '../lib/fsutil.js';
 import { readStable, readWhole } from '../lib/stable-read.js';
 import type { BigIntStats } from 'node:fs';
 
@@ -435,11 +435,12 @@ export class ContentReader {
   }
 
   /**
-   * Writes content to `dest` through a temporary name in the same directory: verified
-   * while writing, fsynced, then renamed into place. Nothing partial is ever left.
+   * Writes content to the new file `tmp` (a temporary name the caller chose beside its final
+   * name, see fsutil's tmpName): verified while writing, fsynced, mode set. The caller renames
+   * it into place (checkout does so only once every file of the version is written). On an
+   * error `tmp` is gone; nothing partial is ever left.
    */
-  async materialize(oid: string, dest: string, display: string, mode: number, onBytes?: BytesCallback): Promise<void> {
-    const tmp = tmpName(dest);
+  async materializeTemp(oid: string, tmp: string, display: string, mode: number, onBytes?: BytesCallback): Promise<void> {
     const fh = await open(tmp, 'wx', mode);
     let ok = false;
     try {
@@ -468,7 +469,6 @@ export class ContentReader {
       await fh.datasync();
       await fh.close();
       await chmod(tmp, mode);
-      await rename(tmp, dest);
       ok = true;
     } finally {
       if (!ok) {

@@ -2,7 +2,7 @@
  * The workspace: scanning it (with .mstoreignore), classifying files (git blob, git-lfs
  * pointer, symlink) and the stat cache that lets an unchanged 16 GB file cost a stat.
  */
-import { readdir, lstat, readFile, unlink } from 'node:fs/promises';
+import { readdir, lstat, readFile, rm } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import ignore, { type Ignore } from 'ignore';
@@ -164,8 +164,9 @@ export async function scanWorkspace(
 }
 
 /**
- * Removes checkout temporaries (lib/fsutil.ts tmpName: `.mstore-tmp-<pid>-<rand>`) left by a
- * killed process; a live process's are kept. Callers hold the store lock.
+ * Removes temporaries (named as fsutil's tmpName names them; files, or directories a checkout
+ * set aside) whose writer is a dead process on this host; a live process's, and any other name
+ * that merely starts `.mstore-tmp-`, are kept. `temps` are paths relative to `root`.
  */
 export async function sweepTemps(root: string, temps: string[]): Promise<void> {
   for (const p of temps) {
@@ -180,8 +181,18 @@ export async function sweepTemps(root: string, temps: string[]): Promise<void> {
         alive = (e as NodeJS.ErrnoException).code === 'EPERM';
       }
     }
-    if (!alive) await unlink(path.join(root, p)).catch(() => undefined);
+    if (!alive) await rm(path.join(root, p), { recursive: true, force: true }).catch(() => undefined);
   }
+}
+
+/** The temporaries directly in the directories `dirs` (relative to `root`; missing ones skipped), as paths relative to `root`. */
+export async function tempsIn(root: string, dirs: Iterable<string>): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of new Set(dirs)) {
+    const names = await readdir(path.join(root, d)).catch(() => [] as string[]);
+    for (const n of names) if (n.startsWith(TMP_PREFIX)) out.push(d && d !== '.' ? `${d}/${n}` : n);
+  }
+  return out;
 }
 
 export function isTextCandidate(p: string, size: number, textMaxBytes: number): boolean {
