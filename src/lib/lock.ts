@@ -4,7 +4,8 @@
  * (a kill -9 must not wedge the store). proper-lockfile detects staleness by mtime
  * age only, which would stall every writer after a crash, hence this small module.
  */
-import { open, readFile, unlink, stat } from 'node:fs/promises';
+import { readFile, unlink, stat } from 'node:fs/promises';
+import { open } from './fsutil.js';
 import os from 'node:os';
 import { MstoreError } from './errors.js';
 import { sleep } from './retry.js';

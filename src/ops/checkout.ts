@@ -3,14 +3,14 @@
  * directory. Every conflict is found before anything is written; each file is written
  * to a temporary name, verified, fsynced and renamed into place.
  */
-import { lstat, mkdir, readdir, rename, rmdir, symlink, unlink } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rmdir, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import picomatch from 'picomatch';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
 import { ContentReader } from '../repo/content.js';
 import type { StatEntry } from '../repo/index-db.js';
-import { atomicWriteFile, fsyncDir, tmpName } from '../lib/fsutil.js';
+import { atomicWriteFile, fsyncDir, rename, tmpName } from '../lib/fsutil.js';
 import { identifyFile } from '../repo/identify.js';
 import { nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, type StatInfo, type WorkFile } from '../repo/workspace.js';
 import { readMeta, resolveRev } from '../repo/versions.js';

@@ -4,7 +4,7 @@
  * memory does not grow with file size, and both hash the whole file on a second core
  * (ParallelHasher) while this thread hashes chunks and the thread pool does the I/O.
  */
-import { open, unlink, rename, chmod, type FileHandle } from 'node:fs/promises';
+import { unlink, chmod, type FileHandle } from 'node:fs/promises';
 import { MstoreError } from '../lib/errors.js';
 import { sha256, type ParallelHasher } from '../lib/hashing.js';
 import { packPath } from './pack.js';
@@ -12,7 +12,7 @@ import type { ObjectSink } from './object-sink.js';
 import { encodeManifest, type ManifestChunk, type StoreIndex, type StatEntry } from './index-db.js';
 import { FastCdcChunker, PlannedChunker, type Chunker, type CdcParams } from '../format/chunker.js';
 import { readSafetensorsHeader, chunkCuts } from '../format/safetensors.js';
-import { tmpName, writeInPieces } from '../lib/fsutil.js';
+import { open, rename, tmpName, writeInPieces } from '../lib/fsutil.js';
 
 export interface ChunkingConfig {
   /** Fixed piece size inside big tensors and other planned regions. */

@@ -11,6 +11,7 @@ import { open, type RootDatabase, type Database } from 'lmdb';
 import type { PackInfo } from './pack.js';
 import { ENTRY_CHUNK, ENTRY_FILE } from './pack.js';
 import { now as clockNow } from '../lib/clock.js';
+import { fault } from '../lib/faults.js';
 
 export interface ChunkLocation {
   pack: string;
@@ -76,7 +77,7 @@ export class StoreIndex {
   private readonly packs: Database<{ size: number; entries: number; created: string }, string>;
   private readonly stats: Database<StatEntry, string>;
 
-  constructor(dir: string) {
+  constructor(private readonly dir: string) {
     // overlappingSync (lmdb-js's default on Linux) lets a commit return before its fsync;
     // the publish order (index before refs) needs the index durable when the call returns.
     this.root = open({ path: dir, maxDbs: 8, compression: false, overlappingSync: false });
@@ -150,7 +151,7 @@ export class StoreIndex {
     fileRows.sort((a, b) => Buffer.compare(a[0], b[0]));
     if (!chunkRows.length && !fileRows.length && !packs.length && !statUpdates?.size) return;
     const created = clockNow().toISOString();
-    this.root.transactionSync(() => {
+    this.transaction(() => {
       for (const [k, v] of chunkRows) this.chunks.put(k, v);
       for (const [k, v] of fileRows) this.files.put(k, v);
       for (const p of packs) this.packs.put(p.id, { size: p.size, entries: p.entries.length, created });
@@ -199,7 +200,7 @@ export class StoreIndex {
       return [Buffer.from(k, 'hex'), v] as const;
     });
     rows.sort((a, b) => Buffer.compare(a[0], b[0]));
-    this.root.transactionSync(() => {
+    this.transaction(() => {
       for (const [k, v] of rows) this.chunks.put(k, v);
       for (const k of change.dropChunks) this.chunks.remove(k);
       for (const k of change.dropFiles) this.files.remove(k);
@@ -211,7 +212,13 @@ export class StoreIndex {
 
   updateStats(updates: Map<string, StatEntry | null>): void {
     if (updates.size === 0) return;
-    this.root.transactionSync(() => this.applyStats(updates));
+    this.transaction(() => this.applyStats(updates));
+  }
+
+  /** One durable lmdb transaction; lmdb's own writes cannot be intercepted, so the fault seam (class index) sits here. */
+  private transaction(fn: () => void): void {
+    fault('index', 'index transaction', this.dir);
+    this.root.transactionSync(fn);
   }
 
   private applyStats(updates: Map<string, StatEntry | null>): void {

@@ -10,11 +10,11 @@
  * The pack id is sha256(table) in hex, and the file is packs/<id[0:2]>/<id>.pack.
  * Entry ids are content hashes, so the table hash names the pack's content.
  */
-import { open, rename, mkdir, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { sha256 } from '../lib/hashing.js';
-import { fsyncDir, writeInPieces } from '../lib/fsutil.js';
+import { fsyncDir, open, rename, writeInPieces } from '../lib/fsutil.js';
 
 export const PACK_MAGIC = Buffer.from('MSTPACK\x01', 'latin1');
 export const PACK_END_MAGIC = Buffer.from('MSTPEND\x01', 'latin1');
