@@ -16,7 +16,10 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { CLI, cleanup, mstore, tmpDir, treeDigest, writeSafetensors, type RunResult } from './helpers.js';
-import { expectRefusal, versionContents } from './hostile-helpers.js';
+import { expectRefusal } from './hostile-helpers.js';
+import { Store } from '../src/repo/store.js';
+import { fsck } from '../src/ops/integrity/fsck.js';
+import { checkout } from '../src/ops/checkout.js';
 
 const CLASSES = ['write', 'fsync', 'rename', 'index'] as const;
 type Counts = Record<(typeof CLASSES)[number], number>;
@@ -63,56 +66,113 @@ function faultsOf(c: Counts): string[] {
 
 interface Op {
   name: string;
-  /** Builds the fixture under `dir` (always the same path, so stored paths stay valid). */
+  /** Builds the fixture under `dir` (a slot keeps its own, at the same path: stored paths stay valid). */
   setup(dir: string): Promise<void> | void;
   /** Runs the operation; `env` carries the fault (or the count file). */
-  act(dir: string, env: Record<string, string>): Promise<RunResult> | RunResult;
+  act(dir: string, env: Record<string, string>): Promise<RunResult>;
   /** Stores to fsck and the versions in them that must check out as before: [store dir, revs]. */
   stores(dir: string): [string, string[]][];
   /** After the rerun without a fault succeeded: what it must have left. */
-  done(dir: string): void;
+  done(dir: string): Promise<void>;
 }
+
+/** `mstore` without blocking the event loop, so that slots run side by side. */
+function mstoreAsync(cwd: string, args: string[], env: Record<string, string> = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+/** `fn` with the store at `dir` opened in this process (the checks skip a CLI start each). */
+async function inStore<T>(dir: string, fn: (s: Store) => Promise<T>): Promise<T> {
+  const s = await Store.find(dir);
+  try {
+    return await fn(s);
+  } finally {
+    await s.close();
+  }
+}
+
+/** What each of `revs` holds (path -> sha256), read by checking it out in this process. */
+async function contents(dir: string, revs: string[]): Promise<Map<string, Map<string, string>>> {
+  const out = new Map<string, Map<string, string>>();
+  await inStore(dir, async (s) => {
+    for (const rev of revs) {
+      const to = tmpDir('mstore-faults-co-');
+      try {
+        await checkout(s, { rev, cwd: dir, to: path.join(to, 'out') });
+        out.set(rev, treeDigest(path.join(to, 'out')));
+      } finally {
+        cleanup(to);
+      }
+    }
+  });
+  return out;
+}
+
+/** fsck is clean in `dir` and `versions` check out as before. */
+async function intact(dir: string, versions: Map<string, Map<string, string>>, what: string): Promise<void> {
+  const r = await inStore(dir, (s) => fsck(s));
+  assert.ok(r.ok, `${what}: fsck of ${path.relative(root, dir)}: ${r.problems.join('; ')}`);
+  assert.equal(await contents(dir, [...versions.keys()]), versions, `${what}: earlier versions of ${path.relative(root, dir)} check out as before`);
+}
+
+/** FAULTS_ONLY=commit,gc runs only those operations (to replay one while fixing it). */
+const ONLY = process.env.FAULTS_ONLY?.split(',');
+
+/** Fixture copies worked on side by side (the machine's cores; each slot has its own paths). */
+const SLOTS = 2;
 
 /**
  * Runs `op` once counting, then once per fault over a fresh copy of its fixture, holding each
  * failure to the contract; returns the problems found (empty: all held) and the counts.
  */
 async function exercise(op: Op): Promise<{ counts: Counts; problems: string[] }> {
-  const dir = path.join(root, op.name);
-  const snap = path.join(root, `${op.name}.snap`);
-  await op.setup(dir);
-  cpSync(dir, snap, { recursive: true });
-  const fresh = (): void => {
+  if (ONLY && !ONLY.includes(op.name)) return { counts: { write: 0, fsync: 0, rename: 0, index: 0 }, problems: [] };
+  const slots = Array.from({ length: SLOTS }, (_, i) => path.join(root, `${op.name}-${i}`));
+  for (const dir of slots) {
+    await op.setup(dir);
+    cpSync(dir, `${dir}.snap`, { recursive: true });
+  }
+  const fresh = (dir: string): void => {
     rmSync(dir, { recursive: true, force: true });
-    cpSync(snap, dir, { recursive: true });
+    cpSync(`${dir}.snap`, dir, { recursive: true });
   };
-  const before = new Map(op.stores(dir).map(([s, revs]) => [s, versionContents(s, revs)]));
+  const before = new Map<string, Map<string, Map<string, string>>>();
+  for (const [s, revs] of op.stores(slots[0])) before.set(path.relative(slots[0], s), await contents(s, revs));
 
   const countFile = path.join(root, `${op.name}.counts`);
-  const counted = await op.act(dir, { MSTORE_FAULT_COUNT: countFile });
+  const counted = await op.act(slots[0], { MSTORE_FAULT_COUNT: countFile });
   assert.is(counted.code, 0, `${op.name} (counting): ${counted.stderr}`);
   const counts = readCounts(countFile);
   assert.ok(counts.write > 0 && counts.fsync > 0 && counts.rename > 0, `${op.name}: the seam counted nothing: ${JSON.stringify(counts)}`);
 
   const problems: string[] = [];
-  for (const spec of faultsOf(counts)) {
-    fresh();
+  const queue = faultsOf(counts);
+  const one = async (dir: string, spec: string): Promise<void> => {
+    fresh(dir);
     const what = `${op.name} with MSTORE_FAULT=${spec}`;
     try {
       expectRefusal(await op.act(dir, { MSTORE_FAULT: spec }), 1, FAULT_LINE, what);
-      for (const [s, versions] of before) {
-        const f = mstore(s, ['fsck']);
-        assert.is(f.code, 0, `${what}: fsck of ${path.relative(root, s)}: ${f.stdout}${f.stderr}`);
-        assert.equal(versionContents(s, [...versions.keys()]), versions, `${what}: earlier versions of ${path.relative(root, s)} check out as before`);
-      }
+      for (const [rel, versions] of before) await intact(path.join(dir, rel), versions, what);
       const again = await op.act(dir, {});
       assert.is(again.code, 0, `${what}: the rerun without the fault: ${again.stderr}`);
-      op.done(dir);
+      await op.done(dir);
     } catch (e) {
       problems.push((e as Error).message.split('\n')[0]);
     }
-  }
-  return { counts, problems };
+  };
+  await Promise.all(
+    slots.map(async (dir) => {
+      for (let spec = queue.shift(); spec !== undefined; spec = queue.shift()) await one(dir, spec);
+    }),
+  );
+  return { counts, problems: problems.sort() };
 }
 
 /** A workspace with v001 and v002 committed; v001's files are kept aside in `dir/v1` for comparing. */
@@ -127,8 +187,8 @@ function twoVersions(dir: string): string {
   return ws;
 }
 
-function expectVersion(ws: string, rev: string, files: Map<string, string>, what: string): void {
-  assert.equal(versionContents(ws, [rev]).get(rev), files, `${what}: ${rev} holds what was committed`);
+async function expectVersion(ws: string, rev: string, files: Map<string, string>, what: string): Promise<void> {
+  assert.equal((await contents(ws, [rev])).get(rev), files, `${what}: ${rev} holds what was committed`);
 }
 
 function report(name: string, r: { counts: Counts; problems: string[] }): void {
@@ -149,12 +209,13 @@ test('commit: every write, fsync, rename and index transaction failing in turn',
       writeFiles(ws, 2);
       wanted = treeDigest(ws);
     },
-    act: (dir, env) => mstore(path.join(dir, 'ws'), ['commit', '-m', 'two'], env),
+    act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['commit', '-m', 'two'], env),
     stores: (dir) => [[path.join(dir, 'ws'), ['v001']]],
     done: (dir) => expectVersion(path.join(dir, 'ws'), 'v002', wanted, 'commit'),
   };
   report('commit', await exercise(op));
-  const v = mstore(path.join(root, 'commit', 'ws'), ['verify', '--all']);
+  if (ONLY && !ONLY.includes('commit')) return;
+  const v = mstore(path.join(root, 'commit-0', 'ws'), ['verify', '--all']);
   assert.is(v.code, 0, v.stdout + v.stderr);
 });
 
@@ -162,13 +223,13 @@ test('checkout in place: every write, fsync and rename failing in turn', async (
   let v1 = new Map<string, string>();
   const op: Op = {
     name: 'checkout-in-place',
-    setup(dir) {
+    async setup(dir) {
       const ws = twoVersions(dir);
-      v1 = versionContents(ws, ['v001']).get('v001')!;
+      v1 = (await contents(ws, ['v001'])).get('v001')!;
     },
-    act: (dir, env) => mstore(path.join(dir, 'ws'), ['checkout', 'v001'], env),
+    act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['checkout', 'v001'], env),
     stores: (dir) => [[path.join(dir, 'ws'), ['v001', 'v002']]],
-    done: (dir) => assert.equal(treeDigest(path.join(dir, 'ws')), v1, 'the workspace holds v001 after the rerun'),
+    done: async (dir) => assert.equal(treeDigest(path.join(dir, 'ws')), v1, 'the workspace holds v001 after the rerun'),
   };
   report('checkout in place', await exercise(op));
 });
@@ -181,9 +242,9 @@ test('checkout --to: every write, fsync and rename failing in turn', async () =>
       const ws = twoVersions(dir);
       v2 = treeDigest(ws);
     },
-    act: (dir, env) => mstore(path.join(dir, 'ws'), ['checkout', 'v002', '--to', path.join(dir, 'out')], env),
+    act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['checkout', 'v002', '--to', path.join(dir, 'out')], env),
     stores: (dir) => [[path.join(dir, 'ws'), ['v001']]],
-    done: (dir) => assert.equal(treeDigest(path.join(dir, 'out')), v2, 'out holds v002 after the rerun'),
+    done: async (dir) => assert.equal(treeDigest(path.join(dir, 'out')), v2, 'out holds v002 after the rerun'),
   };
   report('checkout --to', await exercise(op));
 });
@@ -198,10 +259,10 @@ test('gc: every write, fsync, rename and index transaction failing in turn', asy
       // v002's own tensor becomes garbage in a pack that also holds live data: gc rewrites it.
       ok(ws, ['rm', 'v002', '--confirm', '--no-backup']);
     },
-    act: (dir, env) => mstore(path.join(dir, 'ws'), ['gc', '--grace', '0'], env),
+    act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['gc', '--grace', '0'], env),
     stores: (dir) => [[path.join(dir, 'ws'), ['v001', 'v003']]],
-    done: (dir) => {
-      const d = mstore(path.join(dir, 'ws'), ['gc', '--grace', '0', '--dry-run', '--json']);
+    done: async (dir) => {
+      const d = await mstoreAsync(path.join(dir, 'ws'), ['gc', '--grace', '0', '--dry-run', '--json']);
       assert.is(d.code, 0, d.stderr);
       const r = JSON.parse(d.stdout) as { chunks: { removed: number }; packs: { removed: number; rewritten: number } };
       assert.equal([r.chunks.removed, r.packs.removed, r.packs.rewritten], [0, 0, 0], `gc after the rerun has nothing left to free: ${d.stdout}`);
@@ -227,7 +288,7 @@ test('push to a path remote: every write, fsync, rename and index transaction fa
       ok(ws, ['commit', '-m', 'two']);
       v2 = treeDigest(ws);
     },
-    act: (dir, env) => mstore(path.join(dir, 'ws'), ['push', 'nas'], env),
+    act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['push', 'nas'], env),
     stores: (dir) => [
       [path.join(dir, 'ws'), ['v001', 'v002']],
       [path.join(dir, 'nas'), ['v001']],
@@ -247,7 +308,7 @@ test('backup: every write, fsync, rename and index transaction failing in turn',
       ok(ws, ['backup', 'add', 'disk2', path.join(dir, 'disk2')]);
       ok(ws, ['backup', 'v001']);
     },
-    act: (dir, env) => mstore(path.join(dir, 'ws'), ['backup', 'v002'], env),
+    act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['backup', 'v002'], env),
     stores: (dir) => [
       [path.join(dir, 'ws'), ['v001', 'v002']],
       [path.join(dir, 'disk2'), ['v001']],
@@ -292,7 +353,7 @@ test('push to mstore serve: every write, fsync, rename and index transaction of 
       // The remote's URL changes with every server: set it for this run.
       ok(path.join(dir, 'ws'), ['remote', 'remove', 'box']);
       ok(path.join(dir, 'ws'), ['remote', 'add', 'box', server.url, '--token-env', 'BOX_TOKEN']);
-      return mstore(path.join(dir, 'ws'), ['push', 'box'], { BOX_TOKEN: TOKEN });
+      return await mstoreAsync(path.join(dir, 'ws'), ['push', 'box'], { BOX_TOKEN: TOKEN });
     } finally {
       await server.stop();
     }
