@@ -6,6 +6,7 @@
  *   MSTORE_FAULT=write:7:ENOSPC     the 7th write-class call of this process fails (ENOSPC)
  *   MSTORE_FAULT=fsync:3+:EIO       the 3rd and every later fsync-class call fail (a full disk stays full)
  *   MSTORE_FAULT_COUNT=FILE         at exit, append one JSON line of this process's calls per class
+ *   MSTORE_FAULT_TRACE=FILE         append one line per call: class, N, syscall, file (to find a call site)
  *
  * Classes: write, fsync, rename, index; errors: ENOSPC, EIO. Rules: the environment is read
  * once, at load; with neither variable set fault() returns at its first test (inert, no
@@ -40,8 +41,9 @@ function parse(text: string | undefined): Spec | string | undefined {
 
 const spec = parse(process.env.MSTORE_FAULT);
 const countFile = process.env.MSTORE_FAULT_COUNT || undefined;
+const traceFile = process.env.MSTORE_FAULT_TRACE || undefined;
 /** False in every ordinary run: then fault() does nothing at all. */
-const ACTIVE = spec !== undefined || countFile !== undefined;
+const ACTIVE = spec !== undefined || countFile !== undefined || traceFile !== undefined;
 const counts: Record<FaultClass, number> = { write: 0, fsync: 0, rename: 0, index: 0 };
 
 if (countFile) {
@@ -73,6 +75,7 @@ export function errnoError(code: string, syscall: string, target: string): NodeJ
 export function fault(cls: FaultClass, syscall: string, target: string): void {
   if (!ACTIVE) return;
   const n = ++counts[cls];
+  if (traceFile) appendFileSync(traceFile, `${cls} ${n} ${syscall} ${target}\n`);
   if (spec === undefined) return;
   if (typeof spec === 'string') throw new Error(spec);
   if (spec.cls === cls && (n === spec.nth || (spec.sticky && n > spec.nth))) throw errnoError(spec.code, syscall, target);
