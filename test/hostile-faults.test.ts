@@ -2,8 +2,8 @@
  * Fault injection (issue 20, "Also build"): commit, checkout (in place and --to), gc, push (to
  * a path remote and to `mstore serve`, where the faults hit the server) and backup, run so
  * that the Nth write, fsync, rename or index transaction fails, for every N over the calls
- * that operation makes (learnt first from a counting run: MSTORE_FAULT_COUNT). ENOSPC and EIO
- * alternate by N. After each failure: exit 1 (never a signal), one line naming the file and
+ * that operation makes (learnt first from a counting run: MSTORE_FAULT_COUNT), and every later
+ * call of that class with it. ENOSPC and EIO alternate by N. After each failure: exit 1 (never a signal), one line naming the file and
  * the error (hostile-helpers' expectRefusal), fsck clean in every store involved, the earlier
  * versions check out byte for byte, and the same command without the fault succeeds and
  * leaves what it should. Every operation starts from a fresh copy of a tiny fixture (three
@@ -57,10 +57,15 @@ function readCounts(file: string): Counts {
   return c;
 }
 
-/** The faults to inject: every N of every class, ENOSPC on odd N and EIO on even N. */
+/**
+ * The faults to inject: every N of every class, ENOSPC on odd N and EIO on even N. Sticky
+ * (`N+`: the Nth call and every later one of the class fail, as on a full disk or a dying
+ * device): a single failing call could be retried away (isomorphic-git rewrites a loose
+ * object once after any error), and an ignored error is then told from a retried one.
+ */
 function faultsOf(c: Counts): string[] {
   const out: string[] = [];
-  for (const k of CLASSES) for (let n = 1; n <= c[k]; n++) out.push(`${k}:${n}:${n % 2 ? 'ENOSPC' : 'EIO'}`);
+  for (const k of CLASSES) for (let n = 1; n <= c[k]; n++) out.push(`${k}:${n}+:${n % 2 ? 'ENOSPC' : 'EIO'}`);
   return out;
 }
 
