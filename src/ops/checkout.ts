@@ -252,8 +252,9 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
     } finally {
       await reader.close();
     }
-    // The renames themselves must survive a power loss before we report success.
-    for (const d of dirs) await fsyncDir(d).catch(() => undefined);
+    // The renames themselves must survive a power loss before we report success; a directory
+    // fsync that fails (EIO, ENOSPC) means they may not, so the checkout fails naming it.
+    for (const d of dirs) await fsyncDir(d);
 
     if (intoWorkspace) {
       const at = nowNs();
