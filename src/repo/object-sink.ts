@@ -120,6 +120,16 @@ export class ObjectSink {
     this.target.index.recordPacks(packs, held, statUpdates);
   }
 
+  /** record(); when the index transaction fails, the packs go again: a failure leaves no pack the index does not name. */
+  private async recordOrDrop(packs: PackInfo[], statUpdates?: Map<string, StatEntry | null>): Promise<void> {
+    try {
+      this.record(packs, statUpdates);
+    } catch (e) {
+      await this.packs.discard(packs);
+      throw e;
+    }
+  }
+
   /**
    * Seals everything written so far and records it (with `statUpdates`, in the same
    * transaction). A background publish that failed fails this one.
@@ -127,13 +137,13 @@ export class ObjectSink {
   async publish(statUpdates?: Map<string, StatEntry | null>): Promise<void> {
     await this.behind;
     this.unpublishedBytes = 0;
-    this.record(await this.packs.finish(), statUpdates);
+    await this.recordOrDrop(await this.packs.finish(), statUpdates);
   }
 
   /** Starts sealing and recording what was written so far while the caller keeps writing. */
   publishBehind(): void {
     this.unpublishedBytes = 0;
-    this.behind = this.behind.then(async () => this.record(await this.packs.finish()));
+    this.behind = this.behind.then(async () => this.recordOrDrop(await this.packs.finish()));
     this.behind.catch(() => undefined);
   }
 
@@ -147,7 +157,7 @@ export class ObjectSink {
     this.behind = Promise.resolve();
     if (keep) {
       try {
-        this.record(await this.packs.finish());
+        await this.recordOrDrop(await this.packs.finish());
         return;
       } catch {
         // fall through: drop what is left
