@@ -86,7 +86,14 @@ export class StoreLock {
     for (;;) {
       try {
         const fh = await open(file, 'wx');
-        await fh.writeFile(JSON.stringify(me));
+        try {
+          await fh.writeFile(JSON.stringify(me));
+        } catch (e) {
+          // Ours, but empty or torn (a full disk): remove it, or the next command waits it out.
+          await fh.close().catch(() => undefined);
+          await unlink(file).catch(() => undefined);
+          throw e;
+        }
         await fh.close();
         return new StoreLock(file, stale);
       } catch (e) {
