@@ -14,7 +14,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { CLI, cleanup, mstore, tmpDir, treeDigest, writeSafetensors, type RunResult } from './helpers.js';
 import { expectRefusal } from './hostile-helpers.js';
 import { Store } from '../src/repo/store.js';
@@ -130,6 +130,21 @@ async function intact(dir: string, versions: Map<string, Map<string, string>>, w
 /** FAULTS_ONLY=commit,gc runs only those operations (to replay one while fixing it). */
 const ONLY = process.env.FAULTS_ONLY?.split(',');
 
+/** The store's lock file and temporary files (pack temporaries, `.mstore-tmp-*`), which a failed command must not leave. */
+function leftovers(dir: string): string[] {
+  const store = existsSync(path.join(dir, '.mstore')) ? path.join(dir, '.mstore') : dir;
+  const out: string[] = [];
+  const walk = (rel: string): void => {
+    for (const e of readdirSync(path.join(store, rel), { withFileTypes: true })) {
+      const p = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) walk(p);
+      else if (p === 'lock' || p.startsWith('tmp/') || e.name.startsWith('.mstore-tmp-')) out.push(p);
+    }
+  };
+  walk('');
+  return out;
+}
+
 /** Fixture copies worked on side by side (the machine's cores; each slot has its own paths). */
 const SLOTS = 2;
 
@@ -164,7 +179,10 @@ async function exercise(op: Op): Promise<{ counts: Counts; problems: string[] }>
     const what = `${op.name} with MSTORE_FAULT=${spec}`;
     try {
       expectRefusal(await op.act(dir, { MSTORE_FAULT: spec }), 1, FAULT_LINE, what);
-      for (const [rel, versions] of before) await intact(path.join(dir, rel), versions, what);
+      for (const [rel, versions] of before) {
+        await intact(path.join(dir, rel), versions, what);
+        assert.equal(leftovers(path.join(dir, rel)), [], `${what}: ${rel} is unlocked and holds no temporary file`);
+      }
       const again = await op.act(dir, {});
       assert.is(again.code, 0, `${what}: the rerun without the fault: ${again.stderr}`);
       await op.done(dir);
