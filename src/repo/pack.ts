@@ -109,7 +109,12 @@ export class PackWriter {
     const tmp = path.join(this.tmpDir, `pack-${randomBytes(8).toString('hex')}.tmp`);
     const fh = quiet(
       open(tmp, 'wx').then(async (h) => {
-        await h.write(PACK_MAGIC, 0, PACK_MAGIC.length, 0);
+        try {
+          await h.write(PACK_MAGIC, 0, PACK_MAGIC.length, 0);
+        } catch (e) {
+          await h.close().catch(() => undefined);
+          throw e;
+        }
         return h;
       }),
     );
@@ -118,10 +123,12 @@ export class PackWriter {
 
   /** Writes table and footer, fsyncs, and renames the pack into place. */
   private async seal(p: OpenPack): Promise<PackInfo> {
-    const fh = await p.fh;
+    let fh: FileHandle | undefined;
     // Once renamed, a failure (the directory fsync) must remove the pack under its final name.
     let placed: string | undefined;
     try {
+      // Inside the try: a pack whose first write failed is removed here too.
+      fh = await p.fh;
       await Promise.all(p.writes);
       await p.syncing;
       const { id, tail } = encodePackTail(p.entries);
@@ -139,7 +146,7 @@ export class PackWriter {
       await fsyncDir(path.dirname(final));
       return { id, size: p.offset + tail.length, entries: p.entries };
     } catch (e) {
-      await fh.close().catch(() => undefined);
+      await fh?.close().catch(() => undefined);
       await unlink(placed ?? p.tmp).catch(() => undefined);
       throw e;
     }
