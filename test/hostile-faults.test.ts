@@ -413,4 +413,21 @@ test('push to mstore serve: every write, fsync, rename and index transaction of 
   report('push to mstore serve', await exercise(op));
 });
 
+test('a background fdatasync that fails (a file over 64 MiB) fails the commit and the checkout, once only', async () => {
+  if (ONLY && !ONLY.includes('big')) return;
+  const ws = path.join(root, 'big', 'ws');
+  mkdirSync(ws, { recursive: true });
+  // 68 MiB: pack writing and materialising both start a background fdatasync at 64 MiB, the first fsync-class call.
+  writeSafetensors(path.join(ws, 'big.safetensors'), [{ name: 'w', dtype: 'F32', shape: [4352, 4096], seed: 5 }]);
+  ok(ws, ['init']);
+  const wanted = treeDigest(ws);
+  expectRefusal(await mstoreAsync(ws, ['commit', '-m', 'big'], { MSTORE_FAULT: 'fsync:1:EIO' }), 1, FAULT_LINE, 'commit whose background fdatasync fails');
+  assert.equal(leftovers(ws), [], 'the failed commit leaves no temporary file');
+  ok(ws, ['commit', '-m', 'big']);
+  const out = path.join(root, 'big', 'out');
+  expectRefusal(await mstoreAsync(ws, ['checkout', 'latest', '--to', out], { MSTORE_FAULT: 'fsync:1:EIO' }), 1, FAULT_LINE, 'checkout whose background fdatasync fails');
+  ok(ws, ['checkout', 'latest', '--to', out]);
+  assert.equal(treeDigest(out), wanted);
+});
+
 test.run();
