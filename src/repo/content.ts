@@ -446,6 +446,7 @@ export class ContentReader {
       let pos = 0;
       let unsynced = 0;
       let syncing: Promise<void> | undefined;
+      let syncFailed: unknown;
       await this.read(
         oid,
         display,
@@ -457,7 +458,12 @@ export class ContentReader {
               unsynced += data.length;
               if (unsynced >= SYNC_EVERY && !syncing) {
                 unsynced = 0;
-                syncing = fh.datasync().finally(() => (syncing = undefined));
+                // Kept, not lost (nor an unhandled rejection): a later fdatasync may succeed after
+                // the kernel dropped the pages this one could not write.
+                syncing = fh
+                  .datasync()
+                  .then(() => undefined, (e: unknown) => void (syncFailed ??= e))
+                  .finally(() => (syncing = undefined));
               }
             }),
           );
@@ -465,6 +471,7 @@ export class ContentReader {
         onBytes,
       );
       await syncing;
+      if (syncFailed !== undefined) throw syncFailed;
       await fh.datasync();
       await fh.close();
       await chmod(tmp, mode);

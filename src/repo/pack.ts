@@ -55,6 +55,8 @@ interface OpenPack {
   writes: Promise<unknown>[];
   unsynced: number;
   syncing: Promise<void> | undefined;
+  /** The first background fdatasync failure, if any. */
+  syncFailed?: unknown;
 }
 
 /** Keeps a promise's rejection for whoever awaits it later, without an unhandled-rejection crash. */
@@ -98,7 +100,12 @@ export class PackWriter {
       pack.unsynced += data.length;
       if (pack.unsynced >= SYNC_EVERY && !pack.syncing) {
         pack.unsynced = 0;
-        pack.syncing = quiet(fh.datasync().finally(() => (pack.syncing = undefined)));
+        // Its failure is kept for seal(): a later fdatasync may succeed after the kernel dropped
+        // the pages this one could not write, so the error must not be lost.
+        pack.syncing = fh
+          .datasync()
+          .then(() => undefined, (e: unknown) => void (pack.syncFailed ??= e))
+          .finally(() => (pack.syncing = undefined));
       }
     });
     pack.writes.push(quiet(w));
@@ -131,6 +138,7 @@ export class PackWriter {
       fh = await p.fh;
       await Promise.all(p.writes);
       await p.syncing;
+      if (p.syncFailed !== undefined) throw p.syncFailed;
       const { id, tail } = encodePackTail(p.entries);
       await fh.write(tail, 0, tail.length, p.offset);
       await fh.datasync();
