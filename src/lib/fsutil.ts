@@ -1,16 +1,71 @@
-/** Small filesystem helpers for the publish-after-fsync rule. */
-import { open, rename, unlink, chmod, type FileHandle } from 'node:fs/promises';
+/**
+ * Small filesystem helpers for the publish-after-fsync rule, and the one way the store's data
+ * path writes, fsyncs and renames: `open` (a handle opened for writing), `rename` and
+ * `fsyncDir` here pass every such call through the fault seam (src/lib/faults.ts, inert
+ * unless a test enables it) and name the file in a failing write's or fsync's error (node's
+ * own says only "ENOSPC: no space left on device, write"). Modules on the data path import
+ * these instead of node:fs/promises' open and rename.
+ */
+import * as fsp from 'node:fs/promises';
+import { unlink, chmod, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { fault, type FaultClass } from './faults.js';
 
 /** Every temporary file mstore creates starts with this, so scans skip it and sweeps find it. */
 export const TMP_PREFIX = '.mstore-tmp-';
 
+/** A node error from `syscall` on `file`, with the file named when node left it out. */
+function named(e: unknown, syscall: string, file: string): unknown {
+  const n = e as NodeJS.ErrnoException;
+  if (!(e instanceof Error) || typeof n.code !== 'string' || n.path !== undefined) return e;
+  n.path = file;
+  n.message = `${n.message.split('\n')[0]} '${file}'`;
+  return n;
+}
+
+/** `fn()`, one call of class `cls` on `file`: through the fault seam, its error naming the file. */
+async function guarded<T>(cls: FaultClass, syscall: string, file: string, fn: () => Promise<T>): Promise<T> {
+  fault(cls, syscall, file);
+  try {
+    return await fn();
+  } catch (e) {
+    throw named(e, syscall, file);
+  }
+}
+
+type Method = (...args: never[]) => Promise<unknown>;
+
+/**
+ * node's open(). A handle opened for anything but reading comes back with its write, writev,
+ * writeFile, appendFile (class write), sync and datasync (class fsync) passing the seam and
+ * naming `file` in their errors; every other method is node's.
+ */
+export async function open(file: string, flags: string | number = 'r', mode?: number): Promise<FileHandle> {
+  const fh = await fsp.open(file, flags, mode);
+  if (flags === 'r') return fh;
+  const wrap = (name: 'write' | 'writev' | 'writeFile' | 'appendFile' | 'sync' | 'datasync', cls: FaultClass): void => {
+    const orig = fh[name] as unknown as Method;
+    const syscall = cls === 'write' ? 'write' : name === 'sync' ? 'fsync' : 'fdatasync';
+    (fh as unknown as Record<string, Method>)[name] = (...args: never[]) => guarded(cls, syscall, file, () => orig.apply(fh, args));
+  };
+  for (const m of ['write', 'writev', 'writeFile', 'appendFile'] as const) wrap(m, 'write');
+  wrap('sync', 'fsync');
+  wrap('datasync', 'fsync');
+  return fh;
+}
+
+/** node's rename(), through the fault seam (class rename). */
+export async function rename(from: string, to: string): Promise<void> {
+  fault('rename', 'rename', `${from}' -> '${to}`);
+  await fsp.rename(from, to);
+}
+
 /** fsync a directory so a rename inside it survives power loss. */
 export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
+  const fh = await fsp.open(dir, 'r');
   try {
-    await fh.sync();
+    await guarded('fsync', 'fsync', dir, () => fh.sync());
   } finally {
     await fh.close();
   }

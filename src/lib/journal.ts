@@ -9,9 +9,9 @@
  * starts on a fresh line, so the torn bytes stay a line of their own, and readers skip every
  * line that does not parse as a JSON object: each complete record is read back, always.
  */
-import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, readFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { fsyncDir } from './fsutil.js';
+import { fsyncDir, open } from './fsutil.js';
 import { storageError } from './errors.js';
 
 const NEWLINE = 0x0a;

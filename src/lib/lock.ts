@@ -13,7 +13,8 @@
  * detects staleness by mtime age only, which would stall every writer after a crash, hence
  * this small module.
  */
-import { open, readFile, unlink, stat, mkdir, readdir } from 'node:fs/promises';
+import { readFile, unlink, stat, mkdir, readdir } from 'node:fs/promises';
+import { open } from './fsutil.js';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import os from 'node:os';
@@ -210,7 +211,14 @@ export class StoreLock {
     for (;;) {
       try {
         const fh = await open(file, 'wx');
-        await fh.writeFile(JSON.stringify(me));
+        try {
+          await fh.writeFile(JSON.stringify(me));
+        } catch (e) {
+          // Ours, but empty or torn (a full disk): remove it, or the next command waits it out.
+          await fh.close().catch(() => undefined);
+          await unlink(file).catch(() => undefined);
+          throw e;
+        }
         await fh.close();
         const lock = new StoreLock(file, stale);
         if (exclusive) await lock.waitForReaders(deadline, timeoutMs);

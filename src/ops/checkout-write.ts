@@ -8,10 +8,10 @@
  * other, never a mix); a killed one leaves only temporary names, which the next checkout or
  * commit sweeps (workspace.ts sweepTemps).
  */
-import { link, lstat, mkdir, rename, rm, rmdir, symlink, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, rename as renameBack, rm, rmdir, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
-import { fsyncDir, tmpName, writeTempFile } from '../lib/fsutil.js';
+import { fsyncDir, rename, tmpName, writeTempFile } from '../lib/fsutil.js';
 import type { GitRepo } from '../repo/git.js';
 import type { ContentReader } from '../repo/content.js';
 import type { VersionFile } from '../repo/version-files.js';
@@ -153,7 +153,7 @@ export async function writeCheckout(plan: WritePlan, repo: GitRepo, reader: Cont
         throw e;
       }
       asides.push(bak);
-      undo.push(() => rename(bak, abs));
+      undo.push(() => renameBack(bak, abs));
       dirs.add(path.dirname(abs));
     }
     for (const s of staged) {
@@ -171,7 +171,7 @@ export async function writeCheckout(plan: WritePlan, repo: GitRepo, reader: Cont
         asides.push(bak);
         const dest = s.dest;
         // (a rename between two names of one file does nothing: then the second name goes)
-        undo.push(() => rename(bak, dest).then(() => unlink(bak).catch(() => undefined)));
+        undo.push(() => renameBack(bak, dest).then(() => unlink(bak).catch(() => undefined)));
       } else {
         const dest = s.dest;
         undo.push(() => unlink(dest));
@@ -189,6 +189,7 @@ export async function writeCheckout(plan: WritePlan, repo: GitRepo, reader: Cont
   }
   for (const a of asides) await rm(a, { recursive: true, force: true }).catch(() => undefined);
   await pruneEmptyDirs(target, plan.removals);
-  // The renames themselves must survive a power loss before we report success.
-  for (const d of dirs) await fsyncDir(d).catch(() => undefined);
+  // The renames themselves must survive a power loss before we report success; a directory
+  // fsync that fails (EIO, ENOSPC) means they may not, so the checkout fails naming it.
+  for (const d of dirs) await fsyncDir(d);
 }

@@ -4,7 +4,7 @@
  * memory does not grow with file size, and both hash the whole file on a second core
  * (ParallelHasher) while this thread hashes chunks and the thread pool does the I/O.
  */
-import { open, unlink, chmod, type FileHandle } from 'node:fs/promises';
+import { unlink, chmod, type FileHandle } from 'node:fs/promises';
 import { MstoreError } from '../lib/errors.js';
 import { sha256, type ParallelHasher } from '../lib/hashing.js';
 import { packPath } from './pack.js';
@@ -12,7 +12,7 @@ import type { ObjectSink } from './object-sink.js';
 import { encodeManifest, type ManifestChunk, type StoreIndex, type StatEntry } from './index-db.js';
 import { FastCdcChunker, PlannedChunker, type Chunker, type CdcParams } from '../format/chunker.js';
 import { readSafetensorsHeader, chunkCuts } from '../format/safetensors.js';
-import { writeInPieces } from '../lib/fsutil.js';
+import { open, writeInPieces } from '../lib/fsutil.js';
 import { readStable, readWhole } from '../lib/stable-read.js';
 import type { BigIntStats } from 'node:fs';
 
@@ -447,6 +447,7 @@ export class ContentReader {
       let pos = 0;
       let unsynced = 0;
       let syncing: Promise<void> | undefined;
+      let syncFailed: unknown;
       await this.read(
         oid,
         display,
@@ -458,7 +459,12 @@ export class ContentReader {
               unsynced += data.length;
               if (unsynced >= SYNC_EVERY && !syncing) {
                 unsynced = 0;
-                syncing = fh.datasync().finally(() => (syncing = undefined));
+                // Kept, not lost (nor an unhandled rejection): a later fdatasync may succeed after
+                // the kernel dropped the pages this one could not write.
+                syncing = fh
+                  .datasync()
+                  .then(() => undefined, (e: unknown) => void (syncFailed ??= e))
+                  .finally(() => (syncing = undefined));
               }
             }),
           );
@@ -466,6 +472,7 @@ export class ContentReader {
         onBytes,
       );
       await syncing;
+      if (syncFailed !== undefined) throw syncFailed;
       await fh.datasync();
       await fh.close();
       await chmod(tmp, mode);

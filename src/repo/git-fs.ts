@@ -51,6 +51,9 @@ async function writeFile(file: string, data: Uint8Array | string, options?: { mo
       unsyncedDirs.delete(repo);
     }
   }
+  // A new object's fan-out directory first: otherwise the rename fails (ENOENT) and
+  // isomorphic-git writes and fsyncs the whole object a second time after its own mkdir.
+  if (!ref && (await fsp.mkdir(path.dirname(file), { recursive: true })) !== undefined) remember(gitdir, path.dirname(path.dirname(file)));
   try {
     await atomicWriteFile(file, data, { mode, tmpDir: gitdir });
   } catch (e) {

@@ -22,6 +22,7 @@ const RESERVE_BASE = 256 * 1024;
 import type { PackInfo } from './pack.js';
 import { ENTRY_CHUNK, ENTRY_FILE } from './pack.js';
 import { now as clockNow } from '../lib/clock.js';
+import { fault } from '../lib/faults.js';
 
 export interface ChunkLocation {
   pack: string;
@@ -174,6 +175,8 @@ export class StoreIndex {
     const file = path.join(this.dir, INDEX_FILE);
     if (!this.writable) throw new MstoreError('ESTORAGE', `writing ${file}: the index cannot be written here (read-only store or no write permission); nothing was published`, { what: file });
     try {
+      // lmdb's own writes cannot be intercepted, so the fault seam (class index) sits here.
+      fault('index', 'index transaction', this.dir);
       this.reserve(file, rowBytes);
       this.root.transactionSync(fn);
     } catch (e) {

@@ -146,7 +146,8 @@ export class ObjectSink {
     try {
       this.recordRows(packs, statUpdates);
     } catch (e) {
-      for (const p of packs) await unlink(packPath(this.target.packsDir, p.id)).catch(() => undefined);
+      // A pack that was in the store before this writer sealed it again is kept (PackWriter.discard).
+      await this.packs.discard(packs);
       throw e;
     }
   }

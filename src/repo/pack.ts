@@ -10,11 +10,11 @@
  * The pack id is sha256(table) in hex, and the file is packs/<id[0:2]>/<id>.pack.
  * Entry ids are content hashes, so the table hash names the pack's content.
  */
-import { open, rename, mkdir, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { sha256 } from '../lib/hashing.js';
-import { fsyncDir, writeInPieces } from '../lib/fsutil.js';
+import { fsyncDir, open, rename, writeInPieces } from '../lib/fsutil.js';
 import { storageError } from '../lib/errors.js';
 
 export const PACK_MAGIC = Buffer.from('MSTPACK\x01', 'latin1');
@@ -56,6 +56,8 @@ interface OpenPack {
   writes: Promise<unknown>[];
   unsynced: number;
   syncing: Promise<void> | undefined;
+  /** The first background fdatasync failure, if any. */
+  syncFailed?: unknown;
 }
 
 /** Keeps a promise's rejection for whoever awaits it later, without an unhandled-rejection crash. */
@@ -67,6 +69,8 @@ function quiet<T>(p: Promise<T>): Promise<T> {
 export class PackWriter {
   private cur: OpenPack | undefined;
   private finishing: Promise<PackInfo>[] = [];
+  /** Packs sealed under a name that already held the same pack: never removed by discard(). */
+  private readonly preexisting = new Set<string>();
   bytesWritten = 0;
 
   constructor(
@@ -99,7 +103,12 @@ export class PackWriter {
       pack.unsynced += data.length;
       if (pack.unsynced >= SYNC_EVERY && !pack.syncing) {
         pack.unsynced = 0;
-        pack.syncing = quiet(fh.datasync().finally(() => (pack.syncing = undefined)));
+        // Its failure is kept for seal(): a later fdatasync may succeed after the kernel dropped
+        // the pages this one could not write, so the error must not be lost.
+        pack.syncing = fh
+          .datasync()
+          .then(() => undefined, (e: unknown) => void (pack.syncFailed ??= e))
+          .finally(() => (pack.syncing = undefined));
       }
     });
     pack.writes.push(quiet(w));
@@ -111,11 +120,13 @@ export class PackWriter {
     const fh = quiet(
       open(tmp, 'wx')
         .then(async (h) => {
-          await h.write(PACK_MAGIC, 0, PACK_MAGIC.length, 0).catch(async (e: unknown) => {
+          try {
+            await h.write(PACK_MAGIC, 0, PACK_MAGIC.length, 0);
+          } catch (e) {
             await h.close().catch(() => undefined);
             await unlink(tmp).catch(() => undefined);
             throw e;
-          });
+          }
           return h;
         })
         .catch((e: unknown) => {
@@ -127,22 +138,32 @@ export class PackWriter {
 
   /** Writes table and footer, fsyncs, and renames the pack into place. */
   private async seal(p: OpenPack): Promise<PackInfo> {
-    const fh = await p.fh;
+    let fh: FileHandle | undefined;
+    // Once renamed, a failure (the directory fsync) must remove the pack under its final name.
+    let placed: string | undefined;
     try {
+      // Inside the try: a pack whose first write failed is removed here too.
+      fh = await p.fh;
       await Promise.all(p.writes);
       await p.syncing;
+      if (p.syncFailed !== undefined) throw p.syncFailed;
       const { id, tail } = encodePackTail(p.entries);
       await fh.write(tail, 0, tail.length, p.offset);
       await fh.datasync();
       await fh.close();
       const final = packPath(this.packsDir, id);
       if (await mkdir(path.dirname(final), { recursive: true })) await fsyncDir(this.packsDir);
+      // A pack identical to one already there (gc rewriting an interrupted gc's output) is
+      // that pack: it is never removed on a failure.
+      const existed = await stat(final).then(() => true, () => false);
+      if (existed) this.preexisting.add(id);
       await rename(p.tmp, final);
+      if (!existed) placed = final;
       await fsyncDir(path.dirname(final));
       return { id, size: p.offset + tail.length, entries: p.entries };
     } catch (e) {
-      await fh.close().catch(() => undefined);
-      await unlink(p.tmp).catch(() => undefined);
+      await fh?.close().catch(() => undefined);
+      await unlink(placed ?? p.tmp).catch(() => undefined);
       throw storageError(e, p.tmp) ?? e;
     }
   }
@@ -161,7 +182,21 @@ export class PackWriter {
       await (await p.fh).close();
       await unlink(p.tmp);
     }
-    return Promise.all(sealing);
+    // One failed seal fails the finish; the packs sealed beside it are removed (nothing will
+    // record them), so a failure leaves no pack the index does not name.
+    const done = await Promise.allSettled(sealing);
+    const packs = done.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const failed = done.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      await this.discard(packs);
+      throw failed.reason;
+    }
+    return packs;
+  }
+
+  /** Removes sealed packs that the index never recorded (its transaction failed): nothing names them. */
+  async discard(packs: PackInfo[]): Promise<void> {
+    for (const p of packs) if (!this.preexisting.has(p.id)) await unlink(packPath(this.packsDir, p.id)).catch(() => undefined);
   }
 
   /** Drops everything this writer wrote (on error): nothing of it was published, so the store is as before. */
@@ -174,7 +209,7 @@ export class PackWriter {
       await unlink(p.tmp).catch(() => undefined);
     }
     for (const r of await Promise.allSettled(this.finishing)) {
-      if (r.status === 'fulfilled') await unlink(packPath(this.packsDir, r.value.id)).catch(() => undefined);
+      if (r.status === 'fulfilled') await this.discard([r.value]);
     }
     this.finishing = [];
   }

@@ -11,7 +11,7 @@
  * are read one at a time. The tar is written to a temporary name beside the output, fsynced
  * and renamed, so a failed export leaves no partial file.
  */
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { pack as tarPack, type Header, type Pack } from 'tar-stream';
 import { MstoreError } from '../../lib/errors.js';
@@ -21,7 +21,7 @@ import { sha256 } from '../../lib/hashing.js';
 import { encodeManifest } from '../../repo/index-db.js';
 import { packPath } from '../../repo/pack.js';
 import { parsePointer } from '../../format/pointer.js';
-import { fsyncDir, tmpName } from '../../lib/fsutil.js';
+import { fsyncDir, open, rename, tmpName } from '../../lib/fsutil.js';
 import { META_PATH, readMeta, resolveRev } from '../../repo/versions.js';
 import { modelEntries } from '../../repo/version-files.js';
 import type { FileMode } from '../../repo/git.js';

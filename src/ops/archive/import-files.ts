@@ -9,7 +9,8 @@
  */
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, open, rm, symlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, rm, symlink } from 'node:fs/promises';
+import { open } from '../../lib/fsutil.js';
 import { MstoreError } from '../../lib/errors.js';
 import type { Store } from '../../repo/store.js';
 import { ContentWriter } from '../../repo/content.js';

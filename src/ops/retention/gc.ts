@@ -191,7 +191,13 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
     // order: the duplicate an interrupted gc left behind). Same table, same id, same file: it
     // is the new pack now, and must be neither dropped from the index nor unlinked.
     const newIds = new Set(newPacks.map((p) => p.id));
-    index.switchPacks({ newPacks, moveChunks, dropChunks, dropFiles, dropPacks: [...touched].filter((id) => !newIds.has(id)), dropStats });
+    try {
+      index.switchPacks({ newPacks, moveChunks, dropChunks, dropFiles, dropPacks: [...touched].filter((id) => !newIds.has(id)), dropStats });
+    } catch (e) {
+      // Nothing switched: the new packs go again (never one that was already there).
+      await writer.discard(newPacks);
+      throw e;
+    }
     // 3. Old packs go only now that nothing points into them.
     const dirs = new Set<string>();
     for (const p of plans) {
