@@ -202,7 +202,9 @@ interface Damage {
 const DAMAGES: Damage[] = [
   { name: 'a zeroed data.mdb', apply: (_ws, f) => writeFileSync(f, Buffer.alloc(statSync(f).size)), fsck: /index .*data\.mdb is damaged.*fsck --repair-index/ },
   { name: 'a truncated data.mdb', apply: (_ws, f) => truncateSync(f, 3 * 4096), fsck: /index .*data\.mdb is damaged.*truncated.*fsck --repair-index/ },
-  { name: 'an empty data.mdb', apply: (_ws, f) => truncateSync(f, 0), fsck: /index .*data\.mdb is damaged.*fsck --repair-index/ },
+  // An empty file is what a kill between lmdb's create and its first meta write leaves: an index not yet
+  // made, not damage (index-check.ts); every version's content is then in packs the index does not name.
+  { name: 'an empty data.mdb', apply: (_ws, f) => truncateSync(f, 0), fsck: /only in pack [0-9a-f]{64}, which is not in the index \(run 'mstore fsck --repair-index'\)/ },
   { name: 'garbage on meta page 0', apply: (_ws, f) => overwrite(f, 0, randomBytes(4096)), fsck: /index .*data\.mdb is damaged.*meta page 0.*fsck --repair-index/ },
   { name: 'garbage on the chunks root page', apply: (_ws, f) => overwrite(f, dbRootPage(f, 'chunks') * 4096, randomBytes(4096)), fsck: /index .*data\.mdb is damaged.*chunks.*fsck --repair-index/ },
   { name: 'garbage inside a files page', apply: (_ws, f) => overwrite(f, dbRootPage(f, 'files') * 4096 + 3900, randomBytes(196)), fsck: /index .*data\.mdb is damaged.*files.*fsck --repair-index/ },

@@ -85,10 +85,11 @@ export function isStorageErrno(e: unknown): boolean {
  * The one conversion of a device's refusal into `ESTORAGE`, naming the file (the error's own
  * path when it has one, else `file`); undefined for anything else, which the caller rethrows.
  */
-export function storageError(e: unknown, file: string, doing = 'writing'): MstoreError | undefined {
+export function storageError(e: unknown, file: string, doing = 'writing', opts: { nameGiven?: boolean } = {}): MstoreError | undefined {
   const errno = storageErrno(e);
   if (!errno) return undefined;
+  // The error's own path, unless the caller's name says more (a git object, not its temporary).
   const own = (e as { path?: unknown }).path;
-  const where = typeof own === 'string' && own ? own : file;
+  const where = !opts.nameGiven && typeof own === 'string' && own ? own : file;
   return new MstoreError('ESTORAGE', `${doing} ${where}: ${STORAGE_ERRNOS[errno]} (${errno}); nothing was published`, { what: where });
 }

@@ -57,7 +57,7 @@ async function writeFile(file: string, data: Uint8Array | string, options?: { mo
   try {
     await atomicWriteFile(file, data, { mode, tmpDir: gitdir });
   } catch (e) {
-    throw storageError(e, file) ?? e;
+    throw storageError(e, file, 'writing', { nameGiven: true }) ?? e;
   }
   if (ref) await fsyncDir(path.dirname(file));
   else remember(gitdir, path.dirname(file));

@@ -119,6 +119,7 @@ export const WALK_AT_OPEN_BYTES = 64 * 1024 * 1024;
  */
 export function indexFileProblem(dir: string): string | undefined {
   const size = fileSize(path.join(dir, INDEX_FILE));
+  if (size === 0) return undefined; // created, not yet initialised (see indexPageProblems)
   if (size !== undefined && size <= WALK_AT_OPEN_BYTES) return indexPageProblems(dir, 1)[0];
   return rootProblem(dir);
 }
@@ -189,6 +190,9 @@ export function indexPageProblems(dir: string, limit = 20): string[] {
   }
   const problems: string[] = [];
   try {
+    // lmdb creates the file, then writes its meta pages: a process killed between the two leaves
+    // it empty. That is an index not yet made (lmdb initialises it on the next open), not damage.
+    if (f.size === 0) return [];
     const m = readMetas(f);
     if (typeof m === 'string') return [m];
     const { psize, lastPg } = m.current;

@@ -11,7 +11,7 @@
  * written (a read-only mount, another user's store); every lmdb call is guarded: a damaged
  * index is ECORRUPT naming it and `mstore fsck --repair-index`, a refused write ESTORAGE.
  */
-import { accessSync, closeSync, constants as fsConstants, existsSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, existsSync, fdatasyncSync, mkdirSync, fstatSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { open, type RootDatabase, type Database } from 'lmdb';
 import { MstoreError, errorLine, storageError } from '../lib/errors.js';
@@ -141,6 +141,8 @@ export class StoreIndex {
     if (problem) throw indexDamaged(dir, problem);
     const file = path.join(dir, INDEX_FILE);
     const present = existsSync(file);
+    // An index directory removed by hand (derived data) comes back where the store can be written.
+    if (!existsSync(dir) && canWrite(path.dirname(dir))) mkdirSync(dir, { recursive: true });
     const writable = canWrite(dir) && (!present || canWrite(file));
     let root: RootDatabase | undefined;
     try {
