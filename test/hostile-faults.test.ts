@@ -24,7 +24,7 @@ import { checkout } from '../src/ops/checkout.js';
 const CLASSES = ['write', 'fsync', 'rename', 'index'] as const;
 type Counts = Record<(typeof CLASSES)[number], number>;
 /** The refusal line: the error (node's words for ENOSPC and EIO) and a path naming the file. */
-const FAULT_LINE = /(no space left on device|i\/o error|input\/output error).*\/|\/.*(no space left on device|i\/o error|input\/output error)/i;
+const FAULT_LINE = /(no space left on (the )?device|i\/o error|input\/output error).*\/|\/.*(no space left on (the )?device|i\/o error|input\/output error)/i;
 
 const root = tmpDir('mstore-faults-');
 test.after(() => cleanup(root));
