@@ -179,23 +179,42 @@ test('kill -9 of gc at random moments leaves every version intact; the next gc c
       expected.set(r.version, digestKey(treeDigest(ws)));
     };
     for (let i = 0; i < 4; i++) commitOne(i);
+    // The kill moments spread over what an uncrashed gc of this shape takes here (fixed times
+    // would land in node's start-up on a fast machine and miss gc's work on a slow one).
+    commitOne(99);
+    const first = mstoreJson<{ version: string }[]>(ws, ['log']);
+    assert.is(mstore(ws, ['rm', first[first.length - 1].version, '--confirm', '--no-backup']).code, 0);
+    const t0 = performance.now();
+    assert.is(mstore(ws, ['gc', '--grace', '0']).code, 0, 'an uncrashed gc');
+    let gcMs = performance.now() - t0;
+    const packsOf = (): string => {
+      const dir = path.join(ws, '.mstore', 'packs');
+      return readdirSync(dir).flatMap((d) => readdirSync(path.join(dir, d))).sort().join(',');
+    };
     let kills = 0;
     let finished = 0;
+    let inWindow = 0;
     for (let round = 0; kills < 20 && round < 60; round++) {
       // New garbage each round: a new version, the oldest live one removed.
       commitOne(100 + round);
       const log = mstoreJson<{ version: string }[]>(ws, ['log']);
       assert.is(mstore(ws, ['rm', log[log.length - 1].version, '--confirm', '--no-backup']).code, 0);
       const refsBefore = git(path.join(ws, '.mstore/git'), ['for-each-ref']).stdout;
+      const packsBefore = packsOf();
+      const started = performance.now();
       const child = spawnMstore(ws, ['gc', '--grace', '0']);
-      const delay = 60 + Math.floor(rand() * 400);
+      const delay = Math.floor(((kills % 10) + rand()) / 10 * gcMs);
       const timer = setTimeout(() => child.kill('SIGKILL'), delay);
       const how = await new Promise<string>((resolve) => child.on('exit', (code, sig) => resolve(sig ?? String(code))));
       clearTimeout(timer);
-      if (how === 'SIGKILL') kills++;
-      else {
+      if (how === 'SIGKILL') {
+        kills++;
+        // Inside gc's critical window: it had written or removed packs (refs never move in gc).
+        if (packsOf() !== packsBefore) inWindow++;
+      } else {
         assert.is(how, '0', 'an uninterrupted gc succeeds');
         finished++;
+        gcMs = performance.now() - started; // the range follows what a gc of this store takes now
       }
       // The store is the same: refs unchanged, every live version verifies and checks out byte for byte.
       assert.is(git(path.join(ws, '.mstore/git'), ['for-each-ref']).stdout, refsBefore, `refs after kill at ${delay} ms`);
@@ -211,7 +230,8 @@ test('kill -9 of gc at random moments leaves every version intact; the next gc c
         rmSync(dir, { recursive: true, force: true });
       }
     }
-    if (process.env.MSTORE_TEST_VERBOSE) console.error(`gc kill test: ${kills} kills, ${finished} finished first`);
+    process.stdout.write(`\n  gc kill test: uncrashed gc ${gcMs.toFixed(0)} ms; ${kills} kills, ${inWindow} after gc had changed the packs, ${finished} finished first\n`);
+    assert.ok(inWindow >= 1, `no kill landed after gc began to change the packs (${kills} kills over ${gcMs.toFixed(0)} ms)`);
     took('kill test');
     assert.ok(kills >= 20, `only ${kills} kills landed while gc ran (${finished} finished first)`);
     // The next gc completes and leaves a clean store with no leftovers.
