@@ -191,5 +191,10 @@ export async function writeCheckout(plan: WritePlan, repo: GitRepo, reader: Cont
   await pruneEmptyDirs(target, plan.removals);
   // The renames themselves must survive a power loss before we report success; a directory
   // fsync that fails (EIO, ENOSPC) means they may not, so the checkout fails naming it.
-  for (const d of dirs) await fsyncDir(d);
+  // (A directory that is not there, e.g. the target of a version with nothing to write, has nothing to make durable.)
+  for (const d of dirs) {
+    await fsyncDir(d).catch((e: unknown) => {
+      if (codeOf(e) !== 'ENOENT') throw e;
+    });
+  }
 }
