@@ -10,7 +10,7 @@
  */
 import { link, lstat, mkdir, rename as renameBack, rm, rmdir, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { MstoreError } from '../lib/errors.js';
+import { MstoreError, storageError } from '../lib/errors.js';
 import { fsyncDir, rename, tmpName, writeTempFile } from '../lib/fsutil.js';
 import type { GitRepo } from '../repo/git.js';
 import type { ContentReader } from '../repo/content.js';
@@ -185,6 +185,8 @@ export async function writeCheckout(plan: WritePlan, repo: GitRepo, reader: Cont
     for (const s of staged.slice(renamed)) await unlink(s.tmp).catch(() => undefined);
     await removeCreated(created);
     if (e instanceof MstoreError) throw e;
+    const storage = storageError(e, path.join(target, current), `putting ${current} in place at`, { nameGiven: true });
+    if (storage) throw new MstoreError('ESTORAGE', storage.message.replace(/nothing was published$/, 'what was there is back'), { what: current });
     throw new MstoreError('EBADINPUT', `checkout could not put ${current} in place in ${target} (${codeOf(e)}); what was there is back`, { what: current });
   }
   for (const a of asides) await rm(a, { recursive: true, force: true }).catch(() => undefined);
