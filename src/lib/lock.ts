@@ -30,7 +30,8 @@ interface LockOwner {
   exclusive?: boolean;
 }
 
-function alive(pid: number): boolean {
+/** True while a process with this id exists on this host (EPERM: it exists, owned by another user). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -108,7 +109,7 @@ async function liveOwner(file: string): Promise<{ owner: LockOwner | undefined }
   } catch {
     owner = undefined;
   }
-  if (owner && owner.host === os.hostname() && !alive(owner.pid)) return undefined;
+  if (owner && owner.host === os.hostname() && !processAlive(owner.pid)) return undefined;
   if (!owner && (await stat(file).then((s) => Date.now() - s.mtimeMs > 2000, () => true))) return undefined;
   return { owner };
 }
@@ -233,7 +234,7 @@ export class StoreLock {
         owner = undefined; // being written right now, or torn by a crash
       }
       const tornAndOld = !owner && (await stat(file).then((s) => Date.now() - s.mtimeMs > 2000, () => false));
-      if ((owner && owner.host === me.host && !alive(owner.pid)) || tornAndOld) {
+      if ((owner && owner.host === me.host && !processAlive(owner.pid)) || tornAndOld) {
         if (await takeOver(file, owner)) {
           stale = true;
           continue;

@@ -63,7 +63,14 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
 
     // 1. Git objects: breadth-first from the wanted values, a batch of ids per round trip; they
     // wait in the stage and are written children first when the walk is done (git-stage.ts).
-    const present = (id: string): Promise<boolean> => hasObject(gitdir, id, cache);
+    // Remembered once seen: the walk checks each link, and the stage's publish checks them again.
+    const known = new Set<string>();
+    const present = async (id: string): Promise<boolean> => {
+      if (known.has(id)) return true;
+      if (!(await hasObject(gitdir, id, cache))) return false;
+      known.add(id);
+      return true;
+    };
     const fetchClosure = async (starts: string[], shallow = false): Promise<void> => {
       const stage = await GitObjectStage.create(store.tmpDir);
       try {

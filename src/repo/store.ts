@@ -15,7 +15,7 @@ import { atomicWriteFile, TMP_PREFIX } from '../lib/fsutil.js';
 import { GitRepo } from './git.js';
 import { StoreIndex } from './index-db.js';
 import { ParallelHasher } from '../lib/hashing.js';
-import { SharedLock, StoreLock } from '../lib/lock.js';
+import { processAlive, SharedLock, StoreLock } from '../lib/lock.js';
 import { indexPacks } from './reindex.js';
 import { finishLastOperation } from './reflog.js';
 import { DEFAULT_MAX_REFS } from './ref-names.js';
@@ -56,16 +56,6 @@ async function exists(p: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-/** True while a process with this id exists (EPERM: it exists, owned by another user). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function readConfig(dir: string): Promise<StoreConfig | undefined> {
@@ -207,7 +197,7 @@ export class Store {
   async sweepIncoming(): Promise<void> {
     for (const name of await readdir(this.incomingDir).catch(() => [] as string[])) {
       const pid = Number(/^([0-9]+)-/.exec(name)?.[1]);
-      if (pid === process.pid || (pid > 0 && alive(pid))) continue;
+      if (pid === process.pid || (pid > 0 && processAlive(pid))) continue;
       await rm(path.join(this.incomingDir, name), { recursive: true, force: true });
     }
   }

@@ -11,6 +11,7 @@ import type { StatEntry, StatKind } from './index-db.js';
 import type { FileMode } from './git.js';
 import { STORE_DIR } from './store.js';
 import { TMP_PREFIX, tmpOwner } from '../lib/fsutil.js';
+import { processAlive } from '../lib/lock.js';
 import { changedAtNs, isRacy, nowNs as clockNs, readStable, readWhole } from '../lib/stable-read.js';
 import { showName } from '../format/path-names.js';
 import { isUtf8 } from 'node:buffer';
@@ -172,16 +173,7 @@ export async function sweepTemps(root: string, temps: string[]): Promise<void> {
   for (const p of temps) {
     const pid = tmpOwner(path.basename(p));
     if (pid === undefined) continue;
-    let alive = pid === process.pid;
-    if (!alive) {
-      try {
-        process.kill(pid, 0);
-        alive = true;
-      } catch (e) {
-        alive = (e as NodeJS.ErrnoException).code === 'EPERM';
-      }
-    }
-    if (!alive) await rm(path.join(root, p), { recursive: true, force: true }).catch(() => undefined);
+    if (pid !== process.pid && !processAlive(pid)) await rm(path.join(root, p), { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
