@@ -18,6 +18,7 @@ import * as assert from 'uvu/assert';
 import path from 'node:path';
 import { mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import os from 'node:os';
 import { cleanup, git, layerTensors, mstore, mstoreJson, spawnMstore, tmpDir, writeModelDir } from './helpers.js';
 import { expectRefusal, refusedUnchanged, storeBytes } from './hostile-helpers.js';
 
@@ -317,6 +318,34 @@ test('a damaged ref history (garbage, records of the wrong shape, a torn line): 
     expectOk(['fsck']);
   } finally {
     cleanup(d);
+  }
+});
+
+test('prune --execute killed between two of its ref moves: the next writer finishes them, the rerun exits 0 with nothing left to remove', () => {
+  const d = threeVersions();
+  try {
+    const gitdir = path.join(d, '.mstore', 'git');
+    const id = (tag: string): string => git(gitdir, ['rev-parse', `refs/tags/${tag}`]).stdout.trim();
+    // What `prune --keep-last 1 --execute` leaves when killed after recording its moves and
+    // making the first: v001's tag gone, v002's still there, the lock held by a dead process.
+    const time = new Date().toISOString();
+    const moves = ['v001', 'v002'].map((t) => ({ time, ref: `refs/tags/${t}`, old: id(t), new: null, reason: 'prune', op: 'a1b2c3d4e5f6', message: 'prune' }));
+    const journal = path.join(d, '.mstore', 'reflog.jsonl');
+    writeFileSync(journal, readFileSync(journal, 'utf8') + moves.map((m) => `${JSON.stringify(m)}\n`).join(''));
+    assert.is(git(gitdir, ['update-ref', '-d', 'refs/tags/v001']).code, 0);
+    const dead = spawnSync(process.execPath, ['-e', '']).pid;
+    writeFileSync(path.join(d, '.mstore', 'lock'), JSON.stringify({ pid: dead, host: os.hostname(), since: time, command: 'prune' }));
+
+    const r = mstore(d, ['prune', '--keep-last', '1', '--execute', '--json']);
+    assert.is(r.code, 0, `the rerun: ${r.stderr}`);
+    const out = JSON.parse(r.stdout) as PlanJson & { removed?: unknown[] };
+    assert.equal(out.remove, [], 'the finished operation left nothing to remove');
+    assert.equal(out.removed, []);
+    assert.is(git(gitdir, ['tag', '--list']).stdout.trim(), 'v003', 'v001 and v002 are removed, v003 kept');
+    assert.is(mstore(d, ['fsck']).code, 0);
+  } finally {
+    cleanup(d);
+    cleanup(path.join(d, '..', `${path.basename(d)}-backup`));
   }
 });
 

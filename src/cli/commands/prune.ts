@@ -1,6 +1,5 @@
 import type { CommandModule } from 'yargs';
-import { planPrune, type PrunePolicy } from '../../ops/retention/prune.js';
-import { executeRemoval } from '../../ops/retention/remove.js';
+import { checkPolicy, executePrune, planPrune, type PrunePolicy } from '../../ops/retention/prune.js';
 import { dim, green, handler, out, printJson, red, warn, withStore } from '../ui/output.js';
 
 interface Args {
@@ -32,24 +31,21 @@ export const pruneCommand: CommandModule<object, Args> = {
   handler: handler(async (a) => {
     const policy: PrunePolicy = { keepLast: a.keepLast, keepWithin: a.keepWithin, keepTags: a.keepTag, line: a.line };
     await withStore(async (store) => {
-      const plan = await planPrune(store, policy);
       if (!a.execute) {
+        const plan = await planPrune(store, policy);
         if (a.json) return printJson({ dryRun: true, ...plan });
         for (const v of plan.keep) out(`keep   ${v.version.padEnd(16)} ${v.created.slice(0, 16)}  ${dim(v.reasons.join(', '))}`);
         for (const v of plan.remove) out(red(`remove ${v.version.padEnd(16)} ${v.created.slice(0, 16)}`));
         out(dim(`${plan.remove.length} to remove, ${plan.keep.length} to keep; nothing removed without --execute`));
         return;
       }
-      if (!plan.remove.length) {
+      checkPolicy(policy); // before the warning: a refused policy prints one line
+      if (!a.backup) warn('--no-backup: pruning WITHOUT a backup');
+      const { prune: plan, removal: r } = await executePrune(store, policy, { noBackup: !a.backup, backupName: a.to, message: 'prune' });
+      if (!r) {
         if (a.json) return printJson({ dryRun: false, ...plan, removed: [] });
         return out(green('nothing to remove'));
       }
-      if (!a.backup) warn('--no-backup: pruning WITHOUT a backup');
-      const r = await executeRemoval(
-        store,
-        plan.remove.map((v) => v.commit),
-        { reason: 'prune', noBackup: !a.backup, backupName: a.to, message: 'prune' },
-      );
       if (a.json) return printJson({ dryRun: false, ...plan, backup: r.backup ?? null, entries: r.entries });
       if (r.backup) out(`Backed up ${r.backup.versions.length} version(s) to '${r.backup.name}' and verified`);
       for (const v of plan.remove) out(`Removed ${v.version}`);

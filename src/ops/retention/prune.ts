@@ -12,6 +12,7 @@ import { MstoreError } from '../../lib/errors.js';
 import type { Store } from '../../repo/store.js';
 import { readMeta } from '../../repo/versions.js';
 import { refRoots } from '../../repo/reach.js';
+import { planRemoval, removeLocked, type RemovalOptions, type RemovalResult } from './remove.js';
 
 export interface PrunePolicy {
   keepLast?: number;
@@ -108,4 +109,23 @@ export async function planPrune(store: Store, policy: PrunePolicy): Promise<Prun
     });
   }
   return plan;
+}
+
+/**
+ * `prune --execute`: the policy is applied under the store lock, to the versions the store holds
+ * once a killed writer's last operation is finished (a prune killed between its ref moves is
+ * completed by the next writer, and its rerun finds nothing left to remove).
+ */
+export async function executePrune(
+  store: Store,
+  policy: PrunePolicy,
+  opts: Omit<RemovalOptions, 'reason'>,
+): Promise<{ prune: PrunePlan; removal: RemovalResult | undefined }> {
+  checkPolicy(policy);
+  return store.withLock('prune', async () => {
+    const prune = await planPrune(store, policy);
+    if (!prune.remove.length) return { prune, removal: undefined };
+    const plan = await planRemoval(store, prune.remove.map((v) => v.commit));
+    return { prune, removal: await removeLocked(store, plan, { ...opts, reason: 'prune' }) };
+  });
 }

@@ -76,31 +76,37 @@ export interface RemovalResult {
 
 /** Backs up (pre_deletion, verified), then moves the refs. Refuses without a backup store. */
 export async function executeRemoval(store: Store, revs: string[], opts: RemovalOptions): Promise<RemovalResult> {
-  return store.withLock(opts.reason, async () => {
-    const plan = await planRemoval(store, revs);
-    let record: BackupRecord | undefined;
-    if (!opts.noBackup) {
-      const versions: Roots = new Map(plan.versions.map((v) => [v.commit, [v.name]]));
-      try {
-        record = await backupLocked(store, {
-          name: opts.backupName,
-          type: 'pre_deletion',
-          reason: opts.message ?? `before ${opts.reason} of ${plan.versions.map((v) => v.name).join(', ')}`,
-          versions,
-        });
-      } catch (e) {
-        const why = e instanceof Error ? e.message : String(e);
-        throw new MstoreError(
-          (e as MstoreError).code ?? 'EMISSING',
-          `${opts.reason} refused, nothing removed: the pre-deletion backup failed: ${why}` +
-            (/no backup store is configured/.test(why) ? " (or pass --no-backup to delete without one)" : ''),
-        );
-      }
+  return store.withLock(opts.reason, async () => removeLocked(store, await planRemoval(store, revs), opts));
+}
+
+/**
+ * The removal of a plan made under the store lock. The plan must be made after the lock is
+ * taken: taking over a killed writer's lock finishes its last operation (finishLastOperation),
+ * so a plan made before may name versions that operation removed.
+ */
+export async function removeLocked(store: Store, plan: RemovalPlan, opts: RemovalOptions): Promise<RemovalResult> {
+  let record: BackupRecord | undefined;
+  if (!opts.noBackup && plan.versions.length) {
+    const versions: Roots = new Map(plan.versions.map((v) => [v.commit, [v.name]]));
+    try {
+      record = await backupLocked(store, {
+        name: opts.backupName,
+        type: 'pre_deletion',
+        reason: opts.message ?? `before ${opts.reason} of ${plan.versions.map((v) => v.name).join(', ')}`,
+        versions,
+      });
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e);
+      throw new MstoreError(
+        (e as MstoreError).code ?? 'EMISSING',
+        `${opts.reason} refused, nothing removed: the pre-deletion backup failed: ${why}` +
+          (/no backup store is configured/.test(why) ? " (or pass --no-backup to delete without one)" : ''),
+      );
     }
-    const op = newOpId();
-    const entries = await moveRefs(store, plan.moves, opts.reason, { op, message: opts.message });
-    return { plan, backup: record, op, entries };
-  });
+  }
+  const op = newOpId();
+  const entries = await moveRefs(store, plan.moves, opts.reason, { op, message: opts.message });
+  return { plan, backup: record, op, entries };
 }
 
 export interface RestoreResult {
