@@ -485,7 +485,11 @@ test('a held lock: a second writer waits MSTORE_LOCK_TIMEOUT_MS and fails naming
     writeFileSync(path.join(ws, 'new.txt'), 'third');
     expectError(run(ws, ['commit', '-m', 'third'], { env }), 1, /locked.*not-/, 'lock of another host');
     // A torn (empty) lock file: waited on while fresh, taken over once old.
+    // Its time is set ahead so that it is still fresh (under 2 s old) when a slow start on a
+    // loaded machine reads it.
     writeFileSync(lockFile, '');
+    const fresh = new Date(Date.now() + 30_000);
+    utimesSync(lockFile, fresh, fresh);
     expectError(run(ws, ['commit', '-m', 'third'], { env }), 1, /locked by another process.*lock/, 'fresh torn lock');
     const old = new Date(Date.now() - 60_000);
     utimesSync(lockFile, old, old);

@@ -72,7 +72,7 @@ test('malformed objects are errors naming the problem', () => {
   assert.ok(typeof u !== 'string' && u.type === 'blob' && u.content.toString() === 'x');
 });
 
-test('bundle rules on top: a gitlink or an unsafe or unsorted name is refused, a plain tree passes', () => {
+test('bundle rules on top: a gitlink, a name a version cannot hold (path-names.ts) or an unsorted name is refused, a plain tree passes', () => {
   const o = unwrapObject(raw(tree));
   if (typeof o === 'string') throw new Error(o);
   assert.throws(() => bundleObjectLinks('tree', o.content), /'vendor' has mode 160000/);
@@ -83,6 +83,14 @@ test('bundle rules on top: a gitlink or an unsafe or unsorted name is refused, a
   const entry = (name: string) => Buffer.concat([Buffer.from(`100644 ${name}\0`), Buffer.from(blob, 'hex')]);
   assert.throws(() => bundleObjectLinks('tree', Buffer.concat([entry('b'), entry('a')])), /not sorted/);
   assert.throws(() => bundleObjectLinks('tree', entry('.GIT')), /not allowed/);
+  // the rule of path-names.ts, the one commit and checkout keep
+  assert.throws(() => bundleObjectLinks('tree', entry('a\\b.txt')), /'a\\\\b.txt' is not allowed: a backslash/);
+  assert.throws(() => bundleObjectLinks('tree', entry('git~1')), /not allowed: a name that is .git on Windows/);
+  assert.throws(() => bundleObjectLinks('tree', entry('.mstore-tmp-1-abcdef12')), /reserved for mstore's temporary files/);
+  assert.throws(() => bundleObjectLinks('tree', entry('x'.repeat(256))), /256 bytes/);
+  const record = Buffer.concat([Buffer.from('40000 .mstore\0'), Buffer.from(sub, 'hex')]);
+  assert.equal(bundleObjectLinks('tree', record).map((l) => l.via), ['.mstore'], "the version record's folder");
+  assert.throws(() => bundleObjectLinks('tree', entry('.mstore')), /reserved for the store/, 'a file named .mstore');
   assert.ok(objectLinks('tree', Buffer.concat([entry('b'), entry('a')])).length === 2, 'order is a bundle rule, not a link rule');
 });
 

@@ -366,9 +366,9 @@ test('backup: every write, fsync, rename and index transaction failing in turn',
   report('backup', await exercise(op));
 });
 
-/** `mstore serve` over `store` with `env` (the fault goes to the server); resolves with its URL and a stop. */
-async function serve(store: string, tokens: string, env: Record<string, string>): Promise<{ url: string; stop: () => Promise<string> }> {
-  const child = spawn(process.execPath, [CLI, 'serve', store, '--listen', '127.0.0.1:0', '--tokens', tokens], {
+/** `mstore serve` over `store` on `port` with `env` (the fault goes to the server); resolves with its URL and a stop. */
+async function serve(store: string, tokens: string, env: Record<string, string>, port = 0): Promise<{ url: string; stop: () => Promise<string> }> {
+  const child = spawn(process.execPath, [CLI, 'serve', store, '--listen', `127.0.0.1:${port}`, '--tokens', tokens], {
     env: { ...process.env, NO_COLOR: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -395,13 +395,25 @@ async function serve(store: string, tokens: string, env: Record<string, string>)
 test('push to mstore serve: every write, fsync, rename and index transaction of the server failing in turn', async () => {
   let v2 = new Map<string, string>();
   const TOKEN = 'faults-push-token';
+  // Each slot's server listens on the port its fixture's remote names (set once, in setup), so
+  // a run does not rewrite the remote; only when that port was taken meanwhile is it moved.
+  const ports = new Map<string, number>();
   const pushTo = async (dir: string, env: Record<string, string>): Promise<RunResult> => {
-    const server = await serve(path.join(dir, 'box'), path.join(dir, 'tokens'), env);
+    const ws = path.join(dir, 'ws');
+    const want = ports.get(dir) ?? 0;
+    const server = await serve(path.join(dir, 'box'), path.join(dir, 'tokens'), env, want).catch((e: Error) => {
+      if (!want || !/EADDRINUSE|in use/i.test(e.message)) throw e;
+      return serve(path.join(dir, 'box'), path.join(dir, 'tokens'), env);
+    });
     try {
-      // The remote's URL changes with every server: set it for this run.
-      ok(path.join(dir, 'ws'), ['remote', 'remove', 'box']);
-      ok(path.join(dir, 'ws'), ['remote', 'add', 'box', server.url, '--token-env', 'BOX_TOKEN']);
-      return await mstoreAsync(path.join(dir, 'ws'), ['push', 'box'], { BOX_TOKEN: TOKEN });
+      const port = Number(new URL(server.url).port);
+      if (port !== want) {
+        if (want) assert.is((await mstoreAsync(ws, ['remote', 'remove', 'box'])).code, 0);
+        const added = await mstoreAsync(ws, ['remote', 'add', 'box', server.url, '--token-env', 'BOX_TOKEN']);
+        assert.is(added.code, 0, added.stderr);
+        if (!want) ports.set(dir, port);
+      }
+      return await mstoreAsync(ws, ['push', 'box'], { BOX_TOKEN: TOKEN });
     } finally {
       await server.stop();
     }
@@ -415,7 +427,6 @@ test('push to mstore serve: every write, fsync, rename and index transaction of 
       ok(ws, ['commit', '-m', 'one']);
       ok(dir, ['init', '--bare', path.join(dir, 'box')]);
       writeFileSync(path.join(dir, 'tokens'), `push ${TOKEN}\n`);
-      ok(ws, ['remote', 'add', 'box', 'http://127.0.0.1:9']);
       const first = await pushTo(dir, {});
       assert.is(first.code, 0, `push v001 to the box: ${first.stderr}`);
       rmSync(path.join(ws, 'notes-1.txt'));

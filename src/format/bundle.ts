@@ -6,6 +6,7 @@
  * ops/archive's (tar-reader.ts, bundle-store.ts).
  */
 import { GITLINK_MODE, objectLinks, type GitType, type Link } from './git-links.js';
+import { nameProblem, showName } from './path-names.js';
 
 export type ExportFormat = 'files' | 'bundle';
 export const EXPORT_FORMATS: readonly ExportFormat[] = ['files', 'bundle'];
@@ -90,14 +91,9 @@ export function parseBundleHeader(data: Buffer): BundleHeader | string {
 // ---------------------------------------------------------------------------------------
 // git objects (framing and links: git-links.ts)
 
-/** Tree entry names git's fsck and mstore's checkout refuse. */
-function unsafeTreeName(name: string): boolean {
-  return name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0') || name.toLowerCase() === '.git';
-}
-
 /**
  * The links of a git object a bundle may hold (§16.5.2): those of git-links.ts, where a tree's
- * entries must further be trees or blobs (no gitlinks), with safe names, each once, in git's
+ * entries must further be trees or blobs (no gitlinks), with names a version can hold (path-names.ts), each once, in git's
  * order. Throws an Error naming the problem.
  */
 export function bundleObjectLinks(type: GitType, content: Buffer): Link[] {
@@ -106,7 +102,9 @@ export function bundleObjectLinks(type: GitType, content: Buffer): Link[] {
   let prevKey: Buffer | undefined;
   const names = new Set<string>();
   for (const { via: name, mode } of links) {
-    if (unsafeTreeName(name)) throw new Error(`tree entry name '${name}' is not allowed`);
+    // The one rule for names a version can hold (§7.9); the version record's `.mstore` folder is one.
+    const problem = name === '.mstore' && mode === '40000' ? null : nameProblem(name, { symlink: mode === '120000' });
+    if (problem) throw new Error(`tree entry name ${showName(name)} is not allowed: ${problem}`);
     // git's order: bytes, a directory compared as if its name ended in '/'; each name once
     const key = Buffer.from(mode === '40000' ? `${name}/` : name);
     if (names.has(name)) throw new Error(`tree names '${name}' twice`);
