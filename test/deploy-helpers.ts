@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { CLI, cleanup, listeningUrl, mstore, tmpDir, writeSafetensors } from './helpers.js';
 
 export const TOKEN = 'deploy-test-push-token-0123456789';
+export const READ_TOKEN = 'deploy-test-read-token-9876543210';
 const STANDIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../scripts/inference-standin.js');
 
 /**
@@ -109,7 +110,7 @@ async function setup(root: string): Promise<Box> {
   cfg.api.timeoutMs = 5000;
   writeFileSync(cfgFile, JSON.stringify(cfg, null, 2));
   const tokens = path.join(root, 'tokens');
-  writeFileSync(tokens, `push ${TOKEN}\n`);
+  writeFileSync(tokens, `push ${TOKEN}\nread ${READ_TOKEN}\n`);
   const server = await serve(store, tokens);
   const ws = path.join(root, 'ws');
   mkdirSync(ws);

@@ -18,7 +18,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, lstatSync } from 'node:fs';
 import { CLI, mstore, prng, sha256File } from './helpers.js';
-import { ENV, commitVersion, current, killGroup, ok, serve, startStandin, status, withBox, type Box } from './deploy-helpers.js';
+import { ENV, READ_TOKEN, commitVersion, current, killGroup, ok, serve, startStandin, status, withBox, type Box } from './deploy-helpers.js';
 
 /** `current` names a complete directory: every file of the marker hashes to the version's sha256. */
 function assertCurrentComplete(b: Box, why: string): string {
@@ -44,6 +44,14 @@ test('deploy v001 then v002 over HTTP: current -> v002, active in the API, both 
     const st = status(b);
     assert.is(st.live?.version, 'v002');
     assert.equal(st.history.map((a) => [a.version, a.result]), [['v002', 'ok'], ['v001', 'ok']]);
+    // The deploy root, a path on the box, is shown to a push token and not to a read token.
+    assert.is((st as { root?: string }).root, b.deployRoot);
+    const asReader = mstore(b.ws, ['deploy', 'status', 'box', '--json'], { BOX_TOKEN: READ_TOKEN });
+    assert.is(asReader.code, 0, asReader.stderr);
+    assert.is((JSON.parse(asReader.stdout) as { root?: string; live: { version: string } }).root, undefined, 'a read token learns no path');
+    assert.is((JSON.parse(asReader.stdout) as { live: { version: string } }).live.version, 'v002');
+    const text = mstore(b.ws, ['deploy', 'status', 'box'], { BOX_TOKEN: READ_TOKEN });
+    assert.ok(text.code === 0 && !text.stdout.includes(b.deployRoot), `nor in the text output: ${text.stdout}${text.stderr}`);
     // Deploying what is live again is a no-op.
     assert.match(ok(b.ws, ['deploy', 'box', 'v002']), /already live/);
   }),

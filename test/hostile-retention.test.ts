@@ -9,8 +9,9 @@
  * git-lfs pointer's size) is never rounded into 9223372036854776000: a header length is named
  * exactly, a pointer is damaged input named with its version and file.
  * gc (issue 20, untested safety): refuses on a store missing a live version's pack or with a
- * broken ref, changes no byte with --dry-run, and runs beside a push in either order; a damaged
- * ref history (garbage, records of the wrong shape, a torn line) leaves every command working.
+ * broken ref, changes no byte with --dry-run, and runs beside a push in either order; with
+ * --grace 0 between a push's send and its ref update, the update is refused (never a ref to
+ * missing data); a damaged ref history (garbage, records of the wrong shape, a torn line) leaves every command working.
  * Every refusal goes through test/hostile-helpers.ts.
  */
 import { test } from 'uvu';
@@ -21,6 +22,8 @@ import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import { cleanup, git, layerTensors, mstore, mstoreJson, spawnMstore, tmpDir, writeModelDir } from './helpers.js';
 import { expectRefusal, refusedUnchanged, storeBytes } from './hostile-helpers.js';
+import { iter, smallVersion } from './remote-acceptance.js';
+import { StoreRemote } from '../src/remote/transport/path.js';
 
 interface PlanJson {
   keep: { version: string; reasons: string[] }[];
@@ -284,6 +287,40 @@ test('gc beside a push into the same store (gc first, push first): both finish, 
       assert.is(v.code, 0, `after ${first} first: ${v.stdout}${v.stderr}`);
       assert.match(mstore(remote, ['log']).stdout, new RegExp(`v00${i}`));
     }
+  } finally {
+    cleanup(root);
+  }
+});
+
+test('gc --grace 0 between a push sending its objects and moving its refs: the ref update is refused and no ref names missing data; with the grace period the push completes', async () => {
+  const root = tmpDir('mstore-hostile-gcgap-');
+  try {
+    assert.is(mstore(root, ['init', '--bare', 'remote']).code, 0);
+    const dir = path.join(root, 'remote');
+    const v = smallVersion(71, 3, 50_000);
+    for (const grace of ['0', undefined]) {
+      const r = await StoreRemote.open(dir);
+      try {
+        await r.send(iter(v.objects));
+        const gc = mstore(dir, grace ? ['gc', '--grace', grace] : ['gc']);
+        assert.is(gc.code, 0, gc.stderr);
+        const update = r.updateRefs([{ ref: 'refs/heads/latest', old: null, new: v.commit }]);
+        if (grace) {
+          // gc took what no ref named yet: the update re-reads the version and refuses
+          const e = await update.then(() => undefined, (x: unknown) => x as { code?: string; message?: string });
+          assert.ok(e && (e.code === 'EMISSING' || e.code === 'ECORRUPT'), `refused, not ${e ? `${e.code}: ${e.message}` : 'accepted'}`);
+          assert.equal([...(await r.listRefs())], [], 'no ref moved');
+        } else {
+          await update;
+          assert.is((await r.listRefs()).get('refs/heads/latest'), v.commit);
+        }
+      } finally {
+        await r.close();
+      }
+      const f = mstore(dir, ['fsck']);
+      assert.is(f.code, 0, `fsck with grace ${grace ?? 'default'}: ${f.stdout}${f.stderr}`);
+    }
+    assert.is(mstore(dir, ['verify', '--all']).code, 0);
   } finally {
     cleanup(root);
   }

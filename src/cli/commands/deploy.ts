@@ -33,7 +33,7 @@ function report(o: DeployOutcome, json: boolean, what: string): void {
 }
 
 function printStatus(st: DeployStatus, remote: string): void {
-  out(`Deploys on ${remote} (trigger ${st.ref?.replace(/^refs\/heads\//, '')}, root ${st.root})`);
+  out(`Deploys on ${remote} (trigger ${st.ref?.replace(/^refs\/heads\//, '')}${st.root ? `, root ${st.root}` : ''})`);
   out(st.live ? `live: ${st.live.version} (${st.live.commit.slice(0, 12)}) since ${st.live.since ?? 'unknown'}` : 'live: nothing');
   for (const a of st.history.slice(0, 20)) {
     const mark = a.result === 'ok' ? green('ok    ') : a.result === 'failed' ? red('failed') : 'unfinished';

@@ -209,6 +209,7 @@ export class HttpRemote implements Remote {
     if (s === 401) return new MstoreError('EAUTH', `${this.display}: ${what}${this.token === undefined ? ' (no token: set the variable named by --token-env)' : ' (check the token)'}`);
     if (s === 403) return new MstoreError('EAUTH', `${this.display}: permission denied: ${what}`);
     if (RETRY_STATUS.has(s)) return new Transient(`${this.display}: HTTP ${s}${message ? `: ${message}` : ''}`);
+    if (s === 507) return new MstoreError('EREMOTE', `${this.display}: the server cannot store it (HTTP 507): ${what}`);
     if (s >= 500) return new MstoreError('EREMOTE', `${this.display}: server error (HTTP ${s}): ${what}`);
     const known = code !== undefined && CODES.has(code as ErrorCode) ? (code as ErrorCode) : s === 409 ? 'EREJECTED' : s === 404 ? 'EMISSING' : 'EREMOTE';
     return new MstoreError(known, `${this.display}: ${what}`);

@@ -147,6 +147,8 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   EREJECTED: 409,
   ECORRUPT: 422,
   ELOCKED: 503,
+  // Insufficient Storage (RFC 4918): the device refused the write, not the request; nothing published.
+  ESTORAGE: 507,
 };
 
 interface Ctx {
@@ -259,7 +261,9 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
   async function deployInfo(ctx: Ctx): Promise<void> {
     ctx.bodyLeft = false;
     if (!remote.deployStatus) throw new HttpError(404, 'EBADINPUT', 'this server has no deploy state');
-    sendJson(ctx, 200, await remote.deployStatus());
+    const st = await remote.deployStatus();
+    // Where the box deploys is a path on its file system: shown to push and admin tokens only.
+    sendJson(ctx, 200, ctx.scope === 'read' ? { ...st, root: undefined } : st);
   }
 
   /** A missing / fetch request: its kind and its ids, each once. */
