@@ -93,8 +93,8 @@ export function parseBundleHeader(data: Buffer): BundleHeader | string {
 
 /**
  * The links of a git object a bundle may hold (§16.5.2): those of git-links.ts, where a tree's
- * entries must further be trees or blobs (no gitlinks), with names a version can hold (path-names.ts), each once, in git's
- * order. Throws an Error naming the problem.
+ * entries must further be trees or blobs (no gitlinks), with names a version can hold
+ * (path-names.ts), each once, in git's order. Throws an Error naming the problem.
  */
 export function bundleObjectLinks(type: GitType, content: Buffer): Link[] {
   const links = objectLinks(type, content);
