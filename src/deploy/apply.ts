@@ -259,6 +259,10 @@ async function resetTrigger(store: Store, cfg: DeployConfig, live: string | null
 export async function reconcileDeploy(store: Store, opts: ApplyOptions = {}): Promise<DeployAttempt | undefined> {
   const cfg = await readDeployConfig(store);
   if (!cfg) return undefined;
+  // A server killed between recording a ref update and making it leaves its lock behind: taking
+  // the lock finishes that update (finishLastOperation), so the trigger ref read below is the
+  // one the last push left, not one a later push's lock take-over would move without a deploy.
+  await store.withLock('deploy reconcile', async () => undefined);
   const want = await store.repo.readRef(triggerRef(cfg));
   if (!want) return undefined;
   const commit = await store.repo.peelToCommit(want);
