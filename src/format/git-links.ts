@@ -67,19 +67,29 @@ export function parseTree(content: Buffer): TreeEntry[] {
     const sp = content.indexOf(0x20, o);
     const nul = sp < 0 ? -1 : content.indexOf(0, sp);
     if (sp < 0 || nul < 0 || nul + 21 > content.length) throw new Error('truncated tree entry');
-    const mode = content.subarray(o, sp).toString('latin1');
-    const raw = content.subarray(sp + 1, nul);
+    const mode = content.toString('latin1', o, sp);
     let name: string;
     let utf8 = true;
-    try {
-      name = STRICT_UTF8.decode(raw);
-    } catch {
-      name = raw.toString('utf8');
-      utf8 = false;
+    let ascii = true;
+    for (let i = sp + 1; i < nul; i++) {
+      if (content[i] >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) name = content.toString('latin1', sp + 1, nul);
+    else {
+      const raw = content.subarray(sp + 1, nul);
+      try {
+        name = STRICT_UTF8.decode(raw);
+      } catch {
+        name = raw.toString('utf8');
+        utf8 = false;
+      }
     }
     const type = MODE_TYPES[mode];
     if (!type) throw new Error(`tree entry '${name}' has mode ${mode}, not one of git's (${Object.keys(MODE_TYPES).join(', ')})`);
-    out.push({ mode, name, utf8, oid: content.subarray(nul + 1, nul + 21).toString('hex'), type });
+    out.push({ mode, name, utf8, oid: content.toString('hex', nul + 1, nul + 21), type });
     o = nul + 21;
   }
   return out;

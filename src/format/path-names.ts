@@ -27,17 +27,35 @@ function folded(name: string): string {
   return name.replace(HFS_IGNORABLE, '').split(':')[0].toLowerCase().replace(/[. ]+$/, '');
 }
 
+const SHORT_NAMES = new Map<string, RegExp>();
+
 /** True when some file system takes `name` for `base` (a dot name such as `.git`), or for its 8.3 short name `<base>~N`. */
 function foldsTo(name: string, base: string): boolean {
   const f = folded(name);
-  return f === base || new RegExp(`^${base.slice(1, 7)}~[1-9]$`).test(f);
+  let short = SHORT_NAMES.get(base);
+  if (!short) SHORT_NAMES.set(base, (short = new RegExp(`^${base.slice(1, 7)}~[1-9]$`)));
+  return f === base || short.test(f);
 }
+
+/** Verdicts by name: a long history's trees repeat the same names thousands of times (issue 15). */
+const verdicts = new Map<string, string | null>();
+const MAX_VERDICTS = 100_000;
 
 /**
  * The rule one name (a path component) breaks, or null. `symlink`: the name is a symlink's
  * (git refuses a symlink named `.gitmodules`).
  */
 export function nameProblem(name: string, opts: { symlink?: boolean } = {}): string | null {
+  const key = (opts.symlink ? 'l' : 'f') + name;
+  const known = verdicts.get(key);
+  if (known !== undefined) return known;
+  const verdict = judgeName(name, !!opts.symlink);
+  if (verdicts.size >= MAX_VERDICTS) verdicts.clear();
+  verdicts.set(key, verdict);
+  return verdict;
+}
+
+function judgeName(name: string, symlink: boolean): string | null {
   if (name === '') return 'an empty name';
   if (name === '.' || name === '..') return `'${name}' is not a name`;
   if (name.includes('/')) return "a '/' inside one name";
@@ -51,7 +69,7 @@ export function nameProblem(name: string, opts: { symlink?: boolean } = {}): str
   if (foldsTo(name, '.git')) return 'a name that is .git on Windows or macOS (case, ignorable Unicode, trailing dots or spaces, streams, git~1; git refuses it)';
   if (foldsTo(name, '.mstore')) return 'a name reserved for the store (.mstore, in any case or spelling)';
   if (name.startsWith('.mstore-tmp-')) return "a name reserved for mstore's temporary files (.mstore-tmp-*)";
-  if (opts.symlink && foldsTo(name, '.gitmodules')) return 'a symlink named .gitmodules (git refuses it)';
+  if (symlink && foldsTo(name, '.gitmodules')) return 'a symlink named .gitmodules (git refuses it)';
   return null;
 }
 

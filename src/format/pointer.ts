@@ -19,8 +19,11 @@ export function renderPointer(p: Pointer): string {
 
 const POINTER = /^version https:\/\/git-lfs\.github\.com\/spec\/v1\noid sha256:([0-9a-f]{64})\nsize (0|[1-9][0-9]*)\n$/;
 
+/** A blob longer than this is never a pointer (docs/format.md §7.2). */
+export const POINTER_MAX_BYTES = 1024;
+
 function pointerMatch(data: Uint8Array): RegExpExecArray | null {
-  if (data.length > 1024) return null;
+  if (data.length > POINTER_MAX_BYTES) return null;
   return POINTER.exec(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
 }
 

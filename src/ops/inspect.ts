@@ -63,7 +63,12 @@ export async function log(store: Store, opts: { rev?: string; limit?: number; st
   const problems: string[] = [];
   // An empty store has no history, which is not an error.
   if (!opts.rev && !(await repo.readRef('refs/heads/latest'))) return { entries: out, problems };
-  const tags = await tagsByCommit(repo);
+  // The tags of every version, their objects proven intact only for the versions listed.
+  const peeled = await repo.peeledTags({ unproven: true });
+  const tagObject = new Map(peeled.map((t) => [t.name, t.oid]));
+  const tags = new Map<string, string[]>();
+  for (const { name, commit } of peeled) tags.set(commit, [...(tags.get(commit) ?? []), name]);
+  const soundTags = (oid: string): string[] => (tags.get(oid) ?? []).filter((t) => repo.objects.intact(tagObject.get(t)!));
   const labels = await allLabels(store);
   const versionOf = (oid: string): string | undefined => (tags.get(oid) ?? []).find((t) => versionParts(t));
   const seen = new Set<string>();
@@ -83,9 +88,10 @@ export async function log(store: Store, opts: { rev?: string; limit?: number; st
   let oid: string | undefined = await resolveRev(repo, opts.rev ?? 'latest');
   while (oid && !seen.has(oid) && (opts.limit === undefined || out.length < opts.limit)) {
     seen.add(oid);
+    const cached = repo.cachedCommit(oid);
     let c: ParsedCommit;
     try {
-      c = await repo.readCommit(oid);
+      c = cached ? cached.commit : await repo.readCommit(oid);
     } catch (e) {
       const name = versionOf(oid);
       problems.push(`${name ?? `commit ${oid.slice(0, 12)}`}: ${recordProblem(e)}`);
@@ -94,7 +100,7 @@ export async function log(store: Store, opts: { rev?: string; limit?: number; st
     }
     let meta: VersionMeta | undefined;
     try {
-      meta = await readMeta(repo, oid);
+      meta = cached ? ((cached.meta ?? undefined) as VersionMeta | undefined) : await readMeta(repo, oid);
     } catch (e) {
       const line = recordProblem(e);
       // A removed version (no version tag) is not listed, readable or not.
@@ -103,7 +109,8 @@ export async function log(store: Store, opts: { rev?: string; limit?: number; st
       continue;
     }
     // A removed version (rm/prune) stays in the parent chain but is no longer listed.
-    if (meta?.version && !(tags.get(oid) ?? []).includes(meta.version)) {
+    const here = soundTags(oid);
+    if (meta?.version && !here.includes(meta.version)) {
       oid = c.parent[0];
       continue;
     }
@@ -118,7 +125,7 @@ export async function log(store: Store, opts: { rev?: string; limit?: number; st
         bytes: meta?.files.bytes,
         metrics: meta?.metrics ?? {},
         status,
-        tags: (tags.get(oid) ?? []).filter((t) => t !== meta?.version).sort(),
+        tags: here.filter((t) => t !== meta?.version).sort(),
         labels: l,
         meta,
       });

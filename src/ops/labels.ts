@@ -5,8 +5,7 @@
  * `git notes show 'v002^{commit}'` prints them. The note is a JSON object, one key per label.
  * Every move of the notes ref goes through the ref history like any other ref.
  */
-import git from 'isomorphic-git';
-import { gitFs } from '../repo/git-fs.js';
+import { gitFs, isoGit } from '../repo/git-fs.js';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
 import { STATUSES, readMeta, resolveRev } from '../repo/versions.js';
@@ -27,11 +26,10 @@ async function notesTree(store: Store): Promise<{ head: string | undefined; entr
   if (!head) return { head, entries };
   const c = await store.repo.readCommit(head);
   const walk = async (tree: string, prefix: string): Promise<void> => {
-    const { tree: t } = await git.readTree({ fs: gitFs, gitdir: store.gitdir, oid: tree, cache: store.repo.cache });
     // git fans notes out into xx/yyyy… subtrees once there are many: accept both layouts.
-    for (const e of t) {
-      if (e.type === 'tree') await walk(e.oid, prefix + e.path);
-      else entries.set(prefix + e.path, e.oid);
+    for (const e of await store.repo.readTreeEntries(tree, 'notes tree')) {
+      if (e.type === 'tree') await walk(e.oid, prefix + e.name);
+      else entries.set(prefix + e.name, e.oid);
     }
   };
   await walk(c.tree, '');
@@ -98,7 +96,7 @@ export async function setLabels(store: Store, rev: string, set: Labels, unset: s
     }
     if (Object.keys(sorted).length) entries.set(commit, await repo.writeBlob(Buffer.from(`${JSON.stringify(sorted, null, 2)}\n`)));
     else entries.delete(commit);
-    const tree = await git.writeTree({
+    const tree = await (await isoGit()).writeTree({
       fs: gitFs,
       gitdir: store.gitdir,
       tree: [...entries].sort(([a], [b]) => (a < b ? -1 : 1)).map(([path, oid]) => ({ mode: '100644', path, oid, type: 'blob' as const })),

@@ -2,7 +2,7 @@
 import os from 'node:os';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
-import { checkTagName, refCollision, resolveRev, readMeta } from '../repo/versions.js';
+import { checkTagName, refCollision, resolveRev, readMeta, readRecord } from '../repo/versions.js';
 import { defaultAuthor } from '../repo/version-write.js';
 import { now as clockNow } from '../lib/clock.js';
 import { moveRefs } from '../repo/reflog.js';
@@ -55,7 +55,7 @@ export async function listTags(store: Store): Promise<TagInfo[]> {
   const repo = store.repo;
   const out: TagInfo[] = [];
   for (const { name, oid, commit } of await repo.peeledTags()) {
-    const meta = await readMeta(repo, commit);
+    const { meta } = await readRecord(repo, commit);
     const tag = await repo.readTagMessage(oid);
     out.push({ name, commit, version: meta?.version, isVersion: meta?.version === name, message: tag?.message.trim() });
   }

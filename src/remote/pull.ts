@@ -6,13 +6,11 @@
  * (files whose chunks arrived as one run in order were hashed whole on arrival, receipt.ts,
  * and are not read back), then the refs (tags only created, heads only fast-forwarded, unless `force`).
  */
-import git from 'isomorphic-git';
 import type { Store } from '../repo/store.js';
 import { MstoreError } from '../lib/errors.js';
-import { gitFs } from '../repo/git-fs.js';
 import { decodeManifest } from '../repo/index-db.js';
 import { contentOf, type Roots } from '../repo/reach.js';
-import { hasObject } from '../repo/git-walk.js';
+import { hasObject, descendsFrom } from '../repo/git-walk.js';
 import { GITLINK_MODE, objectLinks, unwrapObject } from '../format/git-links.js';
 import { GitObjectStage } from '../repo/git-stage.js';
 import { moveRefs, type RefLogEntry, type RefMove } from '../repo/reflog.js';
@@ -52,7 +50,6 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
   return store.withLock('pull', async () => {
     const repo = store.repo;
     const gitdir = store.gitdir;
-    const cache = {};
     const sink = store.sink(PUBLISH_EVERY);
     const remoteRefs = await remote.listRefs();
     for (const [ref, v] of remoteRefs) {
@@ -67,7 +64,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
     const known = new Set<string>();
     const present = async (id: string): Promise<boolean> => {
       if (known.has(id)) return true;
-      if (!(await hasObject(gitdir, id, cache))) return false;
+      if (!(await hasObject(gitdir, id))) return false;
       known.add(id);
       return true;
     };
@@ -76,6 +73,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       try {
         await walkInto(stage, starts, shallow);
         await stage.publish(sink, present);
+        await sink.flushGit();
       } finally {
         await stage.close();
       }
@@ -143,7 +141,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       const peelLocal = async (oid: string): Promise<string | undefined> => {
         const t = await repo.readTagTarget(oid).catch(() => undefined);
         const target = t ?? oid;
-        return (await hasObject(gitdir, target, cache)) ? repo.peelToCommit(target).catch(() => undefined) : undefined;
+        return (await hasObject(gitdir, target)) ? repo.peelToCommit(target).catch(() => undefined) : undefined;
       };
       want = await refsFor(repo, remoteRefs, commits, named, peelLocal);
     }
@@ -157,9 +155,9 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       const cur = local.get(ref);
       if (cur && !opts.force) {
         if (ref.startsWith('refs/tags/')) throw nonFastForward(ref, `this store has the tag at ${cur.slice(0, 12)}, ${remote.display} at ${value.slice(0, 12)}`);
-        const ahead = await git.isDescendent({ fs: gitFs, gitdir, oid: value, ancestor: cur, depth: -1, cache }).catch(() => false);
+        const ahead = await descendsFrom(gitdir, value, cur);
         if (!ahead) {
-          const behind = await git.isDescendent({ fs: gitFs, gitdir, oid: cur, ancestor: value, depth: -1, cache }).catch(() => false);
+          const behind = await descendsFrom(gitdir, cur, value);
           if (behind) {
             result.skipped.push({ ref, reason: 'this store is ahead' });
             continue;

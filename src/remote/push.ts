@@ -7,15 +7,14 @@
  * remote's refs where they were, and the rerun sends only what is still missing.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import git from 'isomorphic-git';
 import type { Store } from '../repo/store.js';
 import { MstoreError } from '../lib/errors.js';
-import { gitFs } from '../repo/git-fs.js';
 import { sha256 } from '../lib/hashing.js';
 import { packPath } from '../repo/pack.js';
 import { encodeManifest } from '../repo/index-db.js';
 import { contentOf } from '../repo/reach.js';
-import { reachableObjects } from '../repo/git-walk.js';
+import { reachableObjects, descendsFrom } from '../repo/git-walk.js';
+import { gitObjects } from '../repo/git-objects.js';
 import { resolveRev } from '../repo/versions.js';
 import { BATCH_IDS, nonFastForward, type ObjectKind, type Remote, type RefUpdate, type WireObject } from './remote.js';
 import { refsFor, localRefs, findRef } from '../repo/refs.js';
@@ -54,7 +53,6 @@ async function batched(ids: string[], f: (batch: string[]) => Promise<string[]>)
 
 export async function push(store: Store, remote: Remote, opts: PushOptions = {}): Promise<PushResult> {
   const repo = store.repo;
-  const cache = {};
   const peel = (oid: string): Promise<string | undefined> => repo.peelToCommit(oid).catch(() => undefined);
   const local = await localRefs(store);
 
@@ -79,15 +77,15 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
     if (cur === value) continue;
     if (cur !== null && !opts.force) {
       if (ref.startsWith('refs/tags/')) throw nonFastForward(ref, `${remote.display} has this tag at ${cur.slice(0, 12)}, this store at ${value.slice(0, 12)}`);
-      const known = await git.readObject({ fs: gitFs, gitdir: store.gitdir, oid: cur, format: 'deflated', cache }).then(
+      const known = await Promise.resolve(gitObjects(store.gitdir).has(cur)).then(
         () => true,
         () => false,
       );
-      const ahead = known && (await git.isDescendent({ fs: gitFs, gitdir: store.gitdir, oid: value, ancestor: cur, depth: -1, cache }).catch(() => false));
+      const ahead = known && (await descendsFrom(store.gitdir, value, cur));
       if (!ahead) {
         // A head that only travels along with versions (not named) is left where the remote has it
         // when the remote's is newer; labels that moved on there are left too (pull merges nothing).
-        const behind = known && (await git.isDescendent({ fs: gitFs, gitdir: store.gitdir, oid: cur, ancestor: value, depth: -1, cache }).catch(() => false));
+        const behind = known && (await descendsFrom(store.gitdir, cur, value));
         if (behind && !explicit.has(ref)) {
           skipped.push({ ref, reason: `${remote.display} is ahead` });
           continue;
@@ -124,10 +122,10 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
   const missingChunks = await batched([...chunkIds], (b) => remote.missing('chunk', b));
   const haves: string[] = [];
   for (const v of remoteRefs.values()) {
-    if (await git.readObject({ fs: gitFs, gitdir: store.gitdir, oid: v, format: 'deflated', cache }).then(() => true, () => false)) haves.push(v);
+    if (gitObjects(store.gitdir).has(v)) haves.push(v);
   }
   const news = updates.map((u) => u.new).filter((v): v is string => v !== null);
-  const walked = await reachableObjects(store.gitdir, news, cache, haves);
+  const walked = await reachableObjects(store.gitdir, news, haves);
   const missingGit = await batched(
     walked.map((o) => o.oid),
     (b) => remote.missing('git', b),
@@ -169,8 +167,8 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
       }
       for (const o of walked) {
         if (!missingGit.has(o.oid)) continue;
-        const r = await git.readObject({ fs: gitFs, gitdir: store.gitdir, oid: o.oid, format: 'content', cache });
-        const body = r.object as Uint8Array;
+        const r = await gitObjects(store.gitdir).get(o.oid);
+        const body = r.content;
         result.gitObjectsSent++;
         yield { kind: 'git' as ObjectKind, id: o.oid, data: Buffer.concat([Buffer.from(`${r.type} ${body.length}\0`, 'latin1'), body]) };
       }

@@ -71,6 +71,14 @@ async function mkdir(dir: string, options?: { recursive?: boolean; mode?: number
   return made;
 }
 
+/**
+ * isomorphic-git, loaded on first use: only writers of git objects and refs need it, and
+ * loading it costs a read-only command such as `log` tens of milliseconds.
+ */
+export async function isoGit(): Promise<typeof import('isomorphic-git').default> {
+  return (await import('isomorphic-git')).default;
+}
+
 export const gitFs = {
   promises: {
     readFile: fsp.readFile,

@@ -1,7 +1,6 @@
 /** Walking the git object graph of a store's version records (links read by format/git-links.ts). */
-import git from 'isomorphic-git';
-import { gitFs } from './git-fs.js';
-import { objectLinks, isGitType } from '../format/git-links.js';
+import { gitObjects } from './git-objects.js';
+import { objectLinks, parseCommit } from '../format/git-links.js';
 import { MstoreError, errorLine } from '../lib/errors.js';
 
 export type GitType = 'blob' | 'tree' | 'commit' | 'tag';
@@ -16,7 +15,7 @@ export interface WalkedObject {
  * each once, in dependency order: an object comes after everything it points at, so
  * writing them in this order never leaves a written object pointing at a missing one.
  */
-export async function reachableObjects(gitdir: string, starts: string[], cache: object = {}, haves: Iterable<string> = []): Promise<WalkedObject[]> {
+export async function reachableObjects(gitdir: string, starts: string[], haves: Iterable<string> = []): Promise<WalkedObject[]> {
   const order: WalkedObject[] = [];
   // `haves`: objects whose whole closure is known to be present elsewhere; not walked, not listed.
   const state = new Map<string, 'open' | 'done'>([...haves].map((h) => [h, 'done'] as const));
@@ -30,11 +29,10 @@ export async function reachableObjects(gitdir: string, starts: string[], cache: 
         continue;
       }
       state.set(top.oid, 'open');
-      const o = await git.readObject({ fs: gitFs, gitdir, oid: top.oid, format: 'content', cache });
-      if (!isGitType(o.type)) throw new MstoreError('ECORRUPT', `git object ${top.oid} has type ${o.type}`, { what: top.oid });
+      const o = await gitObjects(gitdir).get(top.oid);
       top.type = o.type;
       try {
-        top.children = objectLinks(o.type, Buffer.from(o.object as Uint8Array))
+        top.children = objectLinks(o.type, o.content)
           .filter((l) => l.mode !== '160000')
           .map((l) => l.oid);
       } catch (e) {
@@ -62,11 +60,37 @@ export function pointsAt(o: { type: string; object: unknown }): string[] {
   return [];
 }
 
-export async function hasObject(gitdir: string, oid: string, cache: object = {}): Promise<boolean> {
-  try {
-    await git.readObject({ fs: gitFs, gitdir, oid, format: 'deflated', cache });
-    return true;
-  } catch {
-    return false;
+/** Whether the object is present (not read, not checked). */
+export async function hasObject(gitdir: string, oid: string): Promise<boolean> {
+  return gitObjects(gitdir).has(oid);
+}
+
+/**
+ * Whether commit `oid` descends from commit `ancestor` (a strict descendant: false when they
+ * are the same), walking parents breadth first. A commit that cannot be read counts as not
+ * descending (callers then refuse the move as not a fast-forward).
+ */
+export async function descendsFrom(gitdir: string, oid: string, ancestor: string): Promise<boolean> {
+  if (oid === ancestor) return false;
+  const objects = gitObjects(gitdir);
+  const queue = [oid];
+  const seen = new Set(queue);
+  for (let i = 0; i < queue.length; i++) {
+    let parents: string[];
+    try {
+      const o = await objects.get(queue[i], 'commit');
+      if (o.type !== 'commit') return false;
+      parents = parseCommit(o.content).parent;
+    } catch {
+      return false;
+    }
+    for (const p of parents) {
+      if (p === ancestor) return true;
+      if (!seen.has(p)) {
+        seen.add(p);
+        queue.push(p);
+      }
+    }
   }
+  return false;
 }

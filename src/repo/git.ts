@@ -7,10 +7,13 @@
  * (path -> mode + blob id), like git's index.
  * Refs are read and written by their exact full name only (no guessing of namespaces).
  */
-import { readFile, rmdir } from 'node:fs/promises';
+import { readFileSync, readdirSync } from 'node:fs';
+import { rmdir } from 'node:fs/promises';
 import path from 'node:path';
-import git from 'isomorphic-git';
-import { gitFs } from './git-fs.js';
+import { gitFs, isoGit } from './git-fs.js';
+import { gitObjects, hashObject, type GitObjects } from './git-objects.js';
+import { RecordCache, type CommitRecord, type TagRecord } from './record-cache.js';
+import { RefTable, REFLOG_FILE } from './ref-table.js';
 import { MstoreError, errorLine } from '../lib/errors.js';
 import { isGitType, objectLinks, parseCommit, parseTag, parseTree, type Link, type ParsedCommit, type TreeEntry } from '../format/git-links.js';
 import { nameProblem, showName } from '../format/path-names.js';
@@ -57,13 +60,6 @@ function parseAs<T>(oid: string, role: string, content: Buffer, parse: (c: Buffe
   }
 }
 
-/** What isomorphic-git's read error says, without its bug-report preamble. */
-function readFailure(e: unknown): string {
-  const data = (e as { data?: { message?: unknown } }).data;
-  const text = typeof data?.message === 'string' ? data.message : errorLine(e);
-  return /SHA check failed/.test(text) ? 'its bytes do not hash to its id' : `it cannot be read (${text.split('\n')[0]})`;
-}
-
 export interface Signature {
   name: string;
   email: string;
@@ -74,23 +70,33 @@ export interface Signature {
 export class GitRepo {
   /** One shared cache object for every read (12x faster on packed repos, measured). */
   readonly cache: object = {};
-  constructor(readonly gitdir: string) {}
+  /** Object reads (git-objects.ts): loose and packed, each re-hashed. */
+  readonly objects: GitObjects;
+  /** What listing needs from each record (record-cache.ts); derived, beside the repository. */
+  readonly records: RecordCache;
+  /** Every ref at once, from a snapshot while it is provably current (ref-table.ts). */
+  readonly refTable: RefTable;
+  constructor(readonly gitdir: string) {
+    this.objects = gitObjects(gitdir);
+    this.records = new RecordCache(path.join(gitdir, '..', 'cache', 'records'));
+    this.refTable = new RefTable(gitdir, path.join(gitdir, '..', REFLOG_FILE));
+  }
 
   private get base() {
     return { fs: gitFs, gitdir: this.gitdir };
   }
 
   static async init(gitdir: string): Promise<GitRepo> {
-    await git.init({ fs: gitFs, gitdir, bare: true, defaultBranch: 'latest' });
+    await (await isoGit()).init({ fs: gitFs, gitdir, bare: true, defaultBranch: 'latest' });
     return new GitRepo(gitdir);
   }
 
-  writeBlob(data: Uint8Array): Promise<string> {
-    return git.writeBlob({ ...this.base, blob: data });
+  async writeBlob(data: Uint8Array): Promise<string> {
+    return (await isoGit()).writeBlob({ ...this.base, blob: data });
   }
 
   async hashBlob(data: Uint8Array): Promise<string> {
-    return (await git.hashBlob({ object: data })).oid;
+    return hashObject('blob', data);
   }
 
   /**
@@ -99,15 +105,9 @@ export class GitRepo {
    * the `expected` type: ECORRUPT. `role` says what the object is, for the message.
    */
   async readObjectAs(oid: string, role: string, expected?: string): Promise<{ type: string; content: Buffer }> {
-    let o;
-    try {
-      o = await git.readObject({ ...this.base, oid, format: 'content', cache: this.cache });
-    } catch (e) {
-      if ((e as { code?: string }).code === 'NotFoundError') throw new MstoreError('EMISSING', `git object ${oid} (${role}) is missing`, { what: oid });
-      throw new MstoreError('ECORRUPT', `git object ${oid} (${role}) is damaged: ${readFailure(e)}`, { what: oid });
-    }
+    const o = await this.objects.get(oid, role);
     if (expected && o.type !== expected) throw new MstoreError('ECORRUPT', `git object ${oid} (${role}) is a ${o.type}, not a ${expected}`, { what: oid });
-    return { type: o.type, content: Buffer.from(o.object as Uint8Array) };
+    return o;
   }
 
   /** Parses an object with `parse` (format/git-links.ts); a malformed one is ECORRUPT naming it. */
@@ -151,10 +151,12 @@ export class GitRepo {
 
   /**
    * The blob at `filepath` in a commit's tree, reading only the trees on that path (other
-   * entries, whatever their names, are not looked at); undefined if absent.
+   * entries, whatever their names, are not looked at); undefined if absent. `via` gets the id
+   * of every object the answer depends on (the commit, the trees on the path, the blob).
    */
-  async readFileAt(commit: string, filepath: string): Promise<Uint8Array | undefined> {
+  async readFileAt(commit: string, filepath: string, via?: string[]): Promise<Uint8Array | undefined> {
     let oid = (await this.readCommit(commit)).tree;
+    via?.push(commit, oid);
     const parts = filepath.split('/');
     for (let i = 0; i < parts.length; i++) {
       const where = parts.slice(0, i).join('/');
@@ -162,6 +164,7 @@ export class GitRepo {
       const last = i === parts.length - 1;
       if (!e || e.type !== (last ? 'blob' : 'tree')) return undefined;
       oid = e.oid;
+      via?.push(oid);
     }
     return this.readBlob(oid, filepath);
   }
@@ -187,7 +190,7 @@ export class GitRepo {
       const tree: { mode: string; path: string; oid: string; type: 'blob' | 'tree' }[] = [];
       for (const f of d.files) tree.push({ mode: f.mode, path: f.name, oid: f.oid, type: 'blob' });
       for (const [name, sub] of d.dirs) tree.push({ mode: '040000', path: name, oid: await write(sub), type: 'tree' });
-      return git.writeTree({ ...this.base, tree });
+      return (await isoGit()).writeTree({ ...this.base, tree });
     };
     return write(root);
   }
@@ -234,8 +237,8 @@ export class GitRepo {
     return flat;
   }
 
-  writeCommit(c: { message: string; tree: string; parents: string[]; author: Signature }): Promise<string> {
-    return git.writeCommit({
+  async writeCommit(c: { message: string; tree: string; parents: string[]; author: Signature }): Promise<string> {
+    return (await isoGit()).writeCommit({
       ...this.base,
       commit: { message: c.message, tree: c.tree, parent: c.parents, author: c.author, committer: c.author },
     });
@@ -245,8 +248,8 @@ export class GitRepo {
     return this.parsed(oid, 'commit', 'commit', parseCommit);
   }
 
-  writeAnnotatedTag(t: { name: string; object: string; message: string; tagger: Signature }): Promise<string> {
-    return git.writeTag({
+  async writeAnnotatedTag(t: { name: string; object: string; message: string; tagger: Signature }): Promise<string> {
+    return (await isoGit()).writeTag({
       ...this.base,
       tag: { object: t.object, type: 'commit', tag: t.name, tagger: t.tagger, message: t.message },
     });
@@ -278,6 +281,13 @@ export class GitRepo {
    */
   private async peelByHeaders(oid: string): Promise<string> {
     for (let i = 0; i < 16; i++) {
+      if (this.records.hasCommit(oid) && this.objects.intact(oid)) return oid;
+      const cached = this.cachedTag(oid);
+      if (cached) {
+        if (cached.type === 'commit') return cached.object;
+        oid = cached.object;
+        continue;
+      }
       const o = await this.readObjectAs(oid, 'object');
       if (o.type === 'commit') return oid;
       if (o.type !== 'tag') throw new Error(`${oid} is a ${o.type}, not a commit`);
@@ -288,6 +298,26 @@ export class GitRepo {
     throw new Error(`tag chain at ${oid} is too long`);
   }
 
+  /**
+   * The cached record of a commit (record-cache.ts), if every object it was derived from is
+   * still present and undamaged (GitObjects.intact); else undefined, and the caller reads git.
+   */
+  cachedCommit(oid: string): CommitRecord | undefined {
+    const r = this.records.commit(oid);
+    return r && Array.isArray(r.sources) && r.sources.every((s) => this.objects.intact(s)) ? r : undefined;
+  }
+
+  /** The cached headers of an annotated tag, if the tag object is still intact. */
+  cachedTag(oid: string): TagRecord | undefined {
+    const r = this.records.tag(oid);
+    return r && this.objects.intact(oid) ? r : undefined;
+  }
+
+  /** The commit a tag leads to by its headers (peelByHeaders); undefined when it leads to none or cannot be read. */
+  async peelTag(oid: string): Promise<string | undefined> {
+    return this.peelByHeaders(oid).catch(() => undefined);
+  }
+
   /** The object an annotated tag points at; undefined when `oid` is not a tag. */
   async readTagTarget(oid: string): Promise<string | undefined> {
     const o = await this.readObjectAs(oid, 'object');
@@ -295,6 +325,8 @@ export class GitRepo {
   }
 
   async readTagMessage(oid: string): Promise<{ tag: string; message: string } | undefined> {
+    const cached = this.cachedTag(oid);
+    if (cached) return { tag: cached.tag, message: cached.message };
     const o = await this.readObjectAs(oid, 'object');
     if (o.type !== 'tag') return undefined;
     const t = parseAs(oid, 'tag', o.content, parseTag);
@@ -309,21 +341,31 @@ export class GitRepo {
    * follow tags.
    */
   async readRef(ref: string, depth = 5): Promise<string | undefined> {
+    return this.readRefSync(ref, depth);
+  }
+
+  /** readRef without a promise: refs are small files, read many at a time (peeledTags). */
+  private readRefSync(ref: string, depth = 5, packed?: Map<string, string>): string | undefined {
     let text: string | undefined;
     try {
-      text = (await readFile(path.join(this.gitdir, ref), 'utf8')).trim();
+      text = readFileSync(path.join(this.gitdir, ref), 'utf8').trim();
     } catch {
-      text = (await this.packedRefs()).get(ref);
+      text = (packed ?? this.packedRefs()).get(ref);
     }
     if (text === undefined) return undefined;
-    if (text.startsWith('ref: ')) return depth > 0 ? this.readRef(text.slice(5).trim(), depth - 1) : undefined;
+    if (text.startsWith('ref: ')) return depth > 0 ? this.readRefSync(text.slice(5).trim(), depth - 1, packed) : undefined;
     return /^[0-9a-f]{40}$/.test(text) ? text : undefined;
   }
 
   /** packed-refs (written by `git pack-refs`, never by mstore): name -> value. */
-  private async packedRefs(): Promise<Map<string, string>> {
+  private packedRefs(): Map<string, string> {
     const out = new Map<string, string>();
-    const text = await readFile(path.join(this.gitdir, 'packed-refs'), 'utf8').catch(() => '');
+    let text = '';
+    try {
+      text = readFileSync(path.join(this.gitdir, 'packed-refs'), 'utf8');
+    } catch {
+      return out;
+    }
     for (const line of text.split('\n')) {
       const m = /^([0-9a-f]{40}) (\S+)$/.exec(line);
       if (m) out.set(m[2], m[1]);
@@ -338,17 +380,17 @@ export class GitRepo {
    */
   async writeRef(ref: string, value: string, force = true): Promise<void> {
     try {
-      await git.writeRef({ ...this.base, ref, value, force });
+      await (await isoGit()).writeRef({ ...this.base, ref, value, force });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EISDIR') throw e;
       await rmdir(path.join(this.gitdir, ref));
-      await git.writeRef({ ...this.base, ref, value, force });
+      await (await isoGit()).writeRef({ ...this.base, ref, value, force });
     }
   }
 
   /** Deletes a ref, then the folders of refs it leaves empty (up to refs/<namespace>/). */
   async deleteRef(ref: string): Promise<void> {
-    await git.deleteRef({ ...this.base, ref });
+    await (await isoGit()).deleteRef({ ...this.base, ref });
     const parts = ref.split('/');
     for (let i = parts.length - 1; i > 2; i--) {
       const removed = await rmdir(path.join(this.gitdir, ...parts.slice(0, i))).then(
@@ -359,12 +401,25 @@ export class GitRepo {
     }
   }
 
-  /** Every tag that leads to a commit, sorted by name: its name, its own object and the commit. */
-  async peeledTags(): Promise<{ name: string; oid: string; commit: string }[]> {
+  /**
+   * Every tag that leads to a commit, sorted by name: its name, its own object and the commit.
+   * `unproven`: a tag the ref table has peeled is taken without proving its object intact
+   * (GitObjects.intact); the caller proves the ones it shows (log: a page of 20 of 1,000).
+   */
+  async peeledTags(opts: { unproven?: boolean } = {}): Promise<{ name: string; oid: string; commit: string }[]> {
     const out: { name: string; oid: string; commit: string }[] = [];
-    for (const name of (await this.listRefs('refs/tags')).sort()) {
-      const oid = await this.readRef(`refs/tags/${name}`);
+    const table = this.refTable.read();
+    const names = [...table.refs.keys()].filter((r) => r.startsWith('refs/tags/')).sort();
+    for (const ref of names) {
+      const raw = table.refs.get(ref)!;
+      const oid = raw.startsWith('ref: ') ? this.readRefSync(ref) : /^[0-9a-f]{40}$/.test(raw) ? raw : undefined;
       if (!oid) continue;
+      const name = ref.slice('refs/tags/'.length);
+      const peeled = table.peeled.get(ref);
+      if (peeled && (opts.unproven || this.objects.intact(oid))) {
+        out.push({ name, oid, commit: peeled });
+        continue;
+      }
       try {
         out.push({ name, oid, commit: await this.peelByHeaders(oid) });
       } catch {
@@ -374,9 +429,29 @@ export class GitRepo {
     return out;
   }
 
-  /** Ref names under a prefix such as 'refs/tags', relative to it. */
-  listRefs(prefix: string): Promise<string[]> {
-    return git.listRefs({ ...this.base, filepath: prefix });
+  /** Ref names under a prefix such as 'refs/tags', relative to it: loose ref files and packed-refs. */
+  async listRefs(prefix: string): Promise<string[]> {
+    return this.listRefsSync(prefix);
+  }
+
+  private listRefsSync(prefix: string, packed = this.packedRefs()): string[] {
+    const names = new Set<string>();
+    const walk = (dir: string, rel: string): void => {
+      let entries;
+      try {
+        entries = readdirSync(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const e of entries) {
+        if (e.isDirectory()) walk(path.join(dir, e.name), `${rel}${e.name}/`);
+        else if (e.isFile()) names.add(rel + e.name);
+      }
+    };
+    const base = prefix.replace(/\/+$/, '');
+    walk(path.join(this.gitdir, base), '');
+    for (const ref of packed.keys()) if (ref.startsWith(`${base}/`)) names.add(ref.slice(base.length + 1));
+    return [...names];
   }
 
   /**
@@ -385,7 +460,7 @@ export class GitRepo {
    */
   async expandOid(short: string): Promise<string | undefined> {
     try {
-      return await git.expandOid({ ...this.base, oid: short, cache: this.cache });
+      return await (await isoGit()).expandOid({ ...this.base, oid: short, cache: this.cache });
     } catch (e) {
       const matches = (e as { code?: string; data?: { matches?: string[] } }).code === 'AmbiguousError' ? (e as { data: { matches?: string[] } }).data.matches : undefined;
       if (!matches?.length) return undefined;

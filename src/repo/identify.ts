@@ -95,8 +95,8 @@ export async function cachedIdentity(
     if (!/^[0-9a-f]{64}$/.test(e.oid) || !index.hasFile(Buffer.from(e.oid, 'hex'))) return undefined;
     const pointer = Buffer.from(renderPointer({ oid: e.oid, size: e.size }));
     if ((await repo.hashBlob(pointer)) !== e.blob) return undefined;
-    return { blob: e.blob, size: e.size, gitContent: (await hasObject(repo.gitdir, e.blob, repo.cache)) ? undefined : pointer };
+    return { blob: e.blob, size: e.size, gitContent: (await hasObject(repo.gitdir, e.blob)) ? undefined : pointer };
   }
-  if (!/^[0-9a-f]{40}$/.test(e.blob) || !(await hasObject(repo.gitdir, e.blob, repo.cache))) return undefined;
+  if (!/^[0-9a-f]{40}$/.test(e.blob) || !(await hasObject(repo.gitdir, e.blob))) return undefined;
   return { blob: e.blob, size: e.size };
 }

@@ -21,13 +21,12 @@
  * dropped), writes the git objects and records the index: the same order, the lock held for a
  * rename and an index transaction instead of for the whole upload.
  */
-import git from 'isomorphic-git';
-import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath, type PackInfo } from './pack.js';
 import type { NewFile, StatEntry, StoreIndex } from './index-db.js';
-import { gitFs } from './git-fs.js';
+import { GitPackWriter } from './git-pack.js';
+import { hashObject } from './git-objects.js';
 import { hasObject, type GitType } from './git-walk.js';
 import { MstoreError } from '../lib/errors.js';
 import { fsyncDir } from '../lib/fsutil.js';
@@ -63,8 +62,8 @@ export class ObjectSink {
   newBytes = 0;
   newFiles = 0;
 
-  /** Staged git objects not yet written to the store, id -> type (their content is in staging/git/). */
-  private readonly stagedGit = new Map<string, GitType>();
+  /** Git objects added and not yet sealed into the repository (in a temporary beside it, or in the staging folder). */
+  private gitPack: GitPackWriter | undefined;
 
   constructor(
     private readonly target: SinkTarget,
@@ -114,27 +113,43 @@ export class ObjectSink {
 
   /**
    * Stores a git object (content without the loose header) unless present; `expected`, when
-   * given, is the id it must hash to. Returns its id.
+   * given, is the id it must hash to. Returns its id. Git objects go into one git pack per
+   * publish (git-pack.ts: one file and one fsync for a whole history, not one per object),
+   * visible to readers only once publish() or flushGit() sealed it.
    */
-  async addGitObject(type: GitType, content: Uint8Array, expected?: string, cache: object = {}): Promise<string> {
-    if (expected && (this.stagedGit.has(expected) || (await hasObject(this.target.gitdir, expected, cache)))) return expected;
-    if (this.staging) {
-      const id = createHash('sha1').update(`${type} ${content.length}\0`).update(content).digest('hex');
-      if (expected && id !== expected) throw new MstoreError('ECORRUPT', `git object ${expected} hashes to ${id}`);
-      if (!this.stagedGit.has(id)) {
-        await mkdir(path.join(this.staging.dir, 'git'), { recursive: true });
-        await writeFile(path.join(this.staging.dir, 'git', id), content);
-        this.stagedGit.set(id, type);
-      }
-      return id;
-    }
-    const written = await git.writeObject({ fs: gitFs, gitdir: this.target.gitdir, type, object: content, format: 'content' });
-    if (expected && written !== expected) throw new MstoreError('ECORRUPT', `git object ${expected} hashes to ${written}`);
-    return written;
+  async addGitObject(type: GitType, content: Uint8Array, expected?: string): Promise<string> {
+    if (expected && (await this.hasGitObject(expected))) return expected;
+    const id = hashObject(type, content);
+    if (expected && id !== expected) throw new MstoreError('ECORRUPT', `git object ${expected} hashes to ${id}`);
+    if (!expected && (await this.hasGitObject(id))) return id;
+    this.gitPack ??= new GitPackWriter(this.staging ? this.staging.dir : this.gitPackDir);
+    this.gitPack.add(id, type, content);
+    return id;
   }
 
-  async hasGitObject(id: string, cache: object = {}): Promise<boolean> {
-    return this.stagedGit.has(id) || hasObject(this.target.gitdir, id, cache);
+  async hasGitObject(id: string): Promise<boolean> {
+    return !!this.gitPack?.has(id) || hasObject(this.target.gitdir, id);
+  }
+
+  private get gitPackDir(): string {
+    return path.join(this.target.gitdir, 'objects', 'pack');
+  }
+
+  /**
+   * Seals the git objects added so far into the repository (a staged sink's wait for its
+   * publish, under the lock). After this they can be read.
+   */
+  async flushGit(): Promise<void> {
+    if (this.staging) return;
+    await this.sealGit();
+  }
+
+  private async sealGit(): Promise<void> {
+    const w = this.gitPack;
+    if (!w) return;
+    this.gitPack = undefined;
+    await mkdir(this.gitPackDir, { recursive: true });
+    await w.finish(this.gitPackDir);
   }
 
   /**
@@ -188,25 +203,17 @@ export class ObjectSink {
   /** Records sealed packs; a staged sink first moves them (and its git objects) in, under the lock. */
   private async land(packs: PackInfo[], statUpdates?: Map<string, StatEntry | null>): Promise<void> {
     const staging = this.staging;
-    if (!staging) return this.record(packs, statUpdates);
-    if (!packs.length && !this.stagedGit.size && !statUpdates?.size) return;
+    if (!staging) {
+      await this.record(packs, statUpdates);
+      return this.sealGit();
+    }
+    if (!packs.length && !this.gitPack && !statUpdates?.size) return;
     await staging.lock(async () => {
       const kept: PackInfo[] = [];
       for (const p of packs) if (await this.moveIn(p)) kept.push(p);
-      for (const [id, type] of this.stagedGit) {
-        await this.addGitObjectNow(type, await readFile(path.join(staging.dir, 'git', id)), id);
-        this.stagedGit.delete(id);
-        await unlink(path.join(staging.dir, 'git', id)).catch(() => undefined);
-      }
+      await this.sealGit();
       await this.record(kept, statUpdates);
     });
-  }
-
-  /** Writes a git object into the store itself (a staged sink's publish, under the lock). */
-  private async addGitObjectNow(type: GitType, content: Uint8Array, expected: string): Promise<void> {
-    if (await hasObject(this.target.gitdir, expected, {})) return;
-    const written = await git.writeObject({ fs: gitFs, gitdir: this.target.gitdir, type, object: content, format: 'content' });
-    if (written !== expected) throw new MstoreError('ECORRUPT', `git object ${expected} hashes to ${written}`);
   }
 
   /**
@@ -250,5 +257,7 @@ export class ObjectSink {
       }
     }
     await this.packs.abort();
+    this.gitPack?.abort();
+    this.gitPack = undefined;
   }
 }

@@ -11,6 +11,7 @@
  * Entry ids are content hashes, so the table hash names the pack's content.
  */
 import { mkdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { sha256 } from '../lib/hashing.js';
@@ -255,24 +256,28 @@ export function parsePackTail(id: string, fileSize: number, tableAndFooter: Buff
   return entries;
 }
 
-/** Reads and verifies the table of a pack file on disk. */
+/**
+ * Reads and verifies the table of a pack file on disk. Synchronous reads (three small ones):
+ * verify and fsck read the tables of every pack, and a thread-pool round trip per read cost
+ * more than the reads (issue 15).
+ */
 export async function readPackTable(packsDir: string, id: string): Promise<PackEntry[]> {
-  const fh = await open(packPath(packsDir, id), 'r');
+  const fd = openSync(packPath(packsDir, id), 'r');
   try {
-    const { size } = await fh.stat();
+    const { size } = fstatSync(fd);
     if (size < PACK_MAGIC.length + FOOTER_BYTES) throw new Error(`pack ${id}: too short`);
     const magic = Buffer.alloc(PACK_MAGIC.length);
-    await fh.read(magic, 0, magic.length, 0);
+    readSync(fd, magic, 0, magic.length, 0);
     if (!magic.equals(PACK_MAGIC)) throw new Error(`pack ${id}: bad header magic`);
     const footer = Buffer.alloc(FOOTER_BYTES);
-    await fh.read(footer, 0, FOOTER_BYTES, size - FOOTER_BYTES);
+    readSync(fd, footer, 0, FOOTER_BYTES, size - FOOTER_BYTES);
     const count = footer.readUInt32LE(32);
     const tailBytes = count * TABLE_ENTRY_BYTES + FOOTER_BYTES;
     if (tailBytes > size - PACK_MAGIC.length) throw new Error(`pack ${id}: table larger than the file`);
     const tail = Buffer.alloc(tailBytes);
-    await fh.read(tail, 0, tail.length, size - tail.length);
+    readSync(fd, tail, 0, tail.length, size - tail.length);
     return parsePackTail(id, size, tail);
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }

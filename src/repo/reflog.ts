@@ -10,6 +10,9 @@ import { now } from '../lib/clock.js';
 import { appendRecords, readRecords, recordsFromEnd } from '../lib/journal.js';
 import type { GitRepo } from './git.js';
 import { checkRefName, DEFAULT_MAX_REFS, shown } from './ref-names.js';
+import { learnRecords } from './versions.js';
+import { REFLOG_FILE } from './ref-table.js';
+import { localRefs } from './refs.js';
 
 /** What the ref history needs of a store: not Store itself, which calls finishLastOperation (no cycle). */
 export interface RefStore {
@@ -19,7 +22,7 @@ export interface RefStore {
   readonly config?: { readonly maxRefs?: number };
 }
 
-export const REFLOG_FILE = 'reflog.jsonl';
+export { REFLOG_FILE };
 
 export type RefReason =
   | 'commit'
@@ -118,8 +121,22 @@ export async function moveRefs(
 ): Promise<RefLogEntry[]> {
   const entries = await planMoves(store, moves, reason, opts);
   if (!entries.length) return entries;
+  // The ref table as it was, if its snapshot is current: updated with these moves below.
+  const table = store.repo.refTable.snapshot();
   await appendRecords(journalPath(store), entries);
   await applyEntries(store, entries, reason);
+  if (table) {
+    for (const e of entries) {
+      table.peeled.delete(e.ref);
+      if (e.new === null) table.refs.delete(e.ref);
+      else table.refs.set(e.ref, e.new);
+    }
+  }
+  await store.repo.refTable.refresh(table, (oid) => store.repo.peelTag(oid));
+  // The refs have moved; caching what they name is an optimisation and cannot undo that.
+  // With no cache yet (a store from before it), everything the refs name is learnt once.
+  const learn = store.repo.records.exists() ? entries.flatMap((e) => (e.new ? [e.new] : [])) : [...(await localRefs(store)).entries()].filter(([r]) => !r.startsWith('refs/notes/')).map(([, v]) => v);
+  await learnRecords(store.repo, learn).catch(() => undefined);
   return entries;
 }
 

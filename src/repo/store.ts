@@ -13,6 +13,7 @@ import path from 'node:path';
 import { MstoreError, storageError } from '../lib/errors.js';
 import { atomicWriteFile, TMP_PREFIX } from '../lib/fsutil.js';
 import { GitRepo } from './git.js';
+import { autoPackGitObjects } from './git-pack.js';
 import { StoreIndex } from './index-db.js';
 import { ParallelHasher } from '../lib/hashing.js';
 import { processAlive, SharedLock, StoreLock } from '../lib/lock.js';
@@ -230,8 +231,10 @@ export class Store {
       await rm(this.tmpDir, { recursive: true, force: true });
       await mkdir(this.tmpDir, { recursive: true });
       // Temporaries of git writes interrupted by a crash (every git writer holds this lock).
-      for (const name of await readdir(this.gitdir).catch(() => [] as string[])) {
-        if (name.startsWith(TMP_PREFIX)) await rm(path.join(this.gitdir, name), { force: true });
+      for (const dir of [this.gitdir, path.join(this.gitdir, 'objects', 'pack')]) {
+        for (const name of await readdir(dir).catch(() => [] as string[])) {
+          if (name.startsWith(TMP_PREFIX)) await rm(path.join(dir, name), { force: true });
+        }
       }
       // A crashed writer may have sealed packs it never indexed: index them, don't store them twice.
       if (lock.tookOverStale) {
@@ -240,7 +243,11 @@ export class Store {
         // ...and may have moved only some refs of an operation: finish it.
         await finishLastOperation(this);
       }
-      return await fn();
+      const result = await fn();
+      // Many loose version records are packed (git-pack.ts); the work above is done, so a
+      // failure here (a full disk) leaves the objects loose and is not the command's failure.
+      await autoPackGitObjects(this.gitdir).catch(() => undefined);
+      return result;
     } catch (e) {
       throw storageError(e, this.dir) ?? e;
     } finally {

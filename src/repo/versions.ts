@@ -9,6 +9,7 @@
  */
 import { MstoreError } from '../lib/errors.js';
 import { forVersion, type GitRepo } from './git.js';
+import { parseCommit, parseTag, type ParsedCommit } from '../format/git-links.js';
 import { namePartsProblem, refNameProblem, shown } from './ref-names.js';
 
 export const DEFAULT_LINE = 'main';
@@ -132,9 +133,52 @@ export async function inVersionOf<T>(repo: GitRepo, commit: string, fn: () => Pr
   }
 }
 
-export async function readMeta(repo: GitRepo, commit: string): Promise<VersionMeta | undefined> {
+/**
+ * A version record for listing: the parsed commit and its metadata, from the record cache
+ * (record-cache.ts) when it has them, else read from git (and not cached: readers never write).
+ */
+export async function readRecord(repo: GitRepo, commit: string): Promise<{ commit: ParsedCommit; meta: VersionMeta | undefined }> {
+  const cached = repo.cachedCommit(commit);
+  if (cached) return { commit: cached.commit, meta: (cached.meta ?? undefined) as VersionMeta | undefined };
+  return { commit: await inVersionOf(repo, commit, () => repo.readCommit(commit)), meta: await readMeta(repo, commit) };
+}
+
+/**
+ * Puts the records that refs now name into the record cache: each annotated tag, each commit
+ * and its ancestors up to the first one already cached. Called by writers after refs moved;
+ * a record that cannot be read is left out (readers then meet it in git, and report it).
+ */
+export async function learnRecords(repo: GitRepo, oids: Iterable<string>): Promise<void> {
+  const todo = [...oids];
+  const seen = new Set<string>();
+  while (todo.length) {
+    const oid = todo.pop()!;
+    if (seen.has(oid)) continue;
+    seen.add(oid);
+    try {
+      const o = await repo.readRawObject(oid);
+      if (o.type === 'tag') {
+        if (!repo.records.hasTag(oid)) {
+          const t = parseTag(Buffer.from(o.content));
+          repo.records.putTag(oid, { object: t.object, type: t.type, tag: t.tag, message: t.message });
+        }
+        todo.push(parseTag(Buffer.from(o.content)).object);
+      } else if (o.type === 'commit' && !repo.records.hasCommit(oid)) {
+        const commit = parseCommit(Buffer.from(o.content));
+        const sources: string[] = [];
+        repo.records.putCommit(oid, { commit, meta: (await readMeta(repo, oid, sources)) ?? null, sources: [...new Set(sources)] });
+        todo.push(...commit.parent);
+      }
+    } catch {
+      // damaged or missing: not cached
+    }
+  }
+  repo.records.flush();
+}
+
+export async function readMeta(repo: GitRepo, commit: string, via?: string[]): Promise<VersionMeta | undefined> {
   return inVersionOf(repo, commit, async () => {
-    const blob = await repo.readFileAt(commit, META_PATH);
+    const blob = await repo.readFileAt(commit, META_PATH, via);
     if (!blob) return undefined;
     const text = Buffer.from(blob).toString('utf8');
     try {

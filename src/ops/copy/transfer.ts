@@ -5,15 +5,14 @@
  * what the target lacks is copied, and every chunk is re-hashed as it is read.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import git from 'isomorphic-git';
-import { gitFs } from '../../repo/git-fs.js';
 import { MstoreError } from '../../lib/errors.js';
 import type { Store } from '../../repo/store.js';
 import { sha256 } from '../../lib/hashing.js';
 import { packPath } from '../../repo/pack.js';
 import { encodeManifest } from '../../repo/index-db.js';
 import { contentOf, type Roots } from '../../repo/reach.js';
-import { reachableObjects, hasObject, type GitType } from '../../repo/git-walk.js';
+import { reachableObjects, hasObject, descendsFrom } from '../../repo/git-walk.js';
+import { gitObjects } from '../../repo/git-objects.js';
 import { moveRefs, type RefMove, type RefReason, type RefLogEntry } from '../../repo/reflog.js';
 import { verify, type VerifyResult } from '../integrity/verify.js';
 
@@ -52,7 +51,7 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
       else if (ref.startsWith('refs/heads/') || ref.startsWith('refs/notes/')) {
         // Line heads and labels (notes) only fast-forward: a target that moved on keeps its own.
         const ahead = await hasObject(dst.gitdir, cur).then((has) =>
-          has ? git.isDescendent({ fs: gitFs, gitdir: src.gitdir, oid: value, ancestor: cur, depth: -1 }).catch(() => false) : false,
+          has ? descendsFrom(src.gitdir, value, cur) : false,
         );
         if (ahead) moves.push({ ref, value });
         else keptRefs.push(ref);
@@ -105,15 +104,15 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
     }
 
     // 2. Git objects: the versions' whole history (git fsck needs every parent), tags included.
-    const cache = {};
     const starts = [...new Set([...opts.versions.keys(), ...opts.refs.values()])];
-    let gitObjects = 0;
-    for (const o of await reachableObjects(src.gitdir, starts, cache)) {
+    let gitCopied = 0;
+    for (const o of await reachableObjects(src.gitdir, starts)) {
       if (await sink.hasGitObject(o.oid)) continue;
-      const { type, object } = await git.readObject({ fs: gitFs, gitdir: src.gitdir, oid: o.oid, format: 'content', cache });
-      await sink.addGitObject(type as GitType, object as Uint8Array, o.oid);
-      gitObjects++;
+      const { type, content } = await gitObjects(src.gitdir).get(o.oid);
+      await sink.addGitObject(type, content, o.oid);
+      gitCopied++;
     }
+    await sink.flushGit();
 
     // 3. Every byte re-read in the target, before any ref there points at it.
     const verified = await verify(dst, { commits: opts.versions });
@@ -123,6 +122,6 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
 
     // 4. Refs.
     const refs = await moveRefs(dst, moves, opts.reason, { message: opts.message });
-    return { gitObjects, files: sink.newFiles, chunks: sink.newChunks, bytes: sink.newBytes, verified, refs, keptRefs };
+    return { gitObjects: gitCopied, files: sink.newFiles, chunks: sink.newChunks, bytes: sink.newBytes, verified, refs, keptRefs };
   });
 }

@@ -14,8 +14,7 @@ import type { Store } from '../../repo/store.js';
 import { ContentReader } from '../../repo/content.js';
 import { packPath, readPackTable, ENTRY_CHUNK, type PackEntry } from '../../repo/pack.js';
 import { META_SCHEMA, readMeta, resolveRev } from '../../repo/versions.js';
-import { parsePointer } from '../../format/pointer.js';
-import { modelEntries } from '../../repo/version-files.js';
+import { parsePointer, POINTER_MAX_BYTES } from '../../format/pointer.js';
 import { refRoots, type Roots } from '../../repo/reach.js';
 import { indexPageProblems } from '../../repo/index-check.js';
 import { indexDamaged } from '../../repo/index-db.js';
@@ -145,6 +144,8 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
 
   // 1. Version records: commit, metadata, tree, blobs, pointers.
   const files = new Map<string, FileUse>();
+  /** Blobs read so far: what they hold when it may be a pointer (at most 1 KiB), or why they cannot be read. */
+  const blobs = new Map<string, { pointerLike?: Buffer; damage?: string }>();
   for (const [commit, names] of targets) {
     let name = preferredName(names);
     const v = report(name, commit);
@@ -156,17 +157,26 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       if (!meta) throw new Error('the metadata record .mstore/version.json is missing');
       if (meta.schema !== META_SCHEMA) throw new Error(`metadata schema is '${String(meta.schema)}', expected ${META_SCHEMA}`);
       if (meta.version) v.name = name = meta.version;
-      const flat = modelEntries(await repo.readFlatTree(c.tree));
+      const flat = await repo.readFlatTree(c.tree);
       for (const [p, e] of flat) {
-        let blob: Uint8Array;
-        try {
-          blob = await repo.readBlob(e.blob);
-        } catch (err) {
-          fail({ versions: [name], files: [`${name}:${p}`], message: `${name}:${p}: git object ${e.blob} is damaged (${firstLine(err)})` });
+        if (p.startsWith('.mstore/')) continue;
+        // Each distinct blob is read (re-hashed) once per run, however many versions hold it.
+        let seen = blobs.get(e.blob);
+        if (!seen) {
+          try {
+            const data = await repo.readBlob(e.blob);
+            seen = { pointerLike: data.length <= POINTER_MAX_BYTES ? Buffer.from(data) : undefined };
+          } catch (err) {
+            seen = { damage: firstLine(err) };
+          }
+          blobs.set(e.blob, seen);
+        }
+        if (seen.damage !== undefined) {
+          fail({ versions: [name], files: [`${name}:${p}`], message: `${name}:${p}: git object ${e.blob} is damaged (${seen.damage})` });
           continue;
         }
-        if (e.mode === '120000') continue;
-        const ptr = parsePointer(blob, `${name}:${p}`);
+        if (e.mode === '120000' || !seen.pointerLike) continue;
+        const ptr = parsePointer(seen.pointerLike, `${name}:${p}`);
         if (!ptr) continue;
         const use = files.get(ptr.oid);
         if (use) {

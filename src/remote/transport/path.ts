@@ -8,13 +8,12 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import git from 'isomorphic-git';
 import { Store } from '../../repo/store.js';
 import { MstoreError } from '../../lib/errors.js';
-import { gitFs } from '../../repo/git-fs.js';
 import { packPath } from '../../repo/pack.js';
 import { decodeManifest, encodeManifest } from '../../repo/index-db.js';
-import { reachableObjects, hasObject, type GitType } from '../../repo/git-walk.js';
+import { reachableObjects, hasObject, type GitType, descendsFrom } from '../../repo/git-walk.js';
+import { gitObjects, type GitObject } from '../../repo/git-objects.js';
 import type { Roots } from '../../repo/reach.js';
 import { moveRefs, type RefMove } from '../../repo/reflog.js';
 import { verify } from '../../ops/integrity/verify.js';
@@ -98,9 +97,8 @@ export class StoreRemote implements Remote {
     const index = this.store.index;
     if (kind === 'chunk') return ids.filter((id) => !index.hasChunk(Buffer.from(id, 'hex')));
     if (kind === 'file') return ids.filter((id) => !index.hasFile(Buffer.from(id, 'hex')));
-    const cache = {};
     const out: string[] = [];
-    for (const id of ids) if (!(await hasObject(this.store.gitdir, id, cache))) out.push(id);
+    for (const id of ids) if (!(await hasObject(this.store.gitdir, id))) out.push(id);
     return out;
   }
 
@@ -118,7 +116,6 @@ export class StoreRemote implements Remote {
     try {
       let stored = 0;
       let bytes = 0;
-      const cache = {};
       const receipt = shared ? (this.receipt ??= new ReceiptHasher(store.hasher)) : new ReceiptHasher(store.hasher);
       const inFlight = new InFlight(IN_FLIGHT_BYTES);
       let proven: string[] = [];
@@ -164,10 +161,10 @@ export class StoreRemote implements Remote {
             await sink.addFile(oid, size, Buffer.from(o.data));
             stored++;
           } else {
-            if (await sink.hasGitObject(o.id, cache)) continue;
+            if (await sink.hasGitObject(o.id)) continue;
             const nul = o.data.indexOf(0);
             const type = o.data.subarray(0, nul).toString('latin1').split(' ')[0] as GitType;
-            await sink.addGitObject(type, o.data.subarray(nul + 1), o.id, cache);
+            await sink.addGitObject(type, o.data.subarray(nul + 1), o.id);
             stored++;
           }
           if (sink.unpublishedBytes >= PUBLISH_EVERY) await publish();
@@ -194,15 +191,14 @@ export class StoreRemote implements Remote {
     const ids = [...new Set(asked)]; // each object once, as remote.ts promises
     const store = this.store;
     if (kind === 'git') {
-      const cache = {};
       for (const id of ids) {
-        let o: { type: string; object: unknown };
+        let o: GitObject;
         try {
-          o = await git.readObject({ fs: gitFs, gitdir: store.gitdir, oid: id, format: 'content', cache });
+          o = await gitObjects(store.gitdir).get(id);
         } catch {
           throw new MstoreError('EMISSING', `${this.display} has no git object ${id}`);
         }
-        const content = o.object as Uint8Array;
+        const content = o.content;
         const data = Buffer.concat([Buffer.from(`${o.type} ${content.length}\0`, 'latin1'), content]);
         yield { kind, id, data };
       }
@@ -266,15 +262,18 @@ export class StoreRemote implements Remote {
           }
         }
         // The objects of every new value must all be here (dependencies of existing refs are).
-        const cache = {};
         const current = await this.listRefs();
         const haves = [...current.values()];
-        for (const u of updates) {
-          if (u.new === null) continue;
-          try {
-            await reachableObjects(gitdir, [u.new], cache, haves);
-          } catch (e) {
-            throw new MstoreError('EMISSING', `${u.ref}: ${this.display} lacks objects of ${u.new.slice(0, 12)} (${(e as Error).message.split('\n')[0]}); send them first`);
+        const news = updates.flatMap((u) => (u.new === null ? [] : [u.new]));
+        // One walk for all the new values; only when it fails are they walked one by one, to name the ref.
+        if (!(await reachableObjects(gitdir, news, haves).then(() => true, () => false))) {
+          for (const u of updates) {
+            if (u.new === null) continue;
+            try {
+              await reachableObjects(gitdir, [u.new], haves);
+            } catch (e) {
+              throw new MstoreError('EMISSING', `${u.ref}: ${this.display} lacks objects of ${u.new.slice(0, 12)} (${(e as Error).message.split('\n')[0]}); send them first`);
+            }
           }
         }
         if (!opts.force) {
@@ -282,7 +281,7 @@ export class StoreRemote implements Remote {
             if (u.old === null) continue;
             if (u.new === null) throw nonFastForward(u.ref, 'deleting a ref on a remote needs --force');
             if (u.ref.startsWith('refs/tags/')) throw nonFastForward(u.ref, `the tag already exists at ${u.old.slice(0, 12)} and tags do not move`);
-            const ahead = await git.isDescendent({ fs: gitFs, gitdir, oid: u.new, ancestor: u.old, depth: -1, cache }).catch(() => false);
+            const ahead = await descendsFrom(gitdir, u.new, u.old);
             if (!ahead) throw nonFastForward(u.ref, `${u.new.slice(0, 12)} does not descend from ${u.old.slice(0, 12)}`);
           }
         }
