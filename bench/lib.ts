@@ -146,3 +146,29 @@ export function workDir(prefix: string, needBytes: number): { root: string; clea
   }
   return { root, cleanup };
 }
+
+/**
+ * The anchor: PUT /discard drops the body, PUT /file writes and fsyncs it, PUT /verified also
+ * hashes it (the least a receiver that re-hashes what it gets must do), GET /file serves it.
+ */
+export const UPLOAD_SINK = `
+const http = require('node:http'), fs = require('node:fs'), crypto = require('node:crypto');
+const file = process.argv[2];
+const server = http.createServer((req, res) => {
+  if (req.method === 'PUT' && req.url === '/discard') {
+    let n = 0;
+    req.on('data', (b) => (n += b.length));
+    req.on('end', () => res.end(String(n)));
+  } else if (req.method === 'PUT' && (req.url === '/file' || req.url === '/verified')) {
+    const h = req.url === '/verified' ? crypto.createHash('sha256') : undefined;
+    if (h) req.on('data', (b) => h.update(b));
+    const out = fs.createWriteStream(file);
+    req.pipe(out);
+    out.on('finish', () => { const fd = fs.openSync(file, 'r'); fs.fsyncSync(fd); fs.closeSync(fd); res.end(h ? h.digest('hex') : 'ok'); });
+  } else if (req.method === 'GET' && req.url === '/file') {
+    res.writeHead(200, { 'content-length': fs.statSync(file).size });
+    fs.createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res);
+  } else { res.statusCode = 404; res.end(); }
+});
+server.listen(0, '127.0.0.1', () => console.log('listening on http://127.0.0.1:' + server.address().port));
+`;

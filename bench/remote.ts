@@ -23,7 +23,7 @@ import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:f
 import os from 'node:os';
 import path from 'node:path';
 import { writeSafetensors, listeningUrl } from '../test/helpers.js';
-import { CLI, cliLine, envNumber, median, run, settle, table, warm, x, type Ran, type Row, workDir } from './lib.js';
+import { CLI, cliLine, envNumber, median, run, settle, table, UPLOAD_SINK, warm, x, type Ran, type Row, workDir } from './lib.js';
 
 const GIB = envNumber('MSTORE_BENCH_GIB', 1);
 const REPS = Math.max(1, Math.floor(envNumber('MSTORE_BENCH_REPS', 3)));
@@ -31,31 +31,6 @@ const TARGET_MBS = 400;
 const TOKEN = `bench-${process.pid}-0123456789abcdef`;
 const MB = 1e6;
 
-/**
- * The anchor: PUT /discard drops the body, PUT /file writes and fsyncs it, PUT /verified also
- * hashes it (the least a receiver that re-hashes what it gets must do), GET /file serves it.
- */
-const SINK = `
-const http = require('node:http'), fs = require('node:fs'), crypto = require('node:crypto');
-const file = process.argv[2];
-const server = http.createServer((req, res) => {
-  if (req.method === 'PUT' && req.url === '/discard') {
-    let n = 0;
-    req.on('data', (b) => (n += b.length));
-    req.on('end', () => res.end(String(n)));
-  } else if (req.method === 'PUT' && (req.url === '/file' || req.url === '/verified')) {
-    const h = req.url === '/verified' ? crypto.createHash('sha256') : undefined;
-    if (h) req.on('data', (b) => h.update(b));
-    const out = fs.createWriteStream(file);
-    req.pipe(out);
-    out.on('finish', () => { const fd = fs.openSync(file, 'r'); fs.fsyncSync(fd); fs.closeSync(fd); res.end(h ? h.digest('hex') : 'ok'); });
-  } else if (req.method === 'GET' && req.url === '/file') {
-    res.writeHead(200, { 'content-length': fs.statSync(file).size });
-    fs.createReadStream(file, { highWaterMark: 1 << 20 }).pipe(res);
-  } else { res.statusCode = 404; res.end(); }
-});
-server.listen(0, '127.0.0.1', () => console.log('listening on http://127.0.0.1:' + server.address().port));
-`;
 
 const children: ChildProcess[] = [];
 
@@ -117,7 +92,7 @@ try {
   warm(model);
 
   const sinkJs = path.join(root, 'sink.cjs');
-  writeFileSync(sinkJs, SINK);
+  writeFileSync(sinkJs, UPLOAD_SINK);
   const sink = spawn(process.execPath, [sinkJs, path.join(root, 'sink.bin')], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(sink);
   const sinkUrl = await listeningUrl(sink);

@@ -436,6 +436,10 @@ export class GitObjects {
     return ok;
   }
 
+  forgetProven(): void {
+    this.proven.clear();
+  }
+
   /** read(), yielding to the event loop every few ms of reading so that a long walk does not starve a server. */
   async readAsync(oid: string): Promise<GitObject | undefined> {
     const now = performance.now();

@@ -17,8 +17,12 @@ import { RefTable, REFLOG_FILE } from './ref-table.js';
 import { MstoreError, errorLine } from '../lib/errors.js';
 import { isGitType, objectLinks, parseCommit, parseTag, parseTree, type Link, type ParsedCommit, type TreeEntry } from '../format/git-links.js';
 import { nameProblem, showName } from '../format/path-names.js';
+import { POINTER_MAX_BYTES } from '../format/pointer.js';
 
 export type FileMode = '100644' | '100755' | '120000';
+
+/** Small blobs remembered by pointerCandidate (at most ~1 KiB each). */
+const MAX_SMALL_BLOBS = 200_000;
 
 export interface FlatEntry {
   mode: FileMode;
@@ -74,6 +78,7 @@ export class GitRepo {
   readonly objects: GitObjects;
   /** What listing needs from each record (record-cache.ts); derived, beside the repository. */
   readonly records: RecordCache;
+  private readonly small = new Map<string, Buffer | null>();
   /** Every ref at once, from a snapshot while it is provably current (ref-table.ts). */
   readonly refTable: RefTable;
   constructor(readonly gitdir: string) {
@@ -143,6 +148,27 @@ export class GitRepo {
 
   async readBlob(oid: string, role = 'blob'): Promise<Uint8Array> {
     return (await this.readObjectAs(oid, role, 'blob')).content;
+  }
+
+  /**
+   * A blob's content when it is small enough to be a git-lfs pointer (POINTER_MAX_BYTES), else
+   * null; remembered per process, so the blob a thousand versions share is read once (verify,
+   * contentOf). A damaged or missing blob throws, every time.
+   */
+  async pointerCandidate(oid: string, role = 'blob'): Promise<Buffer | null> {
+    const known = this.small.get(oid);
+    if (known !== undefined) return known;
+    const data = await this.readBlob(oid, role);
+    const kept = data.length <= POINTER_MAX_BYTES ? Buffer.from(data) : null;
+    if (this.small.size >= MAX_SMALL_BLOBS) this.small.clear();
+    this.small.set(oid, kept);
+    return kept;
+  }
+
+  /** Forgets what this process proved by reading (pointerCandidate, GitObjects.intact): verify and fsck read everything again. */
+  forgetReads(): void {
+    this.small.clear();
+    this.objects.forgetProven();
   }
 
   async readTreeEntries(oid: string, role = 'tree'): Promise<TreeEntry[]> {

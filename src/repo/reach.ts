@@ -99,7 +99,8 @@ export async function contentOf(repo: GitRepo, commits: Iterable<string>, label:
     for (const [p, e] of modelEntries(await repo.readFlatTree(c.tree))) {
       if (e.mode === '120000') continue;
       const use = `${label(commit)}:${p}`;
-      const ptr = parsePointer(await repo.readBlob(e.blob), use);
+      const small = await repo.pointerCandidate(e.blob, use);
+      const ptr = small && parsePointer(small, use);
       if (!ptr) continue;
       const cur = out.get(ptr.oid);
       if (cur) cur.uses.push(use);

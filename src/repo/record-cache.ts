@@ -1,5 +1,5 @@
 /**
- * The record cache (`cache/records`, docs/format.md §2.7): what listing a history needs from
+ * The record cache (`cache/records`, docs/format.md §2.6): what listing a history needs from
  * each version record — a commit's parsed header and its `.mstore/version.json`, a tag's
  * target and message — kept in one file, so that `log`, `tag --list` and `show` read one file
  * instead of five git objects per version (issue 15).
@@ -118,6 +118,14 @@ export class RecordCache {
 
   putTag(oid: string, record: TagRecord): void {
     this.put('t', oid, record);
+  }
+
+  /** Every entry whose line is whole (its CRC holds): kind, object id and the json text. */
+  *entries(): Generator<{ kind: Kind; oid: string; json: string }> {
+    for (const [key, entry] of this.load()) {
+      const json = entry.slice(9);
+      if (crcHex(json) === entry.slice(0, 8)) yield { kind: key[0] as Kind, oid: key.slice(1), json };
+    }
   }
 
   /** Appends what this process learnt; a store that cannot be written keeps it in memory only. */

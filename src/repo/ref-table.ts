@@ -1,6 +1,6 @@
 /**
  * The ref table: every ref of the repository (full name -> raw value), read from one snapshot
- * file (`cache/refs`, docs/format.md §2.7) instead of one file per ref: a history of 1,000
+ * file (`cache/refs`, docs/format.md §2.6) instead of one file per ref: a history of 1,000
  * versions has 1,000 tag files, and reading them costs 20-60 µs each here (issue 15).
  *
  * Derived, and only trusted while provably current. It is written by the writer that moved
@@ -121,6 +121,16 @@ export class RefTable {
     };
     walk('refs');
     return out;
+  }
+
+  /** False when a snapshot that validates lists other refs or values than the ref files (fsck). */
+  matchesFiles(): boolean {
+    const snap = this.snapshot();
+    if (!snap) return true;
+    const files = this.fromFiles();
+    if (files.size !== snap.refs.size) return false;
+    for (const [ref, value] of files) if (snap.refs.get(ref) !== value) return false;
+    return true;
   }
 
   /** Every ref, from the snapshot when it is current, else from the ref files (nothing peeled). */

@@ -10,6 +10,7 @@
 import { MstoreError } from '../lib/errors.js';
 import { forVersion, type GitRepo } from './git.js';
 import { parseCommit, parseTag, type ParsedCommit } from '../format/git-links.js';
+import type { CommitRecord, TagRecord } from './record-cache.js';
 import { namePartsProblem, refNameProblem, shown } from './ref-names.js';
 
 export const DEFAULT_LINE = 'main';
@@ -149,6 +150,24 @@ export async function readRecord(repo: GitRepo, commit: string): Promise<{ commi
  * a record that cannot be read is left out (readers then meet it in git, and report it).
  */
 export async function learnRecords(repo: GitRepo, oids: Iterable<string>): Promise<void> {
+  await deriveRecords(repo, oids, (oid, kind) => (kind === 'c' ? repo.records.hasCommit(oid) : repo.records.hasTag(oid)), {
+    commit: (oid, r) => repo.records.putCommit(oid, r),
+    tag: (oid, r) => repo.records.putTag(oid, r),
+  });
+  repo.records.flush();
+}
+
+/**
+ * Derives records from git for `oids` and what they lead to (a tag's target, a commit's
+ * parents), skipping and not following what `known` says is done. Damaged or missing objects
+ * are left out.
+ */
+async function deriveRecords(
+  repo: GitRepo,
+  oids: Iterable<string>,
+  known: (oid: string, kind: 'c' | 't') => boolean,
+  put: { commit: (oid: string, r: CommitRecord) => void; tag: (oid: string, r: TagRecord) => void },
+): Promise<void> {
   const todo = [...oids];
   const seen = new Set<string>();
   while (todo.length) {
@@ -158,22 +177,54 @@ export async function learnRecords(repo: GitRepo, oids: Iterable<string>): Promi
     try {
       const o = await repo.readRawObject(oid);
       if (o.type === 'tag') {
-        if (!repo.records.hasTag(oid)) {
-          const t = parseTag(Buffer.from(o.content));
-          repo.records.putTag(oid, { object: t.object, type: t.type, tag: t.tag, message: t.message });
-        }
-        todo.push(parseTag(Buffer.from(o.content)).object);
-      } else if (o.type === 'commit' && !repo.records.hasCommit(oid)) {
-        const commit = parseCommit(Buffer.from(o.content));
-        const sources: string[] = [];
-        repo.records.putCommit(oid, { commit, meta: (await readMeta(repo, oid, sources)) ?? null, sources: [...new Set(sources)] });
-        todo.push(...commit.parent);
+        const t = parseTag(Buffer.from(o.content));
+        if (!known(oid, 't')) put.tag(oid, { object: t.object, type: t.type, tag: t.tag, message: t.message });
+        todo.push(t.object);
+      } else if (o.type === 'commit' && !known(oid, 'c')) {
+        put.commit(oid, await deriveCommit(repo, oid, Buffer.from(o.content)));
+        todo.push(...parseCommit(Buffer.from(o.content)).parent);
       }
     } catch {
       // damaged or missing: not cached
     }
   }
-  repo.records.flush();
+}
+
+async function deriveCommit(repo: GitRepo, oid: string, content: Buffer): Promise<CommitRecord> {
+  const sources: string[] = [];
+  const meta = (await readMeta(repo, oid, sources)) ?? null;
+  return { commit: parseCommit(content), meta, sources: [...new Set(sources)] };
+}
+
+/** The record cache made again from git: every tag and commit the refs lead to (fsck --repair-index). */
+export async function rebuildRecords(repo: GitRepo, refValues: Iterable<string>): Promise<void> {
+  const commits = new Map<string, CommitRecord>();
+  const tags = new Map<string, TagRecord>();
+  await deriveRecords(repo, refValues, (oid, kind) => (kind === 'c' ? commits.has(oid) : tags.has(oid)), {
+    commit: (oid, r) => commits.set(oid, r),
+    tag: (oid, r) => tags.set(oid, r),
+  });
+  repo.records.rebuild(commits, tags);
+}
+
+/** Entries of the record cache that disagree with the objects they name (those present), for fsck. */
+export async function staleRecords(repo: GitRepo): Promise<string[]> {
+  const wrong: string[] = [];
+  for (const e of repo.records.entries()) {
+    if (!repo.objects.has(e.oid)) continue;
+    let truth: unknown;
+    try {
+      const o = await repo.readRawObject(e.oid);
+      if (e.kind === 't') {
+        const t = parseTag(Buffer.from(o.content));
+        truth = o.type === 'tag' ? { object: t.object, type: t.type, tag: t.tag, message: t.message } : undefined;
+      } else truth = o.type === 'commit' ? await deriveCommit(repo, e.oid, Buffer.from(o.content)) : undefined;
+    } catch {
+      continue; // a damaged object is reported as such
+    }
+    if (JSON.stringify(truth) !== e.json) wrong.push(`${e.kind === 't' ? 'tag' : 'commit'} ${e.oid}`);
+  }
+  return wrong;
 }
 
 export async function readMeta(repo: GitRepo, commit: string, via?: string[]): Promise<VersionMeta | undefined> {

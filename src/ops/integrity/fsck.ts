@@ -1,17 +1,22 @@
 /**
  * `fsck`: the whole store, not version by version (restic's checker, git fsck). Pack files
  * against their own tables and against the index, every index row against the packs,
- * every git object re-hashed and parsed, every ref leading to a commit, and what no ref
- * reaches counted. `repairIndex` rebuilds the index from the packs first (restic
- * rebuild-index): the index is derived data, the packs are the truth; it never opens the old
- * index, whatever state it is in (store.ts sets it aside as index.old/). The check runs under
+ * every git object re-hashed and parsed (each once), git packs against their checksums, every
+ * ref leading to a commit, what no ref reaches counted, and the derived caches (record cache,
+ * ref table) against git. `repairIndex` rebuilds the index from the packs first (restic
+ * rebuild-index), and the caches from git: derived data, the packs and git are the truth; it
+ * never opens the old index, whatever state it is in (store.ts sets it aside as index.old/). The check runs under
  * the shared lock (gc waits) and walks every index page before lmdb reads one: a damaged
  * index is a problem named with its repair, not a crash.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { MstoreError, errorLine } from '../../lib/errors.js';
-import { GITLINK_MODE } from '../../format/git-links.js';
+import { GITLINK_MODE, type Link } from '../../format/git-links.js';
+import { gitObjects } from '../../repo/git-objects.js';
+import { rebuildRecords, staleRecords } from '../../repo/versions.js';
+import { localRefs } from '../../repo/refs.js';
 import type { Store } from '../../repo/store.js';
 import { ENTRY_CHUNK, ENTRY_FILE, readPackTable, type PackEntry } from '../../repo/pack.js';
 import { indexPacks, listPackFiles } from '../../repo/reindex.js';
@@ -41,6 +46,10 @@ export async function fsck(store: Store, opts: { repairIndex?: boolean } = {}): 
     repaired = await store.withExclusiveLock('fsck', async () => {
       await store.dropIndex();
       const r = await indexPacks(store);
+      // The other derived data, made again from git: the record cache and the ref table.
+      const refs = [...(await localRefs(store)).entries()].filter(([ref]) => !ref.startsWith('refs/notes/'));
+      await rebuildRecords(store.repo, refs.map(([, v]) => v));
+      await store.repo.refTable.refresh(undefined, (oid) => store.repo.peelTag(oid));
       return { packsIndexed: r.indexed.length, damagedPacks: r.damaged.map((d) => d.pack) };
     });
   }
@@ -155,21 +164,13 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
   }
   if (dupes) notes.push(`${dupes} chunk copies are duplicates of chunks stored elsewhere (gc drops them)`);
 
-  // Git objects: every one re-hashed (isomorphic-git checks the sha1 of what it reads) and parsed.
-  const objects = await listGitObjects(store.gitdir);
-  let gitDamaged = 0;
-  for (const oid of objects) {
-    try {
-      // Parsed by format/git-links.ts; a tree entry a version cannot hold (format.md §7.9) is named.
-      const { badName } = await store.repo.readLinks(oid);
-      if (badName) problems.push(`git object ${oid}: ${badName}`);
-    } catch (e) {
-      gitDamaged++;
-      problems.push(e instanceof MstoreError ? e.message : `git object ${oid}: ${errorLine(e)}`);
-    }
-  }
-
-  // Refs, and what they reach.
+  // Git objects: every one read once (re-hashed, git-objects.ts) and parsed; first those refs
+  // reach, walking their links, then the rest. Git packs against their own checksums.
+  store.repo.forgetReads();
+  const objects = listGitObjects(store.gitdir);
+  const listed = new Set(objects);
+  const damage = { count: 0 };
+  problems.push(...gitPackProblems(store.gitdir));
   const { roots, problems: refProblems } = await refRoots(store.repo);
   for (const p of refProblems) problems.push(`ref ${p.message}`);
   const starts: string[] = [];
@@ -177,9 +178,15 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
     const v = await store.repo.readRef(`refs/${ref}`);
     if (v) starts.push(v);
   }
-  const reached = await reachableGitObjects(store, starts, problems);
+  const reached = await reachableGitObjects(store, starts, listed, problems, damage);
   let unreachableGit = 0;
-  for (const oid of objects) if (!reached.has(oid)) unreachableGit++;
+  for (const oid of objects) {
+    if (reached.has(oid)) continue;
+    unreachableGit++;
+    await checkGitObject(store, oid, problems, damage);
+  }
+  const gitDamaged = damage.count;
+  problems.push(...(await cacheProblems(store)));
 
   let content = new Map<string, { uses: string[] }>();
   try {
@@ -228,43 +235,89 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
   };
 }
 
-/** Loose objects plus those listed in pack .idx files (version 2). */
-export async function listGitObjects(gitdir: string): Promise<string[]> {
-  const out = new Set<string>();
-  const objdir = path.join(gitdir, 'objects');
-  for (const sub of await readdir(objdir).catch(() => [] as string[])) {
-    if (!/^[0-9a-f]{2}$/.test(sub)) continue;
-    for (const name of await readdir(path.join(objdir, sub))) if (/^[0-9a-f]{38}$/.test(name)) out.add(sub + name);
-  }
-  const packdir = path.join(objdir, 'pack');
-  for (const name of await readdir(packdir).catch(() => [] as string[])) {
-    if (!name.endsWith('.idx')) continue;
-    const idx = await readFile(path.join(packdir, name));
-    // v2: ff744f63 | version 2 | fanout 256 x u32 | n sha1s
-    if (idx.readUInt32BE(0) !== 0xff744f63 || idx.readUInt32BE(4) !== 2) continue;
-    const n = idx.readUInt32BE(8 + 255 * 4);
-    for (let i = 0; i < n; i++) out.add(idx.subarray(8 + 1024 + i * 20, 8 + 1024 + (i + 1) * 20).toString('hex'));
-  }
+/** Loose objects plus those listed in pack indexes, sorted. */
+export function listGitObjects(gitdir: string): string[] {
+  const objects = gitObjects(gitdir);
+  const out = new Set(objects.looseIds());
+  for (const p of objects.packedIds()) for (const id of p.ids) out.add(id);
   return [...out].sort();
 }
 
-/** Every git object reachable from the given objects (tags, commits and their parents, trees, blobs). */
-async function reachableGitObjects(store: Store, commits: string[], problems: string[]): Promise<Set<string>> {
+/** Reads one object (re-hashed, parsed, its entry names checked); what is wrong goes to `problems`. */
+async function checkGitObject(store: Store, oid: string, problems: string[], damage: { count: number }): Promise<Link[] | undefined> {
+  try {
+    const { badName, links } = await store.repo.readLinks(oid);
+    if (badName) problems.push(`git object ${oid}: ${badName}`);
+    return links;
+  } catch (e) {
+    damage.count++;
+    problems.push(e instanceof MstoreError ? e.message : `git object ${oid}: ${errorLine(e)}`);
+    return undefined;
+  }
+}
+
+/** Every git object reachable from the given objects (tags, commits and their parents, trees, blobs), each read once. */
+async function reachableGitObjects(store: Store, commits: string[], listed: Set<string>, problems: string[], damage: { count: number }): Promise<Set<string>> {
   const seen = new Set<string>();
   const todo = [...commits];
   while (todo.length) {
     const oid = todo.pop()!;
     if (seen.has(oid)) continue;
     seen.add(oid);
-    let links;
-    try {
-      links = (await store.repo.readLinks(oid)).links;
-    } catch (e) {
-      if (e instanceof MstoreError && e.code === 'EMISSING') problems.push(`git object ${oid} is missing (reachable from a ref)`);
-      else if (!problems.some((p) => p.startsWith(`git object ${oid}`))) problems.push(e instanceof MstoreError ? e.message : `git object ${oid}: ${errorLine(e)}`);
+    if (!listed.has(oid) && !store.repo.objects.has(oid)) {
+      problems.push(`git object ${oid} is missing (reachable from a ref)`);
       continue;
     }
-    for (const l of links) if (l.mode !== GITLINK_MODE) todo.push(l.oid);
+    const links = await checkGitObject(store, oid, problems, damage);
+    for (const l of links ?? []) if (l.mode !== GITLINK_MODE) todo.push(l.oid);
   }
   return seen;
+}
+
+/**
+ * Each git pack against its own checksums, as `git verify-pack` checks them: the pack's
+ * trailer is the sha1 of its bytes, the index names that trailer and ends with its own sha1;
+ * an index that cannot be read is named.
+ */
+function gitPackProblems(gitdir: string): string[] {
+  const out: string[] = [];
+  const dir = path.join(gitdir, 'objects', 'pack');
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir).filter((n) => /^pack-[0-9a-f]{40}\.idx$/.test(n));
+  } catch {
+    return out;
+  }
+  for (const [name, why] of gitObjects(gitdir).unreadable) out.push(`git pack index ${name} cannot be used: ${why}`);
+  for (const n of names) {
+    const base = n.slice(0, -'.idx'.length);
+    try {
+      const idx = readFileSync(path.join(dir, n));
+      const pack = readFileSync(path.join(dir, `${base}.pack`));
+      if (pack.length < 32 || !createHash('sha1').update(pack.subarray(0, pack.length - 20)).digest().equals(pack.subarray(pack.length - 20))) {
+        out.push(`git pack ${base}.pack is damaged: its bytes do not hash to its trailer`);
+      } else if (idx.length < 40 || !createHash('sha1').update(idx.subarray(0, idx.length - 20)).digest().equals(idx.subarray(idx.length - 20))) {
+        out.push(`git pack index ${n} is damaged: its bytes do not hash to its trailer`);
+      } else if (!idx.subarray(idx.length - 40, idx.length - 20).equals(pack.subarray(pack.length - 20))) {
+        out.push(`git pack index ${n} belongs to another pack (its pack checksum differs)`);
+      }
+    } catch (e) {
+      out.push(`git pack ${base}: ${errorLine(e)}`);
+    }
+  }
+  return out;
+}
+
+/**
+ * The derived caches against git (docs/format.md §2.6): every record the record cache holds for
+ * an object that is here must be what the object says, and a ref-table snapshot that validates
+ * must list the refs as their files do. Either is rebuilt by `fsck --repair-index`.
+ */
+async function cacheProblems(store: Store): Promise<string[]> {
+  const out: string[] = [];
+  const repo = store.repo;
+  const wrong = await staleRecords(repo);
+  if (wrong.length) out.push(`the record cache (cache/records) disagrees with git for ${wrong.length} object(s), e.g. ${wrong[0]}; run 'mstore fsck --repair-index'`);
+  if (!repo.refTable.matchesFiles()) out.push(`the ref table (cache/refs) disagrees with the ref files; run 'mstore fsck --repair-index'`);
+  return out;
 }

@@ -14,7 +14,7 @@ import type { Store } from '../../repo/store.js';
 import { ContentReader } from '../../repo/content.js';
 import { packPath, readPackTable, ENTRY_CHUNK, type PackEntry } from '../../repo/pack.js';
 import { META_SCHEMA, readMeta, resolveRev } from '../../repo/versions.js';
-import { parsePointer, POINTER_MAX_BYTES } from '../../format/pointer.js';
+import { parsePointer } from '../../format/pointer.js';
 import { refRoots, type Roots } from '../../repo/reach.js';
 import { indexPageProblems } from '../../repo/index-check.js';
 import { indexDamaged } from '../../repo/index-db.js';
@@ -107,6 +107,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
   }
   if (mode !== 'quick') store.hasher.warm();
   const repo = store.repo;
+  repo.forgetReads();
   const index = store.index;
   const problems: Problem[] = [];
   const byVersion = new Map<string, VersionReport>();
@@ -144,8 +145,6 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
 
   // 1. Version records: commit, metadata, tree, blobs, pointers.
   const files = new Map<string, FileUse>();
-  /** Blobs read so far: what they hold when it may be a pointer (at most 1 KiB), or why they cannot be read. */
-  const blobs = new Map<string, { pointerLike?: Buffer; damage?: string }>();
   for (const [commit, names] of targets) {
     let name = preferredName(names);
     const v = report(name, commit);
@@ -161,22 +160,15 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       for (const [p, e] of flat) {
         if (p.startsWith('.mstore/')) continue;
         // Each distinct blob is read (re-hashed) once per run, however many versions hold it.
-        let seen = blobs.get(e.blob);
-        if (!seen) {
-          try {
-            const data = await repo.readBlob(e.blob);
-            seen = { pointerLike: data.length <= POINTER_MAX_BYTES ? Buffer.from(data) : undefined };
-          } catch (err) {
-            seen = { damage: firstLine(err) };
-          }
-          blobs.set(e.blob, seen);
-        }
-        if (seen.damage !== undefined) {
-          fail({ versions: [name], files: [`${name}:${p}`], message: `${name}:${p}: git object ${e.blob} is damaged (${seen.damage})` });
+        let small: Buffer | null;
+        try {
+          small = await repo.pointerCandidate(e.blob);
+        } catch (err) {
+          fail({ versions: [name], files: [`${name}:${p}`], message: `${name}:${p}: git object ${e.blob} is damaged (${firstLine(err)})` });
           continue;
         }
-        if (e.mode === '120000' || !seen.pointerLike) continue;
-        const ptr = parsePointer(seen.pointerLike, `${name}:${p}`);
+        if (e.mode === '120000' || !small) continue;
+        const ptr = parsePointer(small, `${name}:${p}`);
         if (!ptr) continue;
         const use = files.get(ptr.oid);
         if (use) {

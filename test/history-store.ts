@@ -7,21 +7,23 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { writeSafetensors, type TensorSpec } from '../test/helpers.js';
+import { writeSafetensors, type TensorSpec } from './helpers.js';
 import { Store } from '../src/repo/store.js';
 import { commit } from '../src/ops/commit.js';
 
 const ADAPTER_TENSORS = 8;
-/** 8 × 128 Ki BF16 values × 2 bytes = 2 MiB. */
-const ADAPTER_SHAPE = [256, 512];
 
-function adapterTensors(seeds: number[]): TensorSpec[] {
-  return seeds.map((seed, i) => ({ name: `base_model.model.layers.${i}.self_attn.q_proj.lora_A.weight`, dtype: 'BF16', shape: ADAPTER_SHAPE, seed }));
+/** Eight BF16 tensors of 256 rows: 8 × 256 × 512 × 2 bytes = 2 MiB by default. */
+function adapterTensors(seeds: number[], adapterKiB: number): TensorSpec[] {
+  const cols = Math.max(1, Math.round((adapterKiB * 1024) / ADAPTER_TENSORS / 256 / 2));
+  return seeds.map((seed, i) => ({ name: `base_model.model.layers.${i}.self_attn.q_proj.lora_A.weight`, dtype: 'BF16', shape: [256, cols], seed }));
 }
 
 export interface HistoryShape {
   /** Versions of the adapter on the default line. */
   versions: number;
+  /** Size of the adapter in KiB (2048). */
+  adapterKiB?: number;
   /** Versions of a large model on the line `big` (0: none). */
   bigVersions?: number;
   /** Size of the large model in MiB. */
@@ -38,7 +40,7 @@ export async function buildHistory(dir: string, shape: HistoryShape): Promise<vo
     mkdirSync(path.join(dir, 'evolution'), { recursive: true });
     for (let v = 1; v <= shape.versions; v++) {
       seeds[v % ADAPTER_TENSORS] = 2_000_000 + v;
-      writeSafetensors(path.join(dir, 'adapter_model.safetensors'), adapterTensors(seeds));
+      writeSafetensors(path.join(dir, 'adapter_model.safetensors'), adapterTensors(seeds, shape.adapterKiB ?? 2048));
       const loss = 2 / Math.sqrt(v);
       writeFileSync(path.join(dir, 'metrics.json'), `${JSON.stringify({ step: v * 100, loss, eval_loss: loss * 1.1 })}\n`);
       writeFileSync(path.join(dir, 'evolution', `${String(v).padStart(4, '0')}.json`), `${JSON.stringify({ generation: v, fitness: 1 - loss / 3, genome: Array.from({ length: 16 }, (_, i) => (v * 31 + i * 7) % 97) })}\n`);
