@@ -296,11 +296,16 @@ export function applyDelta(base: Buffer, delta: Buffer): Buffer {
 }
 
 const YIELD_EVERY_MS = 15;
+/** Timestamps closer than this to a listing cannot prove that nothing changed after it (2 s). */
+const RACY_NS = 2_000_000_000n;
 
 export class GitObjects {
   private packs: Pack[] | undefined;
   private packNames = '';
   private lastYield = performance.now();
+  /** The pack folder's mtime at the last listing, and when that listing was made (ns). */
+  private listedStamp: bigint | undefined;
+  private listedAt = 0n;
   /** Objects proven intact or read whole in this process. */
   private readonly proven = new Set<string>();
   /** Pack indexes that could not be read, and why (name -> reason). */
@@ -316,6 +321,13 @@ export class GitObjects {
   private packList(refresh = false): Pack[] {
     if (this.packs && !refresh) return this.packs;
     const dir = path.join(this.objdir, 'pack');
+    // A miss re-lists the folder only when it may have changed: its mtime moved, or the last
+    // listing came within the file system's timestamp granularity of its last change (racy).
+    const stamp = statSync(dir, { bigint: true, throwIfNoEntry: false })?.mtimeNs;
+    const now = BigInt(Date.now()) * 1_000_000n;
+    if (this.packs && stamp !== undefined && stamp === this.listedStamp && this.listedAt - stamp > RACY_NS) return this.packs;
+    this.listedStamp = stamp;
+    this.listedAt = now;
     let names: string[];
     try {
       names = readdirSync(dir)

@@ -11,6 +11,7 @@ import { appendRecords, readRecords, recordsFromEnd } from '../lib/journal.js';
 import type { GitRepo } from './git.js';
 import { checkRefName, DEFAULT_MAX_REFS, shown } from './ref-names.js';
 import { learnRecords } from './versions.js';
+import { withRefFolderSyncsDeferred } from './git-fs.js';
 import { REFLOG_FILE } from './ref-table.js';
 import { localRefs } from './refs.js';
 
@@ -124,7 +125,7 @@ export async function moveRefs(
   // The ref table as it was, if its snapshot is current: updated with these moves below.
   const table = store.repo.refTable.snapshot();
   await appendRecords(journalPath(store), entries);
-  await applyEntries(store, entries, reason);
+  await withRefFolderSyncsDeferred(store.repo.gitdir, () => applyEntries(store, entries, reason));
   if (table) {
     for (const e of entries) {
       table.peeled.delete(e.ref);
