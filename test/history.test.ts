@@ -136,6 +136,23 @@ test('push and clone of the whole history give the same log', () => {
   assert.ok(again.gitObjectsSent <= 6, `one version's records travel (${again.gitObjectsSent} objects)`);
 });
 
+test('after real git gc (delta-compressed packs, packed-refs): the same answers', () => {
+  const copy = path.join(other, 'gitgc');
+  cpSync(ws, copy, { recursive: true });
+  const before = ok(mstore(copy, ['log', '--json']), 'log');
+  const gitdir = path.join(copy, '.mstore', 'git');
+  ok(git(gitdir, ['gc', '--aggressive', '--quiet']), 'git gc');
+  const packs = readdirSync(path.join(gitdir, 'objects', 'pack')).filter((n) => n.endsWith('.idx'));
+  const listed = ok(git(gitdir, ['verify-pack', '-v', path.join(gitdir, 'objects', 'pack', packs[0])]), 'verify-pack -v');
+  assert.match(listed, /^[0-9a-f]{40} (tree|blob) +\d+ \d+ \d+ \d+ [0-9a-f]{40}$/m, 'git gc made deltas');
+  assert.ok(readFileSync(path.join(gitdir, 'packed-refs'), 'utf8').includes('refs/tags/v150'), 'and packed the refs');
+  assert.is(ok(mstore(copy, ['log', '--json']), 'log after git gc'), before, 'log reads deltas and packed-refs');
+  assert.ok((JSON.parse(ok(mstore(copy, ['verify', '--all', '--quick', '--json']), 'verify --quick')) as { ok: boolean }).ok);
+  assert.equal((JSON.parse(ok(mstore(copy, ['fsck', '--json']), 'fsck')) as { problems: string[] }).problems, []);
+  ok(mstore(copy, ['tag', 'after-gc', 'v150']), 'a writer after git gc');
+  assert.match(ok(mstore(copy, ['tag', '--list']), 'tag --list'), /^after-gc +/m);
+});
+
 test('damage inside a packed record is found although the record is cached', () => {
   const copy = path.join(other, 'damaged');
   cpSync(ws, copy, { recursive: true });

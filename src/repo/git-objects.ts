@@ -303,6 +303,10 @@ export class GitObjects {
   private packs: Pack[] | undefined;
   private packNames = '';
   private lastYield = performance.now();
+  /** The fan-out folders of objects/ at the last listing, objects/'s mtime then, and when (ns). */
+  private fanOut: Set<string> | undefined;
+  private fanOutStamp: bigint | undefined;
+  private fanOutAt = 0n;
   /** The pack folder's mtime at the last listing, and when that listing was made (ns). */
   private listedStamp: bigint | undefined;
   private listedAt = 0n;
@@ -372,7 +376,7 @@ export class GitObjects {
     const bin = Buffer.from(oid, 'hex');
     const inPacks = (list: Pack[]): boolean => list.some((p) => p.find(bin) >= 0);
     if (inPacks(this.packList())) return true;
-    if (statSync(this.loosePath(oid), { throwIfNoEntry: false })) return true;
+    if (this.fanOutMayHold(oid) && statSync(this.loosePath(oid), { throwIfNoEntry: false })) return true;
     const before = this.packs;
     const list = this.packList(true);
     return list !== before && inPacks(list);
@@ -478,7 +482,24 @@ export class GitObjects {
     return o;
   }
 
+  /**
+   * False when the loose object's fan-out folder does not exist (a fresh or fully packed
+   * repository: a first push asks about 9,000 absent objects). The folder list is read again
+   * when objects/ changed since, or may have (the racy rule of packList).
+   */
+  private fanOutMayHold(oid: string): boolean {
+    const stamp = statSync(this.objdir, { bigint: true, throwIfNoEntry: false })?.mtimeNs;
+    if (stamp === undefined) return false;
+    if (!this.fanOut || stamp !== this.fanOutStamp || this.fanOutAt - stamp <= RACY_NS) {
+      this.fanOut = new Set(readdirOr(this.objdir));
+      this.fanOutStamp = stamp;
+      this.fanOutAt = BigInt(Date.now()) * 1_000_000n;
+    }
+    return this.fanOut.has(oid.slice(0, 2));
+  }
+
   private readLoose(oid: string): GitObject | undefined {
+    if (!this.fanOutMayHold(oid)) return undefined;
     let raw: Buffer;
     try {
       raw = readFileSync(this.loosePath(oid));
@@ -561,11 +582,3 @@ export function gitObjects(gitdir: string): GitObjects {
   if (!r) readers.set(key, (r = new GitObjects(key)));
   return r;
 }
-
-/** Forgets a repository's reader (its folder is being removed or replaced). */
-export function forgetGitObjects(gitdir: string): void {
-  const key = path.resolve(gitdir);
-  readers.get(key)?.close();
-  readers.delete(key);
-}
-

@@ -16,6 +16,7 @@ export interface WalkedObject {
  * writing them in this order never leaves a written object pointing at a missing one.
  */
 export async function reachableObjects(gitdir: string, starts: string[], haves: Iterable<string> = []): Promise<WalkedObject[]> {
+  const objects = gitObjects(gitdir);
   const order: WalkedObject[] = [];
   // `haves`: objects whose whole closure is known to be present elsewhere; not walked, not listed.
   const state = new Map<string, 'open' | 'done'>([...haves].map((h) => [h, 'done'] as const));
@@ -29,16 +30,28 @@ export async function reachableObjects(gitdir: string, starts: string[], haves: 
         continue;
       }
       state.set(top.oid, 'open');
-      const o = await gitObjects(gitdir).get(top.oid);
+      const o = await objects.get(top.oid);
       top.type = o.type;
+      let links;
       try {
-        top.children = objectLinks(o.type, o.content)
-          .filter((l) => l.mode !== '160000')
-          .map((l) => l.oid);
+        links = objectLinks(o.type, o.content).filter((l) => l.mode !== '160000');
       } catch (e) {
         throw new MstoreError('ECORRUPT', `git object ${top.oid} (${o.type}) is malformed: ${errorLine(e)}`, { what: top.oid });
       }
-      for (const c of top.children) if (!state.has(c)) stack.push({ oid: c });
+      // A blob a tree names links to nothing: its presence is all the walk needs (whoever reads
+      // it, to send or to verify, re-hashes it then), so it is listed without being read.
+      top.children = [];
+      for (const l of links) {
+        if (state.has(l.oid)) continue;
+        if (o.type === 'tree' && l.type === 'blob') {
+          if (!objects.has(l.oid)) throw new MstoreError('EMISSING', `git object ${l.oid} (blob ${l.via}) is missing`, { what: l.oid });
+          state.set(l.oid, 'done');
+          order.push({ oid: l.oid, type: 'blob' });
+          continue;
+        }
+        top.children.push(l.oid);
+        stack.push({ oid: l.oid });
+      }
       continue;
     }
     stack.pop();

@@ -41,40 +41,48 @@ type Kind = 'c' | 't';
 const crcHex = (text: string): string => (crc32(text) >>> 0).toString(16).padStart(8, '0');
 
 export class RecordCache {
-  /** `<kind><id>` -> the line after the key: `<crc> <json>` (checked and parsed on use). */
-  private lines: Map<string, string> | undefined;
+  /**
+   * `<kind><id>` -> the bytes after the key, `<crc> <json>`, checked and decoded only when used:
+   * `log -n 20` of a 1,000-version history decodes 20 lines, not the file.
+   */
+  private lines: Map<string, Buffer> | undefined;
   private pending: string[] = [];
 
   constructor(private readonly file: string) {}
 
-  private load(): Map<string, string> {
+  private load(): Map<string, Buffer> {
     if (this.lines) return this.lines;
-    const lines = new Map<string, string>();
-    let text = '';
+    const lines = new Map<string, Buffer>();
+    let data = Buffer.alloc(0);
     try {
-      text = readFileSync(this.file, 'utf8');
+      data = readFileSync(this.file);
     } catch {
       // no cache yet, or unreadable: everything is read from git
     }
-    for (let at = 0; at < text.length; ) {
-      let end = text.indexOf('\n', at);
-      if (end < 0) end = text.length;
-      const line = text.slice(at, end);
-      at = end + 1;
+    for (let at = 0; at < data.length; ) {
+      let end = data.indexOf(0x0a, at);
+      if (end < 0) end = data.length;
       // kind + 40 hex, space, 8 hex, space, json; the first line of a key is used
-      if (line.length < 52 || line[41] !== ' ' || line[50] !== ' ') continue;
-      const key = line.slice(0, 41);
-      if (!lines.has(key)) lines.set(key, line.slice(42));
+      if (end - at >= 52 && data[at + 41] === 0x20 && data[at + 50] === 0x20) {
+        const key = data.toString('latin1', at, at + 41);
+        if (!lines.has(key)) lines.set(key, data.subarray(at + 42, end));
+      }
+      at = end + 1;
     }
     this.lines = lines;
     return lines;
   }
 
+  /** The json of an entry whose CRC holds, else undefined (a torn or damaged line). */
+  private static checked(entry: Buffer): string | undefined {
+    const json = entry.subarray(9);
+    return (crc32(json) >>> 0).toString(16).padStart(8, '0') === entry.toString('latin1', 0, 8) ? json.toString('utf8') : undefined;
+  }
+
   private get<T>(kind: Kind, oid: string): T | undefined {
     const entry = this.load().get(kind + oid);
-    if (entry === undefined) return undefined;
-    const json = entry.slice(9);
-    if (crcHex(json) !== entry.slice(0, 8)) return undefined; // torn or damaged: read from git
+    const json = entry && RecordCache.checked(entry);
+    if (json === undefined) return undefined; // absent, torn or damaged: read from git
     try {
       return JSON.parse(json) as T;
     } catch {
@@ -86,7 +94,7 @@ export class RecordCache {
     const lines = this.load();
     if (lines.has(kind + oid)) return;
     const json = JSON.stringify(value);
-    lines.set(kind + oid, `${crcHex(json)} ${json}`);
+    lines.set(kind + oid, Buffer.from(`${crcHex(json)} ${json}`));
     this.pending.push(`${kind}${oid} ${crcHex(json)} ${json}\n`);
   }
 
@@ -123,8 +131,8 @@ export class RecordCache {
   /** Every entry whose line is whole (its CRC holds): kind, object id and the json text. */
   *entries(): Generator<{ kind: Kind; oid: string; json: string }> {
     for (const [key, entry] of this.load()) {
-      const json = entry.slice(9);
-      if (crcHex(json) === entry.slice(0, 8)) yield { kind: key[0] as Kind, oid: key.slice(1), json };
+      const json = RecordCache.checked(entry);
+      if (json !== undefined) yield { kind: key[0] as Kind, oid: key.slice(1), json };
     }
   }
 
@@ -144,16 +152,16 @@ export class RecordCache {
   /** Replaces the file with exactly these entries (fsck: derived again from the objects). */
   rebuild(commits: Map<string, CommitRecord>, tags: Map<string, TagRecord>): void {
     const out: string[] = [];
-    const lines = new Map<string, string>();
+    const lines = new Map<string, Buffer>();
     for (const [kind, map] of [['c', commits], ['t', tags]] as const) {
       for (const [oid, value] of map) {
         const json = JSON.stringify(value);
-        lines.set(kind + oid, `${crcHex(json)} ${json}`);
+        lines.set(kind + oid, Buffer.from(`${crcHex(json)} ${json}`));
         out.push(`${kind}${oid} ${crcHex(json)} ${json}\n`);
       }
     }
     mkdirSync(path.dirname(this.file), { recursive: true });
-    const tmp = `${this.file}.tmp-${process.pid}`;
+    const tmp = `${this.file}.tmp`; // one writer at a time (the store lock); a leftover is overwritten
     writeFileSync(tmp, out.join(''));
     renameSync(tmp, this.file);
     this.lines = lines;

@@ -156,7 +156,7 @@ export class RefTable {
       }
       const snap: Snapshot = { journal: this.journalSize(), stamps: this.stamps(), refs: Object.fromEntries(refs), peeled };
       mkdirSync(path.dirname(this.file), { recursive: true });
-      const tmp = `${this.file}.tmp-${process.pid}`;
+      const tmp = `${this.file}.tmp`; // one writer at a time (the store lock); a leftover is overwritten
       writeFileSync(tmp, JSON.stringify(snap));
       renameSync(tmp, this.file);
     } catch {
