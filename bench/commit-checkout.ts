@@ -2,7 +2,9 @@
  * `npm run bench`: commit, no-op commit, checkout, dedup and peak memory of mstore on generated
  * safetensors files (24 BF16 tensors, incompressible), against anchors measured in the same run:
  * `openssl dgst -sha256` (the hashing limit) and `cp` (the copy limit), plus git-lfs and restic
- * when installed. Every timing is the wall time of a real process (performance.now around
+ * when installed: `restic backup` and `restic restore` of the same file run inside the
+ * interleaved reps, and commit must take at most half of restic backup's wall time, checkout
+ * half of restic restore's with no more system time (issue 15). Every timing is the wall time of a real process (performance.now around
  * spawnSync), node startup included; anchors and mstore steps are medians of MSTORE_BENCH_REPS
  * interleaved reps, each step started after `sync` (no dirty pages; the input stays in the page
  * cache). Ratios are ratios of those medians; the per-rep ratios and CPU times are printed too.
@@ -97,14 +99,21 @@ try {
   // -------------------------------------------------------------- 1-3: anchors, commit, no-op, checkout
   // Interleaved: each rep runs every anchor and every mstore step, so a burst of load from
   // elsewhere (or the VM's memory state) hits a rep's anchor and its mstore steps alike.
-  type Step = 'openssl' | 'cp' | 'cpSync' | 'commit' | 'noop' | 'checkout';
-  const t: Record<Step, number[]> = { openssl: [], cp: [], cpSync: [], commit: [], noop: [], checkout: [] };
+  type Step = 'openssl' | 'cp' | 'cpSync' | 'commit' | 'noop' | 'checkout' | 'resticBackup' | 'resticRestore';
+  const t: Record<Step, number[]> = { openssl: [], cp: [], cpSync: [], commit: [], noop: [], checkout: [], resticBackup: [], resticRestore: [] };
   const cpu: Partial<Record<Step, string[]>> = {};
+  const sys: Partial<Record<Step, number[]>> = {};
   const note = (k: Step, r: Ran): number => {
     t[k].push(r.ms);
-    if (r.cpu) (cpu[k] ??= []).push(`${r.cpu.user.toFixed(2)}u+${r.cpu.sys.toFixed(2)}s`);
+    if (r.cpu) {
+      (cpu[k] ??= []).push(`${r.cpu.user.toFixed(2)}u+${r.cpu.sys.toFixed(2)}s`);
+      (sys[k] ??= []).push(r.cpu.sys);
+    }
     return r.ms;
   };
+  // restic backup and restore of the same file, interleaved with mstore's commit and checkout
+  // (issue 15: checkout and commit against restic, sys time included), a fresh repository each rep.
+  const withRestic = have('restic', ['version']);
   const dst = path.join(root, 'cp.bin');
   const out = path.join(root, 'out');
   let want = '';
@@ -130,6 +139,16 @@ try {
     // correctness, not timed
     checkedOut.push(digestOf(openssl(path.join(out, 'model.safetensors'))) === want);
     rmSync(out, { recursive: true });
+    if (withRestic) {
+      const env = { RESTIC_PASSWORD: 'bench', RESTIC_REPOSITORY: path.join(root, `restic-rep-${i}`), RESTIC_CACHE_DIR: path.join(root, 'restic-rep-cache') };
+      run('restic', ['init', '-q'], { env });
+      settle();
+      note('resticBackup', run('restic', ['backup', '-q', file], { env, rusage: true }));
+      settle();
+      note('resticRestore', run('restic', ['restore', '-q', 'latest', '--target', out], { env, rusage: true }));
+      rmSync(out, { recursive: true, force: true });
+      rmSync(env.RESTIC_REPOSITORY, { recursive: true, force: true });
+    }
   }
   let otherNoop: number | undefined;
   if (OTHER_CLI) {
@@ -153,6 +172,14 @@ try {
   // least once: one openssl pass is its floor, whatever it does in parallel.
   rows.push({ what: 'floor of a verified checkout: one sha256 pass', value: secs(m.openssl), ratio: `${x(m.openssl / m.cp)} cp`, target: 'context' });
   accept({ what: 'mstore checkout v001 --to', value: `${secs(m.checkout)} (${mbps(m.checkout)})`, ratio: `${x(coRatio)} cp; ${x(m.checkout / m.cpSync)} cp+sync`, target: '<= 2.50x (goal 1.25x)', pass: coRatio <= 2.5 });
+  if (withRestic) {
+    const sysOf = (k: Step): number => median(sys[k] ?? [0]);
+    rows.push({ what: 'restic backup (same file)', value: `${secs(m.resticBackup)} (sys ${sysOf('resticBackup').toFixed(2)} s)`, ratio: `${x(m.commit / m.resticBackup)} mstore commit`, target: 'anchor' });
+    rows.push({ what: 'restic restore (same file)', value: `${secs(m.resticRestore)} (sys ${sysOf('resticRestore').toFixed(2)} s)`, ratio: `${x(m.checkout / m.resticRestore)} mstore checkout`, target: 'anchor' });
+    accept({ what: 'mstore commit vs restic backup', value: secs(m.commit), ratio: `${x(m.commit / m.resticBackup)} restic backup`, target: '<= 0.50x', pass: m.commit <= 0.5 * m.resticBackup });
+    accept({ what: 'mstore checkout vs restic restore', value: secs(m.checkout), ratio: `${x(m.checkout / m.resticRestore)} restic restore`, target: '<= 0.50x', pass: m.checkout <= 0.5 * m.resticRestore });
+    accept({ what: 'mstore checkout sys vs restic restore sys', value: `${sysOf('checkout').toFixed(2)} s`, ratio: `restic ${sysOf('resticRestore').toFixed(2)} s`, target: "<= restic's", pass: sysOf('checkout') <= sysOf('resticRestore') });
+  }
   accept({ what: 'checkout sha256 == original', value: `${checkedOut.filter(Boolean).length}/${checkedOut.length} match`, target: 'all', pass: checkedOut.every(Boolean) });
 
   // -------------------------------------------------------------- 4: dedup, v2 with a third of the tensors changed in place
