@@ -7,7 +7,7 @@
  * (path -> mode + blob id), like git's index.
  * Refs are read and written by their exact full name only (no guessing of namespaces).
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { gitFs, isoGit } from './git-fs.js';
@@ -79,6 +79,7 @@ export class GitRepo {
   /** What listing needs from each record (record-cache.ts); derived, beside the repository. */
   readonly records: RecordCache;
   private readonly small = new Map<string, Buffer | null>();
+  private readonly notPointers = new Set<string>();
   /** Every ref at once, from a snapshot while it is provably current (ref-table.ts). */
   readonly refTable: RefTable;
   constructor(readonly gitdir: string) {
@@ -158,6 +159,29 @@ export class GitRepo {
   async pointerCandidate(oid: string, role = 'blob'): Promise<Buffer | null> {
     const known = this.small.get(oid);
     if (known !== undefined) return known;
+    return this.readPointerCandidate(oid, role);
+  }
+
+  /**
+   * What pointerCandidate returns when this process already read the blob, else undefined:
+   * without a promise, for loops over 500,000 tree entries that name a few thousand blobs.
+   */
+  knownPointerCandidate(oid: string): Buffer | null | undefined {
+    return this.small.get(oid);
+  }
+
+  /** Whether the blob was found not to be a git-lfs pointer (noteNotPointer). */
+  isKnownNotPointer(oid: string): boolean {
+    return this.notPointers.has(oid);
+  }
+
+  /** Remembers that a blob does not parse as a git-lfs pointer (a fact of its immutable content). */
+  noteNotPointer(oid: string): void {
+    if (this.notPointers.size >= MAX_SMALL_BLOBS) this.notPointers.clear();
+    this.notPointers.add(oid);
+  }
+
+  private async readPointerCandidate(oid: string, role: string): Promise<Buffer | null> {
     const data = await this.readBlob(oid, role);
     const kept = data.length <= POINTER_MAX_BYTES ? Buffer.from(data) : null;
     if (this.small.size >= MAX_SMALL_BLOBS) this.small.clear();
@@ -168,6 +192,7 @@ export class GitRepo {
   /** Forgets what this process proved by reading (pointerCandidate, GitObjects.intact): verify and fsck read everything again. */
   forgetReads(): void {
     this.small.clear();
+    this.notPointers.clear();
     this.objects.forgetProven();
   }
 
@@ -457,27 +482,20 @@ export class GitRepo {
 
   /** Ref names under a prefix such as 'refs/tags', relative to it: loose ref files and packed-refs. */
   async listRefs(prefix: string): Promise<string[]> {
-    return this.listRefsSync(prefix);
+    const base = `${prefix.replace(/\/+$/, '')}/`;
+    return [...this.refTable.read().refs.keys()].filter((r) => r.startsWith(base)).map((r) => r.slice(base.length));
   }
 
-  private listRefsSync(prefix: string, packed = this.packedRefs()): string[] {
-    const names = new Set<string>();
-    const walk = (dir: string, rel: string): void => {
-      let entries;
-      try {
-        entries = readdirSync(dir, { withFileTypes: true });
-      } catch {
-        return;
-      }
-      for (const e of entries) {
-        if (e.isDirectory()) walk(path.join(dir, e.name), `${rel}${e.name}/`);
-        else if (e.isFile()) names.add(rel + e.name);
-      }
-    };
-    const base = prefix.replace(/\/+$/, '');
-    walk(path.join(this.gitdir, base), '');
-    for (const ref of packed.keys()) if (ref.startsWith(`${base}/`)) names.add(ref.slice(base.length + 1));
-    return [...names];
+  /**
+   * Every ref under `refs/` with its value as readRef gives it (undefined: unreadable), from
+   * the ref table (ref-table.ts: one snapshot while it is provably current, else the files).
+   */
+  refValues(): Map<string, string | undefined> {
+    const out = new Map<string, string | undefined>();
+    for (const [ref, raw] of this.refTable.read().refs) {
+      out.set(ref, /^[0-9a-f]{40}$/.test(raw) ? raw : raw.startsWith('ref: ') ? this.readRefSync(ref) : undefined);
+    }
+    return out;
   }
 
   /**

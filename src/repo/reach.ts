@@ -25,10 +25,7 @@ function addRoot(roots: Roots, commit: string, name: string): void {
  * anything else under refs/ except notes (labels annotate versions; they are not versions).
  */
 export async function allRefs(repo: GitRepo): Promise<string[]> {
-  return (await repo.listRefs('refs'))
-    .map((r) => `refs/${r}`)
-    .filter((r) => !r.startsWith('refs/notes/'))
-    .sort();
+  return [...repo.refValues().keys()].filter((r) => !r.startsWith('refs/notes/')).sort();
 }
 
 export interface RootProblem {
@@ -42,8 +39,9 @@ export interface RootProblem {
 export async function refRoots(repo: GitRepo): Promise<{ roots: Roots; problems: RootProblem[] }> {
   const roots: Roots = new Map();
   const problems: RootProblem[] = [];
-  for (const ref of await allRefs(repo)) {
-    const oid = await repo.readRef(ref);
+  const values = repo.refValues();
+  for (const ref of [...values.keys()].filter((r) => !r.startsWith('refs/notes/')).sort()) {
+    const oid = values.get(ref);
     if (!oid) {
       problems.push({ ref, message: `${ref} cannot be read` });
       continue;
@@ -97,11 +95,14 @@ export async function contentOf(repo: GitRepo, commits: Iterable<string>, label:
   for (const commit of commits) {
     const c = await repo.readCommit(commit);
     for (const [p, e] of modelEntries(await repo.readFlatTree(c.tree))) {
-      if (e.mode === '120000') continue;
+      if (e.mode === '120000' || repo.isKnownNotPointer(e.blob)) continue;
       const use = `${label(commit)}:${p}`;
-      const small = await repo.pointerCandidate(e.blob, use);
+      const small = repo.knownPointerCandidate(e.blob) ?? (await repo.pointerCandidate(e.blob, use));
       const ptr = small && parsePointer(small, use);
-      if (!ptr) continue;
+      if (!ptr) {
+        repo.noteNotPointer(e.blob);
+        continue;
+      }
       const cur = out.get(ptr.oid);
       if (cur) cur.uses.push(use);
       else out.set(ptr.oid, { oid: ptr.oid, size: ptr.size, uses: [use] });

@@ -72,10 +72,10 @@ export async function refsFor(
 
 /** Every ref of a local store (notes included), full name -> value. */
 export async function localRefs(store: { repo: GitRepo }): Promise<Map<string, string>> {
-  const repo = store.repo;
   const out = new Map<string, string>();
-  for (const r of (await repo.listRefs('refs')).map((x) => `refs/${x}`).sort()) {
-    const v = await repo.readRef(r);
+  const values = store.repo.refValues();
+  for (const r of [...values.keys()].sort()) {
+    const v = values.get(r);
     if (v) out.set(r, v);
   }
   return out;

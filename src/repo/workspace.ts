@@ -84,14 +84,17 @@ export function statEntry(s: StatInfo, kind: StatKind, oid: string, blob: string
   return { ...s, kind, oid, blob, at };
 }
 
-async function loadIgnore(root: string): Promise<Ignore> {
-  const ig = ignore();
+/** The workspace's `.mstoreignore` as a test of a relative path; without one, nothing is ignored (and nothing is matched per file). */
+async function loadIgnore(root: string): Promise<(p: string) => boolean> {
+  let rules: string;
   try {
-    ig.add(await readFile(path.join(root, '.mstoreignore'), 'utf8'));
+    rules = await readFile(path.join(root, '.mstoreignore'), 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    return () => false;
   }
-  return ig;
+  const ig: Ignore = ignore().add(rules);
+  return (p) => ig.ignores(p);
 }
 
 /** Turns user path arguments (relative to cwd) into workspace-relative prefixes. */
@@ -116,7 +119,7 @@ export async function scanWorkspace(
   root: string,
   prefixes?: string[],
 ): Promise<{ files: WorkFile[]; skipped: string[]; temps: string[] }> {
-  const ig = await loadIgnore(root);
+  const ignored = await loadIgnore(root);
   const files: WorkFile[] = [];
   const skipped: string[] = [];
   const temps: string[] = [];
@@ -145,12 +148,12 @@ export async function scanWorkspace(
         continue;
       }
       if (d.isDirectory()) {
-        if (ig.ignores(`${p}/`)) continue;
+        if (ignored(`${p}/`)) continue;
         if (prefixes && !prefixes.some((pre) => pre === '' || pre === p || pre.startsWith(`${p}/`) || p.startsWith(`${pre}/`))) continue;
         await visit(p);
         continue;
       }
-      if (ig.ignores(p)) continue;
+      if (ignored(p)) continue;
       if (prefixes && !underAny(p, prefixes)) continue;
       if (d.isFile() || d.isSymbolicLink()) {
         const full = path.join(root, p);

@@ -160,16 +160,22 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       for (const [p, e] of flat) {
         if (p.startsWith('.mstore/')) continue;
         // Each distinct blob is read (re-hashed) once per run, however many versions hold it.
-        let small: Buffer | null;
-        try {
-          small = await repo.pointerCandidate(e.blob);
-        } catch (err) {
-          fail({ versions: [name], files: [`${name}:${p}`], message: `${name}:${p}: git object ${e.blob} is damaged (${firstLine(err)})` });
+        if (repo.isKnownNotPointer(e.blob)) continue;
+        let small = repo.knownPointerCandidate(e.blob);
+        if (small === undefined) {
+          try {
+            small = await repo.pointerCandidate(e.blob);
+          } catch (err) {
+            fail({ versions: [name], files: [`${name}:${p}`], message: `${name}:${p}: git object ${e.blob} is damaged (${firstLine(err)})` });
+            continue;
+          }
+        }
+        if (e.mode === '120000') continue;
+        const ptr = small && parsePointer(small, `${name}:${p}`);
+        if (!ptr) {
+          repo.noteNotPointer(e.blob);
           continue;
         }
-        if (e.mode === '120000' || !small) continue;
-        const ptr = parsePointer(small, `${name}:${p}`);
-        if (!ptr) continue;
         const use = files.get(ptr.oid);
         if (use) {
           use.uses.push({ version: name, path: p });
