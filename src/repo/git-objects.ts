@@ -37,7 +37,8 @@ export class GitObjectDamage extends Error {
 const PACK_TYPES: Record<number, GitObjectType> = { 1: 'commit', 2: 'tree', 3: 'blob', 4: 'tag' };
 const OFS_DELTA = 6;
 const REF_DELTA = 7;
-const IDX_MAGIC = 0xff744f63;
+/** The first four bytes of a version-2 pack index. */
+export const IDX_MAGIC = 0xff744f63;
 
 /** The `<type> <size>\0` header git hashes in front of an object's content. */
 export function objectHeader(type: string, size: number): Buffer {
