@@ -100,9 +100,9 @@ class Pack {
    * Whether the stored bytes of the entry at `offset` (and of its delta bases in this pack)
    * match the CRC-32s the index records: no inflating, no re-hashing.
    */
-  entryIntact(offset: number, depth = 0): boolean {
+  entryIntact(offset: number, depth = 0, position?: number): boolean {
     if (depth > 64) return false;
-    const i = this.positionOf(offset);
+    const i = position ?? this.positionOf(offset);
     if (i < 0) return false;
     const end = this.endOf(offset);
     if (end <= offset || end > this.packSize - 20) return false;
@@ -111,7 +111,7 @@ class Pack {
     return e.baseOffset === undefined ? e.baseOid === undefined : this.entryIntact(e.baseOffset, depth + 1);
   }
 
-  /** The index position of the entry at `offset`, or -1. */
+  /** The index position of the entry at `offset`, or -1 (for a delta's base; built on first use). */
   private positionOf(offset: number): number {
     if (!this.byOffset) {
       this.byOffset = new Map();
@@ -432,7 +432,7 @@ export class GitObjects {
         const i = p.find(bin);
         if (i >= 0) {
           try {
-            return p.entryIntact(p.offsetAt(i));
+            return p.entryIntact(p.offsetAt(i), 0, i);
           } catch {
             return false;
           }
