@@ -12,7 +12,7 @@ export const fsckCommand: CommandModule<object, Args> = {
   describe: 'Check the whole store: packs, index, git objects, refs; count unreachable data (exit 1 on damage)',
   builder: (y) =>
     y
-      .option('repair-index', { type: 'boolean', default: false, describe: 'rebuild the index from the packs first' })
+      .option('repair-index', { type: 'boolean', default: false, describe: 'rebuild the index from the packs, and the record cache and ref table from git, first' })
       .option('json', { type: 'boolean', default: false })
       .example('$0 fsck', 'check everything but the chunk bytes (verify --all reads those)')
       .example('$0 fsck --repair-index', 'rebuild a lost or damaged index from the packs') as never,
