@@ -55,7 +55,7 @@ test('the records are packed into git packs that real git reads', () => {
   for (const n of idx) ok(git(gitdir, ['verify-pack', path.join(gitdir, 'objects', 'pack', n)]), `git verify-pack ${n}`);
   ok(git(gitdir, ['fsck', '--strict']), 'git fsck --strict');
   const count = ok(git(gitdir, ['count-objects', '-v']), 'git count-objects');
-  // Packed once a writer sees ~512 loose ones (estimated from two fan-out folders, as git does).
+  // Packed once a writer sees ~512 loose ones (estimated from 16 fan-out folders, as git estimates from one).
   const loose = Number(/^count: (\d+)/m.exec(count)![1]);
   assert.ok(loose < 1024 && loose < Number(/^in-pack: (\d+)/m.exec(count)![1]), `most objects packed:\n${count}`);
 });

@@ -226,17 +226,21 @@ function hashFileRange(fd: number, length: number): string {
   return h.digest('hex');
 }
 
-/** Loose objects, estimated from two fan-out folders as git's gc --auto does (a few readdirs, not 256). */
+/**
+ * Loose objects, estimated from 16 of the 256 fan-out folders (00, 10, … f0): a few readdirs
+ * per writer, not 256. git's gc --auto reads one folder; two gave a test 1,117 loose objects
+ * unpacked, too noisy at this threshold.
+ */
 function looseEstimate(objdir: string): number {
   let n = 0;
-  for (const sub of ['17', 'a3']) {
+  for (let i = 0; i < 256; i += 16) {
     try {
-      n += readdirSync(path.join(objdir, sub)).filter((f) => /^[0-9a-f]{38}$/.test(f)).length;
+      n += readdirSync(path.join(objdir, i.toString(16).padStart(2, '0'))).filter((f) => /^[0-9a-f]{38}$/.test(f)).length;
     } catch {
       // no such folder: none there
     }
   }
-  return n * 128;
+  return n * 16;
 }
 
 /**
