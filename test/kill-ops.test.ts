@@ -14,6 +14,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
 import { cpSync, existsSync, lstatSync, readdirSync, rmSync } from 'node:fs';
 import { spawnMstore, cleanup, git, layerTensors, mstore, prng, tmpDir, writeModelDir, writeSafetensors } from './helpers.js';
 
@@ -44,19 +45,24 @@ function refs(gitDir: string): Map<string, string> {
   return new Map(r.stdout.split('\n').filter(Boolean).map((l) => l.split(' ') as [string, string]));
 }
 
-/** Cheap fingerprint of a directory tree for polling: file count, total size, newest mtime. */
+/**
+ * Cheap fingerprint of a directory tree for polling: file count, total size, newest mtime, and
+ * the files' paths (a rename such as fsck --repair-index's index/ -> index.old/ changes no count,
+ * size or mtime, and must still count as a change).
+ */
 function fingerprint(dir: string): string {
   let n = 0;
   let size = 0;
   let newest = 0;
+  const names = createHash('sha1');
   const walk = (d: string): void => {
-    let names: string[];
+    let entries: string[];
     try {
-      names = readdirSync(d);
+      entries = readdirSync(d);
     } catch {
       return;
     }
-    for (const name of names) {
+    for (const name of entries) {
       if (name === 'lock' || name === 'lock.mdb') continue;
       const p = path.join(d, name);
       try {
@@ -66,6 +72,7 @@ function fingerprint(dir: string): string {
           n++;
           size += st.size;
           newest = Math.max(newest, st.mtimeMs);
+          names.update(`${path.relative(dir, p)}\n`);
         }
       } catch {
         // renamed away meanwhile
@@ -73,7 +80,7 @@ function fingerprint(dir: string): string {
     }
   };
   walk(dir);
-  return `${n}/${size}/${newest}`;
+  return `${n}/${size}/${newest}/${names.digest('hex')}`;
 }
 
 interface Outcome {
