@@ -1,6 +1,6 @@
 /** Walking the git object graph of a store's version records (links read by format/git-links.ts). */
 import { gitObjects } from './git-objects.js';
-import { objectLinks, parseCommit } from '../format/git-links.js';
+import { GITLINK_MODE, objectLinks, parseCommit } from '../format/git-links.js';
 import { MstoreError, errorLine } from '../lib/errors.js';
 
 export type GitType = 'blob' | 'tree' | 'commit' | 'tag';
@@ -34,7 +34,7 @@ export async function reachableObjects(gitdir: string, starts: string[], haves: 
       top.type = o.type;
       let links;
       try {
-        links = objectLinks(o.type, o.content).filter((l) => l.mode !== '160000');
+        links = objectLinks(o.type, o.content).filter((l) => l.mode !== GITLINK_MODE);
       } catch (e) {
         throw new MstoreError('ECORRUPT', `git object ${top.oid} (${o.type}) is malformed: ${errorLine(e)}`, { what: top.oid });
       }

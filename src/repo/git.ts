@@ -72,8 +72,8 @@ export interface Signature {
 }
 
 export class GitRepo {
-  /** One shared cache object for every read (12x faster on packed repos, measured). */
-  readonly cache: object = {};
+  /** isomorphic-git's pack-index cache, for expandOid (the one read still made through it). */
+  private readonly isoCache: object = {};
   /** Object reads (git-objects.ts): loose and packed, each re-hashed. */
   readonly objects: GitObjects;
   /** What listing needs from each record (record-cache.ts); derived, beside the repository. */
@@ -504,7 +504,7 @@ export class GitRepo {
    */
   async expandOid(short: string): Promise<string | undefined> {
     try {
-      return await (await isoGit()).expandOid({ ...this.base, oid: short, cache: this.cache });
+      return await (await isoGit()).expandOid({ ...this.base, oid: short, cache: this.isoCache });
     } catch (e) {
       const matches = (e as { code?: string; data?: { matches?: string[] } }).code === 'AmbiguousError' ? (e as { data: { matches?: string[] } }).data.matches : undefined;
       if (!matches?.length) return undefined;
