@@ -558,12 +558,6 @@ export class GitObjects {
   packedIds(): { pack: string; ids: string[] }[] {
     return this.packList(true).map((p) => ({ pack: p.packFile, ids: [...p.ids()] }));
   }
-
-  close(): void {
-    for (const p of this.packs ?? []) p.close();
-    this.packs = undefined;
-    this.packNames = '';
-  }
 }
 
 function readdirOr(dir: string): string[] {
