@@ -3,7 +3,8 @@
 // file; each file's wall time is printed), MSTORE_TEST_JOBS files at a time (default 2: the
 // suites use about one core each, and CI has two), longest first; each file's output is
 // printed whole when it ends. Ends with the line CI reads: "N passed, N failed" (uvu's own
-// summary, "Total: / Passed:", is not that line).
+// summary, "Total: / Passed:", is not that line). Each failure's first lines are printed again
+// just before it, so that a log cut to its tail still says what failed and why.
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 
@@ -22,6 +23,17 @@ const rank = (f) => {
 };
 files.sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : 1));
 
+/** uvu's report of each failed test: its FAIL line and what follows, up to 24 lines. */
+function failureExcerpts(plain) {
+  const lines = plain.split('\n');
+  const out = [];
+  lines.forEach((line, i) => {
+    if (/^\s*FAIL\s/.test(line)) out.push(lines.slice(i, i + 24).join('\n'));
+  });
+  // a crash before uvu could report: the output's tail
+  return out.length ? out : [lines.slice(-24).join('\n')];
+}
+
 function runFile(file) {
   return new Promise((resolve) => {
     const started = Date.now();
@@ -37,7 +49,7 @@ function runFile(file) {
       const skipped = Number(/Skipped:\s+(\d+)/.exec(plain)?.[1] ?? 0);
       let failed = Math.max(0, total - passed - skipped);
       if (code !== 0 && failed === 0) failed = 1; // a crash before uvu could count
-      resolve({ file, passed, failed, skipped, seconds: (Date.now() - started) / 1000 });
+      resolve({ file, passed, failed, skipped, seconds: (Date.now() - started) / 1000, failures: failed ? failureExcerpts(plain) : [] });
     });
   });
 }
@@ -53,6 +65,7 @@ results.sort((a, b) => (a.file < b.file ? -1 : 1));
 const sum = (k) => results.reduce((a, r) => a + r[k], 0);
 process.stdout.write('\nper file (wall time):\n');
 for (const r of results) process.stdout.write(`  ${r.file.padEnd(28)} ${r.seconds.toFixed(1).padStart(7)} s  ${r.passed} passed${r.failed ? `, ${r.failed} FAILED` : ''}\n`);
+for (const r of results) for (const f of r.failures) process.stdout.write(`\nfailed in ${r.file}:\n${f}\n`);
 const passed = sum('passed');
 const failed = sum('failed');
 const skipped = sum('skipped');
