@@ -191,4 +191,33 @@ test('damage inside a packed record is found although the record is cached', () 
   assert.match(fsck.stdout + fsck.stderr, /pack-[0-9a-f]{40}\.pack is damaged/, 'fsck names the git pack');
 });
 
+test('damaged caches: torn, garbage and contradicting lines change no answer', () => {
+  const copy = path.join(other, 'caches');
+  cpSync(ws, copy, { recursive: true });
+  const plain = path.join(other, 'no-caches');
+  cpSync(ws, plain, { recursive: true });
+  rmSync(path.join(plain, '.mstore', 'cache'), { recursive: true, force: true });
+  const answers = (dir: string): string[] =>
+    [['log', '--json'], ['log', '-n', '5', '--json'], ['tag', '--list', '--json'], ['show', 'v150', '--json']].map((a) => ok(mstore(dir, a), `${a.join(' ')} in ${dir}`));
+  const expected = answers(plain);
+  const records = path.join(copy, '.mstore', 'cache', 'records');
+  const latest = ok(git(path.join(copy, '.mstore', 'git'), ['rev-parse', 'latest']), 'rev-parse latest').trim();
+  const text = readFileSync(records, 'latin1');
+  const line = text.split('\n').find((l) => l.startsWith(`c${latest} `))!;
+  assert.ok(line, 'the newest version is cached');
+  // Newest lines first for a search from the end: one whose CRC does not hold (a lying
+  // description), a torn copy of the real one, and garbage.
+  const lying = line.replace(/"description":"[^"]*"/, '"description":"not what the record says"');
+  assert.is.not(lying, line);
+  writeFileSync(records, `${text}${lying}\n${line.slice(0, 60)}\n\u0000garbage\n${'c'.repeat(41)} zz\n`, 'latin1');
+  assert.equal(answers(copy), expected, 'a damaged record cache changes nothing');
+  // The ref table: garbage, then a table that validates but for a folder that changed.
+  const refs = path.join(copy, '.mstore', 'cache', 'refs');
+  writeFileSync(refs, '{"journal":');
+  assert.equal(answers(copy), expected, 'a torn ref table changes nothing');
+  rmSync(records);
+  writeFileSync(refs, 'not json at all');
+  assert.equal(answers(copy), expected, 'no record cache and a garbage ref table change nothing');
+});
+
 test.run();

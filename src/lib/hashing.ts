@@ -4,8 +4,11 @@
  * file onto a second core so two sha256 passes (file oid and chunk ids) cost one.
  */
 import { createHash } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
+import { lazyModule } from './lazy-module.js';
+
+const workerThreads = lazyModule<typeof import('node:worker_threads')>('node:worker_threads');
 
 export function sha256(data: Uint8Array): Buffer {
   return createHash('sha256').update(data).digest();
@@ -39,7 +42,7 @@ export class ParallelHasher {
 
   private ensure(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(workerUrl());
+    const w = new (workerThreads().Worker)(workerUrl());
     w.on('message', (m: { seq: number; digest?: string }) => {
       const p = this.pending.get(m.seq);
       this.pending.delete(m.seq);

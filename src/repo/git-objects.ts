@@ -13,6 +13,7 @@
  */
 import { closeSync, openSync, readFileSync, readdirSync, readSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import os from 'node:os';
 import path from 'node:path';
 import { crc32, inflateSync } from 'node:zlib';
 import { MstoreError } from '../lib/errors.js';
@@ -60,7 +61,7 @@ class Pack {
   private fd: number | undefined;
   private byOffset: Map<number, number> | undefined;
   /** Entry offsets in pack order, to know where each entry's bytes end. */
-  private sorted: Float64Array | undefined;
+  private sorted: Float64Array | Uint32Array | undefined;
   readonly count: number;
 
   constructor(
@@ -133,13 +134,28 @@ class Pack {
     return Number(this.idx.readBigUInt64BE(large));
   }
 
+  /**
+   * Every entry's offset, ascending. The idx's 4-byte table is byte-swapped and sorted natively
+   * (a JavaScript loop over 9,000 entries, still cold, cost `log -n 20` 6 ms); a pack over
+   * 2 GiB, whose table points into the 8-byte one, is read entry by entry.
+   */
+  private sortedOffsets(): Float64Array | Uint32Array {
+    const base = 8 + 1024 + this.count * 24;
+    const small = new Uint32Array(this.count);
+    const view = Buffer.from(small.buffer, small.byteOffset, small.byteLength);
+    this.idx.copy(view, 0, base, base + this.count * 4);
+    if (os.endianness() === 'LE') view.swap32();
+    small.sort();
+    // sorted: an entry that points into the 8-byte table, if any, is last
+    if (!this.count || !(small[this.count - 1] & 0x80000000)) return small;
+    const all = new Float64Array(this.count);
+    for (let i = 0; i < this.count; i++) all[i] = this.offsetAt(i);
+    return all.sort();
+  }
+
   /** Where the entry at `offset` ends: the next entry's offset, or the pack's trailer. */
   private endOf(offset: number): number {
-    if (!this.sorted) {
-      const s = new Float64Array(this.count);
-      for (let i = 0; i < this.count; i++) s[i] = this.offsetAt(i);
-      this.sorted = s.sort();
-    }
+    if (!this.sorted) this.sorted = this.sortedOffsets();
     const s = this.sorted;
     let lo = 0;
     let hi = s.length;

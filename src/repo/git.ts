@@ -318,6 +318,9 @@ export class GitRepo {
   /** Follows annotated tags down to a commit id. */
   async peelToCommit(oid: string): Promise<string> {
     for (let i = 0; i < 16; i++) {
+      // A commit the record cache knows, still intact, is not read and parsed again here (a
+      // caller that needs its content reads it; tags are read, so verify re-hashes them).
+      if (this.records.hasCommit(oid) && this.objects.intact(oid)) return oid;
       const o = await this.readObjectAs(oid, i ? 'tagged object' : 'object');
       if (o.type === 'commit') return oid;
       if (o.type !== 'tag') throw new Error(`${oid} is a ${o.type}, not a commit`);

@@ -4,7 +4,6 @@
  * through. The launcher only runs: each caller decides what a failed hook means
  * (consolidate fails, post-receive reports and goes on).
  */
-import { spawn } from 'node:child_process';
 import { chmod, copyFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { packageRoot } from '../lib/package-files.js';
@@ -58,7 +57,9 @@ export interface HookOptions {
 }
 
 /** Runs a hook to its end; never rejects (a hook that cannot start reports startError). */
-export function runHook(file: string, opts: HookOptions): Promise<HookRun> {
+export async function runHook(file: string, opts: HookOptions): Promise<HookRun> {
+  // Loaded here, not with the module: every command imports the store's code, few run hooks.
+  const { spawn } = await import('node:child_process');
   return new Promise((resolve) => {
     const child = spawn(file, [], { cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? { ...process.env } });
     let stdout = '';

@@ -13,17 +13,16 @@
  */
 import { accessSync, closeSync, constants as fsConstants, existsSync, fdatasyncSync, mkdirSync, fstatSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { createRequire } from 'node:module';
+import { lazyModule } from '../lib/lazy-module.js';
 import type { RootDatabase, Database } from 'lmdb';
 
 /**
  * lmdb's open, loaded on first use: its native addon costs ~40 ms to load, which commands that
  * never open the index (log, tag --list) should not pay.
  */
-let lmdbOpen: typeof import('lmdb').open | undefined;
+const lmdb = lazyModule<typeof import('lmdb')>('lmdb');
 function open(...args: Parameters<typeof import('lmdb').open>): RootDatabase {
-  lmdbOpen ??= (createRequire(import.meta.url)('lmdb') as typeof import('lmdb')).open;
-  return lmdbOpen(...args);
+  return lmdb().open(...args);
 }
 import { MstoreError, errorLine, storageError } from '../lib/errors.js';
 import { INDEX_FILE, indexFileProblem, indexUsedBytes } from './index-check.js';

@@ -22,6 +22,8 @@ export const PACK_MAGIC = Buffer.from('MSTPACK\x01', 'latin1');
 export const PACK_END_MAGIC = Buffer.from('MSTPEND\x01', 'latin1');
 export const TABLE_ENTRY_BYTES = 37;
 export const FOOTER_BYTES = 44;
+/** What readPackTable reads from a pack's end at first: the footer and a table of up to ~440 entries. */
+const TAIL_GUESS_BYTES = 16 * 1024;
 
 /** A chunk of file content; id = sha256(bytes). */
 export const ENTRY_CHUNK = 1;
@@ -269,14 +271,18 @@ export async function readPackTable(packsDir: string, id: string): Promise<PackE
     const magic = Buffer.alloc(PACK_MAGIC.length);
     readSync(fd, magic, 0, magic.length, 0);
     if (!magic.equals(PACK_MAGIC)) throw new Error(`pack ${id}: bad header magic`);
-    const footer = Buffer.alloc(FOOTER_BYTES);
-    readSync(fd, footer, 0, FOOTER_BYTES, size - FOOTER_BYTES);
-    const count = footer.readUInt32LE(32);
+    // The footer and, most often, the whole table in one read (verify --quick reads the
+    // tables of every pack: a thousand versions make a thousand packs).
+    let tail = Buffer.allocUnsafe(Math.min(TAIL_GUESS_BYTES, size - PACK_MAGIC.length));
+    if (readSync(fd, tail, 0, tail.length, size - tail.length) !== tail.length) throw new Error(`pack ${id}: short read`);
+    const count = tail.readUInt32LE(tail.length - FOOTER_BYTES + 32);
     const tailBytes = count * TABLE_ENTRY_BYTES + FOOTER_BYTES;
     if (tailBytes > size - PACK_MAGIC.length) throw new Error(`pack ${id}: table larger than the file`);
-    const tail = Buffer.alloc(tailBytes);
-    readSync(fd, tail, 0, tail.length, size - tail.length);
-    return parsePackTail(id, size, tail);
+    if (tailBytes > tail.length) {
+      tail = Buffer.alloc(tailBytes);
+      readSync(fd, tail, 0, tail.length, size - tail.length);
+    }
+    return parsePackTail(id, size, tail.subarray(tail.length - tailBytes));
   } finally {
     closeSync(fd);
   }

@@ -40,30 +40,46 @@ type Kind = 'c' | 't';
 
 const crcHex = (text: string): string => (crc32(text) >>> 0).toString(16).padStart(8, '0');
 
+/** Lookups answered by searching the file before it is indexed whole (see RecordCache.find). */
+const SEARCHED_LOOKUPS = 64;
+
 export class RecordCache {
+  /** The file's bytes, read once. */
+  private data: Buffer | undefined;
   /**
-   * `<kind><id>` -> the bytes after the key, `<crc> <json>`, checked and decoded only when used:
-   * `log -n 20` of a 1,000-version history decodes 20 lines, not the file.
+   * `<kind><id>` -> the bytes after the key, `<crc> <json>`, checked and decoded only when used.
+   * Built only after SEARCHED_LOOKUPS lookups, or when entries are added or listed.
    */
   private lines: Map<string, Buffer> | undefined;
+  private lookups = 0;
   private pending: string[] = [];
 
   constructor(private readonly file: string) {}
 
+  private bytes(): Buffer {
+    if (this.data) return this.data;
+    try {
+      this.data = readFileSync(this.file);
+    } catch {
+      this.data = Buffer.alloc(0); // no cache yet, or unreadable: everything is read from git
+    }
+    return this.data;
+  }
+
+  /** Whether the line at `at` (ending at `end`) has the shape kind + 40 hex, space, 8 hex, space, json. */
+  private static shaped(data: Buffer, at: number, end: number): boolean {
+    return end - at >= 52 && data[at + 41] === 0x20 && data[at + 50] === 0x20;
+  }
+
   private load(): Map<string, Buffer> {
     if (this.lines) return this.lines;
     const lines = new Map<string, Buffer>();
-    let data = Buffer.alloc(0);
-    try {
-      data = readFileSync(this.file);
-    } catch {
-      // no cache yet, or unreadable: everything is read from git
-    }
+    const data = this.bytes();
     for (let at = 0; at < data.length; ) {
       let end = data.indexOf(0x0a, at);
       if (end < 0) end = data.length;
-      // kind + 40 hex, space, 8 hex, space, json; the first line of a key is used
-      if (end - at >= 52 && data[at + 41] === 0x20 && data[at + 50] === 0x20) {
+      // the first line of a key is used
+      if (RecordCache.shaped(data, at, end)) {
         const key = data.toString('latin1', at, at + 41);
         if (!lines.has(key)) lines.set(key, data.subarray(at + 42, end));
       }
@@ -73,6 +89,38 @@ export class RecordCache {
     return lines;
   }
 
+  /**
+   * The lines of a key, newest first (`whole`: only those whose CRC holds). `log -n 20` of a
+   * 1,000-version history looks up 20 versions, appended last: searching the file backwards
+   * for them costs less than indexing its thousands of lines, which is done from the 65th
+   * lookup on. Any line of a key whose CRC holds is as good as another (all were derived from
+   * the same immutable objects).
+   */
+  private find(key: string, whole: boolean): Buffer | undefined {
+    if (this.lines || ++this.lookups > SEARCHED_LOOKUPS) {
+      const entry = this.load().get(key);
+      return entry && (!whole || RecordCache.checked(entry)) ? entry : undefined;
+    }
+    const data = this.bytes();
+    const needle = Buffer.from(`\n${key} `, 'latin1');
+    for (let from = data.length; from >= 0; ) {
+      let at = data.lastIndexOf(needle, from);
+      if (at < 0) {
+        // the file's first line has no newline before it
+        if (!data.subarray(0, needle.length - 1).equals(needle.subarray(1))) return undefined;
+        at = -1;
+      }
+      const start = at + 1;
+      let end = data.indexOf(0x0a, start);
+      if (end < 0) end = data.length;
+      const entry = data.subarray(start + 42, end);
+      if (RecordCache.shaped(data, start, end) && (!whole || RecordCache.checked(entry))) return entry;
+      if (at < 0) return undefined;
+      from = at - 1;
+    }
+    return undefined;
+  }
+
   /** The json of an entry whose CRC holds, else undefined (a torn or damaged line). */
   private static checked(entry: Buffer): string | undefined {
     const json = entry.subarray(9);
@@ -80,7 +128,7 @@ export class RecordCache {
   }
 
   private get<T>(kind: Kind, oid: string): T | undefined {
-    const entry = this.load().get(kind + oid);
+    const entry = this.find(kind + oid, true);
     const json = entry && RecordCache.checked(entry);
     if (json === undefined) return undefined; // absent, torn or damaged: read from git
     try {
@@ -105,11 +153,11 @@ export class RecordCache {
 
   /** Whether a commit's record is cached (nothing parsed). */
   hasCommit(oid: string): boolean {
-    return this.load().has(`c${oid}`);
+    return this.find(`c${oid}`, false) !== undefined;
   }
 
   hasTag(oid: string): boolean {
-    return this.load().has(`t${oid}`);
+    return this.find(`t${oid}`, false) !== undefined;
   }
 
   commit(oid: string): CommitRecord | undefined {

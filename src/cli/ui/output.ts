@@ -4,12 +4,16 @@
  * rate or duration printed anywhere in cli/ goes through formatBytes/formatRate/formatDuration
  * (whole bytes, at most 3 significant digits, a unit), never a raw float or a rounded 2^63.
  */
-import cliProgress from 'cli-progress';
+import type cliProgressModule from 'cli-progress';
+import { lazyModule } from '../../lib/lazy-module.js';
 import { MstoreError, errorLine } from '../../lib/errors.js';
 import { Store } from '../../repo/store.js';
 import { removalHint } from '../../repo/reflog.js';
 import { exitStatus } from '../exit-codes.js';
 import type { Progress } from '../../lib/progress.js';
+
+/** Loaded only when a bar is drawn (stderr a terminal): most runs draw none. */
+const cliProgress = lazyModule<typeof cliProgressModule>('cli-progress');
 
 /** A byte count as people read it: `512 B`, `1.91 MiB`, `8.00 EiB`; `-` for unknown or not a count. */
 export function formatBytes(n: number | undefined): string {
@@ -88,7 +92,7 @@ export function failLine(line: string): void {
 /** A byte progress bar on stderr, only when stderr is a terminal. */
 export function progressBar(label: string): { update: (p: { done: number; total: number; phase?: Progress['phase'] }) => void; stop: () => void } {
   if (!process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };
-  const bar = new cliProgress.SingleBar(
+  const bar = new (cliProgress().SingleBar)(
     {
       stream: process.stderr,
       format: `${label} {bar} {percentage}% | {done}/{size} | {rate} | ETA {eta_formatted}`,
@@ -96,7 +100,7 @@ export function progressBar(label: string): { update: (p: { done: number; total:
       clearOnComplete: true,
       etaBuffer: 50,
     },
-    cliProgress.Presets.shades_classic,
+    cliProgress().Presets.shades_classic,
   );
   const started = Date.now();
   let running = false;

@@ -296,9 +296,16 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       }
     } else {
       // quick: the pack files must at least be as long as their tables say (readPackTable checked that).
+      // One stat per pack, not per chunk (thousands of chunks live in a few hundred packs).
+      const sizes = new Map<string, Promise<number | undefined>>();
+      const sizeOf = (pack: string): Promise<number | undefined> => {
+        let s = sizes.get(pack);
+        if (!s) sizes.set(pack, (s = stat(packPath(store.packsDir, pack)).then((st) => st.size, () => undefined)));
+        return s;
+      };
       for (const c of chunkLocs.values()) {
-        const st = await stat(packPath(store.packsDir, c.pack)).catch(() => undefined);
-        if (!st || st.size < c.offset + c.length) fail({ versions: [], files: [], chunk: c.id.toString('hex'), pack: c.pack, message: `pack ${c.pack} is shorter than chunk ${c.id.toString('hex')} needs` });
+        const size = await sizeOf(c.pack);
+        if (size === undefined || size < c.offset + c.length) fail({ versions: [], files: [], chunk: c.id.toString('hex'), pack: c.pack, message: `pack ${c.pack} is shorter than chunk ${c.id.toString('hex')} needs` });
       }
     }
   } finally {
