@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { GITLINK_MODE, framedObjectLinks, objectLinks, sha1Hex, unwrapObject, wrapObject } from '../src/format/git-links.js';
+import { GITLINK_MODE, framedObjectLinks, objectLinks, parseTree, parseTreeFrom, sha1Hex, unwrapObject, wrapObject } from '../src/format/git-links.js';
 import { bundleObjectLinks } from '../src/format/bundle.js';
 import { cleanup, tmpDir } from './helpers.js';
 
@@ -95,5 +95,49 @@ test('bundle rules on top: a gitlink, a name a version cannot hold (path-names.t
 });
 
 test.after(() => cleanup(dir));
+
+test('parseTreeFrom: reusing a similar tree gives exactly what parsing the tree alone gives', () => {
+  // Seeded: a thousand edits of trees that share leading and trailing bytes with the last one
+  // (an entry added, removed or changed, names that share prefixes, a cut or garbled middle).
+  let seed = 12345;
+  const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+  const entry = (mode: string, name: string, id: number): Buffer =>
+    Buffer.concat([Buffer.from(`${mode} ${name}\0`, 'latin1'), Buffer.from(id.toString(16).padStart(40, '0'), 'hex')]);
+  const modes = ['100644', '100755', '120000', '40000'];
+  let names = Array.from({ length: 8 }, (_, i) => `f${String(i).padStart(3, '0')}.json`);
+  let ids = names.map((_, i) => i + 1);
+  const bytes = (): Buffer => Buffer.concat(names.map((n, i) => entry(modes[ids[i] % 4], n, ids[i])));
+  let prior = parseTreeFrom(bytes());
+  let reused = 0;
+  for (let round = 0; round < 1000; round++) {
+    const op = rnd(4);
+    const at = rnd(names.length + 1);
+    if (op === 0 || names.length < 2) {
+      names.splice(at, 0, `f${String(rnd(1000)).padStart(3, '0')}${rnd(2) ? '.json' : ''}`);
+      ids.splice(at, 0, rnd(1 << 30) + 1);
+    } else if (op === 1) {
+      names.splice(Math.min(at, names.length - 1), 1);
+      ids.splice(Math.min(at, ids.length - 1), 1);
+    } else ids[Math.min(at, ids.length - 1)] = rnd(1 << 30) + 1;
+    let content = bytes();
+    if (rnd(20) === 0) content = Buffer.concat([content.subarray(0, rnd(content.length)), Buffer.from('garbage')]);
+    let alone: ReturnType<typeof parseTree> | Error;
+    try {
+      alone = parseTree(content);
+    } catch (e) {
+      alone = e as Error;
+    }
+    if (alone instanceof Error) {
+      assert.throws(() => parseTreeFrom(content, prior), undefined, `round ${round}: a malformed tree fails with reuse too`);
+      continue;
+    }
+    const next = parseTreeFrom(content, prior);
+    assert.equal(next.entries, alone, `round ${round}: same entries`);
+    assert.equal(next.starts.length, alone.length);
+    for (let i = 0; i < alone.length; i++) if (prior.entries.includes(next.entries[i])) reused++;
+    prior = next;
+  }
+  assert.ok(reused > 1000, `entries were reused (${reused}), not parsed again`);
+});
 
 test.run();

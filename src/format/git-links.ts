@@ -62,23 +62,92 @@ const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /** A tree's entries in the order the object holds them. Throws an Error naming what is malformed (a cut entry, a mode git does not know). */
 export function parseTree(content: Buffer): TreeEntry[] {
-  const out: TreeEntry[] = [];
-  for (let o = 0; o < content.length; ) {
+  return parseTreeFrom(content).entries;
+}
+
+/** A parsed tree with where each entry starts, for parseTreeFrom's reuse. */
+export interface ParsedTree {
+  raw: Buffer;
+  entries: TreeEntry[];
+  starts: number[];
+}
+
+/**
+ * parseTree, reusing what an earlier tree of similar bytes parsed to (`prior`; verify walks a
+ * thousand versions whose evolution/ tree each has one entry more than the last, 500,000
+ * entries in all). The entries of the longest common leading and trailing byte runs are taken
+ * from `prior` (the same bytes parse the same way), only the bytes between are parsed. When
+ * those do not parse to exactly their end, the whole tree is parsed: the result is always
+ * what parsing `content` alone gives.
+ */
+export function parseTreeFrom(content: Buffer, prior?: ParsedTree): ParsedTree {
+  if (!prior || !prior.entries.length) return { raw: content, ...parseEntries(content, 0, content.length) };
+  const old = prior.raw;
+  // leading entries whose bytes are all shared
+  const lead = commonPrefix(content, old);
+  let head = 0;
+  while (head < prior.entries.length && entryEnd(prior, head) <= lead) head++;
+  // trailing entries whose bytes are all shared (not overlapping the leading ones)
+  const trail = Math.min(commonSuffix(content, old), content.length - (head ? entryEnd(prior, head - 1) : 0));
+  let tail = prior.entries.length;
+  while (tail > head && old.length - prior.starts[tail - 1] <= trail) tail--;
+  const from = head ? entryEnd(prior, head - 1) : 0;
+  const shift = content.length - old.length;
+  const to = tail < prior.entries.length ? prior.starts[tail] + shift : content.length;
+  let middle: { entries: TreeEntry[]; starts: number[] };
+  try {
+    middle = parseEntries(content, from, to);
+  } catch {
+    return { raw: content, ...parseEntries(content, 0, content.length) };
+  }
+  return {
+    raw: content,
+    entries: [...prior.entries.slice(0, head), ...middle.entries, ...prior.entries.slice(tail)],
+    starts: [...prior.starts.slice(0, head), ...middle.starts, ...prior.starts.slice(tail).map((x) => x + shift)],
+  };
+}
+
+function entryEnd(t: ParsedTree, i: number): number {
+  return i + 1 < t.starts.length ? t.starts[i + 1] : t.raw.length;
+}
+
+/** The length of the longest common prefix of two buffers (native compares, halving). */
+function commonPrefix(a: Buffer, b: Buffer): number {
+  let lo = 0;
+  let hi = Math.min(a.length, b.length);
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (a.compare(b, 0, mid, 0, mid) === 0) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+function commonSuffix(a: Buffer, b: Buffer): number {
+  let lo = 0;
+  let hi = Math.min(a.length, b.length);
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (a.compare(b, b.length - mid, b.length, a.length - mid, a.length) === 0) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+const NON_ASCII = /[\x80-\xff]/;
+
+/** The entries between `from` and `to`, which must end exactly at `to`. */
+function parseEntries(content: Buffer, from: number, to: number): { entries: TreeEntry[]; starts: number[] } {
+  const entries: TreeEntry[] = [];
+  const starts: number[] = [];
+  for (let o = from; o < to; ) {
     const sp = content.indexOf(0x20, o);
-    const nul = sp < 0 ? -1 : content.indexOf(0, sp);
-    if (sp < 0 || nul < 0 || nul + 21 > content.length) throw new Error('truncated tree entry');
+    const nul = sp < 0 || sp >= to ? -1 : content.indexOf(0, sp);
+    if (sp < 0 || nul < 0 || nul + 21 > to) throw new Error('truncated tree entry');
     const mode = content.toString('latin1', o, sp);
-    let name: string;
+    let name = content.toString('latin1', sp + 1, nul);
     let utf8 = true;
-    let ascii = true;
-    for (let i = sp + 1; i < nul; i++) {
-      if (content[i] >= 0x80) {
-        ascii = false;
-        break;
-      }
-    }
-    if (ascii) name = content.toString('latin1', sp + 1, nul);
-    else {
+    if (NON_ASCII.test(name)) {
       const raw = content.subarray(sp + 1, nul);
       try {
         name = STRICT_UTF8.decode(raw);
@@ -89,10 +158,11 @@ export function parseTree(content: Buffer): TreeEntry[] {
     }
     const type = MODE_TYPES[mode];
     if (!type) throw new Error(`tree entry '${name}' has mode ${mode}, not one of git's (${Object.keys(MODE_TYPES).join(', ')})`);
-    out.push({ mode, name, utf8, oid: content.toString('hex', nul + 1, nul + 21), type });
+    starts.push(o);
+    entries.push({ mode, name, utf8, oid: content.toString('hex', nul + 1, nul + 21), type });
     o = nul + 21;
   }
-  return out;
+  return { entries, starts };
 }
 
 /** A signature line's fields, as isomorphic-git gives them (`timezoneOffset` in minutes, the sign of JavaScript's getTimezoneOffset). */

@@ -39,6 +39,7 @@ function foldsTo(name: string, base: string): boolean {
 
 /** Verdicts by name: a long history's trees repeat the same names thousands of times (issue 15). */
 const verdicts = new Map<string, string | null>();
+const symlinkVerdicts = new Map<string, string | null>();
 const MAX_VERDICTS = 100_000;
 
 /**
@@ -46,12 +47,13 @@ const MAX_VERDICTS = 100_000;
  * (git refuses a symlink named `.gitmodules`).
  */
 export function nameProblem(name: string, opts: { symlink?: boolean } = {}): string | null {
-  const key = (opts.symlink ? 'l' : 'f') + name;
-  const known = verdicts.get(key);
+  // keyed by the name itself (no string made per call: a walk over a history asks 500,000 times)
+  const memo = opts.symlink ? symlinkVerdicts : verdicts;
+  const known = memo.get(name);
   if (known !== undefined) return known;
   const verdict = judgeName(name, !!opts.symlink);
-  if (verdicts.size >= MAX_VERDICTS) verdicts.clear();
-  verdicts.set(key, verdict);
+  if (memo.size >= MAX_VERDICTS) memo.clear();
+  memo.set(name, verdict);
   return verdict;
 }
 

@@ -225,7 +225,9 @@ class Pack {
     if (end <= offset || end > this.packSize - 20) throw new Error(`entry at ${offset} lies outside the pack`);
     const raw = this.read(offset, end - offset);
     const head = this.parseHead(raw, offset);
-    const data = inflateSync(raw.subarray(head.dataAt));
+    // One output buffer of the size the header gives (zlib's default 16 KiB pieces, then joined,
+    // cost a walk over a thousand versions' trees an allocation and a copy per piece).
+    const data = inflateSync(raw.subarray(head.dataAt), { chunkSize: Math.max(64, Math.min(head.size, 64 * 1024 * 1024)) });
     if (data.length !== head.size) throw new Error(`entry at ${offset} inflates to ${data.length} bytes, its header says ${head.size}`);
     return { type: head.type, data, baseOffset: head.baseOffset, baseOid: head.baseOid };
   }

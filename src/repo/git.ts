@@ -15,7 +15,7 @@ import { gitObjects, hashObject, type GitObjects } from './git-objects.js';
 import { RecordCache, type CommitRecord, type TagRecord } from './record-cache.js';
 import { RefTable, REFLOG_FILE } from './ref-table.js';
 import { MstoreError, errorLine } from '../lib/errors.js';
-import { isGitType, objectLinks, parseCommit, parseTag, parseTree, type Link, type ParsedCommit, type TreeEntry } from '../format/git-links.js';
+import { isGitType, objectLinks, parseCommit, parseTag, parseTree, parseTreeFrom, type Link, type ParsedCommit, type ParsedTree, type TreeEntry } from '../format/git-links.js';
 import { nameProblem, showName } from '../format/path-names.js';
 import { POINTER_MAX_BYTES } from '../format/pointer.js';
 
@@ -23,6 +23,8 @@ export type FileMode = '100644' | '100755' | '120000';
 
 /** Small blobs remembered by pointerCandidate (at most ~1 KiB each). */
 const MAX_SMALL_BLOBS = 200_000;
+/** Places (tree paths) whose last-read tree readTreeEntriesAt keeps for the next version's. */
+const MAX_LAST_TREES = 256;
 
 export interface FlatEntry {
   mode: FileMode;
@@ -71,6 +73,39 @@ export interface Signature {
   timezoneOffset: number;
 }
 
+/**
+ * A name one tree holds twice (`file`, `dir`) or as both a file and a directory (`both`),
+ * among entries `skip` does not exclude; undefined when none. Git sorts a tree's entries by
+ * name (a directory's as if it ended in `/`): when they are strictly in that order no name can
+ * repeat, and only directory names need looking up among the files.
+ */
+function duplicateName(entries: TreeEntry[], skip: (e: TreeEntry) => boolean): { kind: 'file' | 'dir' | 'both'; name: string } | undefined {
+  let prev: string | undefined;
+  let sorted = true;
+  let dirs: string[] | undefined;
+  for (const e of entries) {
+    if (e.type === 'commit' || skip(e)) continue;
+    const key = e.type === 'tree' ? `${e.name}/` : e.name;
+    if (prev !== undefined && !(prev < key)) {
+      sorted = false;
+      break;
+    }
+    prev = key;
+    if (e.type === 'tree') (dirs ??= []).push(e.name);
+  }
+  if (sorted && !dirs) return undefined;
+  const files = new Set<string>();
+  const seenDirs = new Set<string>();
+  for (const e of entries) {
+    if (e.type === 'commit' || skip(e)) continue;
+    const set = e.type === 'tree' ? seenDirs : files;
+    if (set.has(e.name)) return { kind: e.type === 'tree' ? 'dir' : 'file', name: e.name };
+    set.add(e.name);
+  }
+  for (const d of seenDirs) if (files.has(d)) return { kind: 'both', name: d };
+  return undefined;
+}
+
 export class GitRepo {
   /** isomorphic-git's pack-index cache, for expandOid (the one read still made through it). */
   private readonly isoCache: object = {};
@@ -80,6 +115,7 @@ export class GitRepo {
   readonly records: RecordCache;
   private readonly small = new Map<string, Buffer | null>();
   private readonly notPointers = new Set<string>();
+  private readonly lastTrees = new Map<string, ParsedTree>();
   /** Every ref at once, from a snapshot while it is provably current (ref-table.ts). */
   readonly refTable: RefTable;
   constructor(readonly gitdir: string) {
@@ -201,6 +237,19 @@ export class GitRepo {
   }
 
   /**
+   * readTreeEntries for a walk over many versions: the tree last read at the same place
+   * (`place`, a path) is handed to the parser, which reuses the entries of the bytes both share
+   * (parseTreeFrom; the result is what parsing the object alone gives).
+   */
+  private async readTreeEntriesAt(oid: string, role: string, place: string): Promise<TreeEntry[]> {
+    const content = (await this.readObjectAs(oid, role, 'tree')).content;
+    const t = parseAs(oid, role, content, (c) => parseTreeFrom(c, this.lastTrees.get(place)));
+    if (this.lastTrees.size >= MAX_LAST_TREES && !this.lastTrees.has(place)) this.lastTrees.clear();
+    this.lastTrees.set(place, t);
+    return t.entries;
+  }
+
+  /**
    * The blob at `filepath` in a commit's tree, reading only the trees on that path (other
    * entries, whatever their names, are not looked at); undefined if absent. `via` gets the id
    * of every object the answer depends on (the commit, the trees on the path, the blob).
@@ -247,37 +296,42 @@ export class GitRepo {
   }
 
   /**
-   * Every file of a tree (blobs, at any depth) and the entries a version cannot hold
-   * (format/path-names.ts; such an entry, and all below it, is left out of `flat`).
+   * Walks a tree at any depth: `onFile(dir, entry)` for each blob entry (`dir` is its folder's
+   * path with a trailing `/`, or ''), entries a version cannot hold (format/path-names.ts; such an
+   * entry, and all below it, is skipped) pushed to `bad`. Gitlinks (another repository's commit)
+   * are not files. Git's own writers never produce a name twice in one tree or a name that is
+   * both a file and a directory; a hand-made tree can (git mktree accepts it): ECORRUPT.
    */
-  async readFlatTreeChecked(treeOid: string): Promise<{ flat: FlatTree; bad: BadEntry[] }> {
-    const flat: FlatTree = new Map();
-    const bad: BadEntry[] = [];
-    const walk = async (oid: string, prefix: string): Promise<void> => {
-      for (const e of await this.readTreeEntries(oid, prefix ? `tree ${prefix.slice(0, -1)}` : 'root tree')) {
-        const p = prefix + e.name;
-        if (e.type === 'commit') continue; // a gitlink: another repository's commit, not a file
+  private async walkTree(treeOid: string, onFile: (dir: string, e: TreeEntry) => void | Promise<void>, bad: BadEntry[]): Promise<void> {
+    const problemOf = (dir: string, e: TreeEntry): string | null =>
+      !e.utf8 ? 'a name that is not valid UTF-8' : dir === '' && e.name === '.mstore' && e.type === 'tree' ? null : nameProblem(e.name, { symlink: e.mode === '120000' });
+    const walk = async (oid: string, dir: string): Promise<void> => {
+      const entries = await this.readTreeEntriesAt(oid, dir ? `tree ${dir.slice(0, -1)}` : 'root tree', dir);
+      const twice = duplicateName(entries, (e) => problemOf(dir, e) !== null);
+      if (twice) {
+        const p = dir + twice.name;
+        throw new MstoreError('ECORRUPT', twice.kind === 'both' ? `tree ${treeOid} has both a file and a directory named ${p}` : `tree ${treeOid} names ${twice.kind === 'dir' ? 'directory ' : ''}${p} twice`, { what: treeOid });
+      }
+      for (const e of entries) {
+        if (e.type === 'commit') continue;
         // The root's .mstore holds the version record; anywhere else the name is reserved.
-        const problem = !e.utf8 ? 'a name that is not valid UTF-8' : p === '.mstore' && e.type === 'tree' ? null : nameProblem(e.name, { symlink: e.mode === '120000' });
-        if (problem) {
-          bad.push({ path: p, problem });
-          continue;
-        }
-        if (e.type === 'tree') {
-          if (dirs.has(p)) throw new MstoreError('ECORRUPT', `tree ${treeOid} names directory ${p} twice`, { what: treeOid });
-          dirs.add(p);
-          await walk(e.oid, `${p}/`);
-        } else {
-          if (flat.has(p)) throw new MstoreError('ECORRUPT', `tree ${treeOid} names ${p} twice`, { what: treeOid });
-          flat.set(p, { mode: e.mode as FileMode, blob: e.oid });
+        const problem = problemOf(dir, e);
+        if (problem) bad.push({ path: dir + e.name, problem });
+        else if (e.type === 'tree') await walk(e.oid, `${dir}${e.name}/`);
+        else {
+          const r = onFile(dir, e);
+          if (r) await r;
         }
       }
     };
-    // Git's own writers never produce duplicate names or a name that is both a file and a
-    // directory; a hand-made tree can (git mktree accepts it). Checkout relies on neither.
-    const dirs = new Set<string>();
     await walk(treeOid, '');
-    for (const d of dirs) if (flat.has(d)) throw new MstoreError('ECORRUPT', `tree ${treeOid} has both a file and a directory named ${d}`, { what: treeOid });
+  }
+
+  /** Every file of a tree (blobs, at any depth) and the entries a version cannot hold (walkTree). */
+  async readFlatTreeChecked(treeOid: string): Promise<{ flat: FlatTree; bad: BadEntry[] }> {
+    const flat: FlatTree = new Map();
+    const bad: BadEntry[] = [];
+    await this.walkTree(treeOid, (dir, e) => void flat.set(dir + e.name, { mode: e.mode as FileMode, blob: e.oid }), bad);
     return { flat, bad };
   }
 
@@ -286,6 +340,19 @@ export class GitRepo {
     const { flat, bad } = await this.readFlatTreeChecked(treeOid);
     if (bad.length) throw new MstoreError('ECORRUPT', `tree ${treeOid} holds ${badEntriesLine(bad)}`, { what: bad[0].path });
     return flat;
+  }
+
+  /**
+   * The model files of a version's tree (not its `.mstore/` record), visited rather than
+   * collected, for walks over a whole history (verify, push): a thousand versions of a
+   * workspace that grows by a file a day are 500,000 entries, and a path string and a map
+   * entry each cost more than the check the caller makes. `visit` may return a promise (then
+   * awaited). Checked as readFlatTree checks, and ECORRUPT the same way, after the walk.
+   */
+  async forEachModelFile(treeOid: string, visit: (dir: string, e: TreeEntry) => void | Promise<void>): Promise<void> {
+    const bad: BadEntry[] = [];
+    await this.walkTree(treeOid, (dir, e) => (dir.startsWith('.mstore/') ? undefined : visit(dir, e)), bad);
+    if (bad.length) throw new MstoreError('ECORRUPT', `tree ${treeOid} holds ${badEntriesLine(bad)}`, { what: bad[0].path });
   }
 
   async writeCommit(c: { message: string; tree: string; parents: string[]; author: Signature }): Promise<string> {

@@ -6,7 +6,7 @@
  * 0.9/1.0 as lmdb-js 3 builds it, 64-bit): docs/format.md §6.1. Rules kept: a problem is one
  * line naming the page; nothing here throws on any bytes.
  */
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 
 const HDR = 24; // page header: pgno u64 | txnid u64 | pad u16 | flags u16 | lower u16 | upper u16 (or pages u32)
@@ -133,49 +133,10 @@ export const WALK_AT_OPEN_BYTES = 64 * 1024 * 1024;
  * meta pages and the pages the current one names as roots. Undefined when lmdb may open it.
  */
 export function indexFileProblem(dir: string): string | undefined {
-  const file = path.join(dir, INDEX_FILE);
-  const size = fileSize(file);
+  const size = fileSize(path.join(dir, INDEX_FILE));
   if (size === 0) return undefined; // created, not yet initialised (see indexPageProblems)
-  if (size === undefined || size > WALK_AT_OPEN_BYTES) return rootProblem(dir);
-  // A walk that found nothing is remembered by the file's identity (the walk of a 2.3 MB index
-  // is a fifth of `status`'s budget): any write, by lmdb or anything else, changes its ctime,
-  // which no program can set back. Damage that bypasses the file system (the medium itself)
-  // is still found by verify and fsck, which always walk.
-  const memo = path.join(dir, '..', 'cache', WALK_MEMO);
-  const stamp = fileStamp(file);
-  if (stamp && readMemo(memo) === stamp.text) return undefined;
-  const problem = indexPageProblems(dir, 1)[0];
-  // Only a file settled for RACY_MS: a write within the same clock tick as the stamp would
-  // leave its ctime unchanged (the clock behind file times is coarse).
-  if (!problem && stamp && Date.now() - stamp.ctimeMs > RACY_MS) writeMemo(memo, stamp.text);
-  return problem;
-}
-
-/** `cache/index-walk` (docs/format.md §2.6): the identity of the index file at its last clean open-time walk. */
-const WALK_MEMO = 'index-walk';
-const RACY_MS = 2000;
-
-function fileStamp(file: string): { text: string; ctimeMs: number } | undefined {
-  const st = statSync(file, { bigint: true, throwIfNoEntry: false });
-  if (!st) return undefined;
-  return { text: `${st.dev} ${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}\n`, ctimeMs: Number(st.ctimeNs / 1_000_000n) };
-}
-
-function readMemo(file: string): string | undefined {
-  try {
-    return readFileSync(file, 'latin1');
-  } catch {
-    return undefined;
-  }
-}
-
-function writeMemo(file: string, text: string): void {
-  try {
-    mkdirSync(path.dirname(file), { recursive: true });
-    writeFileSync(file, text);
-  } catch {
-    // read-only or full: the next open walks again
-  }
+  if (size !== undefined && size <= WALK_AT_OPEN_BYTES) return indexPageProblems(dir, 1)[0];
+  return rootProblem(dir);
 }
 
 /** The bytes of the index file lmdb uses now (up to its current last page), or undefined when unreadable. */

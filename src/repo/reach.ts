@@ -9,7 +9,6 @@ import type { Store } from './store.js';
 import type { GitRepo } from './git.js';
 import { readRefLog, type RefLogEntry } from './reflog.js';
 import { parsePointer } from '../format/pointer.js';
-import { modelEntries } from './version-files.js';
 
 /** commit id -> the names (refs, or history entries) that reach it. */
 export type Roots = Map<string, string[]>;
@@ -92,21 +91,25 @@ export interface ContentUse {
 /** The lfs content each commit's tree points at, by oid. */
 export async function contentOf(repo: GitRepo, commits: Iterable<string>, label: (commit: string) => string): Promise<Map<string, ContentUse>> {
   const out = new Map<string, ContentUse>();
+  const note = (use: string, small: Buffer | null, blob: string): void => {
+    const ptr = small && parsePointer(small, use);
+    if (!ptr) {
+      repo.noteNotPointer(blob);
+      return;
+    }
+    const cur = out.get(ptr.oid);
+    if (cur) cur.uses.push(use);
+    else out.set(ptr.oid, { oid: ptr.oid, size: ptr.size, uses: [use] });
+  };
   for (const commit of commits) {
     const c = await repo.readCommit(commit);
-    for (const [p, e] of modelEntries(await repo.readFlatTree(c.tree))) {
-      if (e.mode === '120000' || repo.isKnownNotPointer(e.blob)) continue;
-      const use = `${label(commit)}:${p}`;
-      const small = repo.knownPointerCandidate(e.blob) ?? (await repo.pointerCandidate(e.blob, use));
-      const ptr = small && parsePointer(small, use);
-      if (!ptr) {
-        repo.noteNotPointer(e.blob);
-        continue;
-      }
-      const cur = out.get(ptr.oid);
-      if (cur) cur.uses.push(use);
-      else out.set(ptr.oid, { oid: ptr.oid, size: ptr.size, uses: [use] });
-    }
+    await repo.forEachModelFile(c.tree, (dir, e) => {
+      if (e.mode === '120000' || repo.isKnownNotPointer(e.oid)) return;
+      const use = `${label(commit)}:${dir}${e.name}`;
+      const small = repo.knownPointerCandidate(e.oid);
+      if (small !== undefined) return note(use, small, e.oid);
+      return repo.pointerCandidate(e.oid, use).then((read) => note(use, read, e.oid));
+    });
   }
   return out;
 }

@@ -156,31 +156,40 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       if (!meta) throw new Error('the metadata record .mstore/version.json is missing');
       if (meta.schema !== META_SCHEMA) throw new Error(`metadata schema is '${String(meta.schema)}', expected ${META_SCHEMA}`);
       if (meta.version) v.name = name = meta.version;
-      const flat = await repo.readFlatTree(c.tree);
-      for (const [p, e] of flat) {
-        if (p.startsWith('.mstore/')) continue;
-        // Each distinct blob is read (re-hashed) once per run, however many versions hold it.
-        if (repo.isKnownNotPointer(e.blob)) continue;
-        let small = repo.knownPointerCandidate(e.blob);
-        if (small === undefined) {
-          try {
-            small = await repo.pointerCandidate(e.blob);
-          } catch (err) {
-            fail({ versions: [name], files: [`${name}:${p}`], message: `${name}:${p}: git object ${e.blob} is damaged (${firstLine(err)})` });
-            continue;
-          }
-        }
-        if (e.mode === '120000') continue;
-        const ptr = small && parsePointer(small, `${name}:${p}`);
+      // What the version's files say, kept aside until its whole tree is read (a tree that
+      // turns out to hold a bad entry is the version's damage, and none of its files count).
+      const found: { path: string; oid: string; size: number }[] = [];
+      const fileProblems: Problem[] = [];
+      const versionName = name;
+      const note = (p: string, e: { mode: string; oid: string }, small: Buffer | null): void => {
+        if (e.mode === '120000') return;
+        const ptr = small && parsePointer(small, `${versionName}:${p}`);
         if (!ptr) {
-          repo.noteNotPointer(e.blob);
-          continue;
+          repo.noteNotPointer(e.oid);
+          return;
         }
-        const use = files.get(ptr.oid);
+        found.push({ path: p, oid: ptr.oid, size: ptr.size });
+      };
+      await repo.forEachModelFile(c.tree, (dir, e) => {
+        // Each distinct blob is read (re-hashed) once per run, however many versions hold it.
+        if (repo.isKnownNotPointer(e.oid)) return;
+        const small = repo.knownPointerCandidate(e.oid);
+        if (small !== undefined) return note(dir + e.name, e, small);
+        return repo.pointerCandidate(e.oid).then(
+          (read) => note(dir + e.name, e, read),
+          (err: unknown) => {
+            const p = dir + e.name;
+            fileProblems.push({ versions: [versionName], files: [`${versionName}:${p}`], message: `${versionName}:${p}: git object ${e.oid} is damaged (${firstLine(err)})` });
+          },
+        );
+      });
+      for (const p of fileProblems) fail(p);
+      for (const f of found) {
+        const use = files.get(f.oid);
         if (use) {
-          use.uses.push({ version: name, path: p });
-          if (use.size !== ptr.size) fail({ versions: [name], files: [`${name}:${p}`], message: `${name}:${p}: pointer says ${ptr.size} bytes, another pointer to ${ptr.oid} says ${use.size}` });
-        } else files.set(ptr.oid, { size: ptr.size, uses: [{ version: name, path: p }] });
+          use.uses.push({ version: name, path: f.path });
+          if (use.size !== f.size) fail({ versions: [name], files: [`${name}:${f.path}`], message: `${name}:${f.path}: pointer says ${f.size} bytes, another pointer to ${f.oid} says ${use.size}` });
+        } else files.set(f.oid, { size: f.size, uses: [{ version: name, path: f.path }] });
       }
     } catch (e) {
       fail({ versions: [name], files: [], message: `${name}: version record ${commit.slice(0, 12)} is damaged (${firstLine(e)})` });
