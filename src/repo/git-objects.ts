@@ -51,6 +51,9 @@ export function hashObject(type: string, content: Uint8Array): string {
 }
 
 const BLOCK = 64 * 1024;
+/** How many recently read objects, each up to RECENT_MAX_BYTES, GitObjects keeps. */
+const RECENT_OBJECTS = 16;
+const RECENT_MAX_BYTES = 64 * 1024;
 /** 32 MiB of pack blocks per process. */
 const MAX_BLOCKS = 512;
 /** Pack blocks, least recently used first: `<pack file>:<block number>` -> bytes. */
@@ -331,6 +334,11 @@ export class GitObjects {
   private listedAt = 0n;
   /** Objects proven intact or read whole in this process. */
   private readonly proven = new Set<string>();
+  /**
+   * The last few small objects read, as read (re-hashed then): a version's commit and trees are
+   * asked for again within one step (verify reads its record, then walks its tree).
+   */
+  private readonly recent = new Map<string, GitObject>();
   /** Pack indexes that could not be read, and why (name -> reason). */
   readonly unreadable = new Map<string, string>();
 
@@ -382,6 +390,8 @@ export class GitObjects {
     for (const p of old.values()) p.close();
     this.packs = list;
     this.packNames = key;
+    // objects may have gone with a pack (gc): what was read is read again
+    this.recent.clear();
     return list;
   }
 
@@ -406,12 +416,20 @@ export class GitObjects {
    * present but unreadable, malformed or not hashing to its id.
    */
   read(oid: string): GitObject | undefined {
+    const recent = this.recent.get(oid);
+    if (recent) return recent;
     if (!/^[0-9a-f]{40}$/.test(oid)) return undefined;
     const bin = Buffer.from(oid, 'hex');
     // Packs first (most objects of a long history are there), then the loose file, then the
     // packs again if their list changed: an object packed and removed by another process since.
     const o = this.readPacked(oid, bin, false) ?? this.readLoose(oid) ?? this.readPacked(oid, bin, true);
-    if (o) this.proven.add(oid);
+    if (o) {
+      this.proven.add(oid);
+      if (o.content.length <= RECENT_MAX_BYTES) {
+        if (this.recent.size >= RECENT_OBJECTS) this.recent.delete(this.recent.keys().next().value!);
+        this.recent.set(oid, o);
+      }
+    }
     return o;
   }
 
@@ -473,6 +491,7 @@ export class GitObjects {
 
   forgetProven(): void {
     this.proven.clear();
+    this.recent.clear();
   }
 
   /** read(), yielding to the event loop every few ms of reading so that a long walk does not starve a server. */

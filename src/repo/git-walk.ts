@@ -1,9 +1,12 @@
 /** Walking the git object graph of a store's version records (links read by format/git-links.ts). */
 import { gitObjects } from './git-objects.js';
-import { GITLINK_MODE, objectLinks, parseCommit } from '../format/git-links.js';
+import { GITLINK_MODE, objectLinks, parseCommit, parseTreeFrom, type ParsedTree } from '../format/git-links.js';
 import { MstoreError, errorLine } from '../lib/errors.js';
 
 export type GitType = 'blob' | 'tree' | 'commit' | 'tag';
+
+/** Tree paths whose last-read tree reachableObjects keeps for the next version's. */
+const MAX_PLACES = 256;
 
 export interface WalkedObject {
   oid: string;
@@ -20,8 +23,11 @@ export async function reachableObjects(gitdir: string, starts: string[], haves: 
   const order: WalkedObject[] = [];
   // `haves`: objects whose whole closure is known to be present elsewhere; not walked, not listed.
   const state = new Map<string, 'open' | 'done'>([...haves].map((h) => [h, 'done'] as const));
-  // Iterative post-order DFS: histories can be thousands of commits deep.
-  const stack: { oid: string; children?: string[]; type?: GitType }[] = starts.map((oid) => ({ oid }));
+  // Iterative post-order DFS: histories can be thousands of commits deep. `place`: a tree's
+  // path in its version ('' for the root), so that each tree is parsed reusing the last one
+  // read there (parseTreeFrom: consecutive versions' trees share most of their bytes).
+  const stack: { oid: string; place?: string; children?: string[]; type?: GitType }[] = starts.map((oid) => ({ oid }));
+  const lastTrees = new Map<string, ParsedTree>();
   while (stack.length) {
     const top = stack[stack.length - 1];
     if (!top.children) {
@@ -32,25 +38,34 @@ export async function reachableObjects(gitdir: string, starts: string[], haves: 
       state.set(top.oid, 'open');
       const o = await objects.get(top.oid);
       top.type = o.type;
-      let links;
-      try {
-        links = objectLinks(o.type, o.content).filter((l) => l.mode !== GITLINK_MODE);
-      } catch (e) {
-        throw new MstoreError('ECORRUPT', `git object ${top.oid} (${o.type}) is malformed: ${errorLine(e)}`, { what: top.oid });
-      }
-      // A blob a tree names links to nothing: its presence is all the walk needs (whoever reads
-      // it, to send or to verify, re-hashes it then), so it is listed without being read.
       top.children = [];
-      for (const l of links) {
-        if (state.has(l.oid)) continue;
-        if (o.type === 'tree' && l.type === 'blob') {
-          if (!objects.has(l.oid)) throw new MstoreError('EMISSING', `git object ${l.oid} (blob ${l.via}) is missing`, { what: l.oid });
-          state.set(l.oid, 'done');
-          order.push({ oid: l.oid, type: 'blob' });
-          continue;
+      const children = top.children;
+      const add = (oid: string, type: GitType, via: string, place?: string): void => {
+        if (state.has(oid)) return;
+        // A blob a tree names links to nothing: its presence is all the walk needs (whoever
+        // reads it, to send or to verify, re-hashes it then), so it is listed without being read.
+        if (o.type === 'tree' && type === 'blob') {
+          if (!objects.has(oid)) throw new MstoreError('EMISSING', `git object ${oid} (blob ${via}) is missing`, { what: oid });
+          state.set(oid, 'done');
+          order.push({ oid, type: 'blob' });
+          return;
         }
-        top.children.push(l.oid);
-        stack.push({ oid: l.oid });
+        children.push(oid);
+        stack.push({ oid, place });
+      };
+      try {
+        if (o.type === 'tree') {
+          const place = top.place ?? '';
+          const t = parseTreeFrom(o.content, lastTrees.get(place));
+          if (lastTrees.size >= MAX_PLACES && !lastTrees.has(place)) lastTrees.clear();
+          lastTrees.set(place, t);
+          for (const e of t.entries) if (e.mode !== GITLINK_MODE) add(e.oid, e.type, e.name, e.type === 'tree' ? `${place}${e.name}/` : undefined);
+        } else {
+          for (const l of objectLinks(o.type, o.content)) if (l.mode !== GITLINK_MODE) add(l.oid, l.type, l.via, o.type === 'commit' && l.via === 'tree' ? '' : undefined);
+        }
+      } catch (e) {
+        if (e instanceof MstoreError) throw e;
+        throw new MstoreError('ECORRUPT', `git object ${top.oid} (${o.type}) is malformed: ${errorLine(e)}`, { what: top.oid });
       }
       continue;
     }

@@ -61,6 +61,8 @@ export class ObjectSink {
   newChunks = 0;
   newBytes = 0;
   newFiles = 0;
+  /** Git objects this sink stored (addGitObject calls that found the object absent). */
+  newGitObjects = 0;
 
   /** Git objects added and not yet sealed into the repository (in a temporary beside it, or in the staging folder). */
   private gitPack: GitPackWriter | undefined;
@@ -124,6 +126,7 @@ export class ObjectSink {
     if (!expected && (await this.hasGitObject(id))) return id;
     this.gitPack ??= new GitPackWriter(this.staging ? this.staging.dir : this.gitPackDir);
     this.gitPack.add(id, type, content);
+    this.newGitObjects++;
     return id;
   }
 

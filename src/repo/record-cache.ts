@@ -15,7 +15,7 @@
  * (annotated tag). Appended with one write per batch (O_APPEND: lines of concurrent writers do
  * not interleave); duplicates are harmless (the first good one is used).
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { ParsedCommit } from '../format/git-links.js';
@@ -42,10 +42,13 @@ const crcHex = (text: string): string => (crc32(text) >>> 0).toString(16).padSta
 
 /** Lookups answered by searching the file before it is indexed whole (see RecordCache.find). */
 const SEARCHED_LOOKUPS = 64;
+/** What a search reads from the file's end first (then four times as much, until found or whole). */
+const TAIL_BYTES = 256 * 1024;
 
 export class RecordCache {
-  /** The file's bytes, read once. */
+  /** The file's last bytes, read on demand (tail). */
   private data: Buffer | undefined;
+  private dataWhole = false;
   /**
    * `<kind><id>` -> the bytes after the key, `<crc> <json>`, checked and decoded only when used.
    * Built only after SEARCHED_LOOKUPS lookups, or when entries are added or listed.
@@ -56,14 +59,35 @@ export class RecordCache {
 
   constructor(private readonly file: string) {}
 
+  /** The whole file (an empty buffer when there is none or it cannot be read). */
   private bytes(): Buffer {
-    if (this.data) return this.data;
+    return this.tail(Infinity).data;
+  }
+
+  /**
+   * At least the last `want` bytes of the file (all of it when shorter), and whether that is
+   * the whole file. `log -n 20` finds its records in the last few hundred KiB of a file that a
+   * thousand versions make 1.2 MB, and reading all of it cost 4 ms here.
+   */
+  private tail(want: number): { data: Buffer; whole: boolean } {
+    if (this.data && (this.dataWhole || this.data.length >= want)) return { data: this.data, whole: this.dataWhole };
+    let fd: number | undefined;
     try {
-      this.data = readFileSync(this.file);
+      fd = openSync(this.file, 'r');
+      const size = fstatSync(fd).size;
+      const length = Math.min(size, want);
+      const data = Buffer.allocUnsafe(length);
+      let n = 0;
+      for (let r = -1; n < length && r !== 0; n += r) r = readSync(fd, data, n, length - n, size - length + n);
+      this.data = data.subarray(0, n);
+      this.dataWhole = n === size;
     } catch {
       this.data = Buffer.alloc(0); // no cache yet, or unreadable: everything is read from git
+      this.dataWhole = true;
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
-    return this.data;
+    return { data: this.data, whole: this.dataWhole };
   }
 
   /** Whether the line at `at` (ending at `end`) has the shape kind + 40 hex, space, 8 hex, space, json. */
@@ -90,31 +114,42 @@ export class RecordCache {
   }
 
   /**
-   * The lines of a key, newest first (`whole`: only those whose CRC holds). `log -n 20` of a
+   * The newest line of a key (`wholeOnly`: the newest whose CRC holds). `log -n 20` of a
    * 1,000-version history looks up 20 versions, appended last: searching the file backwards
    * for them costs less than indexing its thousands of lines, which is done from the 65th
    * lookup on. Any line of a key whose CRC holds is as good as another (all were derived from
    * the same immutable objects).
    */
-  private find(key: string, whole: boolean): Buffer | undefined {
+  private find(key: string, wholeOnly: boolean): Buffer | undefined {
     if (this.lines || ++this.lookups > SEARCHED_LOOKUPS) {
       const entry = this.load().get(key);
-      return entry && (!whole || RecordCache.checked(entry)) ? entry : undefined;
+      return entry && (!wholeOnly || RecordCache.checked(entry)) ? entry : undefined;
     }
-    const data = this.bytes();
     const needle = Buffer.from(`\n${key} `, 'latin1');
+    for (let want = TAIL_BYTES; ; want *= 4) {
+      const { data, whole } = this.tail(want);
+      const found = RecordCache.search(data, whole, needle, wholeOnly);
+      if (found || whole) return found;
+    }
+  }
+
+  /**
+   * The newest line of `needle`'s key in `data` (the file's last bytes; `whole`: all of it);
+   * a line is only taken when its start lies inside `data`.
+   */
+  private static search(data: Buffer, whole: boolean, needle: Buffer, wholeOnly: boolean): Buffer | undefined {
     for (let from = data.length; from >= 0; ) {
       let at = data.lastIndexOf(needle, from);
       if (at < 0) {
         // the file's first line has no newline before it
-        if (!data.subarray(0, needle.length - 1).equals(needle.subarray(1))) return undefined;
+        if (!whole || !data.subarray(0, needle.length - 1).equals(needle.subarray(1))) return undefined;
         at = -1;
       }
       const start = at + 1;
       let end = data.indexOf(0x0a, start);
       if (end < 0) end = data.length;
       const entry = data.subarray(start + 42, end);
-      if (RecordCache.shaped(data, start, end) && (!whole || RecordCache.checked(entry))) return entry;
+      if (RecordCache.shaped(data, start, end) && (!wholeOnly || RecordCache.checked(entry))) return entry;
       if (at < 0) return undefined;
       from = at - 1;
     }
@@ -187,7 +222,9 @@ export class RecordCache {
   /** Appends what this process learnt; a store that cannot be written keeps it in memory only. */
   flush(): void {
     if (!this.pending.length) return;
-    const text = this.pending.join('');
+    // Learnt newest first (a walk down from the refs): written oldest first, so that the
+    // newest versions' lines are the file's last, where a search starts (find).
+    const text = this.pending.reverse().join('');
     this.pending = [];
     try {
       mkdirSync(path.dirname(this.file), { recursive: true });
@@ -201,8 +238,14 @@ export class RecordCache {
   rebuild(commits: Map<string, CommitRecord>, tags: Map<string, TagRecord>): void {
     const out: string[] = [];
     const lines = new Map<string, Buffer>();
-    for (const [kind, map] of [['c', commits], ['t', tags]] as const) {
-      for (const [oid, value] of map) {
+    // Tags, then commits oldest first (by committer time), so that the newest versions' lines
+    // are the file's last, as appends leave them (find searches from the end).
+    // Ties (commits of one second) in reverse of the order given: a walk down from the refs
+    // gives a line's commits newest first.
+    const time = (r: CommitRecord): number => r.commit?.committer?.timestamp ?? 0;
+    const byTime = [...commits].map((e, i) => ({ e, i })).sort((a, b) => time(a.e[1]) - time(b.e[1]) || b.i - a.i).map((x) => x.e);
+    for (const [kind, entries] of [['t', [...tags]], ['c', byTime]] as const) {
+      for (const [oid, value] of entries) {
         const json = JSON.stringify(value);
         lines.set(kind + oid, Buffer.from(`${crcHex(json)} ${json}`));
         out.push(`${kind}${oid} ${crcHex(json)} ${json}\n`);

@@ -22,9 +22,10 @@ interface Snapshot {
   journal: number;
   /** Folder under the repository (refs, refs/tags, …; and `packed-refs`) -> mtime in ns. */
   stamps: Record<string, string>;
-  refs: Record<string, string>;
-  /** Tag ref -> the commit its tag object leads to, as packed-refs' `^` lines do (a fact about immutable objects). */
-  peeled: Record<string, string>;
+  /** [full name, raw value] pairs: a Map is made from arrays in a third of the time an object's entries take. */
+  refs: [string, string][];
+  /** [tag ref, the commit its tag object leads to], as packed-refs' `^` lines say (a fact about immutable objects). */
+  peeled: [string, string][];
 }
 
 export interface RefTableView {
@@ -81,7 +82,7 @@ export class RefTable {
     } catch {
       return undefined;
     }
-    if (!snap || typeof snap !== 'object' || snap.journal !== this.journalSize() || !snap.stamps || !snap.refs) return undefined;
+    if (!snap || typeof snap !== 'object' || snap.journal !== this.journalSize() || !snap.stamps || !Array.isArray(snap.refs) || !Array.isArray(snap.peeled)) return undefined;
     // Every recorded folder unchanged. A folder made since (a new line's refs) changed the
     // time of its parent, which is recorded, so nothing needs listing: refs/tags holds a file
     // per version, and listing it cost `log -n 20` 4 ms at 1,000 versions.
@@ -91,7 +92,9 @@ export class RefTable {
       const now = rel === 'packed-refs' ? (mtimeNs(path.join(this.gitdir, rel)) ?? 'absent') : mtimeNs(path.join(this.gitdir, rel));
       if (now !== stamp) return undefined;
     }
-    return { refs: new Map(Object.entries(snap.refs)), peeled: new Map(Object.entries(snap.peeled ?? {})) };
+    const pairs = (a: unknown[]): a is [string, string][] => a.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === 'string' && typeof p[1] === 'string');
+    if (!pairs(snap.refs) || !pairs(snap.peeled)) return undefined;
+    return { refs: new Map(snap.refs), peeled: new Map(snap.peeled) };
   }
 
   /** Refs read from their files: loose ones over packed-refs, as git reads them. */
@@ -152,14 +155,14 @@ export class RefTable {
   async refresh(table: RefTableView | undefined, peel: (oid: string) => Promise<string | undefined>): Promise<void> {
     try {
       const refs = table?.refs ?? this.fromFiles();
-      const peeled: Record<string, string> = {};
+      const peeled: [string, string][] = [];
       for (const [ref, value] of refs) {
         if (!ref.startsWith('refs/tags/') || !/^[0-9a-f]{40}$/.test(value)) continue;
         const known = table?.peeled.get(ref);
         const commit = known ?? (await peel(value));
-        if (commit) peeled[ref] = commit;
+        if (commit) peeled.push([ref, commit]);
       }
-      const snap: Snapshot = { journal: this.journalSize(), stamps: this.stamps(), refs: Object.fromEntries(refs), peeled };
+      const snap: Snapshot = { journal: this.journalSize(), stamps: this.stamps(), refs: [...refs], peeled };
       mkdirSync(path.dirname(this.file), { recursive: true });
       const tmp = `${this.file}.tmp`; // one writer at a time (the store lock); a leftover is overwritten
       writeFileSync(tmp, JSON.stringify(snap));

@@ -161,10 +161,12 @@ export class StoreRemote implements Remote {
             await sink.addFile(oid, size, Buffer.from(o.data));
             stored++;
           } else {
-            if (await sink.hasGitObject(o.id)) continue;
             const nul = o.data.indexOf(0);
             const type = o.data.subarray(0, nul).toString('latin1').split(' ')[0] as GitType;
+            // addGitObject skips what the store has (one presence check per object, not two)
+            const before = sink.newGitObjects;
             await sink.addGitObject(type, o.data.subarray(nul + 1), o.id);
+            if (sink.newGitObjects === before) continue;
             stored++;
           }
           if (sink.unpublishedBytes >= PUBLISH_EVERY) await publish();
@@ -255,19 +257,26 @@ export class StoreRemote implements Remote {
       async () => {
         const repo = store.repo;
         const gitdir = store.gitdir;
+        // A ref already at its new value needs no move: a rerun of a push killed after its
+        // moves were recorded finds them made by this lock's taker (finishLastOperation),
+        // after it listed the refs.
+        const todo: RefUpdate[] = [];
         for (const u of updates) {
           const cur = (await repo.readRef(u.ref)) ?? null;
+          if (cur === u.new) continue;
+          todo.push(u);
           if (cur !== u.old) {
             throw nonFastForward(u.ref, cur === null ? `${this.display} no longer has it` : `${this.display} has it at ${cur.slice(0, 12)} now${u.old ? `, not ${u.old.slice(0, 12)}` : ''}`);
           }
         }
+        if (!todo.length) return [];
         // The objects of every new value must all be here (dependencies of existing refs are).
         const current = await this.listRefs();
         const haves = [...current.values()];
-        const news = updates.flatMap((u) => (u.new === null ? [] : [u.new]));
+        const news = todo.flatMap((u) => (u.new === null ? [] : [u.new]));
         // One walk for all the new values; only when it fails are they walked one by one, to name the ref.
         if (!(await reachableObjects(gitdir, news, haves).then(() => true, () => false))) {
-          for (const u of updates) {
+          for (const u of todo) {
             if (u.new === null) continue;
             try {
               await reachableObjects(gitdir, [u.new], haves);
@@ -277,7 +286,7 @@ export class StoreRemote implements Remote {
           }
         }
         if (!opts.force) {
-          for (const u of updates) {
+          for (const u of todo) {
             if (u.old === null) continue;
             if (u.new === null) throw nonFastForward(u.ref, 'deleting a ref on a remote needs --force');
             if (u.ref.startsWith('refs/tags/')) throw nonFastForward(u.ref, `the tag already exists at ${u.old.slice(0, 12)} and tags do not move`);
@@ -289,7 +298,7 @@ export class StoreRemote implements Remote {
         const named = new Set<string>();
         for (const [ref, v] of current) if (!ref.startsWith('refs/notes/')) named.add(await repo.peelToCommit(v).catch(() => v));
         const commits: Roots = new Map();
-        for (const u of updates) {
+        for (const u of todo) {
           if (u.new === null || u.ref.startsWith('refs/notes/')) continue;
           const commit = await repo.peelToCommit(u.new).catch(() => undefined);
           if (!commit) throw new MstoreError('EBADINPUT', `${u.ref}: ${u.new.slice(0, 12)} does not lead to a version (not a commit)`);
@@ -299,7 +308,7 @@ export class StoreRemote implements Remote {
           const v = await verify(store, { commits, wholeOnReceipt: this.wholeOnReceipt });
           if (!v.ok) throw new MstoreError('ECORRUPT', `${this.display}: the pushed versions failed verification (${v.problems[0].message}${v.problems.length > 1 ? `; ${v.problems.length - 1} more` : ''}); no ref moved`);
         }
-        const moves: RefMove[] = updates.map((u) => ({ ref: u.ref, value: u.new, expect: u.old }));
+        const moves: RefMove[] = todo.map((u) => ({ ref: u.ref, value: u.new, expect: u.old }));
         return moveRefs(store, moves, 'push', { message: opts.message });
       },
       this.lockTimeoutMs,
