@@ -211,8 +211,13 @@ test('damaged caches: torn, garbage and contradicting lines change no answer', (
   assert.is.not(lying, line);
   writeFileSync(records, `${text}${lying}\n${line.slice(0, 60)}\n\u0000garbage\n${'c'.repeat(41)} zz\n`, 'latin1');
   assert.equal(answers(copy), expected, 'a damaged record cache changes nothing');
-  // The ref table: garbage, then a table that validates but for a folder that changed.
+  // The ref table: the earlier form (refs as an object), current by its stamps but naming no
+  // refs at all; then garbage.
   const refs = path.join(copy, '.mstore', 'cache', 'refs');
+  const snap = JSON.parse(readFileSync(refs, 'utf8')) as { journal: number; stamps: unknown; refPairs?: unknown };
+  assert.ok(Array.isArray(snap.refPairs), 'the ref table holds pairs');
+  writeFileSync(refs, JSON.stringify({ journal: snap.journal, stamps: snap.stamps, refs: {}, peeled: {} }));
+  assert.equal(answers(copy), expected, 'a ref table in the earlier form is not used');
   writeFileSync(refs, '{"journal":');
   assert.equal(answers(copy), expected, 'a torn ref table changes nothing');
   rmSync(records);

@@ -22,10 +22,14 @@ interface Snapshot {
   journal: number;
   /** Folder under the repository (refs, refs/tags, …; and `packed-refs`) -> mtime in ns. */
   stamps: Record<string, string>;
-  /** [full name, raw value] pairs: a Map is made from arrays in a third of the time an object's entries take. */
-  refs: [string, string][];
+  /**
+   * [full name, raw value] pairs: a Map is made from arrays in a third of the time an object's
+   * entries take. (Named apart from the `refs` object of earlier versions, which a reader of
+   * those versions then finds missing and reads the ref files instead.)
+   */
+  refPairs: [string, string][];
   /** [tag ref, the commit its tag object leads to], as packed-refs' `^` lines say (a fact about immutable objects). */
-  peeled: [string, string][];
+  peeledPairs: [string, string][];
 }
 
 export interface RefTableView {
@@ -82,7 +86,7 @@ export class RefTable {
     } catch {
       return undefined;
     }
-    if (!snap || typeof snap !== 'object' || snap.journal !== this.journalSize() || !snap.stamps || !Array.isArray(snap.refs) || !Array.isArray(snap.peeled)) return undefined;
+    if (!snap || typeof snap !== 'object' || snap.journal !== this.journalSize() || !snap.stamps || !Array.isArray(snap.refPairs) || !Array.isArray(snap.peeledPairs)) return undefined;
     // Every recorded folder unchanged. A folder made since (a new line's refs) changed the
     // time of its parent, which is recorded, so nothing needs listing: refs/tags holds a file
     // per version, and listing it cost `log -n 20` 4 ms at 1,000 versions.
@@ -93,8 +97,8 @@ export class RefTable {
       if (now !== stamp) return undefined;
     }
     const pairs = (a: unknown[]): a is [string, string][] => a.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === 'string' && typeof p[1] === 'string');
-    if (!pairs(snap.refs) || !pairs(snap.peeled)) return undefined;
-    return { refs: new Map(snap.refs), peeled: new Map(snap.peeled) };
+    if (!pairs(snap.refPairs) || !pairs(snap.peeledPairs)) return undefined;
+    return { refs: new Map(snap.refPairs), peeled: new Map(snap.peeledPairs) };
   }
 
   /** Refs read from their files: loose ones over packed-refs, as git reads them. */
@@ -162,7 +166,7 @@ export class RefTable {
         const commit = known ?? (await peel(value));
         if (commit) peeled.push([ref, commit]);
       }
-      const snap: Snapshot = { journal: this.journalSize(), stamps: this.stamps(), refs: [...refs], peeled };
+      const snap: Snapshot = { journal: this.journalSize(), stamps: this.stamps(), refPairs: [...refs], peeledPairs: peeled };
       mkdirSync(path.dirname(this.file), { recursive: true });
       const tmp = `${this.file}.tmp`; // one writer at a time (the store lock); a leftover is overwritten
       writeFileSync(tmp, JSON.stringify(snap));
