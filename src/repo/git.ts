@@ -83,8 +83,9 @@ function duplicateName(entries: TreeEntry[], skip: (e: TreeEntry) => boolean): {
   let prev: string | undefined;
   let sorted = true;
   let dirs: string[] | undefined;
+  // (entries `skip` excludes take part here: distinct names stay distinct without them)
   for (const e of entries) {
-    if (e.type === 'commit' || skip(e)) continue;
+    if (e.type === 'commit') continue;
     const key = e.type === 'tree' ? `${e.name}/` : e.name;
     if (prev !== undefined && !(prev < key)) {
       sorted = false;

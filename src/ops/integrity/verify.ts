@@ -293,7 +293,8 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
           }
         }
       };
-      const second = availableParallelism() > 1 && sound.length > 1 ? new ParallelHasher() : undefined;
+      const toRead = sound.filter((oid) => !(opts.wholeOnReceipt?.has(oid) && !opts.chunkIds)).length;
+      const second = availableParallelism() > 1 && toRead > 1 ? new ParallelHasher() : undefined;
       const secondReader = second && new ContentReader(index, second, store.packsDir);
       try {
         second?.warm();
