@@ -19,7 +19,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { crc32, deflateSync } from 'node:zlib';
 import { fsyncDir, TMP_PREFIX } from '../lib/fsutil.js';
-import { GitObjectDamage, gitObjects, IDX_MAGIC, type GitObject } from './git-objects.js';
+import { GitObjectDamage, gitObjects, type GitObject } from './git-objects.js';
+import { IDX_MAGIC } from './git-pack-read.js';
 
 const TYPE_NUMBERS: Record<GitObject['type'], number> = { commit: 1, tree: 2, blob: 3, tag: 4 };
 const TYPE_RANK: Record<GitObject['type'], number> = { tag: 0, commit: 1, tree: 2, blob: 3 };
