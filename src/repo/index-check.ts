@@ -34,26 +34,29 @@ interface Meta {
 }
 
 /**
- * A readable view of the index file, one page at a time. A file up to WHOLE_READ_BYTES is read
- * in one call (the open-time walk of a 2.3 MB index made 560 page reads, 20 ms of a `status`
- * whose budget is 100 ms).
+ * A readable view of the index file, one page at a time. For a walk of every page, a file up to
+ * WHOLE_READ_BYTES is read in one call (the open-time walk of a 2.3 MB index made 560 page
+ * reads, 20 ms of a `status` whose budget is 100 ms); a look at a few pages reads those only.
  */
 const WHOLE_READ_BYTES = 8 * 1024 * 1024;
 
 class PageFile {
   readonly size: number;
   private readonly whole: Buffer | undefined;
-  private constructor(private readonly fd: number) {
+  private constructor(
+    private readonly fd: number,
+    everyPage: boolean,
+  ) {
     this.size = fstatSync(fd).size;
-    if (this.size <= WHOLE_READ_BYTES) {
+    if (everyPage && this.size <= WHOLE_READ_BYTES) {
       const b = Buffer.allocUnsafe(this.size);
       let n = 0;
       for (let r = -1; n < b.length && r !== 0; n += r) r = readSync(fd, b, n, b.length - n, n);
       this.whole = b.subarray(0, n);
     }
   }
-  static open(file: string): PageFile {
-    return new PageFile(openSync(file, 'r'));
+  static open(file: string, opts: { everyPage?: boolean } = {}): PageFile {
+    return new PageFile(openSync(file, 'r'), !!opts.everyPage);
   }
   /** Up to `length` bytes at `offset` (fewer at the end of the file); callers only read them. */
   read(offset: number, length: number): Buffer {
@@ -199,7 +202,7 @@ function rootProblem(dir: string): string | undefined {
 export function indexPageProblems(dir: string, limit = 20): string[] {
   let f: PageFile;
   try {
-    f = PageFile.open(path.join(dir, INDEX_FILE));
+    f = PageFile.open(path.join(dir, INDEX_FILE), { everyPage: true });
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'ENOENT' ? [] : [`cannot be read (${(e as Error).message})`];
   }

@@ -280,7 +280,7 @@ export async function readPackTable(packsDir: string, id: string): Promise<PackE
     if (tailBytes > size - PACK_MAGIC.length) throw new Error(`pack ${id}: table larger than the file`);
     if (tailBytes > tail.length) {
       tail = Buffer.alloc(tailBytes);
-      readSync(fd, tail, 0, tail.length, size - tail.length);
+      if (readSync(fd, tail, 0, tail.length, size - tail.length) !== tail.length) throw new Error(`pack ${id}: short read`);
     }
     return parsePackTail(id, size, tail.subarray(tail.length - tailBytes));
   } finally {

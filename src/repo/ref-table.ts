@@ -8,8 +8,8 @@
  * against: the size of the ref history (`reflog.jsonl`, appended before any ref moves, so
  * every mstore move changes it) and the modification time of every folder under refs/ and of
  * packed-refs (a ref written or removed by anything else, real git included, changes its
- * folder's time; a folder made changes its parent's). If any of these differ, the refs are read from their files. A snapshot that
- * cannot be read or parsed is ignored the same way.
+ * folder's time; a folder made changes its parent's). If any of these differ, the refs are
+ * read from their files. A snapshot that cannot be read or parsed is ignored the same way.
  */
 import { readFileSync, readdirSync, renameSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';

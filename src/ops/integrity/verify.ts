@@ -265,7 +265,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       // Two files at a time where there are two cores, each hashed on its own worker thread
       // (a first push of a long history re-reads gigabytes of distinct files on arrival).
       // Problems are reported in file order, whichever lane found them.
-      const found: Problem[][] = sound.map(() => []);
+      const byFile: Problem[][] = sound.map(() => []);
       let nextFile = 0;
       const lane = async (r: ContentReader): Promise<void> => {
         for (let i = nextFile++; i < sound.length; i = nextFile++) {
@@ -286,10 +286,10 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
                 opts.onProgress?.({ done: bytes, total: totalBytes });
               },
             });
-            for (const d of res.damaged) found[i].push({ ...where, chunk: d.chunk, pack: d.pack, message: `${label}: chunk ${d.chunk} in pack ${d.pack} is damaged (hash mismatch)` });
-            if (!res.damaged.length && res.digest !== oid) found[i].push({ ...where, message: `${label}: content hashes to ${res.digest}, expected ${oid} (file manifest damaged)` });
+            for (const d of res.damaged) byFile[i].push({ ...where, chunk: d.chunk, pack: d.pack, message: `${label}: chunk ${d.chunk} in pack ${d.pack} is damaged (hash mismatch)` });
+            if (!res.damaged.length && res.digest !== oid) byFile[i].push({ ...where, message: `${label}: content hashes to ${res.digest}, expected ${oid} (file manifest damaged)` });
           } catch (e) {
-            found[i].push({ ...where, message: `${label}: ${firstLine(e)}` });
+            byFile[i].push({ ...where, message: `${label}: ${firstLine(e)}` });
           }
         }
       };
@@ -303,7 +303,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
         await secondReader?.close();
         await second?.close();
       }
-      for (const ps of found) for (const p of ps) fail(p);
+      for (const ps of byFile) for (const p of ps) fail(p);
       chunks = opts.chunkIds ? verified.size : chunkLocs.size;
     } else if (mode === 'sample') {
       const rnd = opts.random ?? Math.random;
