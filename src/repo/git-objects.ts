@@ -143,6 +143,41 @@ export class GitObjects {
   }
 
   /**
+   * Like has(), from the pack and fan-out folders as last listed: nothing is listed again on
+   * a miss (in a store written within the last seconds every miss re-listed the pack folder,
+   * the racy rule). For a writer deciding whether to add an object, to whom an object named
+   * absent by mistake costs one duplicate copy in its new pack, never a wrong answer.
+   */
+  hasListed(oid: string): boolean {
+    if (!/^[0-9a-f]{40}$/.test(oid)) return false;
+    const bin = Buffer.from(oid, 'hex');
+    if (this.packList().some((p) => p.find(bin) >= 0)) return true;
+    const folders = this.fanOut ?? this.fanOutFolders();
+    return folders.has(oid.slice(0, 2)) && !!statSync(this.loosePath(oid), { throwIfNoEntry: false });
+  }
+
+  /** Lists the pack folder again if it changed (a writer that has just added a pack). */
+  relist(): void {
+    this.packList(true);
+  }
+
+  /**
+   * The ids of `oids` not present, from one look at the pack folder and the loose fan-out
+   * (a first push asks about 9,000 absent objects; has() looks again after each miss). An
+   * object written meanwhile may be named absent: the asker sends it, and the receiver skips it.
+   */
+  absent(oids: string[]): string[] {
+    const list = this.packList(true);
+    const folders = this.fanOutFolders();
+    return oids.filter((oid) => {
+      if (!/^[0-9a-f]{40}$/.test(oid)) return true;
+      const bin = Buffer.from(oid, 'hex');
+      if (list.some((p) => p.find(bin) >= 0)) return false;
+      return !(folders.has(oid.slice(0, 2)) && statSync(this.loosePath(oid), { throwIfNoEntry: false }));
+    });
+  }
+
+  /**
    * The object, re-hashed to its id; undefined when absent. Throws GitObjectDamage when it is
    * present but unreadable, malformed or not hashing to its id.
    */
@@ -257,14 +292,18 @@ export class GitObjects {
    * when objects/ changed since, or may have (the racy rule of packList).
    */
   private fanOutMayHold(oid: string): boolean {
+    return this.fanOutFolders().has(oid.slice(0, 2));
+  }
+
+  private fanOutFolders(): ReadonlySet<string> {
     const stamp = statSync(this.objdir, { bigint: true, throwIfNoEntry: false })?.mtimeNs;
-    if (stamp === undefined) return false;
+    if (stamp === undefined) return new Set();
     if (!this.fanOut || stamp !== this.fanOutStamp || this.fanOutAt - stamp <= RACY_NS) {
       this.fanOut = new Set(readdirOr(this.objdir));
       this.fanOutStamp = stamp;
       this.fanOutAt = BigInt(Date.now()) * 1_000_000n;
     }
-    return this.fanOut.has(oid.slice(0, 2));
+    return this.fanOut;
   }
 
   private readLoose(oid: string): GitObject | undefined {

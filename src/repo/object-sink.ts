@@ -26,8 +26,8 @@ import path from 'node:path';
 import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath, type PackInfo } from './pack.js';
 import type { NewFile, StatEntry, StoreIndex } from './index-db.js';
 import { GitPackWriter } from './git-pack.js';
-import { hashObject } from './git-objects.js';
-import { hasObject, type GitType } from './git-walk.js';
+import { gitObjects, hashObject } from './git-objects.js';
+import type { GitType } from './git-walk.js';
 import { MstoreError } from '../lib/errors.js';
 import { fsyncDir } from '../lib/fsutil.js';
 
@@ -130,8 +130,9 @@ export class ObjectSink {
     return id;
   }
 
+  /** Presence as last listed (GitObjects.hasListed): a miss that is wrong costs a duplicate in the new pack. */
   async hasGitObject(id: string): Promise<boolean> {
-    return !!this.gitPack?.has(id) || hasObject(this.target.gitdir, id);
+    return !!this.gitPack?.has(id) || gitObjects(this.target.gitdir).hasListed(id);
   }
 
   private get gitPackDir(): string {
@@ -153,6 +154,7 @@ export class ObjectSink {
     this.gitPack = undefined;
     await mkdir(this.gitPackDir, { recursive: true });
     await w.finish(this.gitPackDir);
+    gitObjects(this.target.gitdir).relist(); // hasGitObject sees the new pack
   }
 
   /**

@@ -196,29 +196,49 @@ async function writeEntry(repo: GitRepo, e: { ref: string; new: string | null })
 /** Errors of a ref write that are about its name (what the checks above should have caught). */
 const NAME_ERRNOS = new Set(['EISDIR', 'ENOTDIR', 'EEXIST', 'ENAMETOOLONG', 'EINVAL']);
 
-/** Writes the entries in order; on a failure puts back the ones already written, then throws. */
+/**
+ * Ref writes in flight at once after the deletions: each is fdatasynced, and syncs issued
+ * together share the file system's journal commits (a first push of 1,000 tags spent 1.2 s
+ * waiting on 1,000 sequential syncs). Their order does not matter: the ref history holds the group.
+ */
+const PARALLEL_REF_WRITES = 16;
+
+/**
+ * Writes the entries: deletions one by one first, then the rest several at a time; on a
+ * failure waits for the writes in flight, puts back the ones written, then throws.
+ */
 async function applyEntries(store: RefStore, entries: RefLogEntry[], reason: RefReason): Promise<void> {
   const done: RefLogEntry[] = [];
-  for (const e of entries) {
+  let failed: { e: RefLogEntry; err: unknown } | undefined;
+  const write = async (e: RefLogEntry): Promise<void> => {
     try {
       await writeEntry(store.repo, e);
       done.push(e);
     } catch (err) {
-      const op = newOpId();
-      const time = now().toISOString();
-      const undo: RefLogEntry[] = done.reverse().map((d) => ({ time, ref: d.ref, old: d.new, new: d.old, reason: 'rollback', op, message: `${reason} failed at ${e.ref}` }));
-      if (undo.length) {
-        // Recorded when it can be (on a full disk the record may not fit; the undo happens anyway,
-        // and the history's entries are read against each ref's current value).
-        await appendRecords(journalPath(store), undo).catch(() => undefined);
-        for (const u of undo) await writeEntry(store.repo, u).catch(() => undefined);
-      }
-      const errno = (err as NodeJS.ErrnoException).code;
-      if (err instanceof MstoreError) throw err;
-      if (errno && NAME_ERRNOS.has(errno)) throw new MstoreError('EBADNAME', `cannot write ${shown(e.ref)} (${errno}); no ref of this ${reason} moved`, { what: e.ref });
-      throw err;
+      failed ??= { e, err };
     }
+  };
+  let i = 0;
+  for (; !failed && i < entries.length && entries[i].new === null; i++) await write(entries[i]);
+  const lane = async (): Promise<void> => {
+    while (!failed && i < entries.length) await write(entries[i++]);
+  };
+  await Promise.all(Array.from({ length: PARALLEL_REF_WRITES }, lane));
+  if (!failed) return;
+  const { e, err } = failed;
+  const op = newOpId();
+  const time = now().toISOString();
+  const undo: RefLogEntry[] = done.reverse().map((d) => ({ time, ref: d.ref, old: d.new, new: d.old, reason: 'rollback', op, message: `${reason} failed at ${e.ref}` }));
+  if (undo.length) {
+    // Recorded when it can be (on a full disk the record may not fit; the undo happens anyway,
+    // and the history's entries are read against each ref's current value).
+    await appendRecords(journalPath(store), undo).catch(() => undefined);
+    for (const u of undo) await writeEntry(store.repo, u).catch(() => undefined);
   }
+  const errno = (err as NodeJS.ErrnoException).code;
+  if (err instanceof MstoreError) throw err;
+  if (errno && NAME_ERRNOS.has(errno)) throw new MstoreError('EBADNAME', `cannot write ${shown(e.ref)} (${errno}); no ref of this ${reason} moved`, { what: e.ref });
+  throw err;
 }
 
 /**

@@ -106,10 +106,10 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
     // 2. Git objects: the versions' whole history (git fsck needs every parent), tags included.
     const starts = [...new Set([...opts.versions.keys(), ...opts.refs.values()])];
     let gitCopied = 0;
-    for (const o of await reachableObjects(src.gitdir, starts)) {
-      if (await sink.hasGitObject(o.oid)) continue;
-      const { type, content } = await gitObjects(src.gitdir).get(o.oid);
-      await sink.addGitObject(type, content, o.oid);
+    const wanted = gitObjects(dst.gitdir).absent((await reachableObjects(src.gitdir, starts)).map((o) => o.oid));
+    for (const oid of wanted) {
+      const { type, content } = await gitObjects(src.gitdir).get(oid);
+      await sink.addGitObject(type, content, oid);
       gitCopied++;
     }
     await sink.flushGit();

@@ -12,7 +12,7 @@ import { Store } from '../../repo/store.js';
 import { MstoreError } from '../../lib/errors.js';
 import { packPath } from '../../repo/pack.js';
 import { decodeManifest, encodeManifest } from '../../repo/index-db.js';
-import { reachableObjects, hasObject, type GitType, descendsFrom } from '../../repo/git-walk.js';
+import { reachableObjects, type GitType, descendsFrom } from '../../repo/git-walk.js';
 import { gitObjects, type GitObject } from '../../repo/git-objects.js';
 import type { Roots } from '../../repo/reach.js';
 import { moveRefs, type RefMove } from '../../repo/reflog.js';
@@ -97,9 +97,7 @@ export class StoreRemote implements Remote {
     const index = this.store.index;
     if (kind === 'chunk') return ids.filter((id) => !index.hasChunk(Buffer.from(id, 'hex')));
     if (kind === 'file') return ids.filter((id) => !index.hasFile(Buffer.from(id, 'hex')));
-    const out: string[] = [];
-    for (const id of ids) if (!(await hasObject(this.store.gitdir, id))) out.push(id);
-    return out;
+    return gitObjects(this.store.gitdir).absent(ids);
   }
 
   /**
