@@ -8,7 +8,9 @@
  *   - log -n 20, log, tag --list beside `git log` on .mstore/git;
  *   - status and a no-op commit;
  *   - verify --all --quick; fsck beside `git fsck` + `openssl dgst -sha256` over the pack bytes;
- *   - first push, backup and clone to/from an empty path remote beside `cp -r` of the store;
+ *   - first push, backup and clone to/from an empty path remote beside `cp -r` of the store,
+ *     and beside what every receiver re-reads: `verify --all` (each distinct file's bytes) and
+ *     those bytes at openssl's sha256 rate (the floor of a transfer that keeps that check);
  *   - first push over loopback HTTP to `mstore serve` beside `curl -T` of the same bytes;
  *   - one new version pushed into the full remote beside start-up + 0.5 s + its bytes at
  *     the single-file push rate (a 1-version store pushed to an empty remote, same run).
@@ -115,8 +117,9 @@ try {
   const startup = med('mstore --version');
 
   // Transfers to empty path remotes, beside cp -r of the store.
-  const tr: Record<string, number[]> = { cp: [], push: [], backup: [], clone: [], curl: [], http: [], one: [], single: [] };
+  const tr: Record<string, number[]> = { cp: [], verify: [], push: [], backup: [], clone: [], curl: [], http: [], one: [], single: [] };
   let sentBytes = 0;
+  let distinctBytes = 0;
   const tokens = path.join(root, 'tokens');
   writeFileSync(tokens, `push ${TOKEN}\n`, { mode: 0o600 });
   for (let rep = 0; rep < TRANSFER_REPS; rep++) {
@@ -124,6 +127,14 @@ try {
     mkdirSync(d, { recursive: true });
     tr.cp.push(run('cp', ['-r', path.join(ws, '.mstore'), path.join(d, 'copy')]).ms);
     rmSync(path.join(d, 'copy'), { recursive: true, force: true });
+    // What every receiver re-reads before a ref moves (docs/safety.md): each distinct file's bytes to its sha256.
+    const verified = mstore(ws, ['verify', '--all', '--json']);
+    tr.verify.push(verified.ms);
+    try {
+      distinctBytes = (JSON.parse(verified.stdout) as { bytes?: number }).bytes ?? distinctBytes;
+    } catch {
+      // no json
+    }
     mstore(d, ['init', '--bare', 'remote']);
     const pushed = mstore(ws, ['push', path.join(d, 'remote'), '--json']);
     tr.push.push(pushed.ms);
@@ -193,6 +204,11 @@ try {
   rows.push({ what: 'git fsck + openssl over packs', value: secs(fsckAnchor) });
   add('fsck', med('fsck'), fsckAnchor, 3 * fsckAnchor + startup, '3x anchor + start-up', cpu(quick.fsck.times));
   rows.push({ what: 'cp -r of the store', value: secs(tm('cp')) });
+  // The floor of a transfer that re-hashes every newly named file (as every receiver does): the
+  // distinct file bytes at openssl's sha256 rate (measured above over the pack bytes), on one core.
+  const opensslPerByte = med('openssl dgst -sha256 (packs)') / packBytes;
+  rows.push({ what: `verify --all (${(distinctBytes / 2 ** 30).toFixed(2)} GiB of distinct files)`, value: secs(tm('verify')) });
+  rows.push({ what: 'openssl sha256 rate x those bytes', value: secs(opensslPerByte * distinctBytes) });
   add('first push (path)', tm('push'), tm('cp'), 5 * tm('cp'), '5x cp -r');
   add('first backup (path)', tm('backup'), tm('cp'), 5 * tm('cp'), '5x cp -r');
   add('clone (path)', tm('clone'), tm('cp'), 5 * tm('cp'), '5x cp -r');
