@@ -7,32 +7,12 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { chmodSync, mkdirSync, openSync, closeSync, readSync, writeSync, readdirSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { cleanup, git, mstore, mstoreJson, tmpDir, treeDigest } from './helpers.js';
+import { cleanup, git, mstore, mstoreJson, tmpDir, treeDigest, writeF32 } from './helpers.js';
 
 function ok(cwd: string, args: string[]): string {
   const r = mstore(cwd, args);
   assert.is(r.code, 0, `mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
   return r.stdout;
-}
-
-/** A safetensors file of F32 tensors with finite, deterministic values. */
-function writeF32(file: string, tensors: [string, number[], (i: number) => number][]): void {
-  const header: Record<string, unknown> = {};
-  const parts: Buffer[] = [];
-  let off = 0;
-  for (const [name, shape, f] of tensors) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const b = Buffer.alloc(n * 4);
-    for (let i = 0; i < n; i++) b.writeFloatLE(f(i), i * 4);
-    header[name] = { dtype: 'F32', shape, data_offsets: [off, off + b.length] };
-    off += b.length;
-    parts.push(b);
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  writeFileSync(file, Buffer.concat([len, Buffer.from(json), ...parts]));
 }
 
 const H = 64;

@@ -128,6 +128,26 @@ export function writeSafetensors(file: string, tensors: TensorSpec[], metadata?:
   }
 }
 
+/** A safetensors file of F32 tensors with finite, deterministic values. */
+export function writeF32(file: string, tensors: [string, number[], (i: number) => number][]): void {
+  const header: Record<string, unknown> = {};
+  const parts: Buffer[] = [];
+  let off = 0;
+  for (const [name, shape, f] of tensors) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const b = Buffer.alloc(n * 4);
+    for (let i = 0; i < n; i++) b.writeFloatLE(f(i), i * 4);
+    header[name] = { dtype: 'F32', shape, data_offsets: [off, off + b.length] };
+    off += b.length;
+    parts.push(b);
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(file, Buffer.concat([len, Buffer.from(json), ...parts]));
+}
+
 /** `count` BF16 tensors of `rows` x `cols`, named like a transformer's layers. */
 export function layerTensors(count: number, rows: number, cols: number, seedBase = 1): TensorSpec[] {
   return Array.from({ length: count }, (_, i) => ({ name: `model.layers.${i}.mlp.weight`, dtype: 'BF16', shape: [rows, cols], seed: seedBase + i }));
