@@ -4,6 +4,7 @@
  * memory does not grow with file size, and both hash the whole file on a second core
  * (ParallelHasher) while this thread hashes chunks and the thread pool does the I/O.
  */
+import { createHash } from 'node:crypto';
 import { unlink, chmod, type FileHandle } from 'node:fs/promises';
 import { MstoreError } from '../lib/errors.js';
 import { sha256, type ParallelHasher } from '../lib/hashing.js';
@@ -426,14 +427,27 @@ export class ContentReader {
    * range; each chunk read is re-hashed to its id (every read is verified).
    */
   async readRange(oid: string, start: number, length: number, display = oid): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const s of this.slices(oid, start, start + length, display)) parts.push(s);
+    return Buffer.concat(parts);
+  }
+
+  /**
+   * Bytes [start, end) of stored content as slices in order. Each chunk that overlaps the range
+   * is read once and re-hashed to its id before any of it is yielded. When the range is the
+   * whole file, its sha256 is checked as well, and a mismatch (a damaged manifest) throws after
+   * the last slice: a server streaming it then cuts the response, so no client ever holds a
+   * complete wrong file.
+   */
+  async *slices(oid: string, start: number, end: number, display = oid): AsyncGenerator<Buffer> {
     const f = this.index.file(Buffer.from(oid, 'hex'));
     if (!f) throw new MstoreError('EMISSING', `${display}: content ${oid} is not in the store (missing file manifest)`);
-    const end = Math.min(start + length, f.size);
-    const out = Buffer.alloc(Math.max(0, end - start));
+    const stop = Math.min(end, f.size);
+    const whole = start <= 0 && stop === f.size ? createHash('sha256') : undefined;
     let pos = 0;
     for (const c of f.chunks) {
       const cEnd = pos + c.length;
-      if (cEnd > start && pos < end) {
+      if (cEnd > start && pos < stop) {
         const loc = this.index.chunk(c.id);
         if (!loc) throw new MstoreError('EMISSING', `${display}: chunk ${c.id.toString('hex')} is missing from the store`);
         const fh = await this.packFiles.get(loc.pack);
@@ -442,14 +456,14 @@ export class ContentReader {
         if (bytesRead !== c.length || !sha256(buf).equals(c.id)) {
           throw new MstoreError('ECORRUPT', `${display}: chunk ${c.id.toString('hex')} in pack ${loc.pack} is damaged (hash mismatch)`);
         }
-        const from = Math.max(start, pos);
-        const to = Math.min(end, cEnd);
-        buf.copy(out, from - start, from - pos, to - pos);
+        whole?.update(buf);
+        yield buf.subarray(Math.max(start, pos) - pos, Math.min(stop, cEnd) - pos);
       }
       pos = cEnd;
-      if (pos >= end) break;
+      if (pos >= stop) break;
     }
-    return out;
+    const digest = whole?.digest('hex');
+    if (digest !== undefined && digest !== oid) throw new MstoreError('ECORRUPT', `${display}: content hashes to ${digest}, expected ${oid} (file manifest damaged)`);
   }
 
   /** Reads one chunk and checks its id; false when it does not re-hash to it. */

@@ -6,6 +6,8 @@ import { MstoreError } from '../../lib/errors.js';
 import { StoreRemote } from '../../remote/transport/path.js';
 import { DEFAULT_MAX_BODY, loadTokens, startServer } from '../../remote/transport/http-server.js';
 import { DEFAULT_MAX_FETCH_BYTES } from '../../remote/transport/http-limits.js';
+import { HUB_REPO_ID } from '../../remote/transport/http-hub.js';
+import { HubView } from '../../ops/hub-view.js';
 import { handler, out } from '../ui/output.js';
 
 interface Args {
@@ -17,6 +19,7 @@ interface Args {
   maxBody: string;
   maxFetchBytes: string;
   grace: number;
+  hfRepo?: string;
 }
 
 /** A pushing client may wait this long for another writer (a push, gc) to release the store. */
@@ -37,6 +40,12 @@ function parseBytes(s: string, flag: string): number {
   return Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase());
 }
 
+/** A directory name made into a Hub repository name: other characters become '-'; 'models' when nothing is left. */
+function hubRepoName(base: string): string {
+  const name = base.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 96);
+  return name || 'models';
+}
+
 export const serveCommand: CommandModule<object, Args> = {
   command: 'serve [store]',
   describe: 'Serve a bare store over HTTP(S) to push, pull and clone (bearer tokens with read/push/admin scopes)',
@@ -50,8 +59,10 @@ export const serveCommand: CommandModule<object, Args> = {
       .option('max-body', { type: 'string', default: String(DEFAULT_MAX_BODY), requiresArg: true, describe: 'largest object-upload request body (bytes; K/M/G suffixes)' })
       .option('max-fetch-bytes', { type: 'string', default: String(DEFAULT_MAX_FETCH_BYTES), requiresArg: true, describe: 'payload bytes of one fetch answer; the client asks again for the rest (bytes; K/M/G suffixes)' })
       .option('grace', { type: 'number', default: 30, requiresArg: true, describe: 'seconds in-flight requests get to finish on SIGTERM/SIGINT' })
+      .option('hf-repo', { type: 'string', requiresArg: true, describe: "the repository id the Hugging Face Hub API answers for (NAME or NAMESPACE/NAME; default: the store directory's name): docs/hf.md" })
       .example('$0 init --bare /srv/models && $0 serve /srv/models --listen 0.0.0.0:8750 --tokens /etc/mstore/tokens', 'serve a new bare store')
-      .example('$0 serve /srv/models --listen 0.0.0.0:8443 --tokens tokens --tls-cert cert.pem --tls-key key.pem', 'HTTPS') as never,
+      .example('$0 serve /srv/models --listen 0.0.0.0:8443 --tokens tokens --tls-cert cert.pem --tls-key key.pem', 'HTTPS')
+      .example('HF_ENDPOINT=http://box:8750 HF_TOKEN=… hf download team/models --revision production', 'a client reads a version through the Hub API (--hf-repo team/models)') as never,
   handler: handler(async (a) => {
     const listen = parseListen(a.listen);
     const maxBody = parseBytes(a.maxBody, '--max-body');
@@ -71,6 +82,8 @@ export const serveCommand: CommandModule<object, Args> = {
       tls = { cert: await read(a.tlsCert, '--tls-cert'), key: await read(a.tlsKey, '--tls-key') };
     }
     const dir = path.resolve(a.store);
+    const repoId = a.hfRepo ?? hubRepoName(path.basename(dir));
+    if (!HUB_REPO_ID.test(repoId)) throw new MstoreError('EUSAGE', `--hf-repo expects NAME or NAMESPACE/NAME (letters, digits, '.', '_', '-'; at most 96 each), got '${repoId}'`);
     // Messages that reach clients name the store, never its path (docs/protocol.md §2.4).
     const remote = await StoreRemote.open(dir, { display: 'the served store', lockTimeoutMs: LOCK_WAIT_MS });
     const redact = [dir, await realpath(dir).catch(() => dir)];
@@ -89,12 +102,13 @@ export const serveCommand: CommandModule<object, Args> = {
       });
       let server;
       try {
-        server = await startServer({ remote, tokens, host: listen.host, port: listen.port, tls, maxBody, maxFetchBytes, redact, format: remote.store.config.format, log });
+        const hub = { source: new HubView(remote.store), repoId };
+        server = await startServer({ remote, tokens, host: listen.host, port: listen.port, tls, maxBody, maxFetchBytes, redact, format: remote.store.config.format, log, hub });
       } catch (e) {
         stop();
         throw e;
       }
-      out(`mstore serve: listening on ${server.url}`);
+      out(`mstore serve: listening on ${server.url} (Hugging Face Hub API for ${repoId})`);
       const sig = await stopped;
       log(`${sig}: shutting down (in-flight requests get ${a.grace} s)`);
       await server.close(a.grace * 1000);

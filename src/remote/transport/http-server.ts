@@ -19,6 +19,7 @@ import { MstoreError, errorLine, type ErrorCode } from '../../lib/errors.js';
 import { BATCH_IDS, checkObjectId, checkOid, checkRefName, type ObjectKind, type Remote, type RefUpdate, type WireObject } from '../remote.js';
 import { decodeObjects, encodeObjects, MAX_OBJECT_BYTES, WIRE_CONTENT_TYPE } from '../wire.js';
 import { READ_AHEAD_BYTES, readAhead } from '../../lib/read-ahead.js';
+import { answerHub, looksLikeHubTarget, parseHubRequest, type HubSource } from './http-hub.js';
 import { canonicalPath, DEFAULT_MAX_FETCH_BYTES, FETCH_AHEAD_TOTAL, HEAVY_PER_TOKEN, HEAVY_TOTAL, HttpError, MAX_IDS_BODY, redactPaths, Slots } from './http-limits.js';
 
 export type Scope = 'read' | 'push' | 'admin';
@@ -121,6 +122,8 @@ export interface ServerOptions {
   heavyTotal?: number;
   /** Server paths that never appear in an error body (the store directory). */
   redact?: string[];
+  /** The read side of the Hugging Face Hub API for one repository id (http-hub.ts); absent: no Hub routes. */
+  hub?: { source: HubSource; repoId: string };
   /** Time to receive a request's headers (default 60 s). */
   headersTimeoutMs?: number;
   /** Time to receive a whole request, body included (default 30 min). */
@@ -207,8 +210,9 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
   async function route(ctx: Ctx): Promise<void> {
     const { req } = ctx;
     const method = req.method ?? 'GET';
-    const pathname = canonicalPath(req.url);
     if (closing) throw new HttpError(503, 'EREMOTE', 'the server is shutting down', { 'retry-after': '5' });
+    if (opts.hub && looksLikeHubTarget(req.url ?? '')) return hubRequest(ctx, opts.hub);
+    const pathname = canonicalPath(req.url);
     if (pathname === '/health') {
       allow(method, ['GET', 'HEAD']);
       return sendJson(ctx, 200, { ok: true, format: opts.format ?? null, protocol: PROTOCOL_VERSION, maxBody, maxIds: BATCH_IDS });
@@ -230,6 +234,41 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
     const release = slots.take(ctx.tokenKey);
     try {
       await r.run(ctx);
+    } finally {
+      release();
+    }
+  }
+
+  /** A Hub API request (http-hub.ts): read scope; a file download takes a heavy-request slot. */
+  async function hubRequest(ctx: Ctx, hub: { source: HubSource; repoId: string }): Promise<void> {
+    const method = ctx.req.method ?? 'GET';
+    allow(method, ['GET', 'HEAD']);
+    authorize(ctx, 'read');
+    ctx.bodyLeft = false;
+    const r = parseHubRequest(ctx.req.url ?? '', hub.repoId);
+    if (!r) throw new HttpError(404, 'ENOTFOUND', 'no such route');
+    const reply = {
+      json: (status: number, value: unknown, headers: Record<string, string> = {}): void => sendJson(ctx, status, value, headers),
+      stream: async (status: number, headers: Record<string, string>, body: AsyncIterable<Buffer> | undefined): Promise<void> => {
+        // The first verified bytes come before the status line: a damaged first chunk is an error answer, not a cut one.
+        const it = body?.[Symbol.asyncIterator]();
+        try {
+          const first = await it?.next();
+          ctx.res.writeHead(status, headers);
+          if (first && !first.done) {
+            await write(ctx, first.value);
+            for (let n = await it!.next(); !n.done; n = await it!.next()) await write(ctx, n.value);
+          }
+          ctx.res.end();
+        } finally {
+          await it?.return?.(); // a client gone or a damaged chunk: the reader's files are closed
+        }
+      },
+    };
+    if (r.kind !== 'file') return answerHub(r, method, undefined, hub.source, hub.repoId, reply);
+    const release = slots.take(ctx.tokenKey);
+    try {
+      await answerHub(r, method, ctx.req.headers.range, hub.source, hub.repoId, reply);
     } finally {
       release();
     }

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""The Hugging Face stack as mstore's tests drive it (test/hf-hub.test.ts): tiny seeded models
+written by transformers, and huggingface_hub and transformers as clients of `mstore serve`
+(HF_ENDPOINT and HF_TOKEN set by the test; nothing is fetched from the internet). Each
+subcommand prints one JSON object on stdout.
+
+    hf_stack.py make DIR SEED...   tiny Qwen3 causal LMs saved with save_pretrained; their greedy tokens
+    hf_stack.py client REPO        snapshot_download of v001 and of `production` (each file's sha256);
+                                   a download through MSTORE_TEST_CUT_ENDPOINT (a proxy that cuts the
+                                   first one half-way); the errors for a missing file, revision, repo
+                                   and a wrong or no token; from_pretrained(REPO, revision="production")
+                                   and its greedy tokens
+"""
+import hashlib
+import json
+import os
+import sys
+import tempfile
+
+PROMPT = [[1, 5, 9, 13, 17]]
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def greedy(model):
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(torch.tensor(PROMPT), max_new_tokens=12, do_sample=False, pad_token_id=0)
+    return out[0].tolist()
+
+
+def make(*dirs_and_seeds):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokens = []
+    for out, seed in zip(dirs_and_seeds[::2], dirs_and_seeds[1::2]):
+        torch.manual_seed(int(seed))
+        config = Qwen3Config(
+            vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, max_position_embeddings=64, tie_word_embeddings=False,
+        )
+        model = Qwen3ForCausalLM(config).eval()
+        model.save_pretrained(out, safe_serialization=True)
+        tokens.append(greedy(model))
+    return {"tokens": tokens}
+
+
+def client(repo):
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+    from transformers import AutoModelForCausalLM
+
+    def files_of(d):
+        out = {}
+        for root, _, names in os.walk(d):
+            for n in names:
+                p = os.path.join(root, n)
+                out[os.path.relpath(p, d)] = sha256(p)
+        return out
+
+    def attempt(**kw):
+        try:
+            with tempfile.TemporaryDirectory() as cache:  # nothing cached to fall back on
+                hf_hub_download(cache_dir=cache, **kw)
+            return {"raised": None}
+        except HfHubHTTPError as e:
+            r = e.response
+            return {"raised": type(e).__name__, "status": r.status_code if r is not None else None,
+                    "commit": r.headers.get("X-Repo-Commit") if r is not None else None}
+
+    result = {
+        "v001": files_of(snapshot_download(repo, revision="v001")),
+        "production": files_of(snapshot_download(repo, revision="production")),
+    }
+    with tempfile.TemporaryDirectory() as cache:
+        p = hf_hub_download(repo, "extra.bin", revision="v001", cache_dir=cache,
+                            endpoint=os.environ["MSTORE_TEST_CUT_ENDPOINT"])
+        result["resumed"] = sha256(p)
+    result["errors"] = {
+        "missing_file": attempt(repo_id=repo, filename="no-such-file.json", revision="v001"),
+        "missing_revision": attempt(repo_id=repo, filename="config.json", revision="v999"),
+        "missing_repo": attempt(repo_id="someone/else", filename="config.json", revision="v001"),
+        "wrong_token": attempt(repo_id=repo, filename="config.json", revision="v001", token="not-a-valid-token"),
+        "no_token": attempt(repo_id=repo, filename="config.json", revision="v001", token=False),
+    }
+    result["tokens"] = greedy(AutoModelForCausalLM.from_pretrained(repo, revision="production").eval())
+    return result
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    print(json.dumps({"make": make, "client": client}[cmd](*args)))
+
+
+if __name__ == "__main__":
+    main()
