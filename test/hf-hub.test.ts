@@ -156,12 +156,14 @@ test('huggingface_hub and transformers read versions from mstore serve; ranges, 
     const res = (await python(['client', REPO], { HF_ENDPOINT: url, HF_TOKEN: TOKEN, HF_HOME: path.join(root, 'hf-home'), MSTORE_TEST_CUT_ENDPOINT: proxy.url }, away)) as {
       v001: Record<string, string>;
       production: Record<string, string>;
+      cli: Record<string, string>;
       resumed: string;
       errors: Record<string, { raised: string | null; status?: number; commit?: string | null }>;
       tokens: number[];
     };
     assert.equal(res.v001, digests(path.join(root, 'm1')), 'snapshot_download of v001: the files, byte for byte');
     assert.equal(res.production, digests(path.join(root, 'm2')), 'snapshot_download of a tag');
+    assert.equal(res.cli, digests(path.join(root, 'm1')), 'hf download of a version');
     assert.ok(proxy.cut(), 'the proxy cut a download half-way');
     assert.is(res.resumed, sha256File(path.join(root, 'm1', 'extra.bin')), 'the cut download resumed to the whole file');
     assert.match(stderr.join(''), /GET \/team\/tiny\/resolve\/v001\/extra\.bin 206 /, `resumed with a Range request: ${stderr.join('').split('\n').filter((l) => l.includes('extra.bin')).join('\n')}`);

@@ -5,7 +5,8 @@ written by transformers, and huggingface_hub and transformers as clients of `mst
 subcommand prints one JSON object on stdout.
 
     hf_stack.py make DIR SEED...   tiny Qwen3 causal LMs saved with save_pretrained; their greedy tokens
-    hf_stack.py client REPO        snapshot_download of v001 and of `production` (each file's sha256);
+    hf_stack.py client REPO        snapshot_download of v001 and of `production`, and `hf download` of v001
+                                   (each file's sha256);
                                    a download through MSTORE_TEST_CUT_ENDPOINT (a proxy that cuts the
                                    first one half-way); the errors for a missing file, revision, repo
                                    and a wrong or no token; from_pretrained(REPO, revision="production")
@@ -80,6 +81,12 @@ def client(repo):
         "v001": files_of(snapshot_download(repo, revision="v001")),
         "production": files_of(snapshot_download(repo, revision="production")),
     }
+    with tempfile.TemporaryDirectory() as d:  # the `hf` CLI beside this interpreter
+        import subprocess
+
+        hf = os.path.join(os.path.dirname(sys.executable), "hf")
+        subprocess.run([hf, "download", repo, "--revision", "v001", "--local-dir", d], check=True, capture_output=True)
+        result["cli"] = {k: v for k, v in files_of(d).items() if not k.startswith(".cache")}
     with tempfile.TemporaryDirectory() as cache:
         p = hf_hub_download(repo, "extra.bin", revision="v001", cache_dir=cache,
                             endpoint=os.environ["MSTORE_TEST_CUT_ENDPOINT"])
