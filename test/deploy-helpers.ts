@@ -96,8 +96,8 @@ export interface Box {
   server: Server;
 }
 
-async function setup(root: string): Promise<Box> {
-  const standin = await startStandin();
+async function setup(root: string, startApi: () => Promise<Standin>): Promise<Box> {
+  const standin = await startApi();
   const store = path.join(root, 'box');
   const deployRoot = path.join(root, 'deploy');
   ok(root, ['init', '--bare', store]);
@@ -142,12 +142,16 @@ async function teardown(b: Box | undefined): Promise<void> {
   await b.standin.close();
 }
 
-/** Runs `fn` on a fresh box in a temporary directory; stops its processes and removes it afterwards. */
-export async function withBox(prefix: string, fn: (b: Box) => Promise<void>): Promise<void> {
+/**
+ * Runs `fn` on a fresh box in a temporary directory; stops its processes and removes it
+ * afterwards. `startApi`: the inference API (the stand-in by default; deploy-real.test.ts runs a
+ * real one).
+ */
+export async function withBox(prefix: string, fn: (b: Box) => Promise<void>, startApi: () => Promise<Standin> = () => startStandin()): Promise<void> {
   const root = tmpDir(prefix);
   let b: Box | undefined;
   try {
-    b = await setup(root);
+    b = await setup(root, startApi);
     await fn(b);
   } finally {
     await teardown(b);

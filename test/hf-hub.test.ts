@@ -9,44 +9,17 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync, closeSync, statSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanup, fillPattern, listeningUrl, mstore, sha256File, tmpDir } from './helpers.js';
+import { hfStack } from './hf-helpers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const SCRIPT = path.join(ROOT, 'test', 'python', 'hf_stack.py');
 const REPO = 'team/tiny';
 const TOKEN = 'hf-read-token-0123456789';
-
-/** An interpreter with the Hugging Face stack; throws (fails the test) when there is none. */
-function hfPython(): string {
-  const candidates = [process.env.MSTORE_HF_PYTHON, path.join(os.homedir(), '.cache', 'mstore', 'venv', 'bin', 'python'), process.env.MSTORE_PYTHON, 'python3'].filter((p): p is string => !!p);
-  for (const p of candidates) {
-    if (spawnSync(p, ['-c', 'import torch, transformers, huggingface_hub'], { stdio: 'ignore' }).status === 0) return p;
-  }
-  throw new Error(`no Python with torch, transformers and huggingface_hub among ${candidates.join(', ')}: run bash .ci/run (it builds the venv) or set MSTORE_HF_PYTHON`);
-}
-
-/** Runs hf_stack.py without blocking this process (the cutting proxy lives here). */
-function python(args: string[], env: Record<string, string>, cwd: string): Promise<Record<string, unknown>> {
-  const child = spawn(hfPython(), [SCRIPT, ...args], { cwd, env: { ...process.env, HF_HUB_DISABLE_TELEMETRY: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
-  return new Promise((resolve, reject) => {
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (code !== 0) reject(new Error(`hf_stack.py ${args[0]} exited ${code ?? signal}: ${err.slice(-3000)}`));
-      else resolve(JSON.parse(out.trim().split('\n').pop()!) as Record<string, unknown>);
-    });
-  });
-}
 
 function ok(cwd: string, args: string[]): string {
   const r = mstore(cwd, args);
@@ -120,7 +93,7 @@ test('huggingface_hub and transformers read versions from mstore serve; ranges, 
   let server: ReturnType<typeof spawn> | undefined;
   let proxy: Awaited<ReturnType<typeof cuttingProxy>> | undefined;
   try {
-    const made = (await python(['make', path.join(root, 'm1'), '1', path.join(root, 'm2'), '2'], {}, root)) as { tokens: number[][] };
+    const made = (await hfStack(['make', path.join(root, 'm1'), '1', path.join(root, 'm2'), '2'], {}, root)) as { tokens: number[][] };
     const [tokens1, tokens2] = made.tokens;
     assert.not.equal(tokens1, tokens2, 'the two seeded models answer differently');
 
@@ -144,7 +117,7 @@ test('huggingface_hub and transformers read versions from mstore serve; ranges, 
     const v001Commit = (JSON.parse(v001) as { commit: string }[])[0].commit;
 
     const tokens = path.join(root, 'tokens');
-    spawnSync('sh', ['-c', `printf 'read ${TOKEN}\\n' > '${tokens}'`]);
+    writeFileSync(tokens, `read ${TOKEN}\n`);
     server = spawn(process.execPath, [path.join(ROOT, 'dist', 'bundle', 'cli.js'), 'serve', path.join(root, 'box'), '--listen', '127.0.0.1:0', '--tokens', tokens, '--hf-repo', REPO], { stdio: ['ignore', 'pipe', 'pipe'] });
     server.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
     const url = await listeningUrl(server);
@@ -153,7 +126,7 @@ test('huggingface_hub and transformers read versions from mstore serve; ranges, 
     // The real clients, from a directory where REPO is not a local path.
     const away = path.join(root, 'away');
     mkdirSync(away);
-    const res = (await python(['client', REPO], { HF_ENDPOINT: url, HF_TOKEN: TOKEN, HF_HOME: path.join(root, 'hf-home'), MSTORE_TEST_CUT_ENDPOINT: proxy.url }, away)) as {
+    const res = (await hfStack(['client', REPO], { HF_ENDPOINT: url, HF_TOKEN: TOKEN, HF_HOME: path.join(root, 'hf-home'), MSTORE_TEST_CUT_ENDPOINT: proxy.url }, away)) as {
       v001: Record<string, string>;
       production: Record<string, string>;
       cli: Record<string, string>;
