@@ -104,6 +104,8 @@ interface RecipeOp {
   magnitude?: Ref;
   vector?: Ref;
   transpose?: boolean;
+  /** Δ rounded to the weight's dtype before the add (embedding LoRA, as peft merges it). */
+  roundDelta?: boolean;
   scale?: number;
 }
 interface Case {
@@ -194,7 +196,7 @@ function caseA(): Case {
   const eB = t(peftKey('model.embed_tokens', 'lora_embedding_B'), 'F32', [H, 8]);
   const head = t(peftKey('lm_head', 'weight'), 'F32', [VOCAB, H]);
   at.push(eA, eB, head);
-  ops.push({ target: 'model.embed_tokens.weight', up: { file, key: eB.name }, down: { file, key: eA.name }, transpose: true, scale: 16 / 8 });
+  ops.push({ target: 'model.embed_tokens.weight', up: { file, key: eB.name }, down: { file, key: eA.name }, transpose: true, roundDelta: true, scale: 16 / 8 });
   ops.push({ target: 'lm_head.weight', src: { file, key: head.name } });
   writeSt(file, at, { format: 'pt' });
   writeFileSync(
@@ -245,7 +247,7 @@ function caseB(): Case {
   const eA = t(peftKey('model.embed_tokens', 'lora_embedding_A'), 'F16', [8, VOCAB]);
   const eB = t(peftKey('model.embed_tokens', 'lora_embedding_B'), 'F16', [H, 8]);
   at.push(emb, eA, eB);
-  ops.push({ target: 'model.embed_tokens.weight', src: { file, key: emb.name }, up: { file, key: eB.name }, down: { file, key: eA.name }, transpose: true, scale });
+  ops.push({ target: 'model.embed_tokens.weight', src: { file, key: emb.name }, up: { file, key: eB.name }, down: { file, key: eA.name }, transpose: true, roundDelta: true, scale });
   writeSt(file, at);
   writeFileSync(path.join(ad, 'adapter_config.json'), JSON.stringify({ r: 8, lora_alpha: 8, use_rslora: true, lora_bias: true, target_modules: ['q_proj', 'v_proj', 'embed_tokens'] }));
   return { name: 'B', base, baseFiles: [path.join(base, 'model.safetensors')], adapter: ad, ops };

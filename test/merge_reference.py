@@ -7,14 +7,15 @@ It does not use mstore's merge code (neither src/merge nor workers/merge_lora.py
 describes each merge explicitly (which base tensor gets which factors, scale, transpose), and
 this script computes the expected tensors with plain torch ops,
     expected = (W.float() + delta).to(W.dtype),  delta = (up @ down) * fp32(scale)  (transposed,
-    reshaped for convolutions; DoRA: ((m / ||W + delta||_row) * (W + delta)).to(W.dtype)),
+    reshaped for convolutions; DoRA: ((m / ||W + delta||_row) * (W + delta)).to(W.dtype);
+    with roundDelta, as peft merges embedding LoRA: (W.float() + delta.to(W.dtype).float()).to(W.dtype)),
 then compares output directories with it, and with each other, element by element in ulps of
 the tensor's dtype. It also rounds given fp32 bit patterns to bf16/f16 with torch.
 
 Job file: {"cases": [{"name", "base": [files], "ops": [...], "outs": [dirs]}],
            "pairs": [[dirA, dirB], ...], "round": [uint32 bit patterns]}
 op: {"target", "src": {"file","key"}|null, "up"/"down"/"magnitude"/"vector": {"file","key"}|null,
-     "transpose": bool, "scale": float}
+     "transpose": bool, "roundDelta": bool, "scale": float}
 """
 import json
 import os
@@ -122,6 +123,8 @@ def expected(case):
                 rows = x.shape[0]
                 r = down.shape[0]
                 delta = (up.reshape(rows, r) @ down.reshape(r, -1)) * scale
+            if op.get("roundDelta"):
+                delta = delta.to(src.dtype).float()  # peft's Embedding.merge: weight += delta.to(weight.dtype)
             s = x.reshape(delta.shape) + delta
             if op.get("magnitude"):
                 m = load(op["magnitude"]).float().reshape(-1, 1)

@@ -5,7 +5,8 @@
     python3 workers/merge_lora.py --base DIR --adapter DIR_OR_FILE --out DIR [--device auto|cpu|cuda] [--json]
 
 Maths: delta = fp32(up @ down) * fp32(scale) (transposed for fan_in_fan_out and embeddings),
-W' = (W.float() + delta).to(W.dtype): one rounding to the weight's dtype. DoRA:
+W' = (W.float() + delta).to(W.dtype): one rounding to the weight's dtype; for embedding LoRA, as peft's
+Embedding.merge does, W' = (W.float() + delta.to(W.dtype).float()).to(W.dtype). DoRA:
 W' = ((m / ||W + delta||_row) * (W + delta)).to(W.dtype). TF32 is off, so CUDA results differ from
 the CPU only by the fp32 summation order.
 
@@ -326,7 +327,8 @@ def plan_peft(adir, base):
         if mag is not None and len(base.tensors[target].tensors[target][1]) != 2:
             raise MergeError("DoRA is not supported for conv module %s (%s)" % (name, target))
         add_op(ops, {"target": target, "keys": [k for k in keys if "bias" not in e or k != e["bias"][1]], "replace": None,
-                     "delta": {"kind": "lowrank", "up": up, "down": down, "transpose": embedding or fifo, "rank": rank, "alpha": alpha, "scale": scale, "magnitude": mag}})
+                     "delta": {"kind": "lowrank", "up": up, "down": down, "transpose": embedding or fifo, "rank": rank, "alpha": alpha, "scale": scale, "magnitude": mag,
+                               "round_delta": embedding}})
         if "bias" in e:
             if not lora_bias:
                 raise MergeError("adapter key %s is a lora_B bias but lora_bias is not set" % e["bias"][1])
@@ -449,6 +451,9 @@ def merged_tensor(op, base, dev):
             delta = (up @ down).t() * scale
         else:
             delta = (up.reshape(rows, r) @ down.reshape(r, cols)) * scale
+        if d.get("round_delta"):
+            # peft's Embedding.merge adds delta.to(weight.dtype): a second rounding (its Linear adds fp32)
+            delta = delta.to(src.dtype).float()
         s = w.reshape(rows, cols) + delta
         if d["magnitude"] is not None:
             m = d["magnitude"][0].load(d["magnitude"][1], dev).float().reshape(rows, 1)

@@ -41,6 +41,8 @@ export interface RowJob {
   scale: number;
   /** DoRA magnitude per tensor row (indexed like P), or null. */
   mag: Float32Array | null;
+  /** Δ_j rounded to the source dtype before the add (peft's embedding merge, plan.ts LowRankDelta.roundDelta). */
+  roundDelta?: boolean;
 }
 
 export interface RowResult {
@@ -86,6 +88,17 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
   function f32BitsToBf16(x: number): number {
     if ((x & 0x7fffffff) >>> 0 > 0x7f800000) return ((x >>> 16) | 0x40) & 0xffff;
     return ((x >>> 0) + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+  }
+
+  const oneF32 = new Float32Array(1);
+  const oneBits = new Uint32Array(oneF32.buffer);
+  /** An fp32 value rounded (to nearest even) to `dtype` and back. */
+  function roundTo(x: number, dtype: DtypeCode): number {
+    if (dtype === DT_F32) return x;
+    oneF32[0] = x;
+    if (dtype === DT_F16) return f16BitsToF32(f32BitsToF16(oneBits[0]));
+    oneBits[0] = f32BitsToBf16(oneBits[0]) << 16;
+    return oneF32[0];
   }
 
   /** fp32 bits → fp16 bits, round to nearest even, subnormals included; overflow → ±Inf. */
@@ -399,7 +412,7 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
     if (wasmRow && r > 0 && P && Q) wasmSetup(P, Q, r, cols);
     let bad = 0;
     let firstBad = -1;
-    const fastBf16 = !!wasmBf16 && srcDtype === 0 && dstDtype === 0 && !mag && r > 0 && !!P && !!Q;
+    const fastBf16 = !!wasmBf16 && srcDtype === 0 && dstDtype === 0 && !mag && !job.roundDelta && r > 0 && !!P && !!Q;
     for (let i = start; i < end; i++) {
       const off = i * cols;
       if (fastBf16) {
@@ -426,7 +439,8 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
             for (let j = 0; j < cols; j++) acc[j] = acc[j] + Math.fround(p * Q[q + j]);
           }
         }
-        for (let j = 0; j < cols; j++) wrow[j] = wrow[j] + Math.fround(acc[j] * scale);
+        if (job.roundDelta) for (let j = 0; j < cols; j++) wrow[j] = wrow[j] + roundTo(Math.fround(acc[j] * scale), srcDtype);
+        else for (let j = 0; j < cols; j++) wrow[j] = wrow[j] + Math.fround(acc[j] * scale);
         if (mag) {
           let ss = 0;
           for (let j = 0; j < cols; j++) ss += wrow[j] * wrow[j];

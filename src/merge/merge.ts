@@ -139,6 +139,7 @@ interface Factors {
   r: number;
   scale: number;
   mag: Float32Array | null;
+  roundDelta?: boolean;
 }
 
 /** The Δ factors of an op, as the kernel wants them: P [rows × r], Q [r × cols]. */
@@ -152,13 +153,13 @@ async function factors(op: TensorOp, rows: number, cols: number, pool: KernelPoo
   const down = await readTensorF32(d.down, pool.local);
   const r = d.rank;
   const mag = d.magnitude ? shared(await readTensorF32(d.magnitude, pool.local)) : null;
-  if (!d.transpose) return { P: shared(up), Q: shared(down), r, scale: d.scale, mag };
+  if (!d.transpose) return { P: shared(up), Q: shared(down), r, scale: d.scale, mag, roundDelta: d.roundDelta };
   // Δ = (up @ down)ᵀ: P[i, k] = down[k, i], Q[k, j] = up[j, k].
   const P = new Float32Array(new SharedArrayBuffer(rows * r * 4));
   const Q = new Float32Array(new SharedArrayBuffer(r * cols * 4));
   for (let k = 0; k < r; k++) for (let i = 0; i < rows; i++) P[i * r + k] = down[k * rows + i];
   for (let j = 0; j < cols; j++) for (let k = 0; k < r; k++) Q[k * cols + j] = up[j * r + k];
-  return { P, Q, r, scale: d.scale, mag };
+  return { P, Q, r, scale: d.scale, mag, roundDelta: d.roundDelta };
 }
 
 interface WriteCtx {
@@ -214,6 +215,7 @@ async function mergeTensor(op: TensorOp, baseRef: TensorRef, out: FileHandle, ou
         pRow0: r0,
         scale: f?.scale ?? 1,
         mag: f?.mag ?? null,
+        roundDelta: !!f?.roundDelta,
       };
       const computing = ctx.pool.run(job);
       nextRead = b + 1 < nBlocks ? read(b + 1) : undefined;

@@ -203,7 +203,7 @@ export async function planPeft(dir: string, base: BaseModel): Promise<AdapterPla
     const op: TensorOp = {
       target,
       keys: keys.filter((k) => k !== e.bias?.info.name),
-      delta: { kind: 'lowrank', up, down, transpose: embedding || cfg.fanInFanOut, rank, alpha, scale, magnitude: e.mag },
+      delta: { kind: 'lowrank', up, down, transpose: embedding || cfg.fanInFanOut, rank, alpha, scale, magnitude: e.mag, roundDelta: embedding },
     };
     addOp(ops, op);
     if (e.bias) {

@@ -19,6 +19,11 @@ export interface LowRankDelta {
   scale: number;
   /** DoRA magnitude vector, one value per output row. */
   magnitude?: TensorRef;
+  /**
+   * Δ is rounded to the weight's dtype before it is added. peft's Embedding.merge does
+   * `weight += Δ.to(weight.dtype)`, where its Linear adds the fp32 Δ: two roundings, not one.
+   */
+  roundDelta?: boolean;
 }
 
 /** Δ = scale × v, elementwise (PEFT lora_bias: bias += lora_B.bias × scaling). */

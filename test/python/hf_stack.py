@@ -11,6 +11,9 @@ subcommand prints one JSON object on stdout.
                                    first one half-way); the errors for a missing file, revision, repo
                                    and a wrong or no token; from_pretrained(REPO, revision="production")
                                    and its greedy tokens
+    hf_stack.py peft-make ROOT     a bf16 base and, per supported adapter kind, peft's adapter and its
+                                   merge_and_unload (ROOT/base, ROOT/adapter-KIND, ROOT/peft-KIND)
+    hf_stack.py peft-compare ROOT PREFIX...   ROOT/PREFIX-KIND against ROOT/peft-KIND: ulps per element, logits
 """
 import hashlib
 import json
@@ -102,9 +105,90 @@ def client(repo):
     return result
 
 
+def _tiny_qwen3(seed, dtype):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(int(seed))
+    config = Qwen3Config(
+        vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=64, tie_word_embeddings=False,
+    )
+    return Qwen3ForCausalLM(config).to(dtype).eval()
+
+
+# Adapter kinds docs/merge.md lists as supported, each as peft writes it.
+PEFT_CASES = {
+    "linear_embedding": dict(r=4, lora_alpha=8, target_modules=["embed_tokens", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+    "rslora_patterns_modules_to_save": dict(r=4, lora_alpha=16, use_rslora=True, target_modules=["q_proj", "v_proj", "down_proj"],
+                                            rank_pattern={"down_proj": 2}, alpha_pattern={"v_proj": 4}, modules_to_save=["lm_head"]),
+    "dora": dict(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"]),
+}
+
+
+def peft_make(root):
+    """A bf16 base, and per case an adapter (random, not zero, B) and peft's merge_and_unload of it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    base = _tiny_qwen3(11, torch.bfloat16)
+    base.save_pretrained(os.path.join(root, "base"))
+    for i, (name, kw) in enumerate(PEFT_CASES.items()):
+        model = _tiny_qwen3(11, torch.bfloat16)
+        torch.manual_seed(100 + i)
+        pm = get_peft_model(model, LoraConfig(init_lora_weights=False, **kw))
+        if "modules_to_save" in kw:
+            with torch.no_grad():  # a trained lm_head copy: not the base's
+                for n, p in pm.named_parameters():
+                    if "modules_to_save" in n:
+                        p.add_(torch.randn_like(p) * 0.05)
+        pm.save_pretrained(os.path.join(root, "adapter-" + name))
+        pm.merge_and_unload().save_pretrained(os.path.join(root, "peft-" + name))
+    return {"cases": list(PEFT_CASES)}
+
+
+def peft_compare(root, *prefixes):
+    """ROOT/PREFIX-KIND against peft's, per prefix and case: elements within 1 ulp, the worst tensor, the logits."""
+    return {p: _compare(root, p) for p in prefixes}
+
+
+def _compare(root, prefix):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out = {}
+    for name in PEFT_CASES:
+        theirs = load_file(os.path.join(root, "peft-" + name, "model.safetensors"))
+        ours = load_file(os.path.join(root, prefix + "-" + name, "model.safetensors"))
+        n = within = 0
+        worst, worst_ulp = None, 0
+        for k, t in theirs.items():
+            o = ours[k]
+            a = t.contiguous().view(torch.int16).to(torch.int32)
+            b = o.contiguous().view(torch.int16).to(torch.int32)
+            # bf16 bits as an ordered integer line: ulp distance is the difference.
+            a = torch.where(a < 0, -32768 - a, a)
+            b = torch.where(b < 0, -32768 - b, b)
+            d = (a - b).abs()
+            n += d.numel()
+            within += int((d <= 1).sum())
+            m = int(d.max()) if d.numel() else 0
+            if m > worst_ulp:
+                worst, worst_ulp = k, m
+        prompt = torch.tensor([[1, 5, 9, 13, 17]])
+        with torch.no_grad():
+            lt = AutoModelForCausalLM.from_pretrained(os.path.join(root, "peft-" + name)).eval()(prompt).logits.float()
+            lo = AutoModelForCausalLM.from_pretrained(os.path.join(root, prefix + "-" + name)).eval()(prompt).logits.float()
+        out[name] = {"elements": n, "within1ulp": within, "worst": worst, "worstUlp": worst_ulp,
+                     "tensors": sorted(theirs) == sorted(ours), "logitsMaxAbs": float((lt - lo).abs().max()),
+                     "logitsScale": float(lt.abs().max())}
+    return out
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    print(json.dumps({"make": make, "client": client}[cmd](*args)))
+    print(json.dumps({"make": make, "client": client, "peft-make": peft_make, "peft-compare": peft_compare}[cmd](*args)))
 
 
 if __name__ == "__main__":
