@@ -1,7 +1,8 @@
 /**
- * Real peft as the merge reference (issue 18, part 1): a tiny bf16 Qwen3 made by transformers,
- * and for each adapter kind docs/merge.md lists as supported (Linear on every projection with
- * embedding LoRA; rslora with rank and alpha patterns and a trained modules_to_save lm_head; DoRA)
+ * Real peft as the merge reference (issue 18, part 1): a tiny bf16 Qwen3 made by transformers and
+ * saved sharded, and for each adapter kind docs/merge.md lists as supported (Linear on every
+ * projection with embedding LoRA; rslora with rank and alpha patterns and a trained
+ * modules_to_save lm_head; DoRA; all-linear)
  * an adapter written by peft's save_pretrained and peft's own merge_and_unload() of it
  * (test/python/hf_stack.py). `mstore merge-lora` and workers/merge_lora.py (the torch worker,
  * on the CPU) must each be within 1 ulp of peft on at least 99.99 % of the elements, and

@@ -11,7 +11,7 @@ subcommand prints one JSON object on stdout.
                                    first one half-way); the errors for a missing file, revision, repo
                                    and a wrong or no token; from_pretrained(REPO, revision="production")
                                    and its greedy tokens
-    hf_stack.py peft-make ROOT     a bf16 base and, per supported adapter kind, peft's adapter and its
+    hf_stack.py peft-make ROOT     a bf16 base (sharded) and, per supported adapter kind, peft's adapter and its
                                    merge_and_unload (ROOT/base, ROOT/adapter-KIND, ROOT/peft-KIND)
     hf_stack.py peft-compare ROOT PREFIX...   ROOT/PREFIX-KIND against ROOT/peft-KIND: ulps per element, logits
 """
@@ -123,6 +123,7 @@ PEFT_CASES = {
     "rslora_patterns_modules_to_save": dict(r=4, lora_alpha=16, use_rslora=True, target_modules=["q_proj", "v_proj", "down_proj"],
                                             rank_pattern={"down_proj": 2}, alpha_pattern={"v_proj": 4}, modules_to_save=["lm_head"]),
     "dora": dict(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"]),
+    "all_linear": dict(r=8, lora_alpha=16, target_modules="all-linear"),
 }
 
 
@@ -132,7 +133,7 @@ def peft_make(root):
     from peft import LoraConfig, get_peft_model
 
     base = _tiny_qwen3(11, torch.bfloat16)
-    base.save_pretrained(os.path.join(root, "base"))
+    base.save_pretrained(os.path.join(root, "base"), max_shard_size="20KB")  # sharded, with its index
     for i, (name, kw) in enumerate(PEFT_CASES.items()):
         model = _tiny_qwen3(11, torch.bfloat16)
         torch.manual_seed(100 + i)
@@ -157,10 +158,17 @@ def _compare(root, prefix):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
+    def tensors(d):  # every shard
+        out = {}
+        for n in sorted(os.listdir(d)):
+            if n.endswith(".safetensors"):
+                out.update(load_file(os.path.join(d, n)))
+        return out
+
     out = {}
     for name in PEFT_CASES:
-        theirs = load_file(os.path.join(root, "peft-" + name, "model.safetensors"))
-        ours = load_file(os.path.join(root, prefix + "-" + name, "model.safetensors"))
+        theirs = tensors(os.path.join(root, "peft-" + name))
+        ours = tensors(os.path.join(root, prefix + "-" + name))
         n = within = 0
         worst, worst_ulp = None, 0
         for k, t in theirs.items():
