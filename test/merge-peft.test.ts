@@ -1,12 +1,13 @@
 /**
- * Real peft as the merge reference (issue 18, part 1): a tiny bf16 Qwen3 made by transformers and
- * saved sharded, and for each adapter kind docs/merge.md lists as supported (Linear on every
- * projection with embedding LoRA; rslora with rank and alpha patterns and a trained
- * modules_to_save lm_head; DoRA; all-linear)
- * an adapter written by peft's save_pretrained and peft's own merge_and_unload() of it
- * (test/python/hf_stack.py). `mstore merge-lora` and workers/merge_lora.py (the torch worker,
- * on the CPU) must each be within 1 ulp of peft on at least 99.99 % of the elements, and
- * transformers must load their output and give peft's logits. Embedding LoRA was the case that
+ * Real peft as the merge reference (issue 18, part 1): tiny bf16 bases made by transformers and
+ * torch (a Qwen3 saved sharded, a GPT-2, a conv net), and for each PEFT adapter kind docs/merge.md
+ * lists as supported (Linear on every projection with embedding LoRA and saved embedding layers;
+ * rslora with rank and alpha patterns and a trained modules_to_save lm_head; DoRA; all-linear;
+ * fan_in_fan_out Conv1D with lora_bias; Conv2d 3×3 and 1×1) an adapter written by peft's
+ * save_pretrained and peft's own merge_and_unload() of it (test/python/hf_stack.py).
+ * `mstore merge-lora` and workers/merge_lora.py (the torch worker, on the CPU) must each be
+ * within 1 ulp of peft on at least 99.99 % of the elements, and transformers must load their
+ * output and give peft's logits (the conv net: its output). Embedding LoRA was the case that
  * broke this: peft rounds its Δ to the weight's dtype before adding it (docs/merge.md).
  * Needs the Hugging Face stack (test/hf-helpers.ts); without it this test fails.
  */
@@ -33,10 +34,11 @@ interface Comparison {
 test("mstore merge-lora and the torch worker match peft's merge_and_unload for every supported adapter kind", async () => {
   const root = tmpDir('mstore-peft-');
   try {
-    const { cases } = (await hfStack(['peft-make', root], {}, root)) as { cases: string[] };
-    assert.ok(cases.includes('linear_embedding') && cases.includes('dora'));
+    const made = (await hfStack(['peft-make', root], {}, root)) as { cases: Record<string, string> };
+    const cases = Object.keys(made.cases);
+    assert.ok(['linear_embedding', 'dora', 'fan_in_fan_out_lora_bias', 'conv'].every((c) => cases.includes(c)));
     for (const c of cases) {
-      const args = ['--base', path.join(root, 'base'), '--adapter', path.join(root, `adapter-${c}`)];
+      const args = ['--base', path.join(root, `base-${made.cases[c]}`), '--adapter', path.join(root, `adapter-${c}`)];
       const ts = mstore(root, ['merge-lora', ...args, '--out', path.join(root, `ours-${c}`)]);
       assert.is(ts.code, 0, `merge-lora of ${c}: ${ts.stderr}`);
       const py = spawnSync(hfPython(), [WORKER, ...args, '--out', path.join(root, `torch-${c}`), '--device', 'cpu'], { encoding: 'utf8' });

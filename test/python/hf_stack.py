@@ -11,8 +11,8 @@ subcommand prints one JSON object on stdout.
                                    first one half-way); the errors for a missing file, revision, repo
                                    and a wrong or no token; from_pretrained(REPO, revision="production")
                                    and its greedy tokens
-    hf_stack.py peft-make ROOT     a bf16 base (sharded) and, per supported adapter kind, peft's adapter and its
-                                   merge_and_unload (ROOT/base, ROOT/adapter-KIND, ROOT/peft-KIND)
+    hf_stack.py peft-make ROOT     bf16 bases (ROOT/base-qwen3 sharded, base-gpt2, base-conv) and, per supported
+                                   adapter kind, peft's adapter and its merge_and_unload (ROOT/adapter-KIND, ROOT/peft-KIND)
     hf_stack.py peft-compare ROOT PREFIX...   ROOT/PREFIX-KIND against ROOT/peft-KIND: ulps per element, logits
 """
 import hashlib
@@ -117,35 +117,79 @@ def _tiny_qwen3(seed, dtype):
     return Qwen3ForCausalLM(config).to(dtype).eval()
 
 
-# Adapter kinds docs/merge.md lists as supported, each as peft writes it.
+class TinyConv:
+    """A small conv net (3×3 and 1×1 convolutions, a linear head), as diffusers-like bases have."""
+
+    @staticmethod
+    def build():
+        import torch.nn as nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv_in = nn.Conv2d(4, 16, 3, padding=1)
+                self.conv_mid = nn.Conv2d(16, 16, 1)
+                self.proj = nn.Linear(16, 8)
+
+            def forward(self, x):
+                return self.proj(self.conv_mid(self.conv_in(x)).mean(dim=(2, 3)))
+
+        return Net()
+
+
+def _base(kind, dtype):
+    import torch
+
+    torch.manual_seed(11)
+    if kind == "qwen3":
+        return _tiny_qwen3(11, dtype)
+    if kind == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        return GPT2LMHeadModel(GPT2Config(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4)).to(dtype).eval()
+    return TinyConv.build().to(dtype).eval()
+
+
+def _save(model, kind, d, **kw):
+    if kind == "conv":
+        from safetensors.torch import save_file
+
+        os.makedirs(d, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(d, "model.safetensors"))
+    else:
+        model.save_pretrained(d, **kw)
+
+
+# Adapter kinds docs/merge.md lists as supported, each as peft writes it: (base, LoraConfig arguments).
 PEFT_CASES = {
-    "linear_embedding": dict(r=4, lora_alpha=8, target_modules=["embed_tokens", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
-    "rslora_patterns_modules_to_save": dict(r=4, lora_alpha=16, use_rslora=True, target_modules=["q_proj", "v_proj", "down_proj"],
-                                            rank_pattern={"down_proj": 2}, alpha_pattern={"v_proj": 4}, modules_to_save=["lm_head"]),
-    "dora": dict(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"]),
-    "all_linear": dict(r=8, lora_alpha=16, target_modules="all-linear"),
+    "linear_embedding": ("qwen3", dict(r=4, lora_alpha=8, target_modules=["embed_tokens", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])),
+    "rslora_patterns_modules_to_save": ("qwen3", dict(r=4, lora_alpha=16, use_rslora=True, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                      rank_pattern={"down_proj": 2}, alpha_pattern={"v_proj": 4}, modules_to_save=["lm_head"])),
+    "dora": ("qwen3", dict(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"])),
+    "all_linear": ("qwen3", dict(r=8, lora_alpha=16, target_modules="all-linear")),
+    "fan_in_fan_out_lora_bias": ("gpt2", dict(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True, lora_bias=True)),
+    "conv": ("conv", dict(r=4, lora_alpha=8, target_modules=["conv_in", "conv_mid", "proj"])),
 }
 
 
 def peft_make(root):
-    """A bf16 base, and per case an adapter (random, not zero, B) and peft's merge_and_unload of it."""
+    """Bf16 bases (the Qwen3 one sharded), and per case an adapter (random, not zero, B) and peft's merge_and_unload of it."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    base = _tiny_qwen3(11, torch.bfloat16)
-    base.save_pretrained(os.path.join(root, "base"), max_shard_size="20KB")  # sharded, with its index
-    for i, (name, kw) in enumerate(PEFT_CASES.items()):
-        model = _tiny_qwen3(11, torch.bfloat16)
+    for kind in sorted({k for k, _ in PEFT_CASES.values()}):
+        _save(_base(kind, torch.bfloat16), kind, os.path.join(root, "base-" + kind), max_shard_size="20KB")  # sharded, with its index
+    for i, (name, (kind, kw)) in enumerate(PEFT_CASES.items()):
+        model = _base(kind, torch.bfloat16)
         torch.manual_seed(100 + i)
         pm = get_peft_model(model, LoraConfig(init_lora_weights=False, **kw))
-        if "modules_to_save" in kw:
-            with torch.no_grad():  # a trained lm_head copy: not the base's
-                for n, p in pm.named_parameters():
-                    if "modules_to_save" in n:
-                        p.add_(torch.randn_like(p) * 0.05)
+        with torch.no_grad():  # trained, not initial: a modules_to_save copy, lora_bias
+            for n, p in pm.named_parameters():
+                if "modules_to_save" in n or (n.endswith(".bias") and "lora_B" in n):
+                    p.add_(torch.randn_like(p) * 0.05)
         pm.save_pretrained(os.path.join(root, "adapter-" + name))
-        pm.merge_and_unload().save_pretrained(os.path.join(root, "peft-" + name))
-    return {"cases": list(PEFT_CASES)}
+        _save(pm.merge_and_unload(), kind, os.path.join(root, "peft-" + name))
+    return {"cases": {name: kind for name, (kind, _) in PEFT_CASES.items()}}
 
 
 def peft_compare(root, *prefixes):
@@ -184,10 +228,20 @@ def _compare(root, prefix):
             m = int(d.max()) if d.numel() else 0
             if m > worst_ulp:
                 worst, worst_ulp = k, m
-        prompt = torch.tensor([[1, 5, 9, 13, 17]])
+        kind = PEFT_CASES[name][0]
         with torch.no_grad():
-            lt = AutoModelForCausalLM.from_pretrained(os.path.join(root, "peft-" + name)).eval()(prompt).logits.float()
-            lo = AutoModelForCausalLM.from_pretrained(os.path.join(root, prefix + "-" + name)).eval()(prompt).logits.float()
+            if kind == "conv":  # the merged weights in the net itself
+                x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+                outs = []
+                for sd in (theirs, ours):
+                    net = TinyConv.build().to(torch.bfloat16).eval()
+                    net.load_state_dict(sd)
+                    outs.append(net(x).float())
+                lt, lo = outs
+            else:  # transformers loads the directory
+                prompt = torch.tensor([[1, 5, 9, 13, 17]])
+                lt = AutoModelForCausalLM.from_pretrained(os.path.join(root, "peft-" + name)).eval()(prompt).logits.float()
+                lo = AutoModelForCausalLM.from_pretrained(os.path.join(root, prefix + "-" + name)).eval()(prompt).logits.float()
         out[name] = {"elements": n, "within1ulp": within, "worst": worst, "worstUlp": worst_ulp,
                      "tensors": sorted(theirs) == sorted(ours), "logitsMaxAbs": float((lt - lo).abs().max()),
                      "logitsScale": float(lt.abs().max())}
