@@ -1,9 +1,10 @@
 /**
- * Real peft as the merge reference (issue 18, part 1): tiny bf16 bases made by transformers and
- * torch (a Qwen3 saved sharded, a GPT-2, a conv net), and for each PEFT adapter kind docs/merge.md
- * lists as supported (Linear on every projection with embedding LoRA and saved embedding layers;
- * rslora with rank and alpha patterns and a trained modules_to_save lm_head; DoRA; all-linear;
- * fan_in_fan_out Conv1D with lora_bias; Conv2d 3×3 and 1×1) an adapter written by peft's
+ * Real peft as the merge reference (issue 18, part 1): tiny bases made by transformers and torch
+ * (a bf16 Qwen3 saved sharded, a bf16 GPT-2, an F32 GPT-2, a bf16 conv net), and for each PEFT
+ * adapter kind docs/merge.md lists as supported (Linear on every projection with embedding LoRA
+ * and saved embedding layers; rslora with rank and alpha patterns and a trained modules_to_save
+ * lm_head; DoRA; all-linear; fan_in_fan_out Conv1D with lora_bias; rank 16 on F32, where the
+ * sum's own rounding shows; Conv2d 3×3 and 1×1) an adapter written by peft's
  * save_pretrained and peft's own merge_and_unload() of it (test/python/hf_stack.py).
  * `mstore merge-lora` and workers/merge_lora.py (the torch worker, on the CPU) must each be
  * within 1 ulp of peft on at least 99.99 % of the elements, and transformers must load their

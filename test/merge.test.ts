@@ -3,11 +3,12 @@
  * torch worker (workers/merge_lora.py) against an independent torch reference
  * (test/merge_reference.py: bf16(fp32 W + fp32 Δ) from an explicit recipe written here), on small
  * Qwen-like, GPT-2-like and SD-like models generated in the test. Torch is required: without it
- * these tests fail (CI installs python3-torch).
+ * these tests fail (`bash .ci/run` builds the venv; test/merge-peft.test.ts checks against peft itself).
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
+import { hfPython } from './hf-helpers.js';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, openSync, readSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,17 +25,11 @@ const K = createKernel();
 
 // ------------------------------------------------------------------ python with torch
 
-let python: string | undefined;
-/** An interpreter with torch: $MSTORE_PYTHON, python3, or Debian's /usr/bin/python3. Throws (fails the test) when none has it. */
-function torchPython(): string {
-  if (python) return python;
-  const candidates = [process.env.MSTORE_PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => !!p);
-  for (const p of candidates) {
-    const r = spawnSync(p, ['-c', 'import torch'], { encoding: 'utf8' });
-    if (r.status === 0) return (python = p);
-  }
-  throw new Error(`no Python with torch among ${candidates.join(', ')}: apt-get install python3-torch (or set MSTORE_PYTHON); the torch reference tests cannot run`);
-}
+/**
+ * The torch reference runs on the Hugging Face venv's torch (pip's build: MKL on the CPU, whose
+ * sgemm sums with FMA, as CUDA does and as the kernel does): test/hf-helpers.ts finds it.
+ */
+const torchPython = hfPython;
 
 function py(args: string[]): { code: number; stdout: string; stderr: string } {
   const r = spawnSync(torchPython(), args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, env: { ...process.env, OMP_NUM_THREADS: '1' } });

@@ -5,10 +5,11 @@
  * pool.ts runs its source text in worker threads (`new Worker(src, { eval: true })`), so the
  * bundle needs no extra entry point, and the main thread calls the very same code in-process.
  *
- * Maths, matching torch on CPU bit for bit (docs/merge.md):
- *   acc_j   = Σ_k fp32(P[i,k] × Q[k,j])   summed in k order, one fp32 rounding per step (no FMA),
- *                                        which is what a reference sgemm does;
+ * Maths, matching peft on torch's CPU (MKL) and CUDA builds bit for bit (docs/merge.md):
+ *   acc_j   = fma(P[i,k], Q[k,j], acc_j)  in k order, one fp32 rounding per step (the product
+ *                                        exact), which is what an FMA sgemm does;
  *   Δ_j     = fp32(acc_j × scale)         scale already rounded to fp32;
+ *                                        embedding LoRA (roundDelta): Δ_j rounded to W's dtype;
  *   S_j     = fp32(fp32(W[i,j]) + Δ_j);
  *   W'[i,j] = round_to_nearest_even(S_j) in the output dtype (BF16, F16 or F32: one rounding).
  * DoRA rows: n = fp32(‖S‖₂), f = fp32(m_i / n), W'[i,j] = round(fp32(f × S_j)).
@@ -94,9 +95,10 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
   const oneBits = new Uint32Array(oneF32.buffer);
   /** An fp32 value rounded (to nearest even) to `dtype` and back. */
   function roundTo(x: number, dtype: DtypeCode): number {
-    if (dtype === DT_F32) return x;
+    // literal codes (DT_F32 = 2, DT_F16 = 1): this function body must not reference the module scope
+    if (dtype === 2) return x;
     oneF32[0] = x;
-    if (dtype === DT_F16) return f16BitsToF32(f32BitsToF16(oneBits[0]));
+    if (dtype === 1) return f16BitsToF32(f32BitsToF16(oneBits[0]));
     oneBits[0] = f32BitsToBf16(oneBits[0]) << 16;
     return oneF32[0];
   }
@@ -126,10 +128,12 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
   }
 
   /**
-   * The hot loop, acc[0..cols) = Σ_k fp32(p_k × Q[k, 0..cols)) in k order, as a WebAssembly
-   * SIMD function assembled here: 16 columns per step in four f32x4 accumulators, then 4, then
-   * 1. WebAssembly never fuses a multiply and an add, so each step rounds exactly like the JS
-   * fallback below and like a reference sgemm. Signature: row(p, q, acc, r, cols), byte addresses.
+   * The hot loop, acc[0..cols) = fma(p_k, Q[k, 0..cols), acc) in k order, as a WebAssembly SIMD
+   * function assembled here: 16 columns per step in four f32x4 accumulators, then 4, then 1.
+   * WebAssembly has no fused multiply-add, so each step promotes to f64 (where the product of two
+   * fp32 values is exact), adds, and rounds once to fp32: what an FMA sgemm (MKL, CUDA: the torch
+   * peft runs on) computes, and exactly what the JS fallback below computes. Signature:
+   * row(p, q, acc, r, cols), byte addresses.
    */
   function assembleRow(): ArrayBuffer {
     const u = (n: number): number[] => {
@@ -159,18 +163,40 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
     const splat = simd(0x13);
     const fadd = simd(0xe4);
     const fmul = simd(0xe6);
+    const F64_PROMOTE = 0xbb;
+    const F32_DEMOTE = 0xb6;
+    const F64_MUL = 0xa2;
+    const F64_ADD = 0xa0;
+    const f64splat = simd(0x14);
+    const f64add = simd(0xf0);
+    const f64mul = simd(0xf2);
+    const promoteLow = simd(0x5f);
+    const demoteZero = simd(0x5e);
+    /** Lanes 2 and 3 of one vector moved to lanes 0 and 1 (both operands the same vector). */
+    const highHalf = simd(0x0d, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+    /** Lanes 0 and 1 of the first vector, then lanes 0 and 1 of the second. */
+    const joinLow = simd(0x0d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
     const ADD = 0x6a;
     const GT_U = 0x4b;
     const GE_U = 0x4f;
     const SHL = 0x74;
-    // params 0 p, 1 q, 2 acc, 3 r, 4 cols; locals 5 j, 6 k, 7 qk, 8 stride, 9 pk (i32 addr), 10..13 a0..a3, 14 pv (v128), 15 x (f32)
+    // params 0 p, 1 q, 2 acc, 3 r, 4 cols; locals 5 j, 6 k, 7 qk, 8 stride, 9 pk (i32 addr), 10..13 a0..a3,
+    // 14 pv (v128), 15 x (f32), 16 pd (p as f64x2), 17 qv, 18 lo (v128)
     const addr = (base: number, idx: number): number[] => [...get(base), ...get(idx), ...i32c(2), SHL, ADD];
+    /** a = fma(p, q, a) lane by lane: each half promoted to f64x2 (the product is exact there), added, demoted once. */
+    const fmaStep = (a: number, qOff: number): number[] => [
+      ...get(7), ...load(qOff), ...set(17),
+      ...get(a), ...promoteLow, ...get(16), ...get(17), ...promoteLow, ...f64mul, ...f64add, ...demoteZero, ...set(18),
+      ...get(18),
+      ...get(a), ...get(a), ...highHalf, ...promoteLow, ...get(16), ...get(17), ...get(17), ...highHalf, ...promoteLow, ...f64mul, ...f64add, ...demoteZero,
+      ...joinLow, ...set(a),
+    ];
     const width = (w: number, accs: number): number[] => {
       const first: number[] = [];
       const step: number[] = [];
       for (let a = 0; a < accs; a++) {
         first.push(...get(14), ...get(7), ...load(a * 16), ...fmul, ...set(10 + a));
-        step.push(...get(10 + a), ...get(14), ...get(7), ...load(a * 16), ...fmul, ...fadd, ...set(10 + a));
+        step.push(...fmaStep(10 + a, a * 16));
       }
       const stores: number[] = [];
       for (let a = 0; a < accs; a++) stores.push(...addr(2, 5), ...get(10 + a), ...store(a * 16));
@@ -184,7 +210,7 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
         0x02, 0x40, 0x03, 0x40,
         ...get(6), ...get(3), GE_U, 0x0d, 1,
         ...get(7), ...get(8), ADD, ...set(7),
-        ...addr(0, 6), 0x2a, 2, 0, ...splat, ...set(14),
+        ...addr(0, 6), 0x2a, 2, 0, F64_PROMOTE, ...f64splat, ...set(16),
         ...step,
         ...get(6), ...i32c(1), ADD, ...set(6),
         0x0c, 0, 0x0b, 0x0b,
@@ -203,7 +229,7 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
       0x02, 0x40, 0x03, 0x40,
       ...get(6), ...get(3), GE_U, 0x0d, 1,
       ...get(7), ...get(8), ADD, ...set(7),
-      ...get(15), ...addr(0, 6), 0x2a, 2, 0, ...get(7), 0x2a, 2, 0, 0x94, 0x92, ...set(15),
+      ...get(15), F64_PROMOTE, ...addr(0, 6), 0x2a, 2, 0, F64_PROMOTE, ...get(7), 0x2a, 2, 0, F64_PROMOTE, F64_MUL, F64_ADD, F32_DEMOTE, ...set(15),
       ...get(6), ...i32c(1), ADD, ...set(6),
       0x0c, 0, 0x0b, 0x0b,
       ...addr(2, 5), ...get(15), 0x38, 2, 0,
@@ -211,7 +237,7 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
       0x0c, 0, 0x0b, 0x0b,
     ];
     const body = [
-      3, 5, 0x7f, 5, 0x7b, 1, 0x7d, // locals: 5 × i32, 5 × v128, 1 × f32
+      4, 5, 0x7f, 5, 0x7b, 1, 0x7d, 3, 0x7b, // locals: 5 × i32, 5 × v128, 1 × f32, 3 × v128
       ...get(4), ...i32c(2), SHL, ...set(8),
       ...i32c(0), ...set(5),
       ...width(16, 4),
@@ -430,13 +456,14 @@ export function createKernel(options: { simd?: boolean } = {}): Kernel {
           wasmP.set(P.subarray(pr, pr + r));
           wasmRow(0, wasmQOff, wasmAccOff, r, cols);
         } else {
-          // acc = Σ_k fp32(p_k × Q[k, :]) in k order; the Float32Array store rounds each sum to fp32.
+          // acc = fma(p_k, Q[k, :], acc) in k order: the product of two fp32 values is exact in a
+          // double, and the Float32Array store rounds each step's sum once, as an FMA does.
           const p0 = P[pr];
           for (let j = 0; j < cols; j++) acc[j] = p0 * Q[j];
           for (let k = 1; k < r; k++) {
             const p = P[pr + k];
             const q = k * cols;
-            for (let j = 0; j < cols; j++) acc[j] = acc[j] + Math.fround(p * Q[q + j]);
+            for (let j = 0; j < cols; j++) acc[j] = acc[j] + p * Q[q + j];
           }
         }
         if (job.roundDelta) for (let j = 0; j < cols; j++) wrow[j] = wrow[j] + roundTo(Math.fround(acc[j] * scale), srcDtype);

@@ -11,7 +11,7 @@ subcommand prints one JSON object on stdout.
                                    first one half-way); the errors for a missing file, revision, repo
                                    and a wrong or no token; from_pretrained(REPO, revision="production")
                                    and its greedy tokens
-    hf_stack.py peft-make ROOT     bf16 bases (ROOT/base-qwen3 sharded, base-gpt2, base-conv) and, per supported
+    hf_stack.py peft-make ROOT     bases (ROOT/base-qwen3 bf16 sharded, base-gpt2, base-gpt2_f32, base-conv) and, per supported
                                    adapter kind, peft's adapter and its merge_and_unload (ROOT/adapter-KIND, ROOT/peft-KIND)
     hf_stack.py peft-compare ROOT PREFIX...   ROOT/PREFIX-KIND against ROOT/peft-KIND: ulps per element, logits
 """
@@ -143,10 +143,11 @@ def _base(kind, dtype):
     torch.manual_seed(11)
     if kind == "qwen3":
         return _tiny_qwen3(11, dtype)
-    if kind == "gpt2":
+    if kind in ("gpt2", "gpt2_f32"):
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        return GPT2LMHeadModel(GPT2Config(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4)).to(dtype).eval()
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4))
+        return model.to(torch.float32 if kind == "gpt2_f32" else dtype).eval()
     return TinyConv.build().to(dtype).eval()
 
 
@@ -168,12 +169,14 @@ PEFT_CASES = {
     "dora": ("qwen3", dict(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"])),
     "all_linear": ("qwen3", dict(r=8, lora_alpha=16, target_modules="all-linear")),
     "fan_in_fan_out_lora_bias": ("gpt2", dict(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True, lora_bias=True)),
+    # F32 weights show the sum's own rounding (bf16 hides most of it): peft's torch sums with FMA
+    "f32_rank16": ("gpt2_f32", dict(r=16, lora_alpha=16, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True)),
     "conv": ("conv", dict(r=4, lora_alpha=8, target_modules=["conv_in", "conv_mid", "proj"])),
 }
 
 
 def peft_make(root):
-    """Bf16 bases (the Qwen3 one sharded), and per case an adapter (random, not zero, B) and peft's merge_and_unload of it."""
+    """Bases (bf16, the Qwen3 one sharded; one F32 GPT-2), and per case an adapter (random, not zero, B) and peft's merge_and_unload of it."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -217,11 +220,12 @@ def _compare(root, prefix):
         worst, worst_ulp = None, 0
         for k, t in theirs.items():
             o = ours[k]
-            a = t.contiguous().view(torch.int16).to(torch.int32)
-            b = o.contiguous().view(torch.int16).to(torch.int32)
-            # bf16 bits as an ordered integer line: ulp distance is the difference.
-            a = torch.where(a < 0, -32768 - a, a)
-            b = torch.where(b < 0, -32768 - b, b)
+            # the bits as an ordered integer line (negative values mirrored): ulp distance is the difference
+            bits, low = (torch.int32, -2**31) if t.dtype == torch.float32 else (torch.int16, -2**15)
+            a = t.contiguous().view(bits).to(torch.int64)
+            b = o.contiguous().view(bits).to(torch.int64)
+            a = torch.where(a < 0, low - a, a)
+            b = torch.where(b < 0, low - b, b)
             d = (a - b).abs()
             n += d.numel()
             within += int((d <= 1).sum())
