@@ -108,7 +108,8 @@ export const serveCommand: CommandModule<object, Args> = {
         stop();
         throw e;
       }
-      out(`mstore serve: listening on ${server.url} (Hugging Face Hub API for ${repoId})`);
+      out(`mstore serve: listening on ${server.url}`);
+      log(`Hugging Face Hub API for ${repoId} at ${server.url} (docs/hf.md)`);
       const sig = await stopped;
       log(`${sig}: shutting down (in-flight requests get ${a.grace} s)`);
       await server.close(a.grace * 1000);
