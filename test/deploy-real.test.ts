@@ -34,18 +34,23 @@ function freePort(): Promise<number> {
 }
 
 /** inference_app.py on a free port, up once /health answers; shaped as the deploy helpers' API. */
+/** The running app's stderr and exit, for failure messages. */
+let app = { err: '', exited: null as number | string | null };
+
 async function startRealApi(): Promise<Standin> {
   const port = await freePort();
   const child = spawn(hfPython(), [pyScript('inference_app.py'), String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  app = { err: '', exited: null };
+  child.stderr!.on('data', (d: Buffer) => (app.err += d.toString()));
+  child.once('exit', (code, signal) => (app.exited = code ?? signal));
+  const err = (): string => app.err;
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 120_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`inference_app.py exited ${child.exitCode}: ${err.slice(-2000)}`);
+    if (child.exitCode !== null) throw new Error(`inference_app.py exited ${child.exitCode}: ${err().slice(-2000)}`);
     const up = await fetch(`${url}/health`).then((r) => r.ok, () => false);
     if (up) break;
-    if (Date.now() > deadline) throw new Error(`inference_app.py did not answer /health in 120 s: ${err.slice(-2000)}`);
+    if (Date.now() > deadline) throw new Error(`inference_app.py did not answer /health in 120 s: ${err().slice(-2000)}`);
     await new Promise((r) => setTimeout(r, 250));
   }
   return {
@@ -64,7 +69,9 @@ async function startRealApi(): Promise<Standin> {
 }
 
 async function generate(api: string): Promise<{ model: string; tokens: number[] }> {
-  const r = await fetch(`${api}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input_ids: PROMPT, max_tokens: 12 }) });
+  const r = await fetch(`${api}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input_ids: PROMPT, max_tokens: 12 }) }).catch((e: Error) => {
+    throw new Error(`/generate: ${e.message} (${(e.cause as Error | undefined)?.message ?? ''}); the app ${app.exited === null ? 'is running' : `exited (${app.exited})`}; its stderr: ${app.err.slice(-1500)}`);
+  });
   assert.is(r.status, 200, `/generate answered ${r.status}: ${await r.clone().text()}`);
   return (await r.json()) as { model: string; tokens: number[] };
 }

@@ -96,4 +96,6 @@ def generate(r: Generate):
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    # A keep-alive longer than any test: uvicorn's 5 s default closed idle connections that the
+    # test's HTTP client was about to reuse for a POST ("fetch failed" under CI load).
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", timeout_keep_alive=600)
