@@ -148,6 +148,12 @@ test('huggingface_hub and transformers read versions from mstore serve; ranges, 
     assert.is(res.errors.no_token.status, 401);
     assert.equal(res.tokens, tokens2, 'from_pretrained(revision="production") generates as the original v002 does');
 
+    // No revision: the Hub's default branch, main, is the default line's head (v002 here).
+    const v002Commit = (JSON.parse(ok(ws, ['log', '-n', '1', 'v002', '--json'])) as { commit: string }[])[0].commit;
+    const info = await get(`${url}/api/models/team/tiny`);
+    assert.is(info.status, 200);
+    assert.is((JSON.parse(info.body!.toString()) as { sha: string }).sha, v002Commit);
+
     // Ranges, from node.
     const model = readFileSync(path.join(root, 'm1', 'model.safetensors'));
     const file = `${url}/team/tiny/resolve/v001/model.safetensors`;

@@ -31,13 +31,22 @@ export interface HubRevision {
   folders: { path: string; tree: string }[];
 }
 
+/** What huggingface_hub and transformers ask for when no revision is given. */
+const HUB_DEFAULT_BRANCH = 'main';
+
 export class HubView {
   constructor(private readonly store: Store) {}
 
-  /** The revision's files; EUNKNOWNREV when mstore cannot resolve `rev` to a version. */
+  /**
+   * The revision's files; EUNKNOWNREV when mstore cannot resolve `rev` to a version. The Hub's
+   * default branch, `main`, is the default line's head (`latest`) unless a ref is named main.
+   */
   async revision(rev: string): Promise<HubRevision> {
     const repo = this.store.repo;
-    const commit = await resolveRev(repo, rev);
+    const commit = await resolveRev(repo, rev).catch((e: unknown) => {
+      if (rev === HUB_DEFAULT_BRANCH && e instanceof MstoreError && e.code === 'EUNKNOWNREV') return resolveRev(repo, 'latest');
+      throw e;
+    });
     const c = await repo.readCommit(commit);
     const files: HubFile[] = [];
     for (const f of await listVersionFiles(repo, commit)) {

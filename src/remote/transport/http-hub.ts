@@ -38,7 +38,7 @@ export interface HubReply {
   stream(status: number, headers: Record<string, string>, body: AsyncIterable<Buffer> | undefined): Promise<void>;
 }
 
-/** The Hub's own default revision. */
+/** The Hub's default branch (the HubSource maps it to the default line's head). */
 const DEFAULT_REVISION = 'main';
 
 /** A repository id as the Hub spells one: a name, or a namespace and a name. */
