@@ -85,7 +85,14 @@ export class HubView {
     }
     const reader = new ContentReader(this.store.index, this.store.hasher, this.store.packsDir);
     try {
-      yield* reader.slices(file.lfs.oid, start, end, file.path);
+      // The answer's Content-Length comes from the pointer: a manifest that holds fewer bytes must
+      // fail (the connection is then cut), never end the body short as if it were whole.
+      let sent = 0;
+      for await (const s of reader.slices(file.lfs.oid, start, end, file.path)) {
+        sent += s.length;
+        yield s;
+      }
+      if (sent !== end - start) throw new MstoreError('ECORRUPT', `${file.path}: the store's manifest of ${file.lfs.oid} holds fewer bytes than its pointer's ${file.size}`);
     } finally {
       await reader.close();
     }
