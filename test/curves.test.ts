@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Store } from '../src/repo/store.js';
 import { versionSide, workspaceSide } from '../src/ops/diff/sides.js';
 import { readCurves, summarizeCurves, diffCurves, metricDirection, evolutionFiles, type Curve } from '../src/ops/diff/curves.js';
-import { terminalChart, renderSvg, renderPng, pngFont } from '../src/cli/ui/charts.js';
+import { terminalChart, renderSvg, renderPng, pngFont } from '../src/web/charts.js';
 import { MstoreError } from '../src/lib/errors.js';
 import { cleanup, mstore, mstoreJson, tmpDir, treeDigest } from './helpers.js';
 

@@ -1,6 +1,6 @@
 /**
  * The layout's rules, read from the source (src/README.md): imports point down the layers only
- * (lib ← format ← repo ← ops ← remote ← deploy ← cli; merge ← lib, format), transports import
+ * (lib ← format ← repo ← ops ← remote ← deploy ← web ← cli; merge ← lib, format), transports import
  * only the Remote interface and the wire stream of remote/ and no other transport (the files
  * of one transport, `s3.ts` and `s3-*.ts`, may import each other), no import cycle (type-only imports
  * included), only cli/ touches the terminal or the process exit, no source file over 600 lines.
@@ -16,7 +16,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const SRC = path.join(ROOT, 'src');
 
 /** Layers, lowest first; a file may import its own layer and those below. */
-const LAYERS = ['lib', 'format', 'repo', 'ops', 'remote', 'deploy', 'cli'];
+const LAYERS = ['lib', 'format', 'repo', 'ops', 'remote', 'deploy', 'web', 'cli'];
 /** merge depends on lib and format only; everything from ops up may use it. */
 const MERGE_DEPS = ['lib', 'format', 'merge'];
 /** What a transport may import from remote/ (the rest of remote/ is above the transports). */

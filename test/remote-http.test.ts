@@ -26,7 +26,7 @@ import type { AddressInfo } from 'node:net';
 import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir, type RunResult } from './helpers.js';
 import { expectRefusal } from './hostile-helpers.js';
 import { HttpRemote } from '../src/remote/transport/http-client.js';
-import { parseTokens, tokenScope } from '../src/remote/transport/http-server.js';
+import { parseTokens, tokenScope } from '../src/remote/transport/http-tokens.js';
 import { encodeObjects, WIRE_CONTENT_TYPE, WIRE_MAGIC, WIRE_HEADER_BYTES } from '../src/remote/wire.js';
 import type { WireObject } from '../src/remote/remote.js';
 import { MstoreError } from '../src/lib/errors.js';

@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { versionSide, workspaceSide, type Side } from '../../ops/diff/sides.js';
 import { readCurves, summarizeCurves, type Curve } from '../../ops/diff/curves.js';
-import { renderPng, renderSvg, terminalChart, type ChartSeries } from '../ui/charts.js';
+import { renderPng, renderSvg, terminalChart, type ChartSeries } from '../../web/charts.js';
 import { atomicWriteFile } from '../../lib/fsutil.js';
 import { MstoreError } from '../../lib/errors.js';
 import { handler, out, printJson, useColor, warn, withStore } from '../ui/output.js';

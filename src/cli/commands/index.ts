@@ -38,6 +38,7 @@ export const COMMANDS: CommandEntry[] = [
   { command: 'pull <remote> [refs..]', describe: "Fetch versions from a remote (only what this store lacks, verified) and update local refs", load: async () => (await import('./pull.js')).pullCommand },
   { command: 'clone <url> [dir]', describe: "Create a store from a remote's versions (remote 'origin'), then check out latest", load: async () => (await import('./clone.js')).cloneCommand },
   { command: 'serve [store]', describe: 'Serve a bare store over HTTP(S) to push, pull and clone (bearer tokens with read/push/admin scopes)', load: async () => (await import('./serve.js')).serveCommand },
+  { command: 'ui', describe: 'Browse the store in a web browser: versions, statuses, metrics, curves, diffs, deploys (docs/ui.md)', load: async () => (await import('./ui.js')).uiCommand },
   { command: 'deploy [args..]', describe: 'Deploy a version to the inference box (push, switch, register, activate), show deploy status, roll back', load: async () => (await import('./deploy.js')).deployCommand },
   { command: 'consolidate', describe: 'Merge an adapter version into a base version (verify, backup, hook, validate) and record it as a new version', load: async () => (await import('./consolidate.js')).consolidateCommand },
   { command: 'merge-lora', describe: 'Merge a LoRA adapter (PEFT or kohya) into its base model on the CPU (docs/merge.md)', load: async () => (await import('./merge-lora.js')).mergeLoraCommand },

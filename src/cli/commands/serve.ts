@@ -4,11 +4,14 @@ import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { MstoreError } from '../../lib/errors.js';
 import { StoreRemote } from '../../remote/transport/path.js';
-import { DEFAULT_MAX_BODY, loadTokens, startServer } from '../../remote/transport/http-server.js';
+import { DEFAULT_MAX_BODY, startServer } from '../../remote/transport/http-server.js';
+import { loadTokens } from '../../remote/transport/http-tokens.js';
 import { DEFAULT_MAX_FETCH_BYTES } from '../../remote/transport/http-limits.js';
 import { HUB_REPO_ID } from '../../remote/transport/http-hub.js';
 import { HubView } from '../../ops/hub-view.js';
+import { WebApp } from '../../web/app.js';
 import { handler, out } from '../ui/output.js';
+import { parseListen } from '../listen.js';
 
 interface Args {
   store: string;
@@ -24,14 +27,6 @@ interface Args {
 
 /** A pushing client may wait this long for another writer (a push, gc) to release the store. */
 const LOCK_WAIT_MS = 10 * 60_000;
-
-/** HOST:PORT, [IPv6]:PORT; port 0 picks a free one. */
-function parseListen(s: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new MstoreError('EUSAGE', `--listen expects HOST:PORT (e.g. 127.0.0.1:8750), got '${s}'`);
-  return { host: m[1] ?? m[2], port };
-}
 
 /** Bytes, with an optional K/M/G/T suffix (powers of 1024; KiB, MB, ... accepted alike). */
 function parseBytes(s: string, flag: string): number {
@@ -103,13 +98,14 @@ export const serveCommand: CommandModule<object, Args> = {
       let server;
       try {
         const hub = { source: new HubView(remote.store), repoId };
-        server = await startServer({ remote, tokens, host: listen.host, port: listen.port, tls, maxBody, maxFetchBytes, redact, format: remote.store.config.format, log, hub });
+        const web = new WebApp(remote.store, { secure: !!tls, redact, log });
+        server = await startServer({ remote, tokens, host: listen.host, port: listen.port, tls, maxBody, maxFetchBytes, redact, format: remote.store.config.format, log, hub, web });
       } catch (e) {
         stop();
         throw e;
       }
       out(`mstore serve: listening on ${server.url}`);
-      log(`Hugging Face Hub API for ${repoId} at ${server.url} (docs/hf.md)`);
+      log(`Hugging Face Hub API for ${repoId} at ${server.url} (docs/hf.md); web view at ${server.url}/ui/ (docs/ui.md)`);
       const sig = await stopped;
       log(`${sig}: shutting down (in-flight requests get ${a.grace} s)`);
       await server.close(a.grace * 1000);

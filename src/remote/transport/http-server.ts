@@ -10,8 +10,7 @@
  * error messages without server paths, and the post-receive hook output of a ref update
  * streamed back as NDJSON.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
@@ -20,16 +19,8 @@ import { BATCH_IDS, checkObjectId, checkOid, checkRefName, type ObjectKind, type
 import { decodeObjects, encodeObjects, MAX_OBJECT_BYTES, WIRE_CONTENT_TYPE } from '../wire.js';
 import { READ_AHEAD_BYTES, readAhead } from '../../lib/read-ahead.js';
 import { answerHub, looksLikeHubTarget, parseHubRequest, type HubSource } from './http-hub.js';
+import { SCOPE_RANK, tokenScope, type Scope, type TokenEntry } from './http-tokens.js';
 import { canonicalPath, DEFAULT_MAX_FETCH_BYTES, FETCH_AHEAD_TOTAL, HEAVY_PER_TOKEN, HEAVY_TOTAL, HttpError, MAX_IDS_BODY, redactPaths, Slots } from './http-limits.js';
-
-export type Scope = 'read' | 'push' | 'admin';
-const SCOPE_RANK: Record<Scope, number> = { read: 1, push: 2, admin: 3 };
-
-/** A token as the server keeps it: only its sha256, so equal-length constant-time comparison is possible. */
-export interface TokenEntry {
-  scope: Scope;
-  digest: Buffer;
-}
 
 export const PROTOCOL_VERSION = 1;
 export const NDJSON_CONTENT_TYPE = 'application/x-ndjson';
@@ -40,69 +31,6 @@ export const DEFAULT_MAX_BODY = 1024 * 1024 * 1024;
 export const MIN_MAX_BODY = MAX_OBJECT_BYTES + 1024 * 1024;
 /** Ref updates per request: a push moves a line, its tags and notes, not thousands of refs. */
 export const MAX_REF_UPDATES = 10_000;
-const MIN_TOKEN_CHARS = 16;
-
-/**
- * Parses a tokens file: `SCOPE TOKEN` per line, `#` comments, blank lines. Errors name
- * file:line and never the token.
- */
-export function parseTokens(text: string, file: string): TokenEntry[] {
-  const out: TokenEntry[] = [];
-  const seen = new Set<string>();
-  text.split('\n').forEach((raw, i) => {
-    const line = raw.replace(/\r$/, '').trim();
-    if (!line || line.startsWith('#')) return;
-    const where = `${file}:${i + 1}`;
-    const parts = line.split(/[ \t]+/);
-    if (parts.length !== 2) throw new MstoreError('EBADINPUT', `${where}: expected 'SCOPE TOKEN' (scope read, push or admin)`);
-    const [scope, token] = parts;
-    if (!Object.hasOwn(SCOPE_RANK, scope)) {
-      // The first word may be the token itself (a line written 'TOKEN SCOPE'): a word is shown
-      // only when it is too short to be any token this server accepts.
-      const shown = /^[a-z]{1,8}$/.test(scope) ? ` '${scope}'` : '';
-      const hint = Object.hasOwn(SCOPE_RANK, token) ? "; the line looks written the wrong way round ('TOKEN SCOPE')" : '';
-      throw new MstoreError('EBADINPUT', `${where}: unknown scope${shown} (each line is 'SCOPE TOKEN', scope read, push or admin${hint}); the token is not shown`);
-    }
-    if (!/^[\x21-\x7e]+$/.test(token)) throw new MstoreError('EBADINPUT', `${where}: the token has characters outside printable ASCII`);
-    if (token.length < MIN_TOKEN_CHARS) throw new MstoreError('EBADINPUT', `${where}: the token is shorter than ${MIN_TOKEN_CHARS} characters`);
-    const digest = createHash('sha256').update(token).digest();
-    const key = digest.toString('hex');
-    if (seen.has(key)) throw new MstoreError('EBADINPUT', `${where}: the same token appears on an earlier line`);
-    seen.add(key);
-    out.push({ scope: scope as Scope, digest });
-  });
-  if (!out.length) throw new MstoreError('EBADINPUT', `${file}: no tokens (one 'SCOPE TOKEN' per line)`);
-  return out;
-}
-
-/** Reads and parses a tokens file; `warn` gets a line when others may read it. */
-export async function loadTokens(file: string, warn?: (line: string) => void): Promise<TokenEntry[]> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    throw new MstoreError('EBADINPUT', `cannot read tokens file ${file}: ${(e as NodeJS.ErrnoException).code ?? errorLine(e)}`);
-  }
-  const tokens = parseTokens(text, file);
-  const st = await stat(file);
-  if (st.mode & 0o077 && warn) warn(`tokens file ${file} is readable by group or others (chmod 600 it)`);
-  return tokens;
-}
-
-/**
- * The scope of a presented token, or undefined. Every entry is compared (no early exit) on
- * sha256 digests, so neither the position nor a common prefix of a token leaks through timing.
- */
-export function tokenScope(tokens: TokenEntry[], presented: string): Scope | undefined {
-  const digest = createHash('sha256').update(presented).digest();
-  let best: Scope | undefined;
-  for (const t of tokens) {
-    const eq = timingSafeEqual(digest, t.digest);
-    if (eq && (!best || SCOPE_RANK[t.scope] > SCOPE_RANK[best])) best = t.scope;
-  }
-  return best;
-}
-
 export interface ServerOptions {
   remote: Remote;
   tokens: TokenEntry[];
@@ -124,12 +52,26 @@ export interface ServerOptions {
   redact?: string[];
   /** The read side of the Hugging Face Hub API for one repository id (http-hub.ts); absent: no Hub routes. */
   hub?: { source: HubSource; repoId: string };
+  /** The web view (src/web/): answers `/` and everything under `/ui/`, with its own login (a form, then a session cookie); tokens are checked with `scopeOf`. Absent: those paths are 404. */
+  web?: WebView;
   /** Time to receive a request's headers (default 60 s). */
   headersTimeoutMs?: number;
   /** Time to receive a whole request, body included (default 30 min). */
   requestTimeoutMs?: number;
   /** A socket silent this long is closed (default 15 min: longer than a writer may wait for the store lock). */
   idleTimeoutMs?: number;
+}
+
+/** What the server needs of the web view; it sits above this layer and is passed in. */
+export interface WebView {
+  /** Answers one request whole (errors included); returns the scope it ran with, for the log line. */
+  handle(req: http.IncomingMessage, res: http.ServerResponse, scopeOf: (token: string) => Scope | undefined): Promise<Scope | '-'>;
+}
+
+/** `/`, `/ui` and `/ui/…` (query aside) belong to the web view. */
+function isWebTarget(target: string): boolean {
+  const p = target.split('?')[0];
+  return p === '/' || p === '/ui' || p.startsWith('/ui/');
 }
 
 export interface MstoreServer {
@@ -212,6 +154,11 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
     const method = req.method ?? 'GET';
     if (closing) throw new HttpError(503, 'EREMOTE', 'the server is shutting down', { 'retry-after': '5' });
     if (opts.hub && looksLikeHubTarget(req.url ?? '')) return hubRequest(ctx, opts.hub);
+    if (opts.web && isWebTarget(req.url ?? '')) {
+      ctx.bodyLeft = false;
+      ctx.scope = await opts.web.handle(req, ctx.res, (t) => tokenScope(opts.tokens, t));
+      return;
+    }
     const pathname = canonicalPath(req.url);
     if (pathname === '/health') {
       allow(method, ['GET', 'HEAD']);

@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import asciichart from 'asciichart';
-import type { CurvePoint } from '../../ops/diff/curves.js';
+import type { CurvePoint } from '../ops/diff/curves.js';
 
 export interface ChartSeries {
   /** Shown in the legend: a version name, or `workspace`. */
