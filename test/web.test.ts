@@ -10,7 +10,8 @@
  *   a foreign Host header too, and nothing outside the store is served.
  * - `mstore serve`: 401 without a session, a wrong token refused, pages with a read token, a
  *   status change refused with read scope and accepted with push scope; no token in its log.
- * - A 1,000-version store: the first page loads in under 1 s, measured in the browser.
+ * - A 1,000-version store: the first page loads in under 1 s, measured by the browser
+ *   (Navigation Timing, from the request to the load event, on a server that just started).
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -20,6 +21,7 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { cleanup, listeningUrl, mstore, mstoreJson, spawnMstore, tmpDir, writeSafetensors } from './helpers.js';
+import { startStandin } from './deploy-helpers.js';
 import { Store } from '../src/repo/store.js';
 import { commit } from '../src/ops/commit.js';
 import { setLabels } from '../src/ops/labels.js';
@@ -107,17 +109,17 @@ async function assertInert(page: Page, events: string[], what: string): Promise<
   assert.equal(events, [], `${what}: a dialog or page error`);
 }
 
-/** GET with a raw (unnormalised) path, as a hostile client sends it. */
-function rawGet(base: string, rawPath: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
+/** A request with a raw (unnormalised) path, as a hostile client sends it. */
+function rawGet(base: string, rawPath: string, headers: Record<string, string> = {}, method = 'GET', body?: string): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
   const u = new URL(base);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: u.hostname, port: u.port, path: rawPath, method: 'GET', headers }, (res) => {
+    const req = http.request({ host: u.hostname, port: u.port, path: rawPath, method, headers }, (res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
     });
     req.on('error', reject);
-    req.end();
+    req.end(body);
   });
 }
 
@@ -284,8 +286,19 @@ test('mstore serve: login, 401 without a session, read scope reads, push scope c
   const READ = 'web-read-token-0123456789';
   const PUSH = 'web-push-token-9876543210';
   writeFileSync(path.join(root, 'tokens'), `read ${READ}\npush ${PUSH}\n`);
+  // A deploy target: the inference API stand-in; one deploy goes live, one is refused by the API.
+  const standin = await startStandin();
+  children.push(standin.child);
+  const setup = mstore(box, ['deploy', 'setup', '--root', path.join(root, 'deployed'), '--api', standin.url]);
+  assert.is(setup.code, 0, setup.stderr);
   const served = await startChild(root, ['serve', box, '--listen', '127.0.0.1:0', '--tokens', path.join(root, 'tokens')]);
   const url = served.url;
+  assert.is(mstore(ws, ['remote', 'add', 'boxhttp', url, '--token-env', 'BOX_TOKEN']).code, 0);
+  const live = mstore(ws, ['deploy', 'boxhttp', 'v002'], { BOX_TOKEN: PUSH });
+  assert.is(live.code, 0, live.stderr);
+  await standin.setFaults({ register: 500 });
+  assert.is(mstore(ws, ['deploy', 'boxhttp', 'v003'], { BOX_TOKEN: PUSH }).code, 1, 'the API refuses v003');
+  await standin.setFaults({});
 
   for (const p of ['/ui/', '/ui/version/v001', '/ui/compare?a=v001&b=v002', '/ui/deploys']) {
     const r = await rawGet(url, p);
@@ -293,6 +306,11 @@ test('mstore serve: login, 401 without a session, read scope reads, push scope c
     assert.not.ok(r.body.includes('v001'), `${p}: nothing of the store without a session`);
   }
   assert.is((await rawGet(url, '/ui/', { cookie: 'mstore_ui=forged' })).status, 401, 'a forged session');
+  const form = { 'content-type': 'application/x-www-form-urlencoded' };
+  assert.is((await rawGet(url, '/ui/login', form, 'POST', `token=${'x'.repeat(20_000)}`)).status, 413, 'a form over 16 KiB');
+  assert.is((await rawGet(url, '/ui/login', { 'content-type': 'application/json' }, 'POST', JSON.stringify({ token: READ }))).status, 415, 'a login that is not a form');
+  assert.is((await rawGet(url, '/ui/version/v001/label', form, 'POST', 'status=failed')).status, 401, 'a change without a session');
+  assert.is((await rawGet(url, '/ui/login', {}, 'DELETE')).status, 405);
 
   const { page, events } = await newPage();
   const first = await page.goto(`${url}/ui/`);
@@ -331,8 +349,15 @@ test('mstore serve: login, 401 without a session, read scope reads, push scope c
   await page.getByRole('button', { name: 'Set status' }).click();
   assert.match(await page.locator('dl.meta .badge').first().innerText(), /failed$/);
   assert.is(mstoreJson<{ status: string }>(box, ['show', 'v001']).status, 'failed', 'the served store holds the change');
+  // Deploys: v002 live, every attempt with its result, the failure with its reason.
   await page.goto(`${url}/ui/deploys`);
-  assert.match(await page.locator('main').innerText(), /No deploy is configured|Nothing is live/);
+  assert.match(await page.locator('main > p').first().innerText(), /^Live: v002 /);
+  const attempts = await page.locator('table.deploys tbody tr').allInnerTexts();
+  assert.is(attempts.length, 2, attempts.join('\n'));
+  assert.match(attempts[0], /deploy\s+v003\s+failed\s+.*500/, 'the failed attempt with its reason');
+  assert.match(attempts[1], /deploy\s+v002\s+ok/);
+  await page.goto(`${url}/ui/version/v002`);
+  assert.match(await page.locator('main').innerText(), /Deploy attempts of this version[\s\S]*deploy\s+ok/, "v002's page lists its deploy");
   assert.equal(events, []);
   await page.close();
   for (const t of [READ, PUSH]) assert.not.ok(served.stderr().includes(t), "a token in serve's log");
@@ -353,7 +378,9 @@ test('a 1,000-version store: the first page loads in under 1 s in the browser', 
   assert.is(await page.locator('table.versions tbody tr').count(), 50);
   assert.match(await page.locator('.pager').innerText(), /page 1 of 20 · 1000 versions/);
   assert.is(await page.locator('table.versions tbody tr td:first-child').first().innerText(), 'v1000');
-  assert.ok(loadMs < 1000, `the first page took ${loadMs} ms`);
+  // The browser's own measure (Navigation Timing: request sent to the load event, style sheet
+  // included); the wall time of goto adds the test's round trips to the browser process.
+  assert.ok(nav.loadEnd < 1000, `the first page loaded in ${nav.loadEnd.toFixed(0)} ms (response ${nav.responseEnd.toFixed(0)} ms; goto ${loadMs} ms)`);
   await page.getByRole('link', { name: 'Older →' }).click();
   assert.is(await page.locator('table.versions tbody tr td:first-child').first().innerText(), 'v950');
   assert.equal(events, []);

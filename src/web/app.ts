@@ -22,6 +22,7 @@ import { setLabels } from '../ops/labels.js';
 import { createTag } from '../ops/tags.js';
 import { SCOPE_RANK, type Scope } from '../remote/transport/http-tokens.js';
 import { redactPaths } from '../remote/transport/http-limits.js';
+import { endAfterBody } from '../remote/transport/http-server.js';
 import { html, type Html } from './html.js';
 import { FAVICON, page, STYLE, versionHref, type Frame } from './layout.js';
 import { clearedCookie, csrfMatches, sessionCookie, Sessions, type Session } from './sessions.js';
@@ -200,7 +201,7 @@ export class WebApp {
       view = await curvesPage(this.store, query.getAll('v').filter(Boolean), query.get('metric') || undefined);
       nav = 'curves';
     } else if (rest.length === 1 && rest[0] === 'deploys') {
-      view = await deploysPage(this.store, session.scope === 'admin');
+      view = await deploysPage(this.store, session.scope !== 'read');
       nav = 'deploys';
     } else {
       throw new WebError(404, 'no such page');
@@ -255,6 +256,8 @@ export class WebApp {
     const origin = req.headers.origin;
     if (origin !== undefined && origin !== 'null' && new URL(origin).host !== req.headers.host) throw new WebError(403, 'refused: the form was posted from another site (Origin)');
     if (origin === 'null') throw new WebError(403, 'refused: the form was posted from an opaque origin');
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > MAX_FORM_BYTES) throw new WebError(413, `the form is over ${MAX_FORM_BYTES} bytes`);
     const chunks: Buffer[] = [];
     let n = 0;
     for await (const c of req as AsyncIterable<Buffer>) {
@@ -279,7 +282,10 @@ export class WebApp {
   private send(req: http.IncomingMessage, res: http.ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}): void {
     const bytes = Buffer.from(body, 'utf8');
     res.writeHead(status, { ...SECURITY_HEADERS, 'content-type': type, 'content-length': String(bytes.length), ...headers });
-    res.end(req.method === 'HEAD' ? undefined : bytes);
+    if (req.method === 'HEAD') return void res.end();
+    if (req.complete || req.readableEnded) return void res.end(bytes);
+    res.write(bytes);
+    endAfterBody(req, res); // a refusal before the body was read (413, 401): drained, not reset
   }
 
   private fail(req: http.IncomingMessage, res: http.ServerResponse, e: unknown): void {

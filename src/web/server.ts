@@ -35,7 +35,7 @@ export async function startWebServer(opts: WebServerOptions): Promise<WebServer>
   const server = http.createServer();
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new MstoreError('EUSAGE', `cannot listen on ${opts.host}:${opts.port}: ${e.code === 'EADDRINUSE' ? 'the address is in use' : e.code ?? e.message}`)),
+      reject(new MstoreError('EBADINPUT', `cannot listen on ${opts.host}:${opts.port}: ${e.code === 'EADDRINUSE' ? 'the address is in use (EADDRINUSE)' : e.code ?? e.message}`)),
     );
     server.listen(opts.port, opts.host, () => resolve());
   });

@@ -74,6 +74,28 @@ function isWebTarget(target: string): boolean {
   return p === '/' || p === '/ui' || p.startsWith('/ui/');
 }
 
+/**
+ * Ends a response whose body is written once the request's body has arrived (drained, up to
+ * 2 s, then the socket is cut): a client still sending when the answer is ready (413, 401 on
+ * an upload) reads the answer instead of a reset connection.
+ */
+export function endAfterBody(req: http.IncomingMessage, res: http.ServerResponse, onData?: (bytes: number) => void): void {
+  const socket: Socket = req.socket;
+  const finish = (): void => {
+    clearTimeout(t);
+    if (!res.writableEnded) res.end();
+  };
+  const t = setTimeout(() => {
+    finish();
+    socket.destroy();
+  }, 2000);
+  t.unref();
+  req.on('end', finish);
+  req.on('error', finish);
+  if (onData) req.on('data', (b: Buffer) => onData(b.length));
+  req.resume();
+}
+
 export interface MstoreServer {
   /** `http(s)://HOST:PORT` with the port actually bound. */
   readonly url: string;
@@ -480,23 +502,7 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
    * clients then report "connection reset" instead of the answer they were sent.
    */
   function linger(ctx: Ctx): void {
-    const { req, res } = ctx;
-    const socket: Socket = req.socket;
-    const finish = (): void => {
-      clearTimeout(t);
-      if (!res.writableEnded) res.end();
-    };
-    const t = setTimeout(() => {
-      finish();
-      socket.destroy();
-    }, 2000);
-    t.unref();
-    req.on('end', finish);
-    req.on('error', finish);
-    req.on('data', (b: Buffer) => {
-      ctx.bytesIn += b.length;
-    });
-    req.resume();
+    endAfterBody(ctx.req, ctx.res, (n) => (ctx.bytesIn += n));
   }
 
   const serverOpts: http.ServerOptions = {

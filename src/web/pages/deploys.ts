@@ -1,7 +1,7 @@
 /**
  * Deploys: the live version and every attempt (deploy, rollback, reconcile) with its result
  * and reason, newest first, from `deployStatus`, the function behind `mstore deploy status
- * --json`. The deploy root (a server path) is shown only to admin scope, as /v1/deploy does.
+ * --json`. The deploy root (a server path) is shown to push and admin scope only, as /v1/deploy does.
  */
 import type { Store } from '../../repo/store.js';
 import { deployStatus } from '../../repo/deploy-records.js';
