@@ -78,6 +78,7 @@ async function buildFive(ws: string): Promise<void> {
         status: STATUSES[v - 1],
       });
     }
+    await commit(store, { cwd: ws, message: 'the adapter alone', line: 'adapters', status: 'completed', paths: ['model.safetensors'] });
     await setLabels(store, 'v004', { note: XSS_LABEL }, []);
     await createTag(store, 'production', 'v002');
   } finally {
@@ -180,6 +181,12 @@ test('mstore ui: versions with their statuses, filters, a version, compare, curv
   assert.equal(await page.locator('table.versions tbody tr td:first-child').allInnerTexts(), ['v004']);
   await page.goto(`${url}/ui/?tag=production`);
   assert.equal(await page.locator('table.versions tbody tr td:first-child').allInnerTexts(), ['v002']);
+  await page.getByLabel('Line').selectOption('adapters');
+  await page.getByLabel('Tag').selectOption('');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  assert.equal(await page.locator('table.versions tbody tr td:first-child').allInnerTexts(), ['adapters/v001']);
+  await page.getByRole('link', { name: 'adapters/v001' }).click();
+  assert.is(await page.locator('h1').innerText(), 'Version adapters/v001', 'a line version (its / encoded in the URL)');
 
   // A version: files (path, size, sha256) and lineage as links.
   await page.goto(`${url}/ui/`);
