@@ -16,7 +16,7 @@ const files = readdirSync('dist/test')
 
 const jobs = Math.max(1, Number(process.env.MSTORE_TEST_JOBS ?? 2) || 1);
 // The long suites start first, so that the short ones fill in around them.
-const LONG = ['remote-s3', 'remote-http', 'remote-path', 'gc', 'deploy', 'crash', 'retention', 'errors'];
+const LONG = ['remote-s3', 'hostile-faults', 'remote-http', 'remote-path', 'gc', 'deploy', 'crash', 'kill-ops', 'hostile-retention', 'history', 'retention', 'errors'];
 const rank = (f) => {
   const i = LONG.findIndex((l) => f === `${l}.test.js`);
   return i < 0 ? LONG.length : i;

@@ -112,7 +112,9 @@ export function writeSafetensors(file: string, tensors: TensorSpec[], metadata?:
     len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
     writeSync(fd, len);
     writeSync(fd, Buffer.from(json));
-    const piece = Buffer.alloc(16 * 1024 * 1024);
+    // Every byte written is filled first: no need to zero it, nor to take 16 MiB for small tensors.
+    const largest = Math.max(0, ...tensors.map((t) => t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype]));
+    const piece = Buffer.allocUnsafe(Math.min(16 * 1024 * 1024, largest));
     for (const t of tensors) {
       let left = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
       let part = 0;
@@ -171,10 +173,13 @@ export function writeModelDir(dir: string, opts: { tensors?: TensorSpec[]; step?
   );
 }
 
+/** sha256File's read buffer, allocated once: a zeroed 8 MiB per file hashed cost a tree of small files more than hashing it. */
+let hashBuf: Buffer | undefined;
+
 export function sha256File(file: string): string {
   const h = createHash('sha256');
   const fd = openSync(file, 'r');
-  const buf = Buffer.alloc(8 * 1024 * 1024);
+  const buf = (hashBuf ??= Buffer.allocUnsafe(8 * 1024 * 1024));
   try {
     for (;;) {
       const n = readSync(fd, buf, 0, buf.length, null);

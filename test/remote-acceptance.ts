@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { CLI, cleanup, git, mstore, tmpDir, treeDigest, writeSafetensors, type TensorSpec } from './helpers.js';
 import type { ObjectKind, Remote, RefUpdate, WireObject } from '../src/remote/remote.js';
+import { commitHere } from './in-process.js';
 
 export const GIB = Number(process.env.MSTORE_TEST_LARGE_GIB ?? 1);
 export const TENSORS = 24;
@@ -167,8 +168,9 @@ export async function racePushes(a: string, b: string, rounds: number, remoteLat
   for (let round = 0; round < rounds; round++) {
     writeFileSync(path.join(a, 'config.json'), JSON.stringify({ who: 'a', round }));
     writeFileSync(path.join(b, 'config.json'), JSON.stringify({ who: 'b', round }));
-    ok(a, ['commit', '-m', `a ${round}`]);
-    ok(b, ['commit', '-m', `b ${round}`]);
+    // The commits are set-up (the race is the pushes): made in this process.
+    await commitHere(a, `a ${round}`);
+    await commitHere(b, `b ${round}`);
     const [ra, rb] = await Promise.all([runAsync(a, ['push', name(a)], env), runAsync(b, ['push', name(b)], env)]);
     const wins = [ra, rb].filter((r) => r.code === 0).length;
     assert.is(wins, 1, `round ${round}: exactly one push wins (a: ${ra.code} ${ra.err}; b: ${rb.code} ${rb.err})`);

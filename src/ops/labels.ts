@@ -5,7 +5,7 @@
  * `git notes show 'v002^{commit}'` prints them. The note is a JSON object, one key per label.
  * Every move of the notes ref goes through the ref history like any other ref.
  */
-import { gitFs, isoGit } from '../repo/git-fs.js';
+import { treeContent, writeLooseObject } from '../repo/git-write.js';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
 import { STATUSES, readMeta, resolveRev } from '../repo/versions.js';
@@ -96,11 +96,7 @@ export async function setLabels(store: Store, rev: string, set: Labels, unset: s
     }
     if (Object.keys(sorted).length) entries.set(commit, await repo.writeBlob(Buffer.from(`${JSON.stringify(sorted, null, 2)}\n`)));
     else entries.delete(commit);
-    const tree = await (await isoGit()).writeTree({
-      fs: gitFs,
-      gitdir: store.gitdir,
-      tree: [...entries].sort(([a], [b]) => (a < b ? -1 : 1)).map(([path, oid]) => ({ mode: '100644', path, oid, type: 'blob' as const })),
-    });
+    const tree = await writeLooseObject(store.gitdir, 'tree', treeContent([...entries].sort(([a], [b]) => (a < b ? -1 : 1)).map(([path, oid]) => ({ mode: '100644', path, oid }))));
     const author = defaultAuthor();
     const t = now();
     const sig = { ...author, timestamp: Math.floor(t.getTime() / 1000), timezoneOffset: t.getTimezoneOffset() };

@@ -12,6 +12,7 @@ import { rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { gitFs, isoGit } from './git-fs.js';
 import { gitObjects, hashObject, type GitObjects } from './git-objects.js';
+import { commitContent, tagContent, treeContent, writeLooseObject, type TreeItem } from './git-write.js';
 import { RecordCache, type CommitRecord, type TagRecord } from './record-cache.js';
 import { RefTable, REFLOG_FILE } from './ref-table.js';
 import { MstoreError, errorLine } from '../lib/errors.js';
@@ -135,7 +136,7 @@ export class GitRepo {
   }
 
   async writeBlob(data: Uint8Array): Promise<string> {
-    return (await isoGit()).writeBlob({ ...this.base, blob: data });
+    return writeLooseObject(this.gitdir, 'blob', data);
   }
 
   async hashBlob(data: Uint8Array): Promise<string> {
@@ -288,10 +289,10 @@ export class GitRepo {
       d.files.push({ name: parts[parts.length - 1], mode: e.mode, oid: e.blob });
     }
     const write = async (d: Dir): Promise<string> => {
-      const tree: { mode: string; path: string; oid: string; type: 'blob' | 'tree' }[] = [];
-      for (const f of d.files) tree.push({ mode: f.mode, path: f.name, oid: f.oid, type: 'blob' });
-      for (const [name, sub] of d.dirs) tree.push({ mode: '040000', path: name, oid: await write(sub), type: 'tree' });
-      return (await isoGit()).writeTree({ ...this.base, tree });
+      const tree: TreeItem[] = [];
+      for (const f of d.files) tree.push({ mode: f.mode, path: f.name, oid: f.oid });
+      for (const [name, sub] of d.dirs) tree.push({ mode: '040000', path: name, oid: await write(sub) });
+      return writeLooseObject(this.gitdir, 'tree', treeContent(tree));
     };
     return write(root);
   }
@@ -357,10 +358,7 @@ export class GitRepo {
   }
 
   async writeCommit(c: { message: string; tree: string; parents: string[]; author: Signature }): Promise<string> {
-    return (await isoGit()).writeCommit({
-      ...this.base,
-      commit: { message: c.message, tree: c.tree, parent: c.parents, author: c.author, committer: c.author },
-    });
+    return writeLooseObject(this.gitdir, 'commit', commitContent({ message: c.message, tree: c.tree, parents: c.parents, author: c.author }));
   }
 
   async readCommit(oid: string): Promise<ParsedCommit> {
@@ -368,10 +366,7 @@ export class GitRepo {
   }
 
   async writeAnnotatedTag(t: { name: string; object: string; message: string; tagger: Signature }): Promise<string> {
-    return (await isoGit()).writeTag({
-      ...this.base,
-      tag: { object: t.object, type: 'commit', tag: t.name, tagger: t.tagger, message: t.message },
-    });
+    return writeLooseObject(this.gitdir, 'tag', tagContent({ object: t.object, type: 'commit', tag: t.name, tagger: t.tagger, message: t.message }));
   }
 
   /** An object's type and its content (without git's `<type> <len>\0` header); git re-hashes it on read. */
