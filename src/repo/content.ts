@@ -31,29 +31,10 @@ const SLOT_COUNT = 4;
 /** Background fdatasync cadence for materialised files. */
 const SYNC_EVERY = 64 * 1024 * 1024;
 
-/** The smallest slot allocated: a small file's read does not zero 16 MiB of shared memory. */
-const SLOT_MIN_BYTES = 1024 * 1024;
-
-const slotSize = (need: number): number => Math.min(SLOT_BYTES, Math.max(SLOT_MIN_BYTES, need));
-
 class Slot {
-  sab: SharedArrayBuffer;
-  buf: Buffer;
-  constructor(need: number) {
-    this.sab = new SharedArrayBuffer(slotSize(need));
-    this.buf = Buffer.from(this.sab);
-  }
-  /** Makes the slot hold at least `need` bytes; only while nothing uses it (drained, just handed out). */
-  fit(need: number): this {
-    if (this.buf.length < need) {
-      this.sab = new SharedArrayBuffer(slotSize(need));
-      this.buf = Buffer.from(this.sab);
-    }
-    return this;
-  }
+  readonly sab = new SharedArrayBuffer(SLOT_BYTES);
+  readonly buf = Buffer.from(this.sab);
   private pending: Promise<unknown>[] = [];
-  /** Drained by drainAll since it was last handed out: free for the next acquire. */
-  idle = false;
   track(p: Promise<unknown>): void {
     p.catch(() => undefined); // rejections surface through drain(), not as unhandled
     this.pending.push(p);
@@ -68,33 +49,24 @@ class Slot {
 /**
  * Round-robin pool: a slot is reused only after everything using it has settled. Slots are
  * allocated on first use: 64 MiB of shared memory would cost a no-op commit a garbage
- * collection (V8 counts it as external memory pressure). A slot drainAll settled (callers
- * drain all after each file) is handed out again before another is allocated: a checkout of
- * three small files allocated and zeroed 48 MiB. A pool serves one reader or writer at a time.
+ * collection (V8 counts it as external memory pressure).
  */
 class SlotPool {
   private readonly slots: Slot[] = [];
   private i = 0;
-  /** A slot of at least `need` bytes (at most SLOT_BYTES), free to write. */
-  async acquire(need: number = SLOT_BYTES): Promise<Slot> {
-    const idle = this.slots.find((s) => s.idle);
-    if (idle) {
-      idle.idle = false;
-      return idle.fit(need);
-    }
+  async acquire(): Promise<Slot> {
     if (this.slots.length < SLOT_COUNT) {
-      const fresh = new Slot(need);
+      const fresh = new Slot();
       this.slots.push(fresh);
       return fresh;
     }
     const s = this.slots[this.i];
     this.i = (this.i + 1) % this.slots.length;
     await s.drain();
-    return s.fit(need);
+    return s;
   }
   async drainAll(): Promise<void> {
     await Promise.all(this.slots.map((s) => s.drain()));
-    for (const s of this.slots) s.idle = true;
   }
 }
 
@@ -204,7 +176,7 @@ export class ContentWriter {
     let carryOff = 0;
     let carry = 0;
     for (;;) {
-      const slot = await this.pool.acquire(carry + (size - pos));
+      const slot = await this.pool.acquire();
       if (carry) prev!.buf.copy(slot.buf, 0, carryOff, carryOff + carry);
       let filled = carry;
       while (filled < SLOT_BYTES && pos < size) {
@@ -321,7 +293,7 @@ export class ContentReader {
     const { size, runs } = this.plan(oid, display);
     const job = this.hasher.begin();
     for (const run of runs) {
-      const slot = await this.pool.acquire(run.bytes);
+      const slot = await this.pool.acquire();
       const fh = await this.packFiles.get(run.pack).catch((e: NodeJS.ErrnoException) => {
         throw new MstoreError('EMISSING', `${display}: pack ${run.pack} cannot be opened (${e.code ?? e.message})`);
       });
@@ -424,8 +396,8 @@ export class ContentReader {
         got += bytesRead;
       }
     };
-    const load = async (group: { runs: ReadRun[]; bytes: number }): Promise<Slot> => {
-      const slot = await this.pool.acquire(group.bytes);
+    const load = async (group: { runs: ReadRun[] }): Promise<Slot> => {
+      const slot = await this.pool.acquire();
       let at = 0;
       const reads: Promise<void>[] = [];
       for (const run of group.runs) {
