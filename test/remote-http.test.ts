@@ -3,7 +3,7 @@
  * CLI (push, pull, clone with --token-env), and hand-made requests (node:http) where a test
  * must say something the client never would. The Remote contract (remote-acceptance.ts) on
  * HttpRemote against a served bare store; then issue 5, acceptance 1-4 for HTTP:
- *   - v001-v003 with a 1 GiB safetensors file (MSTORE_TEST_LARGE_GIB scales it) pushed,
+ *   - v001-v003 with a 512 MiB safetensors file (half MSTORE_TEST_LARGE_GIB; remote-path moves the whole) pushed,
  *     cloned, every version byte for byte; v004 sends the changed bytes + 1 %;
  *   - kill -9 of push at 10 seeded random moments (MSTORE_TEST_SEED replays a run): the served
  *     store's refs name complete versions (verify --all, git fsck --strict), the server keeps
@@ -30,7 +30,7 @@ import { parseTokens, tokenScope } from '../src/remote/transport/http-tokens.js'
 import { encodeObjects, WIRE_CONTENT_TYPE, WIRE_MAGIC, WIRE_HEADER_BYTES } from '../src/remote/wire.js';
 import type { WireObject } from '../src/remote/remote.js';
 import { MstoreError } from '../src/lib/errors.js';
-import { bareStores, contractSuite, GIB, iter, killWorkspace, racePushes, recordOutput, roundTrip, sha1, sha256 } from './remote-acceptance.js';
+import { bareStores, contractSuite, WIRE_GIB, iter, killWorkspace, racePushes, recordOutput, roundTrip, sha1, sha256 } from './remote-acceptance.js';
 
 const MIB = 2 ** 20;
 
@@ -765,7 +765,7 @@ test('SIGTERM mid-push: the server lets the request in flight finish, refuses ne
 
 // ---------------------------------------------------------------- acceptance through the CLI
 
-test(`${GIB} GiB x 3 versions pushed over HTTP, cloned, every version byte for byte; v004 sends the changed bytes + 1 %`, async () => {
+test(`${WIRE_GIB} GiB x 3 versions pushed over HTTP, cloned, every version byte for byte; v004 sends the changed bytes + 1 %`, async () => {
   const root = tmpDir('mstore-http-large-');
   let server: Server | undefined;
   try {
@@ -773,6 +773,7 @@ test(`${GIB} GiB x 3 versions pushed over HTTP, cloned, every version byte for b
     server = b.server;
     await roundTrip(root, b.ws, {
       label: 'http',
+      gib: WIRE_GIB,
       remote: 'box',
       env: b.env,
       cloneUrl: server.url,

@@ -13,7 +13,7 @@
  *   - hostile buckets: a flipped pack byte, a replaced git object, a forged .idx, bad ref
  *     names in refs.json, a foreign prefix, wrong credentials, an unreachable endpoint.
  * Through the real CLI (issue 5, acceptance 1-4 for S3):
- *   - v001-v003 with a 1 GiB safetensors file (MSTORE_TEST_LARGE_GIB scales it) pushed,
+ *   - v001-v003 with a 512 MiB safetensors file (half MSTORE_TEST_LARGE_GIB; remote-path moves the whole) pushed,
  *     cloned, every version byte for byte; v004 sends the changed bytes + 1 %;
  *   - kill -9 of push at 10 seeded random moments (MSTORE_TEST_SEED replays a run): refs.json
  *     names only complete versions, and the rerun sends only what was missing;
@@ -34,7 +34,7 @@ import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir } fr
 import { openS3Remote as openRemote, S3_PACK_BYTES, type S3Options, type S3Remote } from '../src/remote/transport/s3.js';
 import { parsePackTail, ENTRY_CHUNK, ENTRY_FILE, PACK_MAGIC } from '../src/repo/pack.js';
 import type { WireObject } from '../src/remote/remote.js';
-import { contractSuite, drain, GIB, iter, killWorkspace, loose, racePushes, roundTrip, sha1, sha256, smallVersion } from './remote-acceptance.js';
+import { contractSuite, drain, WIRE_GIB, iter, killWorkspace, loose, racePushes, roundTrip, sha1, sha256, smallVersion } from './remote-acceptance.js';
 
 // ---------------------------------------------------------------- environment
 
@@ -462,7 +462,7 @@ function registerTests(): void {
 
   // ---------------------------------------------------------------- through the CLI
 
-  test(`${GIB} GiB x 3 versions pushed to S3, cloned, checked out byte for byte; v004 sends the changed bytes + 1 %`, async () => {
+  test(`${WIRE_GIB} GiB x 3 versions pushed to S3, cloned, checked out byte for byte; v004 sends the changed bytes + 1 %`, async () => {
     const prefix = newPrefix('large');
     const url = urlOf(prefix);
     const root = tmpDir('mstore-s3large-');
@@ -473,6 +473,7 @@ function registerTests(): void {
       ok(ws, ['remote', 'add', 'origin', url]);
       await roundTrip(root, ws, {
         label: 's3 (RGW)',
+        gib: WIRE_GIB,
         remote: 'origin',
         cloneUrl: url,
         check: async (why: string) => assert.is((await checkLayout(prefix)).orphans, 0, `${why}: packs without .idx`),
