@@ -57,6 +57,7 @@ function runFile(file) {
 
 const results = [];
 const queue = [...files];
+const suiteStarted = Date.now();
 await Promise.all(
   Array.from({ length: Math.min(jobs, queue.length) }, async () => {
     for (let f = queue.shift(); f; f = queue.shift()) results.push(await runFile(f));
@@ -70,5 +71,6 @@ for (const r of results) for (const f of r.failures) process.stdout.write(`\nfai
 const passed = sum('passed');
 const failed = sum('failed');
 const skipped = sum('skipped');
+process.stdout.write(`\nsuite: ${files.length} files in ${((Date.now() - suiteStarted) / 1000).toFixed(0)} s wall, ${jobs} at a time\n`);
 process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
 process.exitCode = failed > 0 || files.length === 0 ? 1 : 0;
