@@ -233,6 +233,32 @@ test('mstore ui: versions with their statuses, filters, a version, compare, curv
     [...document.querySelectorAll('input:not([type=hidden]), select, button')].filter((e) => !(e.closest('label') || e.textContent?.trim() || e.getAttribute('aria-label'))).length,
   );
   assert.is(unlabelled, 0, 'controls without a label');
+  // Text contrast (WCAG AA, 4.5:1) of every kind of text the pages show, badges and verdicts included.
+  for (const p of ['/ui/', '/ui/version/v003', '/ui/compare?a=v002&b=v001']) {
+    await page.goto(`${url}${p}`);
+    const low = await page.evaluate(() => {
+      const rgb = (c: string): number[] => (c.match(/[\d.]+/g) ?? []).map(Number);
+      const lum = (c: number[]): number => {
+        const [r, g, b] = c.slice(0, 3).map((v) => (v / 255 <= 0.03928 ? v / 255 / 12.92 : ((v / 255 + 0.055) / 1.055) ** 2.4));
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      };
+      const background = (e: Element | null): number[] => {
+        for (; e; e = e.parentElement) {
+          const c = rgb(getComputedStyle(e).backgroundColor);
+          if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c;
+        }
+        return [255, 255, 255];
+      };
+      const out: string[] = [];
+      for (const e of document.querySelectorAll('.badge, td, th, a, label, button, caption, .muted, .better, .worse, .tag, p, dt, dd, h1, h2')) {
+        const [l1, l2] = [lum(rgb(getComputedStyle(e).color)), lum(background(e))].sort((a, b) => b - a);
+        const ratio = (l1 + 0.05) / (l2 + 0.05);
+        if (ratio < 4.5) out.push(`${e.tagName.toLowerCase()}.${e.className} "${(e.textContent ?? '').trim().slice(0, 30)}": ${ratio.toFixed(2)}`);
+      }
+      return out;
+    });
+    assert.equal(low, [], `${p}: text under 4.5:1 contrast`);
+  }
   const phone = await newPage(360);
   for (const p of ['/ui/', '/ui/version/v005', '/ui/compare?a=v001&b=v005', '/ui/curves?v=v001&v=v005']) {
     await phone.page.goto(`${url}${p}`);
