@@ -344,6 +344,7 @@ test('mstore serve: login, 401 without a session, read scope reads, push scope c
   assert.is((await rawGet(url, '/ui/login', { 'content-type': 'application/json' }, 'POST', JSON.stringify({ token: READ }))).status, 415, 'a login that is not a form');
   assert.is((await rawGet(url, '/ui/version/v001/label', form, 'POST', 'status=failed')).status, 401, 'a change without a session');
   assert.is((await rawGet(url, '/ui/login', {}, 'DELETE')).status, 405);
+  assert.is((await rawGet(url, '/ui/login', { ...form, origin: 'not a url' }, 'POST', `token=${READ}`)).status, 403, 'a malformed Origin');
 
   const { page, events } = await newPage();
   const first = await page.goto(`${url}/ui/`);

@@ -16,13 +16,13 @@
  *   and an Origin, when sent, of this server.
  */
 import type http from 'node:http';
-import { MstoreError, errorLine, type ErrorCode } from '../lib/errors.js';
+import { MstoreError, errorLine } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
 import { setLabels } from '../ops/labels.js';
 import { createTag } from '../ops/tags.js';
 import { SCOPE_RANK, type Scope } from '../remote/transport/http-tokens.js';
 import { redactPaths } from '../remote/transport/http-limits.js';
-import { endAfterBody } from '../remote/transport/http-server.js';
+import { endAfterBody, HTTP_STATUS } from '../remote/transport/http-server.js';
 import { html, type Html } from './html.js';
 import { FAVICON, page, STYLE, versionHref, type Frame } from './layout.js';
 import { clearedCookie, csrfMatches, sessionCookie, Sessions, type Session } from './sessions.js';
@@ -38,20 +38,6 @@ export type ScopeOf = (token: string) => Scope | undefined;
 const MAX_FORM_BYTES = 16 * 1024;
 /** A failed login waits this long: guessing tokens through the form is no faster than through the API. */
 const LOGIN_FAILURE_DELAY_MS = 300;
-
-const STATUS: Partial<Record<ErrorCode, number>> = {
-  EUSAGE: 400,
-  EBADINPUT: 400,
-  EBADNAME: 400,
-  EUNKNOWNREV: 404,
-  ENOTFOUND: 404,
-  EAUTH: 403,
-  ELOCKED: 503,
-  ECORRUPT: 422,
-  EMISSING: 422,
-  EREJECTED: 409,
-  ESTORAGE: 507,
-};
 
 const SECURITY_HEADERS: Record<string, string> = {
   'content-security-policy': "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -76,12 +62,6 @@ export interface WebAppOptions {
   log?: (line: string) => void;
   /** Server paths that never appear on a page (serve: the store directory). */
   redact?: string[];
-}
-
-/** Whether a request target belongs to the web view (`/ui`, `/ui/…`, and `/` which redirects there). */
-export function isWebTarget(target: string | undefined): boolean {
-  const p = (target ?? '').split('?')[0];
-  return p === '/' || p === '/ui' || p.startsWith('/ui/');
 }
 
 /** The decoded segments after `/ui/`, or a 400 for a path that could leave its place. */
@@ -190,7 +170,7 @@ export class WebApp {
       nav = 'versions';
     } else if (rest.length === 2 && rest[0] === 'version' && rest[1]) {
       const changed = query.get('changed');
-      const notice = changed === 'status' ? { ok: true, text: 'Status set.' } : changed === 'tag' ? { ok: true, text: 'Tag added.' } : undefined;
+      const notice = changed === 'status' ? 'Status set.' : changed === 'tag' ? 'Tag added.' : undefined;
       view = await versionPage(this.store, rest[1], { canChange: SCOPE_RANK[session.scope] >= SCOPE_RANK.push, csrf: session.csrf, notice });
       nav = 'versions';
     } else if (rest.length === 1 && rest[0] === 'compare') {
@@ -253,8 +233,10 @@ export class WebApp {
     const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     if (type !== 'application/x-www-form-urlencoded') throw new WebError(415, 'a form body (application/x-www-form-urlencoded) is expected');
     const origin = req.headers.origin;
-    if (origin !== undefined && origin !== 'null' && new URL(origin).host !== req.headers.host) throw new WebError(403, 'refused: the form was posted from another site (Origin)');
-    if (origin === 'null') throw new WebError(403, 'refused: the form was posted from an opaque origin');
+    if (origin !== undefined) {
+      if (origin === 'null') throw new WebError(403, 'refused: the form was posted from an opaque origin');
+      if (!URL.canParse(origin) || new URL(origin).host !== req.headers.host) throw new WebError(403, 'refused: the form was posted from another site (Origin)');
+    }
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > MAX_FORM_BYTES) throw new WebError(413, `the form is over ${MAX_FORM_BYTES} bytes`);
     const chunks: Buffer[] = [];
@@ -296,7 +278,7 @@ export class WebApp {
       text = e.message;
       headers = e.headers;
     } else if (e instanceof MstoreError) {
-      status = STATUS[e.code] ?? 400;
+      status = HTTP_STATUS[e.code] ?? 500;
       text = this.opts.redact ? redactPaths(errorLine(e), this.opts.redact) : errorLine(e);
     } else {
       this.log(`web view: ${req.method} ${(req.url ?? '').split('?')[0].slice(0, 200)}: ${e instanceof Error ? e.message : String(e)}`);

@@ -5,6 +5,8 @@
  */
 import { html, type Html, type HtmlValue } from './html.js';
 
+export { formatBytes } from '../lib/units.js';
+
 /** The five statuses with the symbol the user's own UI shows (seeds 000 and 004). */
 const STATUS_SYMBOL: Record<string, string> = { completed: '✅', training: '🔄', pending: '⏳', failed: '❌', draft: '📝' };
 
@@ -12,18 +14,6 @@ export function statusBadge(status: string | null | undefined): Html {
   if (!status) return html`<span class="badge badge-none">no status</span>`;
   const known = Object.hasOwn(STATUS_SYMBOL, status);
   return html`<span class="badge badge-${known ? status : 'none'}"><span aria-hidden="true">${known ? STATUS_SYMBOL[status] : '•'}</span> ${status}</span>`;
-}
-
-export function formatBytes(n: number | undefined): string {
-  if (n === undefined) return '-';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`;
 }
 
 /** `2026-12-07 10:47` from an ISO date (UTC as stored); the raw value when it is not one. */

@@ -11,23 +11,13 @@ import { Store } from '../../repo/store.js';
 import { removalHint } from '../../repo/reflog.js';
 import { exitStatus } from '../exit-codes.js';
 import type { Progress } from '../../lib/progress.js';
+import { formatBytes } from '../../lib/units.js';
 
 /** Loaded only when a bar is drawn (stderr a terminal): most runs draw none. */
 const cliProgress = lazyModule<typeof cliProgressModule>('cli-progress');
 
-/** A byte count as people read it: `512 B`, `1.91 MiB`, `8.00 EiB`; `-` for unknown or not a count. */
-export function formatBytes(n: number | undefined): string {
-  if (n === undefined || !Number.isFinite(n) || n < 0) return '-';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  if (u === 0) return `${Math.round(n)} B`;
-  return `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`;
-}
+/** A byte count as people read it (lib/units.ts, shared with the web view). */
+export { formatBytes };
 
 /** Bytes over seconds as a rate: `386 B/s`, `9.05 MiB/s`; `-` when there is no time to divide by. */
 export function formatRate(bytes: number, seconds: number): string {

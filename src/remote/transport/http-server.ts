@@ -104,7 +104,9 @@ export interface MstoreServer {
   close(graceMs?: number): Promise<void>;
 }
 
-const STATUS: Partial<Record<ErrorCode, number>> = {
+/** The HTTP status of each MstoreError code (unlisted: 500); the web view answers with the same. */
+export const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
+  EUSAGE: 400,
   EBADINPUT: 400,
   EBADNAME: 400,
   EAUTH: 403,
@@ -112,6 +114,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   ENOTFOUND: 404,
   EMISSING: 404,
   EREJECTED: 409,
+  EEXISTS: 409,
   ECORRUPT: 422,
   ELOCKED: 503,
   // Insufficient Storage (RFC 4918): the device refused the write, not the request; nothing published.
@@ -487,7 +490,7 @@ export async function startServer(opts: ServerOptions): Promise<MstoreServer> {
       res.destroy();
       return;
     }
-    const status = e instanceof HttpError ? e.status : e instanceof MstoreError ? (STATUS[e.code] ?? 500) : 500;
+    const status = e instanceof HttpError ? e.status : e instanceof MstoreError ? (HTTP_STATUS[e.code] ?? 500) : 500;
     const body = errorBody(e);
     if (status >= 500 && !(e instanceof HttpError)) log(`error: ${ctx.req.method} ${(ctx.req.url ?? '').split('?')[0].slice(0, 200)}: ${body.error.message}`);
     sendJson(ctx, status, body, e instanceof HttpError ? e.headers : {});

@@ -18,8 +18,8 @@ export interface VersionPageOptions {
   /** Forms that change things are shown (push scope) with this CSRF token. */
   canChange: boolean;
   csrf: string;
-  /** A line to show above the page: what a form just did, or why it was refused. */
-  notice?: { ok: boolean; text: string };
+  /** A line to show above the page: what a form just did. */
+  notice?: string;
 }
 
 function keyValues(caption: string, o: Record<string, unknown>): Html {
@@ -99,7 +99,7 @@ ${consolidation ? html`<dt>Consolidation base</dt><dd>${versionLink(consolidatio
     ? table('Deploy attempts of this version, newest first', ['Started (UTC)', 'Action', 'Result', 'Reason'], deploys.map((a) => [formatDate(a.time), a.action, a.result, a.reason ?? '']))
     : html`<p class="muted">Never deployed from this store.</p>`;
 
-  const body = html`${opts.notice ? html`<p class="${opts.notice.ok ? 'notice' : 'error'}" role="status">${opts.notice.text}</p>` : ''}
+  const body = html`${opts.notice ? html`<p class="notice" role="status">${opts.notice}</p>` : ''}
 ${r.problems.length ? html`<div class="error" role="alert">${r.problems.map((p) => html`<p>${p}</p>`)}</div>` : ''}
 ${facts}
 ${lineage}

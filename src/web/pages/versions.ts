@@ -26,18 +26,21 @@ export async function listLines(store: Store): Promise<string[]> {
   return [...(heads.includes('latest') ? [DEFAULT_LINE] : []), ...lines.sort()];
 }
 
-const VERSION_TAG = /(^|\/)v[0-9]+$/;
+const VERSION_TAG = /^(?:(.+)\/)?v[0-9]+$/;
 
-/** The tags offered by the filter: every tag that is not a version's name (`vNNN`, `LINE/vNNN`). */
-async function otherTags(store: Store): Promise<string[]> {
-  return (await store.repo.listRefs('refs/tags')).filter((n) => !VERSION_TAG.test(n)).sort();
-}
-
-/** Version tags of a line (`vNNN`, or `LINE/vNNN`): one per listed version. */
-async function countVersionTags(store: Store, line: string): Promise<number> {
-  const names = await store.repo.listRefs('refs/tags');
-  const prefix = line === DEFAULT_LINE ? '' : `${line}/`;
-  return names.filter((n) => n.startsWith(prefix) && /^v[0-9]+$/.test(n.slice(prefix.length))).length;
+/**
+ * From one listing of the tags: those the filter offers (every tag that is not a version's
+ * name, `vNNN` or `LINE/vNNN`), and the number of `line`'s version tags (one per listed version).
+ */
+async function readTags(store: Store, line: string | undefined): Promise<{ others: string[]; versionsOfLine: number }> {
+  const others: string[] = [];
+  let versionsOfLine = 0;
+  for (const name of await store.repo.listRefs('refs/tags')) {
+    const m = VERSION_TAG.exec(name);
+    if (!m) others.push(name);
+    else if ((m[1] ?? DEFAULT_LINE) === line) versionsOfLine++;
+  }
+  return { others: others.sort(), versionsOfLine };
 }
 
 function metricsCell(m: Record<string, unknown>): Html {
@@ -50,7 +53,7 @@ export async function versionsPage(store: Store, q: VersionsQuery): Promise<{ ti
   const line = q.line && lines.includes(q.line) ? q.line : lines[0];
   const status = q.status && (STATUSES as readonly string[]).includes(q.status) ? q.status : undefined;
   const wantedPage = Math.max(1, q.page ?? 1);
-  const tagNames = await otherTags(store);
+  const { others: tagNames, versionsOfLine } = await readTags(store, line);
   const tag = q.tag && tagNames.includes(q.tag) ? q.tag : undefined;
   let entries: LogEntry[] = [];
   let problems: string[] = [];
@@ -63,7 +66,7 @@ export async function versionsPage(store: Store, q: VersionsQuery): Promise<{ ti
     const r = await log(store, { rev, status, limit: unfiltered ? wantedPage * PAGE_SIZE : undefined });
     entries = r.entries;
     problems = r.problems;
-    total = unfiltered ? Math.max(entries.length, await countVersionTags(store, line)) : entries.length;
+    total = unfiltered ? Math.max(entries.length, versionsOfLine) : entries.length;
   }
   if (tag) {
     entries = entries.filter((e) => e.tags.includes(tag));
