@@ -5,8 +5,8 @@
  * that operation makes (learnt first from a counting run: MSTORE_FAULT_COUNT), and every later
  * call of that class with it. ENOSPC and EIO alternate by N. After each failure: exit 1 (never a signal), one line naming the file and
  * the error (hostile-helpers' expectRefusal), fsck clean in every store involved, the earlier
- * versions check out byte for byte, and the same command without the fault succeeds and
- * leaves what it should. Every operation starts from a fresh copy of a tiny fixture (three
+ * versions check out byte for byte, and the same operation without the fault (run through the
+ * library in this process) succeeds and leaves what it should. Every operation starts from a fresh copy of a tiny fixture (three
  * small files) so that N stays small; problems are collected per operation and reported
  * together, so one run shows every N that misbehaves.
  */
@@ -17,10 +17,11 @@ import { spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { CLI, cleanup, mstore, tmpDir, treeDigest, writeSafetensors, type RunResult } from './helpers.js';
 import { expectRefusal } from './hostile-helpers.js';
-import { Store } from '../src/repo/store.js';
 import { fsck } from '../src/ops/integrity/fsck.js';
 import { checkout } from '../src/ops/checkout.js';
 import { gc } from '../src/ops/retention/gc.js';
+import { backup } from '../src/ops/copy/backups.js';
+import { commitHere, pushHere, withStoreAt } from './in-process.js';
 
 const CLASSES = ['write', 'fsync', 'rename', 'index'] as const;
 type Counts = Record<(typeof CLASSES)[number], number>;
@@ -78,6 +79,12 @@ interface Op {
   act(dir: string, env: Record<string, string>): Promise<RunResult>;
   /** Stores to fsck and the versions in them that must check out as before: [store dir, revs]. */
   stores(dir: string): [string, string[]][];
+  /**
+   * The same operation without a fault, run through the library in this process (the CLI
+   * start was tested by `act`; a process each would double the file's time): throws where the
+   * command would exit non-zero.
+   */
+  rerun(dir: string): Promise<unknown>;
   /** After the rerun without a fault succeeded: what it must have left. */
   done(dir: string): Promise<void>;
 }
@@ -94,20 +101,10 @@ function mstoreAsync(cwd: string, args: string[], env: Record<string, string> = 
   });
 }
 
-/** `fn` with the store at `dir` opened in this process (the checks skip a CLI start each). */
-async function inStore<T>(dir: string, fn: (s: Store) => Promise<T>): Promise<T> {
-  const s = await Store.find(dir);
-  try {
-    return await fn(s);
-  } finally {
-    await s.close();
-  }
-}
-
 /** What each of `revs` holds (path -> sha256), read by checking it out in this process. */
 async function contents(dir: string, revs: string[]): Promise<Map<string, Map<string, string>>> {
   const out = new Map<string, Map<string, string>>();
-  await inStore(dir, async (s) => {
+  await withStoreAt(dir, async (s) => {
     for (const rev of revs) {
       const to = tmpDir('mstore-faults-co-');
       try {
@@ -123,7 +120,7 @@ async function contents(dir: string, revs: string[]): Promise<Map<string, Map<st
 
 /** fsck is clean in `dir` and `versions` check out as before. */
 async function intact(dir: string, versions: Map<string, Map<string, string>>, what: string): Promise<void> {
-  const r = await inStore(dir, (s) => fsck(s));
+  const r = await withStoreAt(dir, (s) => fsck(s));
   assert.ok(r.ok, `${what}: fsck of ${path.relative(root, dir)}: ${r.problems.join('; ')}`);
   assert.equal(await contents(dir, [...versions.keys()]), versions, `${what}: earlier versions of ${path.relative(root, dir)} check out as before`);
 }
@@ -201,8 +198,7 @@ async function exercise(op: Op): Promise<{ counts: Counts; problems: string[] }>
         await intact(path.join(dir, rel), versions, what);
         assert.equal(leftovers(path.join(dir, rel)), [], `${what}: ${rel} is unlocked and holds no temporary file`);
       }
-      const again = await op.act(dir, {});
-      assert.is(again.code, 0, `${what}: the rerun without the fault: ${again.stderr}`);
+      await op.rerun(dir).catch((e: Error) => assert.unreachable(`${what}: the rerun without the fault: ${e.message}`));
       await op.done(dir);
     } catch (e) {
       problems.push((e as Error).message.split('\n')[0]);
@@ -251,6 +247,7 @@ test('commit: every write, fsync, rename and index transaction failing in turn',
       wanted = treeDigest(ws);
     },
     act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['commit', '-m', 'two'], env),
+    rerun: (dir) => commitHere(path.join(dir, 'ws'), 'two'),
     stores: (dir) => [[path.join(dir, 'ws'), ['v001']]],
     // latest: a failed attempt may have used the number v002 up (the ref history keeps it; numbers are never reused).
     done: (dir) => expectVersion(path.join(dir, 'ws'), 'latest', wanted, 'commit'),
@@ -270,6 +267,7 @@ test('checkout in place: every write, fsync and rename failing in turn', async (
       v1 = (await contents(ws, ['v001'])).get('v001')!;
     },
     act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['checkout', 'v001'], env),
+    rerun: (dir) => withStoreAt(path.join(dir, 'ws'), (s) => checkout(s, { rev: 'v001', cwd: path.join(dir, 'ws') })),
     stores: (dir) => [[path.join(dir, 'ws'), ['v001', 'v002']]],
     done: async (dir) => assert.equal(treeDigest(path.join(dir, 'ws')), v1, 'the workspace holds v001 after the rerun'),
   };
@@ -285,6 +283,7 @@ test('checkout --to: every write, fsync and rename failing in turn', async () =>
       v2 = treeDigest(ws);
     },
     act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['checkout', 'v002', '--to', path.join(dir, 'out')], env),
+    rerun: (dir) => withStoreAt(path.join(dir, 'ws'), (s) => checkout(s, { rev: 'v002', cwd: path.join(dir, 'ws'), to: path.join(dir, 'out') })),
     stores: (dir) => [[path.join(dir, 'ws'), ['v001']]],
     done: async (dir) => assert.equal(treeDigest(path.join(dir, 'out')), v2, 'out holds v002 after the rerun'),
   };
@@ -309,10 +308,11 @@ test('gc: every write, fsync, rename and index transaction failing in turn', asy
       ok(ws, ['rm', 'v002', '--confirm', '--no-backup']);
     },
     act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['gc', '--grace', '0'], env),
+    rerun: (dir) => withStoreAt(path.join(dir, 'ws'), (s) => gc(s, { graceMs: 0 })),
     stores: (dir) => [[path.join(dir, 'ws'), ['v001', 'v003']]],
     // What `mstore gc --grace 0 --dry-run` reports, asked in this process.
     done: async (dir) => {
-      const r = await inStore(path.join(dir, 'ws'), (s) => gc(s, { graceMs: 0, dryRun: true }));
+      const r = await withStoreAt(path.join(dir, 'ws'), (s) => gc(s, { graceMs: 0, dryRun: true }));
       assert.equal([r.chunks.removed, r.packs.removed, r.packs.rewritten], [0, 0, 0], `gc after the rerun has nothing left to free: ${JSON.stringify(r)}`);
     },
   };
@@ -337,6 +337,7 @@ test('push to a path remote: every write, fsync, rename and index transaction fa
       v2 = treeDigest(ws);
     },
     act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['push', 'nas'], env),
+    rerun: (dir) => pushHere(path.join(dir, 'ws'), 'nas'),
     stores: (dir) => [
       [path.join(dir, 'ws'), ['v001', 'v002']],
       [path.join(dir, 'nas'), ['v001']],
@@ -357,6 +358,7 @@ test('backup: every write, fsync, rename and index transaction failing in turn',
       ok(ws, ['backup', 'v001']);
     },
     act: (dir, env) => mstoreAsync(path.join(dir, 'ws'), ['backup', 'v002'], env),
+    rerun: (dir) => withStoreAt(path.join(dir, 'ws'), (s) => backup(s, { revs: ['v002'] })),
     stores: (dir) => [
       [path.join(dir, 'ws'), ['v001', 'v002']],
       [path.join(dir, 'disk2'), ['v001']],
@@ -398,7 +400,8 @@ test('push to mstore serve: every write, fsync, rename and index transaction of 
   // Each slot's server listens on the port its fixture's remote names (set once, in setup), so
   // a run does not rewrite the remote; only when that port was taken meanwhile is it moved.
   const ports = new Map<string, number>();
-  const pushTo = async (dir: string, env: Record<string, string>): Promise<RunResult> => {
+  /** `fn` run against the slot's server, started with `env` (the fault) and stopped after. */
+  const withServer = async <T>(dir: string, env: Record<string, string>, fn: (ws: string) => Promise<T>): Promise<T> => {
     const ws = path.join(dir, 'ws');
     const want = ports.get(dir) ?? 0;
     const server = await serve(path.join(dir, 'box'), path.join(dir, 'tokens'), env, want).catch((e: Error) => {
@@ -413,14 +416,18 @@ test('push to mstore serve: every write, fsync, rename and index transaction of 
         assert.is(added.code, 0, added.stderr);
         if (!want) ports.set(dir, port);
       }
-      const r = await mstoreAsync(ws, ['push', 'box'], { BOX_TOKEN: TOKEN });
-      // The device's refusal is 507 Insufficient Storage (docs/protocol.md), never a bare 500.
-      if (env.MSTORE_FAULT && r.code !== 0) assert.match(r.stderr, /HTTP 507/, `push with the server's MSTORE_FAULT=${env.MSTORE_FAULT}: ${r.stderr}`);
-      return r;
+      return await fn(ws);
     } finally {
       await server.stop();
     }
   };
+  const pushTo = (dir: string, env: Record<string, string>): Promise<RunResult> =>
+    withServer(dir, env, async (ws) => {
+      const r = await mstoreAsync(ws, ['push', 'box'], { BOX_TOKEN: TOKEN });
+      // The device's refusal is 507 Insufficient Storage (docs/protocol.md), never a bare 500.
+      if (env.MSTORE_FAULT && r.code !== 0) assert.match(r.stderr, /HTTP 507/, `push with the server's MSTORE_FAULT=${env.MSTORE_FAULT}: ${r.stderr}`);
+      return r;
+    });
   const op: Op = {
     name: 'push-serve',
     async setup(dir) {
@@ -438,6 +445,7 @@ test('push to mstore serve: every write, fsync, rename and index transaction of 
       v2 = treeDigest(ws);
     },
     act: (dir, env) => pushTo(dir, env),
+    rerun: (dir) => withServer(dir, {}, (ws) => pushHere(ws, 'box', { BOX_TOKEN: TOKEN })),
     stores: (dir) => [[path.join(dir, 'box'), ['v001']]],
     done: (dir) => expectVersion(path.join(dir, 'box'), 'v002', v2, 'push to serve'),
   };

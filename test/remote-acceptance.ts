@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { CLI, cleanup, git, mstore, tmpDir, treeDigest, writeSafetensors, type TensorSpec } from './helpers.js';
 import type { ObjectKind, Remote, RefUpdate, WireObject } from '../src/remote/remote.js';
-import { commitHere } from './in-process.js';
+import { commitHere, pullHere } from './in-process.js';
 
 export const GIB = Number(process.env.MSTORE_TEST_LARGE_GIB ?? 1);
 /**
@@ -192,8 +192,8 @@ export async function racePushes(a: string, b: string, rounds: number, remoteLat
     const [winner, loserDir] = ra.code === 0 ? [a, b] : [b, a];
     latest = await remoteLatest();
     assert.is(latest, git(path.join(winner, '.mstore', 'git'), ['rev-parse', 'latest']).stdout.trim(), `round ${round}: the remote has the winner's version`);
-    // The loser's own version stays in its ref history; it takes the remote's.
-    ok(loserDir, ['pull', name(loserDir), '--force'], env);
+    // The loser's own version stays in its ref history; it takes the remote's (set-up for the next round: in this process).
+    await pullHere(loserDir, name(loserDir), { force: true, env });
     assert.is(git(path.join(loserDir, '.mstore', 'git'), ['rev-parse', 'latest']).stdout.trim(), latest);
   }
   return latest;

@@ -11,6 +11,7 @@ import picomatch from 'picomatch';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
 import { ContentReader } from '../repo/content.js';
+import { INLINE_HASH_BYTES } from '../lib/hashing.js';
 import type { StatEntry } from '../repo/index-db.js';
 import { identifyFile } from '../repo/identify.js';
 import { nowNs, scanWorkspace, statEntry, statMatches, sweepTemps, tempsIn, type StatInfo, type WorkFile } from '../repo/workspace.js';
@@ -111,7 +112,6 @@ async function lstatInfo(abs: string): Promise<{ info: StatInfo; isDir: boolean;
 export async function checkout(store: Store, opts: CheckoutOptions): Promise<CheckoutResult> {
   const { target, intoWorkspace } = await checkoutTarget(store, opts.cwd, opts.to, opts.allowInsideStore);
   const run = async (): Promise<CheckoutResult> => {
-    store.hasher.warm();
     const repo = store.repo;
     const index = store.index;
     const commit = await resolveRev(repo, opts.rev);
@@ -120,6 +120,8 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
     // Entries the version cannot hold (docs/format.md §7.9) are never written; the rest is, and then they are named.
     const { files: all, bad } = await listVersionFilesChecked(repo, commit);
     const files = selectFiles(all, opts.patterns, what);
+    // The hash worker starts now, overlapping the rest, when a file is big enough to use it.
+    if (files.some((f) => f.size > INLINE_HASH_BYTES)) store.hasher.warm();
     await refuseStoresBelow(target, files.map((f) => f.path));
     const dirsOf = (p: string): string[] => p.split('/').slice(0, -1).map((_, i, a) => a.slice(0, i + 1).join('/'));
     // A hostile tree may hold a path both as a file (or symlink) and as a directory: never write through it.

@@ -32,9 +32,19 @@ const SLOT_COUNT = 4;
 const SYNC_EVERY = 64 * 1024 * 1024;
 
 class Slot {
-  readonly sab = new SharedArrayBuffer(SLOT_BYTES);
-  readonly buf = Buffer.from(this.sab);
+  sab: SharedArrayBuffer;
+  buf: Buffer;
   private pending: Promise<unknown>[] = [];
+  constructor(bytes: number) {
+    this.sab = new SharedArrayBuffer(bytes);
+    this.buf = Buffer.from(this.sab);
+  }
+  /** Holds at least `bytes` (only while nothing uses it: after drain, or new). */
+  fit(bytes: number): void {
+    if (this.buf.length >= bytes) return;
+    this.sab = new SharedArrayBuffer(slotSize(bytes));
+    this.buf = Buffer.from(this.sab);
+  }
   track(p: Promise<unknown>): void {
     p.catch(() => undefined); // rejections surface through drain(), not as unhandled
     this.pending.push(p);
@@ -46,23 +56,35 @@ class Slot {
   }
 }
 
+/** A slot's size for `bytes`: a power of two from 64 KiB, SLOT_BYTES for anything from 8 MiB up. */
+function slotSize(bytes: number): number {
+  if (bytes > SLOT_BYTES / 2) return Math.max(bytes, SLOT_BYTES);
+  let n = 64 * 1024;
+  while (n < bytes) n *= 2;
+  return n;
+}
+
 /**
  * Round-robin pool: a slot is reused only after everything using it has settled. Slots are
- * allocated on first use: 64 MiB of shared memory would cost a no-op commit a garbage
- * collection (V8 counts it as external memory pressure).
+ * allocated on first use, no larger than asked (a power of two up to SLOT_BYTES), and grown
+ * when reused for more: 64 MiB of shared memory would cost a no-op commit a garbage
+ * collection (V8 counts it as external memory pressure), and zeroing 16 MiB for each small
+ * file a checkout reads cost more than reading it.
  */
 class SlotPool {
   private readonly slots: Slot[] = [];
   private i = 0;
-  async acquire(): Promise<Slot> {
+  /** A slot holding at least `bytes`, which nothing else uses until it is acquired again. */
+  async acquire(bytes: number = SLOT_BYTES): Promise<Slot> {
     if (this.slots.length < SLOT_COUNT) {
-      const fresh = new Slot();
+      const fresh = new Slot(slotSize(bytes));
       this.slots.push(fresh);
       return fresh;
     }
     const s = this.slots[this.i];
     this.i = (this.i + 1) % this.slots.length;
     await s.drain();
+    s.fit(bytes);
     return s;
   }
   async drainAll(): Promise<void> {
@@ -168,7 +190,7 @@ export class ContentWriter {
     chunker: Chunker,
     onBytes?: BytesCallback,
   ): Promise<{ id: Buffer; chunks: ManifestChunk[]; newBytes: number }> {
-    const job = this.hasher.begin();
+    const job = this.hasher.begin(size);
     const chunks: ManifestChunk[] = [];
     let newBytes = 0;
     let pos = 0;
@@ -176,7 +198,7 @@ export class ContentWriter {
     let carryOff = 0;
     let carry = 0;
     for (;;) {
-      const slot = await this.pool.acquire();
+      const slot = await this.pool.acquire(Math.min(SLOT_BYTES, carry + (size - pos)));
       if (carry) prev!.buf.copy(slot.buf, 0, carryOff, carryOff + carry);
       let filled = carry;
       while (filled < SLOT_BYTES && pos < size) {
@@ -291,9 +313,9 @@ export class ContentReader {
    */
   async read(oid: string, display: string, sink: (data: Buffer, slot: Slot) => void, onBytes?: BytesCallback): Promise<number> {
     const { size, runs } = this.plan(oid, display);
-    const job = this.hasher.begin();
+    const job = this.hasher.begin(size);
     for (const run of runs) {
-      const slot = await this.pool.acquire();
+      const slot = await this.pool.acquire(run.bytes);
       const fh = await this.packFiles.get(run.pack).catch((e: NodeJS.ErrnoException) => {
         throw new MstoreError('EMISSING', `${display}: pack ${run.pack} cannot be opened (${e.code ?? e.message})`);
       });
@@ -336,7 +358,7 @@ export class ContentReader {
 
   /**
    * Re-reads a file's content and checks it without writing it anywhere. The whole file is
-   * re-hashed to `oid` on the worker while the next run is read. With `chunkIds`, this
+   * re-hashed to `oid` (on the worker, above INLINE_HASH_BYTES) while the next run is read. With `chunkIds`, this
    * thread also re-hashes every chunk to its id in parallel (skipping ids in `verified`);
    * without, chunk ids are re-hashed only when the file fails, to name the damaged chunks.
    * Throws only when a pack cannot be read.
@@ -346,8 +368,8 @@ export class ContentReader {
     verified: Set<string>,
     opts: { chunkIds?: boolean; onBytes?: BytesCallback } = {},
   ): Promise<{ digest: string; damaged: { chunk: string; pack: string }[] }> {
-    const { runs } = this.plan(oid, oid);
-    const job = this.hasher.begin();
+    const { size, runs } = this.plan(oid, oid);
+    const job = this.hasher.begin(size);
     const damaged: { chunk: string; pack: string }[] = [];
     const hashChunks = (runs: ReadRun[], slot: Slot): void => {
       let o = 0;
@@ -396,8 +418,8 @@ export class ContentReader {
         got += bytesRead;
       }
     };
-    const load = async (group: { runs: ReadRun[] }): Promise<Slot> => {
-      const slot = await this.pool.acquire();
+    const load = async (group: { runs: ReadRun[]; bytes: number }): Promise<Slot> => {
+      const slot = await this.pool.acquire(group.bytes);
       let at = 0;
       const reads: Promise<void>[] = [];
       for (const run of group.runs) {

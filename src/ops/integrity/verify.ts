@@ -10,7 +10,7 @@
 import { stat } from 'node:fs/promises';
 import { MstoreError } from '../../lib/errors.js';
 import { availableParallelism } from 'node:os';
-import { ParallelHasher, sha256 } from '../../lib/hashing.js';
+import { INLINE_HASH_BYTES, ParallelHasher, sha256 } from '../../lib/hashing.js';
 import type { Store } from '../../repo/store.js';
 import { ContentReader } from '../../repo/content.js';
 import { packPath, readPackTable, ENTRY_CHUNK, type PackEntry } from '../../repo/pack.js';
@@ -106,7 +106,6 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
   if (mode === 'sample' && !(opts.samplePercent! > 0 && opts.samplePercent! <= 100)) {
     throw new MstoreError('EUSAGE', `--sample takes a percentage in (0, 100], got ${opts.samplePercent}`);
   }
-  if (mode !== 'quick') store.hasher.warm();
   const repo = store.repo;
   repo.forgetReads();
   const index = store.index;
@@ -259,6 +258,9 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
   let bytes = 0;
   let chunks = 0;
   const reader = new ContentReader(index, store.hasher, store.packsDir);
+  // The hash workers start only where a file is big enough to use one (INLINE_HASH_BYTES).
+  const big = mode === 'full' && sound.some((oid) => files.get(oid)!.size > INLINE_HASH_BYTES);
+  if (big) store.hasher.warm();
   try {
     if (mode === 'full') {
       const verified = new Set<string>();
@@ -297,7 +299,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       const second = availableParallelism() > 1 && toRead > 1 ? new ParallelHasher() : undefined;
       const secondReader = second && new ContentReader(index, second, store.packsDir);
       try {
-        second?.warm();
+        if (big) second?.warm();
         await Promise.all([lane(reader), ...(secondReader ? [lane(secondReader)] : [])]);
       } finally {
         await secondReader?.close();
