@@ -12,7 +12,10 @@ import * as assert from 'uvu/assert';
 import path from 'node:path';
 import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { CLI, cleanup, git, layerTensors, mstore, prng, spawnMstore, tmpDir, treeDigest, writeModelDir, writeSafetensors } from './helpers.js';
+import { cleanup, git, layerTensors, mstore, prng, spawnMstore, tmpDir, treeDigest, writeModelDir, writeSafetensors } from './helpers.js';
+import { withStoreAt } from './in-process.js';
+import { checkout } from '../src/ops/checkout.js';
+import { log } from '../src/ops/inspect.js';
 
 /** 6 BF16 tensors of 2048 x 2048: 48 MiB of incompressible data per version. */
 const BIG_TENSORS = 6;
@@ -60,17 +63,6 @@ function runMstore(cwd: string, args: string[], killAfterMs?: number): Promise<E
   return collect(child, t0, () => timer && clearTimeout(timer));
 }
 
-/** A checkout of `rev` into a fresh directory; async so that two can run at once. */
-function checkoutTo(ws: string, rev: string, dest: string): Promise<Exit> {
-  const t0 = performance.now();
-  const child = spawn(process.execPath, [CLI, 'checkout', rev, '--to', dest], {
-    cwd: ws,
-    env: { ...process.env, NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  return collect(child, t0);
-}
-
 function digestObj(d: Map<string, string>): Record<string, string> {
   return Object.fromEntries([...d].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
@@ -103,38 +95,29 @@ function versionTags(ws: string): string[] {
 }
 
 /**
- * The given versions check out into fresh directories byte for byte (two at a time),
- * `git fsck --strict` passes (dangling objects from killed commits are allowed: only the
- * exit code counts), and `log --json` parses and names only recorded versions.
+ * The given versions check out into fresh directories byte for byte, `git fsck --strict`
+ * passes (dangling objects from killed commits are allowed: only the exit code counts), and
+ * the log names only recorded versions. Checkout and log run through the library in this
+ * process (the killed commits are the CLI's; the checks need no CLI start each).
  */
 async function verifyStore(ws: string, scratch: string, recorded: Map<string, Map<string, string>>, versions: string[], ctx: string): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < versions.length) {
-      const v = versions[next++];
+  await withStoreAt(ws, async (s) => {
+    for (const v of versions) {
       const dest = path.join(scratch, `${v}-${Math.random().toString(36).slice(2)}`);
       try {
-        const r = await checkoutTo(ws, v, dest);
-        assert.is(r.code, 0, `${ctx}: checkout ${v} exited ${r.code} ${r.signal ?? ''}: ${r.stderr}`);
+        await checkout(s, { rev: v, cwd: ws, to: dest }).catch((e: Error) => assert.unreachable(`${ctx}: checkout ${v}: ${e.message}`));
         assert.equal(digestObj(treeDigest(dest)), digestObj(recorded.get(v)!), `${ctx}: ${v} byte for byte`);
       } finally {
         cleanup(dest);
       }
     }
-  };
-  await Promise.all([worker(), worker()]);
-  const fsck = git(path.join(ws, '.mstore', 'git'), ['fsck', '--strict']);
-  assert.is(fsck.code, 0, `${ctx}: git fsck --strict: ${fsck.stderr}`);
-  const log = mstore(ws, ['log', '--json']);
-  assert.is(log.code, 0, `${ctx}: log: ${log.stderr}`);
-  let entries: { version: string }[] = [];
-  try {
-    entries = JSON.parse(log.stdout) as { version: string }[];
-  } catch (e) {
-    assert.unreachable(`${ctx}: log --json does not parse: ${(e as Error).message}`);
-  }
-  assert.ok(Array.isArray(entries) && entries.length >= 2, `${ctx}: log lists versions`);
-  for (const e of entries) assert.ok(recorded.has(e.version), `${ctx}: log names ${e.version}, which no completed commit made`);
+    const fsck = git(path.join(ws, '.mstore', 'git'), ['fsck', '--strict']);
+    assert.is(fsck.code, 0, `${ctx}: git fsck --strict: ${fsck.stderr}`);
+    const { entries, problems } = await log(s);
+    assert.equal(problems, [], `${ctx}: log reads every version record`);
+    assert.ok(entries.length >= 2, `${ctx}: log lists versions`);
+    for (const e of entries) assert.ok(recorded.has(e.version!), `${ctx}: log names ${e.version}, which no completed commit made`);
+  });
 }
 
 test(`kill -9 of a commit at ${KILLS} random moments never costs an earlier version (seed ${SEED})`, async () => {

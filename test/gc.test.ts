@@ -19,13 +19,16 @@ import { MstoreError } from '../src/lib/errors.js';
 import { PackWriter, ENTRY_CHUNK } from '../src/repo/pack.js';
 import { sha256 } from '../src/lib/hashing.js';
 import { randomBytes } from 'node:crypto';
+import { log } from '../src/ops/inspect.js';
+import { verify } from '../src/ops/integrity/verify.js';
+import { commitHere, withStoreAt } from './in-process.js';
 import { cleanup, git, mstore, mstoreJson, prng, spawnMstore, tmpDir, treeDigest, writeSafetensors, type TensorSpec } from './helpers.js';
 
 const digestKey = (m: Map<string, string>): string => JSON.stringify([...m].sort());
 
-async function checkoutDigest(store: Store, commitId: string, scratch: string): Promise<string> {
-  const dir = path.join(scratch, `co-${commitId.slice(0, 12)}-${Date.now()}`);
-  await checkout(store, { rev: commitId, cwd: scratch, to: dir });
+async function checkoutDigest(store: Store, rev: string, scratch: string): Promise<string> {
+  const dir = path.join(scratch, `co-${rev.slice(0, 12)}-${Date.now()}`);
+  await checkout(store, { rev, cwd: scratch, to: dir });
   const d = digestKey(treeDigest(dir));
   rmSync(dir, { recursive: true, force: true });
   return d;
@@ -171,19 +174,25 @@ test('kill -9 of gc at random moments leaves every version intact; the next gc c
     const seeds = Array.from({ length: 8 }, (_, i) => i + 1);
     let next = 100;
     const expected = new Map<string, string>();
-    const commitOne = (i: number): void => {
+    // Set-up and checks run through the library in this process (a CLI start each would be
+    // most of the test's time); the store is closed again before each gc is started and killed.
+    const commitOne = async (i: number): Promise<void> => {
       for (let k = 0; k < 3; k++) seeds[Math.floor(rand() * seeds.length)] = next++;
       writeSafetensors(path.join(ws, 'model.safetensors'), seeds.map((s, j) => ({ name: `l.${j}`, dtype: 'BF16', shape: [512, 2048], seed: s })));
       writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ i }));
-      const r = mstoreJson<{ version: string; commit: string }>(ws, ['commit', '-m', `c${i}`]);
-      expected.set(r.version, digestKey(treeDigest(ws)));
+      const r = await commitHere(ws, `c${i}`);
+      expected.set(r.version!, digestKey(treeDigest(ws)));
     };
-    for (let i = 0; i < 4; i++) commitOne(i);
+    const versions = (): Promise<string[]> => withStoreAt(ws, async (s) => (await log(s)).entries.map((e) => e.version!));
+    const removeOldest = async (): Promise<void> => {
+      const vs = await versions();
+      await withStoreAt(ws, (s) => executeRemoval(s, [vs[vs.length - 1]], { reason: 'rm', noBackup: true }));
+    };
+    for (let i = 0; i < 4; i++) await commitOne(i);
     // The kill moments spread over what an uncrashed gc of this shape takes here (fixed times
     // would land in node's start-up on a fast machine and miss gc's work on a slow one).
-    commitOne(99);
-    const first = mstoreJson<{ version: string }[]>(ws, ['log']);
-    assert.is(mstore(ws, ['rm', first[first.length - 1].version, '--confirm', '--no-backup']).code, 0);
+    await commitOne(99);
+    await removeOldest();
     const t0 = performance.now();
     assert.is(mstore(ws, ['gc', '--grace', '0']).code, 0, 'an uncrashed gc');
     let gcMs = performance.now() - t0;
@@ -196,9 +205,8 @@ test('kill -9 of gc at random moments leaves every version intact; the next gc c
     let inWindow = 0;
     for (let round = 0; kills < 20 && round < 60; round++) {
       // New garbage each round: a new version, the oldest live one removed.
-      commitOne(100 + round);
-      const log = mstoreJson<{ version: string }[]>(ws, ['log']);
-      assert.is(mstore(ws, ['rm', log[log.length - 1].version, '--confirm', '--no-backup']).code, 0);
+      await commitOne(100 + round);
+      await removeOldest();
       const refsBefore = git(path.join(ws, '.mstore/git'), ['for-each-ref']).stdout;
       const packsBefore = packsOf();
       const started = performance.now();
@@ -229,17 +237,15 @@ test('kill -9 of gc at random moments leaves every version intact; the next gc c
       }
       // The store is the same: refs unchanged, every live version verifies and checks out byte for byte.
       assert.is(git(path.join(ws, '.mstore/git'), ['for-each-ref']).stdout, refsBefore, `refs after kill ${when}`);
-      const v = mstore(ws, ['verify', '--all']);
-      assert.is(v.code, 0, `verify after kill ${when}: ${v.stdout}${v.stderr}`);
-      // verify --all re-hashed every byte above; checkouts compare with the committed trees now and then.
+      const v = await withStoreAt(ws, (s) => verify(s));
+      assert.ok(v.ok, `verify after kill ${when}: ${v.problems.map((p) => p.message).join('; ')}`);
+      // verify re-hashed every byte above; checkouts compare with the committed trees now and then.
       if (round % 5 !== 4) continue;
-      for (const e of mstoreJson<{ version: string }[]>(ws, ['log'])) {
-        const dir = path.join(root, `co-${round}-${e.version}`);
-        const co = mstore(ws, ['checkout', e.version, '--to', dir]);
-        assert.is(co.code, 0, `${e.version} after kill ${when}: ${co.stderr}`);
-        assert.is(digestKey(treeDigest(dir)), expected.get(e.version), `${e.version} after kill ${when}`);
-        rmSync(dir, { recursive: true, force: true });
-      }
+      await withStoreAt(ws, async (s) => {
+        for (const version of await versions()) {
+          assert.is(await checkoutDigest(s, version, root), expected.get(version), `${version} after kill ${when}`);
+        }
+      });
     }
     process.stdout.write(`\n  gc kill test: uncrashed gc ${gcMs.toFixed(0)} ms; ${kills} kills, ${inWindow} after gc had changed the packs, ${finished} finished first\n`);
     assert.ok(inWindow >= 1, `no kill landed after gc began to change the packs (${kills} kills over ${gcMs.toFixed(0)} ms)`);
