@@ -65,7 +65,19 @@ export interface Kernel {
   f16BitsToF32(h: number): number;
 }
 
-export function createKernel(options: { simd?: boolean } = {}): Kernel {
+/**
+ * The version of the arithmetic docs/merge.md specifies (operation order, rounding), which a
+ * stored recipe names. test/merge-golden.test.ts pins its bits; any change to them is a new
+ * version, and a recipe of another version is never rebuilt with this one.
+ */
+export const MERGE_KERNEL = 'mstore-merge/1';
+
+export interface KernelOptions {
+  /** false: the plain JS loop instead of WebAssembly SIMD (the same bits; the golden tests run both). */
+  simd?: boolean;
+}
+
+export function createKernel(options: KernelOptions = {}): Kernel {
   // fp16 → fp32 table (exact: every fp16 is an fp32).
   const F16 = new Float32Array(65536);
   {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
 import { openBaseModel, type BaseModel } from './base-model.js';
 import { isKohyaKey, planKohya } from './kohya.js';
-import type { RowJob } from './kernel.js';
+import { MERGE_KERNEL, type RowJob } from './kernel.js';
 import { planPeft } from './peft.js';
 import { matrixShape, type AdapterPlan, type TensorOp } from './plan.js';
 import { KernelPool } from './pool.js';
@@ -35,6 +35,8 @@ export interface MergeOptions {
   threads?: number;
   /** Target size of one block of rows (default 1 MiB). */
   blockBytes?: number;
+  /** false: the plain JS kernel instead of WebAssembly SIMD; the same bits (test/merge-golden.test.ts). */
+  simd?: boolean;
   onProgress?: (p: MergeProgress) => void;
 }
 
@@ -49,6 +51,8 @@ export interface MergedTensor {
 }
 
 export interface MergeResult {
+  /** The kernel version whose arithmetic wrote the weights (MERGE_KERNEL, docs/merge.md). */
+  kernel: string;
   format: 'peft' | 'kohya';
   adapterFiles: string[];
   /** Weight files written (base names, in the output directory). */
@@ -341,7 +345,7 @@ export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
   if (os.endianness() !== 'LE') throw new MstoreError('EBADINPUT', 'the merge worker needs a little-endian machine (safetensors is little-endian)');
   const base = await openBaseModel(opts.base);
   const threads = opts.threads ?? Math.max(1, os.availableParallelism());
-  const pool = new KernelPool(threads);
+  const pool = new KernelPool(threads, { simd: opts.simd });
   let created = false;
   let owned = false;
   try {
@@ -354,6 +358,7 @@ export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
     }
     owned = true;
     const result: MergeResult = {
+      kernel: MERGE_KERNEL,
       format: plan.format,
       adapterFiles: plan.files,
       weightFiles: base.files.map((f) => path.basename(f.path)),

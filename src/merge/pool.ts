@@ -5,7 +5,7 @@
  * it works the same from dist/src and from the single-file bundle.
  */
 import { Worker } from 'node:worker_threads';
-import { createKernel, type Kernel, type RowJob, type RowResult } from './kernel.js';
+import { createKernel, type Kernel, type KernelOptions, type RowJob, type RowResult } from './kernel.js';
 
 interface Pending {
   resolve: (r: RowResult) => void;
@@ -19,9 +19,9 @@ interface WorkerReply {
   error?: string;
 }
 
-const WORKER_SOURCE = `'use strict';
+const workerSource = (options: KernelOptions): string => `'use strict';
 const { parentPort } = require('node:worker_threads');
-const kernel = (${createKernel.toString()})();
+const kernel = (${createKernel.toString()})(${JSON.stringify(options)});
 parentPort.on('message', (m) => {
   try {
     const r = kernel.mergeRows(m.job, m.start, m.end);
@@ -41,17 +41,19 @@ function isShared(a: ArrayBufferView | null): boolean {
 
 export class KernelPool {
   readonly threads: number;
-  readonly local: Kernel = createKernel();
+  readonly local: Kernel;
   private workers: Worker[] = [];
   private pending = new Map<number, Pending>();
   private nextId = 1;
   private failure: Error | undefined;
 
-  /** `threads` worker threads; 0 runs everything on the calling thread. */
-  constructor(threads: number) {
+  /** `threads` worker threads; 0 runs everything on the calling thread. Every thread runs the kernel made with `options`. */
+  constructor(threads: number, options: KernelOptions = {}) {
     this.threads = Math.max(0, Math.floor(threads));
+    this.local = createKernel(options);
+    const source = workerSource(options);
     for (let t = 0; t < this.threads; t++) {
-      const w = new Worker(WORKER_SOURCE, { eval: true });
+      const w = new Worker(source, { eval: true });
       w.on('message', (m: WorkerReply) => {
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);
