@@ -8,6 +8,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createKernel, type DtypeCode } from '../src/merge/kernel.js';
+import { prng } from './helpers.js';
 
 const K = createKernel();
 
@@ -20,17 +21,8 @@ export interface T {
 }
 export const CODE: Record<Dt, DtypeCode> = { BF16: 0, F16: 1, F32: 2 };
 
-/** mulberry32: a small seeded PRNG; values are generated in fp32 and encoded, so no NaN bit patterns. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded PRNG (mulberry32); values are drawn in fp32 and encoded, so no NaN bit patterns. */
+export const rng = prng;
 
 let seedCounter = 1;
 
@@ -38,6 +30,8 @@ let seedCounter = 1;
 export function resetSeeds(): void {
   seedCounter = 1;
 }
+
+/** A tensor of seeded values in [offset - amp, offset + amp). */
 export function t(name: string, dtype: Dt, shape: number[], amp = 0.1, offset = 0): T {
   const n = shape.reduce((a, b) => a * b, 1);
   const r = rng(seedCounter++ * 7919);
