@@ -19,6 +19,30 @@ export interface BaseModel {
   index?: string;
 }
 
+/** The `weight_map` of a shard index (tensor -> shard file name), checked; `where` names the index in errors. */
+export function parseWeightMap(text: string, where: string): Record<string, string> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new MstoreError('EBADINPUT', `${where}: ${(e as Error).message}`);
+  }
+  const wm = (parsed as { weight_map?: unknown } | null)?.weight_map;
+  if (!wm || typeof wm !== 'object' || Array.isArray(wm) || !Object.values(wm).every((v) => typeof v === 'string')) {
+    throw new MstoreError('EBADINPUT', `${where}: weight_map is not an object of tensor → file`);
+  }
+  for (const s of new Set(Object.values(wm as Record<string, string>))) {
+    if (s.includes('/') || s.includes('\\') || s.startsWith('.')) throw new MstoreError('EBADINPUT', `${INDEX_NAME}: shard name '${s}' is not a file name in the base directory`);
+  }
+  return wm as Record<string, string>;
+}
+
+/** The shard file names a weight map names, in order of first appearance. */
+export function shardNames(weightMap: Record<string, string>): string[] {
+  return [...new Set(Object.values(weightMap))];
+}
+
+/** The model directory at `dir`: its index and shards, or its one safetensors file. */
 export async function openBaseModel(dir: string): Promise<BaseModel> {
   let names: string[];
   try {
@@ -26,38 +50,38 @@ export async function openBaseModel(dir: string): Promise<BaseModel> {
   } catch (e) {
     throw new MstoreError('EBADINPUT', `cannot read base model directory ${dir}: ${(e as Error).message}`);
   }
-  const files: StFile[] = [];
-  const tensors = new Map<string, TensorRef>();
-  let index: string | undefined;
-  let weightMap: Record<string, string> | undefined;
   if (names.includes(INDEX_NAME)) {
-    index = INDEX_NAME;
-    let parsed: unknown;
+    const where = path.join(dir, INDEX_NAME);
+    let text: string;
     try {
-      parsed = JSON.parse(await readFile(path.join(dir, INDEX_NAME), 'utf8'));
+      text = await readFile(where, 'utf8');
     } catch (e) {
-      throw new MstoreError('EBADINPUT', `${path.join(dir, INDEX_NAME)}: ${(e as Error).message}`);
+      throw new MstoreError('EBADINPUT', `${where}: ${(e as Error).message}`);
     }
-    const wm = (parsed as { weight_map?: unknown } | null)?.weight_map;
-    if (!wm || typeof wm !== 'object' || Array.isArray(wm) || !Object.values(wm).every((v) => typeof v === 'string')) {
-      throw new MstoreError('EBADINPUT', `${path.join(dir, INDEX_NAME)}: weight_map is not an object of tensor → file`);
-    }
-    weightMap = wm as Record<string, string>;
-    const shards = [...new Set(Object.values(weightMap))];
-    for (const s of shards) {
-      if (s.includes('/') || s.includes('\\') || s.startsWith('.')) throw new MstoreError('EBADINPUT', `${INDEX_NAME}: shard name '${s}' is not a file name in the base directory`);
+    const weightMap = parseWeightMap(text, where);
+    const files: StFile[] = [];
+    for (const s of shardNames(weightMap)) {
       if (!(await isFile(path.join(dir, s)))) throw new MstoreError('EBADINPUT', `${INDEX_NAME} names shard ${s}, which is not in ${dir}`);
       files.push(await openSafetensors(path.join(dir, s)));
     }
-  } else {
-    const st = names.filter((n) => n.endsWith('.safetensors'));
-    const pick = st.includes('model.safetensors') ? ['model.safetensors'] : st;
-    if (pick.length === 0) throw new MstoreError('EBADINPUT', `base model directory ${dir} holds no .safetensors file`);
-    if (pick.length > 1) {
-      throw new MstoreError('EBADINPUT', `base model directory ${dir} holds ${pick.length} .safetensors files and no ${INDEX_NAME}: which one is the model?`);
-    }
-    files.push(await openSafetensors(path.join(dir, pick[0])));
+    return assembleBaseModel(dir, files, weightMap);
   }
+  const st = names.filter((n) => n.endsWith('.safetensors'));
+  const pick = st.includes('model.safetensors') ? ['model.safetensors'] : st;
+  if (pick.length === 0) throw new MstoreError('EBADINPUT', `base model directory ${dir} holds no .safetensors file`);
+  if (pick.length > 1) {
+    throw new MstoreError('EBADINPUT', `base model directory ${dir} holds ${pick.length} .safetensors files and no ${INDEX_NAME}: which one is the model?`);
+  }
+  return assembleBaseModel(dir, [await openSafetensors(path.join(dir, pick[0]))]);
+}
+
+/**
+ * A base model from its weight files (the shards in the order `weightMap` names them, or the one
+ * file) wherever they are read from: every tensor in one file, and where there is a weight map,
+ * in the file it names, every tensor it names present. `dir` is what errors and copies call it.
+ */
+export function assembleBaseModel(dir: string, files: StFile[], weightMap?: Record<string, string>): BaseModel {
+  const tensors = new Map<string, TensorRef>();
   for (const f of files) {
     for (const info of f.header.tensors) {
       const seen = tensors.get(info.name);
@@ -73,5 +97,5 @@ export async function openBaseModel(dir: string): Promise<BaseModel> {
       if (!tensors.has(name)) throw new MstoreError('EBADINPUT', `${INDEX_NAME} maps tensor ${name} to ${shard}, which does not hold it`);
     }
   }
-  return { dir, files, tensors, index };
+  return { dir, files, tensors, index: weightMap ? INDEX_NAME : undefined };
 }

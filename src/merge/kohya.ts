@@ -7,7 +7,7 @@
 import { MstoreError } from '../lib/errors.js';
 import { addOp, checkOp, type AdapterPlan, type TensorOp } from './plan.js';
 import type { BaseModel } from './base-model.js';
-import { elements, openSafetensors, readTensorF32, type TensorRef } from './tensors.js';
+import { elements, readTensorF32, type StFile, type TensorRef } from './tensors.js';
 import type { Kernel } from './kernel.js';
 
 interface KohyaModule {
@@ -49,8 +49,9 @@ export function resolveKohyaModule(name: string, idx: Map<string, string[]>, key
   throw new MstoreError('EBADINPUT', `adapter key ${key} is ambiguous: base modules ${found.slice(0, 4).join(', ')} all read as ${name}`);
 }
 
-export async function planKohya(file: string, base: BaseModel, kernel: Kernel): Promise<AdapterPlan> {
-  const st = await openSafetensors(file);
+/** A kohya LoRA file wherever it is read from (its keys checked by isKohyaKey first). */
+export async function planKohya(st: StFile, base: BaseModel, kernel: Kernel): Promise<AdapterPlan> {
+  const file = st.path;
   const modules = new Map<string, KohyaModule>();
   for (const info of st.header.tensors) {
     const ref: TensorRef = { file: st, info };

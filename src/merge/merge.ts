@@ -16,6 +16,7 @@ import { planPeft } from './peft.js';
 import { matrixShape, type AdapterPlan, type TensorOp } from './plan.js';
 import { KernelPool } from './pool.js';
 import { DTYPE_BYTES, elements, floatDtype, openSafetensors, readTensorF32, type StFile, type TensorRef } from './tensors.js';
+import type { ByteSource, WeightOut } from './source.js';
 
 export interface MergeProgress {
   /** Output bytes written so far, of `total`. */
@@ -92,7 +93,7 @@ export async function planAdapter(adapter: string, base: BaseModel, pool: Kernel
   if (!head.header.tensors.length || !head.header.tensors.every((t) => isKohyaKey(t.name))) {
     throw new MstoreError('EBADINPUT', `${file} is not a kohya LoRA (lora_unet_/lora_te_ keys); a PEFT adapter is a directory with adapter_config.json`);
   }
-  return planKohya(file, base, pool.local);
+  return planKohya(head, base, pool.local);
 }
 
 function describe(op: TensorOp): MergedTensor {
@@ -104,21 +105,19 @@ function describe(op: TensorOp): MergedTensor {
   return { ...base, kind: op.replace ? `replace+${kind}` : kind, rank: d.rank, alpha: d.alpha, scale: d.scale };
 }
 
-async function readAt(fh: FileHandle, buf: Uint8Array, pos: number, what: string): Promise<void> {
-  let done = 0;
-  while (done < buf.length) {
-    const { bytesRead } = await fh.read(buf, done, buf.length - done, pos + done);
-    if (bytesRead === 0) throw new MstoreError('EBADINPUT', `${what}: file ended early`);
-    done += bytesRead;
-  }
-}
-
-async function writeAt(fh: FileHandle, buf: Uint8Array, pos: number): Promise<void> {
-  let done = 0;
-  while (done < buf.length) {
-    const { bytesWritten } = await fh.write(buf, done, buf.length - done, pos + done);
-    done += bytesWritten;
-  }
+/** A new file written front to back (the merge writes each weight file in order). */
+function fileOut(fh: FileHandle): WeightOut {
+  let pos = 0;
+  return {
+    async write(buf) {
+      let done = 0;
+      while (done < buf.length) {
+        const { bytesWritten } = await fh.write(buf, done, buf.length - done, pos + done);
+        done += bytesWritten;
+      }
+      pos += buf.length;
+    },
+  };
 }
 
 /** Shared, reusable block buffers (two in, two out), grown on demand. */
@@ -174,7 +173,7 @@ interface WriteCtx {
 }
 
 /** One merged tensor, block by block: read the next block and write the last while the threads compute. */
-async function mergeTensor(op: TensorOp, baseRef: TensorRef, out: FileHandle, outDataStart: number, ctx: WriteCtx): Promise<void> {
+async function mergeTensor(op: TensorOp, baseRef: TensorRef, out: WeightOut, ctx: WriteCtx): Promise<void> {
   const src = op.replace ?? baseRef;
   const srcDtype = floatDtype(src);
   const dstDtype = floatDtype(baseRef);
@@ -188,93 +187,95 @@ async function mergeTensor(op: TensorOp, baseRef: TensorRef, out: FileHandle, ou
   const dstRow = cols * DTYPE_BYTES[dstDtype];
   const per = Math.max(1, Math.floor(ctx.blockBytes / Math.max(1, srcRow, dstRow)));
   const nBlocks = Math.max(1, Math.ceil(rows / per));
-  const fin = await open(src.file.path, 'r');
-  try {
-    const inPos = src.file.header.dataStart + src.info.begin;
-    const outPos = outDataStart + baseRef.info.begin;
-    const read = async (b: number): Promise<Uint8Array> => {
-      const r0 = b * per;
-      const n = Math.min(rows, r0 + per) - r0;
-      const buf = ctx.blocks.get(b % 2, n * srcRow);
-      await readAt(fin, buf, inPos + r0 * srcRow, `${src.file.path}, tensor ${src.info.name}`);
-      return buf;
+  const inPos = src.file.header.dataStart + src.info.begin;
+  const read = async (b: number): Promise<Uint8Array> => {
+    const r0 = b * per;
+    const n = Math.min(rows, r0 + per) - r0;
+    const buf = ctx.blocks.get(b % 2, n * srcRow);
+    await src.file.source.read(buf, inPos + r0 * srcRow).catch((e: Error) => {
+      throw e instanceof MstoreError && e.code === 'EBADINPUT' ? new MstoreError('EBADINPUT', `${e.message}, in tensor ${src.info.name}`) : e;
+    });
+    return buf;
+  };
+  let nextRead: Promise<Uint8Array> | undefined = read(0);
+  let lastWrite: Promise<void> | undefined;
+  for (let b = 0; b < nBlocks; b++) {
+    const input: Uint8Array = await nextRead!;
+    const r0 = b * per;
+    const n = Math.min(rows, r0 + per) - r0;
+    const dst = ctx.blocks.get(2 + (b % 2), n * dstRow);
+    const job: RowJob = {
+      src: input,
+      srcDtype,
+      dst,
+      dstDtype,
+      rows: n,
+      cols,
+      r: f?.r ?? 0,
+      P: f?.P ?? null,
+      Q: f?.Q ?? null,
+      pRow0: r0,
+      scale: f?.scale ?? 1,
+      mag: f?.mag ?? null,
+      roundDelta: !!f?.roundDelta,
     };
-    let nextRead: Promise<Uint8Array> | undefined = read(0);
-    let lastWrite: Promise<void> | undefined;
-    for (let b = 0; b < nBlocks; b++) {
-      const input: Uint8Array = await nextRead!;
-      const r0 = b * per;
-      const n = Math.min(rows, r0 + per) - r0;
-      const dst = ctx.blocks.get(2 + (b % 2), n * dstRow);
-      const job: RowJob = {
-        src: input,
-        srcDtype,
-        dst,
-        dstDtype,
-        rows: n,
-        cols,
-        r: f?.r ?? 0,
-        P: f?.P ?? null,
-        Q: f?.Q ?? null,
-        pRow0: r0,
-        scale: f?.scale ?? 1,
-        mag: f?.mag ?? null,
-        roundDelta: !!f?.roundDelta,
-      };
-      const computing = ctx.pool.run(job);
-      nextRead = b + 1 < nBlocks ? read(b + 1) : undefined;
-      const res = await computing;
-      if (lastWrite) await lastWrite;
-      if (res.bad > 0) {
-        const at = r0 * cols + res.firstBad;
-        if (nextRead) await nextRead.catch(() => undefined);
-        throw new MstoreError(
-          'ECORRUPT',
-          `merged tensor ${op.target} has NaN/Inf values (${res.bad} in rows ${r0}-${r0 + n - 1}, first at element ${at}; from ${op.keys.join(', ')})`,
-        );
-      }
-      lastWrite = writeAt(out, dst, outPos + r0 * dstRow).then(() => ctx.onBytes(dst.length, op.target));
-    }
+    const computing = ctx.pool.run(job);
+    nextRead = b + 1 < nBlocks ? read(b + 1) : undefined;
+    const res = await computing;
     if (lastWrite) await lastWrite;
-  } finally {
-    await fin.close();
+    if (res.bad > 0) {
+      const at = r0 * cols + res.firstBad;
+      if (nextRead) await nextRead.catch(() => undefined);
+      throw new MstoreError(
+        'ECORRUPT',
+        `merged tensor ${op.target} has NaN/Inf values (${res.bad} in rows ${r0}-${r0 + n - 1}, first at element ${at}; from ${op.keys.join(', ')})`,
+      );
+    }
+    // In order: the previous block's write finished above.
+    lastWrite = out.write(dst).then(() => ctx.onBytes(dst.length, op.target));
   }
+  if (lastWrite) await lastWrite;
 }
 
-async function copyRange(fin: FileHandle, out: FileHandle, inPos: number, outPos: number, length: number, buf: Uint8Array, what: string, onBytes: (n: number) => void): Promise<void> {
+async function copyRange(src: ByteSource, out: WeightOut, inPos: number, length: number, buf: Uint8Array, onBytes: (n: number) => void): Promise<void> {
   for (let off = 0; off < length; off += buf.length) {
     const piece = buf.subarray(0, Math.min(buf.length, length - off));
-    await readAt(fin, piece, inPos + off, what);
-    await writeAt(out, piece, outPos + off);
+    await src.read(piece, inPos + off);
+    await out.write(piece);
     onBytes(piece.length);
   }
 }
 
-async function writeWeightFile(file: StFile, outPath: string, plan: AdapterPlan, base: BaseModel, ctx: WriteCtx): Promise<void> {
+/**
+ * One merged weight file, front to back into `out`: the base file's header (padded to 8), then
+ * its tensors in data order (the header's offsets are contiguous: format/safetensors.ts), each
+ * merged or copied.
+ */
+async function writeWeightFile(file: StFile, out: WeightOut, plan: AdapterPlan, base: BaseModel, ctx: WriteCtx): Promise<void> {
   const n = file.headerJson.length;
   const padded = n + ((8 - (n % 8)) % 8);
   const head = Buffer.alloc(8 + padded, 0x20);
   head.writeBigUInt64LE(BigInt(padded), 0);
   file.headerJson.copy(head, 8);
-  const outDataStart = 8 + padded;
-  const out = await open(outPath, 'wx');
-  const fin = await open(file.path, 'r');
+  await out.write(head);
+  ctx.onBytes(head.length, '');
+  const buf = new Uint8Array(COPY_PIECE);
+  for (const info of file.header.tensors) {
+    const op = plan.ops.get(info.name);
+    const ref = base.tensors.get(info.name)!;
+    if (op) await mergeTensor(op, ref, out, ctx);
+    else await copyRange(file.source, out, file.header.dataStart + info.begin, info.end - info.begin, buf, (b) => ctx.onBytes(b, info.name));
+  }
+}
+
+/** writeWeightFile into a new file at `outPath`, fsynced. */
+async function writeWeightPath(file: StFile, outPath: string, plan: AdapterPlan, base: BaseModel, ctx: WriteCtx): Promise<void> {
+  const fh = await open(outPath, 'wx');
   try {
-    await writeAt(out, head, 0);
-    ctx.onBytes(head.length, '');
-    const buf = new Uint8Array(COPY_PIECE);
-    for (const info of file.header.tensors) {
-      const op = plan.ops.get(info.name);
-      const ref = base.tensors.get(info.name)!;
-      if (op) await mergeTensor(op, ref, out, outDataStart, ctx);
-      else {
-        await copyRange(fin, out, file.header.dataStart + info.begin, outDataStart + info.begin, info.end - info.begin, buf, file.path, (b) => ctx.onBytes(b, info.name));
-      }
-    }
-    await out.sync();
+    await writeWeightFile(file, fileOut(fh), plan, base, ctx);
+    await fh.sync();
   } finally {
-    await fin.close();
-    await out.close();
+    await fh.close();
   }
 }
 
@@ -382,7 +383,7 @@ export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
         opts.onProgress?.({ done: result.bytes, total, tensor: tensor || undefined });
       },
     };
-    for (const f of base.files) await writeWeightFile(f, path.join(opts.out, path.basename(f.path)), plan, base, ctx);
+    for (const f of base.files) await writeWeightPath(f, path.join(opts.out, path.basename(f.path)), plan, base, ctx);
     await copyOthers(base, opts.out, configAdjuster(base, plan, result.configChanges), result);
     result.seconds = (performance.now() - started) / 1000;
     return result;

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
 import { addOp, checkOp, type AdapterPlan, type TensorOp } from './plan.js';
 import type { BaseModel } from './base-model.js';
-import { isFile, openSafetensors, type TensorRef } from './tensors.js';
+import { isFile, openSafetensors, type StFile, type TensorRef } from './tensors.js';
 
 export interface PeftConfig {
   r: number;
@@ -110,21 +110,35 @@ function tiedHint(target: string): string {
 
 const UNSUPPORTED = /(^|\.)(lora_E|hada_|lokr_|ia3_|vera_|oft_|boft_|trainable_tokens)/;
 
+/** The PEFT adapter directory at `dir` (adapter_config.json + adapter_model.safetensors). */
 export async function planPeft(dir: string, base: BaseModel): Promise<AdapterPlan> {
   const cfgFile = path.join(dir, 'adapter_config.json');
-  let raw: unknown;
+  let configText: string;
   try {
-    raw = JSON.parse(await readFile(cfgFile, 'utf8'));
+    configText = await readFile(cfgFile, 'utf8');
   } catch (e) {
     throw new MstoreError('EBADINPUT', `${cfgFile}: ${(e as Error).message}`);
   }
-  const cfg = parsePeftConfig(raw, cfgFile);
   const weights = path.join(dir, 'adapter_model.safetensors');
   if (!(await isFile(weights))) {
     const bin = await isFile(path.join(dir, 'adapter_model.bin'));
     throw new MstoreError('EBADINPUT', bin ? `${dir} holds adapter_model.bin (pickle): only adapter_model.safetensors is supported` : `${dir} has no adapter_model.safetensors`);
   }
-  const st = await openSafetensors(weights);
+  return planPeftFrom({ configText, configName: cfgFile, weights: await openSafetensors(weights) }, base);
+}
+
+/** A PEFT adapter wherever it is read from: its config's text (`configName` in errors) and its weights. */
+export async function planPeftFrom(adapter: { configText: string; configName: string; weights: StFile }, base: BaseModel): Promise<AdapterPlan> {
+  const cfgFile = adapter.configName;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(adapter.configText);
+  } catch (e) {
+    throw new MstoreError('EBADINPUT', `${cfgFile}: ${(e as Error).message}`);
+  }
+  const cfg = parsePeftConfig(raw, cfgFile);
+  const st = adapter.weights;
+  const weights = st.path;
   const modules = new Map<string, LoraModule>();
   const ops = new Map<string, TensorOp>();
   const mod = (m: string): LoraModule => {

@@ -3,14 +3,17 @@
  * parser's rules), the header's raw JSON (written back verbatim, so tensor order, `__metadata__`
  * and every byte of the header survive), and tensors read as fp32.
  */
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { readSafetensorsHeader, type SafetensorsHeader, type TensorInfo } from '../format/safetensors.js';
+import { headerLength, parseSafetensorsHeader, type SafetensorsHeader, type TensorInfo } from '../format/safetensors.js';
 import { MstoreError } from '../lib/errors.js';
 import { DT_BF16, DT_F16, DT_F32, type DtypeCode, type Kernel } from './kernel.js';
+import { FileSource, type ByteSource } from './source.js';
 
 export interface StFile {
+  /** The source's name: what errors call the file (its base name is the file's name in a model directory). */
   path: string;
+  source: ByteSource;
   size: number;
   header: SafetensorsHeader;
   /** The header JSON exactly as stored (N bytes). */
@@ -24,27 +27,31 @@ export interface TensorRef {
   info: TensorInfo;
 }
 
+/** A safetensors file on disk (kept open until its source is closed). */
 export async function openSafetensors(file: string): Promise<StFile> {
-  let fh;
+  return readStFile(await FileSource.open(file));
+}
+
+/** The validated header of a safetensors file read from `source` (format/safetensors.ts, the official parser's rules). */
+export async function readStFile(source: ByteSource): Promise<StFile> {
+  const file = source.name;
+  let header: SafetensorsHeader;
+  let headerJson: Buffer;
   try {
-    fh = await open(file, 'r');
+    if (source.size < 8) throw new Error('shorter than the 8-byte header length');
+    const prefix = Buffer.alloc(8);
+    await source.read(prefix, 0);
+    const n = headerLength(prefix);
+    if (8 + n > source.size) throw new Error(`header length ${n} runs past the end of the file`);
+    headerJson = Buffer.alloc(n);
+    await source.read(headerJson, 8);
+    header = parseSafetensorsHeader(prefix, headerJson, source.size);
   } catch (e) {
-    throw new MstoreError('EBADINPUT', `cannot read ${file}: ${(e as Error).message}`);
+    // A store's read error (a damaged chunk) stays what it is; anything else is this file's fault.
+    if (e instanceof MstoreError && e.code !== 'EBADINPUT') throw e;
+    throw new MstoreError('EBADINPUT', `${file}: not a valid safetensors file: ${(e as Error).message.replace(`${file}: `, '')}`);
   }
-  try {
-    const size = (await fh.stat()).size;
-    let header: SafetensorsHeader;
-    try {
-      header = await readSafetensorsHeader(fh, size);
-    } catch (e) {
-      throw new MstoreError('EBADINPUT', `${file}: not a valid safetensors file: ${(e as Error).message}`);
-    }
-    const headerJson = Buffer.alloc(header.headerBytes);
-    await fh.read(headerJson, 0, headerJson.length, 8);
-    return { path: file, size, header, headerJson, byName: new Map(header.tensors.map((t) => [t.name, t])) };
-  } finally {
-    await fh.close();
-  }
+  return { path: file, source, size: source.size, header, headerJson, byName: new Map(header.tensors.map((t) => [t.name, t])) };
 }
 
 export async function isFile(p: string): Promise<boolean> {
@@ -74,18 +81,7 @@ export function elements(shape: number[]): number {
 export async function readTensorBytes(t: TensorRef, begin = 0, end = t.info.end - t.info.begin, into?: Uint8Array): Promise<Uint8Array> {
   const n = end - begin;
   const buf = into ? into.subarray(0, n) : new Uint8Array(n);
-  const fh = await open(t.file.path, 'r');
-  try {
-    let done = 0;
-    const pos = t.file.header.dataStart + t.info.begin + begin;
-    while (done < n) {
-      const { bytesRead } = await fh.read(buf, done, n - done, pos + done);
-      if (bytesRead === 0) throw new MstoreError('EBADINPUT', `${t.file.path}: ended early inside tensor ${t.info.name}`);
-      done += bytesRead;
-    }
-  } finally {
-    await fh.close();
-  }
+  await t.file.source.read(buf, t.file.header.dataStart + t.info.begin + begin);
   return buf;
 }
 
