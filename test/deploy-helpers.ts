@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { CLI, cleanup, listeningUrl, mstore, tmpDir, writeSafetensors } from './helpers.js';
+import { commitHere } from './in-process.js';
 
 export const TOKEN = 'deploy-test-push-token-0123456789';
 export const READ_TOKEN = 'deploy-test-read-token-9876543210';
@@ -120,13 +121,14 @@ async function setup(root: string, startApi: () => Promise<Standin>): Promise<Bo
 }
 
 /** A small model version: `seed` decides the tensor bytes. */
-export function commitVersion(ws: string, seed: number, rows = 256): void {
+/** A new version of two BF16 tensors seeded by `seed`, committed in this process (set-up, not what the tests are about). */
+export async function commitVersion(ws: string, seed: number, rows = 256): Promise<void> {
   writeSafetensors(path.join(ws, 'model.safetensors'), [
     { name: 'model.layers.0.mlp.weight', dtype: 'BF16', shape: [rows, 1024], seed },
     { name: 'model.layers.1.mlp.weight', dtype: 'BF16', shape: [rows, 1024], seed: seed + 1 },
   ]);
   writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ seed }));
-  ok(ws, ['commit', '-m', `seed ${seed}`]);
+  await commitHere(ws, `seed ${seed}`);
 }
 
 export interface Status {

@@ -33,8 +33,8 @@ function assertCurrentComplete(b: Box, why: string): string {
 
 test('deploy v001 then v002 over HTTP: current -> v002, active in the API, both attempts recorded', () =>
   withBox('mstore-deploy-', async (b) => {
-    commitVersion(b.ws, 1);
-    commitVersion(b.ws, 10);
+    await commitVersion(b.ws, 1);
+    await commitVersion(b.ws, 10);
     const d1 = mstore(b.ws, ['deploy', 'box', 'v001'], ENV);
     assert.is(d1.code, 0, d1.stderr);
     assert.match(d1.stderr, /^remote: deploy: v001 is live/m);
@@ -60,8 +60,8 @@ test('deploy v001 then v002 over HTTP: current -> v002, active in the API, both 
 
 test('a failing API (500 on set_active, then down): deploy fails, current and active stay; a retry after recovery succeeds', () =>
   withBox('mstore-deploy-fail-', async (b) => {
-    commitVersion(b.ws, 1);
-    commitVersion(b.ws, 10);
+    await commitVersion(b.ws, 1);
+    await commitVersion(b.ws, 10);
     ok(b.ws, ['deploy', 'box', 'v001']);
     await b.standin.setFaults({ setActive: 500 });
     const failed = mstore(b.ws, ['deploy', 'box', 'v002'], ENV);
@@ -80,7 +80,7 @@ test('a failing API (500 on set_active, then down): deploy fails, current and ac
     assert.is(await b.standin.active(), 'mstore-v002');
 
     // The API down: register cannot connect.
-    commitVersion(b.ws, 20);
+    await commitVersion(b.ws, 20);
     const port = b.standin.port;
     await b.standin.close();
     const down = mstore(b.ws, ['deploy', 'box', 'v003'], ENV);
@@ -102,15 +102,15 @@ test('kill -9 of the server mid-deploy at 10 moments: after restart current is a
   await withBox('mstore-deploy-kill-', async (b) => {
     const port = Number(new URL(b.server.url).port);
     // 2 x 16 MiB tensors: materialising and verifying takes a while.
-    commitVersion(b.ws, 1, 8192);
+    await commitVersion(b.ws, 1, 8192);
     ok(b.ws, ['deploy', 'box', 'v001']);
-    commitVersion(b.ws, 2, 8192);
+    await commitVersion(b.ws, 2, 8192);
     const t0 = Date.now();
     ok(b.ws, ['deploy', 'box', 'v002']);
     const deployMs = Date.now() - t0;
     let interrupted = 0;
     for (let round = 0; round < 10; round++) {
-      commitVersion(b.ws, 100 + round, 8192);
+      await commitVersion(b.ws, 100 + round, 8192);
       const version = `v${String(round + 3).padStart(3, '0')}`;
       const client = spawn(process.execPath, [CLI, 'deploy', 'box', version], { cwd: b.ws, stdio: 'ignore', env: { ...process.env, ...ENV } });
       const clientGone = new Promise((r) => client.once('exit', r));
@@ -137,7 +137,7 @@ test('kill -9 of the server mid-deploy at 10 moments: after restart current is a
     }
     assert.ok(interrupted >= 5, `seed ${seed}: only ${interrupted} of 10 kills came before the deploy finished`);
     // The box still deploys afterwards.
-    commitVersion(b.ws, 999, 8192);
+    await commitVersion(b.ws, 999, 8192);
     ok(b.ws, ['deploy', 'box', 'v013']);
     assert.is(assertCurrentComplete(b, 'final'), 'v013');
   });
@@ -146,9 +146,9 @@ test('kill -9 of the server mid-deploy at 10 moments: after restart current is a
 test('a server killed between recording a trigger move and making it: the restart finishes the move, then deploys it', () =>
   withBox('mstore-deploy-torn-', async (b) => {
     const port = Number(new URL(b.server.url).port);
-    commitVersion(b.ws, 1, 2048);
+    await commitVersion(b.ws, 1, 2048);
     ok(b.ws, ['deploy', 'box', 'v001']);
-    commitVersion(b.ws, 2, 2048);
+    await commitVersion(b.ws, 2, 2048);
     ok(b.ws, ['push', 'box']);
     const gitdir = path.join(b.store, 'git');
     const live = git(gitdir, ['rev-parse', 'refs/heads/deployed']).stdout.trim();
@@ -172,8 +172,8 @@ test('a server killed between recording a trigger move and making it: the restar
 
 test('rollback switches to the previous good version without transfer or re-materialisation', () =>
   withBox('mstore-deploy-rb-', async (b) => {
-    commitVersion(b.ws, 1, 2048);
-    commitVersion(b.ws, 2, 2048);
+    await commitVersion(b.ws, 1, 2048);
+    await commitVersion(b.ws, 2, 2048);
     ok(b.ws, ['deploy', 'box', 'v001']);
     ok(b.ws, ['deploy', 'box', 'v002']);
     const marker = readFileSync(path.join(b.deployRoot, 'v001', '.mstore-deploy.json'), 'utf8');

@@ -454,7 +454,7 @@ test('#17.4 acceptance 2: a client uploading at 1 KB/s does not hold the store l
     const port = b.server.port;
     // The same small push without a slow uploader: on a machine so loaded that it alone takes
     // over 2.5 s, the 5 s bound becomes twice that (the unfixed server blocks it for minutes).
-    commitVersion(b.ws, 76, 64);
+    await commitVersion(b.ws, 76, 64);
     const t0 = Date.now();
     ok(b.ws, ['push', 'box'], b.env);
     const baseline = Date.now() - t0;
@@ -472,7 +472,7 @@ test('#17.4 acceptance 2: a client uploading at 1 KB/s does not hold the store l
     const drip = setInterval(() => slow.write(randomBytes(1024)), 1000);
     try {
       await pause(1500);
-      commitVersion(b.ws, 77, 64);
+      await commitVersion(b.ws, 77, 64);
       const started = Date.now();
       const push = spawn(process.execPath, [CLI, 'push', 'box'], { cwd: b.ws, env: { ...process.env, NO_COLOR: '1', ...b.env }, stdio: ['ignore', 'pipe', 'pipe'] });
       let err = '';
@@ -523,7 +523,7 @@ function forgeVersion(ws: string, tag: string, version: string): void {
 
 test('#17.3 deploy directories come from the ref and commit the box resolved, never from pushed metadata', () =>
   withBox('mstore-hserve-deploy-', async (b) => {
-    commitVersion(b.ws, 1);
+    await commitVersion(b.ws, 1);
     boxOk(b.ws, ['deploy', 'box', 'v001']);
     const parent = path.dirname(b.deployRoot);
     const outside = readdirSync(parent).sort();

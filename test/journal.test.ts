@@ -236,8 +236,8 @@ test('backups: a torn last line of backups.jsonl; the next backup is recorded af
 
 test('deploy attempts: a torn last line of attempts.jsonl; the next deploy is recorded after it; deploy status shows every complete record and the new attempt', () =>
   withBox('mstore-journal-deploy-', async (b) => {
-    commitVersion(b.ws, 1);
-    commitVersion(b.ws, 10);
+    await commitVersion(b.ws, 1);
+    await commitVersion(b.ws, 10);
     ok(b.ws, ['deploy', 'box', 'v001']);
     const file = path.join(b.store, 'deploy', 'attempts.jsonl');
     const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { result: string });

@@ -161,6 +161,8 @@ export async function commit(store: Store, opts: CommitOptions): Promise<CommitR
     const { version, commit: commitId } = await writeVersion(store, {
       line, flat, gitBlobs, totalBytes, message: opts.message, params: opts.params, metrics: opts.metrics,
       trainingData: opts.trainingData, status: opts.status ?? null, meta: opts.meta, author: opts.author ?? defaultAuthor(), reason: 'commit',
+      // Every path was proven present above: a cache hit, a file kept from the head, or just stored.
+      present: new Set(sizes.keys()),
     });
     // 4. the stat cache, last: it may only name content that versions hold. The version is
     // published: a full disk now costs the cache (files are hashed again next time), not the commit.
