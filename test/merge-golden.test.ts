@@ -13,10 +13,19 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cleanup, tmpDir } from './helpers.js';
-import { mergeLora } from '../src/merge/merge.js';
+import { mergeLora, WeightMerger } from '../src/merge/merge.js';
+import { assembleBaseModel, parseWeightMap, shardNames } from '../src/merge/base-model.js';
+import { planPeftFrom } from '../src/merge/peft.js';
+import { readStFile, type StFile } from '../src/merge/tensors.js';
+import { StoredSource } from '../src/ops/stored-source.js';
+import { ContentReader } from '../src/repo/content.js';
+import { Store } from '../src/repo/store.js';
+import { listVersionFiles } from '../src/repo/version-files.js';
+import { MstoreError } from '../src/lib/errors.js';
+import { commitHere, withStoreAt } from './in-process.js';
 import { MERGE_KERNEL } from '../src/merge/kernel.js';
 import { caseA, caseB, caseC, caseD, caseE, caseF, caseG, resetSeeds, type Case } from './merge-cases.js';
 
@@ -99,6 +108,66 @@ test('the pins cover every case, and a flipped bit in a base is seen (the check 
   const out = path.join(root, 'flipped', 'A-out');
   await mergeLora({ base: a.base, adapter: a.adapter, out, threads: 0 });
   assert.is.not(digests(out)['model-00002-of-00002.safetensors'], GOLDEN.A['model-00002-of-00002.safetensors']);
+});
+
+test("the merge reads a store's content, each chunk verified, and writes the pinned bytes; a damaged chunk is refused naming it", async () => {
+  const [a] = buildCases('stored');
+  const ws = path.join(root, 'stored', 'ws');
+  cpSync(a.base, path.join(ws, 'base'), { recursive: true });
+  cpSync(a.adapter, path.join(ws, 'adapter'), { recursive: true });
+  await Store.init(ws).then((s) => s.close());
+  const { commit } = await commitHere(ws, 'case A');
+  const mergeStored = (): Promise<Record<string, string>> =>
+    withStoreAt(ws, async (s) => {
+      const files = await listVersionFiles(s.repo, commit!);
+      const byPath = new Map(files.map((f) => [f.path, f]));
+      const reader = new ContentReader(s.index, s.hasher, s.packsDir);
+      const stored = (p: string): Promise<StFile> => {
+        const f = byPath.get(p)!;
+        assert.is(f.kind, 'lfs', `${p} is stored as content`);
+        return readStFile(new StoredSource(reader, `v001:${p}`, f.oid));
+      };
+      const text = async (p: string): Promise<string> => Buffer.from(await s.repo.readBlob(byPath.get(p)!.blob)).toString('utf8');
+      try {
+        const weightMap = parseWeightMap(await text('base/model.safetensors.index.json'), 'v001:base/model.safetensors.index.json');
+        const shards: StFile[] = [];
+        for (const name of shardNames(weightMap)) shards.push(await stored(`base/${name}`));
+        const base = assembleBaseModel('v001:base', shards, weightMap);
+        const plan = await planPeftFrom({ configText: await text('adapter/adapter_config.json'), configName: 'v001:adapter/adapter_config.json', weights: await stored('adapter/adapter_model.safetensors') }, base);
+        const merger = new WeightMerger({ threads: 1 });
+        const out: Record<string, string> = {};
+        try {
+          for (const f of base.files) {
+            const h = createHash('sha256');
+            await merger.write(f, { write: async (b) => void h.update(b) }, plan, base);
+            out[path.basename(f.path)] = h.digest('hex');
+          }
+        } finally {
+          await merger.close();
+        }
+        return out;
+      } finally {
+        await reader.close();
+      }
+    });
+  assert.equal(await mergeStored(), GOLDEN.A, "merged from the store's chunks: the pinned bytes");
+
+  // One flipped byte in a chunk of the second shard: refused, naming the file and the chunk.
+  const shard = await withStoreAt(ws, async (s) => {
+    const f = (await listVersionFiles(s.repo, commit!)).find((x) => x.path === 'base/model-00002-of-00002.safetensors')!;
+    const c = s.index.file(Buffer.from(f.oid, 'hex'))!.chunks[0];
+    return { id: c.id.toString('hex'), loc: s.index.chunk(c.id)! };
+  });
+  const pack = readdirSync(path.join(ws, '.mstore', 'packs', shard.loc.pack.slice(0, 2))).map((n) => path.join(ws, '.mstore', 'packs', shard.loc.pack.slice(0, 2), n)).find((n) => n.includes(shard.loc.pack))!;
+  const bytes = readFileSync(pack);
+  bytes[shard.loc.offset + 100] ^= 0x40;
+  writeFileSync(pack, bytes);
+  const err = await mergeStored().then(
+    () => undefined,
+    (e: Error) => e,
+  );
+  assert.ok(err instanceof MstoreError && err.code === 'ECORRUPT', `a damaged chunk is ECORRUPT: ${err?.message}`);
+  assert.match(err!.message, `v001:base/model-00002-of-00002.safetensors: chunk ${shard.id}`);
 });
 
 test.run();

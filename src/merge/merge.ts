@@ -268,14 +268,40 @@ async function writeWeightFile(file: StFile, out: WeightOut, plan: AdapterPlan, 
   }
 }
 
-/** writeWeightFile into a new file at `outPath`, fsynced. */
-async function writeWeightPath(file: StFile, outPath: string, plan: AdapterPlan, base: BaseModel, ctx: WriteCtx): Promise<void> {
-  const fh = await open(outPath, 'wx');
-  try {
-    await writeWeightFile(file, fileOut(fh), plan, base, ctx);
-    await fh.sync();
-  } finally {
-    await fh.close();
+/**
+ * The kernel's threads and block buffers for merging weight files, wherever their bytes come
+ * from and go to: `mergeLora` writes files with it, and a caller holding other sources (a
+ * store's content) and another destination (a stream) uses it the same way. Close it after.
+ */
+export class WeightMerger {
+  readonly pool: KernelPool;
+  private readonly blocks = new Blocks();
+  private readonly blockBytes: number;
+
+  constructor(opts: { threads: number; simd?: boolean; blockBytes?: number }) {
+    if (os.endianness() !== 'LE') throw new MstoreError('EBADINPUT', 'the merge worker needs a little-endian machine (safetensors is little-endian)');
+    this.pool = new KernelPool(opts.threads, { simd: opts.simd });
+    this.blockBytes = opts.blockBytes ?? 1024 * 1024;
+  }
+
+  /** `file` (one of `base`'s weight files) merged with `plan`, front to back into `out`; `onBytes` counts what was written. */
+  write(file: StFile, out: WeightOut, plan: AdapterPlan, base: BaseModel, onBytes: (n: number, tensor: string) => void = () => undefined): Promise<void> {
+    return writeWeightFile(file, out, plan, base, { pool: this.pool, blocks: this.blocks, blockBytes: this.blockBytes, onBytes });
+  }
+
+  /** `write` into a new file at `outPath`, fsynced. */
+  async writePath(file: StFile, outPath: string, plan: AdapterPlan, base: BaseModel, onBytes?: (n: number, tensor: string) => void): Promise<void> {
+    const fh = await open(outPath, 'wx');
+    try {
+      await this.write(file, fileOut(fh), plan, base, onBytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
   }
 }
 
@@ -343,14 +369,13 @@ function configAdjuster(base: BaseModel, plan: AdapterPlan, changes: string[]): 
 
 export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
   const started = performance.now();
-  if (os.endianness() !== 'LE') throw new MstoreError('EBADINPUT', 'the merge worker needs a little-endian machine (safetensors is little-endian)');
   const base = await openBaseModel(opts.base);
   const threads = opts.threads ?? Math.max(1, os.availableParallelism());
-  const pool = new KernelPool(threads, { simd: opts.simd });
+  const merger = new WeightMerger({ threads, simd: opts.simd, blockBytes: opts.blockBytes });
   let created = false;
   let owned = false;
   try {
-    const plan = await planAdapter(opts.adapter, base, pool);
+    const plan = await planAdapter(opts.adapter, base, merger.pool);
     const existing = await readdir(opts.out).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
     if (existing && existing.length) throw new MstoreError('EEXISTS', `output directory ${opts.out} is not empty`);
     if (!existing) {
@@ -374,16 +399,11 @@ export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
       threads,
     };
     const total = base.files.reduce((s, f) => s + 8 + f.headerJson.length + ((8 - (f.headerJson.length % 8)) % 8) + (f.size - f.header.dataStart), 0);
-    const ctx: WriteCtx = {
-      pool,
-      blocks: new Blocks(),
-      blockBytes: opts.blockBytes ?? 1024 * 1024,
-      onBytes: (n, tensor) => {
-        result.bytes += n;
-        opts.onProgress?.({ done: result.bytes, total, tensor: tensor || undefined });
-      },
+    const onBytes = (n: number, tensor: string): void => {
+      result.bytes += n;
+      opts.onProgress?.({ done: result.bytes, total, tensor: tensor || undefined });
     };
-    for (const f of base.files) await writeWeightPath(f, path.join(opts.out, path.basename(f.path)), plan, base, ctx);
+    for (const f of base.files) await merger.writePath(f, path.join(opts.out, path.basename(f.path)), plan, base, onBytes);
     await copyOthers(base, opts.out, configAdjuster(base, plan, result.configChanges), result);
     result.seconds = (performance.now() - started) / 1000;
     return result;
@@ -392,7 +412,7 @@ export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
     else if (owned) await emptyDir(opts.out);
     throw e;
   } finally {
-    await pool.close();
+    await merger.close();
   }
 }
 

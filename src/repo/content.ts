@@ -462,22 +462,14 @@ export class ContentReader {
    * complete wrong file.
    */
   async *slices(oid: string, start: number, end: number, display = oid): AsyncGenerator<Buffer> {
-    const f = this.index.file(Buffer.from(oid, 'hex'));
-    if (!f) throw new MstoreError('EMISSING', `${display}: content ${oid} is not in the store (missing file manifest)`);
+    const f = this.manifest(oid, display);
     const stop = Math.min(end, f.size);
     const whole = start <= 0 && stop === f.size ? createHash('sha256') : undefined;
     let pos = 0;
     for (const c of f.chunks) {
       const cEnd = pos + c.length;
       if (cEnd > start && pos < stop) {
-        const loc = this.index.chunk(c.id);
-        if (!loc) throw new MstoreError('EMISSING', `${display}: chunk ${c.id.toString('hex')} is missing from the store`);
-        const fh = await this.packFiles.get(loc.pack);
-        const buf = Buffer.alloc(c.length);
-        const { bytesRead } = await fh.read(buf, 0, c.length, loc.offset);
-        if (bytesRead !== c.length || !sha256(buf).equals(c.id)) {
-          throw new MstoreError('ECORRUPT', `${display}: chunk ${c.id.toString('hex')} in pack ${loc.pack} is damaged (hash mismatch)`);
-        }
+        const buf = await this.chunk(c, display);
         whole?.update(buf);
         yield buf.subarray(Math.max(start, pos) - pos, Math.min(stop, cEnd) - pos);
       }
@@ -489,6 +481,26 @@ export class ContentReader {
   }
 
   /** Reads one chunk and checks its id; false when it does not re-hash to it. */
+  /** One chunk of a manifest, read from its pack and re-hashed to its id; `display` names the file in errors. */
+  async chunk(c: ManifestChunk, display: string): Promise<Buffer> {
+    const loc = this.index.chunk(c.id);
+    if (!loc) throw new MstoreError('EMISSING', `${display}: chunk ${c.id.toString('hex')} is missing from the store`);
+    const fh = await this.packFiles.get(loc.pack);
+    const buf = Buffer.alloc(c.length);
+    const { bytesRead } = await fh.read(buf, 0, c.length, loc.offset);
+    if (bytesRead !== c.length || !sha256(buf).equals(c.id)) {
+      throw new MstoreError('ECORRUPT', `${display}: chunk ${c.id.toString('hex')} in pack ${loc.pack} is damaged (hash mismatch)`);
+    }
+    return buf;
+  }
+
+  /** The manifest of stored content: its size and chunks in order. */
+  manifest(oid: string, display: string): { size: number; chunks: ManifestChunk[] } {
+    const f = this.index.file(Buffer.from(oid, 'hex'));
+    if (!f) throw new MstoreError('EMISSING', `${display}: content ${oid} is not in the store (missing file manifest)`);
+    return f;
+  }
+
   async checkChunk(id: Buffer, loc: { pack: string; offset: number; length: number }): Promise<boolean> {
     const fh = await this.packFiles.get(loc.pack);
     const buf = Buffer.alloc(loc.length);
