@@ -120,7 +120,6 @@ async function setup(root: string, startApi: () => Promise<Standin>): Promise<Bo
   return { root, store, deployRoot, tokens, ws, standin, server };
 }
 
-/** A small model version: `seed` decides the tensor bytes. */
 /** A new version of two BF16 tensors seeded by `seed`, committed in this process (set-up, not what the tests are about). */
 export async function commitVersion(ws: string, seed: number, rows = 256): Promise<void> {
   writeSafetensors(path.join(ws, 'model.safetensors'), [
