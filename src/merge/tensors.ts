@@ -27,7 +27,7 @@ export interface TensorRef {
   info: TensorInfo;
 }
 
-/** A safetensors file on disk (kept open until its source is closed). */
+/** A safetensors file on disk (read through a FileSource: opened for each read). */
 export async function openSafetensors(file: string): Promise<StFile> {
   return readStFile(await FileSource.open(file));
 }
