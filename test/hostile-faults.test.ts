@@ -6,9 +6,9 @@
  * call of that class with it. ENOSPC and EIO alternate by N. After each failure: exit 1 (never a signal), one line naming the file and
  * the error (hostile-helpers' expectRefusal), fsck clean in every store involved, the earlier
  * versions check out byte for byte, and the same operation without the fault (run through the
- * library in this process) succeeds and leaves what it should. Every operation starts from a fresh copy of a tiny fixture (three
- * small files) so that N stays small; problems are collected per operation and reported
- * together, so one run shows every N that misbehaves.
+ * library in this process) succeeds and leaves what it should. Every operation starts from a
+ * fresh copy of a tiny fixture (three small files) so that N stays small; problems are
+ * collected per operation and reported together, so one run shows every N that misbehaves.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';

@@ -19,7 +19,8 @@ import { cleanup, tmpDir } from './helpers.js';
 import { mergeLora, WeightMerger } from '../src/merge/merge.js';
 import { assembleBaseModel, parseWeightMap, shardNames } from '../src/merge/base-model.js';
 import { planPeftFrom } from '../src/merge/peft.js';
-import { readStFile, type StFile } from '../src/merge/tensors.js';
+import { openSafetensors, readStFile, type StFile } from '../src/merge/tensors.js';
+import { FileSource, type ByteSource } from '../src/merge/source.js';
 import { StoredSource } from '../src/ops/stored-source.js';
 import { ContentReader } from '../src/repo/content.js';
 import { Store } from '../src/repo/store.js';
@@ -168,6 +169,38 @@ test("the merge reads a store's content, each chunk verified, and writes the pin
   );
   assert.ok(err instanceof MstoreError && err.code === 'ECORRUPT', `a damaged chunk is ECORRUPT: ${err?.message}`);
   assert.match(err!.message, `v001:base/model-00002-of-00002.safetensors: chunk ${shard.id}`);
+});
+
+test('a source failing part-way (read-ahead in flight) fails the merge with its error, nothing left running', async () => {
+  const cases = buildCases('failing');
+  const g = cases.find((c) => c.name === 'G-F32')!;
+  for (const failAt of [1, 3, 8, 20]) {
+    let reads = 0;
+    const file = await FileSource.open(path.join(g.base, 'model.safetensors'));
+    const failing: ByteSource = {
+      name: file.name,
+      size: file.size,
+      read: (into, pos) => (++reads === failAt + 2 ? Promise.reject(new MstoreError('ECORRUPT', `${file.name}: chunk x is damaged`)) : file.read(into, pos)),
+      close: () => file.close(),
+    };
+    const st = await readStFile(failing); // two reads: the length and the header
+    const base = assembleBaseModel(g.base, [st]);
+    const merger = new WeightMerger({ threads: 2, blockBytes: 4096 });
+    let written = 0;
+    try {
+      const plan = await planPeftFrom({ configText: readFileSync(path.join(g.adapter, 'adapter_config.json'), 'utf8'), configName: 'adapter_config.json', weights: await openSafetensors(path.join(g.adapter, 'adapter_model.safetensors')) }, base);
+      // Each write takes a timer tick, as a disk write does: the read-ahead fails while one is awaited.
+      const slowOut = { write: (b: Uint8Array) => new Promise<void>((resolve) => setTimeout(() => resolve(void (written += b.length)), 1)) };
+      const err = await merger.write(st, slowOut, plan, base).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      assert.ok(err instanceof MstoreError && err.code === 'ECORRUPT', `read ${failAt}: the source's error (${err?.message})`);
+      assert.ok(written < st.size, `read ${failAt}: the file was not completed (${written} of ${st.size})`);
+    } finally {
+      await merger.close();
+    }
+  }
 });
 
 test.run();

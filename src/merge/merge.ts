@@ -188,53 +188,65 @@ async function mergeTensor(op: TensorOp, baseRef: TensorRef, out: WeightOut, ctx
   const per = Math.max(1, Math.floor(ctx.blockBytes / Math.max(1, srcRow, dstRow)));
   const nBlocks = Math.max(1, Math.ceil(rows / per));
   const inPos = src.file.header.dataStart + src.info.begin;
-  const read = async (b: number): Promise<Uint8Array> => {
+  /** Block `b` read ahead; its failure is handled where it is awaited, never left unhandled meanwhile. */
+  const read = (b: number): Promise<Uint8Array> => {
     const r0 = b * per;
     const n = Math.min(rows, r0 + per) - r0;
     const buf = ctx.blocks.get(b % 2, n * srcRow);
-    await src.file.source.read(buf, inPos + r0 * srcRow).catch((e: Error) => {
-      throw e instanceof MstoreError && e.code === 'EBADINPUT' ? new MstoreError('EBADINPUT', `${e.message}, in tensor ${src.info.name}`) : e;
-    });
-    return buf;
+    const p = src.file.source.read(buf, inPos + r0 * srcRow).then(
+      () => buf,
+      (e: Error) => {
+        throw e instanceof MstoreError && e.code === 'EBADINPUT' ? new MstoreError('EBADINPUT', `${e.message}, in tensor ${src.info.name}`) : e;
+      },
+    );
+    p.catch(() => undefined);
+    return p;
   };
   let nextRead: Promise<Uint8Array> | undefined = read(0);
   let lastWrite: Promise<void> | undefined;
-  for (let b = 0; b < nBlocks; b++) {
-    const input: Uint8Array = await nextRead!;
-    const r0 = b * per;
-    const n = Math.min(rows, r0 + per) - r0;
-    const dst = ctx.blocks.get(2 + (b % 2), n * dstRow);
-    const job: RowJob = {
-      src: input,
-      srcDtype,
-      dst,
-      dstDtype,
-      rows: n,
-      cols,
-      r: f?.r ?? 0,
-      P: f?.P ?? null,
-      Q: f?.Q ?? null,
-      pRow0: r0,
-      scale: f?.scale ?? 1,
-      mag: f?.mag ?? null,
-      roundDelta: !!f?.roundDelta,
-    };
-    const computing = ctx.pool.run(job);
-    nextRead = b + 1 < nBlocks ? read(b + 1) : undefined;
-    const res = await computing;
-    if (lastWrite) await lastWrite;
-    if (res.bad > 0) {
-      const at = r0 * cols + res.firstBad;
-      if (nextRead) await nextRead.catch(() => undefined);
-      throw new MstoreError(
-        'ECORRUPT',
-        `merged tensor ${op.target} has NaN/Inf values (${res.bad} in rows ${r0}-${r0 + n - 1}, first at element ${at}; from ${op.keys.join(', ')})`,
-      );
+  try {
+    for (let b = 0; b < nBlocks; b++) {
+      const input: Uint8Array = await nextRead!;
+      const r0 = b * per;
+      const n = Math.min(rows, r0 + per) - r0;
+      const dst = ctx.blocks.get(2 + (b % 2), n * dstRow);
+      const job: RowJob = {
+        src: input,
+        srcDtype,
+        dst,
+        dstDtype,
+        rows: n,
+        cols,
+        r: f?.r ?? 0,
+        P: f?.P ?? null,
+        Q: f?.Q ?? null,
+        pRow0: r0,
+        scale: f?.scale ?? 1,
+        mag: f?.mag ?? null,
+        roundDelta: !!f?.roundDelta,
+      };
+      const computing = ctx.pool.run(job);
+      nextRead = b + 1 < nBlocks ? read(b + 1) : undefined;
+      const res = await computing;
+      if (lastWrite) await lastWrite;
+      if (res.bad > 0) {
+        const at = r0 * cols + res.firstBad;
+        throw new MstoreError(
+          'ECORRUPT',
+          `merged tensor ${op.target} has NaN/Inf values (${res.bad} in rows ${r0}-${r0 + n - 1}, first at element ${at}; from ${op.keys.join(', ')})`,
+        );
+      }
+      // In order: the previous block's write finished above.
+      lastWrite = out.write(dst).then(() => ctx.onBytes(dst.length, op.target));
+      lastWrite.catch(() => undefined); // handled where it is awaited
     }
-    // In order: the previous block's write finished above.
-    lastWrite = out.write(dst).then(() => ctx.onBytes(dst.length, op.target));
+    if (lastWrite) await lastWrite;
+  } catch (e) {
+    // A failed read (a damaged chunk in a store) must not leave a write or a read in flight
+    // into the block buffers, or a rejection nobody awaits, behind the error.
+    await Promise.allSettled([lastWrite, nextRead]);
+    throw e;
   }
-  if (lastWrite) await lastWrite;
 }
 
 async function copyRange(src: ByteSource, out: WeightOut, inPos: number, length: number, buf: Uint8Array, onBytes: (n: number) => void): Promise<void> {

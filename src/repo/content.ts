@@ -283,8 +283,7 @@ export class ContentReader {
 
   /** Chunk reads grouped into runs that are contiguous in one pack, at most one slot each. */
   private plan(oid: string, display: string): { size: number; runs: ReadRun[] } {
-    const f = this.index.file(Buffer.from(oid, 'hex'));
-    if (!f) throw new MstoreError('EMISSING', `${display}: content ${oid} is not in the store (missing file manifest)`);
+    const f = this.manifest(oid, display);
     const runs: ReadRun[] = [];
     let cur: ReadRun | undefined;
     for (const c of f.chunks) {
@@ -358,9 +357,10 @@ export class ContentReader {
 
   /**
    * Re-reads a file's content and checks it without writing it anywhere. The whole file is
-   * re-hashed to `oid` (on the worker, above INLINE_HASH_BYTES) while the next run is read. With `chunkIds`, this
-   * thread also re-hashes every chunk to its id in parallel (skipping ids in `verified`);
-   * without, chunk ids are re-hashed only when the file fails, to name the damaged chunks.
+   * re-hashed to `oid` (on the worker, above INLINE_HASH_BYTES) while the next run is read.
+   * With `chunkIds`, this thread also re-hashes every chunk to its id in parallel (skipping
+   * ids in `verified`); without, chunk ids are re-hashed only when the file fails, to name the
+   * damaged chunks.
    * Throws only when a pack cannot be read.
    */
   async check(
@@ -480,7 +480,6 @@ export class ContentReader {
     if (digest !== undefined && digest !== oid) throw new MstoreError('ECORRUPT', `${display}: content hashes to ${digest}, expected ${oid} (file manifest damaged)`);
   }
 
-  /** Reads one chunk and checks its id; false when it does not re-hash to it. */
   /** One chunk of a manifest, read from its pack and re-hashed to its id; `display` names the file in errors. */
   async chunk(c: ManifestChunk, display: string): Promise<Buffer> {
     const loc = this.index.chunk(c.id);
@@ -501,6 +500,7 @@ export class ContentReader {
     return f;
   }
 
+  /** Reads one chunk and checks its id; false when it does not re-hash to it. */
   async checkChunk(id: Buffer, loc: { pack: string; offset: number; length: number }): Promise<boolean> {
     const fh = await this.packFiles.get(loc.pack);
     const buf = Buffer.alloc(loc.length);

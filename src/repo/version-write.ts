@@ -44,9 +44,9 @@ export interface NewVersion {
   reason: RefReason;
   refMessage?: string;
   /**
-   * Paths whose objects the caller proved present under the same lock (commit: stat-cache hits
-   * and files kept from the head): not read again. Reading every blob of a version cost a commit
-   * in a long history most of its time (1,000 versions: 8 of 62 s).
+   * Paths whose objects the caller proved present under the same lock (commit: stat-cache hits,
+   * files kept from the head, files just stored): not read again. Reading every blob of the new
+   * version again grew with the history: building 1,000 versions took 55 s with it, 45 s without.
    */
   present?: ReadonlySet<string>;
 }
