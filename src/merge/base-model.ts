@@ -1,12 +1,12 @@
 /**
  * The base model directory: one safetensors file, or shards listed by
  * `model.safetensors.index.json` (`weight_map`: tensor → shard). Everything else in the
- * directory is a non-weight file that the merged model copies.
+ * directory is a non-weight file that the merged model copies (merge.ts: otherFiles).
  */
-import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
-import { isFile, openSafetensors, type StFile, type TensorRef } from './tensors.js';
+import { readStFile, type StFile, type TensorRef } from './tensors.js';
+import type { ModelFiles } from './source.js';
 
 export const INDEX_NAME = 'model.safetensors.index.json';
 
@@ -42,29 +42,20 @@ export function shardNames(weightMap: Record<string, string>): string[] {
   return [...new Set(Object.values(weightMap))];
 }
 
-/** The model directory at `dir`: its index and shards, or its one safetensors file. */
-export async function openBaseModel(dir: string): Promise<BaseModel> {
-  let names: string[];
-  try {
-    names = (await readdir(dir)).sort();
-  } catch (e) {
-    throw new MstoreError('EBADINPUT', `cannot read base model directory ${dir}: ${(e as Error).message}`);
-  }
+/** The base model in `files`: its index and shards, or its one safetensors file. */
+export async function openBaseModel(files: ModelFiles): Promise<BaseModel> {
+  const dir = files.name;
+  const names = (await files.list()).map((e) => e.path).filter((p) => !p.includes('/'));
+  const weightFile = async (name: string): Promise<StFile> => readStFile(await files.source(name), name);
   if (names.includes(INDEX_NAME)) {
     const where = path.join(dir, INDEX_NAME);
-    let text: string;
-    try {
-      text = await readFile(where, 'utf8');
-    } catch (e) {
-      throw new MstoreError('EBADINPUT', `${where}: ${(e as Error).message}`);
-    }
-    const weightMap = parseWeightMap(text, where);
-    const files: StFile[] = [];
+    const weightMap = parseWeightMap(await files.text(INDEX_NAME), where);
+    const shards: StFile[] = [];
     for (const s of shardNames(weightMap)) {
-      if (!(await isFile(path.join(dir, s)))) throw new MstoreError('EBADINPUT', `${INDEX_NAME} names shard ${s}, which is not in ${dir}`);
-      files.push(await openSafetensors(path.join(dir, s)));
+      if (!names.includes(s)) throw new MstoreError('EBADINPUT', `${INDEX_NAME} names shard ${s}, which is not in ${dir}`);
+      shards.push(await weightFile(s));
     }
-    return assembleBaseModel(dir, files, weightMap);
+    return assembleBaseModel(dir, shards, weightMap);
   }
   const st = names.filter((n) => n.endsWith('.safetensors'));
   const pick = st.includes('model.safetensors') ? ['model.safetensors'] : st;
@@ -72,7 +63,7 @@ export async function openBaseModel(dir: string): Promise<BaseModel> {
   if (pick.length > 1) {
     throw new MstoreError('EBADINPUT', `base model directory ${dir} holds ${pick.length} .safetensors files and no ${INDEX_NAME}: which one is the model?`);
   }
-  return assembleBaseModel(dir, [await openSafetensors(path.join(dir, pick[0]))]);
+  return assembleBaseModel(dir, [await weightFile(pick[0])]);
 }
 
 /**
@@ -85,9 +76,9 @@ export function assembleBaseModel(dir: string, files: StFile[], weightMap?: Reco
   for (const f of files) {
     for (const info of f.header.tensors) {
       const seen = tensors.get(info.name);
-      if (seen) throw new MstoreError('EBADINPUT', `tensor ${info.name} is in both ${path.basename(seen.file.path)} and ${path.basename(f.path)}`);
-      if (weightMap && weightMap[info.name] !== path.basename(f.path)) {
-        throw new MstoreError('EBADINPUT', `tensor ${info.name} is in ${path.basename(f.path)} but ${INDEX_NAME} maps it to ${weightMap[info.name] ?? 'nothing'}`);
+      if (seen) throw new MstoreError('EBADINPUT', `tensor ${info.name} is in both ${seen.file.name} and ${f.name}`);
+      if (weightMap && weightMap[info.name] !== f.name) {
+        throw new MstoreError('EBADINPUT', `tensor ${info.name} is in ${f.name} but ${INDEX_NAME} maps it to ${weightMap[info.name] ?? 'nothing'}`);
       }
       tensors.set(info.name, { file: f, info });
     }

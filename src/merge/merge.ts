@@ -5,7 +5,7 @@
  * bytes (tensor names, order, shapes, dtypes, `__metadata__`), the base's sharding and index,
  * and the base directory's other files. docs/merge.md is the contract.
  */
-import { copyFile, mkdir, open, readdir, readFile, readlink, rm, stat, symlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, open, readdir, readlink, rm, stat, symlink, writeFile, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
@@ -15,8 +15,8 @@ import { MERGE_KERNEL, type RowJob } from './kernel.js';
 import { planPeft } from './peft.js';
 import { matrixShape, type AdapterPlan, type TensorOp } from './plan.js';
 import { KernelPool } from './pool.js';
-import { DTYPE_BYTES, elements, floatDtype, openSafetensors, readTensorF32, type StFile, type TensorRef } from './tensors.js';
-import type { ByteSource, WeightOut } from './source.js';
+import { DTYPE_BYTES, elements, floatDtype, openSafetensors, readStFile, readTensorF32, type StFile, type TensorRef } from './tensors.js';
+import { DirFiles, type ByteSource, type ModelFiles, type WeightOut } from './source.js';
 
 export interface MergeProgress {
   /** Output bytes written so far, of `total`. */
@@ -76,22 +76,28 @@ const STALE_WEIGHTS = /^(pytorch_model.*\.bin|pytorch_model\.bin\.index\.json|tf
 const EMBED = /(^|\.)(embed_tokens|wte|word_embeddings|embed_in)\.weight$/;
 const COPY_PIECE = 16 * 1024 * 1024;
 
+/** The adapter at `adapter`: a PEFT or kohya directory (planAdapterIn), or a kohya LoRA file. */
 export async function planAdapter(adapter: string, base: BaseModel, pool: KernelPool): Promise<AdapterPlan> {
   const st = await stat(adapter).catch(() => undefined);
   if (!st) throw new MstoreError('EBADINPUT', `adapter ${adapter} does not exist`);
-  let file = adapter;
-  if (st.isDirectory()) {
-    const names = await readdir(adapter);
-    if (names.includes('adapter_config.json')) return planPeft(adapter, base);
-    const sts = names.filter((n) => n.endsWith('.safetensors'));
-    if (sts.length !== 1) {
-      throw new MstoreError('EBADINPUT', `adapter directory ${adapter} has no adapter_config.json and ${sts.length} .safetensors files (a kohya LoRA is one file)`);
-    }
-    file = path.join(adapter, sts[0]);
+  if (st.isDirectory()) return planAdapterIn(new DirFiles(adapter), base, pool);
+  return planKohyaFile(await openSafetensors(adapter), base, pool);
+}
+
+/** The adapter in `files`: PEFT (adapter_config.json), or a kohya LoRA, the directory's one .safetensors file. */
+export async function planAdapterIn(files: ModelFiles, base: BaseModel, pool: KernelPool): Promise<AdapterPlan> {
+  const names = (await files.list()).map((e) => e.path).filter((p) => !p.includes('/'));
+  if (names.includes('adapter_config.json')) return planPeft(files, base);
+  const sts = names.filter((n) => n.endsWith('.safetensors'));
+  if (sts.length !== 1) {
+    throw new MstoreError('EBADINPUT', `adapter directory ${files.name} has no adapter_config.json and ${sts.length} .safetensors files (a kohya LoRA is one file)`);
   }
-  const head = await openSafetensors(file);
+  return planKohyaFile(await readStFile(await files.source(sts[0]), sts[0]), base, pool);
+}
+
+async function planKohyaFile(head: StFile, base: BaseModel, pool: KernelPool): Promise<AdapterPlan> {
   if (!head.header.tensors.length || !head.header.tensors.every((t) => isKohyaKey(t.name))) {
-    throw new MstoreError('EBADINPUT', `${file} is not a kohya LoRA (lora_unet_/lora_te_ keys); a PEFT adapter is a directory with adapter_config.json`);
+    throw new MstoreError('EBADINPUT', `${head.path} is not a kohya LoRA (lora_unet_/lora_te_ keys); a PEFT adapter is a directory with adapter_config.json`);
   }
   return planKohya(head, base, pool.local);
 }
@@ -259,16 +265,25 @@ async function copyRange(src: ByteSource, out: WeightOut, inPos: number, length:
 }
 
 /**
- * One merged weight file, front to back into `out`: the base file's header (padded to 8), then
- * its tensors in data order (the header's offsets are contiguous: format/safetensors.ts), each
- * merged or copied.
+ * A merged weight file's first bytes, the base file's header (its JSON padded with spaces to a
+ * multiple of 8), and its size: the merge changes values, never names, dtypes, shapes or offsets.
  */
-async function writeWeightFile(file: StFile, out: WeightOut, plan: AdapterPlan, base: BaseModel, ctx: WriteCtx): Promise<void> {
+export function mergedHead(file: StFile): { head: Buffer; size: number } {
   const n = file.headerJson.length;
   const padded = n + ((8 - (n % 8)) % 8);
   const head = Buffer.alloc(8 + padded, 0x20);
   head.writeBigUInt64LE(BigInt(padded), 0);
   file.headerJson.copy(head, 8);
+  return { head, size: head.length + (file.size - file.header.dataStart) };
+}
+
+/**
+ * One merged weight file, front to back into `out`: the base file's header (mergedHead), then
+ * its tensors in data order (the header's offsets are contiguous: format/safetensors.ts), each
+ * merged or copied.
+ */
+async function writeWeightFile(file: StFile, out: WeightOut, plan: AdapterPlan, base: BaseModel, ctx: WriteCtx): Promise<void> {
+  const { head } = mergedHead(file);
   await out.write(head);
   ctx.onBytes(head.length, '');
   const buf = new Uint8Array(COPY_PIECE);
@@ -317,38 +332,47 @@ export class WeightMerger {
   }
 }
 
-/** Copies the base directory's other files (recursively), config.json through `adjust`. */
-async function copyOthers(base: BaseModel, out: string, adjust: (rel: string, text: string) => string | undefined, result: MergeResult): Promise<void> {
-  const weights = new Set(base.files.map((f) => path.basename(f.path)));
-  const walk = async (rel: string): Promise<void> => {
-    for (const ent of await readdir(path.join(base.dir, rel), { withFileTypes: true })) {
-      const r = rel ? `${rel}/${ent.name}` : ent.name;
-      const from = path.join(base.dir, r);
-      const to = path.join(out, r);
-      if (!rel && (weights.has(ent.name) || ent.name === '.mstore' || ent.name === '.git')) continue;
-      if (ent.isDirectory()) {
-        await mkdir(to);
-        await walk(r);
-      } else if (ent.isSymbolicLink()) {
-        await symlink(await readlink(from), to);
-        result.copied.push(r);
-      } else if (ent.isFile()) {
-        if (STALE_WEIGHTS.test(ent.name)) {
-          result.skipped.push(r);
-          continue;
-        }
-        const changed = r === 'config.json' ? adjust(r, await readFile(from, 'utf8')) : undefined;
-        if (changed !== undefined) {
-          await writeFile(to, changed, { mode: (await stat(from)).mode & 0o777 });
-          const fh = await open(to, 'r+');
-          await fh.sync();
-          await fh.close();
-        } else await copyFile(from, to);
-        result.copied.push(r);
-      }
+/** What the merged model keeps of the base directory's files besides its weight files. */
+export interface OtherFiles {
+  /** Kept as they are (paths in the directory; symlinks stay symlinks). */
+  copied: string[];
+  /** Left out: stale weights in other formats, which would not hold the merge. */
+  skipped: string[];
+  /** config.json's new text, when the merge must change it (configAdjuster); it is also in `copied`. */
+  config?: string;
+}
+
+/** The base directory's other files: each kept, but stale weights; a regular config.json adjusted; `changes` says how. */
+export async function otherFiles(files: ModelFiles, base: BaseModel, plan: AdapterPlan, changes: string[]): Promise<OtherFiles> {
+  const weights = new Set(base.files.map((f) => f.name));
+  const out: OtherFiles = { copied: [], skipped: [] };
+  for (const e of await files.list()) {
+    if (weights.has(e.path)) continue;
+    if (!e.link && STALE_WEIGHTS.test(e.path.slice(e.path.lastIndexOf('/') + 1))) {
+      out.skipped.push(e.path);
+      continue;
     }
-  };
-  await walk('');
+    if (e.path === 'config.json' && !e.link) out.config = configAdjuster(base, plan, changes)(await files.text(e.path));
+    out.copied.push(e.path);
+  }
+  return out;
+}
+
+/** Writes the base directory's other files into `out` (otherFiles decides which). */
+async function copyOthers(baseDir: string, others: OtherFiles, out: string): Promise<void> {
+  for (const rel of others.copied) {
+    const from = path.join(baseDir, ...rel.split('/'));
+    const to = path.join(out, ...rel.split('/'));
+    await mkdir(path.dirname(to), { recursive: true });
+    const st = await lstat(from);
+    if (st.isSymbolicLink()) await symlink(await readlink(from), to);
+    else if (rel === 'config.json' && others.config !== undefined) {
+      await writeFile(to, others.config, { mode: st.mode & 0o777 });
+      const fh = await open(to, 'r+');
+      await fh.sync();
+      await fh.close();
+    } else await copyFile(from, to);
+  }
 }
 
 /**
@@ -356,8 +380,8 @@ async function copyOthers(base: BaseModel, out: string, adjust: (rel: string, te
  * the input embedding but which stores both tensors must stop tying them once only one (or each
  * differently) changed: transformers would otherwise re-tie them on load and drop the change.
  */
-function configAdjuster(base: BaseModel, plan: AdapterPlan, changes: string[]): (rel: string, text: string) => string | undefined {
-  return (_rel, text) => {
+function configAdjuster(base: BaseModel, plan: AdapterPlan, changes: string[]): (text: string) => string | undefined {
+  return (text) => {
     let cfg: unknown;
     try {
       cfg = JSON.parse(text);
@@ -381,7 +405,8 @@ function configAdjuster(base: BaseModel, plan: AdapterPlan, changes: string[]): 
 
 export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
   const started = performance.now();
-  const base = await openBaseModel(opts.base);
+  const baseFiles = new DirFiles(opts.base);
+  const base = await openBaseModel(baseFiles);
   const threads = opts.threads ?? Math.max(1, os.availableParallelism());
   const merger = new WeightMerger({ threads, simd: opts.simd, blockBytes: opts.blockBytes });
   let created = false;
@@ -399,7 +424,7 @@ export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
       kernel: MERGE_KERNEL,
       format: plan.format,
       adapterFiles: plan.files,
-      weightFiles: base.files.map((f) => path.basename(f.path)),
+      weightFiles: base.files.map((f) => f.name),
       index: base.index,
       copied: [],
       skipped: [],
@@ -410,13 +435,16 @@ export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
       seconds: 0,
       threads,
     };
-    const total = base.files.reduce((s, f) => s + 8 + f.headerJson.length + ((8 - (f.headerJson.length % 8)) % 8) + (f.size - f.header.dataStart), 0);
+    const total = base.files.reduce((s, f) => s + mergedHead(f).size, 0);
     const onBytes = (n: number, tensor: string): void => {
       result.bytes += n;
       opts.onProgress?.({ done: result.bytes, total, tensor: tensor || undefined });
     };
-    for (const f of base.files) await merger.writePath(f, path.join(opts.out, path.basename(f.path)), plan, base, onBytes);
-    await copyOthers(base, opts.out, configAdjuster(base, plan, result.configChanges), result);
+    for (const f of base.files) await merger.writePath(f, path.join(opts.out, f.name), plan, base, onBytes);
+    const others = await otherFiles(baseFiles, base, plan, result.configChanges);
+    await copyOthers(opts.base, others, opts.out);
+    result.copied = others.copied;
+    result.skipped = others.skipped;
     result.seconds = (performance.now() - started) / 1000;
     return result;
   } catch (e) {

@@ -4,12 +4,12 @@
  * `.lora_embedding_A` [r, num] / `.lora_embedding_B` [dim, r], `.lora_magnitude_vector` (DoRA),
  * `.lora_B.bias` (lora_bias), and full tensors of modules_to_save / trained biases.
  */
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
 import { addOp, checkOp, type AdapterPlan, type TensorOp } from './plan.js';
 import type { BaseModel } from './base-model.js';
-import { isFile, openSafetensors, type StFile, type TensorRef } from './tensors.js';
+import { readStFile, type StFile, type TensorRef } from './tensors.js';
+import type { ModelFiles } from './source.js';
 
 export interface PeftConfig {
   r: number;
@@ -110,21 +110,16 @@ function tiedHint(target: string): string {
 
 const UNSUPPORTED = /(^|\.)(lora_E|hada_|lokr_|ia3_|vera_|oft_|boft_|trainable_tokens)/;
 
-/** The PEFT adapter directory at `dir` (adapter_config.json + adapter_model.safetensors). */
-export async function planPeft(dir: string, base: BaseModel): Promise<AdapterPlan> {
-  const cfgFile = path.join(dir, 'adapter_config.json');
-  let configText: string;
-  try {
-    configText = await readFile(cfgFile, 'utf8');
-  } catch (e) {
-    throw new MstoreError('EBADINPUT', `${cfgFile}: ${(e as Error).message}`);
+/** The PEFT adapter in `files` (adapter_config.json + adapter_model.safetensors). */
+export async function planPeft(files: ModelFiles, base: BaseModel): Promise<AdapterPlan> {
+  const names = (await files.list()).map((e) => e.path);
+  const configName = path.join(files.name, 'adapter_config.json');
+  const configText = await files.text('adapter_config.json');
+  if (!names.includes('adapter_model.safetensors')) {
+    const dir = files.name;
+    throw new MstoreError('EBADINPUT', names.includes('adapter_model.bin') ? `${dir} holds adapter_model.bin (pickle): only adapter_model.safetensors is supported` : `${dir} has no adapter_model.safetensors`);
   }
-  const weights = path.join(dir, 'adapter_model.safetensors');
-  if (!(await isFile(weights))) {
-    const bin = await isFile(path.join(dir, 'adapter_model.bin'));
-    throw new MstoreError('EBADINPUT', bin ? `${dir} holds adapter_model.bin (pickle): only adapter_model.safetensors is supported` : `${dir} has no adapter_model.safetensors`);
-  }
-  return planPeftFrom({ configText, configName: cfgFile, weights: await openSafetensors(weights) }, base);
+  return planPeftFrom({ configText, configName, weights: await readStFile(await files.source('adapter_model.safetensors'), 'adapter_model.safetensors') }, base);
 }
 
 /** A PEFT adapter wherever it is read from: its config's text (`configName` in errors) and its weights. */

@@ -3,7 +3,6 @@
  * parser's rules), the header's raw JSON (written back verbatim, so tensor order, `__metadata__`
  * and every byte of the header survive), and tensors read as fp32.
  */
-import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { headerLength, parseSafetensorsHeader, type SafetensorsHeader, type TensorInfo } from '../format/safetensors.js';
 import { MstoreError } from '../lib/errors.js';
@@ -11,8 +10,10 @@ import { DT_BF16, DT_F16, DT_F32, type DtypeCode, type Kernel } from './kernel.j
 import { FileSource, type ByteSource } from './source.js';
 
 export interface StFile {
-  /** The source's name: what errors call the file (its base name is the file's name in a model directory). */
+  /** The source's name: what errors call the file. */
   path: string;
+  /** The file's name in its model directory. */
+  name: string;
   source: ByteSource;
   size: number;
   header: SafetensorsHeader;
@@ -32,8 +33,11 @@ export async function openSafetensors(file: string): Promise<StFile> {
   return readStFile(await FileSource.open(file));
 }
 
-/** The validated header of a safetensors file read from `source` (format/safetensors.ts, the official parser's rules). */
-export async function readStFile(source: ByteSource): Promise<StFile> {
+/**
+ * The validated header of a safetensors file read from `source` (format/safetensors.ts, the
+ * official parser's rules); `name`, its name in a model directory, defaults to the source's base name.
+ */
+export async function readStFile(source: ByteSource, name = path.basename(source.name)): Promise<StFile> {
   const file = source.name;
   let header: SafetensorsHeader;
   let headerJson: Buffer;
@@ -51,11 +55,7 @@ export async function readStFile(source: ByteSource): Promise<StFile> {
     if (e instanceof MstoreError && e.code !== 'EBADINPUT') throw e;
     throw new MstoreError('EBADINPUT', `${file}: not a valid safetensors file: ${(e as Error).message.replace(`${file}: `, '')}`);
   }
-  return { path: file, source, size: source.size, header, headerJson, byName: new Map(header.tensors.map((t) => [t.name, t])) };
-}
-
-export async function isFile(p: string): Promise<boolean> {
-  return stat(p).then((s) => s.isFile(), () => false);
+  return { path: file, name, source, size: source.size, header, headerJson, byName: new Map(header.tensors.map((t) => [t.name, t])) };
 }
 
 export function dtypeCode(dtype: string): DtypeCode | undefined {
@@ -68,7 +68,7 @@ export const DTYPE_BYTES = [2, 2, 4] as const;
 export function floatDtype(t: TensorRef): DtypeCode {
   const c = dtypeCode(t.info.dtype);
   if (c === undefined) {
-    throw new MstoreError('EBADINPUT', `tensor ${t.info.name} in ${path.basename(t.file.path)} has dtype ${t.info.dtype}; the merge computes with BF16, F16 and F32 only`);
+    throw new MstoreError('EBADINPUT', `tensor ${t.info.name} in ${t.file.name} has dtype ${t.info.dtype}; the merge computes with BF16, F16 and F32 only`);
   }
   return c;
 }

@@ -7,12 +7,12 @@
 import { createHash } from 'node:crypto';
 import { unlink, chmod, type FileHandle } from 'node:fs/promises';
 import { MstoreError } from '../lib/errors.js';
-import { sha256, type ParallelHasher } from '../lib/hashing.js';
+import { sha256, type HashJob, type ParallelHasher } from '../lib/hashing.js';
 import { packPath } from './pack.js';
 import type { ObjectSink } from './object-sink.js';
 import { encodeManifest, type ManifestChunk, type StoreIndex, type StatEntry } from './index-db.js';
 import { FastCdcChunker, PlannedChunker, type Chunker, type CdcParams } from '../format/chunker.js';
-import { readSafetensorsHeader, chunkCuts } from '../format/safetensors.js';
+import { readSafetensorsHeader, chunkCuts, type SafetensorsHeader } from '../format/safetensors.js';
 import { open, writeInPieces } from '../lib/fsutil.js';
 import { readStable, readWhole } from '../lib/stable-read.js';
 import type { BigIntStats } from 'node:fs';
@@ -115,6 +115,103 @@ interface ReadContent {
   data?: Buffer;
 }
 
+/** Content handed over in order: every byte once, then `end`. */
+export interface ContentOut {
+  /** Takes `bytes` (copies them) before it resolves. */
+  write(bytes: Uint8Array): Promise<void>;
+  /** The stored content's id, once every announced byte arrived. */
+  end(): Promise<{ oid: string; size: number; newBytes: number }>;
+}
+
+/**
+ * One file's content arriving in order, whoever reads or produces it: bytes land in a slot
+ * and are hashed whole (ParallelHasher) as they land; once the slot is full or the file is
+ * complete it is cut into chunks, each hashed to its id and handed to the sink, and the bytes
+ * after the last cut carry into the next slot. Memory: the writer's slots, whatever the size.
+ */
+class ContentStream {
+  private readonly chunks: ManifestChunk[] = [];
+  private newBytes = 0;
+  /** Bytes landed so far. */
+  received = 0;
+  private slot: Slot | undefined;
+  private filled = 0;
+  private cap = 0;
+  private prev: Slot | undefined;
+  private carryOff = 0;
+  private carry = 0;
+
+  constructor(
+    private readonly pool: SlotPool,
+    private readonly job: HashJob,
+    private readonly size: number,
+    private readonly display: string,
+    private readonly chunker: Chunker,
+    private readonly addChunk: (slot: Slot, data: Uint8Array, id: Buffer) => number,
+    private readonly onBytes?: BytesCallback,
+  ) {}
+
+  /** Where the next bytes go (never empty while bytes are due): write into it, then call `landed`. */
+  async room(): Promise<Buffer> {
+    if (!this.slot) {
+      const cap = Math.min(SLOT_BYTES, this.carry + (this.size - this.received));
+      const slot = await this.pool.acquire(cap);
+      if (this.carry) this.prev!.buf.copy(slot.buf, 0, this.carryOff, this.carryOff + this.carry);
+      this.slot = slot;
+      this.filled = this.carry;
+      this.cap = cap;
+    }
+    return this.slot.buf.subarray(this.filled, this.cap);
+  }
+
+  /** `n` bytes were written at the start of `room()`. */
+  landed(n: number): void {
+    const slot = this.slot!;
+    slot.track(this.job.update(slot.sab, this.filled, n));
+    this.onBytes?.(n);
+    this.filled += n;
+    this.received += n;
+    if (this.filled === this.cap) this.cut(slot);
+  }
+
+  private cut(slot: Slot): void {
+    const eof = this.received >= this.size;
+    let off = 0;
+    for (;;) {
+      const len = this.chunker.next(slot.buf, off, this.filled, eof);
+      if (len === 0) break;
+      const data = slot.buf.subarray(off, off + len);
+      const id = sha256(data);
+      this.chunks.push({ id, length: len });
+      this.newBytes += this.addChunk(slot, data, id);
+      off += len;
+    }
+    // A chunker cuts within SLOT_BYTES, and everything at the end: anything else is a bug.
+    if (eof ? off !== this.filled : off === 0) throw new Error(`internal: the chunker made no progress in ${this.display}`);
+    this.carry = this.filled - off;
+    this.carryOff = off;
+    this.prev = slot;
+    this.slot = undefined;
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    if (this.received + bytes.length > this.size) throw new Error(`internal: ${this.display} got more than the ${this.size} bytes announced`);
+    for (let done = 0; done < bytes.length; ) {
+      const room = await this.room();
+      const n = Math.min(room.length, bytes.length - done);
+      room.set(bytes.subarray(done, done + n));
+      done += n;
+      this.landed(n);
+    }
+  }
+
+  async end(): Promise<{ id: Buffer; chunks: ManifestChunk[]; newBytes: number }> {
+    if (this.received !== this.size) throw new Error(`internal: ${this.display} ended after ${this.received} of the ${this.size} bytes announced`);
+    await this.pool.drainAll();
+    return { id: Buffer.from(await this.job.digest(), 'hex'), chunks: this.chunks, newBytes: this.newBytes };
+  }
+}
+
 export class ContentWriter {
   private readonly pool = new SlotPool();
 
@@ -190,46 +287,34 @@ export class ContentWriter {
     chunker: Chunker,
     onBytes?: BytesCallback,
   ): Promise<{ id: Buffer; chunks: ManifestChunk[]; newBytes: number }> {
-    const job = this.hasher.begin(size);
-    const chunks: ManifestChunk[] = [];
-    let newBytes = 0;
-    let pos = 0;
-    let prev: Slot | undefined;
-    let carryOff = 0;
-    let carry = 0;
-    for (;;) {
-      const slot = await this.pool.acquire(Math.min(SLOT_BYTES, carry + (size - pos)));
-      if (carry) prev!.buf.copy(slot.buf, 0, carryOff, carryOff + carry);
-      let filled = carry;
-      while (filled < SLOT_BYTES && pos < size) {
-        const { bytesRead } = await fh.read(slot.buf, filled, Math.min(SLOT_BYTES - filled, size - pos), pos);
-        if (bytesRead === 0) throw new MstoreError('EBADINPUT', `${display} shrank while it was being stored; commit again`, { what: display });
-        filled += bytesRead;
-        pos += bytesRead;
-      }
-      if (filled === carry && !(pos >= size)) throw new Error(`internal: chunker made no progress in ${display}`);
-      if (filled > carry) {
-        slot.track(job.update(slot.sab, carry, filled - carry));
-        onBytes?.(filled - carry);
-      }
-      const eof = pos >= size;
-      let off = 0;
-      for (;;) {
-        const len = chunker.next(slot.buf, off, filled, eof);
-        if (len === 0) break;
-        const data = slot.buf.subarray(off, off + len);
-        const id = sha256(data);
-        chunks.push({ id, length: len });
-        newBytes += this.addChunk(slot, data, id);
-        off += len;
-      }
-      carry = filled - off;
-      carryOff = off;
-      prev = slot;
-      if (eof && carry === 0) break;
+    const stream = new ContentStream(this.pool, this.hasher.begin(size), size, display, chunker, (slot, data, id) => this.addChunk(slot, data, id), onBytes);
+    while (stream.received < size) {
+      const room = await stream.room();
+      const { bytesRead } = await fh.read(room, 0, room.length, stream.received);
+      if (bytesRead === 0) throw new MstoreError('EBADINPUT', `${display} shrank while it was being stored; commit again`, { what: display });
+      stream.landed(bytesRead);
     }
-    await this.pool.drainAll();
-    return { id: Buffer.from(await job.digest(), 'hex'), chunks, newBytes };
+    return stream.end();
+  }
+
+  /**
+   * Stores content of a known size that a producer hands over in order (the merge's output,
+   * consolidate): `write` takes each piece before it resolves, `end` records the file. A
+   * .safetensors name is cut by `header` (the file's own, which the producer writes first),
+   * anything else by content (FastCDC). Nothing is recorded for a stream that does not end,
+   * or ends short.
+   */
+  stream(size: number, display: string, header?: SafetensorsHeader, onBytes?: BytesCallback): ContentOut {
+    const chunker = header ? new PlannedChunker(chunkCuts(header, size, this.cfg.pieceBytes)) : new FastCdcChunker(this.cfg.cdc);
+    const stream = new ContentStream(this.pool, this.hasher.begin(size), size, display, chunker, (slot, data, id) => this.addChunk(slot, data, id), onBytes);
+    return {
+      write: (bytes) => stream.write(bytes),
+      end: async () => {
+        const r = await stream.end();
+        this.addFile(r.id, size, r.chunks);
+        return { oid: r.id.toString('hex'), size, newBytes: r.newBytes };
+      },
+    };
   }
 
   /** Seals packs (fsynced, renamed) then records them in the index in one transaction. */
