@@ -21,7 +21,10 @@ const root = tmpDir('mstore-stored-source-');
 test.after(() => cleanup(root));
 
 /** A 12 MiB random file committed (FastCDC: several chunks of 256 KiB-4 MiB); `fn` gets a source over it. */
-async function withStored<T>(dir: string, fn: (src: StoredSource, bytes: Buffer, chunks: { id: string; pack: string; offset: number; start: number; length: number }[]) => Promise<T>): Promise<T> {
+async function withStored<T>(
+  dir: string,
+  fn: (src: StoredSource, bytes: Buffer, chunks: { id: string; pack: string; offset: number; start: number; length: number }[], reader: ContentReader, oid: string) => Promise<T>,
+): Promise<T> {
   const ws = path.join(root, dir);
   mkdirSync(ws);
   const bytes = randomBytes(12 * 1024 * 1024);
@@ -39,7 +42,7 @@ async function withStored<T>(dir: string, fn: (src: StoredSource, bytes: Buffer,
     });
     const reader = new ContentReader(s.index, s.hasher, s.packsDir);
     try {
-      return await fn(new StoredSource(reader, 'v001:blob.bin', f.oid), bytes, chunks);
+      return await fn(new StoredSource(reader, 'v001:blob.bin', f.oid), bytes, chunks, reader, f.oid);
     } finally {
       await reader.close();
     }
@@ -110,6 +113,48 @@ test('a damaged chunk is refused naming the file and the chunk, only by reads th
     } finally {
       await reader.close();
     }
+  });
+});
+
+test('whole: proves the file by its oid whatever the read order (skipped chunks are read), and refuses a manifest of valid chunks in another order', async () => {
+  await withStored('whole', async (_src, bytes, chunks, reader, oid) => {
+    // In order, out of order (the end first: every chunk before it is read to fill the gap), and unread.
+    for (const reads of [[[0, bytes.length]], [[bytes.length - 10, 10], [5, 100], [chunks[1].start + 3, 1000]], []]) {
+      const src = new StoredSource(reader, 'v001:blob.bin', oid, { whole: true });
+      for (const [pos, len] of reads) {
+        const into = Buffer.alloc(len);
+        await src.read(into, pos);
+        assert.ok(into.equals(bytes.subarray(pos, pos + len)), `bytes ${pos}+${len}`);
+      }
+      await src.proveWhole();
+    }
+    // A read that skips a chunk (the merge skips a tensor the adapter replaces) hashes it in
+    // passing: proving the file after the last read reads no chunk again.
+    let reads = 0;
+    const counting = Object.create(reader) as ContentReader;
+    counting.chunk = (c, name) => (reads++, reader.chunk(c, name));
+    const skipping = new StoredSource(counting, 'v001:blob.bin', oid, { whole: true });
+    await skipping.read(Buffer.alloc(chunks[1].start), 0);
+    await skipping.read(Buffer.alloc(bytes.length - chunks[2].start), chunks[2].start);
+    await skipping.proveWhole();
+    assert.is(reads, chunks.length, 'each chunk read once');
+    // The first two chunks swapped in the manifest: each still re-hashes to its id, the file does not.
+    const swapped = Object.create(reader) as ContentReader;
+    swapped.manifest = (o, name) => {
+      const m = reader.manifest(o, name);
+      return { size: m.size, chunks: [m.chunks[1], m.chunks[0], ...m.chunks.slice(2)] };
+    };
+    const plain = new StoredSource(swapped, 'v001:blob.bin', oid);
+    const into = Buffer.alloc(bytes.length);
+    await plain.read(into, 0);
+    assert.not.ok(into.equals(bytes), 'the swapped manifest reads other bytes, every chunk valid');
+    const src = new StoredSource(swapped, 'v001:blob.bin', oid, { whole: true });
+    await src.read(into, 0);
+    let e: MstoreError | undefined;
+    await src.proveWhole().catch((x: MstoreError) => (e = x));
+    assert.ok(e instanceof MstoreError && e.code === 'ECORRUPT', `refused: ${e?.message}`);
+    assert.match(e!.message, `v001:blob.bin: content hashes to `);
+    assert.match(e!.message, `expected ${oid} (file manifest damaged)`);
   });
 });
 

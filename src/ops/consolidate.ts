@@ -7,10 +7,16 @@
  *   verify (both versions, every byte) → backup (pre_consolidation, when a backup store is
  *   configured) → materialise (base and adapter into tmp/) → merge (the hook) → validate
  *   (same tensors, dtypes and shapes as the base; finite values) → commit.
+ * The default hook's built-in worker runs in-process instead (merge-stored.ts): verify (every
+ * byte but the safetensors files of the two directories, which the merge proves whole as it
+ * reads them) → backup → merge (from the store's chunks into its object sink; no work area) →
+ * commit. Its output has the base's header by construction, and the kernel refuses non-finite
+ * merged values, so there is nothing left for validate to check.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rm, stat } from 'node:fs/promises';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
@@ -19,13 +25,16 @@ import { listVersionFiles, type VersionFile } from '../repo/version-files.js';
 import { verify } from './integrity/verify.js';
 import { chooseBackup, backupLocked } from './copy/backups.js';
 import { checkout } from './checkout.js';
-import { ContentWriter } from '../repo/content.js';
+import { ContentReader, ContentWriter } from '../repo/content.js';
+import { MERGE_KERNEL } from '../merge/kernel.js';
+import { mergeStored } from './merge-stored.js';
+import { VersionDir } from './stored-source.js';
 import { identifyFile } from '../repo/identify.js';
 import { gitMode, scanWorkspace } from '../repo/workspace.js';
 import { readSafetensorsHeader, type SafetensorsHeader } from '../format/safetensors.js';
 import { writeVersion } from '../repo/version-write.js';
 import { packageRoot } from '../lib/package-files.js';
-import { defaultHook, runHook, storeHook } from '../repo/hooks.js';
+import { defaultHook, runHook, runsDefaultHook, storeHook } from '../repo/hooks.js';
 import { defaultAuthor } from '../repo/version-write.js';
 import type { FlatTree } from '../repo/git.js';
 
@@ -226,6 +235,28 @@ async function ingestDirectory(store: Store, dir: string): Promise<{ flat: FlatT
   return { flat, gitBlobs, totalBytes };
 }
 
+function pythonOf(opts: ConsolidateOptions): string {
+  return opts.python ?? process.env.MSTORE_PYTHON ?? 'python3';
+}
+
+/**
+ * Whether the default hook would choose the built-in worker: asked for, or `auto` without torch
+ * on CUDA (the hook's own rule, docs/hooks.md), which the probe below reproduces.
+ */
+async function builtinChosen(opts: ConsolidateOptions): Promise<boolean> {
+  const want = opts.worker ?? 'auto';
+  if (want !== 'auto') return want === 'builtin';
+  const probe = await new Promise<string | undefined>((resolve) => {
+    execFile(pythonOf(opts), ['-c', 'import torch,sys; sys.stdout.write("cuda" if torch.cuda.is_available() else "cpu")'], (err, stdout) => resolve(err ? undefined : stdout.trim()));
+  });
+  return probe !== 'cuda';
+}
+
+/** The safetensors files of a model directory (the weights the in-process merge reads). */
+function safetensorsIn(dir: VersionDir): string[] {
+  return dir.stored().filter((p) => !p.includes('/') && p.endsWith('.safetensors'));
+}
+
 export async function consolidate(store: Store, opts: ConsolidateOptions): Promise<ConsolidateResult> {
   const line = opts.line ?? 'merged';
   checkLineName(line);
@@ -248,65 +279,93 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
       const adapterFiles = await listVersionFiles(store.repo, adapterCommit);
       const baseDir = findModelDir(baseFiles, 'base', b.dir, `base ${baseName}`);
       const adapterDir = findModelDir(adapterFiles, 'adapter', a.dir, `adapter ${adapterName}`);
-
-      current = step('verify');
-      const checked = await verify(store, { commits: new Map([[baseCommit, [baseName]], [adapterCommit, [adapterName]]]) });
-      if (!checked.ok) throw new MstoreError('ECORRUPT', checked.problems.map((p) => p.message).join('; '));
-
-      current = step('backup');
       let backupName: string | undefined;
-      if (await chooseBackup(store)) {
-        const rec = await backupLocked(store, {
-          type: 'pre_consolidation',
-          reason: `before merging ${adapterName} into ${baseName}`,
-          versions: new Map([[baseCommit, [baseName]], [adapterCommit, [adapterName]]]),
-        });
-        backupName = rec.name;
+      let merged: { flat: FlatTree; gitBlobs: Map<string, Buffer>; totalBytes: number } | undefined;
+      let hookOutput: string | undefined;
+      let report: { worker?: string; device?: string; kernel?: string } = {};
+      let adapterCfg: unknown;
+
+      // The default hook's built-in worker runs here, in-process, reading the store and writing
+      // into it (merge-stored.ts); a store's own hook and the torch worker get directories.
+      const inProcess = (await runsDefaultHook(store.dir, 'consolidate')) && (await builtinChosen(opts));
+      const reader = new ContentReader(store.index, store.hasher, store.packsDir);
+      try {
+        const baseView = new VersionDir(store.repo, reader, baseName, baseDir, baseFiles);
+        const adapterView = new VersionDir(store.repo, reader, adapterName, adapterDir, adapterFiles);
+        // The in-process merge proves these whole as it reads them, before anything is committed:
+        // verify does not read them first (every other file of both versions it reads).
+        const proven = { base: inProcess ? safetensorsIn(baseView) : [], adapter: inProcess ? safetensorsIn(adapterView) : [] };
+        const provenOids = new Set([...proven.base.map((r) => baseView.file(r).oid), ...proven.adapter.map((r) => adapterView.file(r).oid)]);
+
+        current = step('verify');
+        const checked = await verify(store, { commits: new Map([[baseCommit, [baseName]], [adapterCommit, [adapterName]]]), wholeOnReceipt: provenOids });
+        if (!checked.ok) throw new MstoreError('ECORRUPT', checked.problems.map((p) => p.message).join('; '));
+
+        current = step('backup');
+        if (await chooseBackup(store)) {
+          const rec = await backupLocked(store, {
+            type: 'pre_consolidation',
+            reason: `before merging ${adapterName} into ${baseName}`,
+            versions: new Map([[baseCommit, [baseName]], [adapterCommit, [adapterName]]]),
+          });
+          backupName = rec.name;
+        }
+
+        if (inProcess) {
+          current = step('merge');
+          opts.onHookOutput?.(`consolidate: built-in merge (${MERGE_KERNEL}) on cpu, reading and writing the store`);
+          const m = await mergeStored(store, baseView, adapterView, proven);
+          merged = m;
+          report = { worker: 'mstore-ts', device: 'cpu', kernel: m.kernel };
+        } else {
+          current = step('materialise');
+          await mkdir(work, { recursive: true });
+          const baseRoot = path.join(work, 'base');
+          const adapterRoot = path.join(work, 'adapter');
+          // The work area is under the store's tmp/: a place of its own, not the store's files.
+          await checkout(store, { rev: baseCommit, cwd: work, to: baseRoot, patterns: baseDir ? [baseDir] : [], allowInsideStore: true });
+          await checkout(store, { rev: adapterCommit, cwd: work, to: adapterRoot, patterns: adapterDir ? [adapterDir] : [], allowInsideStore: true });
+          const basePath = path.join(baseRoot, ...baseDir.split('/').filter(Boolean));
+          const adapterPath = adapterTarget(adapterFiles, adapterDir, adapterRoot);
+          const output = path.join(work, 'out');
+
+          current = step('merge');
+          const root = packageRoot();
+          const cli = [path.join(root, 'dist', 'bundle', 'cli.js'), path.join(root, 'dist', 'src', 'cli.js')].find((p) => existsSync(p))!;
+          const job: ConsolidateJob = {
+            schema: 'mstore.consolidate/1',
+            base: basePath,
+            adapter: adapterPath,
+            output,
+            preferences: { worker: opts.worker ?? 'auto', python: pythonOf(opts) },
+            tools: { node: process.execPath, mstore: cli, pythonWorker: path.join(root, 'workers', 'merge_lora.py') },
+          };
+          report = await runConsolidateHook(await hookPath(store), job, opts.onHookOutput);
+          if (!(await stat(output).catch(() => undefined))?.isDirectory()) throw new MstoreError('EBADINPUT', `the hook exited 0 but wrote no output directory ${output}`);
+
+          current = step('validate');
+          await validateOutput(basePath, output);
+
+          hookOutput = output;
+        }
+        if ((await adapterView.list()).some((e) => e.path === 'adapter_config.json' && !e.link)) {
+          try {
+            adapterCfg = JSON.parse(await adapterView.text('adapter_config.json'));
+          } catch {
+            adapterCfg = undefined;
+          }
+        }
+      } finally {
+        await reader.close();
       }
-
-      current = step('materialise');
-      await mkdir(work, { recursive: true });
-      const baseRoot = path.join(work, 'base');
-      const adapterRoot = path.join(work, 'adapter');
-      // The work area is under the store's tmp/: a place of its own, not the store's files.
-      await checkout(store, { rev: baseCommit, cwd: work, to: baseRoot, patterns: baseDir ? [baseDir] : [], allowInsideStore: true });
-      await checkout(store, { rev: adapterCommit, cwd: work, to: adapterRoot, patterns: adapterDir ? [adapterDir] : [], allowInsideStore: true });
-      const basePath = path.join(baseRoot, ...baseDir.split('/').filter(Boolean));
-      const adapterPath = adapterTarget(adapterFiles, adapterDir, adapterRoot);
-      const output = path.join(work, 'out');
-
-      current = step('merge');
-      const root = packageRoot();
-      const cli = [path.join(root, 'dist', 'bundle', 'cli.js'), path.join(root, 'dist', 'src', 'cli.js')].find((p) => existsSync(p))!;
-      const job: ConsolidateJob = {
-        schema: 'mstore.consolidate/1',
-        base: basePath,
-        adapter: adapterPath,
-        output,
-        preferences: { worker: opts.worker ?? 'auto', python: opts.python ?? process.env.MSTORE_PYTHON ?? 'python3' },
-        tools: { node: process.execPath, mstore: cli, pythonWorker: path.join(root, 'workers', 'merge_lora.py') },
-      };
-      const report = await runConsolidateHook(await hookPath(store), job, opts.onHookOutput);
-      if (!(await stat(output).catch(() => undefined))?.isDirectory()) throw new MstoreError('EBADINPUT', `the hook exited 0 but wrote no output directory ${output}`);
-
-      current = step('validate');
-      await validateOutput(basePath, output);
 
       current = step('commit');
-      const { flat, gitBlobs, totalBytes } = await ingestDirectory(store, output);
+      const { flat, gitBlobs, totalBytes } = merged ?? (await ingestDirectory(store, hookOutput!));
       const seconds = (Date.now() - started) / 1000;
-      const adapterConfig = adapterFiles.find((f) => f.path === (adapterDir ? `${adapterDir}/adapter_config.json` : 'adapter_config.json'));
-      let adapterCfg: unknown;
-      if (adapterConfig) {
-        try {
-          adapterCfg = JSON.parse(readFileSync(path.join(adapterRoot, ...adapterConfig.path.split('/')), 'utf8'));
-        } catch {
-          adapterCfg = undefined;
-        }
-      }
       const cfg = adapterCfg as { r?: number; lora_alpha?: number; use_rslora?: boolean } | undefined;
       const scaling = cfg?.r && cfg.lora_alpha !== undefined ? cfg.lora_alpha / (cfg.use_rslora ? Math.sqrt(cfg.r) : cfg.r) : undefined;
       const worker = report.worker ?? 'unknown';
+      const kernel = report.kernel;
       const device = report.device ?? 'unknown';
       const written = await writeVersion(store, {
         line,
@@ -323,6 +382,8 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
             adapter: { version: adapterName, commit: adapterCommit, path: adapterDir, config: adapterCfg ?? null, scaling: scaling ?? null },
             worker,
             device,
+            // The merge arithmetic's version (docs/merge.md), when the built-in merge made it.
+            ...(kernel ? { kernel } : {}),
             seconds,
             backup: backupName ?? null,
           },

@@ -3,14 +3,21 @@
  * from the store's packs, every chunk re-hashed to its id as it is read, so the merge never
  * sees an unverified byte and needs no checkout into scratch space first. The last chunk read
  * is kept: the merge reads blocks of rows (1 MiB) from chunks of up to 8 MiB, and each chunk is
- * then read and hashed once, not once per block. Memory: one chunk. The manifest (which chunks,
- * in which order) is not re-hashed here, as no part read can be: a caller that needs the whole
- * file proven (consolidate) verifies the version first.
+ * then read and hashed once, not once per block. Memory: one chunk.
+ *
+ * Chunk ids prove the parts, not the whole: a damaged manifest (chunks listed in another order,
+ * or another file's chunks) reads as valid chunks. With `whole`, every chunk also goes, in file
+ * order, into the file's sha256 (the merge reads front to back, so this is one more hash of
+ * each byte, not a re-read: chunks a read skips are read to fill the gap), and `proveWhole()`
+ * reads what no read reached and checks that digest against the oid.
  */
+import { createHash, type Hash } from 'node:crypto';
 import { MstoreError } from '../lib/errors.js';
 import type { ContentReader } from '../repo/content.js';
 import type { ManifestChunk } from '../repo/index-db.js';
-import type { ByteSource } from '../merge/source.js';
+import type { GitRepo } from '../repo/git.js';
+import type { VersionFile } from '../repo/version-files.js';
+import { BufferSource, type ByteSource, type ModelEntry, type ModelFiles } from '../merge/source.js';
 
 export class StoredSource implements ByteSource {
   readonly size: number;
@@ -18,12 +25,16 @@ export class StoredSource implements ByteSource {
   /** Where each chunk starts in the file. */
   private readonly starts: number[];
   private last: { index: number; data: Buffer } | undefined;
+  private readonly whole: Hash | undefined;
+  /** Chunks [0, hashed) went into `whole`, in order. */
+  private hashed = 0;
 
   /** The content `oid` of `reader`'s store; `name` (a version's path) names it in errors. */
   constructor(
     private readonly reader: ContentReader,
     readonly name: string,
-    oid: string,
+    readonly oid: string,
+    opts: { whole?: boolean } = {},
   ) {
     const m = reader.manifest(oid, name);
     this.size = m.size;
@@ -34,6 +45,7 @@ export class StoredSource implements ByteSource {
       this.starts.push(at);
       at += c.length;
     }
+    if (opts.whole) this.whole = createHash('sha256');
   }
 
   /** The index of the chunk holding byte `pos` (binary search over the starts). */
@@ -48,14 +60,28 @@ export class StoredSource implements ByteSource {
     return lo;
   }
 
+  /** Chunk `i`, verified; with `whole`, every chunk up to it hashed in order first. */
+  private async load(i: number): Promise<Buffer> {
+    if (this.last?.index === i) return this.last.data;
+    if (this.whole) {
+      while (this.hashed < i) this.whole.update(await this.reader.chunk(this.chunks[this.hashed++], this.name));
+    }
+    const data = await this.reader.chunk(this.chunks[i], this.name);
+    if (this.whole && this.hashed === i) {
+      this.whole.update(data);
+      this.hashed++;
+    }
+    this.last = { index: i, data };
+    return data;
+  }
+
   async read(into: Uint8Array, pos: number): Promise<void> {
     if (pos < 0 || pos + into.length > this.size) {
       throw new MstoreError('EBADINPUT', `${this.name}: bytes ${pos}-${pos + into.length} asked of a file of ${this.size}`);
     }
     let done = 0;
     for (let i = into.length ? this.chunkAt(pos) : this.chunks.length; done < into.length; i++) {
-      if (this.last?.index !== i) this.last = { index: i, data: await this.reader.chunk(this.chunks[i], this.name) };
-      const data = this.last.data;
+      const data = await this.load(i);
       const from = pos + done - this.starts[i];
       const n = Math.min(data.length - from, into.length - done);
       into.set(data.subarray(from, from + n), done);
@@ -63,7 +89,100 @@ export class StoredSource implements ByteSource {
     }
   }
 
+  /** With `whole`: reads the chunks no read reached, and throws unless the file hashes to its oid. */
+  async proveWhole(): Promise<void> {
+    if (!this.whole) throw new Error('internal: proveWhole() on a StoredSource opened without whole');
+    while (this.hashed < this.chunks.length) await this.load(this.hashed);
+    const digest = this.whole.copy().digest('hex');
+    if (digest !== this.oid) throw new MstoreError('ECORRUPT', `${this.name}: content hashes to ${digest}, expected ${this.oid} (file manifest damaged)`);
+  }
+
   async close(): Promise<void> {
     this.last = undefined;
+  }
+}
+
+/**
+ * A directory of a stored version as the merge reads a model directory (merge/source.ts): its
+ * files' bytes straight from the store, small files from their git blobs. Every stored file it
+ * opens is read with `whole`; `proveWhole()` then proves each of them whole, so a merge that
+ * read from here used only bytes equal to the version's.
+ */
+/** A config (JSON) the merge reads whole into memory: an adapter's, a base's, a shard index. */
+const TEXT_MAX_BYTES = 64 * 1024 * 1024;
+
+export class VersionDir implements ModelFiles {
+  private readonly files = new Map<string, VersionFile>();
+  /** The stored files opened here, by path in the directory. */
+  private readonly opened = new Map<string, StoredSource[]>();
+
+  /**
+   * `dir` ('' for the root) of a version whose files are `files`; `label` (the version's name)
+   * and the file's full path name it in errors.
+   */
+  constructor(
+    private readonly repo: GitRepo,
+    private readonly reader: ContentReader,
+    private readonly label: string,
+    readonly dir: string,
+    files: VersionFile[],
+  ) {
+    const prefix = dir ? `${dir}/` : '';
+    for (const f of files) if (f.path.startsWith(prefix)) this.files.set(f.path.slice(prefix.length), f);
+  }
+
+  get name(): string {
+    return `${this.label}:${this.dir || '.'}`;
+  }
+
+  /** The version file at `rel`. */
+  file(rel: string): VersionFile {
+    const f = this.files.get(rel);
+    if (!f) throw new MstoreError('ENOTFOUND', `${this.display(rel)} is not in the version`);
+    return f;
+  }
+
+  private display(rel: string): string {
+    return `${this.label}:${this.dir ? `${this.dir}/` : ''}${rel}`;
+  }
+
+  /** The paths (in the directory) of the files whose content is in chunks. */
+  stored(): string[] {
+    return [...this.files].filter(([, f]) => f.kind === 'lfs').map(([rel]) => rel);
+  }
+
+  async list(): Promise<ModelEntry[]> {
+    return [...this.files.values()].map((f) => ({ path: f.path.slice(this.dir ? this.dir.length + 1 : 0), link: f.kind === 'link' })).sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  }
+
+  async source(rel: string): Promise<ByteSource> {
+    const f = this.file(rel);
+    const display = this.display(rel);
+    if (f.kind === 'link') throw new MstoreError('EBADINPUT', `${display} is a symlink; the merge reads regular files`);
+    if (f.kind === 'git') return new BufferSource(display, await this.repo.readBlob(f.blob, display));
+    const s = new StoredSource(this.reader, display, f.oid, { whole: true });
+    this.opened.set(rel, [...(this.opened.get(rel) ?? []), s]);
+    return s;
+  }
+
+  async text(rel: string): Promise<string> {
+    const src = await this.source(rel);
+    if (src.size > TEXT_MAX_BYTES) throw new MstoreError('EBADINPUT', `${this.display(rel)} is ${src.size} bytes; the merge reads configs of at most ${TEXT_MAX_BYTES}`);
+    const data = Buffer.alloc(src.size);
+    await src.read(data, 0);
+    if (src instanceof StoredSource) await src.proveWhole();
+    return data.toString('utf8');
+  }
+
+  /**
+   * Proves whole (StoredSource.proveWhole) every stored file opened here, and the stored files
+   * of `also` (paths in the directory) whether opened or not.
+   */
+  async proveWhole(also: string[] = []): Promise<void> {
+    for (const list of this.opened.values()) for (const s of list) await s.proveWhole();
+    for (const rel of also) {
+      const f = this.file(rel);
+      if (f.kind === 'lfs' && !this.opened.has(rel)) await new StoredSource(this.reader, this.display(rel), f.oid, { whole: true }).proveWhole();
+    }
   }
 }

@@ -299,13 +299,19 @@ export class ContentWriter {
 
   /**
    * Stores content of a known size that a producer hands over in order (the merge's output,
-   * consolidate): `write` takes each piece before it resolves, `end` records the file. A
-   * .safetensors name is cut by `header` (the file's own, which the producer writes first),
-   * anything else by content (FastCDC). Nothing is recorded for a stream that does not end,
+   * consolidate): `write` takes each piece before it resolves, `end` records the file. It is
+   * cut as ingest() cuts a file: a safetensors file by `header` (the file's own, which the
+   * producer writes first), anything else by content (FastCDC). Nothing is recorded for a stream that does not end,
    * or ends short.
    */
   stream(size: number, display: string, header?: SafetensorsHeader, onBytes?: BytesCallback): ContentOut {
-    const chunker = header ? new PlannedChunker(chunkCuts(header, size, this.cfg.pieceBytes)) : new FastCdcChunker(this.cfg.cdc);
+    // The cuts a file of the same bytes gets from ingest(): a small file is one chunk.
+    const chunker =
+      size <= this.cfg.singleChunkBytes
+        ? new PlannedChunker([size])
+        : header
+          ? new PlannedChunker(chunkCuts(header, size, this.cfg.pieceBytes))
+          : new FastCdcChunker(this.cfg.cdc);
     const stream = new ContentStream(this.pool, this.hasher.begin(size), size, display, chunker, (slot, data, id) => this.addChunk(slot, data, id), onBytes);
     return {
       write: (bytes) => stream.write(bytes),

@@ -4,7 +4,7 @@
  * through. The launcher only runs: each caller decides what a failed hook means
  * (consolidate fails, post-receive reports and goes on).
  */
-import { chmod, copyFile, stat } from 'node:fs/promises';
+import { chmod, copyFile, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { packageRoot } from '../lib/package-files.js';
 
@@ -26,6 +26,17 @@ export async function storeHook(storeDir: string, name: string): Promise<string 
   const file = path.join(storeDir, 'hooks', name);
   const st = await stat(file).catch(() => undefined);
   return st?.isFile() && (st.mode & 0o111) !== 0 ? file : undefined;
+}
+
+/**
+ * Whether the store runs the packaged default of hook `name`: it has none of its own, or the one
+ * `init` installed, byte for byte. An edited or replaced hook is the store's own.
+ */
+export async function runsDefaultHook(storeDir: string, name: string): Promise<boolean> {
+  const own = await storeHook(storeDir, name);
+  if (!own) return true;
+  const [mine, shipped] = await Promise.all([readFile(own).catch(() => undefined), readFile(defaultHook(name)).catch(() => undefined)]);
+  return !!mine && !!shipped && mine.equals(shipped);
 }
 
 /** The packaged default of a hook (what `init` installs). */

@@ -78,6 +78,28 @@ export async function identifyFile(
 }
 
 /**
+ * What bytes made in memory (a merged model's adjusted config.json) become as the file `p` of a
+ * tree, by identifyFile's rules: small text a git blob, anything else content stored through
+ * `writer` behind a git-lfs pointer.
+ */
+export async function identifyBytes(
+  repo: GitRepo,
+  p: string,
+  data: Buffer,
+  textMaxBytes: number,
+  writer: ContentWriter,
+): Promise<Omit<Identity, 'stat' | 'warning'>> {
+  if (data.length === 0 || (isTextCandidate(p, data.length, textMaxBytes) && isText(data) && !isPointerText(data))) {
+    return { kind: 'git', oid: sha256Hex(data), blob: await repo.hashBlob(data), size: data.length, gitContent: data, newBytes: data.length };
+  }
+  const out = writer.stream(data.length, p);
+  await out.write(data);
+  const { oid, size, newBytes } = await out.end();
+  const pointer = Buffer.from(renderPointer({ oid, size }));
+  return { kind: 'lfs', oid, blob: await repo.hashBlob(pointer), size, gitContent: pointer, newBytes };
+}
+
+/**
  * What the stat cache says a file is, when it can be trusted: the entry still describes the
  * file (statMatches: same stat, not racy) and names only what the store holds — its blob in
  * the git repository, or, for a git-lfs pointer, its content in the index and a blob that is

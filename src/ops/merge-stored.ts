@@ -1,0 +1,119 @@
+/**
+ * The built-in merge of a stored adapter into a stored base, from the store into the store:
+ * the merge (merge/) reads both versions' files straight from their chunks (VersionDir,
+ * verified as read), and writes each merged weight file straight into the object sink
+ * (ContentWriter.stream), chunked and hashed as it is produced. Nothing is materialised: no
+ * scratch copy of the base, the adapter or the output (issue 19; consolidate.ts calls this
+ * for its default hook's built-in worker).
+ *
+ * The output is the merged model directory as merge-lora would write it, as tree entries: the
+ * merged weight files, the base directory's other files as they are stored (their git blobs
+ * are reused; nothing is copied), a config.json the merge adjusts as new content, and stale
+ * weights in other formats left out (merge.ts: otherFiles).
+ */
+import os from 'node:os';
+import { MstoreError } from '../lib/errors.js';
+import { parseSafetensorsHeader } from '../format/safetensors.js';
+import { renderPointer } from '../format/pointer.js';
+import { ContentWriter } from '../repo/content.js';
+import { identifyBytes } from '../repo/identify.js';
+import type { FlatTree } from '../repo/git.js';
+import type { Store } from '../repo/store.js';
+import { openBaseModel } from '../merge/base-model.js';
+import { MERGE_KERNEL } from '../merge/kernel.js';
+import { WeightMerger, mergedHead, otherFiles, planAdapterIn } from '../merge/merge.js';
+import { StoredSource, type VersionDir } from './stored-source.js';
+
+export interface StoredMerge {
+  /** The merged model directory's files, at its root. */
+  flat: FlatTree;
+  /** The git blobs `flat` names that are new (pointers, an adjusted config). */
+  gitBlobs: Map<string, Buffer>;
+  totalBytes: number;
+  /** Bytes of new chunk data the merge added to the store. */
+  newBytes: number;
+  kernel: string;
+  threads: number;
+  weightFiles: string[];
+  skipped: string[];
+  configChanges: string[];
+}
+
+export interface StoredMergeOptions {
+  /** Kernel threads (default: every core). */
+  threads?: number;
+  /** Bytes of merged output written so far, of `total`. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Merges `adapter` into `base` (both directories of stored versions) and stores the result's
+ * content. Before it returns, every stored file the merge read, and every file of `prove`, is
+ * proven whole (VersionDir.proveWhole); on any failure nothing it wrote is recorded.
+ */
+export async function mergeStored(store: Store, base: VersionDir, adapter: VersionDir, prove: { base: string[]; adapter: string[] }, opts: StoredMergeOptions = {}): Promise<StoredMerge> {
+  const threads = opts.threads ?? Math.max(1, os.availableParallelism());
+  const merger = new WeightMerger({ threads });
+  const writer = new ContentWriter(store.sink(), store.hasher, store.config.chunking);
+  try {
+    const model = await openBaseModel(base);
+    const plan = await planAdapterIn(adapter, model, merger.pool);
+    const flat: FlatTree = new Map();
+    const gitBlobs = new Map<string, Buffer>();
+    let totalBytes = 0;
+    const total = model.files.reduce((s, f) => s + mergedHead(f).size, 0);
+    let done = 0;
+    for (const f of model.files) {
+      const { head, size } = mergedHead(f);
+      // The chunk plan is the output's own header: the base's, padded (mergedHead).
+      const header = parseSafetensorsHeader(head.subarray(0, 8), head.subarray(8), size);
+      const out = writer.stream(size, `${f.name} (merged)`, header);
+      await merger.write(f, out, plan, model, (n) => opts.onProgress?.((done += n), total));
+      const r = await out.end();
+      // Proven now, not at the end, and its cached chunk let go: memory stays one chunk per file read.
+      if (f.source instanceof StoredSource) {
+        await f.source.proveWhole();
+        await f.source.close();
+      }
+      const pointer = Buffer.from(renderPointer({ oid: r.oid, size }));
+      const blob = await store.repo.hashBlob(pointer);
+      flat.set(f.name, { mode: '100644', blob });
+      gitBlobs.set(blob, pointer);
+      totalBytes += size;
+    }
+    const configChanges: string[] = [];
+    const others = await otherFiles(base, model, plan, configChanges);
+    for (const rel of others.copied) {
+      const kept = base.file(rel);
+      if (rel === 'config.json' && others.config !== undefined) {
+        const id = await identifyBytes(store.repo, rel, Buffer.from(others.config), store.config.textMaxBytes, writer);
+        flat.set(rel, { mode: kept.mode, blob: id.blob });
+        gitBlobs.set(id.blob, id.gitContent);
+        totalBytes += id.size;
+      } else {
+        flat.set(rel, { mode: kept.mode, blob: kept.blob });
+        totalBytes += kept.size;
+      }
+    }
+    await base.proveWhole(prove.base);
+    await adapter.proveWhole(prove.adapter);
+    await writer.finish();
+    if (!flat.size) throw new MstoreError('EBADINPUT', 'the merge produced no files');
+    return {
+      flat,
+      gitBlobs,
+      totalBytes,
+      newBytes: writer.newBytes,
+      kernel: MERGE_KERNEL,
+      threads,
+      weightFiles: model.files.map((f) => f.name),
+      skipped: others.skipped,
+      configChanges,
+    };
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  } finally {
+    await merger.close();
+  }
+}
