@@ -22,7 +22,7 @@ import { planPeftFrom } from '../src/merge/peft.js';
 import { openSafetensors, readStFile, type StFile } from '../src/merge/tensors.js';
 import { FileSource, type ByteSource } from '../src/merge/source.js';
 import { StoredSource } from '../src/ops/stored-source.js';
-import { ContentReader } from '../src/repo/content.js';
+import { ContentReader } from '../src/repo/content-reader.js';
 import { Store } from '../src/repo/store.js';
 import { listVersionFiles } from '../src/repo/version-files.js';
 import { MstoreError } from '../src/lib/errors.js';

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { cleanup, prng, tmpDir } from './helpers.js';
 import { commitHere, withStoreAt } from './in-process.js';
 import { Store } from '../src/repo/store.js';
-import { ContentReader } from '../src/repo/content.js';
+import { ContentReader } from '../src/repo/content-reader.js';
 import { listVersionFiles } from '../src/repo/version-files.js';
 import { resolveRev } from '../src/repo/versions.js';
 import { StoredSource } from '../src/ops/stored-source.js';

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { MstoreError, storageError } from '../lib/errors.js';
 import { fsyncDir, rename, tmpName, writeTempFile } from '../lib/fsutil.js';
 import type { GitRepo } from '../repo/git.js';
-import type { ContentReader } from '../repo/content.js';
+import type { ContentReader } from '../repo/content-reader.js';
 import type { VersionFile } from '../repo/version-files.js';
 
 export interface WritePlan {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import picomatch from 'picomatch';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
-import { ContentReader } from '../repo/content.js';
+import { ContentReader } from '../repo/content-reader.js';
 import { INLINE_HASH_BYTES } from '../lib/hashing.js';
 import type { StatEntry } from '../repo/index-db.js';
 import { identifyFile } from '../repo/identify.js';

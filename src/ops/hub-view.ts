@@ -8,7 +8,7 @@
  */
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
-import { ContentReader } from '../repo/content.js';
+import { ContentReader } from '../repo/content-reader.js';
 import { resolveRev } from '../repo/versions.js';
 import { listVersionFiles } from '../repo/version-files.js';
 

@@ -13,7 +13,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { MstoreError } from '../lib/errors.js';
-import type { ContentReader } from '../repo/content.js';
+import type { ContentReader } from '../repo/content-reader.js';
 import type { ManifestChunk } from '../repo/index-db.js';
 import type { GitRepo } from '../repo/git.js';
 import type { VersionFile } from '../repo/version-files.js';

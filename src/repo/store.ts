@@ -21,7 +21,8 @@ import { indexPacks } from './reindex.js';
 import { finishLastOperation } from './reflog.js';
 import { DEFAULT_MAX_REFS } from './ref-names.js';
 import { installDefaultHooks } from './hooks.js';
-import { SLOT_BYTES, type ChunkingConfig } from './content.js';
+import type { ChunkingConfig } from './content.js';
+import { SLOT_BYTES } from './content-slots.js';
 import { ObjectSink, type Staging } from './object-sink.js';
 
 export const STORE_DIR = '.mstore';

@@ -3,7 +3,7 @@
  * format: the largest chunk (one read slot) and the manifest records. Kept out of
  * format/bundle.ts, which may not import repo/.
  */
-import { SLOT_BYTES } from '../../repo/content.js';
+import { SLOT_BYTES } from '../../repo/content-slots.js';
 import { MANIFEST_RECORD } from '../../repo/index-db.js';
 
 /** mstore reads content in runs of at most one slot: a larger chunk could never be checked out. */

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { pack as tarPack, type Header, type Pack } from 'tar-stream';
 import { MstoreError } from '../../lib/errors.js';
 import type { Store } from '../../repo/store.js';
-import { ContentReader } from '../../repo/content.js';
+import { ContentReader } from '../../repo/content-reader.js';
 import { sha256 } from '../../lib/hashing.js';
 import { encodeManifest } from '../../repo/index-db.js';
 import { packPath } from '../../repo/pack.js';

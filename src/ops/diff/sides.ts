@@ -6,7 +6,7 @@
 import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Store } from '../../repo/store.js';
-import { ContentReader } from '../../repo/content.js';
+import { ContentReader } from '../../repo/content-reader.js';
 import { sha256 } from '../../lib/hashing.js';
 import { readMeta, resolveRev, type VersionMeta } from '../../repo/versions.js';
 import { listVersionFiles } from '../../repo/version-files.js';

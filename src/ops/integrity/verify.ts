@@ -12,7 +12,7 @@ import { MstoreError } from '../../lib/errors.js';
 import { availableParallelism } from 'node:os';
 import { INLINE_HASH_BYTES, ParallelHasher, sha256 } from '../../lib/hashing.js';
 import type { Store } from '../../repo/store.js';
-import { ContentReader } from '../../repo/content.js';
+import { ContentReader } from '../../repo/content-reader.js';
 import { packPath, readPackTable, ENTRY_CHUNK, type PackEntry } from '../../repo/pack.js';
 import { META_SCHEMA, readMeta, resolveRev } from '../../repo/versions.js';
 import { parsePointer } from '../../format/pointer.js';

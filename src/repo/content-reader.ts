@@ -1,0 +1,339 @@
+/**
+ * Reading stored content back (manifest -> verified bytes): materialise a file, check it,
+ * or read ranges, streaming through the slots (content-slots.ts) with the whole file
+ * re-hashed on a second core (ParallelHasher) while this thread does the I/O.
+ */
+import { createHash } from 'node:crypto';
+import { unlink, chmod, type FileHandle } from 'node:fs/promises';
+import { MstoreError } from '../lib/errors.js';
+import { sha256, type ParallelHasher } from '../lib/hashing.js';
+import { open, writeInPieces } from '../lib/fsutil.js';
+import { packPath } from './pack.js';
+import type { ManifestChunk, StoreIndex } from './index-db.js';
+import { SLOT_BYTES, SlotPool, type Slot } from './content-slots.js';
+import type { BytesCallback } from './content.js';
+
+/** Background fdatasync cadence for materialised files. */
+const SYNC_EVERY = 64 * 1024 * 1024;
+
+/** Keeps pack file handles open across the chunks of one checkout. */
+class PackFiles {
+  private readonly open = new Map<string, Promise<FileHandle>>();
+  constructor(private readonly packsDir: string) {}
+  get(id: string): Promise<FileHandle> {
+    let fh = this.open.get(id);
+    if (!fh) {
+      fh = open(packPath(this.packsDir, id), 'r');
+      this.open.set(id, fh);
+    }
+    return fh;
+  }
+  async close(): Promise<void> {
+    for (const p of this.open.values()) await (await p.catch(() => undefined))?.close();
+    this.open.clear();
+  }
+}
+
+interface ReadRun {
+  pack: string;
+  offset: number;
+  chunks: ManifestChunk[];
+  bytes: number;
+}
+
+export class ContentReader {
+  private readonly pool = new SlotPool();
+  private readonly packFiles: PackFiles;
+
+  constructor(
+    private readonly index: StoreIndex,
+    private readonly hasher: ParallelHasher,
+    packsDir: string,
+  ) {
+    this.packFiles = new PackFiles(packsDir);
+  }
+
+  /** Chunk reads grouped into runs that are contiguous in one pack, at most one slot each. */
+  private plan(oid: string, display: string): { size: number; runs: ReadRun[] } {
+    const f = this.manifest(oid, display);
+    const runs: ReadRun[] = [];
+    let cur: ReadRun | undefined;
+    for (const c of f.chunks) {
+      const loc = this.index.chunk(c.id);
+      if (!loc) throw new MstoreError('EMISSING', `${display}: chunk ${c.id.toString('hex')} is missing from the store`);
+      if (loc.length !== c.length) {
+        throw new MstoreError('ECORRUPT', `${display}: chunk ${c.id.toString('hex')} has length ${loc.length} in the index, ${c.length} in the manifest`);
+      }
+      if (cur && cur.pack === loc.pack && cur.offset + cur.bytes === loc.offset && cur.bytes + c.length <= SLOT_BYTES) {
+        cur.chunks.push(c);
+        cur.bytes += c.length;
+      } else {
+        cur = { pack: loc.pack, offset: loc.offset, chunks: [c], bytes: c.length };
+        runs.push(cur);
+      }
+    }
+    const total = f.chunks.reduce((a, c) => a + c.length, 0);
+    if (total !== f.size) throw new MstoreError('ECORRUPT', `${display}: manifest of ${oid} adds up to ${total} bytes, expected ${f.size}`);
+    return { size: f.size, runs };
+  }
+
+  /**
+   * Streams content into `sink` in order; resolves only if the whole re-hashes to `oid`,
+   * else throws naming the file and the damaged chunk. Callers write to a temporary name
+   * and publish only after this resolves.
+   */
+  async read(oid: string, display: string, sink: (data: Buffer, slot: Slot) => void, onBytes?: BytesCallback): Promise<number> {
+    const { size, runs } = this.plan(oid, display);
+    const job = this.hasher.begin(size);
+    for (const run of runs) {
+      const slot = await this.pool.acquire(run.bytes);
+      const fh = await this.packFiles.get(run.pack).catch((e: NodeJS.ErrnoException) => {
+        throw new MstoreError('EMISSING', `${display}: pack ${run.pack} cannot be opened (${e.code ?? e.message})`);
+      });
+      let got = 0;
+      while (got < run.bytes) {
+        const { bytesRead } = await fh.read(slot.buf, got, run.bytes - got, run.offset + got);
+        if (bytesRead === 0) throw new MstoreError('ECORRUPT', `${display}: pack ${run.pack} is truncated`);
+        got += bytesRead;
+      }
+      slot.track(job.update(slot.sab, 0, run.bytes));
+      sink(slot.buf.subarray(0, run.bytes), slot);
+      onBytes?.(run.bytes);
+    }
+    await this.pool.drainAll();
+    const digest = await job.digest();
+    if (digest !== oid) throw await this.damage(runs, display, digest, oid);
+    return size;
+  }
+
+  /**
+   * The whole-file sha256 (on the worker) verifies every byte; chunk ids are checked only
+   * when it fails, to name the damaged chunk and pack. This keeps checkout at one hash pass
+   * per byte instead of two.
+   */
+  private async damage(runs: ReadRun[], display: string, digest: string, oid: string): Promise<MstoreError> {
+    for (const run of runs) {
+      const fh = await this.packFiles.get(run.pack);
+      const buf = Buffer.alloc(run.bytes);
+      await fh.read(buf, 0, run.bytes, run.offset);
+      let o = 0;
+      for (const c of run.chunks) {
+        if (!sha256(buf.subarray(o, o + c.length)).equals(c.id)) {
+          return new MstoreError('ECORRUPT', `${display}: chunk ${c.id.toString('hex')} in pack ${run.pack} is damaged (hash mismatch)`);
+        }
+        o += c.length;
+      }
+    }
+    return new MstoreError('ECORRUPT', `${display}: content hashes to ${digest}, expected ${oid}`);
+  }
+
+  /**
+   * Re-reads a file's content and checks it without writing it anywhere. The whole file is
+   * re-hashed to `oid` (on the worker, above INLINE_HASH_BYTES) while the next run is read.
+   * With `chunkIds`, this thread also re-hashes every chunk to its id in parallel (skipping
+   * ids in `verified`); without, chunk ids are re-hashed only when the file fails, to name the
+   * damaged chunks.
+   * Throws only when a pack cannot be read.
+   */
+  async check(
+    oid: string,
+    verified: Set<string>,
+    opts: { chunkIds?: boolean; onBytes?: BytesCallback } = {},
+  ): Promise<{ digest: string; damaged: { chunk: string; pack: string }[] }> {
+    const { size, runs } = this.plan(oid, oid);
+    const job = this.hasher.begin(size);
+    const damaged: { chunk: string; pack: string }[] = [];
+    const hashChunks = (runs: ReadRun[], slot: Slot): void => {
+      let o = 0;
+      for (const run of runs) {
+        for (const c of run.chunks) {
+          const key = c.id.toString('hex');
+          if (!verified.has(key)) {
+            if (sha256(slot.buf.subarray(o, o + c.length)).equals(c.id)) verified.add(key);
+            else damaged.push({ chunk: key, pack: run.pack });
+          }
+          o += c.length;
+        }
+      }
+    };
+    await this.eachSlotful(runs, (group, slot, bytes) => {
+      slot.track(job.update(slot.sab, 0, bytes));
+      if (opts.chunkIds) hashChunks(group, slot);
+      opts.onBytes?.(bytes);
+    });
+    const digest = await job.digest();
+    if (digest !== oid && !opts.chunkIds) await this.eachSlotful(runs, hashChunks);
+    return { digest, damaged };
+  }
+
+  /**
+   * Reads runs in file order, as many back to back into one slot as fit, every run of a slot
+   * read at once, the next slot while `fn` handles the current one. A version's adapter that
+   * differs a little from the last one is dozens of short runs across packs: one read and one
+   * hash message each, in turn, left the hash workers waiting on this thread.
+   */
+  private async eachSlotful(runs: ReadRun[], fn: (group: ReadRun[], slot: Slot, bytes: number) => void): Promise<void> {
+    const groups: { runs: ReadRun[]; bytes: number }[] = [];
+    for (const run of runs) {
+      const last = groups[groups.length - 1];
+      if (last && last.bytes + run.bytes <= SLOT_BYTES) {
+        last.runs.push(run);
+        last.bytes += run.bytes;
+      } else groups.push({ runs: [run], bytes: run.bytes });
+    }
+    const readRun = async (run: ReadRun, slot: Slot, at: number): Promise<void> => {
+      const fh = await this.packFiles.get(run.pack);
+      let got = 0;
+      while (got < run.bytes) {
+        const { bytesRead } = await fh.read(slot.buf, at + got, run.bytes - got, run.offset + got);
+        if (bytesRead === 0) throw new MstoreError('ECORRUPT', `pack ${run.pack} is truncated`);
+        got += bytesRead;
+      }
+    };
+    const load = async (group: { runs: ReadRun[]; bytes: number }): Promise<Slot> => {
+      const slot = await this.pool.acquire(group.bytes);
+      let at = 0;
+      const reads: Promise<void>[] = [];
+      for (const run of group.runs) {
+        reads.push(readRun(run, slot, at));
+        at += run.bytes;
+      }
+      // Every read settles before a failure is thrown: none may still write into the slot after.
+      const failed = (await Promise.allSettled(reads)).find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      return slot;
+    };
+    const quietly = <T>(p: Promise<T>): Promise<T> => {
+      p.catch(() => undefined);
+      return p;
+    };
+    let next = groups.length ? quietly(load(groups[0])) : undefined;
+    for (let i = 0; i < groups.length; i++) {
+      const slot = await next!;
+      next = i + 1 < groups.length ? quietly(load(groups[i + 1])) : undefined;
+      fn(groups[i].runs, slot, groups[i].bytes);
+    }
+    await this.pool.drainAll();
+  }
+
+  /**
+   * Bytes [start, start + length) of stored content, read from the chunks that overlap the
+   * range; each chunk read is re-hashed to its id (every read is verified).
+   */
+  async readRange(oid: string, start: number, length: number, display = oid): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const s of this.slices(oid, start, start + length, display)) parts.push(s);
+    return Buffer.concat(parts);
+  }
+
+  /**
+   * Bytes [start, end) of stored content as slices in order. Each chunk that overlaps the range
+   * is read once and re-hashed to its id before any of it is yielded. When the range is the
+   * whole file, its sha256 is checked as well, and a mismatch (a damaged manifest) throws after
+   * the last slice: a server streaming it then cuts the response, so no client ever holds a
+   * complete wrong file.
+   */
+  async *slices(oid: string, start: number, end: number, display = oid): AsyncGenerator<Buffer> {
+    const f = this.manifest(oid, display);
+    const stop = Math.min(end, f.size);
+    const whole = start <= 0 && stop === f.size ? createHash('sha256') : undefined;
+    let pos = 0;
+    for (const c of f.chunks) {
+      const cEnd = pos + c.length;
+      if (cEnd > start && pos < stop) {
+        const buf = await this.chunk(c, display);
+        whole?.update(buf);
+        yield buf.subarray(Math.max(start, pos) - pos, Math.min(stop, cEnd) - pos);
+      }
+      pos = cEnd;
+      if (pos >= stop) break;
+    }
+    const digest = whole?.digest('hex');
+    if (digest !== undefined && digest !== oid) throw new MstoreError('ECORRUPT', `${display}: content hashes to ${digest}, expected ${oid} (file manifest damaged)`);
+  }
+
+  /** One chunk of a manifest, read from its pack and re-hashed to its id; `display` names the file in errors. */
+  async chunk(c: ManifestChunk, display: string): Promise<Buffer> {
+    const loc = this.index.chunk(c.id);
+    if (!loc) throw new MstoreError('EMISSING', `${display}: chunk ${c.id.toString('hex')} is missing from the store`);
+    const fh = await this.packFiles.get(loc.pack);
+    const buf = Buffer.alloc(c.length);
+    const { bytesRead } = await fh.read(buf, 0, c.length, loc.offset);
+    if (bytesRead !== c.length || !sha256(buf).equals(c.id)) {
+      throw new MstoreError('ECORRUPT', `${display}: chunk ${c.id.toString('hex')} in pack ${loc.pack} is damaged (hash mismatch)`);
+    }
+    return buf;
+  }
+
+  /** The manifest of stored content: its size and chunks in order. */
+  manifest(oid: string, display: string): { size: number; chunks: ManifestChunk[] } {
+    const f = this.index.file(Buffer.from(oid, 'hex'));
+    if (!f) throw new MstoreError('EMISSING', `${display}: content ${oid} is not in the store (missing file manifest)`);
+    return f;
+  }
+
+  /** Reads one chunk and checks its id; false when it does not re-hash to it. */
+  async checkChunk(id: Buffer, loc: { pack: string; offset: number; length: number }): Promise<boolean> {
+    const fh = await this.packFiles.get(loc.pack);
+    const buf = Buffer.alloc(loc.length);
+    const { bytesRead } = await fh.read(buf, 0, loc.length, loc.offset);
+    return bytesRead === loc.length && sha256(buf).equals(id);
+  }
+
+  /**
+   * Writes content to the new file `tmp` (a temporary name the caller chose beside its final
+   * name, see fsutil's tmpName): verified while writing, fsynced, mode set. The caller renames
+   * it into place (checkout does so only once every file of the version is written). On an
+   * error `tmp` is gone; nothing partial is ever left.
+   */
+  async materializeTemp(oid: string, tmp: string, display: string, mode: number, onBytes?: BytesCallback): Promise<void> {
+    const fh = await open(tmp, 'wx', mode);
+    let ok = false;
+    try {
+      let pos = 0;
+      let unsynced = 0;
+      let syncing: Promise<void> | undefined;
+      let syncFailed: unknown;
+      await this.read(
+        oid,
+        display,
+        (data, slot) => {
+          const at = pos;
+          pos += data.length;
+          slot.track(
+            writeInPieces(fh, data, at).then(() => {
+              unsynced += data.length;
+              if (unsynced >= SYNC_EVERY && !syncing) {
+                unsynced = 0;
+                // Kept, not lost (nor an unhandled rejection): a later fdatasync may succeed after
+                // the kernel dropped the pages this one could not write.
+                syncing = fh
+                  .datasync()
+                  .then(() => undefined, (e: unknown) => void (syncFailed ??= e))
+                  .finally(() => (syncing = undefined));
+              }
+            }),
+          );
+        },
+        onBytes,
+      );
+      await syncing;
+      if (syncFailed !== undefined) throw syncFailed;
+      await fh.datasync();
+      await fh.close();
+      await chmod(tmp, mode);
+      ok = true;
+    } finally {
+      if (!ok) {
+        await this.pool.drainAll().catch(() => undefined);
+        await fh.close().catch(() => undefined);
+        await unlink(tmp).catch(() => undefined);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.drainAll().catch(() => undefined);
+    await this.packFiles.close();
+  }
+}
