@@ -156,6 +156,12 @@ test('consolidate failures: a failing hook, a corrupted adapter chunk, an adapte
     assert.is(r.code, 1);
     assert.match(r.stderr, /consolidate failed at step 'merge', nothing committed: adapters\/v001:adapter\/adapter_model\.safetensors: chunk [0-9a-f]{64} in pack [0-9a-f]+ is damaged/, r.stderr);
     assert.is(storeState(ws), state2);
+    // With the store's own hook (it gets directories), the verify step stops it before anything runs.
+    writeFileSync(hook, `${shipped.toString()}\n// this store's own copy\n`);
+    r = mstore(ws, ['consolidate', '--base', 'v001', '--adapter', 'adapters/v001']);
+    assert.is(r.code, 1);
+    assert.match(r.stderr, /consolidate failed at step 'verify'.*adapters\/v001.*damaged/);
+    assert.is(storeState(ws), state2);
     // the rest of the store still verifies; only the damaged version is named
     const v = mstoreJson<{ versions: { name: string; ok: boolean }[] }>(ws, ['verify', 'v001', 'adapters/v002']);
     assert.ok(v.versions.every((x) => x.ok));
