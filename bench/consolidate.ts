@@ -1,0 +1,168 @@
+/**
+ * `npm run bench:consolidate` (issue 19, acceptance 6): `mstore consolidate --worker builtin`
+ * of a real ~0.9 GB Qwen3-shaped model (written by transformers, 4 shards) and a real peft
+ * all-linear r=16 adapter takes <= 2x the wall time of `mstore merge-lora` on the same
+ * directories, and at its peak uses <= 5 % of the model in extra disk (scratch), same run.
+ *
+ * bench/qwen3_model.py makes the model and the adapter (seeded) with the venv's transformers
+ * and peft; both are committed to a store. Each rep runs, in alternating order and each after
+ * `sync`: merge-lora into a new directory (removed after), and consolidate, whose merged version
+ * is then removed and collected (`rm`, `gc --grace 0`) so every rep stores its output anew. The
+ * store's own hook (the default, one comment longer, so it gets directories as before issue 19)
+ * runs once as the anchor of what changed. Timings are process wall times (performance.now
+ * around the process; node startup included), CPU and peak RSS from GNU time. Disk: the free
+ * space of the file system is sampled every few milliseconds while a command runs; its extra
+ * disk at peak is the lowest free space against the free space after it ended (scratch it
+ * removed), its growth the free space before against after (what it stored).
+ *
+ * Env: MSTORE_BENCH_DIR (work dir; default os.tmpdir()), MSTORE_BENCH_REPS (3),
+ * MSTORE_BENCH_LAYERS (19: ~0.9 GB), MSTORE_HF_PYTHON (an interpreter with torch, transformers and
+ * peft; default the venv `bash .ci/run` builds, then python3). Exit status: 0 when every
+ * acceptance figure passes, 1 otherwise.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, rmSync, statfsSync, writeFileSync, chmodSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { CLI, DIST, GNU_TIME, MiB, cliLine, envNumber as num, median, run, secs, settle, table, x, type Row, workDir } from './lib.js';
+
+const ROOT = path.resolve(DIST, '..');
+const REPS = Math.max(1, Math.floor(num('MSTORE_BENCH_REPS', 3)));
+const LAYERS = Math.max(1, Math.floor(num('MSTORE_BENCH_LAYERS', 19)));
+
+function hfPython(): string {
+  const tried = [process.env.MSTORE_HF_PYTHON, path.join(os.homedir(), '.cache', 'mstore', 'venv', 'bin', 'python'), 'python3'].filter((p): p is string => !!p);
+  for (const p of tried) if (spawnSync(p, ['-c', 'import torch, transformers, peft'], { stdio: 'ignore' }).status === 0) return p;
+  process.stderr.write(`bench: no Python with torch, transformers and peft among ${tried.join(', ')} (bash .ci/run builds the venv)\n`);
+  process.exit(2);
+}
+
+const freeBytes = (dir: string): number => {
+  const s = statfsSync(dir);
+  return s.bavail * s.bsize;
+};
+
+interface Measured {
+  ms: number;
+  user: number;
+  sys: number;
+  maxKb: number;
+  /** Lowest free space while it ran, against the free space after it ended. */
+  extra: number;
+  /** Free space before, against after. */
+  growth: number;
+}
+
+/** Runs `node CLI args` under GNU time while sampling the file system's free space. */
+async function measured(args: string[], cwd: string): Promise<Measured> {
+  settle();
+  const before = freeBytes(cwd);
+  let low = before;
+  const ru = path.join(os.tmpdir(), `mstore-bench-consolidate-${process.pid}.txt`);
+  const timer = setInterval(() => (low = Math.min(low, freeBytes(cwd))), 3);
+  const t = performance.now();
+  const code = await new Promise<number | null>((resolve) => {
+    const child = spawn(GNU_TIME!, ['-f', '%U %S %M', '-o', ru, process.execPath, CLI, ...args], { cwd, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('close', (c) => {
+      if (c !== 0) process.stderr.write(err);
+      resolve(c);
+    });
+  });
+  const ms = performance.now() - t;
+  clearInterval(timer);
+  if (code !== 0) throw new Error(`mstore ${args.join(' ')} exited ${code}`);
+  settle();
+  const after = freeBytes(cwd);
+  low = Math.min(low, after);
+  const [user, sys, maxKb] = readFileSync(ru, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+  rmSync(ru, { force: true });
+  return { ms, user, sys, maxKb, extra: after - low, growth: before - after };
+}
+
+async function main(): Promise<void> {
+  if (!GNU_TIME) {
+    process.stderr.write('bench: needs GNU time (/usr/bin/time)\n');
+    process.exit(2);
+  }
+  const python = hfPython();
+  const { root } = workDir('mstore-bench-consolidate-', 5 * 1024 * MiB);
+  const ws = path.join(root, 'ws');
+  const mstore = (args: string[]): string => run(process.execPath, [CLI, ...args], { cwd: ws }).stdout;
+  const made = JSON.parse(run(python, [path.join(ROOT, 'bench', 'qwen3_model.py'), ws, String(LAYERS), '250MB']).stdout.trim().split('\n').pop()!) as {
+    base_bytes: number;
+    adapter_bytes: number;
+    shards: string[];
+  };
+  mstore(['init']);
+  mstore(['commit', '-m', 'base', 'base']);
+  mstore(['commit', '-m', 'adapter', '--line', 'adapters', 'adapter']);
+  process.stdout.write(
+    `bench:consolidate — ${cliLine()}\nmodel: Qwen3-shaped, ${LAYERS} layers, ${(made.base_bytes / 1e9).toFixed(2)} GB in ${made.shards.length} shards (transformers); ` +
+      `adapter: peft all-linear r=16, ${(made.adapter_bytes / 1e6).toFixed(1)} MB; python: ${python}; ${REPS} reps, ${os.availableParallelism()} cores\n\n`,
+  );
+  const hook = path.join(ws, '.mstore', 'hooks', 'consolidate');
+  const shipped = readFileSync(hook);
+  const consolidateArgs = ['consolidate', '--base', 'v001', '--adapter', 'adapters/v001', '--worker', 'builtin'];
+  /** Removes the merged version and collects its data: the next consolidate stores its output anew. */
+  const forget = (): void => {
+    mstore(['rm', 'merged/latest', '--confirm', '--no-backup']);
+    mstore(['gc', '--grace', '0']);
+  };
+  const t: { merge: Measured[]; streamed: Measured[] } = { merge: [], streamed: [] };
+  for (let i = 0; i < REPS; i++) {
+    for (const who of i % 2 === 0 ? (['merge', 'streamed'] as const) : (['streamed', 'merge'] as const)) {
+      if (who === 'merge') {
+        const out = path.join(root, `out-${i}`);
+        t.merge.push(await measured(['merge-lora', '--base', 'base', '--adapter', 'adapter', '--out', out], ws));
+        rmSync(out, { recursive: true, force: true });
+      } else {
+        t.streamed.push(await measured(consolidateArgs, ws));
+        forget();
+      }
+    }
+  }
+  // The anchor: the same consolidate through the store's own hook (directories in scratch).
+  writeFileSync(hook, `${shipped.toString()}\n// this store's own copy: consolidate hands it directories\n`);
+  chmodSync(hook, 0o755);
+  const hooked = await measured(consolidateArgs, ws);
+  writeFileSync(hook, shipped);
+  forget();
+
+  const model = made.base_bytes;
+  const gb = (b: number): string => `${(b / 1e9).toFixed(3)} GB`;
+  const pct = (b: number): string => `${((100 * b) / model).toFixed(1)} %`;
+  const all = (ms: Measured[], f: (m: Measured) => number, fmt: (n: number) => string): string => ms.map((m) => fmt(f(m))).join(', ');
+  const mMerge = median(t.merge.map((m) => m.ms));
+  const mStream = median(t.streamed.map((m) => m.ms));
+  const extra = Math.max(...t.streamed.map((m) => m.extra));
+  const rows: Row[] = [];
+  let pass = true;
+  const accept = (r: Row & { pass: boolean }): void => {
+    pass &&= r.pass;
+    rows.push(r);
+  };
+  rows.push({ what: 'mstore merge-lora (directories)', value: secs(mMerge), ratio: '1.00x', target: 'anchor' });
+  accept({ what: 'mstore consolidate --worker builtin', value: secs(mStream), ratio: `${x(mStream / mMerge)} merge-lora`, target: '<= 2.00x', pass: mStream <= 2 * mMerge });
+  accept({ what: '  extra disk at its peak (max over reps)', value: gb(extra), ratio: `${pct(extra)} of the model`, target: '<= 5 %', pass: extra <= 0.05 * model });
+  rows.push({ what: '  store growth (median)', value: gb(median(t.streamed.map((m) => m.growth))), ratio: pct(median(t.streamed.map((m) => m.growth))), target: 'context (bytes kept)' });
+  rows.push({ what: 'consolidate through its own hook (before)', value: secs(hooked.ms), ratio: `${x(hooked.ms / mMerge)} merge-lora`, target: 'context, one run' });
+  rows.push({ what: '  extra disk at its peak', value: gb(hooked.extra), ratio: `${pct(hooked.extra)} of the model`, target: 'context' });
+  rows.push({ what: 'merge-lora output on disk (its peak)', value: gb(median(t.merge.map((m) => m.growth + m.extra))), target: 'context' });
+  process.stdout.write(`${table(rows)}\n\n`);
+  process.stdout.write(`all reps (wall): merge-lora ${all(t.merge, (m) => m.ms, secs)}; consolidate ${all(t.streamed, (m) => m.ms, secs)}\n`);
+  process.stdout.write(
+    `CPU user+sys: merge-lora ${all(t.merge, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}; consolidate ${all(t.streamed, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}; own hook ${(hooked.user + hooked.sys).toFixed(2)} s\n`,
+  );
+  process.stdout.write(
+    `peak RSS: merge-lora ${Math.max(...t.merge.map((m) => m.maxKb / 1024)).toFixed(0)} MB; consolidate ${Math.max(...t.streamed.map((m) => m.maxKb / 1024)).toFixed(0)} MB; own hook ${(hooked.maxKb / 1024).toFixed(0)} MB\n`,
+  );
+  process.stdout.write(`extra disk per rep: consolidate ${all(t.streamed, (m) => m.extra, gb)}\n`);
+  process.exit(pass ? 0 : 1);
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`bench:consolidate: ${e.message}\n`);
+  process.exit(1);
+});
