@@ -27,7 +27,6 @@ import { chooseBackup, backupLocked } from './copy/backups.js';
 import { checkout } from './checkout.js';
 import { ContentWriter } from '../repo/content.js';
 import { ContentReader } from '../repo/content-reader.js';
-import { MERGE_KERNEL } from '../merge/kernel.js';
 import { mergeStored } from './merge-stored.js';
 import { VersionDir } from './stored-source.js';
 import { identifyFile } from '../repo/identify.js';
@@ -314,7 +313,6 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
 
         if (inProcess) {
           current = step('merge');
-          opts.onHookOutput?.(`consolidate: built-in merge (${MERGE_KERNEL}) on cpu, reading and writing the store`);
           const m = await mergeStored(store, baseView, adapterView, proven);
           merged = m;
           report = { worker: 'mstore-ts', device: 'cpu', kernel: m.kernel };

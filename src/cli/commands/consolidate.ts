@@ -20,14 +20,14 @@ interface Args {
 
 export const consolidateCommand: CommandModule<object, Args> = {
   command: 'consolidate',
-  describe: 'Merge an adapter version into a base version (verify, backup, hook, validate) and record it as a new version',
+  describe: 'Merge an adapter version into a base version (verify, backup, merge, commit) and record it as a new version',
   builder: (y) =>
     y
       .option('base', { type: 'string', demandOption: true, requiresArg: true, describe: 'REV or REV:PATH of the base model' })
       .option('adapter', { type: 'string', demandOption: true, requiresArg: true, describe: 'REV or REV:PATH of the LoRA adapter' })
       .option('message', { alias: 'm', type: 'string', requiresArg: true, describe: 'description (default: merge ADAPTER into BASE)' })
       .option('line', { type: 'string', requiresArg: true, describe: 'line of the merged version (default: merged)' })
-      .option('worker', { choices: ['auto', 'python', 'builtin'] as const, default: 'auto' as const, describe: 'auto: torch on a GPU when present, else built-in' })
+      .option('worker', { choices: ['auto', 'python', 'builtin'] as const, default: 'auto' as const, describe: 'auto: torch on a GPU when present (through the hook), else built-in (in-process, from the store)' })
       .option('python', { type: 'string', requiresArg: true, describe: 'Python interpreter for the torch worker (default: $MSTORE_PYTHON or python3)' })
       .option('push', { type: 'string', requiresArg: true, describe: 'then push the merged version to this remote' })
       .option('deploy', { type: 'boolean', default: false, describe: 'with --push: then deploy it there (docs/deploy.md)' })
