@@ -1,6 +1,6 @@
 /**
  * kill -9 of the commands that crash.test.ts, gc.test.ts and the push tests do not kill: pull,
- * clone, rm, prune, restore, import, backup and `fsck --repair-index`. Each is killed at moments
+ * clone, rm, prune, restore, import, backup, consolidate and `fsck --repair-index`. Each is killed at moments
  * spread over its own measured duration (not fixed times, which land in node's start-up), plus
  * once as soon as it has changed the store's files. After every kill: fsck is clean where it
  * ran, every ref names the version it named before (or the one the command moves it to) and
@@ -15,8 +15,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, lstatSync, readdirSync, rmSync } from 'node:fs';
-import { spawnMstore, cleanup, git, layerTensors, mstore, prng, tmpDir, writeModelDir, writeSafetensors } from './helpers.js';
+import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnMstore, cleanup, git, layerTensors, mstore, prng, tmpDir, writeF32, writeModelDir, writeSafetensors } from './helpers.js';
 import { withStoreAt } from './in-process.js';
 import { verify } from '../src/ops/integrity/verify.js';
 import { fsck } from '../src/ops/integrity/fsck.js';
@@ -361,6 +361,40 @@ test('kill -9 of backup: the backup store names only verified versions; the reru
     store: () => bak,
     watch: () => bak,
     done: (now) => assert.equal(versionTags(now), ALL),
+  });
+});
+
+test('kill -9 of consolidate (in-process, writing into the store): no merged version, or the whole one; the rerun completes', async () => {
+  // A base of 8 tensors of 4 MiB and a rank-8 adapter on all of them, made once, committed per run.
+  const made = path.join(root, 'consolidate-inputs');
+  if (!existsSync(made)) {
+    mkdirSync(path.join(made, 'base'), { recursive: true });
+    mkdirSync(path.join(made, 'adapter'));
+    const names = Array.from({ length: 8 }, (_, i) => `model.layers.${i}.mlp.up_proj`);
+    writeF32(path.join(made, 'base', 'model.safetensors'), names.map((m, k): [string, number[], (i: number) => number] => [`${m}.weight`, [1024, 1024], (i) => Math.sin(i * 0.001 + k)]));
+    writeFileSync(path.join(made, 'base', 'config.json'), JSON.stringify({ model_type: 'test' }));
+    writeF32(
+      path.join(made, 'adapter', 'adapter_model.safetensors'),
+      names.flatMap((m, k): [string, number[], (i: number) => number][] => [
+        [`base_model.model.${m}.lora_A.weight`, [8, 1024], (i) => Math.cos(i + k) * 0.01],
+        [`base_model.model.${m}.lora_B.weight`, [1024, 8], (i) => Math.sin(i + k) * 0.01],
+      ]),
+    );
+    writeFileSync(path.join(made, 'adapter', 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ['up_proj'] }));
+  }
+  const merged = (now: Map<string, string>): string[] => [...now.keys()].filter((k) => k.startsWith('refs/tags/merged/'));
+  await killScenario('consolidate', {
+    prepare: () => {
+      cpSync(made, ws, { recursive: true });
+      ok(ws, ['commit', '-m', 'base', '--line', 'bases', 'base']);
+      ok(ws, ['commit', '-m', 'adapter', '--line', 'adapters', 'adapter']);
+    },
+    cwd: () => ws,
+    args: ['consolidate', '--base', 'bases/v001', '--adapter', 'adapters/v001', '--worker', 'builtin'],
+    store: () => ws,
+    watch: () => path.join(ws, '.mstore'),
+    afterKill: (now) => assert.ok(merged(now).length <= 1, merged(now).join(', ')),
+    done: (now) => assert.ok(merged(now).length >= 1 && merged(now).length <= 2, merged(now).join(', ')),
   });
 });
 
