@@ -9,11 +9,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, openSync, readSync, writeSync, closeSync, chmodSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, openSync, readSync, writeSync, closeSync, chmodSync } from 'node:fs';
 import path from 'node:path';
 import { cleanup, git, mstore, tmpDir } from './helpers.js';
 import { withStoreAt } from './in-process.js';
-import { caseA, caseE, resetSeeds } from './merge-cases.js';
+import { caseA, caseE, resetSeeds, storeCase } from './merge-cases.js';
 import { consolidate, type ConsolidateStep } from '../src/ops/consolidate.js';
 import { listVersionFiles } from '../src/repo/version-files.js';
 import { readMeta, resolveRev } from '../src/repo/versions.js';
@@ -23,28 +23,6 @@ import { packPath } from '../src/repo/pack.js';
 
 const root = tmpDir('mstore-consolidate-stream-');
 test.after(() => cleanup(root));
-
-function ok(cwd: string, args: string[]): void {
-  const r = mstore(cwd, args);
-  assert.is(r.code, 0, `mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-}
-
-/** A store with `base/` (v001) and `adapter/` (adapters/v001) copied from a merge case. */
-function store(name: string, base: string, adapter: string, extras: (baseDir: string) => void = () => undefined): string {
-  const ws = path.join(root, name);
-  mkdirSync(ws);
-  ok(ws, ['init']);
-  cpSync(base, path.join(ws, 'base'), { recursive: true });
-  extras(path.join(ws, 'base'));
-  ok(ws, ['commit', '-m', 'base', 'base']);
-  if (statSync(adapter).isDirectory()) cpSync(adapter, path.join(ws, 'adapter'), { recursive: true });
-  else {
-    mkdirSync(path.join(ws, 'adapter'));
-    cpSync(adapter, path.join(ws, 'adapter', path.basename(adapter)));
-  }
-  ok(ws, ['commit', '-m', 'adapter', '--line', 'adapters', 'adapter']);
-  return ws;
-}
 
 interface Run {
   version: string;
@@ -95,7 +73,7 @@ function storeState(ws: string): string {
 test('in-process and through a hook, consolidate records the same files; only the hook path has a work area', async () => {
   resetSeeds();
   const a = caseA(mkdirp(path.join(root, 'cases')));
-  const ws = store('A', a.base, a.adapter, (dir) => {
+  const ws = storeCase(path.join(root, 'A'), a.base, a.adapter, (dir) => {
     writeFileSync(path.join(dir, 'vocab.bin'), randomBytes(6 * 1024 * 1024)); // stored in chunks, kept by reference
     symlinkSync('config.json', path.join(dir, 'config-link.json'));
   });
@@ -123,7 +101,7 @@ test('in-process and through a hook, consolidate records the same files; only th
 test('a kohya LoRA merges in-process to the same files as through a hook', async () => {
   resetSeeds();
   const e = caseE(mkdirp(path.join(root, 'cases')));
-  const ws = store('E', e.base, e.adapter);
+  const ws = storeCase(path.join(root, 'E'), e.base, e.adapter);
   const streamed = await run(ws);
   assert.ok(streamed.steps.includes('merge') && !streamed.steps.includes('materialise'), streamed.steps.join(','));
   ownHook(ws);
@@ -133,7 +111,7 @@ test('a kohya LoRA merges in-process to the same files as through a hook', async
 test("a damaged chunk of the base stops the in-process merge at step 'merge', naming the file; nothing is recorded", async () => {
   resetSeeds();
   const a = caseA(mkdirp(path.join(root, 'cases-damaged')));
-  const ws = store('damaged', a.base, a.adapter);
+  const ws = storeCase(path.join(root, 'damaged'), a.base, a.adapter);
   const shard = 'base/model-00002-of-00002.safetensors';
   const oid = await withStoreAt(ws, async (s) => (await listVersionFiles(s.repo, await resolveRev(s.repo, 'v001'))).find((f) => f.path === shard)!.oid);
   // Flip one byte in the middle of the shard's first chunk, where its pack holds it.

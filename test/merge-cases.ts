@@ -5,10 +5,10 @@
  * the torch reference. Shared by merge.test.ts and merge-golden.test.ts. `t` numbers its seeds
  * in call order: `resetSeeds()` first gives the same tensors every time.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createKernel, type DtypeCode } from '../src/merge/kernel.js';
-import { prng } from './helpers.js';
+import { mstore, prng } from './helpers.js';
 
 const K = createKernel();
 
@@ -378,4 +378,27 @@ export function caseG(root: string, dtype: Dt, name: string): Case {
     JSON.stringify({ r: 8, lora_alpha: 16, use_rslora: true, lora_bias: true, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'embed_tokens'], modules_to_save: ['lm_head'] }),
   );
   return { name, base, baseFiles: [path.join(base, 'model.safetensors')], adapter: ad, ops };
+}
+
+/**
+ * A new store at `ws` with a case's base as `base/` (version v001) and its adapter as `adapter/`
+ * (adapters/v001; a kohya file goes into the directory); `extras` adds files to `base/` first.
+ */
+export function storeCase(ws: string, base: string, adapter: string, extras: (baseDir: string) => void = () => undefined): string {
+  const ok = (args: string[]): void => {
+    const r = mstore(ws, args);
+    if (r.code !== 0) throw new Error(`mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  };
+  mkdirSync(ws);
+  ok(['init']);
+  cpSync(base, path.join(ws, 'base'), { recursive: true });
+  extras(path.join(ws, 'base'));
+  ok(['commit', '-m', 'base', 'base']);
+  if (statSync(adapter).isDirectory()) cpSync(adapter, path.join(ws, 'adapter'), { recursive: true });
+  else {
+    mkdirSync(path.join(ws, 'adapter'));
+    cpSync(adapter, path.join(ws, 'adapter', path.basename(adapter)));
+  }
+  ok(['commit', '-m', 'adapter', '--line', 'adapters', 'adapter']);
+  return ws;
 }

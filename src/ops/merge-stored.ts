@@ -23,6 +23,8 @@ import { openBaseModel } from '../merge/base-model.js';
 import { MERGE_KERNEL } from '../merge/kernel.js';
 import { WeightMerger, mergedHead, otherFiles, planAdapterIn } from '../merge/merge.js';
 import { StoredSource, type VersionDir } from './stored-source.js';
+import { recipesOf } from './recipe.js';
+import type { Recipe } from '../format/recipe.js';
 
 export interface StoredMerge {
   /** The merged model directory's files, at its root. */
@@ -35,6 +37,8 @@ export interface StoredMerge {
   kernel: string;
   threads: number;
   weightFiles: string[];
+  /** The recipe of each merged weight file, by its content id (none when an input is not in chunks). */
+  recipes: Map<string, Recipe>;
   skipped: string[];
   configChanges: string[];
 }
@@ -58,6 +62,8 @@ export async function mergeStored(store: Store, base: VersionDir, adapter: Versi
   try {
     const model = await openBaseModel(base);
     const plan = await planAdapterIn(adapter, model, merger.pool);
+    const recipeOf = await recipesOf(model, plan, base, adapter);
+    const recipes = new Map<string, Recipe>();
     const flat: FlatTree = new Map();
     const gitBlobs = new Map<string, Buffer>();
     let totalBytes = 0;
@@ -75,6 +81,8 @@ export async function mergeStored(store: Store, base: VersionDir, adapter: Versi
         await f.source.proveWhole();
         await f.source.close();
       }
+      const recipe = recipeOf.get(f.name);
+      if (recipe) recipes.set(r.oid, recipe);
       const pointer = Buffer.from(renderPointer({ oid: r.oid, size }));
       const blob = await store.repo.hashBlob(pointer);
       flat.set(f.name, { mode: '100644', blob });
@@ -107,6 +115,7 @@ export async function mergeStored(store: Store, base: VersionDir, adapter: Versi
       kernel: MERGE_KERNEL,
       threads,
       weightFiles: model.files.map((f) => f.name),
+      recipes,
       skipped: others.skipped,
       configChanges,
     };

@@ -102,65 +102,53 @@ export class StoredSource implements ByteSource {
   }
 }
 
-/**
- * A directory of a stored version as the merge reads a model directory (merge/source.ts): its
- * files' bytes straight from the store, small files from their git blobs. Every stored file it
- * opens is read with `whole`; `proveWhole()` then proves each of them whole, so a merge that
- * read from here used only bytes equal to the version's.
- */
+/** A file of a StoredDir: content in the store's chunks, bytes at hand (a git blob, a recipe's text), or a symlink. */
+export type StoredEntry = { kind: 'stored'; oid: string } | { kind: 'bytes'; load: () => Promise<Uint8Array> } | { kind: 'link' };
+
 /** A config (JSON) the merge reads whole into memory: an adapter's, a base's, a shard index. */
 const TEXT_MAX_BYTES = 64 * 1024 * 1024;
 
-export class VersionDir implements ModelFiles {
-  private readonly files = new Map<string, VersionFile>();
+/**
+ * A model directory whose files are in a store, as the merge reads one (merge/source.ts): a
+ * directory of a stored version (VersionDir), or a recipe's inputs (recipe.ts). Every stored file
+ * it opens is read with `whole`; `proveWhole()` then proves each of them whole, so a merge that
+ * read from here used only bytes equal to what the store holds under their ids.
+ */
+export class StoredDir implements ModelFiles {
   /** The stored files opened here, by path in the directory. */
   private readonly opened = new Map<string, StoredSource[]>();
 
-  /**
-   * `dir` ('' for the root) of a version whose files are `files`; `label` (the version's name)
-   * and the file's full path name it in errors.
-   */
+  /** `name` names the directory in errors, and `display(rel)` each file. */
   constructor(
-    private readonly repo: GitRepo,
     private readonly reader: ContentReader,
-    private readonly label: string,
-    readonly dir: string,
-    files: VersionFile[],
-  ) {
-    const prefix = dir ? `${dir}/` : '';
-    for (const f of files) if (f.path.startsWith(prefix)) this.files.set(f.path.slice(prefix.length), f);
-  }
+    readonly name: string,
+    private readonly entries: Map<string, StoredEntry>,
+    private readonly display: (rel: string) => string,
+  ) {}
 
-  get name(): string {
-    return `${this.label}:${this.dir || '.'}`;
-  }
-
-  /** The version file at `rel`. */
-  file(rel: string): VersionFile {
-    const f = this.files.get(rel);
-    if (!f) throw new MstoreError('ENOTFOUND', `${this.display(rel)} is not in the version`);
-    return f;
-  }
-
-  private display(rel: string): string {
-    return `${this.label}:${this.dir ? `${this.dir}/` : ''}${rel}`;
-  }
-
-  /** The paths (in the directory) of the files whose content is in chunks. */
-  stored(): string[] {
-    return [...this.files].filter(([, f]) => f.kind === 'lfs').map(([rel]) => rel);
+  private entry(rel: string): StoredEntry {
+    const e = this.entries.get(rel);
+    if (!e) throw new MstoreError('ENOTFOUND', `${this.display(rel)} is not there`);
+    return e;
   }
 
   async list(): Promise<ModelEntry[]> {
-    return [...this.files.values()].map((f) => ({ path: f.path.slice(this.dir ? this.dir.length + 1 : 0), link: f.kind === 'link' })).sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    return [...this.entries]
+      .map(([path, e]) => ({ path, link: e.kind === 'link' }))
+      .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  }
+
+  /** The paths of the files whose content is in chunks. */
+  stored(): string[] {
+    return [...this.entries].filter(([, e]) => e.kind === 'stored').map(([rel]) => rel);
   }
 
   async source(rel: string): Promise<ByteSource> {
-    const f = this.file(rel);
+    const e = this.entry(rel);
     const display = this.display(rel);
-    if (f.kind === 'link') throw new MstoreError('EBADINPUT', `${display} is a symlink; the merge reads regular files`);
-    if (f.kind === 'git') return new BufferSource(display, await this.repo.readBlob(f.blob, display));
-    const s = new StoredSource(this.reader, display, f.oid, { whole: true });
+    if (e.kind === 'link') throw new MstoreError('EBADINPUT', `${display} is a symlink; the merge reads regular files`);
+    if (e.kind === 'bytes') return new BufferSource(display, await e.load());
+    const s = new StoredSource(this.reader, display, e.oid, { whole: true });
     this.opened.set(rel, [...(this.opened.get(rel) ?? []), s]);
     return s;
   }
@@ -181,8 +169,34 @@ export class VersionDir implements ModelFiles {
   async proveWhole(also: string[] = []): Promise<void> {
     for (const list of this.opened.values()) for (const s of list) await s.proveWhole();
     for (const rel of also) {
-      const f = this.file(rel);
-      if (f.kind === 'lfs' && !this.opened.has(rel)) await new StoredSource(this.reader, this.display(rel), f.oid, { whole: true }).proveWhole();
+      const e = this.entry(rel);
+      if (e.kind === 'stored' && !this.opened.has(rel)) await new StoredSource(this.reader, this.display(rel), e.oid, { whole: true }).proveWhole();
     }
+  }
+}
+
+/** A directory of a stored version (`dir`, '' for the root): its files from the store, small ones from their git blobs. */
+export class VersionDir extends StoredDir {
+  private readonly files: Map<string, VersionFile>;
+
+  /** `label` (the version's name) and the file's full path name files in errors. */
+  constructor(repo: GitRepo, reader: ContentReader, label: string, dir: string, files: VersionFile[]) {
+    const prefix = dir ? `${dir}/` : '';
+    const mine = new Map<string, VersionFile>();
+    for (const f of files) if (f.path.startsWith(prefix)) mine.set(f.path.slice(prefix.length), f);
+    const display = (rel: string): string => `${label}:${prefix}${rel}`;
+    const entries = new Map<string, StoredEntry>();
+    for (const [rel, f] of mine) {
+      entries.set(rel, f.kind === 'lfs' ? { kind: 'stored', oid: f.oid } : f.kind === 'link' ? { kind: 'link' } : { kind: 'bytes', load: () => repo.readBlob(f.blob, display(rel)) });
+    }
+    super(reader, `${label}:${dir || '.'}`, entries, display);
+    this.files = mine;
+  }
+
+  /** The version file at `rel`. */
+  file(rel: string): VersionFile {
+    const f = this.files.get(rel);
+    if (!f) throw new MstoreError('ENOTFOUND', `${this.name}/${rel} is not in the version`);
+    return f;
   }
 }

@@ -1,0 +1,89 @@
+/**
+ * Recipes (format/recipe.ts, docs/format.md §18): the record of how the built-in merge made a
+ * merged weight file, taken from a consolidation, and the rebuild of that file from the store,
+ * verified against its content id. The rebuild runs the same code as the merge that made the
+ * file (merge/, through StoredDirs over the recipe's inputs), with the arithmetic the recipe
+ * names; a recipe that names another version of it is refused, never rebuilt with this one.
+ */
+import { createHash } from 'node:crypto';
+import { MstoreError } from '../lib/errors.js';
+import { RECIPE_SCHEMA, type Recipe, type RecipeInput } from '../format/recipe.js';
+import type { ContentReader } from '../repo/content-reader.js';
+import { INDEX_NAME, openBaseModel, type BaseModel } from '../merge/base-model.js';
+import { MERGE_KERNEL } from '../merge/kernel.js';
+import { mergedHead, planAdapterIn, type WeightMerger } from '../merge/merge.js';
+import type { AdapterPlan } from '../merge/plan.js';
+import type { WeightOut } from '../merge/source.js';
+import { StoredDir, type StoredEntry, type VersionDir } from './stored-source.js';
+
+const ADAPTER_CONFIG = 'adapter_config.json';
+const PEFT_WEIGHTS = 'adapter_model.safetensors';
+
+/**
+ * The recipe of each merged weight file of a merge from `base` and `adapter` (stored version
+ * directories), by file name; none when an input is not in the store's chunks (a file kept as a
+ * git blob), as such a merge cannot be rebuilt from content ids alone.
+ */
+export async function recipesOf(model: BaseModel, plan: AdapterPlan, base: VersionDir, adapter: VersionDir): Promise<Map<string, Recipe>> {
+  const out = new Map<string, Recipe>();
+  const stored = (dir: VersionDir, rel: string): RecipeInput | undefined => {
+    const f = dir.file(rel);
+    return f.kind === 'lfs' ? { name: rel, oid: f.oid, size: f.size } : undefined;
+  };
+  const files = model.files.map((f) => stored(base, f.name));
+  // A kohya LoRA is the adapter directory's one .safetensors file (planAdapterIn).
+  const kohya = (await adapter.list()).find((e) => !e.path.includes('/') && e.path.endsWith('.safetensors'));
+  const weights = stored(adapter, plan.format === 'peft' ? PEFT_WEIGHTS : kohya!.path);
+  if (files.some((f) => !f) || !weights) return out;
+  const index = model.index ? await base.text(INDEX_NAME) : null;
+  const adapterRecipe: Recipe['adapter'] = plan.format === 'peft' ? { format: 'peft', config: await adapter.text(ADAPTER_CONFIG), weights } : { format: 'kohya', weights };
+  for (const f of model.files) {
+    out.set(f.name, { schema: RECIPE_SCHEMA, kernel: MERGE_KERNEL, file: f.name, size: mergedHead(f).size, base: { files: files as RecipeInput[], index }, adapter: adapterRecipe });
+  }
+  return out;
+}
+
+/** A recipe's inputs as the merge's model directories: stored files by content id, texts inline. */
+function recipeDirs(reader: ContentReader, recipe: Recipe, display: string): { base: StoredDir; adapter: StoredDir } {
+  const text = (t: string): StoredEntry => ({ kind: 'bytes', load: async () => Buffer.from(t) });
+  const baseEntries = new Map<string, StoredEntry>(recipe.base.files.map((f) => [f.name, { kind: 'stored', oid: f.oid }]));
+  if (recipe.base.index !== null) baseEntries.set(INDEX_NAME, text(recipe.base.index));
+  const a = recipe.adapter;
+  const adapterEntries = new Map<string, StoredEntry>([[a.format === 'peft' ? PEFT_WEIGHTS : a.weights.name, { kind: 'stored', oid: a.weights.oid }]]);
+  if (a.format === 'peft') adapterEntries.set(ADAPTER_CONFIG, text(a.config));
+  return {
+    base: new StoredDir(reader, `${display} (its recipe's base)`, baseEntries, (rel) => `${display} (its recipe's base file ${rel})`),
+    adapter: new StoredDir(reader, `${display} (its recipe's adapter)`, adapterEntries, (rel) => `${display} (its recipe's adapter file ${rel})`),
+  };
+}
+
+/**
+ * Rebuilds the file `oid` (`display` in errors) from its recipe into `out`, front to back, and
+ * resolves only when every input proved whole and the bytes hash to `oid`; until then `out` holds
+ * unverified bytes (callers publish only after). A recipe of another merge kernel version is
+ * refused naming the version it needs.
+ */
+export async function rebuild(reader: ContentReader, merger: WeightMerger, recipe: Recipe, oid: string, display: string, out: WeightOut): Promise<void> {
+  if (recipe.kernel !== MERGE_KERNEL) {
+    throw new MstoreError('EBADINPUT', `${display} is rebuilt by merge kernel ${recipe.kernel}; this mstore implements ${MERGE_KERNEL} only (docs/merge.md): use an mstore that implements ${recipe.kernel}`);
+  }
+  const dirs = recipeDirs(reader, recipe, display);
+  for (const f of recipe.base.files) checkSize(reader, f, display);
+  checkSize(reader, recipe.adapter.weights, display);
+  const model = await openBaseModel(dirs.base);
+  const plan = await planAdapterIn(dirs.adapter, model, merger.pool);
+  const file = model.files.find((f) => f.name === recipe.file)!;
+  if (mergedHead(file).size !== recipe.size) throw new MstoreError('ECORRUPT', `${display}: its recipe says ${recipe.size} bytes, its inputs make ${mergedHead(file).size}`);
+  const hash = createHash('sha256');
+  await merger.write(file, { write: (b) => (hash.update(b), out.write(b)) }, plan, model);
+  await dirs.base.proveWhole();
+  await dirs.adapter.proveWhole();
+  const digest = hash.digest('hex');
+  if (digest !== oid) throw new MstoreError('ECORRUPT', `${display}: rebuilt from its recipe, it hashes to ${digest}, expected ${oid}`);
+}
+
+/** An input's stored size must be the one the recipe names (a different file under the same id cannot be: this catches a damaged record). */
+function checkSize(reader: ContentReader, f: RecipeInput, display: string): void {
+  const m = reader.manifest(f.oid, `${display} (its recipe's input ${f.name})`);
+  if (m.size !== f.size) throw new MstoreError('ECORRUPT', `${display}: its recipe's input ${f.name} is ${f.size} bytes in the recipe, ${m.size} in the store`);
+}
