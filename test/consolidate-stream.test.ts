@@ -9,7 +9,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, openSync, readSync, writeSync, closeSync, chmodSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync, openSync, readSync, writeSync, closeSync, chmodSync } from 'node:fs';
 import path from 'node:path';
 import { cleanup, git, mstore, tmpDir } from './helpers.js';
 import { withStoreAt } from './in-process.js';
@@ -98,10 +98,14 @@ test('in-process and through a hook, consolidate records the same files; only th
   assert.is(mstore(ws, ['verify', '--all']).code, 0);
 });
 
-test('a kohya LoRA merges in-process to the same files as through a hook', async () => {
+test('a kohya LoRA, and a base whose weights file is a symlink (as in a Hugging Face snapshot), merge in-process to the same files as through a hook', async () => {
   resetSeeds();
   const e = caseE(mkdirp(path.join(root, 'cases')));
-  const ws = storeCase(path.join(root, 'E'), e.base, e.adapter);
+  const ws = storeCase(path.join(root, 'E'), e.base, e.adapter, (dir) => {
+    mkdirSync(path.join(dir, 'blobs'));
+    renameSync(path.join(dir, 'model.safetensors'), path.join(dir, 'blobs', 'f00d'));
+    symlinkSync('blobs/f00d', path.join(dir, 'model.safetensors'));
+  });
   const streamed = await run(ws);
   assert.ok(streamed.steps.includes('merge') && !streamed.steps.includes('materialise'), streamed.steps.join(','));
   ownHook(ws);

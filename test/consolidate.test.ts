@@ -152,7 +152,7 @@ test('consolidate failures: a failing hook, a corrupted adapter chunk, an adapte
     }
     assert.ok(flipped, 'found the adapter chunk to damage');
     const state2 = storeState(ws);
-    r = mstore(ws, ['consolidate', '--base', 'v001', '--adapter', 'adapters/v001']);
+    r = mstore(ws, ['consolidate', '--base', 'v001', '--adapter', 'adapters/v001', '--worker', 'builtin']);
     assert.is(r.code, 1);
     assert.match(r.stderr, /consolidate failed at step 'merge', nothing committed: adapters\/v001:adapter\/adapter_model\.safetensors: chunk [0-9a-f]{64} in pack [0-9a-f]+ is damaged/, r.stderr);
     assert.is(storeState(ws), state2);

@@ -76,6 +76,8 @@ test('a recipe has one byte form: it round-trips, and any other form or a bad fi
   refused(`${JSON.stringify({ ...json, base: { files: [{ name: 'a/b', oid: OID, size: 1 }], index: null } })}\n`, 'base.files[0].name');
   refused(`${JSON.stringify({ ...json, base: { files: [{ name: json.file, oid: 'AB'.repeat(32), size: 1 }], index: null } })}\n`, 'base.files[0].oid');
   refused(`${JSON.stringify({ ...json, adapter: { format: 'lycoris', weights: {} } })}\n`, 'adapter.format');
+  const adapter = json.adapter as { weights: Record<string, unknown> };
+  refused(`${JSON.stringify({ ...json, adapter: { ...adapter, weights: { ...adapter.weights, name: 'other.safetensors' } } })}\n`, 'adapter.weights.name');
   refused(Buffer.from([0xff, 0xfe]), 'UTF-8');
 });
 
@@ -155,6 +157,12 @@ test('a rebuild refuses another kernel version (before reading anything), a chan
     assert.match(err.message, `merged:${recipe.file}: rebuilt from its recipe, it hashes to `);
     err = await failure({ ...recipe, size: recipe.size + 8 });
     assert.is(err.code, 'ECORRUPT');
+    err = await failure({ ...recipe, base: { ...recipe.base, files: [...recipe.base.files].reverse() } });
+    assert.is(err.code, 'ECORRUPT');
+    assert.match(err.message, 'its recipe lists the base files model-00002-of-00002.safetensors, model-00001-of-00002.safetensors, its base model reads model-00001');
+    err = await failure({ ...recipe, base: { ...recipe.base, index: null } });
+    assert.is(err.code, 'ECORRUPT');
+    assert.match(err.message, `merged:${recipe.file}: its recipe does not make a merge: `);
     // A flipped byte in the first chunk of the base's first shard.
     const shard = recipe.base.files[0];
     const first = s.index.file(Buffer.from(shard.oid, 'hex'))!.chunks[0];

@@ -35,8 +35,11 @@ export interface Recipe {
   adapter: RecipeAdapter;
 }
 
-/** The largest inline text (an adapter config, a shard index) a recipe may hold. */
+/** The most UTF-8 bytes of inline text (an adapter config, a shard index) a recipe may hold. */
 export const RECIPE_TEXT_MAX = 16 * 1024 * 1024;
+
+/** The weights file of a PEFT adapter (the only name peft writes them under). */
+export const PEFT_WEIGHTS = 'adapter_model.safetensors';
 
 const input = (i: RecipeInput): RecipeInput => ({ name: i.name, oid: i.oid, size: i.size });
 
@@ -72,7 +75,7 @@ export function parseRecipe(data: Uint8Array, where: string): Recipe {
     return o;
   };
   const text = (v: unknown, what: string): string => {
-    if (typeof v !== 'string' || v.length > RECIPE_TEXT_MAX) bad(`${what} is not a string of at most ${RECIPE_TEXT_MAX} characters`);
+    if (typeof v !== 'string' || Buffer.byteLength(v) > RECIPE_TEXT_MAX) bad(`${what} is not a string of at most ${RECIPE_TEXT_MAX} bytes`);
     return v as string;
   };
   const name = (v: unknown, what: string): string => {
@@ -105,6 +108,7 @@ export function parseRecipe(data: Uint8Array, where: string): Recipe {
   if (a?.format === 'peft') {
     const o = obj(a, ['format', 'config', 'weights'], 'adapter');
     adapter = { format: 'peft', config: text(o.config, 'adapter.config'), weights: inputOf(o.weights, 'adapter.weights') };
+    if (adapter.weights.name !== PEFT_WEIGHTS) bad(`adapter.weights.name is ${JSON.stringify(adapter.weights.name)}, not ${PEFT_WEIGHTS}`);
   } else if (a?.format === 'kohya') {
     const o = obj(a, ['format', 'weights'], 'adapter');
     adapter = { format: 'kohya', weights: inputOf(o.weights, 'adapter.weights') };

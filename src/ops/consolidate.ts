@@ -10,8 +10,10 @@
  * The default hook's built-in worker runs in-process instead (merge-stored.ts): verify (every
  * byte but the safetensors files of the two directories, which the merge proves whole as it
  * reads them) → backup → merge (from the store's chunks into its object sink; no work area) →
- * commit. Its output has the base's header by construction, and the kernel refuses non-finite
- * merged values, so there is nothing left for validate to check.
+ * commit. There is no validate step: the output has the base's headers by construction, and the
+ * kernel refuses a non-finite merged value; a tensor the adapter does not change is the base's
+ * verified bytes, kept as they are (validate would refuse a base's own non-finite values there,
+ * such as a -inf mask: the hook path still does).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rm, stat } from 'node:fs/promises';
@@ -55,6 +57,8 @@ export interface ConsolidateOptions {
   /** Each line the hook writes on stderr (progress). */
   onHookOutput?: (line: string) => void;
   onStep?: (step: ConsolidateStep) => void;
+  /** In-process merge: merged bytes written so far, of `total`. */
+  onProgress?: (p: { done: number; total: number }) => void;
 }
 
 export interface ConsolidateResult {
@@ -313,7 +317,7 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
 
         if (inProcess) {
           current = step('merge');
-          const m = await mergeStored(store, baseView, adapterView, proven);
+          const m = await mergeStored(store, baseView, adapterView, proven, { onProgress: (done, total) => opts.onProgress?.({ done, total }) });
           merged = m;
           report = { worker: 'mstore-ts', device: 'cpu', kernel: m.kernel };
         } else {
@@ -347,7 +351,7 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
 
           hookOutput = output;
         }
-        if ((await adapterView.list()).some((e) => e.path === 'adapter_config.json' && !e.link)) {
+        if ((await adapterView.list()).some((e) => e.path === 'adapter_config.json')) {
           try {
             adapterCfg = JSON.parse(await adapterView.text('adapter_config.json'));
           } catch {

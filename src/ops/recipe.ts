@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { MstoreError } from '../lib/errors.js';
-import { RECIPE_SCHEMA, type Recipe, type RecipeInput } from '../format/recipe.js';
+import { PEFT_WEIGHTS, RECIPE_SCHEMA, RECIPE_TEXT_MAX, type Recipe, type RecipeInput } from '../format/recipe.js';
 import type { ContentReader } from '../repo/content-reader.js';
 import { INDEX_NAME, openBaseModel, type BaseModel } from '../merge/base-model.js';
 import { MERGE_KERNEL } from '../merge/kernel.js';
@@ -17,7 +17,6 @@ import type { WeightOut } from '../merge/source.js';
 import { StoredDir, type StoredEntry, type VersionDir } from './stored-source.js';
 
 const ADAPTER_CONFIG = 'adapter_config.json';
-const PEFT_WEIGHTS = 'adapter_model.safetensors';
 
 /**
  * The recipe of each merged weight file of a merge from `base` and `adapter` (stored version
@@ -36,7 +35,10 @@ export async function recipesOf(model: BaseModel, plan: AdapterPlan, base: Versi
   const weights = stored(adapter, plan.format === 'peft' ? PEFT_WEIGHTS : kohya!.path);
   if (files.some((f) => !f) || !weights) return out;
   const index = model.index ? await base.text(INDEX_NAME) : null;
-  const adapterRecipe: Recipe['adapter'] = plan.format === 'peft' ? { format: 'peft', config: await adapter.text(ADAPTER_CONFIG), weights } : { format: 'kohya', weights };
+  const config = plan.format === 'peft' ? await adapter.text(ADAPTER_CONFIG) : '';
+  // Texts a recipe cannot hold (format/recipe.ts): the merge is kept as bytes.
+  if (Buffer.byteLength(index ?? '') > RECIPE_TEXT_MAX || Buffer.byteLength(config) > RECIPE_TEXT_MAX) return out;
+  const adapterRecipe: Recipe['adapter'] = plan.format === 'peft' ? { format: 'peft', config, weights } : { format: 'kohya', weights };
   for (const f of model.files) {
     out.set(f.name, { schema: RECIPE_SCHEMA, kernel: MERGE_KERNEL, file: f.name, size: mergedHead(f).size, base: { files: files as RecipeInput[], index }, adapter: adapterRecipe });
   }
@@ -70,8 +72,17 @@ export async function rebuild(reader: ContentReader, merger: WeightMerger, recip
   const dirs = recipeDirs(reader, recipe, display);
   for (const f of recipe.base.files) checkSize(reader, f, display);
   checkSize(reader, recipe.adapter.weights, display);
-  const model = await openBaseModel(dirs.base);
-  const plan = await planAdapterIn(dirs.adapter, model, merger.pool);
+  // Inputs that do not make a merge mean a damaged record: a recipe is only made from a merge that ran.
+  const damaged = (e: unknown): never => {
+    if (e instanceof MstoreError && e.code === 'EBADINPUT') throw new MstoreError('ECORRUPT', `${display}: its recipe does not make a merge: ${e.message}`);
+    throw e;
+  };
+  const model = await openBaseModel(dirs.base).catch(damaged);
+  // The record's file order is the one the merge reads (its one byte form); a file the base
+  // model does not read is a damaged record, not a smaller model.
+  const order = model.files.map((f) => f.name).join('\n');
+  if (order !== recipe.base.files.map((f) => f.name).join('\n')) throw new MstoreError('ECORRUPT', `${display}: its recipe lists the base files ${recipe.base.files.map((f) => f.name).join(', ')}, its base model reads ${model.files.map((f) => f.name).join(', ')}`);
+  const plan = await planAdapterIn(dirs.adapter, model, merger.pool).catch(damaged);
   const file = model.files.find((f) => f.name === recipe.file)!;
   if (mergedHead(file).size !== recipe.size) throw new MstoreError('ECORRUPT', `${display}: its recipe says ${recipe.size} bytes, its inputs make ${mergedHead(file).size}`);
   const hash = createHash('sha256');

@@ -12,6 +12,7 @@
  * reads what no read reached and checks that digest against the oid.
  */
 import { createHash, type Hash } from 'node:crypto';
+import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
 import type { ContentReader } from '../repo/content-reader.js';
 import type { ManifestChunk } from '../repo/index-db.js';
@@ -45,6 +46,7 @@ export class StoredSource implements ByteSource {
       this.starts.push(at);
       at += c.length;
     }
+    if (at !== m.size) throw new MstoreError('ECORRUPT', `${name}: manifest of ${oid} adds up to ${at} bytes, expected ${m.size}`);
     if (opts.whole) this.whole = createHash('sha256');
   }
 
@@ -123,10 +125,10 @@ export class StoredDir implements ModelFiles {
     private readonly reader: ContentReader,
     readonly name: string,
     private readonly entries: Map<string, StoredEntry>,
-    private readonly display: (rel: string) => string,
+    protected readonly display: (rel: string) => string,
   ) {}
 
-  private entry(rel: string): StoredEntry {
+  protected entry(rel: string): StoredEntry {
     const e = this.entries.get(rel);
     if (!e) throw new MstoreError('ENOTFOUND', `${this.display(rel)} is not there`);
     return e;
@@ -143,13 +145,17 @@ export class StoredDir implements ModelFiles {
     return [...this.entries].filter(([, e]) => e.kind === 'stored').map(([rel]) => rel);
   }
 
+  /** The entry a read of `rel` reads (a subclass follows links), how errors name it, and its key in `opened`. */
+  protected async resolve(rel: string): Promise<{ entry: StoredEntry; display: string; key: string }> {
+    return { entry: this.entry(rel), display: this.display(rel), key: rel };
+  }
+
   async source(rel: string): Promise<ByteSource> {
-    const e = this.entry(rel);
-    const display = this.display(rel);
+    const { entry: e, display, key } = await this.resolve(rel);
     if (e.kind === 'link') throw new MstoreError('EBADINPUT', `${display} is a symlink; the merge reads regular files`);
     if (e.kind === 'bytes') return new BufferSource(display, await e.load());
     const s = new StoredSource(this.reader, display, e.oid, { whole: true });
-    this.opened.set(rel, [...(this.opened.get(rel) ?? []), s]);
+    this.opened.set(key, [...(this.opened.get(key) ?? []), s]);
     return s;
   }
 
@@ -169,34 +175,68 @@ export class StoredDir implements ModelFiles {
   async proveWhole(also: string[] = []): Promise<void> {
     for (const list of this.opened.values()) for (const s of list) await s.proveWhole();
     for (const rel of also) {
-      const e = this.entry(rel);
-      if (e.kind === 'stored' && !this.opened.has(rel)) await new StoredSource(this.reader, this.display(rel), e.oid, { whole: true }).proveWhole();
+      const { entry: e, display, key } = await this.resolve(rel);
+      if (e.kind === 'stored' && !this.opened.has(key)) await new StoredSource(this.reader, display, e.oid, { whole: true }).proveWhole();
     }
   }
 }
 
-/** A directory of a stored version (`dir`, '' for the root): its files from the store, small ones from their git blobs. */
+/** The most links a read follows from one name (a loop of links ends there). */
+const MAX_LINK_HOPS = 8;
+
+/**
+ * A directory of a stored version (`dir`, '' for the root): its files from the store, small ones
+ * from their git blobs. A symlink the merge reads is followed, as a checkout's would be, to the
+ * file it names in the same version (a Hugging Face snapshot links its files to blobs/).
+ */
 export class VersionDir extends StoredDir {
   private readonly files: Map<string, VersionFile>;
+  private readonly all: Map<string, VersionFile>;
 
-  /** `label` (the version's name) and the file's full path name files in errors. */
-  constructor(repo: GitRepo, reader: ContentReader, label: string, dir: string, files: VersionFile[]) {
+  /** `files`: every file of the version; `label` (the version's name) and a file's path name it in errors. */
+  constructor(
+    private readonly repo: GitRepo,
+    reader: ContentReader,
+    private readonly label: string,
+    dir: string,
+    files: VersionFile[],
+  ) {
     const prefix = dir ? `${dir}/` : '';
     const mine = new Map<string, VersionFile>();
     for (const f of files) if (f.path.startsWith(prefix)) mine.set(f.path.slice(prefix.length), f);
     const display = (rel: string): string => `${label}:${prefix}${rel}`;
     const entries = new Map<string, StoredEntry>();
-    for (const [rel, f] of mine) {
-      entries.set(rel, f.kind === 'lfs' ? { kind: 'stored', oid: f.oid } : f.kind === 'link' ? { kind: 'link' } : { kind: 'bytes', load: () => repo.readBlob(f.blob, display(rel)) });
-    }
+    for (const [rel, f] of mine) entries.set(rel, entryOf(repo, f, display(rel)));
     super(reader, `${label}:${dir || '.'}`, entries, display);
     this.files = mine;
+    this.all = new Map(files.map((f) => [f.path, f]));
   }
 
-  /** The version file at `rel`. */
+  protected override async resolve(rel: string): Promise<{ entry: StoredEntry; display: string; key: string }> {
+    let f = this.file(rel);
+    let at = f.path;
+    for (let hop = 0; f.kind === 'link'; hop++) {
+      const target = Buffer.from(await this.repo.readBlob(f.blob, `${this.label}:${at}`)).toString('utf8');
+      const to = path.posix.normalize(path.posix.join(path.posix.dirname(at), target));
+      const next = target.startsWith('/') || to.startsWith('../') || to === '..' ? undefined : this.all.get(to);
+      if (!next || hop === MAX_LINK_HOPS) {
+        throw new MstoreError('EBADINPUT', `${this.display(rel)} is a symlink to ${target}, ${next ? `more than ${MAX_LINK_HOPS} links deep` : 'which is no file of the version'}`);
+      }
+      f = next;
+      at = next.path;
+    }
+    const display = at !== this.file(rel).path ? `${this.display(rel)} (-> ${at})` : this.display(rel);
+    return { entry: entryOf(this.repo, f, display), display, key: at };
+  }
+
+  /** The version file at `rel` (in the directory). */
   file(rel: string): VersionFile {
     const f = this.files.get(rel);
     if (!f) throw new MstoreError('ENOTFOUND', `${this.name}/${rel} is not in the version`);
     return f;
   }
+}
+
+function entryOf(repo: GitRepo, f: VersionFile, display: string): StoredEntry {
+  return f.kind === 'lfs' ? { kind: 'stored', oid: f.oid } : f.kind === 'link' ? { kind: 'link' } : { kind: 'bytes', load: () => repo.readBlob(f.blob, display) };
 }

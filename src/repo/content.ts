@@ -234,8 +234,10 @@ export class ContentWriter {
    * Stores content of a known size that a producer hands over in order (the merge's output,
    * consolidate): `write` takes each piece before it resolves, `end` records the file. It is
    * cut as ingest() cuts a file: a safetensors file by `header` (the file's own, which the
-   * producer writes first), anything else by content (FastCDC). Nothing is recorded for a stream that does not end,
-   * or ends short.
+   * producer writes first), anything else by content (FastCDC). A stream that does not end, or
+   * ends short, records no file manifest (its chunks, like any unreferenced chunk, are published
+   * with the writer's next finish() and left to gc). One stream at a time per writer: a stream's
+   * carry lives in a slot the next one may take.
    */
   stream(size: number, display: string, header?: SafetensorsHeader, onBytes?: BytesCallback): ContentOut {
     // The cuts a file of the same bytes gets from ingest(): a small file is one chunk.

@@ -4,7 +4,7 @@ import { MstoreError } from '../../lib/errors.js';
 import { openRemote } from '../../remote/open.js';
 import { push, type PushResult } from '../../remote/push.js';
 import { deploy, type DeployOutcome } from '../../deploy/client.js';
-import { dim, formatBytes, formatDuration, green, handler, out, printJson, withStore } from '../ui/output.js';
+import { dim, formatBytes, formatDuration, green, handler, out, printJson, progressBar, withStore } from '../ui/output.js';
 
 interface Args {
   base: string;
@@ -42,6 +42,7 @@ export const consolidateCommand: CommandModule<object, Args> = {
       const remote = a.push ? (await openRemote(store, a.push)).remote : undefined;
       try {
         const tty = process.stderr.isTTY && !a.json;
+        const bar = tty ? progressBar('merge') : undefined;
         const r = await consolidate(store, {
           base: a.base,
           adapter: a.adapter,
@@ -49,9 +50,11 @@ export const consolidateCommand: CommandModule<object, Args> = {
           line: a.line,
           worker: a.worker,
           python: a.python,
-          onStep: tty ? (s) => process.stderr.write(dim(`consolidate: ${s}\n`)) : undefined,
+          // A step after the merge ends its bar before its line is printed.
+          onStep: tty ? (s) => (bar?.stop(), process.stderr.write(dim(`consolidate: ${s}\n`))) : undefined,
           onHookOutput: (l) => process.stderr.write(`hook: ${l}\n`),
-        });
+          onProgress: bar?.update,
+        }).finally(() => bar?.stop());
         const name = (v: { version: string | undefined; commit: string; path: string }): string => `${v.version ?? v.commit.slice(0, 12)}${v.path ? `:${v.path}` : ''}`;
         if (!a.json) {
           out(

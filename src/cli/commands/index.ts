@@ -40,7 +40,7 @@ export const COMMANDS: CommandEntry[] = [
   { command: 'serve [store]', describe: 'Serve a bare store over HTTP(S) to push, pull and clone (bearer tokens with read/push/admin scopes)', load: async () => (await import('./serve.js')).serveCommand },
   { command: 'ui', describe: 'Browse the store in a web browser: versions, statuses, metrics, curves, diffs, deploys (docs/ui.md)', load: async () => (await import('./ui.js')).uiCommand },
   { command: 'deploy [args..]', describe: 'Deploy a version to the inference box (push, switch, register, activate), show deploy status, roll back', load: async () => (await import('./deploy.js')).deployCommand },
-  { command: 'consolidate', describe: 'Merge an adapter version into a base version (verify, backup, hook, validate) and record it as a new version', load: async () => (await import('./consolidate.js')).consolidateCommand },
+  { command: 'consolidate', describe: 'Merge an adapter version into a base version (verify, backup, merge, commit) and record it as a new version', load: async () => (await import('./consolidate.js')).consolidateCommand },
   { command: 'merge-lora', describe: 'Merge a LoRA adapter (PEFT or kohya) into its base model on the CPU (docs/merge.md)', load: async () => (await import('./merge-lora.js')).mergeLoraCommand },
 ];
 
