@@ -343,7 +343,9 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
             preferences: { worker: opts.worker ?? 'auto', python: pythonOf(opts) },
             tools: { node: process.execPath, mstore: cli, pythonWorker: path.join(root, 'workers', 'merge_lora.py') },
           };
-          report = await runConsolidateHook(await hookPath(store), job, opts.onHookOutput);
+          // Only what a hook may report: a kernel version is recorded for the built-in merge alone.
+          const said = await runConsolidateHook(await hookPath(store), job, opts.onHookOutput);
+          report = { worker: said.worker, device: said.device };
           if (!(await stat(output).catch(() => undefined))?.isDirectory()) throw new MstoreError('EBADINPUT', `the hook exited 0 but wrote no output directory ${output}`);
 
           current = step('validate');
