@@ -1,7 +1,8 @@
 /**
- * gc safety (issue 3, acceptance 2): a random sequence of commit, tag, rm, restore, prune and
- * gc never removes data a live or restorable version needs; kill -9 of gc at random moments
- * leaves every version intact and the next gc completes.
+ * gc safety (issue 3, acceptance 2): a random sequence of commit, tag, rm, restore, prune,
+ * consolidate (issue 19: a merged version must outlive its base and adapter) and gc never
+ * removes data a live or restorable version needs; kill -9 of gc at random moments leaves every
+ * version intact and the next gc completes.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -13,6 +14,7 @@ import { createTag } from '../src/ops/tags.js';
 import { executeRemoval, restoreRef } from '../src/ops/retention/remove.js';
 import { planPrune } from '../src/ops/retention/prune.js';
 import { gc } from '../src/ops/retention/gc.js';
+import { consolidate } from '../src/ops/consolidate.js';
 import { checkout } from '../src/ops/checkout.js';
 import { refRoots } from '../src/repo/reach.js';
 import { MstoreError } from '../src/lib/errors.js';
@@ -22,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { log } from '../src/ops/inspect.js';
 import { verify } from '../src/ops/integrity/verify.js';
 import { commitHere, withStoreAt } from './in-process.js';
-import { cleanup, git, mstore, mstoreJson, prng, spawnMstore, tmpDir, treeDigest, writeSafetensors, type TensorSpec } from './helpers.js';
+import { cleanup, git, mstore, mstoreJson, prng, spawnMstore, tmpDir, treeDigest, writeF32, writeSafetensors, type TensorSpec } from './helpers.js';
 
 const digestKey = (m: Map<string, string>): string => JSON.stringify([...m].sort());
 
@@ -39,7 +41,7 @@ const took = (what: string): void => {
   if (process.env.MSTORE_TEST_VERBOSE) console.error(`${what}: ${((Date.now() - started) / 1000).toFixed(1)} s`);
 };
 
-test('200+ random operations: gc never removes what a live or restorable version needs', async () => {
+test('200+ random operations (consolidations among them): gc never removes what a live or restorable version needs', async () => {
   const seed = Number(process.env.MSTORE_GC_SEED ?? 20261123);
   const rand = prng(seed);
   const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)];
@@ -64,11 +66,12 @@ test('200+ random operations: gc never removes what a live or restorable version
   const commitOf = new Map<string, string>(); // version name -> commit
   // Commits a gc may have freed (not live, outside that gc's grace): their restore may fail.
   const mayBeFreed = new Set<string>();
-  const counts: Record<string, number> = { commit: 0, tag: 0, rm: 0, restore: 0, restoreRefused: 0, prune: 0, gc: 0, checked: 0 };
+  const counts: Record<string, number> = { commit: 0, tag: 0, rm: 0, restore: 0, restoreRefused: 0, prune: 0, consolidate: 0, gc: 0, checked: 0, mergedWithoutBase: 0 };
+  const baseOf = new Map<string, string>(); // merged commit -> its base commit
   const liveVersions = async (): Promise<Map<string, string>> => {
     const { roots } = await refRoots(store.repo);
     const out = new Map<string, string>();
-    for (const [c, refs] of roots) for (const r of refs) if (/^refs\/tags\/v[0-9]+$/.test(r)) out.set(r.slice(10), c);
+    for (const [c, refs] of roots) for (const r of refs) if (/^refs\/tags\/((merged|adapters)\/)?v[0-9]+$/.test(r)) out.set(r.slice(10), c);
     return out;
   };
   try {
@@ -118,6 +121,36 @@ test('200+ random operations: gc never removes what a live or restorable version
         await executeRemoval(store, plan.remove.map((v) => v.commit), { reason: 'prune', noBackup: true });
         for (const v of plan.remove) removedAt.set(v.version, clock);
         counts.prune++;
+      } else if (r < 0.84) {
+        // consolidate: a base with finite weights (the other commits' bytes are random, NaN
+        // included), an adapter for some of its layers on a line of its own, merged in-process;
+        // its base and adapter may later be removed and collected, the merged version must stay.
+        writeF32(path.join(ws, 'model.safetensors'), seeds.map((sd, i): [string, number[], (j: number) => number] => [`layers.${i}.weight`, [128, 1024], (j) => Math.sin(j * 0.001 + sd)]));
+        writeFileSync(path.join(ws, 'config.json'), JSON.stringify({ op, seeds, finite: true }));
+        const b = await commit(store, { cwd: ws, message: `base ${op}`, allowEmpty: true });
+        expected.set(b.commit!, digestKey(treeDigest(ws)));
+        commitOf.set(b.version!, b.commit!);
+        const dir = path.join(ws, 'adapter');
+        mkdirSync(dir);
+        const layers = seeds.map((_, i) => `layers.${i}`).filter(() => rand() < 0.5);
+        if (!layers.length) layers.push('layers.0');
+        writeF32(
+          path.join(dir, 'adapter_model.safetensors'),
+          layers.flatMap((m): [string, number[], (j: number) => number][] => [
+            [`base_model.model.${m}.lora_A.weight`, [4, 1024], (j) => Math.cos(j + op) * 0.01],
+            [`base_model.model.${m}.lora_B.weight`, [128, 4], (j) => Math.sin(j + op) * 0.01],
+          ]),
+        );
+        writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: layers }));
+        const a = await commit(store, { cwd: ws, paths: ['adapter'], line: 'adapters', message: `adapter ${op}` });
+        expected.set(a.commit!, await checkoutDigest(store, a.commit!, scratch));
+        commitOf.set(a.version!, a.commit!);
+        rmSync(dir, { recursive: true });
+        const m = await consolidate(store, { base: b.version!, adapter: a.version!, worker: 'builtin' });
+        expected.set(m.commit, await checkoutDigest(store, m.commit, scratch));
+        commitOf.set(m.version, m.commit);
+        baseOf.set(m.commit, b.commit!);
+        counts.consolidate++;
       } else {
         const graceMs = pick([0, 6 * 3_600_000, 2 * 86_400_000]);
         await gc(store, { graceMs });
@@ -129,6 +162,8 @@ test('200+ random operations: gc never removes what a live or restorable version
           if (!expected.has(c)) continue;
           assert.is(await checkoutDigest(store, c, scratch), expected.get(c), `live commit ${c} after gc #${counts.gc} (seed ${seed})`);
           counts.checked++;
+          // A merged version whose base no ref keeps (a gc may have freed it) still checks out.
+          if (baseOf.has(c) && !liveCommits.has(baseOf.get(c)!)) counts.mergedWithoutBase++;
         }
         // Every version removed within the grace period (and not already freed) checks out too.
         for (const [v, at] of removedAt) {
@@ -152,8 +187,8 @@ test('200+ random operations: gc never removes what a live or restorable version
     assert.is(fsck.unreachable.chunks, 0, 'gc --grace 0 leaves no unreachable chunk');
     assert.is(git(path.join(ws, '.mstore/git'), ['fsck', '--strict']).code, 0);
     // The sequence really exercised every operation.
-    for (const k of ['commit', 'tag', 'rm', 'restore', 'prune', 'gc']) assert.ok(counts[k] > 0, `no ${k} in the sequence: ${JSON.stringify(counts)}`);
-    assert.ok(counts.gc >= 20 && counts.checked >= 100, JSON.stringify(counts));
+    for (const k of ['commit', 'tag', 'rm', 'restore', 'prune', 'consolidate', 'gc']) assert.ok(counts[k] > 0, `no ${k} in the sequence: ${JSON.stringify(counts)}`);
+    assert.ok(counts.gc >= 20 && counts.checked >= 100 && counts.mergedWithoutBase > 0, JSON.stringify(counts));
     if (process.env.MSTORE_TEST_VERBOSE) console.error(`gc property test (seed ${seed}): ${JSON.stringify(counts)}`);
     took('property test');
   } finally {
