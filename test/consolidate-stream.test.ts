@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync, openSync, readSync, writeSync, closeSync, chmodSync } from 'node:fs';
 import path from 'node:path';
-import { cleanup, git, mstore, tmpDir } from './helpers.js';
+import { cleanup, git, mstore, tmpDir, treeDigest } from './helpers.js';
 import { withStoreAt } from './in-process.js';
 import { caseA, caseE, resetSeeds, storeCase } from './merge-cases.js';
 import { consolidate, type ConsolidateStep } from '../src/ops/consolidate.js';
@@ -110,6 +110,50 @@ test('a kohya LoRA, and a base whose weights file is a symlink (as in a Hugging 
   assert.ok(streamed.steps.includes('merge') && !streamed.steps.includes('materialise'), streamed.steps.join(','));
   ownHook(ws);
   assert.equal(streamed.files, (await run(ws)).files);
+});
+
+test('links are followed as a checkout follows them: a Hugging Face snapshot layout, a link through a linked directory, an adapter inside the base; the result equals merge-lora on a full checkout', async () => {
+  resetSeeds();
+  const e = caseE(mkdirp(path.join(root, 'cases-links')));
+  const ws = path.join(root, 'links');
+  mkdirSync(ws);
+  assert.is(mstore(ws, ['init']).code, 0);
+  const snap = path.join(ws, 'snap', 'snapshots', 'abc');
+  mkdirSync(snap, { recursive: true });
+  mkdirSync(path.join(ws, 'snap', 'blobs'));
+  mkdirSync(path.join(ws, 'deep', 'x'), { recursive: true });
+  writeFileSync(path.join(ws, 'snap', 'blobs', 'w1'), readFileSync(path.join(e.base, 'model.safetensors')));
+  writeFileSync(path.join(ws, 'snap', 'blobs', 'c1'), JSON.stringify({ model_type: 'unet' }));
+  symlinkSync('../../blobs/w1', path.join(snap, 'model.safetensors'));
+  symlinkSync('../../blobs/c1', path.join(snap, 'config.json'));
+  writeFileSync(path.join(snap, 'extra.txt'), 'inside\n');
+  symlinkSync('extra.txt', path.join(snap, 'notes.txt')); // a link inside: kept as a link
+  // foo/../t.json: through the linked directory foo (deep/x), so deep/t.json, not abc/t.json.
+  symlinkSync('../../../deep/x', path.join(snap, 'foo'));
+  writeFileSync(path.join(snap, 't.json'), '"the text reading"');
+  writeFileSync(path.join(ws, 'deep', 't.json'), '"what a checkout reads"');
+  writeFileSync(path.join(ws, 'deep', 'x', 'keep.txt'), 'a directory git keeps\n');
+  symlinkSync('foo/../t.json', path.join(snap, 'tok.json'));
+  // The adapter lies inside the base directory, in the same version.
+  mkdirSync(path.join(snap, 'lora'));
+  writeFileSync(path.join(snap, 'lora', 'style.safetensors'), readFileSync(e.adapter));
+  assert.is(mstore(ws, ['commit', '-m', 'snapshot']).code, 0);
+  const r = mstore(ws, ['consolidate', '--base', 'v001:snap/snapshots/abc', '--adapter', 'v001:snap/snapshots/abc/lora', '--worker', 'builtin']);
+  assert.is(r.code, 0, r.stderr);
+  const full = path.join(root, 'links-full');
+  assert.is(mstore(ws, ['checkout', 'v001', '--to', full]).code, 0);
+  const direct = path.join(root, 'links-direct');
+  const base = path.join(full, 'snap', 'snapshots', 'abc');
+  const m = mstore(ws, ['merge-lora', '--base', base, '--adapter', path.join(base, 'lora', 'style.safetensors'), '--out', direct]);
+  assert.is(m.code, 0, m.stderr);
+  const merged = path.join(root, 'links-merged');
+  assert.is(mstore(ws, ['checkout', 'merged/v001', '--to', merged]).code, 0);
+  const got = treeDigest(merged);
+  assert.equal([...got].sort(), [...treeDigest(direct)].sort());
+  assert.is(got.get('notes.txt'), 'link:extra.txt');
+  assert.is(readFileSync(path.join(merged, 'tok.json'), 'utf8'), '"what a checkout reads"');
+  assert.is(readFileSync(path.join(merged, 'config.json'), 'utf8'), JSON.stringify({ model_type: 'unet' }));
+  assert.not.ok([...got.keys()].some((p) => p.startsWith('lora/')), 'nothing of the adapter is copied');
 });
 
 test("a damaged chunk of the base stops the in-process merge at step 'merge', naming the file; nothing is recorded", async () => {

@@ -334,44 +334,55 @@ export class WeightMerger {
 
 /** What the merged model keeps of the base directory's files besides its weight files. */
 export interface OtherFiles {
-  /** Kept as they are (paths in the directory; symlinks stay symlinks). */
+  /** Kept (paths in the directory): regular files as they are, symlinks per `dereferenced`. */
   copied: string[];
+  /**
+   * Symlinks in `copied` that name a file outside the directory: the merged model gets that file
+   * (a link would dangle there). A link to a file inside stays a link; a dangling one stays as it is.
+   */
+  dereferenced: string[];
   /** Left out: stale weights in other formats, which would not hold the merge. */
   skipped: string[];
   /** config.json's new text, when the merge must change it (configAdjuster); it is also in `copied`. */
   config?: string;
 }
 
-/** The base directory's other files: each kept, but stale weights; a regular config.json adjusted; `changes` says how. */
-export async function otherFiles(files: ModelFiles, base: BaseModel, plan: AdapterPlan, changes: string[]): Promise<OtherFiles> {
+/**
+ * The base directory's other files: each kept, but stale weights and `exclude` (an adapter
+ * inside the base directory: nothing of the adapter is copied); config.json, read through a
+ * link if it is one, adjusted; `changes` says how.
+ */
+export async function otherFiles(files: ModelFiles, base: BaseModel, plan: AdapterPlan, changes: string[], exclude?: string): Promise<OtherFiles> {
   const weights = new Set(base.files.map((f) => f.name));
-  const out: OtherFiles = { copied: [], skipped: [] };
+  const out: OtherFiles = { copied: [], dereferenced: [], skipped: [] };
   for (const e of await files.list()) {
-    if (weights.has(e.path)) continue;
-    if (!e.link && STALE_WEIGHTS.test(e.path.slice(e.path.lastIndexOf('/') + 1))) {
+    if (weights.has(e.path) || (exclude !== undefined && (e.path === exclude || e.path.startsWith(`${exclude}/`)))) continue;
+    if (STALE_WEIGHTS.test(e.path.slice(e.path.lastIndexOf('/') + 1))) {
       out.skipped.push(e.path);
       continue;
     }
-    if (e.path === 'config.json' && !e.link) out.config = configAdjuster(base, plan, changes)(await files.text(e.path));
+    const target = e.link ? await files.linkTarget(e.path) : undefined;
+    if (e.path === 'config.json' && (!e.link || target)) out.config = configAdjuster(base, plan, changes)(await files.text(e.path));
+    if (target === 'outside') out.dereferenced.push(e.path);
     out.copied.push(e.path);
   }
   return out;
 }
 
-/** Writes the base directory's other files into `out` (otherFiles decides which). */
+/** Writes the base directory's other files into `out` (otherFiles decides which, and how). */
 async function copyOthers(baseDir: string, others: OtherFiles, out: string): Promise<void> {
+  const deref = new Set(others.dereferenced);
   for (const rel of others.copied) {
     const from = path.join(baseDir, ...rel.split('/'));
     const to = path.join(out, ...rel.split('/'));
     await mkdir(path.dirname(to), { recursive: true });
-    const st = await lstat(from);
-    if (st.isSymbolicLink()) await symlink(await readlink(from), to);
-    else if (rel === 'config.json' && others.config !== undefined) {
-      await writeFile(to, others.config, { mode: st.mode & 0o777 });
+    if (rel === 'config.json' && others.config !== undefined) {
+      await writeFile(to, others.config, { mode: (await stat(from)).mode & 0o777 });
       const fh = await open(to, 'r+');
       await fh.sync();
       await fh.close();
-    } else await copyFile(from, to);
+    } else if ((await lstat(from)).isSymbolicLink() && !deref.has(rel)) await symlink(await readlink(from), to);
+    else await copyFile(from, to); // a link outside: the file it names
   }
 }
 
@@ -441,7 +452,10 @@ export async function mergeLora(opts: MergeOptions): Promise<MergeResult> {
       opts.onProgress?.({ done: result.bytes, total, tensor: tensor || undefined });
     };
     for (const f of base.files) await merger.writePath(f, path.join(opts.out, f.name), plan, base, onBytes);
-    const others = await otherFiles(baseFiles, base, plan, result.configChanges);
+    // An adapter (directory or kohya file) inside the base directory is not copied into the merged model.
+    const inside = path.relative(opts.base, opts.adapter);
+    const exclude = inside && !inside.startsWith('..') && !path.isAbsolute(inside) ? inside.split(path.sep).join('/') : undefined;
+    const others = await otherFiles(baseFiles, base, plan, result.configChanges, exclude);
     await copyOthers(opts.base, others, opts.out);
     result.copied = others.copied;
     result.skipped = others.skipped;

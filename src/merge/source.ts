@@ -4,7 +4,7 @@
  * read a directory (`merge-lora`) or content read straight from a store, and hand its output to
  * a file or to a stream (issue 19: consolidate without scratch copies).
  */
-import { open, readdir, readFile, stat } from 'node:fs/promises';
+import { open, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
 
@@ -91,6 +91,12 @@ export interface ModelFiles {
   source(rel: string): Promise<ByteSource>;
   /** A regular file as UTF-8 text. */
   text(rel: string): Promise<string>;
+  /**
+   * Where the symlink `rel` leads, every link on the way followed as a file system would: a
+   * regular file inside the directory, a regular file outside it, or nothing (dangling, a
+   * directory, a loop, or out of reach).
+   */
+  linkTarget(rel: string): Promise<'inside' | 'outside' | undefined>;
 }
 
 export interface ModelEntry {
@@ -127,6 +133,16 @@ export class DirFiles implements ModelFiles {
 
   source(rel: string): Promise<ByteSource> {
     return FileSource.open(path.join(this.name, ...rel.split('/')));
+  }
+
+  async linkTarget(rel: string): Promise<'inside' | 'outside' | undefined> {
+    try {
+      const real = await realpath(path.join(this.name, ...rel.split('/')));
+      if (!(await stat(real)).isFile()) return undefined;
+      return real.startsWith(`${await realpath(this.name)}${path.sep}`) ? 'inside' : 'outside';
+    } catch {
+      return undefined;
+    }
   }
 
   async text(rel: string): Promise<string> {

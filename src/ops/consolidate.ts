@@ -292,6 +292,8 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
       // The default hook's built-in worker runs here, in-process, reading the store and writing
       // into it (merge-stored.ts); a store's own hook and the torch worker get directories.
       const inProcess = (await runsDefaultHook(store.dir, 'consolidate')) && (await builtinChosen(opts));
+      // The adapter's directory, relative to the base's, when one version holds both and it lies inside.
+      const adapterInBase = baseCommit === adapterCommit && adapterDir !== baseDir && inDir(adapterDir, baseDir) ? adapterDir.slice(baseDir ? baseDir.length + 1 : 0) : undefined;
       const reader = new ContentReader(store.index, store.hasher, store.packsDir);
       try {
         const baseView = new VersionDir(store.repo, reader, baseName, baseDir, baseFiles);
@@ -317,7 +319,7 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
 
         if (inProcess) {
           current = step('merge');
-          const m = await mergeStored(store, baseView, adapterView, proven, { onProgress: (done, total) => opts.onProgress?.({ done, total }) });
+          const m = await mergeStored(store, baseView, adapterView, proven, { onProgress: (done, total) => opts.onProgress?.({ done, total }), exclude: adapterInBase });
           merged = m;
           report = { worker: 'mstore-ts', device: 'cpu', kernel: m.kernel };
         } else {
@@ -329,6 +331,8 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
           await checkout(store, { rev: baseCommit, cwd: work, to: baseRoot, patterns: baseDir ? [baseDir] : [], allowInsideStore: true });
           await checkout(store, { rev: adapterCommit, cwd: work, to: adapterRoot, patterns: adapterDir ? [adapterDir] : [], allowInsideStore: true });
           const basePath = path.join(baseRoot, ...baseDir.split('/').filter(Boolean));
+          // Nothing of the adapter is copied into the merged model, even when it lies inside the base.
+          if (adapterInBase !== undefined) await rm(path.join(basePath, ...adapterInBase.split('/')), { recursive: true, force: true });
           const adapterPath = adapterTarget(adapterFiles, adapterDir, adapterRoot);
           const output = path.join(work, 'out');
 

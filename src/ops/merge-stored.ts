@@ -48,6 +48,8 @@ export interface StoredMergeOptions {
   threads?: number;
   /** Bytes of merged output written so far, of `total`. */
   onProgress?: (done: number, total: number) => void;
+  /** A path in the base directory to leave out (the adapter's, when it lies inside the base's). */
+  exclude?: string;
 }
 
 /**
@@ -90,9 +92,11 @@ export async function mergeStored(store: Store, base: VersionDir, adapter: Versi
       totalBytes += size;
     }
     const configChanges: string[] = [];
-    const others = await otherFiles(base, model, plan, configChanges);
+    const others = await otherFiles(base, model, plan, configChanges, opts.exclude);
+    const deref = new Set(others.dereferenced);
     for (const rel of others.copied) {
-      const kept = base.file(rel);
+      // A link that names a file outside the directory is recorded as that file (merge.ts: otherFiles).
+      const kept = deref.has(rel) || (rel === 'config.json' && others.config !== undefined) ? await base.fileThrough(rel) : base.file(rel);
       if (rel === 'config.json' && others.config !== undefined) {
         const id = await identifyBytes(store.repo, rel, Buffer.from(others.config), store.config.textMaxBytes, writer);
         flat.set(rel, { mode: kept.mode, blob: id.blob });

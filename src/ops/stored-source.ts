@@ -12,7 +12,6 @@
  * reads what no read reached and checks that digest against the oid.
  */
 import { createHash, type Hash } from 'node:crypto';
-import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
 import type { ContentReader } from '../repo/content-reader.js';
 import type { ManifestChunk } from '../repo/index-db.js';
@@ -159,6 +158,11 @@ export class StoredDir implements ModelFiles {
     return s;
   }
 
+  /** A StoredDir of its own holds no links (a recipe's inputs); VersionDir follows a version's. */
+  async linkTarget(_rel: string): Promise<'inside' | 'outside' | undefined> {
+    return undefined;
+  }
+
   async text(rel: string): Promise<string> {
     const src = await this.source(rel);
     if (src.size > TEXT_MAX_BYTES) throw new MstoreError('EBADINPUT', `${this.display(rel)} is ${src.size} bytes; the merge reads configs of at most ${TEXT_MAX_BYTES}`);
@@ -192,6 +196,9 @@ const MAX_LINK_HOPS = 8;
 export class VersionDir extends StoredDir {
   private readonly files: Map<string, VersionFile>;
   private readonly all: Map<string, VersionFile>;
+  /** Every directory of the version (a prefix of some file's path). */
+  private readonly dirs = new Set<string>();
+  readonly dir: string;
 
   /** `files`: every file of the version; `label` (the version's name) and a file's path name it in errors. */
   constructor(
@@ -208,25 +215,70 @@ export class VersionDir extends StoredDir {
     const entries = new Map<string, StoredEntry>();
     for (const [rel, f] of mine) entries.set(rel, entryOf(repo, f, display(rel)));
     super(reader, `${label}:${dir || '.'}`, entries, display);
+    this.dir = dir;
     this.files = mine;
     this.all = new Map(files.map((f) => [f.path, f]));
+    for (const f of files) for (let i = f.path.indexOf('/'); i > 0; i = f.path.indexOf('/', i + 1)) this.dirs.add(f.path.slice(0, i));
+  }
+
+  /**
+   * The version path `p` with every link in it followed, one component at a time as a checkout's
+   * file system would (a `..` after a link to a directory leaves that directory); undefined when
+   * it leaves the version or names no file.
+   */
+  private async real(p: string, hops = 0): Promise<string | undefined> {
+    const parts = p.split('/');
+    const at: string[] = [];
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i];
+      if (part === '' || part === '.') continue;
+      if (part === '..') {
+        if (!at.length) return undefined;
+        at.pop();
+        continue;
+      }
+      at.push(part);
+      const here = at.join('/');
+      const f = this.all.get(here);
+      if (f?.kind !== 'link') {
+        // A component something follows must be a directory of the version, as on a file system.
+        if (i < parts.length - 1 && parts.slice(i + 1).some((x) => x !== '' && x !== '.') && !this.dirs.has(here)) return undefined;
+        continue;
+      }
+      if (hops === MAX_LINK_HOPS) throw new MstoreError('EBADINPUT', `${this.label}:${p}: more than ${MAX_LINK_HOPS} links deep`);
+      const target = Buffer.from(await this.repo.readBlob(f.blob, `${this.label}:${f.path}`)).toString('utf8');
+      if (target.startsWith('/')) return undefined;
+      at.pop();
+      return this.real([...at, target, ...parts.slice(i + 1)].join('/'), hops + 1);
+    }
+    return this.all.has(at.join('/')) ? at.join('/') : undefined;
   }
 
   protected override async resolve(rel: string): Promise<{ entry: StoredEntry; display: string; key: string }> {
-    let f = this.file(rel);
-    let at = f.path;
-    for (let hop = 0; f.kind === 'link'; hop++) {
-      const target = Buffer.from(await this.repo.readBlob(f.blob, `${this.label}:${at}`)).toString('utf8');
-      const to = path.posix.normalize(path.posix.join(path.posix.dirname(at), target));
-      const next = target.startsWith('/') || to.startsWith('../') || to === '..' ? undefined : this.all.get(to);
-      if (!next || hop === MAX_LINK_HOPS) {
-        throw new MstoreError('EBADINPUT', `${this.display(rel)} is a symlink to ${target}, ${next ? `more than ${MAX_LINK_HOPS} links deep` : 'which is no file of the version'}`);
-      }
-      f = next;
-      at = next.path;
+    const own = this.file(rel);
+    if (own.kind !== 'link') return { entry: entryOf(this.repo, own, this.display(rel)), display: this.display(rel), key: own.path };
+    const to = await this.real(own.path);
+    if (!to) {
+      const target = Buffer.from(await this.repo.readBlob(own.blob, this.display(rel))).toString('utf8');
+      throw new MstoreError('EBADINPUT', `${this.display(rel)} is a symlink to ${target}, which is no file of the version`);
     }
-    const display = at !== this.file(rel).path ? `${this.display(rel)} (-> ${at})` : this.display(rel);
-    return { entry: entryOf(this.repo, f, display), display, key: at };
+    const display = `${this.display(rel)} (-> ${to})`;
+    return { entry: entryOf(this.repo, this.all.get(to)!, display), display, key: to };
+  }
+
+  override async linkTarget(rel: string): Promise<'inside' | 'outside' | undefined> {
+    const to = await this.real(this.file(rel).path).catch(() => undefined);
+    if (!to) return undefined;
+    return !this.dir || to.startsWith(`${this.dir}/`) ? 'inside' : 'outside';
+  }
+
+  /** The version file a read of `rel` reads: `rel`'s own, or the one its links lead to. */
+  async fileThrough(rel: string): Promise<VersionFile> {
+    const own = this.file(rel);
+    if (own.kind !== 'link') return own;
+    const to = await this.real(own.path);
+    if (!to) throw new MstoreError('EBADINPUT', `${this.display(rel)} is a symlink to no file of the version`);
+    return this.all.get(to)!;
   }
 
   /** The version file at `rel` (in the directory). */
