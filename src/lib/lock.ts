@@ -186,7 +186,7 @@ export class SharedLock {
         continue;
       }
       if (Date.now() >= deadline) {
-        throw new MstoreError('ELOCKED', `store is locked by ${describe(writer.owner)}; waited ${Math.round(timeoutMs / 1000)} s (lock file ${file})`);
+        throw new MstoreError('ELOCKED', `store is locked by ${describe(writer.owner)}; waited ${waited(timeoutMs)} (lock file ${file})`);
       }
       await sleep(50);
     }
@@ -195,6 +195,11 @@ export class SharedLock {
   async release(): Promise<void> {
     if (this.file) await unlink(this.file).catch(() => undefined);
   }
+}
+
+/** How long a lock was waited for, as the message says it: 300 ms, not "0 s". */
+function waited(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`;
 }
 
 export class StoreLock {
@@ -241,7 +246,7 @@ export class StoreLock {
         }
       }
       if (Date.now() >= deadline) {
-        throw new MstoreError('ELOCKED', `store is locked by ${describe(owner)}; waited ${Math.round(timeoutMs / 1000)} s (lock file ${file})`);
+        throw new MstoreError('ELOCKED', `store is locked by ${describe(owner)}; waited ${waited(timeoutMs)} (lock file ${file})`);
       }
       await sleep(50);
     }
@@ -254,7 +259,7 @@ export class StoreLock {
       if (!reader) return;
       if (Date.now() >= deadline) {
         await this.release();
-        throw new MstoreError('ELOCKED', `store is being read by ${describe(reader)}; waited ${Math.round(timeoutMs / 1000)} s (shared locks in ${sharedLockDir(this.file)})`);
+        throw new MstoreError('ELOCKED', `store is being read by ${describe(reader)}; waited ${waited(timeoutMs)} (shared locks in ${sharedLockDir(this.file)})`);
       }
       await sleep(50);
     }

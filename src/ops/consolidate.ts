@@ -98,7 +98,8 @@ async function hookPath(store: Store): Promise<string> {
 function splitSpec(spec: string): { rev: string; dir: string | undefined } {
   const i = spec.indexOf(':');
   if (i < 0) return { rev: spec, dir: undefined };
-  return { rev: spec.slice(0, i), dir: spec.slice(i + 1).replace(/^\.?\/+|\/+$/g, '') };
+  const dir = spec.slice(i + 1).replace(/^\.?\/+|\/+$/g, '');
+  return { rev: spec.slice(0, i), dir: dir === '.' ? '' : dir };
 }
 
 const dirOf = (p: string): string => (p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '');
@@ -305,7 +306,8 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
 
         current = step('verify');
         const checked = await verify(store, { commits: new Map([[baseCommit, [baseName]], [adapterCommit, [adapterName]]]), wholeOnReceipt: provenOids });
-        if (!checked.ok) throw new MstoreError('ECORRUPT', checked.problems.map((p) => p.message).join('; '));
+        // One damaged pack is one problem per file it holds: each said once.
+        if (!checked.ok) throw new MstoreError('ECORRUPT', [...new Set(checked.problems.map((p) => p.message))].join('; '));
 
         current = step('backup');
         if (await chooseBackup(store)) {

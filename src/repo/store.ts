@@ -223,6 +223,10 @@ export class Store {
     const timeout = timeoutMs ?? lockTimeout();
     const lockFile = path.join(this.dir, 'lock');
     const lock = await StoreLock.acquire(lockFile, command, timeout, exclusive).catch((e: unknown) => {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM') {
+        throw new MstoreError('ESTORAGE', `cannot take the writer lock: ${lockFile}: permission denied (${code}); this user cannot write to the store`, { what: lockFile });
+      }
       throw storageError(e, lockFile, `cannot take the writer lock:`) ?? e;
     });
     this.held++;
