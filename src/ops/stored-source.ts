@@ -116,7 +116,7 @@ const TEXT_MAX_BYTES = 64 * 1024 * 1024;
  * read from here used only bytes equal to what the store holds under their ids.
  */
 export class StoredDir implements ModelFiles {
-  /** The stored files opened here, by path in the directory. */
+  /** The stored files opened here, by the key resolve() gives them (the path read, links followed). */
   private readonly opened = new Map<string, StoredSource[]>();
 
   /** `name` names the directory in errors, and `display(rel)` each file. */
