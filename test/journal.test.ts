@@ -175,6 +175,30 @@ test('ref history: a torn last line of reflog.jsonl; tag appends after it; reflo
   }
 });
 
+test('ref history: moves recorded but never made (a commit that failed at its refs) are shown as such; every other move as made', () => {
+  const ws = tmpDir();
+  try {
+    storeWithVersions(ws, 1);
+    const file = path.join(ws, '.mstore', 'reflog.jsonl');
+    const v001 = git(path.join(ws, '.mstore', 'git'), ['rev-parse', 'refs/heads/latest']).stdout.trim();
+    // What a commit whose first ref write failed leaves: its entries, written ahead, and no ref moved.
+    const time = new Date().toISOString();
+    const never = { time, old: null, new: 'ab'.repeat(20), reason: 'commit', op: 'f00df00df00d', message: 'version 2' };
+    appendFileSync(file, `${JSON.stringify({ ...never, ref: 'refs/tags/v002' })}\n${JSON.stringify({ ...never, ref: 'refs/heads/latest', old: v001, new: 'cd'.repeat(20) })}\n`);
+    writeModelDir(ws, { tensors: layerTensors(2, 64, 128, 40), step: 2 });
+    assert.is(mstoreJson<{ version: string }>(ws, ['commit', '-m', 'version 2, again']).version, 'v003', 'numbers are never reused');
+    const entries = mstoreJson<{ ref: string; op: string; happened?: boolean }[]>(ws, ['reflog']);
+    const notMade = entries.filter((e) => e.happened === false);
+    assert.equal(notMade.map((e) => e.ref).sort(), ['refs/heads/latest', 'refs/tags/v002']);
+    assert.ok(notMade.every((e) => e.op === 'f00df00df00d'));
+    assert.ok(entries.filter((e) => e.op !== 'f00df00df00d').every((e) => !('happened' in e)), 'every other move was made');
+    assert.match(mstore(ws, ['reflog', 'v002']).stdout, /v002 .*\(did not happen\)/);
+    assert.not.match(mstore(ws, ['reflog', 'v003']).stdout, /did not happen/);
+  } finally {
+    cleanup(ws);
+  }
+});
+
 test('ref history: finishing the last push after a crash takes its trailing entries only (read from the end)', async () => {
   const ws = tmpDir();
   try {

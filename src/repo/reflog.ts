@@ -270,6 +270,24 @@ export async function finishLastOperation(store: RefStore): Promise<RefLogEntry[
   return todo;
 }
 
+/**
+ * The entries newest first, each with whether its move happened. Entries are written before
+ * their refs move (write-ahead), so a group whose first ref write failed (a full disk), or a
+ * command killed before its refs moved, leaves entries for moves that never happened. A move
+ * happened when the ref's next value, the next entry's `old` or else the ref's value now, is
+ * the one it set.
+ */
+export async function* refLogWithOutcome(store: RefStore): AsyncGenerator<RefLogEntry & { happened: boolean }> {
+  /** Each ref's value right after the entries read so far (read from the end). */
+  const after = new Map<string, string | null>();
+  for await (const e of refLogFromEnd(store)) {
+    if (!after.has(e.ref)) after.set(e.ref, (await store.repo.readRef(e.ref)) ?? null);
+    const happened = after.get(e.ref) === e.new;
+    if (happened) after.set(e.ref, e.old);
+    yield { ...e, happened };
+  }
+}
+
 /** Whether an entry moved the ref `name` (exact name, or a short name under refs/tags/ or refs/heads/). */
 export function movesRef(name: string): (e: RefLogEntry) => boolean {
   const names = name.startsWith('refs/') ? [name] : [`refs/tags/${name}`, `refs/heads/${name}`];

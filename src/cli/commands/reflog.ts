@@ -1,6 +1,6 @@
 /** `mstore reflog`: the ref history, newest first (read from the end of reflog.jsonl). */
 import type { CommandModule } from 'yargs';
-import { movesRef, refLogFromEnd, type RefLogEntry } from '../../repo/reflog.js';
+import { movesRef, refLogWithOutcome, type RefLogEntry } from '../../repo/reflog.js';
 import { dim, handler, out, printJson, withStore, wholeNumber } from '../ui/output.js';
 
 interface Args {
@@ -30,15 +30,18 @@ export const reflogCommand: CommandModule<object, Args> = {
     await withStore(async (store) => {
       // Newest first, read from the end: with -n only the tail of the history is read.
       const want = a.ref ? movesRef(a.ref) : () => true;
-      const entries: RefLogEntry[] = [];
-      for await (const e of refLogFromEnd(store)) {
+      // A move recorded but never made (its command failed or was killed before its refs moved)
+      // is shown as such: the ref history records intent first (docs/format.md §13).
+      const entries: (RefLogEntry & { happened?: false })[] = [];
+      for await (const { happened, ...e } of refLogWithOutcome(store)) {
         if (entries.length === a.n) break;
-        if (want(e)) entries.push(e);
+        if (want(e)) entries.push(happened ? e : { ...e, happened: false });
       }
       if (a.json) return printJson(entries);
       for (const e of entries) {
         const ref = e.ref.replace(/^refs\/(tags|heads)\//, '');
-        out(`${e.time.replace('T', ' ').slice(0, 19)}  ${ref.padEnd(16)} ${short(e.old)} -> ${short(e.new)}  ${e.reason}${e.message ? dim(`  ${e.message}`) : ''}`);
+        const never = e.happened === false ? '  (did not happen)' : '';
+        out(`${e.time.replace('T', ' ').slice(0, 19)}  ${ref.padEnd(16)} ${short(e.old)} -> ${short(e.new)}  ${e.reason}${never}${e.message ? dim(`  ${e.message}`) : ''}`);
       }
     });
   }),
