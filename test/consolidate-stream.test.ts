@@ -9,9 +9,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync, openSync, readSync, writeSync, closeSync, chmodSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync, openSync, readSync, writeSync, closeSync, chmodSync } from 'node:fs';
 import path from 'node:path';
-import { cleanup, git, mstore, tmpDir, treeDigest } from './helpers.js';
+import { cleanup, mstore, storeState, tmpDir, treeDigest } from './helpers.js';
 import { withStoreAt } from './in-process.js';
 import { caseA, caseE, resetSeeds, storeCase } from './merge-cases.js';
 import { consolidate, type ConsolidateStep } from '../src/ops/consolidate.js';
@@ -58,16 +58,6 @@ function ownHook(ws: string): void {
   const hook = path.join(ws, '.mstore', 'hooks', 'consolidate');
   writeFileSync(hook, `${readFileSync(hook, 'utf8')}\n// this store's own copy\n`);
   chmodSync(hook, 0o755);
-}
-
-/** Refs, packs and the log: what a failed consolidate must leave as it was. */
-function storeState(ws: string): string {
-  const packs: string[] = [];
-  const walk = (d: string): void => {
-    for (const n of readdirSync(d)) (statSync(path.join(d, n)).isDirectory() ? walk(path.join(d, n)) : packs.push(`${n}:${statSync(path.join(d, n)).size}`));
-  };
-  walk(path.join(ws, '.mstore', 'packs'));
-  return [git(path.join(ws, '.mstore/git'), ['for-each-ref']).stdout, packs.sort().join('\n')].join('\n---\n');
 }
 
 test('in-process and through a hook, consolidate records the same files; only the hook path has a work area', async () => {

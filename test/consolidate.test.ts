@@ -7,7 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { chmodSync, mkdirSync, openSync, closeSync, readSync, writeSync, readdirSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { cleanup, git, mstore, mstoreJson, tmpDir, treeDigest, writeF32 } from './helpers.js';
+import { cleanup, git, mstore, mstoreJson, storeState, tmpDir, treeDigest, writeF32 } from './helpers.js';
 
 function ok(cwd: string, args: string[]): string {
   const r = mstore(cwd, args);
@@ -41,20 +41,6 @@ function fixture(): string {
   writeFileSync(path.join(ws, 'adapter', 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: modules }));
   ok(ws, ['commit', '-m', 'adapter', '--line', 'adapters', 'adapter']);
   return ws;
-}
-
-/** Everything a failed consolidate must leave as it was. */
-function storeState(ws: string): string {
-  const packs: string[] = [];
-  const walk = (d: string): void => {
-    for (const n of readdirSync(d)) {
-      const p = path.join(d, n);
-      if (statSync(p).isDirectory()) walk(p);
-      else packs.push(`${path.relative(ws, p)}:${statSync(p).size}`);
-    }
-  };
-  walk(path.join(ws, '.mstore', 'packs'));
-  return [git(path.join(ws, '.mstore/git'), ['for-each-ref']).stdout, packs.sort().join('\n'), mstore(ws, ['log', '--json']).stdout].join('\n---\n');
 }
 
 test('consolidate: a new version with exactly the two parents, lineage in its metadata, the merged files', () => {

@@ -249,3 +249,17 @@ export function listeningUrl(child: ChildProcess, timeoutMs = 30_000): Promise<s
     });
   });
 }
+
+/** Refs, pack files and the log of the store at `ws`: what a failed operation must leave as it was. */
+export function storeState(ws: string): string {
+  const packs: string[] = [];
+  const walk = (d: string): void => {
+    for (const n of readdirSync(d)) {
+      const p = path.join(d, n);
+      if (lstatSync(p).isDirectory()) walk(p);
+      else packs.push(`${path.relative(ws, p)}:${lstatSync(p).size}`);
+    }
+  };
+  walk(path.join(ws, '.mstore', 'packs'));
+  return [git(path.join(ws, '.mstore/git'), ['for-each-ref']).stdout, packs.sort().join('\n'), mstore(ws, ['log', '--json']).stdout].join('\n---\n');
+}

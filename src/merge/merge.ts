@@ -9,6 +9,7 @@ import { copyFile, lstat, mkdir, open, readdir, readlink, rm, stat, symlink, wri
 import os from 'node:os';
 import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
+import { writeInPieces } from '../lib/fsutil.js';
 import { openBaseModel, type BaseModel } from './base-model.js';
 import { isKohyaKey, planKohya } from './kohya.js';
 import { MERGE_KERNEL, type RowJob } from './kernel.js';
@@ -116,11 +117,7 @@ function fileOut(fh: FileHandle): WeightOut {
   let pos = 0;
   return {
     async write(buf) {
-      let done = 0;
-      while (done < buf.length) {
-        const { bytesWritten } = await fh.write(buf, done, buf.length - done, pos + done);
-        done += bytesWritten;
-      }
+      await writeInPieces(fh, buf, pos);
       pos += buf.length;
     },
   };

@@ -12,7 +12,6 @@
  * weights in other formats left out (merge.ts: otherFiles).
  */
 import os from 'node:os';
-import { MstoreError } from '../lib/errors.js';
 import { parseSafetensorsHeader } from '../format/safetensors.js';
 import { renderPointer } from '../format/pointer.js';
 import { ContentWriter } from '../repo/content.js';
@@ -110,7 +109,6 @@ export async function mergeStored(store: Store, base: VersionDir, adapter: Versi
     await base.proveWhole(prove.base);
     await adapter.proveWhole(prove.adapter);
     await writer.finish();
-    if (!flat.size) throw new MstoreError('EBADINPUT', 'the merge produced no files');
     return {
       flat,
       gitBlobs,

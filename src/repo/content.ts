@@ -179,22 +179,17 @@ export class ContentWriter {
   async ingest(file: string, display: string, onBytes?: BytesCallback): Promise<IngestResult & { stat: BigIntStats }> {
     const { value: r, stat } = await readStable(file, display, async (fh, size) => {
       if (size <= this.cfg.singleChunkBytes) return this.readSmall(fh, size, display);
-      let chunker: Chunker;
-      let chunking: IngestResult['chunking'] = 'cdc';
+      let header: SafetensorsHeader | undefined;
       let warning: string | undefined;
       if (file.endsWith('.safetensors')) {
         try {
-          const h = await readSafetensorsHeader(fh, size);
-          chunker = new PlannedChunker(chunkCuts(h, size, this.cfg.pieceBytes));
-          chunking = 'safetensors';
+          header = await readSafetensorsHeader(fh, size);
         } catch (e) {
           warning = `${display} is not valid safetensors (${(e as Error).message}); stored with content-defined chunks`;
-          chunker = new FastCdcChunker(this.cfg.cdc);
         }
-      } else {
-        chunker = new FastCdcChunker(this.cfg.cdc);
       }
-      return { ...(await this.ingestStream(fh, size, display, chunker, onBytes)), size, chunking, warning };
+      const chunking: IngestResult['chunking'] = header ? 'safetensors' : 'cdc';
+      return { ...(await this.ingestStream(fh, size, display, this.chunker(size, header), onBytes)), size, chunking, warning };
     });
     let newBytes = r.newBytes;
     if (r.data) {
@@ -231,6 +226,15 @@ export class ContentWriter {
   }
 
   /**
+   * Where content of `size` bytes is cut, the same for a file and a stream of the same bytes: a
+   * small one is one chunk, a safetensors file at its tensors (`header`), anything else by content.
+   */
+  private chunker(size: number, header?: SafetensorsHeader): Chunker {
+    if (size <= this.cfg.singleChunkBytes) return new PlannedChunker([size]);
+    return header ? new PlannedChunker(chunkCuts(header, size, this.cfg.pieceBytes)) : new FastCdcChunker(this.cfg.cdc);
+  }
+
+  /**
    * Stores content of a known size that a producer hands over in order (the merge's output,
    * consolidate): `write` takes each piece before it resolves, `end` records the file. It is
    * cut as ingest() cuts a file: a safetensors file by `header` (the file's own, which the
@@ -240,14 +244,7 @@ export class ContentWriter {
    * carry lives in a slot the next one may take.
    */
   stream(size: number, display: string, header?: SafetensorsHeader, onBytes?: BytesCallback): ContentOut {
-    // The cuts a file of the same bytes gets from ingest(): a small file is one chunk.
-    const chunker =
-      size <= this.cfg.singleChunkBytes
-        ? new PlannedChunker([size])
-        : header
-          ? new PlannedChunker(chunkCuts(header, size, this.cfg.pieceBytes))
-          : new FastCdcChunker(this.cfg.cdc);
-    const stream = new ContentStream(this.pool, this.hasher.begin(size), size, display, chunker, (slot, data, id) => this.addChunk(slot, data, id), onBytes);
+    const stream = new ContentStream(this.pool, this.hasher.begin(size), size, display, this.chunker(size, header), (slot, data, id) => this.addChunk(slot, data, id), onBytes);
     return {
       write: (bytes) => stream.write(bytes),
       end: async () => {

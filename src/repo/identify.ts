@@ -50,10 +50,9 @@ export async function identifyFile(
   }
   if (f.stat.size === 0 || isTextCandidate(f.path, f.stat.size, textMaxBytes)) {
     const { data, stat } = await readSmallFile(f.abs, f.path);
-    // Text that happens to be a git-lfs pointer would be read back as one: store it as content.
-    if (data.length === 0 || (isText(data) && !isPointerText(data))) {
+    if (keptInGit(data)) {
       onBytes?.(data.length);
-      return { kind: 'git', oid: sha256Hex(data), blob: await repo.hashBlob(data), size: data.length, gitContent: data, newBytes: data.length, stat };
+      return { ...(await gitIdentity(repo, data)), stat };
     }
   }
   let oid: string;
@@ -73,8 +72,23 @@ export async function identifyFile(
     size = stat.size;
     onBytes?.(size);
   }
+  return { ...(await pointerIdentity(repo, oid, size, newBytes)), warning, stat };
+}
+
+type ContentIdentity = Omit<Identity, 'stat' | 'warning'>;
+
+/** Small bytes kept as a git blob: empty, or text (text that reads as a git-lfs pointer would be read back as one: it is content). */
+function keptInGit(data: Buffer): boolean {
+  return data.length === 0 || (isText(data) && !isPointerText(data));
+}
+
+async function gitIdentity(repo: GitRepo, data: Buffer): Promise<ContentIdentity> {
+  return { kind: 'git', oid: sha256Hex(data), blob: await repo.hashBlob(data), size: data.length, gitContent: data, newBytes: data.length };
+}
+
+async function pointerIdentity(repo: GitRepo, oid: string, size: number, newBytes: number): Promise<ContentIdentity> {
   const pointer = Buffer.from(renderPointer({ oid, size }));
-  return { kind: 'lfs', oid, blob: await repo.hashBlob(pointer), size, gitContent: pointer, warning, newBytes, stat };
+  return { kind: 'lfs', oid, blob: await repo.hashBlob(pointer), size, gitContent: pointer, newBytes };
 }
 
 /**
@@ -88,15 +102,12 @@ export async function identifyBytes(
   data: Buffer,
   textMaxBytes: number,
   writer: ContentWriter,
-): Promise<Omit<Identity, 'stat' | 'warning'>> {
-  if (data.length === 0 || (isTextCandidate(p, data.length, textMaxBytes) && isText(data) && !isPointerText(data))) {
-    return { kind: 'git', oid: sha256Hex(data), blob: await repo.hashBlob(data), size: data.length, gitContent: data, newBytes: data.length };
-  }
+): Promise<ContentIdentity> {
+  if ((data.length === 0 || isTextCandidate(p, data.length, textMaxBytes)) && keptInGit(data)) return gitIdentity(repo, data);
   const out = writer.stream(data.length, p);
   await out.write(data);
   const { oid, size, newBytes } = await out.end();
-  const pointer = Buffer.from(renderPointer({ oid, size }));
-  return { kind: 'lfs', oid, blob: await repo.hashBlob(pointer), size, gitContent: pointer, newBytes };
+  return pointerIdentity(repo, oid, size, newBytes);
 }
 
 /**
