@@ -8,7 +8,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { mkdirSync, openSync, readSync, writeSync, closeSync } from 'node:fs';
+import { mkdirSync, openSync, readSync, renameSync, symlinkSync, writeSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { cleanup, tmpDir } from './helpers.js';
 import { withStoreAt } from './in-process.js';
@@ -114,14 +114,20 @@ async function storedBytes(reader: ContentReader, oid: string): Promise<Buffer> 
   return Buffer.concat(parts);
 }
 
-test("a consolidation's recipes rebuild each merged weight file bit for bit (sharded PEFT, kohya)", async () => {
+test("a consolidation's recipes rebuild each merged weight file bit for bit (sharded PEFT, kohya, a linked base file)", async () => {
   resetSeeds();
   const cases = path.join(root, 'cases');
   mkdirSync(cases);
   const a = caseA(cases);
   const e = caseE(cases);
-  for (const [name, c] of [['A', a], ['E', e]] as const) {
-    await withRecipes(storeCase(path.join(root, name), c.base, c.adapter), async (_s, reader, recipes) => {
+  // E-link: the base's weights file is a symlink into blobs/ (a Hugging Face snapshot): the recipe names the content read.
+  const linked = (dir: string): void => {
+    mkdirSync(path.join(dir, 'blobs'));
+    renameSync(path.join(dir, 'model.safetensors'), path.join(dir, 'blobs', 'f00d'));
+    symlinkSync('blobs/f00d', path.join(dir, 'model.safetensors'));
+  };
+  for (const [name, c, extras] of [['A', a, undefined], ['E', e, undefined], ['E-link', e, linked]] as const) {
+    await withRecipes(storeCase(path.join(root, name), c.base, c.adapter, extras), async (_s, reader, recipes) => {
       for (const [oid, recipe] of recipes) {
         assert.equal(parseRecipe(encodeRecipe(recipe), 'x'), recipe);
         const bytes = await rebuilt(reader, recipe, oid);

@@ -25,14 +25,15 @@ const ADAPTER_CONFIG = 'adapter_config.json';
  */
 export async function recipesOf(model: BaseModel, plan: AdapterPlan, base: VersionDir, adapter: VersionDir): Promise<Map<string, Recipe>> {
   const out = new Map<string, Recipe>();
-  const stored = (dir: VersionDir, rel: string): RecipeInput | undefined => {
-    const f = dir.file(rel);
+  // The content the merge read, links followed (a recipe names its inputs by content).
+  const stored = async (dir: VersionDir, rel: string): Promise<RecipeInput | undefined> => {
+    const f = await dir.fileThrough(rel);
     return f.kind === 'lfs' ? { name: rel, oid: f.oid, size: f.size } : undefined;
   };
-  const files = model.files.map((f) => stored(base, f.name));
+  const files = await Promise.all(model.files.map((f) => stored(base, f.name)));
   // A kohya LoRA is the adapter directory's one .safetensors file (planAdapterIn).
   const kohya = (await adapter.list()).find((e) => !e.path.includes('/') && e.path.endsWith('.safetensors'));
-  const weights = stored(adapter, plan.format === 'peft' ? PEFT_WEIGHTS : kohya!.path);
+  const weights = await stored(adapter, plan.format === 'peft' ? PEFT_WEIGHTS : kohya!.path);
   if (files.some((f) => !f) || !weights) return out;
   const index = model.index ? await base.text(INDEX_NAME) : null;
   const config = plan.format === 'peft' ? await adapter.text(ADAPTER_CONFIG) : '';
