@@ -326,8 +326,8 @@ test('gc whose rewritten pack comes out identical to a duplicate pack an interru
     const n = new PackWriter(store.tmpDir, store.packsDir, 1 << 30);
     await n.add(ENTRY_CHUNK, sha256(x), x);
     const [packN] = await n.finish();
-    store.index.recordPacks([packN], []);
-    store.index.recordPacks([packQ], []); // X's row now points at Q
+    store.index.recordPacks([packN], { files: [] });
+    store.index.recordPacks([packQ], { files: [] }); // X's row now points at Q
     assert.is(store.index.chunk(sha256(x))!.pack, packQ.id);
     writeFileSync(path.join(ws, 'a.bin'), x); // a single-chunk file whose chunk is X: commit stores only its manifest
     const c = await commit(store, { cwd: ws, message: 'needs X' });

@@ -87,7 +87,7 @@ async function withRecipes(ws: string, fn: (s: Store, reader: ContentReader, rec
     const reader = new ContentReader(s.index, s.hasher, s.packsDir);
     try {
       const dir = async (rev: string, label: string, d: string): Promise<VersionDir> => new VersionDir(s.repo, reader, label, d, await listVersionFiles(s.repo, await resolveRev(s.repo, rev)));
-      const m = await mergeStored(s, await dir('v001', 'v001', 'base'), await dir('adapters/v001', 'adapters/v001', 'adapter'), { base: [], adapter: [] });
+      const m = await mergeStored(s, reader, await dir('v001', 'v001', 'base'), await dir('adapters/v001', 'adapters/v001', 'adapter'), { base: [], adapter: [] });
       assert.is(m.recipes.size, m.weightFiles.length, 'a recipe for every merged weight file');
       await fn(s, reader, m.recipes);
     } finally {

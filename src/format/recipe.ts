@@ -41,6 +41,11 @@ export const RECIPE_TEXT_MAX = 16 * 1024 * 1024;
 /** The weights file of a PEFT adapter (the only name peft writes them under). */
 export const PEFT_WEIGHTS = 'adapter_model.safetensors';
 
+/** Every stored file a recipe reads: the base's weight files, then the adapter's weights. */
+export function recipeInputs(r: Recipe): RecipeInput[] {
+  return [...r.base.files, r.adapter.weights];
+}
+
 const input = (i: RecipeInput): RecipeInput => ({ name: i.name, oid: i.oid, size: i.size });
 
 /** The canonical bytes: JSON with the keys in the order of the interfaces above, no spaces, a final newline. */

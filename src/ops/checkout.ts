@@ -5,12 +5,12 @@
  * nothing (checkout-write.ts): each to a temporary name, verified, fsynced; renamed into place
  * only when all are. Dead checkouts' temporaries in the directories written are swept first.
  */
+import { openReader } from './recipe.js';
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import picomatch from 'picomatch';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
-import { ContentReader } from '../repo/content-reader.js';
 import { INLINE_HASH_BYTES } from '../lib/hashing.js';
 import type { StatEntry } from '../repo/index-db.js';
 import { identifyFile } from '../repo/identify.js';
@@ -211,7 +211,7 @@ export async function checkout(store: Store, opts: CheckoutOptions): Promise<Che
       done += n;
       opts.onProgress?.({ phase: 'checkout', done, total });
     };
-    const reader = new ContentReader(index, store.hasher, store.packsDir);
+    const reader = openReader(store);
     try {
       await writeCheckout({ target, writes, removals, emptiedDirs: [...emptiedDirs], clearFirst: [...clearFirst] }, repo, reader, onBytes);
     } finally {

@@ -15,6 +15,7 @@
  * verified bytes, kept as they are (validate would refuse a base's own non-finite values there,
  * such as a -inf mask: the hook path still does).
  */
+import { openReader } from './recipe.js';
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rm, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -28,7 +29,6 @@ import { verify } from './integrity/verify.js';
 import { chooseBackup, backupLocked } from './copy/backups.js';
 import { checkout } from './checkout.js';
 import { ContentWriter } from '../repo/content.js';
-import { ContentReader } from '../repo/content-reader.js';
 import { mergeStored } from './merge-stored.js';
 import { VersionDir } from './stored-source.js';
 import { identifyFile } from '../repo/identify.js';
@@ -59,6 +59,8 @@ export interface ConsolidateOptions {
   onStep?: (step: ConsolidateStep) => void;
   /** In-process merge: merged bytes written so far, of `total`. */
   onProgress?: (p: { done: number; total: number }) => void;
+  /** How the built-in merge keeps merged weight files: as recipes, or as bytes (merge-stored.ts). */
+  keep?: 'recipe' | 'bytes';
 }
 
 export interface ConsolidateResult {
@@ -71,6 +73,8 @@ export interface ConsolidateResult {
   device: string;
   seconds: number;
   backup: string | undefined;
+  /** Merged weight files kept as their recipes (`keep: 'recipe'` with the built-in merge), not as bytes. */
+  recipes: number;
 }
 
 /** The job description the hook reads on stdin (docs/hooks.md). */
@@ -289,16 +293,21 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
       let hookOutput: string | undefined;
       let report: { worker?: string; device?: string; kernel?: string } = {};
       let adapterCfg: unknown;
+      let keptAsRecipes = 0;
 
       // The default hook's built-in worker runs here, in-process, reading the store and writing
       // into it (merge-stored.ts); a store's own hook and the torch worker get directories.
-      const inProcess = (await runsDefaultHook(store.dir, 'consolidate')) && (await builtinChosen(opts));
+      const builtin = (await runsDefaultHook(store.dir, 'consolidate')) && (await builtinChosen(opts));
       // The adapter's directory, relative to the base's, when one version holds both and it lies inside.
       const adapterInBase = baseCommit === adapterCommit && adapterDir !== baseDir && inDir(adapterDir, baseDir) ? adapterDir.slice(baseDir ? baseDir.length + 1 : 0) : undefined;
-      const reader = new ContentReader(store.index, store.hasher, store.packsDir);
+      const reader = openReader(store);
       try {
         const baseView = new VersionDir(store.repo, reader, baseName, baseDir, baseFiles);
         const adapterView = new VersionDir(store.repo, reader, adapterName, adapterDir, adapterFiles);
+        // The in-process merge reads weights from chunks; a base kept as recipes (a merged model
+        // merged again) is rebuilt into the hook's work area instead.
+        const inChunks = (dir: VersionDir): boolean => safetensorsIn(dir).every((rel) => dir.file(rel).kind !== 'lfs' || store.index.hasFile(Buffer.from(dir.file(rel).oid, 'hex')));
+        const inProcess = builtin && inChunks(baseView) && inChunks(adapterView);
         // The in-process merge proves these whole as it reads them, before anything is committed:
         // verify does not read them first (every other file of both versions it reads).
         const proven = { base: inProcess ? safetensorsIn(baseView) : [], adapter: inProcess ? safetensorsIn(adapterView) : [] };
@@ -321,9 +330,10 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
 
         if (inProcess) {
           current = step('merge');
-          const m = await mergeStored(store, baseView, adapterView, proven, { onProgress: (done, total) => opts.onProgress?.({ done, total }), exclude: adapterInBase });
+          const m = await mergeStored(store, reader, baseView, adapterView, proven, { onProgress: (done, total) => opts.onProgress?.({ done, total }), exclude: adapterInBase, keep: opts.keep });
           merged = m;
           report = { worker: 'mstore-ts', device: 'cpu', kernel: m.kernel };
+          keptAsRecipes = opts.keep === 'recipe' ? m.recipes.size : 0;
         } else {
           current = step('materialise');
           await mkdir(work, { recursive: true });
@@ -413,6 +423,7 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
         device,
         seconds,
         backup: backupName,
+        recipes: keptAsRecipes,
       };
     } catch (e) {
       if (e instanceof StepError) throw e;

@@ -6,9 +6,9 @@
  * store, each chunk re-hashed to its id before it leaves, the whole file's sha256 checked when
  * the whole file is read; files kept in git come from their blob, re-hashed to its id.
  */
+import { openReader } from './recipe.js';
 import { MstoreError } from '../lib/errors.js';
 import type { Store } from '../repo/store.js';
-import { ContentReader } from '../repo/content-reader.js';
 import { resolveRev } from '../repo/versions.js';
 import { listVersionFiles } from '../repo/version-files.js';
 
@@ -83,7 +83,7 @@ export class HubView {
       yield data.subarray(start, end);
       return;
     }
-    const reader = new ContentReader(this.store.index, this.store.hasher, this.store.packsDir);
+    const reader = openReader(this.store);
     try {
       // The answer's Content-Length comes from the pointer: a manifest that holds fewer bytes must
       // fail (the connection is then cut), never end the body short as if it were whole.

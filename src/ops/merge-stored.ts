@@ -22,8 +22,10 @@ import { openBaseModel } from '../merge/base-model.js';
 import { MERGE_KERNEL } from '../merge/kernel.js';
 import { WeightMerger, mergedHead, otherFiles, planAdapterIn } from '../merge/merge.js';
 import { StoredSource, type VersionDir } from './stored-source.js';
-import { recipesOf } from './recipe.js';
-import type { Recipe } from '../format/recipe.js';
+import { openRecipe, recipesOf } from './recipe.js';
+import { encodeRecipe, type Recipe } from '../format/recipe.js';
+import type { ContentReader } from '../repo/content-reader.js';
+import { createHash } from 'node:crypto';
 
 export interface StoredMerge {
   /** The merged model directory's files, at its root. */
@@ -49,6 +51,12 @@ export interface StoredMergeOptions {
   onProgress?: (done: number, total: number) => void;
   /** A path in the base directory to leave out (the adapter's, when it lies inside the base's). */
   exclude?: string;
+  /**
+   * 'recipe': each merged weight file whose inputs are in chunks is kept as its recipe (docs/format.md
+   * §18), made by merging from the recipe itself, so what is kept is what a rebuild makes;
+   * 'bytes' (default): every merged file is stored in chunks.
+   */
+  keep?: 'recipe' | 'bytes';
 }
 
 /**
@@ -56,14 +64,18 @@ export interface StoredMergeOptions {
  * content. Before it returns, every stored file the merge read, and every file of `prove`, is
  * proven whole (VersionDir.proveWhole); on any failure nothing it wrote is recorded.
  */
-export async function mergeStored(store: Store, base: VersionDir, adapter: VersionDir, prove: { base: string[]; adapter: string[] }, opts: StoredMergeOptions = {}): Promise<StoredMerge> {
+export async function mergeStored(store: Store, reader: ContentReader, base: VersionDir, adapter: VersionDir, prove: { base: string[]; adapter: string[] }, opts: StoredMergeOptions = {}): Promise<StoredMerge> {
   const threads = opts.threads ?? Math.max(1, os.availableParallelism());
   const merger = new WeightMerger({ threads });
-  const writer = new ContentWriter(store.sink(), store.hasher, store.config.chunking);
+  const sink = store.sink();
+  const writer = new ContentWriter(sink, store.hasher, store.config.chunking);
   try {
     const model = await openBaseModel(base);
     const plan = await planAdapterIn(adapter, model, merger.pool);
-    const recipeOf = await recipesOf(model, plan, base, adapter);
+    const recipeOf = await recipesOf(model, plan, base, adapter, (oid) => store.index.hasFile(Buffer.from(oid, 'hex')));
+    // Every merged file shares the recipe's inputs: they are opened once, proven whole at the end.
+    const first = recipeOf.values().next().value;
+    const fromRecipe = opts.keep === 'recipe' && first ? await openRecipe(reader, merger, first, 'the merged model', true) : undefined;
     const recipes = new Map<string, Recipe>();
     const flat: FlatTree = new Map();
     const gitBlobs = new Map<string, Buffer>();
@@ -72,17 +84,28 @@ export async function mergeStored(store: Store, base: VersionDir, adapter: Versi
     let done = 0;
     for (const f of model.files) {
       const { head, size } = mergedHead(f);
-      // The chunk plan is the output's own header: the base's, padded (mergedHead).
-      const header = parseSafetensorsHeader(head.subarray(0, 8), head.subarray(8), size);
-      const out = writer.stream(size, `${f.name} (merged)`, header);
-      await merger.write(f, out, plan, model, (n) => opts.onProgress?.((done += n), total));
-      const r = await out.end();
+      const recipe = recipeOf.get(f.name);
+      const made = fromRecipe?.model.files.find((x) => x.name === f.name);
+      let r: { oid: string };
+      if (recipe && fromRecipe && made) {
+        // Kept as its recipe: the bytes are only hashed, made from the recipe's inputs.
+        const hash = createHash('sha256');
+        await merger.write(made, { write: async (b) => void hash.update(b) }, fromRecipe.plan, fromRecipe.model, (n) => opts.onProgress?.((done += n), total));
+        r = { oid: hash.digest('hex') };
+        sink.addRecipe(Buffer.from(r.oid, 'hex'), encodeRecipe(recipe), `${f.name} (merged)`)?.catch(() => undefined);
+        if (made.source instanceof StoredSource) await made.source.proveWhole();
+      } else {
+        // The chunk plan is the output's own header: the base's, padded (mergedHead).
+        const header = parseSafetensorsHeader(head.subarray(0, 8), head.subarray(8), size);
+        const out = writer.stream(size, `${f.name} (merged)`, header);
+        await merger.write(f, out, plan, model, (n) => opts.onProgress?.((done += n), total));
+        r = await out.end();
+      }
       // Proven now, not at the end, and its cached chunk let go: memory stays one chunk per file read.
       if (f.source instanceof StoredSource) {
         await f.source.proveWhole();
         await f.source.close();
       }
-      const recipe = recipeOf.get(f.name);
       if (recipe) recipes.set(r.oid, recipe);
       const pointer = Buffer.from(renderPointer({ oid: r.oid, size }));
       const blob = await store.repo.hashBlob(pointer);
@@ -106,6 +129,8 @@ export async function mergeStored(store: Store, base: VersionDir, adapter: Versi
         totalBytes += kept.size;
       }
     }
+    await fromRecipe?.dirs.base.proveWhole();
+    await fromRecipe?.dirs.adapter.proveWhole();
     await base.proveWhole(prove.base);
     await adapter.proveWhole(prove.adapter);
     await writer.finish();

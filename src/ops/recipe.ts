@@ -7,11 +7,14 @@
  */
 import { createHash } from 'node:crypto';
 import { MstoreError } from '../lib/errors.js';
-import { PEFT_WEIGHTS, RECIPE_SCHEMA, RECIPE_TEXT_MAX, type Recipe, type RecipeInput } from '../format/recipe.js';
-import type { ContentReader } from '../repo/content-reader.js';
+import { PEFT_WEIGHTS, RECIPE_SCHEMA, RECIPE_TEXT_MAX, parseRecipe, type Recipe, type RecipeInput } from '../format/recipe.js';
+import os from 'node:os';
+import { ContentReader, type Rebuilder } from '../repo/content-reader.js';
+import type { Store } from '../repo/store.js';
+import type { ParallelHasher } from '../lib/hashing.js';
 import { INDEX_NAME, openBaseModel, type BaseModel } from '../merge/base-model.js';
 import { MERGE_KERNEL } from '../merge/kernel.js';
-import { mergedHead, planAdapterIn, type WeightMerger } from '../merge/merge.js';
+import { mergedHead, planAdapterIn, WeightMerger } from '../merge/merge.js';
 import type { AdapterPlan } from '../merge/plan.js';
 import type { WeightOut } from '../merge/source.js';
 import { StoredDir, type StoredEntry, type VersionDir } from './stored-source.js';
@@ -20,15 +23,15 @@ const ADAPTER_CONFIG = 'adapter_config.json';
 
 /**
  * The recipe of each merged weight file of a merge from `base` and `adapter` (stored version
- * directories), by file name; none when an input is not in the store's chunks (a file kept as a
- * git blob), as such a merge cannot be rebuilt from content ids alone.
+ * directories), by file name; none when an input is not in the store's chunks (`inChunks`: a
+ * file kept as a git blob, or itself kept as a recipe), as a recipe reads content ids in chunks.
  */
-export async function recipesOf(model: BaseModel, plan: AdapterPlan, base: VersionDir, adapter: VersionDir): Promise<Map<string, Recipe>> {
+export async function recipesOf(model: BaseModel, plan: AdapterPlan, base: VersionDir, adapter: VersionDir, inChunks: (oid: string) => boolean): Promise<Map<string, Recipe>> {
   const out = new Map<string, Recipe>();
   // The content the merge read, links followed (a recipe names its inputs by content).
   const stored = async (dir: VersionDir, rel: string): Promise<RecipeInput | undefined> => {
     const f = await dir.fileThrough(rel);
-    return f.kind === 'lfs' ? { name: rel, oid: f.oid, size: f.size } : undefined;
+    return f.kind === 'lfs' && inChunks(f.oid) ? { name: rel, oid: f.oid, size: f.size } : undefined;
   };
   const files = await Promise.all(model.files.map((f) => stored(base, f.name)));
   // A kohya LoRA is the adapter directory's one .safetensors file (planAdapterIn).
@@ -47,7 +50,7 @@ export async function recipesOf(model: BaseModel, plan: AdapterPlan, base: Versi
 }
 
 /** A recipe's inputs as the merge's model directories: stored files by content id, texts inline. */
-function recipeDirs(reader: ContentReader, recipe: Recipe, display: string): { base: StoredDir; adapter: StoredDir } {
+function recipeDirs(reader: ContentReader, recipe: Recipe, display: string, whole: boolean): { base: StoredDir; adapter: StoredDir } {
   const text = (t: string): StoredEntry => ({ kind: 'bytes', load: async () => Buffer.from(t) });
   const baseEntries = new Map<string, StoredEntry>(recipe.base.files.map((f) => [f.name, { kind: 'stored', oid: f.oid }]));
   if (recipe.base.index !== null) baseEntries.set(INDEX_NAME, text(recipe.base.index));
@@ -55,22 +58,29 @@ function recipeDirs(reader: ContentReader, recipe: Recipe, display: string): { b
   const adapterEntries = new Map<string, StoredEntry>([[a.format === 'peft' ? PEFT_WEIGHTS : a.weights.name, { kind: 'stored', oid: a.weights.oid }]]);
   if (a.format === 'peft') adapterEntries.set(ADAPTER_CONFIG, text(a.config));
   return {
-    base: new StoredDir(reader, `${display} (its recipe's base)`, baseEntries, (rel) => `${display} (its recipe's base file ${rel})`),
-    adapter: new StoredDir(reader, `${display} (its recipe's adapter)`, adapterEntries, (rel) => `${display} (its recipe's adapter file ${rel})`),
+    base: new StoredDir(reader, `${display} (its recipe's base)`, baseEntries, (rel) => `${display} (its recipe's base file ${rel})`, whole),
+    adapter: new StoredDir(reader, `${display} (its recipe's adapter)`, adapterEntries, (rel) => `${display} (its recipe's adapter file ${rel})`, whole),
   };
 }
 
+/** A recipe opened for merging: its base model and adapter plan over its inputs (`dirs`). */
+export interface OpenRecipe {
+  model: BaseModel;
+  plan: AdapterPlan;
+  dirs: { base: StoredDir; adapter: StoredDir };
+}
+
 /**
- * Rebuilds the file `oid` (`display` in errors) from its recipe into `out`, front to back, and
- * resolves only when every input proved whole and the bytes hash to `oid`; until then `out` holds
- * unverified bytes (callers publish only after). A recipe of another merge kernel version is
- * refused naming the version it needs.
+ * Opens a recipe's inputs as the merge reads them, checking that they make the merge the record
+ * says (kernel, file order, sizes). With `whole` every input file read can be proven whole after
+ * (consolidate, which has no content id to check its output against); without, each chunk read
+ * is re-hashed to its id and the caller hashes the output.
  */
-export async function rebuild(reader: ContentReader, merger: WeightMerger, recipe: Recipe, oid: string, display: string, out: WeightOut): Promise<void> {
+export async function openRecipe(reader: ContentReader, merger: WeightMerger, recipe: Recipe, display: string, whole: boolean): Promise<OpenRecipe> {
   if (recipe.kernel !== MERGE_KERNEL) {
     throw new MstoreError('EBADINPUT', `${display} is rebuilt by merge kernel ${recipe.kernel}; this mstore implements ${MERGE_KERNEL} only (docs/merge.md): use an mstore that implements ${recipe.kernel}`);
   }
-  const dirs = recipeDirs(reader, recipe, display);
+  const dirs = recipeDirs(reader, recipe, display, whole);
   for (const f of recipe.base.files) checkSize(reader, f, display);
   checkSize(reader, recipe.adapter.weights, display);
   // Inputs that do not make a merge mean a damaged record: a recipe is only made from a merge that ran.
@@ -86,10 +96,20 @@ export async function rebuild(reader: ContentReader, merger: WeightMerger, recip
   const plan = await planAdapterIn(dirs.adapter, model, merger.pool).catch(damaged);
   const file = model.files.find((f) => f.name === recipe.file)!;
   if (mergedHead(file).size !== recipe.size) throw new MstoreError('ECORRUPT', `${display}: its recipe says ${recipe.size} bytes, its inputs make ${mergedHead(file).size}`);
+  return { model, plan, dirs };
+}
+
+/**
+ * Rebuilds the file `oid` (`display` in errors) from its recipe into `out`, front to back, and
+ * resolves only when the bytes hash to `oid` (every input chunk read was re-hashed to its id as
+ * well); until then `out` holds unverified bytes (callers publish only after). A recipe of
+ * another merge kernel version is refused naming the version it needs.
+ */
+export async function rebuild(reader: ContentReader, merger: WeightMerger, recipe: Recipe, oid: string, display: string, out: WeightOut): Promise<void> {
+  const { model, plan } = await openRecipe(reader, merger, recipe, display, false);
+  const file = model.files.find((f) => f.name === recipe.file)!;
   const hash = createHash('sha256');
   await merger.write(file, { write: (b) => (hash.update(b), out.write(b)) }, plan, model);
-  await dirs.base.proveWhole();
-  await dirs.adapter.proveWhole();
   const digest = hash.digest('hex');
   if (digest !== oid) throw new MstoreError('ECORRUPT', `${display}: rebuilt from its recipe, it hashes to ${digest}, expected ${oid}`);
 }
@@ -98,4 +118,37 @@ export async function rebuild(reader: ContentReader, merger: WeightMerger, recip
 function checkSize(reader: ContentReader, f: RecipeInput, display: string): void {
   const m = reader.manifest(f.oid, `${display} (its recipe's input ${f.name})`);
   if (m.size !== f.size) throw new MstoreError('ECORRUPT', `${display}: its recipe's input ${f.name} is ${f.size} bytes in the recipe, ${m.size} in the store`);
+}
+
+/**
+ * The Rebuilder every reader of a store gets (repo/content-reader.ts): recipes rebuilt by the
+ * built-in merge, its kernel threads started on the first recipe a reader meets.
+ */
+export class RecipeRebuilder implements Rebuilder {
+  private merger: WeightMerger | undefined;
+  constructor(private readonly threads = Math.max(1, os.availableParallelism())) {}
+
+  async rebuild(reader: ContentReader, oid: string, record: Buffer, display: string, write: (bytes: Uint8Array) => Promise<void> | void): Promise<void> {
+    const recipe = parseRecipe(record, `${display} (its recipe)`);
+    this.merger ??= new WeightMerger({ threads: this.threads });
+    await rebuild(reader, this.merger, recipe, oid, display, { write: async (b) => write(b) });
+  }
+
+  async close(): Promise<void> {
+    await this.merger?.close();
+    this.merger = undefined;
+  }
+}
+
+/** A reader of `store`'s content that rebuilds what the store keeps as recipes: the one every command uses. */
+export function openReader(store: Store, hasher: ParallelHasher = store.hasher): ContentReader {
+  return new ContentReader(store.index, hasher, store.packsDir, new RecipeRebuilder());
+}
+
+/**
+ * The refusal of a transfer that cannot carry content kept as a recipe yet (`what`: push, a
+ * bundle, ...): names the file and the way out, and nothing is sent.
+ */
+export function keptAsRecipe(display: string, oid: string, what: string): MstoreError {
+  return new MstoreError('EBADINPUT', `${display}: content ${oid} is kept as a recipe (docs/format.md §18), which ${what} cannot carry yet; run 'mstore materialize' on its version first`);
 }

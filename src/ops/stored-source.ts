@@ -93,9 +93,12 @@ export class StoredSource implements ByteSource {
   /** With `whole`: reads the chunks no read reached, and throws unless the file hashes to its oid. */
   async proveWhole(): Promise<void> {
     if (!this.whole) throw new Error('internal: proveWhole() on a StoredSource opened without whole');
+    // Content another source of this reader proved (the same base file read through a recipe) is not read again.
+    if (this.reader.wholeProven.has(this.oid)) return;
     while (this.hashed < this.chunks.length) await this.load(this.hashed);
     const digest = this.whole.copy().digest('hex');
     if (digest !== this.oid) throw new MstoreError('ECORRUPT', `${this.name}: content hashes to ${digest}, expected ${this.oid} (file manifest damaged)`);
+    this.reader.wholeProven.add(this.oid);
   }
 
   async close(): Promise<void> {
@@ -119,12 +122,17 @@ export class StoredDir implements ModelFiles {
   /** The stored files opened here, by the key resolve() gives them (the path read, links followed). */
   private readonly opened = new Map<string, StoredSource[]>();
 
-  /** `name` names the directory in errors, and `display(rel)` each file. */
+  /**
+   * `name` names the directory in errors, and `display(rel)` each file. Without `whole` (a
+   * recipe's rebuild, whose output is hashed to its content id instead), files are read with
+   * their chunks verified and proveWhole() is not available.
+   */
   constructor(
     private readonly reader: ContentReader,
     readonly name: string,
     private readonly entries: Map<string, StoredEntry>,
     protected readonly display: (rel: string) => string,
+    private readonly whole = true,
   ) {}
 
   protected entry(rel: string): StoredEntry {
@@ -153,8 +161,8 @@ export class StoredDir implements ModelFiles {
     const { entry: e, display, key } = await this.resolve(rel);
     if (e.kind === 'link') throw new MstoreError('EBADINPUT', `${display} is a symlink; the merge reads regular files`);
     if (e.kind === 'bytes') return new BufferSource(display, await e.load());
-    const s = new StoredSource(this.reader, display, e.oid, { whole: true });
-    this.opened.set(key, [...(this.opened.get(key) ?? []), s]);
+    const s = new StoredSource(this.reader, display, e.oid, { whole: this.whole });
+    if (this.whole) this.opened.set(key, [...(this.opened.get(key) ?? []), s]);
     return s;
   }
 
@@ -168,7 +176,7 @@ export class StoredDir implements ModelFiles {
     if (src.size > TEXT_MAX_BYTES) throw new MstoreError('EBADINPUT', `${this.display(rel)} is ${src.size} bytes; the merge reads configs of at most ${TEXT_MAX_BYTES}`);
     const data = Buffer.alloc(src.size);
     await src.read(data, 0);
-    if (src instanceof StoredSource) await src.proveWhole();
+    if (src instanceof StoredSource && this.whole) await src.proveWhole();
     return data.toString('utf8');
   }
 
@@ -177,6 +185,7 @@ export class StoredDir implements ModelFiles {
    * of `also` (paths in the directory) whether opened or not.
    */
   async proveWhole(also: string[] = []): Promise<void> {
+    if (!this.whole) throw new Error('internal: proveWhole() on a StoredDir opened without whole');
     for (const list of this.opened.values()) for (const s of list) await s.proveWhole();
     for (const rel of also) {
       const { entry: e, display, key } = await this.resolve(rel);

@@ -179,7 +179,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       commits.set(c, [...(commits.get(c) ?? []), m.ref]);
     }
     const content = await contentOf(repo, commits.keys(), (c) => commits.get(c)![0].replace(/^refs\/(tags|heads)\//, ''));
-    const needFiles = [...content.keys()].filter((oid) => !store.index.hasFile(Buffer.from(oid, 'hex')));
+    const needFiles = [...content.keys()].filter((oid) => !store.index.hasContent(Buffer.from(oid, 'hex')));
     const manifests = new Map<string, Buffer>();
     const needSet = new Set(needFiles);
     for (let i = 0; i < needFiles.length; i += BATCH_IDS) {

@@ -16,6 +16,7 @@ import { contentOf } from '../repo/reach.js';
 import { reachableObjects, descendsFrom } from '../repo/git-walk.js';
 import { gitObjects } from '../repo/git-objects.js';
 import { resolveRev } from '../repo/versions.js';
+import { keptAsRecipe } from '../ops/recipe.js';
 import { BATCH_IDS, nonFastForward, type ObjectKind, type Remote, type RefUpdate, type WireObject } from './remote.js';
 import { refsFor, localRefs, findRef } from '../repo/refs.js';
 import { BufferPool } from '../lib/buffer-pool.js';
@@ -115,6 +116,7 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
   const chunkIds = new Set<string>();
   for (const oid of missingFiles) {
     const f = store.index.file(Buffer.from(oid, 'hex'));
+    if (!f && store.index.hasRecipe(Buffer.from(oid, 'hex'))) throw keptAsRecipe(content.get(oid)?.uses[0] ?? oid, oid, 'push');
     if (!f) throw new MstoreError('EMISSING', `${content.get(oid)?.uses[0] ?? oid}: content ${oid} is missing from this store (run 'mstore verify')`);
     files.push({ oid, chunks: f.chunks });
     for (const c of f.chunks) chunkIds.add(c.id.toString('hex'));

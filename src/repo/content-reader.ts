@@ -1,7 +1,9 @@
 /**
  * Reading stored content back (manifest -> verified bytes): materialise a file, check it,
  * or read ranges, streaming through the slots (content-slots.ts) with the whole file
- * re-hashed on a second core (ParallelHasher) while this thread does the I/O.
+ * re-hashed on a second core (ParallelHasher) while this thread does the I/O. Content kept as
+ * its recipe (docs/format.md §18) is rebuilt by the reader's Rebuilder and checked the same way:
+ * nothing reaches a caller as whole until its bytes hashed to the content id.
  */
 import { createHash } from 'node:crypto';
 import { unlink, chmod, type FileHandle } from 'node:fs/promises';
@@ -12,6 +14,10 @@ import { packPath } from './pack.js';
 import type { ManifestChunk, StoreIndex } from './index-db.js';
 import { SLOT_BYTES, SlotPool, type Slot } from './content-slots.js';
 import type { BytesCallback } from './content.js';
+import { parseRecipe } from '../format/recipe.js';
+
+/** Pieces of a recipe's rebuild a range read holds before the rebuild waits for its consumer. */
+const QUEUED_PIECES = 4;
 
 /** Background fdatasync cadence for materialised files. */
 const SYNC_EVERY = 64 * 1024 * 1024;
@@ -34,6 +40,20 @@ class PackFiles {
   }
 }
 
+/**
+ * Rebuilds content kept as a recipe: writes its bytes in order to `write` and resolves only when
+ * they hashed to `oid`, or throws naming `display` (a recipe of a merge kernel this mstore does
+ * not implement names the version it needs). Implemented in ops/recipe.ts (the merge is above
+ * repo); readers that can meet recipes are made there (ops' openReader).
+ */
+export interface Rebuilder {
+  rebuild(reader: ContentReader, oid: string, record: Buffer, display: string, write: (bytes: Uint8Array) => Promise<void> | void): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** How content is held: in chunks (a manifest), or as its recipe record. */
+export type StoredForm = { kind: 'chunks'; size: number; chunks: ManifestChunk[] } | { kind: 'recipe'; size: number; record: Buffer };
+
 interface ReadRun {
   pack: string;
   offset: number;
@@ -45,12 +65,45 @@ export class ContentReader {
   private readonly pool = new SlotPool();
   private readonly packFiles: PackFiles;
 
+  /** Recipe content a range read proved whole earlier (slices rebuilds to the end only once). */
+  private readonly proven = new Set<string>();
+  /** Content its readers proved whole through this reader (ops' StoredSource): each proven once. */
+  readonly wholeProven = new Set<string>();
+
   constructor(
     private readonly index: StoreIndex,
     private readonly hasher: ParallelHasher,
     packsDir: string,
+    private readonly rebuilder?: Rebuilder,
   ) {
     this.packFiles = new PackFiles(packsDir);
+  }
+
+  /** How the store holds `oid`, or EMISSING naming `display`. */
+  form(oid: string, display: string): StoredForm {
+    const key = Buffer.from(oid, 'hex');
+    const f = this.index.file(key);
+    if (f) return { kind: 'chunks', ...f };
+    const record = this.index.recipe(key);
+    if (record) return { kind: 'recipe', size: recipeSize(record, display), record };
+    throw new MstoreError('EMISSING', `${display}: content ${oid} is not in the store (missing file manifest)`);
+  }
+
+  /**
+   * Rebuilds recipe content into `write`, in pieces of at most a slot, each piece in a slot
+   * (bounded memory, as for chunks); resolves once the bytes hashed to `oid`.
+   */
+  private async rebuild(oid: string, record: Buffer, display: string, write: (data: Buffer, slot: Slot) => void): Promise<void> {
+    await this.rebuilderFor(oid, display).rebuild(this, oid, record, display, async (bytes) => {
+      for (let o = 0; o < bytes.length; ) {
+        const n = Math.min(SLOT_BYTES, bytes.length - o);
+        const slot = await this.pool.acquire(n);
+        slot.buf.set(bytes.subarray(o, o + n));
+        write(slot.buf.subarray(0, n), slot);
+        o += n;
+      }
+    });
+    await this.pool.drainAll();
   }
 
   /** Chunk reads grouped into runs that are contiguous in one pack, at most one slot each. */
@@ -83,6 +136,14 @@ export class ContentReader {
    * and publish only after this resolves.
    */
   async read(oid: string, display: string, sink: (data: Buffer, slot: Slot) => void, onBytes?: BytesCallback): Promise<number> {
+    const form = this.form(oid, display);
+    if (form.kind === 'recipe') {
+      await this.rebuild(oid, form.record, display, (data, slot) => {
+        sink(data, slot);
+        onBytes?.(data.length);
+      });
+      return form.size;
+    }
     const { size, runs } = this.plan(oid, display);
     const job = this.hasher.begin(size);
     for (const run of runs) {
@@ -234,6 +295,11 @@ export class ContentReader {
    * complete wrong file.
    */
   async *slices(oid: string, start: number, end: number, display = oid): AsyncGenerator<Buffer> {
+    const form = this.form(oid, display);
+    if (form.kind === 'recipe') {
+      yield* this.recipeSlices(oid, form.record, form.size, start, end, display);
+      return;
+    }
     const f = this.manifest(oid, display);
     const stop = Math.min(end, f.size);
     const whole = start <= 0 && stop === f.size ? createHash('sha256') : undefined;
@@ -250,6 +316,68 @@ export class ContentReader {
     }
     const digest = whole?.digest('hex');
     if (digest !== undefined && digest !== oid) throw new MstoreError('ECORRUPT', `${display}: content hashes to ${digest}, expected ${oid} (file manifest damaged)`);
+  }
+
+  /**
+   * slices() of recipe content: rebuilt from the start (a merge writes front to back), the range
+   * yielded as it passes, the rest rebuilt to the hash check. A range short of the whole file is
+   * yielded only from content proven whole: a first rebuild proves it (once per reader), so a
+   * damaged recipe never yields a byte (a whole-file read throws after its last, as above).
+   */
+  private async *recipeSlices(oid: string, record: Buffer, size: number, start: number, end: number, display: string): AsyncGenerator<Buffer> {
+    const rebuilder = this.rebuilderFor(oid, display);
+    const stop = Math.min(end, size);
+    if (!(start <= 0 && stop === size) && !this.proven.has(oid)) {
+      await rebuilder.rebuild(this, oid, record, display, () => undefined);
+      this.proven.add(oid);
+    }
+    // The rebuild pushes, this generator pulls: the rebuild waits while a few pieces are queued.
+    const queue: Buffer[] = [];
+    let wake: (() => void) | undefined;
+    let resume: (() => void) | undefined;
+    let done = false;
+    let abandoned = false;
+    let failed: unknown;
+    let pos = 0;
+    const producer = rebuilder
+      .rebuild(this, oid, record, display, async (bytes) => {
+        if (abandoned) throw new Error('the reader stopped');
+        const from = pos;
+        pos += bytes.length;
+        const a = Math.max(start, from);
+        const b = Math.min(stop, pos);
+        if (a < b) queue.push(Buffer.from(bytes.subarray(a - from, b - from)));
+        wake?.();
+        while (queue.length >= QUEUED_PIECES && !abandoned) await new Promise<void>((r) => (resume = r));
+      })
+      .then(
+        () => void (done = true),
+        (e: unknown) => void ((failed = e), (done = true)),
+      )
+      .finally(() => wake?.());
+    try {
+      for (;;) {
+        if (queue.length) {
+          yield queue.shift()!;
+          resume?.();
+          continue;
+        }
+        if (done) break;
+        await new Promise<void>((r) => (wake = r));
+      }
+    } finally {
+      // A consumer that stopped early (a closed response) stops the rebuild at its next piece.
+      abandoned = true;
+      resume?.();
+      await producer;
+    }
+    if (failed !== undefined) throw failed;
+    this.proven.add(oid);
+  }
+
+  private rebuilderFor(oid: string, display: string): Rebuilder {
+    if (!this.rebuilder) throw new MstoreError('EMISSING', `${display}: content ${oid} is kept as a recipe, which this reader cannot rebuild`);
+    return this.rebuilder;
   }
 
   /** One chunk of a manifest, read from its pack and re-hashed to its id; `display` names the file in errors. */
@@ -335,5 +463,11 @@ export class ContentReader {
   async close(): Promise<void> {
     await this.pool.drainAll().catch(() => undefined);
     await this.packFiles.close();
+    await this.rebuilder?.close();
   }
+}
+
+/** The size a recipe record names (it is parsed again, whole, by the rebuild). */
+function recipeSize(record: Buffer, display: string): number {
+  return parseRecipe(record, `${display} (its recipe in the index)`).size;
 }

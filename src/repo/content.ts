@@ -167,8 +167,9 @@ export class ContentWriter {
     return data.length;
   }
 
-  private addFile(oid: Buffer, size: number, chunks: ManifestChunk[]): void {
-    this.sink.addFile(oid, size, encodeManifest(chunks))?.catch(() => undefined);
+  /** `replaceRecipe`: bytes of content the store keeps as a recipe replace it (materialize). */
+  private addFile(oid: Buffer, size: number, chunks: ManifestChunk[], replaceRecipe = false): void {
+    this.sink.addFile(oid, size, encodeManifest(chunks), { replaceRecipe })?.catch(() => undefined);
   }
 
   /**
@@ -243,13 +244,13 @@ export class ContentWriter {
    * with the writer's next finish() and left to gc). One stream at a time per writer: a stream's
    * carry lives in a slot the next one may take.
    */
-  stream(size: number, display: string, header?: SafetensorsHeader, onBytes?: BytesCallback): ContentOut {
+  stream(size: number, display: string, header?: SafetensorsHeader, onBytes?: BytesCallback, opts: { replaceRecipe?: boolean } = {}): ContentOut {
     const stream = new ContentStream(this.pool, this.hasher.begin(size), size, display, this.chunker(size, header), (slot, data, id) => this.addChunk(slot, data, id), onBytes);
     return {
       write: (bytes) => stream.write(bytes),
       end: async () => {
         const r = await stream.end();
-        this.addFile(r.id, size, r.chunks);
+        this.addFile(r.id, size, r.chunks, opts.replaceRecipe);
         return { oid: r.id.toString('hex'), size, newBytes: r.newBytes };
       },
     };

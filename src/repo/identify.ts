@@ -125,7 +125,7 @@ export async function cachedIdentity(
 ): Promise<{ blob: string; size: number; gitContent?: Buffer } | undefined> {
   if (!e || !statMatches(e, s)) return undefined;
   if (e.kind === 'lfs') {
-    if (!/^[0-9a-f]{64}$/.test(e.oid) || !index.hasFile(Buffer.from(e.oid, 'hex'))) return undefined;
+    if (!/^[0-9a-f]{64}$/.test(e.oid) || !index.hasContent(Buffer.from(e.oid, 'hex'))) return undefined;
     const pointer = Buffer.from(renderPointer({ oid: e.oid, size: e.size }));
     if ((await repo.hashBlob(pointer)) !== e.blob) return undefined;
     return { blob: e.blob, size: e.size, gitContent: (await hasObject(repo.gitdir, e.blob)) ? undefined : pointer };

@@ -4,6 +4,8 @@
  *
  *   chunks  chunk id (32 bytes)  -> pack id (32) | offset u64 LE | length u32 LE
  *   files   file oid (32 bytes)  -> size u64 LE | manifest (chunk id 32 | length u32 LE)*
+ *   recipes file oid (32 bytes)  -> the recipe record (format/recipe.ts), for content kept as
+ *           its recipe instead of chunks: an oid has a files row or a recipes row, never both
  *   packs   pack id (hex string) -> {size, entries, created}
  *   stat    workspace path       -> StatEntry (msgpack)
  *
@@ -30,7 +32,7 @@ import { INDEX_FILE, indexFileProblem, indexUsedBytes } from './index-check.js';
 /** Index space reserved before any write transaction, beyond three times its rows. */
 const RESERVE_BASE = 256 * 1024;
 import type { PackInfo } from './pack.js';
-import { ENTRY_CHUNK, ENTRY_FILE } from './pack.js';
+import { ENTRY_CHUNK, ENTRY_FILE, ENTRY_RECIPE } from './pack.js';
 import { now as clockNow } from '../lib/clock.js';
 import { fault } from '../lib/faults.js';
 
@@ -91,6 +93,18 @@ export interface NewFile {
   manifest: Buffer;
 }
 
+/** A recipe to record: the content id it rebuilds and its record's bytes. */
+export interface NewRecipe {
+  oid: Buffer;
+  record: Buffer;
+}
+
+/** What a batch of sealed packs adds besides chunk rows (each row only where a pack holds its entry). */
+export interface NewRows {
+  files: NewFile[];
+  recipes?: NewRecipe[];
+}
+
 /** The one error for an index lmdb cannot use: names the file and the repair. */
 export function indexDamaged(dir: string, why: string): MstoreError {
   const file = path.join(dir, INDEX_FILE);
@@ -126,6 +140,7 @@ function statBytes(updates: Map<string, StatEntry | null> | undefined): number {
 export class StoreIndex {
   private readonly chunks: Database<Buffer, Buffer>;
   private readonly files: Database<Buffer, Buffer>;
+  private readonly recipes: Database<Buffer, Buffer>;
   private readonly packs: Database<{ size: number; entries: number; created: string }, string>;
   private readonly stats: Database<StatEntry, string>;
 
@@ -137,6 +152,7 @@ export class StoreIndex {
   ) {
     this.chunks = this.root.openDB({ name: 'chunks', keyEncoding: 'binary', encoding: 'binary' });
     this.files = this.root.openDB({ name: 'files', keyEncoding: 'binary', encoding: 'binary' });
+    this.recipes = this.root.openDB({ name: 'recipes', keyEncoding: 'binary', encoding: 'binary' });
     this.packs = this.root.openDB({ name: 'packs' });
     this.stats = this.root.openDB({ name: 'stat' });
   }
@@ -250,6 +266,24 @@ export class StoreIndex {
     });
   }
 
+  /** The recipe record of content kept as its recipe (no manifest), or undefined. */
+  recipe(oid: Buffer): Buffer | undefined {
+    return this.read(() => this.recipes.getBinary(oid) ?? undefined);
+  }
+
+  hasRecipe(oid: Buffer): boolean {
+    return this.read(() => this.recipes.doesExist(oid));
+  }
+
+  /**
+   * Whether the store holds content `oid`: its chunks (a manifest) or its recipe. A recipe is
+   * recorded only with its inputs' manifests, and gc keeps those while the recipe lives, so a
+   * recipe row is enough (fsck checks the rule).
+   */
+  hasContent(oid: Buffer): boolean {
+    return this.hasFile(oid) || this.hasRecipe(oid);
+  }
+
   stat(path: string): StatEntry | undefined {
     return this.read(() => this.stats.get(path));
   }
@@ -267,10 +301,12 @@ export class StoreIndex {
    * Publishes sealed packs and their files in one durable transaction, with sorted keys
    * (big sorted batches keep lmdb compact and fast: for 1M entries 86 MB vs 327 MB on disk, 784k vs 63k puts/s, measured on this kind of machine).
    */
-  recordPacks(packs: PackInfo[], files: NewFile[], statUpdates?: Map<string, StatEntry | null>): void {
+  recordPacks(packs: PackInfo[], rows: NewRows, statUpdates?: Map<string, StatEntry | null>): void {
     const chunkRows: [Buffer, Buffer][] = [];
     const fileRows: [Buffer, Buffer][] = [];
-    const byOid = new Map(files.map((f) => [f.oid.toString('hex'), f]));
+    const recipeRows: [Buffer, Buffer][] = [];
+    const byOid = new Map(rows.files.map((f) => [f.oid.toString('hex'), f]));
+    const recipeByOid = new Map((rows.recipes ?? []).map((r) => [r.oid.toString('hex'), r]));
     for (const p of packs) {
       const packId = Buffer.from(p.id, 'hex');
       for (const e of p.entries) {
@@ -287,17 +323,27 @@ export class StoreIndex {
           v.writeBigUInt64LE(BigInt(f.size), 0);
           f.manifest.copy(v, 8);
           fileRows.push([e.id, v]);
+        } else if (e.type === ENTRY_RECIPE) {
+          const r = recipeByOid.get(e.id.toString('hex'));
+          if (r) recipeRows.push([e.id, r.record]);
         }
       }
     }
     chunkRows.sort((a, b) => Buffer.compare(a[0], b[0]));
     fileRows.sort((a, b) => Buffer.compare(a[0], b[0]));
-    if (!chunkRows.length && !fileRows.length && !packs.length && !statUpdates?.size) return;
+    recipeRows.sort((a, b) => Buffer.compare(a[0], b[0]));
+    if (!chunkRows.length && !fileRows.length && !recipeRows.length && !packs.length && !statUpdates?.size) return;
     const created = clockNow().toISOString();
-    const bytes = chunkRows.length * 76 + fileRows.reduce((a, [, v]) => a + 32 + v.length, 0) + packs.length * 160 + statBytes(statUpdates);
+    const sized = (r: [Buffer, Buffer][]): number => r.reduce((a, [, v]) => a + 32 + v.length, 0);
+    const bytes = chunkRows.length * 76 + sized(fileRows) + sized(recipeRows) + packs.length * 160 + statBytes(statUpdates);
     this.write(bytes, () => {
       for (const [k, v] of chunkRows) this.chunks.put(k, v);
-      for (const [k, v] of fileRows) this.files.put(k, v);
+      // Bytes replace a recipe (materialize): one form per oid.
+      for (const [k, v] of fileRows) {
+        this.files.put(k, v);
+        this.recipes.remove(k);
+      }
+      for (const [k, v] of recipeRows) if (!this.files.doesExist(k)) this.recipes.put(k, v);
       for (const p of packs) this.packs.put(p.id, { size: p.size, entries: p.entries.length, created });
       if (statUpdates) this.applyStats(statUpdates);
     });
@@ -326,6 +372,11 @@ export class StoreIndex {
     return this.rows(this.files, decodeFileRow);
   }
 
+  /** Every recipe row: oid and record bytes. */
+  recipeRows(): Generator<[Buffer, Buffer]> {
+    return this.rows(this.recipes, (v) => Buffer.from(v));
+  }
+
   packInfo(id: string): { size: number; entries: number; created: string } | undefined {
     return this.read(() => this.packs.get(id));
   }
@@ -339,6 +390,7 @@ export class StoreIndex {
     moveChunks: Map<string, ChunkLocation>;
     dropChunks: Buffer[];
     dropFiles: Buffer[];
+    dropRecipes: Buffer[];
     dropPacks: string[];
     dropStats: string[];
   }): void {
@@ -355,6 +407,7 @@ export class StoreIndex {
       for (const [k, v] of rows) this.chunks.put(k, v);
       for (const k of change.dropChunks) this.chunks.remove(k);
       for (const k of change.dropFiles) this.files.remove(k);
+      for (const k of change.dropRecipes) this.recipes.remove(k);
       for (const id of change.dropPacks) this.packs.remove(id);
       for (const p of change.newPacks) this.packs.put(p.id, { size: p.size, entries: p.entries.length, created });
       for (const k of change.dropStats) this.stats.remove(k);

@@ -9,6 +9,8 @@
  *   transaction;
  * - a file manifest is recorded only with, or after, every chunk it lists: it is written to
  *   a pack after its chunks, and recorded in the same transaction as the pack holding it;
+ * - a recipe likewise only with, or after, the manifests of every input it reads, and never for
+ *   content the store holds; the store's format allows recipes before the first is recorded;
  * - nothing is stored twice: a chunk or manifest the index or this sink already has is
  *   skipped; a git object that exists is not rewritten;
  * - a git object is stored only under the id it hashes to.
@@ -23,8 +25,9 @@
  */
 import { mkdir, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath, type PackInfo } from './pack.js';
-import type { NewFile, StatEntry, StoreIndex } from './index-db.js';
+import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, ENTRY_RECIPE, packPath, type PackInfo } from './pack.js';
+import type { NewFile, NewRecipe, StatEntry, StoreIndex } from './index-db.js';
+import { parseRecipe, recipeInputs } from '../format/recipe.js';
 import { GitPackWriter } from './git-pack.js';
 import { gitObjects, hashObject } from './git-objects.js';
 import type { GitType } from './git-walk.js';
@@ -37,6 +40,8 @@ export interface SinkTarget {
   tmpDir: string;
   packsDir: string;
   gitdir: string;
+  /** Makes the store's format one that holds recipes (store.ts); run before a recipe is recorded. */
+  allowRecipes(): Promise<void>;
 }
 
 /** Where a staged sink writes until it publishes, and how it takes the store's writer lock. */
@@ -54,6 +59,9 @@ export class ObjectSink {
   /** Manifests written to packs and not yet recorded, by oid. */
   private pending = new Map<string, NewFile>();
   private readonly files = new Set<string>();
+  /** Recipes written to packs and not yet recorded, by oid; and every recipe this sink took. */
+  private pendingRecipes = new Map<string, NewRecipe>();
+  private readonly recipes = new Set<string>();
   /** Background publishing (publishBehind): its failure surfaces at the next publish(). */
   private behind: Promise<void> = Promise.resolve();
   /** Chunk bytes handed to the pack writer since the last publish. */
@@ -81,9 +89,15 @@ export class ObjectSink {
     return this.chunks.has(id.toString('hex')) || this.target.index.hasChunk(id);
   }
 
+  /** Whether the store or this sink holds content `oid`, as chunks or as its recipe. */
   hasFile(oid: Buffer): boolean {
     const key = oid.toString('hex');
-    return this.files.has(key) || this.target.index.hasFile(oid);
+    return this.files.has(key) || this.recipes.has(key) || this.target.index.hasContent(oid);
+  }
+
+  /** Whether content `oid` is in chunks (a manifest), in the store or this sink: what a recipe may read. */
+  private hasManifest(oid: Buffer): boolean {
+    return this.files.has(oid.toString('hex')) || this.target.index.hasFile(oid);
   }
 
   /**
@@ -104,13 +118,33 @@ export class ObjectSink {
    * it lists must be stored already, or handed to this sink before the publish() that records
    * the manifest (with publishBehind(), before the manifest itself).
    */
-  addFile(oid: Buffer, size: number, manifest: Buffer): Promise<void> | undefined {
-    if (this.hasFile(oid)) return undefined;
+  addFile(oid: Buffer, size: number, manifest: Buffer, opts: { replaceRecipe?: boolean } = {}): Promise<void> | undefined {
+    // Bytes for content kept as a recipe are stored only when asked (materialize): they replace it.
+    if (opts.replaceRecipe ? this.hasManifest(oid) : this.hasFile(oid)) return undefined;
     const key = oid.toString('hex');
     this.files.add(key);
     this.pending.set(key, { oid, size, manifest });
     this.newFiles++;
     return this.packs.add(ENTRY_FILE, oid, manifest);
+  }
+
+  /**
+   * Writes the recipe `record` (docs/format.md §18) for content `oid` unless the store or this
+   * sink holds that content (then undefined). The caller has proven it (rebuilt the content and
+   * hashed it to `oid`); this checks that every input it reads is held in chunks, here or in
+   * this sink (handed in before the publish that records the recipe), else EMISSING naming it.
+   */
+  addRecipe(oid: Buffer, record: Buffer, display: string): Promise<void> | undefined {
+    if (this.hasFile(oid)) return undefined;
+    for (const input of recipeInputs(parseRecipe(record, display))) {
+      if (!this.hasManifest(Buffer.from(input.oid, 'hex'))) {
+        throw new MstoreError('EMISSING', `${display}: its recipe reads ${input.name} (${input.oid}), which this store does not hold in chunks`);
+      }
+    }
+    const key = oid.toString('hex');
+    this.recipes.add(key);
+    this.pendingRecipes.set(key, { oid, record });
+    return this.packs.add(ENTRY_RECIPE, oid, record);
   }
 
   /**
@@ -164,7 +198,7 @@ export class ObjectSink {
    */
   private async record(packs: PackInfo[], statUpdates?: Map<string, StatEntry | null>): Promise<void> {
     try {
-      this.recordRows(packs, statUpdates);
+      await this.recordRows(packs, statUpdates);
     } catch (e) {
       // A pack that was in the store before this writer sealed it again is kept (PackWriter.discard).
       await this.packs.discard(packs);
@@ -172,20 +206,22 @@ export class ObjectSink {
     }
   }
 
-  private recordRows(packs: PackInfo[], statUpdates?: Map<string, StatEntry | null>): void {
-    const held: NewFile[] = [];
+  private async recordRows(packs: PackInfo[], statUpdates?: Map<string, StatEntry | null>): Promise<void> {
+    const files: NewFile[] = [];
+    const recipes: NewRecipe[] = [];
     for (const p of packs) {
       for (const e of p.entries) {
-        if (e.type !== ENTRY_FILE) continue;
         const key = e.id.toString('hex');
-        const f = this.pending.get(key);
-        if (f) {
-          held.push(f);
-          this.pending.delete(key);
-        }
+        const f = e.type === ENTRY_FILE ? this.pending.get(key) : undefined;
+        const r = e.type === ENTRY_RECIPE ? this.pendingRecipes.get(key) : undefined;
+        if (f) files.push(f);
+        if (r) recipes.push(r);
       }
     }
-    this.target.index.recordPacks(packs, held, statUpdates);
+    if (recipes.length) await this.target.allowRecipes();
+    this.target.index.recordPacks(packs, { files, recipes }, statUpdates);
+    for (const f of files) this.pending.delete(f.oid.toString('hex'));
+    for (const r of recipes) this.pendingRecipes.delete(r.oid.toString('hex'));
   }
 
   /**
@@ -228,7 +264,7 @@ export class ObjectSink {
   private async moveIn(p: PackInfo): Promise<boolean> {
     const from = packPath(path.join(this.staging!.dir, 'packs'), p.id);
     const index = this.target.index;
-    const covered = p.entries.every((e) => (e.type === ENTRY_CHUNK ? index.hasChunk(e.id) : index.hasFile(e.id)));
+    const covered = p.entries.every((e) => (e.type === ENTRY_CHUNK ? index.hasChunk(e.id) : index.hasContent(e.id)));
     const to = packPath(this.target.packsDir, p.id);
     const there = await stat(to).then(
       () => true,
@@ -236,7 +272,12 @@ export class ObjectSink {
     );
     if (covered || there) {
       await unlink(from);
-      if (covered) for (const e of p.entries) if (e.type === ENTRY_FILE) this.pending.delete(e.id.toString('hex'));
+      if (covered) {
+        for (const e of p.entries) {
+          if (e.type === ENTRY_FILE) this.pending.delete(e.id.toString('hex'));
+          if (e.type === ENTRY_RECIPE) this.pendingRecipes.delete(e.id.toString('hex'));
+        }
+      }
       return !covered;
     }
     if (await mkdir(path.dirname(to), { recursive: true })) await fsyncDir(this.target.packsDir);

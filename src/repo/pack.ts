@@ -29,6 +29,11 @@ const TAIL_GUESS_BYTES = 16 * 1024;
 export const ENTRY_CHUNK = 1;
 /** A file manifest; id = sha256 of the whole file; bytes = (chunk id 32 | length u32 LE) per chunk. */
 export const ENTRY_FILE = 2;
+/**
+ * A recipe (docs/format.md §18): id = sha256 of the merged file it rebuilds; bytes = the
+ * canonical recipe record. Content a store keeps as a recipe has no manifest.
+ */
+export const ENTRY_RECIPE = 3;
 
 export interface PackEntry {
   type: number;

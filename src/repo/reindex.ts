@@ -5,8 +5,9 @@
  */
 import { readdir, open, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { ENTRY_FILE, packPath, readPackTable, type PackInfo } from './pack.js';
-import { MANIFEST_RECORD, type NewFile, type StoreIndex } from './index-db.js';
+import { ENTRY_FILE, ENTRY_RECIPE, packPath, readPackTable, type PackInfo } from './pack.js';
+import { MANIFEST_RECORD, type NewFile, type NewRecipe, type StoreIndex } from './index-db.js';
+import { parseRecipe } from '../format/recipe.js';
 
 /** What indexing needs of a store (the Store handle, which runs it after a crash, is one). */
 export interface PackStore {
@@ -39,6 +40,7 @@ export async function indexPacks(store: PackStore, ids?: string[]): Promise<Rein
   const todo = (ids ?? (await listPackFiles(store.packsDir))).filter((id) => !known.has(id));
   const packs: PackInfo[] = [];
   const files: NewFile[] = [];
+  const recipes: NewRecipe[] = [];
   const damaged: ReindexResult['damaged'] = [];
   for (const id of todo) {
     try {
@@ -46,6 +48,12 @@ export async function indexPacks(store: PackStore, ids?: string[]): Promise<Rein
       const fh = await open(packPath(store.packsDir, id), 'r');
       try {
         for (const e of entries) {
+          if (e.type === ENTRY_RECIPE) {
+            const record = Buffer.alloc(e.length);
+            await fh.read(record, 0, e.length, e.offset);
+            parseRecipe(record, `recipe ${e.id.toString('hex')}`);
+            recipes.push({ oid: e.id, record });
+          }
           if (e.type !== ENTRY_FILE) continue;
           const manifest = Buffer.alloc(e.length);
           await fh.read(manifest, 0, e.length, e.offset);
@@ -63,6 +71,6 @@ export async function indexPacks(store: PackStore, ids?: string[]): Promise<Rein
       damaged.push({ pack: id, error: (e as Error).message });
     }
   }
-  if (packs.length) store.index.recordPacks(packs, files);
+  if (packs.length) store.index.recordPacks(packs, { files, recipes });
   return { indexed: packs.map((p) => p.id), damaged };
 }

@@ -11,7 +11,7 @@ import { mkdir, readFile, stat, readdir, rm, rename } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { MstoreError, storageError } from '../lib/errors.js';
-import { atomicWriteFile, TMP_PREFIX } from '../lib/fsutil.js';
+import { atomicWriteFile, fsyncDir, TMP_PREFIX } from '../lib/fsutil.js';
 import { GitRepo } from './git.js';
 import { autoPackGitObjects } from './git-pack.js';
 import { StoreIndex } from './index-db.js';
@@ -26,10 +26,13 @@ import { SLOT_BYTES } from './content-slots.js';
 import { ObjectSink, type Staging } from './object-sink.js';
 
 export const STORE_DIR = '.mstore';
+/** A store's format: mstore/1, or mstore/2 once it holds a recipe (content an mstore/1 reader cannot read). */
 export const FORMAT = 'mstore/1';
+export const FORMAT_RECIPES = 'mstore/2';
+const FORMATS: readonly string[] = [FORMAT, FORMAT_RECIPES];
 
 export interface StoreConfig {
-  format: typeof FORMAT;
+  format: typeof FORMAT | typeof FORMAT_RECIPES;
   bare: boolean;
   /** Text files (json, jsonl, yaml, txt, md, ...) up to this size are plain git blobs. */
   textMaxBytes: number;
@@ -73,8 +76,8 @@ async function readConfig(dir: string): Promise<StoreConfig | undefined> {
   } catch {
     throw new MstoreError('ECORRUPT', `${path.join(dir, 'config.json')} is not valid JSON`);
   }
-  if (cfg.format !== FORMAT) {
-    throw new MstoreError('ECORRUPT', `${path.join(dir, 'config.json')}: unsupported store format '${String(cfg.format)}' (this mstore reads ${FORMAT})`);
+  if (!FORMATS.includes(cfg.format)) {
+    throw new MstoreError('ECORRUPT', `${path.join(dir, 'config.json')}: unsupported store format '${String(cfg.format)}' (this mstore reads ${FORMATS.join(' and ')})`);
   }
   const d = defaultConfig(cfg.bare);
   const merged = { ...d, ...cfg, chunking: { ...d.chunking, ...cfg.chunking, cdc: { ...d.chunking.cdc, ...cfg.chunking?.cdc } } };
@@ -171,6 +174,27 @@ export class Store {
 
   get hasher(): ParallelHasher {
     return (this._hasher ??= new ParallelHasher());
+  }
+
+  /**
+   * Makes this store's format mstore/2 (config.json rewritten atomically) before its first recipe
+   * is recorded: an mstore that reads only mstore/1 then refuses the store in one line instead of
+   * reporting the content it cannot read as missing. Called under the writer lock.
+   */
+  async allowRecipes(): Promise<void> {
+    if (this.config.format === FORMAT_RECIPES) return;
+    const file = path.join(this.dir, 'config.json');
+    const now = await readConfig(this.dir);
+    if (now?.format !== FORMAT_RECIPES) {
+      const raw = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+      try {
+        await atomicWriteFile(file, `${JSON.stringify({ ...raw, format: FORMAT_RECIPES }, null, 2)}\n`);
+        await fsyncDir(this.dir);
+      } catch (e) {
+        throw storageError(e, file) ?? e;
+      }
+    }
+    this.config.format = FORMAT_RECIPES;
   }
 
   /** A new write path into this store (object-sink.ts); packs sealed at `packBytes` at most. */

@@ -84,7 +84,7 @@ export async function assertTreePresent(store: Store, flat: FlatTree, gitBlobs: 
       }
     }
     const pointer = e.mode === '120000' ? undefined : parsePointer(data);
-    if (pointer && !store.index.hasFile(Buffer.from(pointer.oid, 'hex'))) {
+    if (pointer && !store.index.hasContent(Buffer.from(pointer.oid, 'hex'))) {
       throw new MstoreError('EMISSING', `${p}: content ${pointer.oid} is missing from the store; no version was written (run mstore fsck)`, { what: p });
     }
     const size = pointer ? pointer.size : data.length;

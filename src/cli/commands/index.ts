@@ -41,6 +41,7 @@ export const COMMANDS: CommandEntry[] = [
   { command: 'ui', describe: 'Browse the store in a web browser: versions, statuses, metrics, curves, diffs, deploys (docs/ui.md)', load: async () => (await import('./ui.js')).uiCommand },
   { command: 'deploy [args..]', describe: 'Deploy a version to the inference box (push, switch, register, activate), show deploy status, roll back', load: async () => (await import('./deploy.js')).deployCommand },
   { command: 'consolidate', describe: 'Merge an adapter version into a base version (verify, backup, merge, commit) and record it as a new version', load: async () => (await import('./consolidate.js')).consolidateCommand },
+  { command: 'materialize <rev>', describe: "Store the bytes of a version's files kept as recipes (rebuilt and verified), so it no longer needs their base and adapter", load: async () => (await import('./materialize.js')).materializeCommand },
   { command: 'merge-lora', describe: 'Merge a LoRA adapter (PEFT or kohya) into its base model on the CPU (docs/merge.md)', load: async () => (await import('./merge-lora.js')).mergeLoraCommand },
 ];
 

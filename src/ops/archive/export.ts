@@ -11,12 +11,12 @@
  * are read one at a time. The tar is written to a temporary name beside the output, fsynced
  * and renamed, so a failed export leaves no partial file.
  */
+import { keptAsRecipe, openReader } from '../recipe.js';
 import { unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { pack as tarPack, type Header, type Pack } from 'tar-stream';
 import { MstoreError } from '../../lib/errors.js';
 import type { Store } from '../../repo/store.js';
-import { ContentReader } from '../../repo/content-reader.js';
 import { sha256 } from '../../lib/hashing.js';
 import { encodeManifest } from '../../repo/index-db.js';
 import { packPath } from '../../repo/pack.js';
@@ -170,6 +170,7 @@ async function collectContent(store: Store, versions: Selected[]): Promise<Conte
       if (!ptr || manifests.has(ptr.oid)) continue;
       const use = `${v.name}:${p}`;
       const f = index.file(Buffer.from(ptr.oid, 'hex'));
+      if (!f && index.hasRecipe(Buffer.from(ptr.oid, 'hex'))) throw keptAsRecipe(use, ptr.oid, 'a bundle');
       if (!f) throw new MstoreError('EMISSING', `${use}: content ${ptr.oid} is not in the store (missing file manifest)`);
       const total = f.chunks.reduce((a, c) => a + c.length, 0);
       if (total !== f.size || f.size !== ptr.size) {
@@ -452,7 +453,7 @@ async function writeFiles(store: Store, tar: TarFile, versions: Selected[], warn
       entries.set(name, ptr ? { ...base, kind: 'lfs', oid: ptr.oid, size: ptr.size } : { ...base, kind: 'git' });
     }
   }
-  const reader = new ContentReader(store.index, store.hasher, store.packsDir);
+  const reader = openReader(store);
   try {
     for (const name of [...entries.keys()].sort(byteOrder)) {
       const e = entries.get(name)!;

@@ -266,7 +266,7 @@ async function scanBundle(store: Store, file: string, display: string): Promise<
 
   // Completeness: content, chunks, and every object the refs and versions reach.
   for (const [oid, use] of needed) {
-    if (!plan.manifests.has(oid) && !index.hasFile(Buffer.from(oid, 'hex'))) {
+    if (!plan.manifests.has(oid) && !index.hasContent(Buffer.from(oid, 'hex'))) {
       throw new MstoreError('EBADINPUT', `${display}: the content of ${use.use} (${oid}) is in neither the bundle nor this store; nothing imported`);
     }
   }

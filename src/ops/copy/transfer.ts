@@ -4,6 +4,7 @@
  * git objects (dependencies first), then a full verify in the target, then the refs. Only
  * what the target lacks is copied, and every chunk is re-hashed as it is read.
  */
+import { keptAsRecipe } from '../recipe.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { MstoreError } from '../../lib/errors.js';
 import type { Store } from '../../repo/store.js';
@@ -66,8 +67,9 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
     let total = 0;
     for (const use of content.values()) {
       const oid = Buffer.from(use.oid, 'hex');
-      if (dst.index.hasFile(oid)) continue;
+      if (dst.index.hasContent(oid)) continue;
       const f = src.index.file(oid);
+      if (!f && src.index.hasRecipe(oid)) throw keptAsRecipe(use.uses[0], use.oid, 'a copy to another store (backup, clone)');
       if (!f) throw new MstoreError('EMISSING', `${use.uses[0]}: content ${use.oid} is missing from ${src.dir}`);
       files.push({ oid, size: f.size, chunks: f.chunks });
       total += f.size;

@@ -3,10 +3,10 @@
  * the tensor diff and the curve readers see files only through this interface, so they
  * compare a version with a version or a version with the workspace the same way.
  */
+import { openReader } from '../recipe.js';
 import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Store } from '../../repo/store.js';
-import { ContentReader } from '../../repo/content-reader.js';
 import { sha256 } from '../../lib/hashing.js';
 import { readMeta, resolveRev, type VersionMeta } from '../../repo/versions.js';
 import { listVersionFiles } from '../../repo/version-files.js';
@@ -61,7 +61,7 @@ export async function versionSide(store: Store, rev: string): Promise<Side> {
   const commit = await resolveRev(repo, rev);
   const meta = await readMeta(repo, commit);
   let cache: Map<string, SideFile> | undefined;
-  const reader = new ContentReader(store.index, store.hasher, store.packsDir);
+  const reader = openReader(store);
   const files = async (): Promise<Map<string, SideFile>> => {
     if (!cache) {
       cache = new Map();

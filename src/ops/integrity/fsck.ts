@@ -10,6 +10,7 @@
  * index is a problem named with its repair, not a crash.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { MstoreError, errorLine } from '../../lib/errors.js';
@@ -18,7 +19,8 @@ import { gitObjects } from '../../repo/git-objects.js';
 import { rebuildRecords, staleRecords } from '../../repo/versions.js';
 import { localRefs } from '../../repo/refs.js';
 import type { Store } from '../../repo/store.js';
-import { ENTRY_CHUNK, ENTRY_FILE, readPackTable, type PackEntry } from '../../repo/pack.js';
+import { ENTRY_CHUNK, ENTRY_FILE, ENTRY_RECIPE, packPath, readPackTable, type PackEntry } from '../../repo/pack.js';
+import { parseRecipe, recipeInputs } from '../../format/recipe.js';
 import { indexPacks, listPackFiles } from '../../repo/reindex.js';
 import { contentOf, refRoots } from '../../repo/reach.js';
 import { indexPageProblems } from '../../repo/index-check.js';
@@ -34,7 +36,7 @@ export interface FsckResult {
   notes: string[];
   repaired?: { packsIndexed: number; damagedPacks: string[] };
   packs: { total: number; bytes: number; damaged: number; unindexed: number; missing: number };
-  index: { chunks: number; files: number };
+  index: { chunks: number; files: number; recipes: number };
   git: { objects: number; damaged: number; unreachable: number };
   refs: { total: number; broken: number };
   unreachable: { chunks: number; bytes: number; files: number };
@@ -67,7 +69,7 @@ export async function fsck(store: Store, opts: { repairIndex?: boolean } = {}): 
         notes: [],
         ...(repaired ? { repaired } : {}),
         packs: { total: (await listPackFiles(store.packsDir)).length, bytes: 0, damaged: 0, unindexed: 0, missing: 0 },
-        index: { chunks: 0, files: 0 },
+        index: { chunks: 0, files: 0, recipes: 0 },
         git: { objects: 0, damaged: 0, unreachable: 0 },
         refs: { total: 0, broken: 0 },
         unreachable: { chunks: 0, bytes: 0, files: 0 },
@@ -103,13 +105,13 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
     if (!indexed.has(id)) {
       const t = tables.get(id);
       // An interrupted gc leaves its old pack behind once every live entry has a new home.
-      const redundant = t && [...t.values()].every((e) => (e.type === ENTRY_CHUNK ? index.hasChunk(e.id) : index.hasFile(e.id)));
+      const redundant = t && [...t.values()].every((e) => (e.type === ENTRY_CHUNK ? index.hasChunk(e.id) : index.hasContent(e.id)));
       if (redundant) notes.push(`pack ${id} is not in the index but holds nothing the index lacks (left by an interrupted gc or commit; the next writer indexes it, gc then drops it)`);
       else if (t) {
         // Sealed by a writer that did not finish (docs/format.md §9.2): harmless unless a version
         // needs what it holds, which the content check below reports with the repair.
         unindexed++;
-        for (const e of t.values()) if (e.type === ENTRY_FILE) onlyUnindexed.set(e.id.toString('hex'), id);
+        for (const e of t.values()) if (e.type === ENTRY_FILE || e.type === ENTRY_RECIPE) onlyUnindexed.set(e.id.toString('hex'), id);
         notes.push(`pack ${id} is not in the index (sealed by a writer that did not finish; the next writer indexes it, or 'mstore fsck --repair-index')`);
       }
     }
@@ -148,6 +150,7 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
     const absent = f.chunks.filter((c) => !index.hasChunk(c.id)).length;
     if (absent) problems.push(`index: file ${oid.toString('hex')} lists ${absent} chunk(s) the index does not have`);
   }
+  const recipes = await recipeProblems(store, tables, indexed, problems);
   // Pack entries the index does not know (only for indexed packs; unindexed ones are reported whole).
   let dupes = 0;
   for (const [pack, t] of tables) {
@@ -159,6 +162,8 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
         if (!loc) lost++;
         else if (loc.pack !== pack || loc.offset !== e.offset) dupes++;
       } else if (e.type === ENTRY_FILE && !index.hasFile(e.id)) lost++;
+      // A recipe whose content has bytes now (materialize) is superseded, not lost: gc drops it.
+      else if (e.type === ENTRY_RECIPE && !index.hasContent(e.id)) lost++;
     }
     if (lost) problems.push(`pack ${pack}: ${lost} entr${lost === 1 ? 'y is' : 'ies are'} not in the index (run 'mstore fsck --repair-index')`);
   }
@@ -199,6 +204,15 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
   let absent = 0;
   for (const [oid, use] of content) {
     const f = index.file(Buffer.from(oid, 'hex'));
+    const recipe = f ? undefined : recipes.get(oid);
+    if (recipe) {
+      // Content kept as its recipe lives through the files it reads (checked above).
+      for (const input of recipe) {
+        live.add(input);
+        for (const c of index.file(Buffer.from(input, 'hex'))?.chunks ?? []) liveChunks.add(c.id.toString('hex'));
+      }
+      continue;
+    }
     if (!f) {
       // Content a version needs that no pack holds (a lost pack): verify names every version.
       const where = onlyUnindexed.get(oid);
@@ -219,6 +233,7 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
   }
   let unreachFiles = 0;
   for (const [oid] of index.fileRows()) if (!live.has(oid.toString('hex'))) unreachFiles++;
+  for (const oid of recipes.keys()) if (!live.has(oid)) unreachFiles++;
   if (unreachChunks) notes.push(`${unreachChunks} chunks (${unreachBytes} bytes) and ${unreachFiles} files no ref reaches (removed versions kept for restore, or garbage gc frees after the grace period)`);
   if (unreachableGit) notes.push(`${unreachableGit} git objects no ref reaches`);
 
@@ -228,7 +243,7 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
     notes,
     ...(repaired ? { repaired } : {}),
     packs: { total: onDisk.length, bytes: packBytes, damaged, unindexed, missing },
-    index: { chunks: chunkRows, files: fileRows },
+    index: { chunks: chunkRows, files: fileRows, recipes: recipes.size },
     git: { objects: objects.length, damaged: gitDamaged, unreachable: unreachableGit },
     refs: { total: [...roots.values()].reduce((a, n) => a + n.length, 0) + refProblems.length, broken: refProblems.length },
     unreachable: { chunks: unreachChunks, bytes: unreachBytes, files: unreachFiles },
@@ -319,5 +334,48 @@ async function cacheProblems(store: Store): Promise<string[]> {
   const wrong = await staleRecords(repo);
   if (wrong.length) out.push(`the record cache (cache/records) disagrees with git for ${wrong.length} object(s), e.g. ${wrong[0]}; run 'mstore fsck --repair-index'`);
   if (!repo.refTable.matchesFiles()) out.push(`the ref table (cache/refs) disagrees with the ref files; run 'mstore fsck --repair-index'`);
+  return out;
+}
+
+/**
+ * Every recipe row against the pack entry it came from (the same bytes), parsed, and reading
+ * only files the store holds in chunks (the rule gc keeps); a recipe row beside a manifest is a
+ * problem too (one form per content id). Returns the inputs of each recipe row, by oid.
+ */
+async function recipeProblems(store: Store, tables: Map<string, Map<number, PackEntry>>, indexed: Set<string>, problems: string[]): Promise<Map<string, string[]>> {
+  const index = store.index;
+  const inPacks = new Map<string, { pack: string; entry: PackEntry }>();
+  for (const [pack, t] of tables) if (indexed.has(pack)) for (const e of t.values()) if (e.type === ENTRY_RECIPE) inPacks.set(e.id.toString('hex'), { pack, entry: e });
+  const out = new Map<string, string[]>();
+  for (const [oid, record] of index.recipeRows()) {
+    const key = oid.toString('hex');
+    const where = `recipe ${key}`;
+    const at = inPacks.get(key);
+    if (!at) {
+      problems.push(`index: ${where} is in no indexed pack`);
+      continue;
+    }
+    const stored = Buffer.alloc(at.entry.length);
+    const fh = await open(packPath(store.packsDir, at.pack), 'r');
+    try {
+      await fh.read(stored, 0, stored.length, at.entry.offset);
+    } finally {
+      await fh.close();
+    }
+    if (!stored.equals(record)) {
+      problems.push(`${where} in pack ${at.pack} differs from its index row (run 'mstore fsck --repair-index' if the pack's record is sound)`);
+    }
+    let inputs: string[];
+    try {
+      parseRecipe(stored, `${where} in pack ${at.pack}`);
+      inputs = recipeInputs(parseRecipe(record, `${where} in the index`)).map((i) => i.oid);
+    } catch (e) {
+      problems.push((e as Error).message);
+      continue;
+    }
+    out.set(key, inputs);
+    if (index.hasFile(oid)) problems.push(`index: content ${key} has both a manifest and a recipe`);
+    for (const input of inputs) if (!index.hasFile(Buffer.from(input, 'hex'))) problems.push(`${where} reads ${input}, which the store does not hold in chunks`);
+  }
   return out;
 }

@@ -7,15 +7,18 @@
  * is set, else only in a file that fails, to name the damaged chunks. Quick mode stops
  * before the bytes; sample mode re-hashes a random share of the chunks (--read-data-subset).
  */
+import { openReader } from '../recipe.js';
 import { stat } from 'node:fs/promises';
 import { MstoreError } from '../../lib/errors.js';
 import { availableParallelism } from 'node:os';
 import { INLINE_HASH_BYTES, ParallelHasher, sha256 } from '../../lib/hashing.js';
 import type { Store } from '../../repo/store.js';
-import { ContentReader } from '../../repo/content-reader.js';
+import type { ContentReader } from '../../repo/content-reader.js';
 import { packPath, readPackTable, ENTRY_CHUNK, type PackEntry } from '../../repo/pack.js';
 import { META_SCHEMA, readMeta, resolveRev } from '../../repo/versions.js';
 import { parsePointer } from '../../format/pointer.js';
+import { parseRecipe, recipeInputs, type Recipe } from '../../format/recipe.js';
+import { MERGE_KERNEL } from '../../merge/kernel.js';
 import { refRoots, type Roots } from '../../repo/reach.js';
 import { indexPageProblems } from '../../repo/index-check.js';
 import { indexDamaged } from '../../repo/index-db.js';
@@ -212,14 +215,46 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
   const sound: string[] = [];
   const chunkLocs = new Map<string, { id: Buffer; pack: string; offset: number; length: number; oid: string }>();
   let totalBytes = 0;
-  for (const [oid, use] of files) {
+  // Content kept as a recipe (docs/format.md §18): the record must parse and name this mstore's
+  // kernel, and its inputs are checked here like any file (the rebuild reads them in step 3).
+  const recipes: string[] = [];
+  const todo = [...files].map(([oid, use]) => ({ oid, use, input: undefined as string | undefined }));
+  const queued = new Set(files.keys());
+  for (const { oid, use, input } of todo) {
     const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
-    const label = where.files[0] + (where.files.length > 1 ? ` (+${where.files.length - 1} more)` : '');
+    const label = (where.files[0] + (where.files.length > 1 ? ` (+${where.files.length - 1} more)` : '')) + (input ? ` (its recipe's input ${input})` : '');
     const f = index.file(Buffer.from(oid, 'hex'));
+    const record = f || input ? undefined : index.recipe(Buffer.from(oid, 'hex'));
+    if (record) {
+      let recipe: Recipe;
+      try {
+        recipe = parseRecipe(record, `${label}: recipe of ${oid}`);
+      } catch (e) {
+        fail({ ...where, message: firstLine(e) });
+        continue;
+      }
+      if (recipe.kernel !== MERGE_KERNEL) {
+        fail({ ...where, message: `${label}: content ${oid} is rebuilt by merge kernel ${recipe.kernel}; this mstore implements ${MERGE_KERNEL} only: use an mstore that implements ${recipe.kernel}` });
+        continue;
+      }
+      if (recipe.size !== use.size) {
+        fail({ ...where, message: `${label}: the recipe of ${oid} makes ${recipe.size} bytes, the pointer says ${use.size}` });
+        continue;
+      }
+      for (const i of recipeInputs(recipe)) {
+        if (queued.has(i.oid)) continue;
+        queued.add(i.oid);
+        todo.push({ oid: i.oid, use: { size: i.size, uses: use.uses }, input: i.name });
+      }
+      recipes.push(oid);
+      totalBytes += use.size;
+      continue;
+    }
     if (!f) {
       fail({ ...where, message: `${label}: content ${oid} is missing (no file manifest in the index)` });
       continue;
     }
+    if (input && !files.has(oid)) files.set(oid, use);
     let okFile = true;
     const total = f.chunks.reduce((a, c) => a + c.length, 0);
     if (total !== f.size || f.size !== use.size) {
@@ -257,7 +292,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
   // 3. Bytes.
   let bytes = 0;
   let chunks = 0;
-  const reader = new ContentReader(index, store.hasher, store.packsDir);
+  const reader = openReader(store);
   // The hash workers start only where a file is big enough to use one (INLINE_HASH_BYTES).
   const big = mode === 'full' && sound.some((oid) => files.get(oid)!.size > INLINE_HASH_BYTES);
   if (big) store.hasher.warm();
@@ -297,7 +332,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       };
       const toRead = sound.filter((oid) => !(opts.wholeOnReceipt?.has(oid) && !opts.chunkIds)).length;
       const second = availableParallelism() > 1 && toRead > 1 ? new ParallelHasher() : undefined;
-      const secondReader = second && new ContentReader(index, second, store.packsDir);
+      const secondReader = second && openReader(store, second);
       try {
         if (big) second?.warm();
         await Promise.all([lane(reader), ...(secondReader ? [lane(secondReader)] : [])]);
@@ -307,6 +342,18 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       }
       for (const ps of byFile) for (const p of ps) fail(p);
       chunks = opts.chunkIds ? verified.size : chunkLocs.size;
+      // Content kept as a recipe: rebuilt and hashed to its id (the read throws otherwise).
+      for (const oid of recipes) {
+        const use = files.get(oid)!;
+        const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
+        const label = where.files[0] + (where.files.length > 1 ? ` (+${where.files.length - 1} more)` : '');
+        await reader
+          .read(oid, label, () => undefined, (n) => {
+            bytes += n;
+            opts.onProgress?.({ done: bytes, total: totalBytes });
+          })
+          .catch((e: unknown) => fail({ ...where, message: firstLine(e).startsWith(label) ? firstLine(e) : `${label}: ${firstLine(e)}` }));
+      }
     } else if (mode === 'sample') {
       const rnd = opts.random ?? Math.random;
       const seed = opts.sampleSeed;

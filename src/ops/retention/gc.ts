@@ -14,12 +14,13 @@ import { MstoreError } from '../../lib/errors.js';
 import type { Store } from '../../repo/store.js';
 import { now } from '../../lib/clock.js';
 import { sha256 } from '../../lib/hashing.js';
-import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, packPath, readPackTable, type PackEntry, type PackInfo } from '../../repo/pack.js';
+import { PackWriter, ENTRY_CHUNK, ENTRY_FILE, ENTRY_RECIPE, packPath, readPackTable, type PackEntry, type PackInfo } from '../../repo/pack.js';
 import type { ChunkLocation } from '../../repo/index-db.js';
 import { indexPacks } from '../../repo/reindex.js';
 import { refRoots, historyRoots, mergeRoots, contentOf, type Roots } from '../../repo/reach.js';
 import { verify } from '../integrity/verify.js';
 import { fsyncDir } from '../../lib/fsutil.js';
+import { parseRecipe, recipeInputs } from '../../format/recipe.js';
 
 export const DEFAULT_GRACE = '14d';
 
@@ -75,7 +76,18 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
     }
     const roots = mergeRoots(refs.roots, restorable);
     const content = await contentOf(store.repo, roots.keys(), (c) => c.slice(0, 12));
-    const neededFiles = new Set(content.keys());
+    // Content kept as a recipe needs its recipe and the files it reads (which are in chunks).
+    const neededFiles = new Set<string>();
+    const neededRecipes = new Set<string>();
+    for (const oid of content.keys()) {
+      const record = index.file(Buffer.from(oid, 'hex')) ? undefined : index.recipe(Buffer.from(oid, 'hex'));
+      if (!record) {
+        neededFiles.add(oid);
+        continue;
+      }
+      neededRecipes.add(oid);
+      for (const input of recipeInputs(parseRecipe(record, `recipe ${oid} in the index`))) neededFiles.add(input.oid);
+    }
     const neededChunks = new Set<string>();
     for (const oid of neededFiles) for (const c of index.file(Buffer.from(oid, 'hex'))!.chunks) neededChunks.add(c.id.toString('hex'));
 
@@ -95,7 +107,7 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
       }
       if (Date.parse(info.created) > since.getTime()) {
         young++;
-        for (const e of entries) if (e.type === ENTRY_FILE) youngFiles.add(e.id.toString('hex'));
+        for (const e of entries) if (e.type === ENTRY_FILE || e.type === ENTRY_RECIPE) youngFiles.add(e.id.toString('hex'));
         continue;
       }
       const plan: PackPlan = { id, size: info.size, live: [], dead: [] };
@@ -105,7 +117,8 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
         if (e.type === ENTRY_CHUNK) {
           const loc = index.chunk(e.id);
           live = neededChunks.has(key) && !!loc && loc.pack === id && loc.offset === e.offset;
-        } else live = e.type === ENTRY_FILE && neededFiles.has(key);
+        } else if (e.type === ENTRY_FILE) live = neededFiles.has(key);
+        else live = e.type === ENTRY_RECIPE && neededRecipes.has(key);
         (live ? plan.live : plan.dead).push(e);
       }
       if (plan.dead.length) plans.push(plan);
@@ -136,9 +149,14 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
       const key = oid.toString('hex');
       if (!neededFiles.has(key) && !youngFiles.has(key) && !protectedPacks.size) dropFiles.push(oid);
     }
+    const dropRecipes: Buffer[] = [];
+    for (const [oid] of index.recipeRows()) {
+      const key = oid.toString('hex');
+      if (!neededRecipes.has(key) && !youngFiles.has(key) && !protectedPacks.size) dropRecipes.push(oid);
+    }
     result.chunks.removed = dropChunks.length;
     result.chunks.kept = neededChunks.size;
-    result.files.removed = dropFiles.length;
+    result.files.removed = dropFiles.length + dropRecipes.length;
     const dropped = new Set(dropFiles.map((b) => b.toString('hex')));
     const dropStats: string[] = [];
     for (const p of index.statPaths()) {
@@ -169,7 +187,7 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
             const data = Buffer.allocUnsafe(e.length);
             const { bytesRead } = await fh.read(data, 0, e.length, e.offset);
             if (bytesRead !== e.length || (e.type === ENTRY_CHUNK && !sha256(data).equals(e.id))) {
-              throw new MstoreError('ECORRUPT', `gc aborted, nothing removed: ${e.type === ENTRY_CHUNK ? 'chunk' : 'manifest'} ${e.id.toString('hex')} in pack ${p.id} is damaged`);
+              throw new MstoreError('ECORRUPT', `gc aborted, nothing removed: ${e.type === ENTRY_CHUNK ? 'chunk' : e.type === ENTRY_FILE ? 'manifest' : 'recipe'} ${e.id.toString('hex')} in pack ${p.id} is damaged`);
             }
             await writer.add(e.type, e.id, data);
           }
@@ -192,7 +210,7 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
     // is the new pack now, and must be neither dropped from the index nor unlinked.
     const newIds = new Set(newPacks.map((p) => p.id));
     try {
-      index.switchPacks({ newPacks, moveChunks, dropChunks, dropFiles, dropPacks: [...touched].filter((id) => !newIds.has(id)), dropStats });
+      index.switchPacks({ newPacks, moveChunks, dropChunks, dropFiles, dropRecipes, dropPacks: [...touched].filter((id) => !newIds.has(id)), dropStats });
     } catch (e) {
       // Nothing switched: the new packs go again (never one that was already there).
       await writer.discard(newPacks);

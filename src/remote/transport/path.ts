@@ -6,6 +6,7 @@
  * whole; packs are fsynced before they move in, git objects written atomically), and refs move only in updateRefs, after a compare-and-swap, the
  * fast-forward rules, a presence walk and a full verify of every new version.
  */
+import { keptAsRecipe } from '../../ops/recipe.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Store } from '../../repo/store.js';
@@ -96,7 +97,7 @@ export class StoreRemote implements Remote {
     for (const id of ids) checkObjectId(kind, id);
     const index = this.store.index;
     if (kind === 'chunk') return ids.filter((id) => !index.hasChunk(Buffer.from(id, 'hex')));
-    if (kind === 'file') return ids.filter((id) => !index.hasFile(Buffer.from(id, 'hex')));
+    if (kind === 'file') return ids.filter((id) => !index.hasContent(Buffer.from(id, 'hex')));
     return gitObjects(this.store.gitdir).absent(ids);
   }
 
@@ -207,6 +208,7 @@ export class StoreRemote implements Remote {
     if (kind === 'file') {
       for (const id of ids) {
         const f = store.index.file(Buffer.from(id, 'hex'));
+        if (!f && store.index.hasRecipe(Buffer.from(id, 'hex'))) throw keptAsRecipe(`${this.display}: file ${id}`, id, 'a fetch');
         if (!f) throw new MstoreError('EMISSING', `${this.display} has no file ${id}`);
         yield { kind, id, data: encodeManifest(f.chunks) };
       }

@@ -1,0 +1,71 @@
+/**
+ * `materialize REV`: stores the bytes of a version's content that the store keeps as recipes
+ * (docs/format.md §18), for a store about to lose a base model or for users who prefer bytes.
+ * Each file is rebuilt from its recipe straight into the object sink (chunked as a commit
+ * chunks it) and hashed; its manifest is written only after the bytes hashed to the file's id,
+ * and recorded in the same index transaction that drops the recipe row. A kill leaves the
+ * recipe in place (an unindexed pack at most, which the next writer indexes). gc then frees
+ * what only the recipe needed.
+ */
+import os from 'node:os';
+import { MstoreError } from '../lib/errors.js';
+import { parseSafetensorsHeader } from '../format/safetensors.js';
+import { parseRecipe } from '../format/recipe.js';
+import { ContentWriter } from '../repo/content.js';
+import type { Store } from '../repo/store.js';
+import { resolveRev } from '../repo/versions.js';
+import { listVersionFiles } from '../repo/version-files.js';
+import { mergedHead, WeightMerger } from '../merge/merge.js';
+import { openReader, openRecipe, rebuild } from './recipe.js';
+
+export interface MaterializeResult {
+  commit: string;
+  /** The files whose bytes were stored (paths in the version). */
+  files: string[];
+  bytes: number;
+  /** New chunk bytes the store grew by. */
+  newBytes: number;
+}
+
+export async function materialize(store: Store, rev: string, opts: { onProgress?: (p: { done: number; total: number }) => void } = {}): Promise<MaterializeResult> {
+  return store.withLock('materialize', async () => {
+    const commit = await resolveRev(store.repo, rev);
+    const todo = new Map<string, { path: string; size: number; record: Buffer }>();
+    for (const f of await listVersionFiles(store.repo, commit)) {
+      if (f.kind !== 'lfs' || todo.has(f.oid)) continue;
+      const key = Buffer.from(f.oid, 'hex');
+      if (store.index.hasFile(key)) continue;
+      const record = store.index.recipe(key);
+      if (!record) throw new MstoreError('EMISSING', `${rev}:${f.path}: content ${f.oid} is not in the store`);
+      todo.set(f.oid, { path: f.path, size: f.size, record });
+    }
+    const result: MaterializeResult = { commit, files: [...todo.values()].map((t) => t.path), bytes: 0, newBytes: 0 };
+    if (!todo.size) return result;
+    const total = [...todo.values()].reduce((a, t) => a + t.size, 0);
+    const reader = openReader(store);
+    const merger = new WeightMerger({ threads: Math.max(1, os.availableParallelism()) });
+    const writer = new ContentWriter(store.sink(), store.hasher, store.config.chunking);
+    try {
+      for (const [oid, t] of todo) {
+        const display = `${rev}:${t.path}`;
+        const recipe = parseRecipe(t.record, `${display} (its recipe)`);
+        const { model } = await openRecipe(reader, merger, recipe, display, false);
+        const { head, size } = mergedHead(model.files.find((f) => f.name === recipe.file)!);
+        const out = writer.stream(size, display, parseSafetensorsHeader(head.subarray(0, 8), head.subarray(8), size), (n) => opts.onProgress?.({ done: (result.bytes += n), total }), { replaceRecipe: true });
+        // The rebuild resolves only once the bytes hashed to oid; only then is the manifest written.
+        await rebuild(reader, merger, recipe, oid, display, out);
+        const stored = await out.end();
+        if (stored.oid !== oid) throw new MstoreError('ECORRUPT', `${display}: stored as ${stored.oid}, expected ${oid}`);
+      }
+      await writer.finish();
+      result.newBytes = writer.newBytes;
+      return result;
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    } finally {
+      await merger.close();
+      await reader.close();
+    }
+  });
+}

@@ -1,0 +1,205 @@
+/**
+ * Issue 19: consolidate --recipes keeps each merged weight file as its recipe (docs/format.md
+ * §18) instead of its bytes. The version's files are the same (same content ids) as when bytes
+ * are kept; every reader rebuilds and checks the bytes (checkout, verify, a range read); gc keeps
+ * a recipe's inputs after its base version is removed; materialize turns it back into bytes;
+ * damage to an input chunk or to the record is found and refused; transfers that cannot carry a
+ * recipe yet refuse in one line.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdirSync, readFileSync, openSync, readSync, writeSync, closeSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { cleanup, mstore, mstoreJson, storeState, tmpDir, treeDigest } from './helpers.js';
+import { withStoreAt } from './in-process.js';
+import { caseA, caseE, resetSeeds, storeCase, type Case } from './merge-cases.js';
+import { listVersionFiles } from '../src/repo/version-files.js';
+import { resolveRev } from '../src/repo/versions.js';
+import { openReader } from '../src/ops/recipe.js';
+import { packPath, readPackTable, ENTRY_RECIPE } from '../src/repo/pack.js';
+
+const root = tmpDir('mstore-recipe-store-');
+test.after(() => cleanup(root));
+
+const ok = (ws: string, args: string[]): string => {
+  const r = mstore(ws, args);
+  if (r.code !== 0) throw new Error(`mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+};
+
+/** Bytes under the store's packs/ (what consolidate added). */
+function packBytes(ws: string): number {
+  return storeState(ws)
+    .split('\n')
+    .filter((l) => l.startsWith('.mstore/packs/'))
+    .reduce((a, l) => a + Number(l.split(':').pop()), 0);
+}
+
+interface Pair {
+  bytes: string;
+  recipes: string;
+  /** Pack bytes each consolidation added. */
+  grew: { bytes: number; recipes: number };
+}
+
+/** The same case consolidated twice, in two stores: bytes kept, and recipes kept. */
+function pair(name: string, c: Case): Pair {
+  const bytes = storeCase(path.join(root, `${name}-bytes`), c.base, c.adapter);
+  const recipes = storeCase(path.join(root, `${name}-recipes`), c.base, c.adapter);
+  const before = { bytes: packBytes(bytes), recipes: packBytes(recipes) };
+  ok(bytes, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin']);
+  const out = ok(recipes, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin', '--recipes']);
+  assert.match(out, /kept as recipes/);
+  return { bytes, recipes, grew: { bytes: packBytes(bytes) - before.bytes, recipes: packBytes(recipes) - before.recipes } };
+}
+
+async function versionFiles(ws: string, rev: string): Promise<string[]> {
+  return withStoreAt(ws, async (s) => (await listVersionFiles(s.repo, await resolveRev(s.repo, rev))).map((f) => `${f.path} ${f.mode} ${f.kind} ${f.oid}`));
+}
+
+function checkout(ws: string, rev: string, to: string): Map<string, string> {
+  ok(ws, ['checkout', rev, '--to', to]);
+  return treeDigest(to);
+}
+
+let A: Pair;
+
+test('kept as recipes: the same version (same content ids), a fraction of the growth, a byte-identical checkout, verify and fsck clean', async () => {
+  resetSeeds();
+  A = pair('A', caseA(mkdirp(path.join(root, 'cases'))));
+  assert.equal(await versionFiles(A.recipes, 'merged/v001'), await versionFiles(A.bytes, 'merged/v001'), 'the version records the same files either way');
+  assert.ok(A.grew.bytes > 100_000, `bytes kept grow the store (${A.grew.bytes})`);
+  assert.ok(A.grew.recipes * 20 < A.grew.bytes, `recipes grew the store by ${A.grew.recipes} bytes, bytes by ${A.grew.bytes}`);
+  const cfg = (ws: string): unknown => JSON.parse(readFileSync(path.join(ws, '.mstore', 'config.json'), 'utf8')).format;
+  assert.is(cfg(A.recipes), 'mstore/2', 'a store holding recipes says so');
+  assert.is(cfg(A.bytes), 'mstore/1', 'a store without stays readable by older mstore');
+  assert.equal(checkout(A.recipes, 'merged/v001', path.join(root, 'A-co-r')), checkout(A.bytes, 'merged/v001', path.join(root, 'A-co-b')));
+  const v = mstoreJson<{ ok: boolean; bytes: number }>(A.recipes, ['verify', '--all']);
+  assert.ok(v.ok);
+  const fsck = mstoreJson<{ ok: boolean; index: { recipes: number } }>(A.recipes, ['fsck']);
+  assert.ok(fsck.ok);
+  assert.is(fsck.index.recipes, 2, 'one recipe per merged shard');
+});
+
+test('a range read rebuilds and returns the same bytes as the whole file (the Hugging Face API and diff read ranges)', async () => {
+  const want = readFileSync(path.join(root, 'A-co-b', 'model-00001-of-00002.safetensors'));
+  await withStoreAt(A.recipes, async (s) => {
+    const f = (await listVersionFiles(s.repo, await resolveRev(s.repo, 'merged/v001'))).find((x) => x.path === 'model-00001-of-00002.safetensors')!;
+    assert.ok(s.index.hasRecipe(Buffer.from(f.oid, 'hex')) && !s.index.hasFile(Buffer.from(f.oid, 'hex')), 'kept as a recipe only');
+    const reader = openReader(s);
+    try {
+      assert.ok((await reader.readRange(f.oid, 1000, 5000)).equals(want.subarray(1000, 6000)));
+      assert.ok((await reader.readRange(f.oid, 0, f.size)).equals(want));
+    } finally {
+      await reader.close();
+    }
+  });
+});
+
+test("gc keeps a recipe's inputs when its base and adapter versions are removed; materialize stores the bytes, after which gc frees the inputs", async () => {
+  const ws = A.recipes;
+  ok(ws, ['rm', 'v001', 'adapters/v001', '--confirm', '--no-backup']);
+  ok(ws, ['gc', '--grace', '0']);
+  assert.ok(mstoreJson<{ ok: boolean }>(ws, ['verify', '--all']).ok, 'the merged version still verifies (rebuilt from kept inputs)');
+  assert.equal(checkout(ws, 'merged/v001', path.join(root, 'A-co-r2')), treeDigest(path.join(root, 'A-co-b')));
+  const before = packBytes(ws);
+  const m = mstoreJson<{ files: string[]; newBytes: number }>(ws, ['materialize', 'merged/v001']);
+  assert.equal(m.files.sort(), ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+  assert.ok(packBytes(ws) > before, 'the bytes are stored');
+  assert.is(mstoreJson<{ index: { recipes: number } }>(ws, ['fsck']).index.recipes, 0, 'the recipes are replaced');
+  assert.match(ok(ws, ['materialize', 'merged/v001']), /nothing to do/);
+  const grown = packBytes(ws);
+  ok(ws, ['gc', '--grace', '0']);
+  assert.ok(packBytes(ws) < grown, 'the inputs only the recipes needed are freed');
+  assert.equal(checkout(ws, 'merged/v001', path.join(root, 'A-co-r3')), treeDigest(path.join(root, 'A-co-b')));
+  assert.ok(mstoreJson<{ ok: boolean }>(ws, ['fsck']).ok);
+});
+
+/** Flips one byte of a pack file at `at`. */
+function flip(file: string, at: number): void {
+  const fd = openSync(file, 'r+');
+  const b = Buffer.alloc(1);
+  readSync(fd, b, 0, 1, at);
+  b[0] ^= 0x01;
+  writeSync(fd, b, 0, 1, at);
+  closeSync(fd);
+}
+
+test('damage: a flipped byte in an input chunk is found by verify and refused by checkout (nothing written); a changed recipe record is found by fsck and verify', async () => {
+  resetSeeds();
+  const e = pair('E', caseE(mkdirp(path.join(root, 'cases-e'))));
+  const ws = e.recipes;
+  const state = storeState(ws);
+  // The base's weights (the recipe's input), somewhere past its header.
+  const base = await withStoreAt(ws, async (s) => {
+    const f = (await listVersionFiles(s.repo, await resolveRev(s.repo, 'v001'))).find((x) => x.path === 'base/model.safetensors')!;
+    const m = s.index.file(Buffer.from(f.oid, 'hex'))!;
+    const last = m.chunks[m.chunks.length - 1];
+    return { loc: s.index.chunk(last.id)!, chunk: last.id.toString('hex') };
+  });
+  const packFile = path.join(ws, '.mstore', 'packs', base.loc.pack.slice(0, 2), `${base.loc.pack}.pack`);
+  flip(packFile, base.loc.offset + 10);
+  const v = mstore(ws, ['verify', 'merged/v001']);
+  assert.is(v.code, 1);
+  assert.match(v.stdout + v.stderr, base.chunk);
+  const to = path.join(root, 'E-damaged');
+  const c = mstore(ws, ['checkout', 'merged/v001', '--to', to]);
+  assert.is(c.code, 1);
+  assert.not.match(c.stderr, /\n\s+at /, 'no stack trace');
+  assert.ok(!existsSync(path.join(to, 'model.safetensors')), 'nothing written');
+  flip(packFile, base.loc.offset + 10);
+  assert.ok(mstoreJson<{ ok: boolean }>(ws, ['verify', '--all']).ok, 'mended');
+  assert.is(storeState(ws), state);
+
+  // The recipe record in its pack: its alpha changed (a sound record, other bytes), and the index rebuilt from the packs.
+  const rec = await withStoreAt(ws, async (s) => {
+    for (const id of s.index.packIds()) {
+      const entry = (await readPackTable(s.packsDir, id)).find((x) => x.type === ENTRY_RECIPE);
+      if (entry) return { file: packPath(s.packsDir, id), entry };
+    }
+    throw new Error('no recipe entry');
+  });
+  const fd = openSync(rec.file, 'r+');
+  const text = Buffer.alloc(rec.entry.length);
+  readSync(fd, text, 0, text.length, rec.entry.offset);
+  // kohya: the alpha is a tensor, so the record names only ids; change the adapter's size instead (still canonical JSON).
+  const s = text.toString('latin1');
+  const at = s.lastIndexOf('"size":') + 7;
+  const digit = s[at] === '9' ? '8' : String(Number(s[at]) + 1);
+  writeSync(fd, Buffer.from(digit, 'latin1'), 0, 1, rec.entry.offset + at);
+  closeSync(fd);
+  const f = JSON.parse(mstore(ws, ['fsck', '--json']).stdout) as { ok: boolean; problems: string[] };
+  assert.not.ok(f.ok);
+  assert.ok(f.problems.some((p) => /recipe [0-9a-f]{64} in pack [0-9a-f]{64} differs from its index row/.test(p)), f.problems.join('\n'));
+  ok(ws, ['fsck', '--repair-index']);
+  const v2 = mstore(ws, ['verify', 'merged/v001']);
+  assert.is(v2.code, 1, 'the changed record, now in the index too, is refused');
+  assert.match(v2.stdout, /recipe's input|bytes in the recipe/);
+});
+
+test('transfers that cannot carry a recipe yet refuse it in one line and send nothing: push, backup, export --bundle', async () => {
+  const ws = path.join(root, 'A-push');
+  resetSeeds();
+  const c = caseA(mkdirp(path.join(root, 'cases-push')));
+  storeCase(ws, c.base, c.adapter);
+  ok(ws, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin', '--recipes']);
+  const remote = path.join(root, 'remote');
+  ok(root, ['init', '--bare', remote]);
+  const p = mstore(ws, ['push', remote, 'merged/v001']);
+  assert.is(p.code, 1);
+  assert.match(p.stderr, /kept as a recipe .*mstore materialize/);
+  assert.is(p.stderr.trim().split('\n').length, 1);
+  assert.is(mstore(remote, ['log', '--json']).stdout.includes('merged'), false, 'no ref moved');
+  const x = mstore(ws, ['export', 'merged/v001', '-o', path.join(root, 'm.tar')]);
+  assert.is(x.code, 1);
+  assert.match(x.stderr, /kept as a recipe/);
+  ok(ws, ['materialize', 'merged/v001']);
+  ok(ws, ['push', remote, 'merged/v001']);
+});
+
+function mkdirp(d: string): string {
+  mkdirSync(d, { recursive: true });
+  return d;
+}
+
+test.run();
