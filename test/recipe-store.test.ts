@@ -177,7 +177,7 @@ test('damage: a flipped byte in an input chunk is found by verify and refused by
   assert.match(v2.stdout, /recipe's input|bytes in the recipe/);
 });
 
-test('transfers that cannot carry a recipe yet refuse it in one line and send nothing: push, backup, export --bundle', async () => {
+test('transfers carry the recipe: push to a store holding base and adapter sends no chunk; the remote rebuilt it before its refs moved; clone and backup take the recipe and its inputs', async () => {
   const ws = path.join(root, 'A-push');
   resetSeeds();
   const c = caseA(mkdirp(path.join(root, 'cases-push')));
@@ -185,16 +185,56 @@ test('transfers that cannot carry a recipe yet refuse it in one line and send no
   ok(ws, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin', '--recipes']);
   const remote = path.join(root, 'remote');
   ok(root, ['init', '--bare', remote]);
-  const p = mstore(ws, ['push', remote, 'merged/v001']);
-  assert.is(p.code, 1);
-  assert.match(p.stderr, /kept as a recipe .*mstore materialize/);
-  assert.is(p.stderr.trim().split('\n').length, 1);
-  assert.is(mstore(remote, ['log', '--json']).stdout.includes('merged'), false, 'no ref moved');
+  ok(ws, ['push', remote, 'v001', 'adapters/v001']);
+  const p = mstoreJson<{ chunksSent: number; filesSent: number; recipesSent: number; bytesSent: number }>(ws, ['push', remote, 'merged/v001']);
+  assert.is(p.chunksSent, 0, 'no chunk: the remote holds the inputs');
+  assert.is(p.filesSent, 0);
+  assert.is(p.recipesSent, 2);
+  const merged = [...treeDigest(path.join(root, 'A-co-b'))].filter(([f]) => f.endsWith('.safetensors'));
+  assert.equal(checkout(remote, 'merged/v001', path.join(root, 'remote-co')), treeDigest(path.join(root, 'A-co-b')), 'the remote checks out the same bytes');
+  assert.ok(merged.length === 2);
+  assert.is(mstoreJson<{ index: { recipes: number } }>(remote, ['fsck']).index.recipes, 2, 'kept there as recipes too');
+
+  // A clone of only the merged version fetches its recipes and the inputs they read.
+  const cl = path.join(root, 'A-clone');
+  ok(root, ['clone', remote, cl]);
+  assert.is(mstoreJson<{ index: { recipes: number } }>(cl, ['fsck']).index.recipes, 2);
+  assert.ok(mstoreJson<{ ok: boolean }>(cl, ['verify', '--all']).ok);
+  assert.equal(checkout(cl, 'merged/v001', path.join(root, 'clone-co')), treeDigest(path.join(root, 'A-co-b')));
+
+  // A backup of the merged version alone copies its recipes and their inputs, proven there.
+  const bk = path.join(root, 'A-backup');
+  ok(ws, ['backup', 'add', 'bk', bk]);
+  ok(ws, ['backup', 'merged/v001']);
+  assert.is(mstoreJson<{ index: { recipes: number } }>(bk, ['fsck']).index.recipes, 2);
+  assert.ok(mstoreJson<{ ok: boolean }>(bk, ['verify', '--all']).ok);
+
+  // A bundle cannot carry a recipe yet: refused in one line, nothing written.
   const x = mstore(ws, ['export', 'merged/v001', '-o', path.join(root, 'm.tar')]);
   assert.is(x.code, 1);
   assert.match(x.stderr, /kept as a recipe/);
-  ok(ws, ['materialize', 'merged/v001']);
-  ok(ws, ['push', remote, 'merged/v001']);
+  assert.ok(!existsSync(path.join(root, 'm.tar')));
+});
+
+test('a recipe whose rebuild does not hash to its id is refused by the receiver, and no ref moves', async () => {
+  const ws = path.join(root, 'A-push');
+  // The remote holds base and adapter, but a chunk of the base there is damaged: its proof of the recipe fails.
+  const remote = path.join(root, 'remote2');
+  ok(root, ['init', '--bare', remote]);
+  ok(ws, ['push', remote, 'v001', 'adapters/v001']);
+  await withStoreAt(remote, async (s) => {
+    // Damage the remote's copy of the base's last chunk: the proof reads it.
+    const f = (await listVersionFiles(s.repo, await resolveRev(s.repo, 'v001'))).find((x) => x.path === 'base/model-00002-of-00002.safetensors')!;
+    const m = s.index.file(Buffer.from(f.oid, 'hex'))!;
+    const loc = s.index.chunk(m.chunks[m.chunks.length - 1].id)!;
+    flip(packPath(s.packsDir, loc.pack), loc.offset + 5);
+  });
+  const p = mstore(ws, ['push', remote, 'merged/v001']);
+  assert.is(p.code, 1);
+  assert.match(p.stderr, /damaged|hash/);
+  assert.is(p.stderr.trim().split('\n').length, 1, p.stderr);
+  assert.not.ok(mstore(remote, ['log', '--json']).stdout.includes('merged'), 'no ref moved');
+  assert.is(mstoreJson<{ index: { recipes: number } }>(remote, ['fsck', '--repair-index']).index.recipes, 0, 'no recipe recorded, even from its packs');
 });
 
 function mkdirp(d: string): string {

@@ -285,7 +285,7 @@ async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
 const refsOf = async (r: Remote): Promise<Record<string, string>> => Object.fromEntries([...(await r.listRefs())].sort());
 const ofKind = (v: SmallVersion, kind: ObjectKind): WireObject[] => v.objects.filter((o) => o.kind === kind);
 /** Well-formed ids no store holds. */
-const ABSENT: Record<ObjectKind, string> = { chunk: 'c'.repeat(64), file: 'f'.repeat(64), git: 'd'.repeat(40) };
+const ABSENT: Record<ObjectKind, string> = { chunk: 'c'.repeat(64), file: 'f'.repeat(64), git: 'd'.repeat(40), recipe: 'e'.repeat(64) };
 const KINDS: ObjectKind[] = ['chunk', 'file', 'git'];
 
 /** Asserts that `got` holds each of `want` exactly once, byte for byte, and nothing else. */

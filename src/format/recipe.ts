@@ -36,7 +36,9 @@ export interface Recipe {
 }
 
 /** The most UTF-8 bytes of inline text (an adapter config, a shard index) a recipe may hold. */
-export const RECIPE_TEXT_MAX = 16 * 1024 * 1024;
+export const RECIPE_TEXT_MAX = 4 * 1024 * 1024;
+/** The most bytes of a whole record: it travels as one object (remote/wire.ts allows 16 MiB). */
+export const RECIPE_RECORD_MAX = 12 * 1024 * 1024;
 
 /** The weights file of a PEFT adapter (the only name peft writes them under). */
 export const PEFT_WEIGHTS = 'adapter_model.safetensors';
@@ -66,6 +68,7 @@ export function parseRecipe(data: Uint8Array, where: string): Recipe {
   const bad = (why: string): never => {
     throw new MstoreError('ECORRUPT', `${where}: recipe ${why}`);
   };
+  if (data.length > RECIPE_RECORD_MAX) bad(`is ${data.length} bytes, over the ${RECIPE_RECORD_MAX}-byte limit`);
   let raw: unknown;
   try {
     raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data));

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { MstoreError } from '../lib/errors.js';
-import { PEFT_WEIGHTS, RECIPE_SCHEMA, RECIPE_TEXT_MAX, parseRecipe, type Recipe, type RecipeInput } from '../format/recipe.js';
+import { PEFT_WEIGHTS, RECIPE_RECORD_MAX, RECIPE_SCHEMA, RECIPE_TEXT_MAX, encodeRecipe, parseRecipe, type Recipe, type RecipeInput } from '../format/recipe.js';
 import os from 'node:os';
 import { ContentReader, type Rebuilder } from '../repo/content-reader.js';
 import type { Store } from '../repo/store.js';
@@ -44,7 +44,10 @@ export async function recipesOf(model: BaseModel, plan: AdapterPlan, base: Versi
   if (Buffer.byteLength(index ?? '') > RECIPE_TEXT_MAX || Buffer.byteLength(config) > RECIPE_TEXT_MAX) return out;
   const adapterRecipe: Recipe['adapter'] = plan.format === 'peft' ? { format: 'peft', config, weights } : { format: 'kohya', weights };
   for (const f of model.files) {
-    out.set(f.name, { schema: RECIPE_SCHEMA, kernel: MERGE_KERNEL, file: f.name, size: mergedHead(f).size, base: { files: files as RecipeInput[], index }, adapter: adapterRecipe });
+    const r: Recipe = { schema: RECIPE_SCHEMA, kernel: MERGE_KERNEL, file: f.name, size: mergedHead(f).size, base: { files: files as RecipeInput[], index }, adapter: adapterRecipe };
+    // A record that would not travel as one object (remote/wire.ts): the merge is kept as bytes.
+    if (encodeRecipe(r).length > RECIPE_RECORD_MAX) return new Map();
+    out.set(f.name, r);
   }
   return out;
 }
@@ -151,4 +154,24 @@ export function openReader(store: Store, hasher: ParallelHasher = store.hasher):
  */
 export function keptAsRecipe(display: string, oid: string, what: string): MstoreError {
   return new MstoreError('EBADINPUT', `${display}: content ${oid} is kept as a recipe (docs/format.md §18), which ${what} cannot carry yet; run 'mstore materialize' on its version first`);
+}
+
+/**
+ * Proves a recipe received for content `oid` (a push, a pull, a copy): rebuilds the content from
+ * `store` and hashes it to `oid`, writing nothing; throws ECORRUPT naming `display` otherwise.
+ * The receiver records the recipe only after this.
+ */
+export async function proveRecipe(store: Store, oid: string, record: Buffer, display: string): Promise<void> {
+  const reader = openReader(store);
+  try {
+    const recipe = parseRecipe(record, `${display} (its recipe)`);
+    const rebuilder = new RecipeRebuilder();
+    try {
+      await rebuilder.rebuild(reader, oid, encodeRecipe(recipe), display, () => undefined);
+    } finally {
+      await rebuilder.close();
+    }
+  } finally {
+    await reader.close();
+  }
 }

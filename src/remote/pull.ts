@@ -15,6 +15,8 @@ import { GITLINK_MODE, objectLinks, unwrapObject } from '../format/git-links.js'
 import { GitObjectStage } from '../repo/git-stage.js';
 import { moveRefs, type RefLogEntry, type RefMove } from '../repo/reflog.js';
 import { verify } from '../ops/integrity/verify.js';
+import { proveRecipe } from '../ops/recipe.js';
+import { parseRecipe, recipeInputs } from '../format/recipe.js';
 import { checkObject } from './wire.js';
 import { ReceiptHasher } from '../repo/receipt.js';
 import { BufferPool } from '../lib/buffer-pool.js';
@@ -42,6 +44,8 @@ export interface PullResult {
   skipped: { ref: string; reason: string }[];
   gitObjectsReceived: number;
   filesReceived: number;
+  /** Content received as its recipe, proven by rebuilding it here. */
+  recipesReceived: number;
   chunksReceived: number;
   bytesReceived: number;
 }
@@ -56,7 +60,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       checkRefName(ref);
       if (!/^[0-9a-f]{40}$/.test(v)) throw new MstoreError('EREMOTE', `${remote.display}: ${ref} has a malformed value`);
     }
-    const result: PullResult = { remote: remote.display, refs: [], upToDate: true, skipped: [], gitObjectsReceived: 0, filesReceived: 0, chunksReceived: 0, bytesReceived: 0 };
+    const result: PullResult = { remote: remote.display, refs: [], upToDate: true, skipped: [], gitObjectsReceived: 0, filesReceived: 0, recipesReceived: 0, chunksReceived: 0, bytesReceived: 0 };
 
     // 1. Git objects: breadth-first from the wanted values, a batch of ids per round trip; they
     // wait in the stage and are written children first when the walk is done (git-stage.ts).
@@ -181,17 +185,35 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
     const content = await contentOf(repo, commits.keys(), (c) => commits.get(c)![0].replace(/^refs\/(tags|heads)\//, ''));
     const needFiles = [...content.keys()].filter((oid) => !store.index.hasContent(Buffer.from(oid, 'hex')));
     const manifests = new Map<string, Buffer>();
-    const needSet = new Set(needFiles);
-    for (let i = 0; i < needFiles.length; i += BATCH_IDS) {
-      const batch = needFiles.slice(i, i + BATCH_IDS);
-      for await (const o of remote.fetch('file', batch)) {
-        if (o.kind !== 'file' || manifests.has(o.id) || !needSet.has(o.id)) throw new MstoreError('EREMOTE', `${remote.display} sent ${o.kind} ${o.id}, which was not asked for`);
-        checkObject(o);
-        manifests.set(o.id, Buffer.from(o.data));
+    // Content the remote holds as a recipe comes as one (docs/protocol.md): it is proven here by
+    // rebuilding it, after the files it reads (fetched too, where this store lacks them).
+    const recipes = new Map<string, Buffer>();
+    const sizes = new Map([...content].map(([oid, use]) => [oid, use.size]));
+    const fetchFiles = async (ids: string[], recipesAllowed: boolean): Promise<void> => {
+      const want = new Set(ids);
+      for (let i = 0; i < ids.length; i += BATCH_IDS) {
+        for await (const o of remote.fetch('file', ids.slice(i, i + BATCH_IDS))) {
+          const fresh = want.delete(o.id);
+          if (!fresh || (o.kind !== 'file' && !(o.kind === 'recipe' && recipesAllowed))) throw new MstoreError('EREMOTE', `${remote.display} sent ${o.kind} ${o.id}, which was not asked for`);
+          checkObject(o);
+          (o.kind === 'recipe' ? recipes : manifests).set(o.id, Buffer.from(o.data));
+        }
+      }
+      const lost = [...want][0];
+      if (lost) throw new MstoreError('EREMOTE', `${remote.display} did not send the manifest of ${lost}`);
+    };
+    await fetchFiles(needFiles, true);
+    const inputs = new Set<string>();
+    for (const [oid, record] of recipes) {
+      const recipe = parseRecipe(record, `${remote.display}: recipe ${oid}`);
+      if (recipe.size !== sizes.get(oid)) throw new MstoreError('EREMOTE', `${remote.display}: the recipe of ${oid} makes ${recipe.size} bytes, the pointer says ${sizes.get(oid)}`);
+      for (const i of recipeInputs(recipe)) {
+        if (manifests.has(i.oid) || store.index.hasFile(Buffer.from(i.oid, 'hex'))) continue;
+        inputs.add(i.oid);
+        sizes.set(i.oid, i.size);
       }
     }
-    const lostFile = needFiles.find((f) => !manifests.has(f));
-    if (lostFile) throw new MstoreError('EREMOTE', `${remote.display} did not send the manifest of ${lostFile}`);
+    await fetchFiles([...inputs], false);
     const needChunks: string[] = [];
     const chunkSet = new Set<string>();
     let total = 0;
@@ -217,7 +239,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
         runStarts.add(ids[0]);
         runEnds.set(ids[ids.length - 1], { oid, ids });
       }
-      if (size !== content.get(oid)!.size) throw new MstoreError('EREMOTE', `${remote.display}: the manifest of ${oid} adds up to ${size} bytes, the pointer says ${content.get(oid)!.size}`);
+      if (size !== sizes.get(oid)) throw new MstoreError('EREMOTE', `${remote.display}: the manifest of ${oid} adds up to ${size} bytes, the pointer says ${sizes.get(oid)}`);
     }
 
     const pool = new BufferPool();
@@ -252,8 +274,16 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       }
       await inFlight.drain();
       // Manifests after every chunk they list: a file is present only when whole.
-      for (const [oid, m] of manifests) await sink.addFile(Buffer.from(oid, 'hex'), content.get(oid)!.size, m);
+      for (const [oid, m] of manifests) await sink.addFile(Buffer.from(oid, 'hex'), sizes.get(oid)!, m);
       result.filesReceived = sink.newFiles;
+      await sink.publish();
+      // Recipes once the files they read are in: each rebuilt and hashed to its id, then recorded.
+      for (const [oid, record] of recipes) {
+        await proveRecipe(store, oid, record, `${content.get(oid)!.uses[0]} (from ${remote.display})`);
+        await sink.addRecipe(Buffer.from(oid, 'hex'), record, `recipe ${oid}`);
+        whole.add(oid);
+        result.recipesReceived++;
+      }
       await sink.publish();
     } catch (e) {
       // Keep what arrived whole (a rerun fetches only the rest); drop the rest.

@@ -16,7 +16,7 @@ import { contentOf } from '../repo/reach.js';
 import { reachableObjects, descendsFrom } from '../repo/git-walk.js';
 import { gitObjects } from '../repo/git-objects.js';
 import { resolveRev } from '../repo/versions.js';
-import { keptAsRecipe } from '../ops/recipe.js';
+import { parseRecipe, recipeInputs } from '../format/recipe.js';
 import { BATCH_IDS, nonFastForward, type ObjectKind, type Remote, type RefUpdate, type WireObject } from './remote.js';
 import { refsFor, localRefs, findRef } from '../repo/refs.js';
 import { BufferPool } from '../lib/buffer-pool.js';
@@ -42,7 +42,9 @@ export interface PushResult {
   chunksSent: number;
   filesSent: number;
   gitObjectsSent: number;
-  /** Payload bytes sent (chunk, manifest and git object bytes). */
+  /** Content sent as its recipe (the remote rebuilds it), not as bytes. */
+  recipesSent: number;
+  /** Payload bytes sent (chunk, manifest, recipe and git object bytes). */
   bytesSent: number;
 }
 
@@ -100,7 +102,7 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
     }
     updates.push({ ref, old: cur, new: value });
   }
-  const result: PushResult = { remote: remote.display, refs: updates, upToDate: !updates.length, skipped, objectsSent: 0, chunksSent: 0, filesSent: 0, gitObjectsSent: 0, bytesSent: 0 };
+  const result: PushResult = { remote: remote.display, refs: updates, upToDate: !updates.length, skipped, objectsSent: 0, chunksSent: 0, filesSent: 0, gitObjectsSent: 0, recipesSent: 0, bytesSent: 0 };
   if (!updates.length) return result;
 
   // 2. What the remote lacks: files of the versions the new values name, their chunks, git objects.
@@ -114,13 +116,26 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
   const missingFiles = await batched([...content.keys()], (b) => remote.missing('file', b));
   const files: { oid: string; chunks: { id: Buffer; length: number }[] }[] = [];
   const chunkIds = new Set<string>();
-  for (const oid of missingFiles) {
+  const addFile = (oid: string, use: string): void => {
     const f = store.index.file(Buffer.from(oid, 'hex'));
-    if (!f && store.index.hasRecipe(Buffer.from(oid, 'hex'))) throw keptAsRecipe(content.get(oid)?.uses[0] ?? oid, oid, 'push');
-    if (!f) throw new MstoreError('EMISSING', `${content.get(oid)?.uses[0] ?? oid}: content ${oid} is missing from this store (run 'mstore verify')`);
+    if (!f) throw new MstoreError('EMISSING', `${use}: content ${oid} is missing from this store (run 'mstore verify')`);
     files.push({ oid, chunks: f.chunks });
     for (const c of f.chunks) chunkIds.add(c.id.toString('hex'));
+  };
+  // Content kept as a recipe goes as its recipe, after the files it reads that the remote lacks.
+  const recipes: { oid: string; record: Buffer }[] = [];
+  const inputs = new Map<string, string>();
+  for (const oid of missingFiles) {
+    const use = content.get(oid)?.uses[0] ?? oid;
+    const record = store.index.file(Buffer.from(oid, 'hex')) ? undefined : store.index.recipe(Buffer.from(oid, 'hex'));
+    if (!record) {
+      addFile(oid, use);
+      continue;
+    }
+    recipes.push({ oid, record });
+    for (const i of recipeInputs(parseRecipe(record, `${use} (its recipe)`))) if (!content.has(i.oid)) inputs.set(i.oid, `${use} (its recipe's input ${i.name})`);
   }
+  for (const oid of await batched([...inputs.keys()], (b) => remote.missing('file', b))) addFile(oid, inputs.get(oid)!);
   const missingChunks = await batched([...chunkIds], (b) => remote.missing('chunk', b));
   const haves: string[] = [];
   for (const v of remoteRefs.values()) {
@@ -167,6 +182,10 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
         result.filesSent++;
         yield { kind: 'file', id: f.oid, data: encodeManifest(f.chunks) };
       }
+      for (const r of recipes) {
+        result.recipesSent++;
+        yield { kind: 'recipe', id: r.oid, data: r.record };
+      }
       for (const o of walked) {
         if (!missingGit.has(o.oid)) continue;
         const r = await gitObjects(store.gitdir).get(o.oid);
@@ -179,7 +198,7 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
     }
   }
   const s = await remote.send(objects(), (n) => (result.bytesSent += n));
-  result.objectsSent = result.chunksSent + result.filesSent + result.gitObjectsSent;
+  result.objectsSent = result.chunksSent + result.filesSent + result.recipesSent + result.gitObjectsSent;
   // A transport that counts its own bytes is authoritative (it may skip objects the remote had).
   if (!result.bytesSent) result.bytesSent = s.bytes;
 

@@ -15,8 +15,12 @@ import type { BufferPool } from '../lib/buffer-pool.js';
  * - chunk: file content; id = sha256(data), 64 hex.
  * - file:  a file manifest; id = the file's sha256 oid, data = (chunk id 32 | length u32 LE) per chunk.
  * - git:   a git object in loose form `<type> <size>\0<content>`; id = sha1(data), 40 hex.
+ * - recipe: content kept as its recipe (docs/format.md §18): id = the content's sha256 oid, data =
+ *   the canonical record. It is sent after the manifests of the files it reads, and asked for as
+ *   a file: `missing('file')` counts it as held, `fetch('file')` yields it for such content. A
+ *   receiver proves it (rebuilds the content and hashes it to the id) before recording it.
  */
-export type ObjectKind = 'chunk' | 'file' | 'git';
+export type ObjectKind = 'chunk' | 'file' | 'git' | 'recipe';
 
 export interface WireObject {
   kind: ObjectKind;
@@ -108,7 +112,7 @@ export function nonFastForward(ref: string, why: string): MstoreError {
   return new MstoreError('EREJECTED', `rejected ${ref} (non-fast-forward): ${why}; pull first, or push --force`);
 }
 
-const HEX = { chunk: 64, file: 64, git: 40 } as const;
+const HEX = { chunk: 64, file: 64, git: 40, recipe: 64 } as const;
 
 export function checkObjectId(kind: ObjectKind, id: string): void {
   if (id.length !== HEX[kind] || !/^[0-9a-f]+$/.test(id)) throw new MstoreError('EBADINPUT', `bad ${kind} id '${id.slice(0, 80)}'`);

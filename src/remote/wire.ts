@@ -7,12 +7,14 @@
  *   end:        37 zero bytes (kind 0)
  *
  * kind 1 chunk (id sha256(data)), 2 file manifest (id the file's sha256; data a multiple of
- * 36 bytes), 3 git object (id sha1(data) in the first 20 bytes, 12 zero bytes after). A
+ * 36 bytes), 3 git object (id sha1(data) in the first 20 bytes, 12 zero bytes after), 4 recipe
+ * (id the file's sha256; data a canonical recipe record, proven by the receiver's rebuild). A
  * stream that stops before the end record is truncated, and the reader says so.
  */
 import { createHash } from 'node:crypto';
 import { MstoreError } from '../lib/errors.js';
 import { MANIFEST_RECORD } from '../repo/index-db.js';
+import { parseRecipe } from '../format/recipe.js';
 import type { ObjectKind, WireObject } from './remote.js';
 import type { BufferPool } from '../lib/buffer-pool.js';
 
@@ -22,8 +24,8 @@ export const WIRE_CONTENT_TYPE = 'application/x-mstore-objects';
 /** Largest object a reader accepts unless told otherwise: chunks are at most 8 MiB (docs/format.md). */
 export const MAX_OBJECT_BYTES = 16 * 1024 * 1024;
 
-const KIND_CODE: Record<ObjectKind, number> = { chunk: 1, file: 2, git: 3 };
-const CODE_KIND: Record<number, ObjectKind> = { 1: 'chunk', 2: 'file', 3: 'git' };
+const KIND_CODE: Record<ObjectKind, number> = { chunk: 1, file: 2, git: 3, recipe: 4 };
+const CODE_KIND: Record<number, ObjectKind> = { 1: 'chunk', 2: 'file', 3: 'git', 4: 'recipe' };
 
 export function encodeHeader(o: WireObject): Buffer {
   const h = Buffer.alloc(WIRE_HEADER_BYTES);
@@ -43,7 +45,7 @@ export async function* encodeObjects(objects: AsyncIterable<WireObject>): AsyncG
   yield Buffer.alloc(WIRE_HEADER_BYTES);
 }
 
-/** Throws unless `data` hashes to `id` (chunk, git) or is a well-formed manifest (file). */
+/** Throws unless `data` hashes to `id` (chunk, git) or is a well-formed manifest (file) or recipe record (recipe). */
 export function checkObject(o: WireObject): void {
   if (o.kind === 'chunk') {
     if (createHash('sha256').update(o.data).digest('hex') !== o.id) throw new MstoreError('ECORRUPT', `chunk ${o.id}: its bytes do not hash to its id`);
@@ -53,6 +55,8 @@ export function checkObject(o: WireObject): void {
     const head = nul > 0 ? o.data.subarray(0, nul).toString('latin1') : '';
     const m = /^(blob|tree|commit|tag) ([0-9]+)$/.exec(head);
     if (!m || Number(m[2]) !== o.data.length - nul - 1) throw new MstoreError('ECORRUPT', `git object ${o.id}: not a loose object ('<type> <size>\\0<content>')`);
+  } else if (o.kind === 'recipe') {
+    parseRecipe(o.data, `recipe ${o.id}`);
   } else if (o.data.length === 0 || o.data.length % MANIFEST_RECORD !== 0) {
     throw new MstoreError('ECORRUPT', `file manifest ${o.id}: ${o.data.length} bytes is not a list of (chunk id, length) records`);
   }

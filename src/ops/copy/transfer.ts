@@ -4,7 +4,8 @@
  * git objects (dependencies first), then a full verify in the target, then the refs. Only
  * what the target lacks is copied, and every chunk is re-hashed as it is read.
  */
-import { keptAsRecipe } from '../recipe.js';
+import { proveRecipe } from '../recipe.js';
+import { parseRecipe, recipeInputs } from '../../format/recipe.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { MstoreError } from '../../lib/errors.js';
 import type { Store } from '../../repo/store.js';
@@ -64,15 +65,31 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
     // 1. Content the target lacks.
     const content = await contentOf(src.repo, opts.versions.keys(), (c) => opts.versions.get(c)?.[0] ?? c.slice(0, 12));
     const files: { oid: Buffer; size: number; chunks: { id: Buffer; length: number }[] }[] = [];
+    // Content kept as a recipe is copied as its recipe, with the files it reads (docs/format.md §18).
+    const recipes: { oid: string; record: Buffer; display: string }[] = [];
+    const queued = new Set<string>();
     let total = 0;
-    for (const use of content.values()) {
-      const oid = Buffer.from(use.oid, 'hex');
-      if (dst.index.hasContent(oid)) continue;
+    const addFile = (oid: Buffer, display: string): void => {
       const f = src.index.file(oid);
-      if (!f && src.index.hasRecipe(oid)) throw keptAsRecipe(use.uses[0], use.oid, 'a copy to another store (backup, clone)');
-      if (!f) throw new MstoreError('EMISSING', `${use.uses[0]}: content ${use.oid} is missing from ${src.dir}`);
+      if (!f) throw new MstoreError('EMISSING', `${display}: content ${oid.toString('hex')} is missing from ${src.dir}`);
       files.push({ oid, size: f.size, chunks: f.chunks });
       total += f.size;
+    };
+    for (const use of content.values()) {
+      const oid = Buffer.from(use.oid, 'hex');
+      if (dst.index.hasContent(oid) || queued.has(use.oid)) continue;
+      queued.add(use.oid);
+      const record = src.index.file(oid) ? undefined : src.index.recipe(oid);
+      if (!record) {
+        addFile(oid, use.uses[0]);
+        continue;
+      }
+      recipes.push({ oid: use.oid, record, display: use.uses[0] });
+      for (const i of recipeInputs(parseRecipe(record, `${use.uses[0]} (its recipe)`))) {
+        if (queued.has(i.oid) || dst.index.hasFile(Buffer.from(i.oid, 'hex'))) continue;
+        queued.add(i.oid);
+        addFile(Buffer.from(i.oid, 'hex'), `${use.uses[0]} (its recipe's input ${i.name})`);
+      }
     }
     const sink = dst.sink();
     const handles = new Map<string, FileHandle>();
@@ -98,6 +115,12 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
         await sink.addFile(f.oid, f.size, encodeManifest(f.chunks));
       }
       await sink.publish();
+      // Each recipe proven in the target (rebuilt from what it now holds) before it is recorded there.
+      for (const r of recipes) {
+        await proveRecipe(dst, r.oid, r.record, r.display);
+        await sink.addRecipe(Buffer.from(r.oid, 'hex'), r.record, r.display);
+      }
+      await sink.publish();
     } catch (e) {
       await sink.abandon(false);
       throw e;
@@ -117,7 +140,7 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
     await sink.flushGit();
 
     // 3. Every byte re-read in the target, before any ref there points at it.
-    const verified = await verify(dst, { commits: opts.versions });
+    const verified = await verify(dst, { commits: opts.versions, wholeOnReceipt: new Set(recipes.map((r) => r.oid)) });
     if (!verified.ok) {
       throw new MstoreError('ECORRUPT', `the copy in ${dst.dir} failed verification (${verified.problems[0].message}${verified.problems.length > 1 ? `; ${verified.problems.length - 1} more` : ''}); no ref was set there`);
     }

@@ -345,6 +345,11 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       // Content kept as a recipe: rebuilt and hashed to its id (the read throws otherwise).
       for (const oid of recipes) {
         const use = files.get(oid)!;
+        // Rebuilt and hashed on receipt (a push received): not rebuilt again.
+        if (opts.wholeOnReceipt?.has(oid) && !opts.chunkIds) {
+          bytes += use.size;
+          continue;
+        }
         const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
         const label = where.files[0] + (where.files.length > 1 ? ` (+${where.files.length - 1} more)` : '');
         await reader

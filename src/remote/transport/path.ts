@@ -6,7 +6,7 @@
  * whole; packs are fsynced before they move in, git objects written atomically), and refs move only in updateRefs, after a compare-and-swap, the
  * fast-forward rules, a presence walk and a full verify of every new version.
  */
-import { keptAsRecipe } from '../../ops/recipe.js';
+import { proveRecipe } from '../../ops/recipe.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Store } from '../../repo/store.js';
@@ -159,6 +159,15 @@ export class StoreRemote implements Remote {
             if (verdict === 'whole') proven.push(o.id);
             await sink.addFile(oid, size, Buffer.from(o.data));
             stored++;
+          } else if (o.kind === 'recipe') {
+            const oid = Buffer.from(o.id, 'hex');
+            if (sink.hasFile(oid)) continue;
+            // The files it reads arrived before it: published, the rebuild reads them, then it is recorded.
+            await publish();
+            await proveRecipe(store, o.id, o.data, `recipe ${o.id}`);
+            await sink.addRecipe(oid, Buffer.from(o.data), `recipe ${o.id}`);
+            proven.push(o.id);
+            stored++;
           } else {
             const nul = o.data.indexOf(0);
             const type = o.data.subarray(0, nul).toString('latin1').split(' ')[0] as GitType;
@@ -205,10 +214,14 @@ export class StoreRemote implements Remote {
       }
       return;
     }
-    if (kind === 'file') {
+    if (kind === 'file' || kind === 'recipe') {
       for (const id of ids) {
         const f = store.index.file(Buffer.from(id, 'hex'));
-        if (!f && store.index.hasRecipe(Buffer.from(id, 'hex'))) throw keptAsRecipe(`${this.display}: file ${id}`, id, 'a fetch');
+        const record = f ? undefined : store.index.recipe(Buffer.from(id, 'hex'));
+        if (record) {
+          yield { kind: 'recipe', id, data: record };
+          continue;
+        }
         if (!f) throw new MstoreError('EMISSING', `${this.display} has no file ${id}`);
         yield { kind, id, data: encodeManifest(f.chunks) };
       }

@@ -72,7 +72,9 @@ export class S3Remote implements Remote {
   private indexListed = false;
   private readonly packs = new Set<string>();
   private readonly chunkLocs = new Map<string, Loc>();
+  /** Files by content id: manifests, and recipes (those also in `recipeIds`). */
   private readonly fileLocs = new Map<string, Loc>();
+  private readonly recipeIds = new Set<string>();
   /** git/ as listed (plus what this instance wrote); undefined until listed. */
   private gitKeys: Set<string> | undefined;
 
@@ -262,7 +264,10 @@ export class S3Remote implements Remote {
     } catch (e) {
       throw new MstoreError('ECORRUPT', `${this.io.where(rel)}: ${(e as Error).message}`);
     }
-    for (const e of entries) (e.kind === 'chunk' ? this.chunkLocs : this.fileLocs).set(e.id, e.loc);
+    for (const e of entries) {
+      (e.kind === 'chunk' ? this.chunkLocs : this.fileLocs).set(e.id, e.loc);
+      if (e.kind === 'recipe') this.recipeIds.add(e.id);
+    }
     this.packs.add(id);
   }
 
@@ -414,8 +419,9 @@ export class S3Remote implements Remote {
           if (gitWindow.length >= SMALL_PARALLEL) await gitWindow.shift()?.catch(() => undefined);
           continue;
         }
-        if (o.kind === 'file') checkObject(o); // chunks were re-hashed by the sender as it read them
-        const qk = `${o.kind}:${o.id}`;
+        if (o.kind !== 'chunk') checkObject(o); // chunks were re-hashed by the sender as it read them
+        // A file's content is held once, as a manifest or as a recipe (its key is the content id either way).
+        const qk = `${o.kind === 'chunk' ? 'chunk' : 'file'}:${o.id}`;
         if (queued.has(qk) || (o.kind === 'chunk' ? this.chunkLocs : this.fileLocs).has(o.id)) continue;
         if (o.data.length > (o.kind === 'chunk' ? MAX_OBJECT_BYTES : MAX_MANIFEST_BYTES)) {
           throw new MstoreError('EBADINPUT', `${o.kind} ${o.id}: ${o.data.length} bytes is over the limit`);
@@ -454,6 +460,7 @@ export class S3Remote implements Remote {
     for (const id of ids) checkObjectId(kind, id);
     const unique = [...new Set(ids)];
     if (kind === 'git') yield* this.fetchGit(unique);
+    else if (kind === 'recipe') throw new MstoreError('EBADINPUT', 'recipes are fetched as files');
     else yield* this.fetchPacked(kind, unique);
   }
 
@@ -485,6 +492,7 @@ export class S3Remote implements Remote {
     );
   }
 
+  /** Chunks, or files: a file's manifest, or its recipe (`recipe` objects) for content the remote holds as one. */
   private async *fetchPacked(kind: 'chunk' | 'file', ids: string[]): AsyncGenerator<WireObject> {
     if (!ids.length) return;
     const locs = kind === 'chunk' ? this.chunkLocs : this.fileLocs;
@@ -521,7 +529,7 @@ export class S3Remote implements Remote {
       if (!got) throw new MstoreError('EMISSING', `${this.io.where(rel)} does not exist (index/${r.pack}.idx lists it)`);
       if (got.data.length !== r.length) throw new MstoreError('ECORRUPT', `${this.io.where(rel)}: ${got.data.length} bytes at offset ${r.offset}, expected ${r.length} (truncated pack)`);
       return r.items.map((it) => {
-        const o: WireObject = { kind, id: it.id, data: got.data.subarray(it.loc.offset - r.offset, it.loc.offset - r.offset + it.loc.length) };
+        const o: WireObject = { kind: kind === 'file' && this.recipeIds.has(it.id) ? 'recipe' : kind, id: it.id, data: got.data.subarray(it.loc.offset - r.offset, it.loc.offset - r.offset + it.loc.length) };
         try {
           checkObject(o);
         } catch (e) {
