@@ -8,9 +8,10 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdirSync, readFileSync, openSync, readSync, writeSync, closeSync, existsSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, openSync, readSync, writeSync, closeSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { cleanup, mstore, mstoreJson, storeState, tmpDir, treeDigest } from './helpers.js';
+import { cleanup, mstore, mstoreJson, sha256File, storeState, tmpDir, treeDigest } from './helpers.js';
+import { current, ok as okEnv, withBox } from './deploy-helpers.js';
 import { withStoreAt } from './in-process.js';
 import { caseA, caseE, resetSeeds, storeCase, type Case } from './merge-cases.js';
 import { listVersionFiles } from '../src/repo/version-files.js';
@@ -236,6 +237,27 @@ test('a recipe whose rebuild does not hash to its id is refused by the receiver,
   assert.not.ok(mstore(remote, ['log', '--json']).stdout.includes('merged'), 'no ref moved');
   assert.is(mstoreJson<{ index: { recipes: number } }>(remote, ['fsck', '--repair-index']).index.recipes, 0, 'no recipe recorded, even from its packs');
 });
+
+test('deploy over HTTP of a merged version kept as recipes to a box holding its base and adapter: sends no chunk, the box rebuilds it and goes live with files whose sha256 are the version\'s', () =>
+  withBox('mstore-recipe-deploy-', async (b) => {
+    resetSeeds();
+    const c = caseA(mkdirp(path.join(b.root, 'cases')));
+    cpSync(c.base, path.join(b.ws, 'base'), { recursive: true });
+    okEnv(b.ws, ['commit', '-m', 'base', 'base']);
+    cpSync(c.adapter, path.join(b.ws, 'adapter'), { recursive: true });
+    okEnv(b.ws, ['commit', '-m', 'adapter', '--line', 'adapters', 'adapter']);
+    okEnv(b.ws, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin', '--recipes']);
+    okEnv(b.ws, ['push', 'box', 'v001', 'adapters/v001']);
+    const d = JSON.parse(okEnv(b.ws, ['deploy', 'box', 'merged/v001', '--json'])) as { push: { chunksSent: number; recipesSent: number } };
+    assert.is(d.push.chunksSent, 0, 'no chunk sent');
+    assert.is(d.push.recipesSent, 2);
+    assert.is(current(b), 'merged--v001');
+    const dir = path.join(b.deployRoot, current(b));
+    for (const f of JSON.parse(okEnv(b.ws, ['show', 'merged/v001', '--json'])).files as { path: string; oid: string }[]) {
+      assert.is(sha256File(path.join(dir, f.path)), f.oid, f.path);
+    }
+  }),
+);
 
 function mkdirp(d: string): string {
   mkdirSync(d, { recursive: true });

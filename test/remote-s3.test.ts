@@ -34,6 +34,7 @@ import { CLI, cleanup, git, mstore, prng, tmpDir, treeDigest, writeModelDir } fr
 import { openS3Remote as openRemote, S3_PACK_BYTES, type S3Options, type S3Remote } from '../src/remote/transport/s3.js';
 import { parsePackTail, ENTRY_CHUNK, ENTRY_FILE, PACK_MAGIC } from '../src/repo/pack.js';
 import type { WireObject } from '../src/remote/remote.js';
+import { caseA, resetSeeds, storeCase } from './merge-cases.js';
 import { contractSuite, drain, WIRE_GIB, iter, killWorkspace, loose, racePushes, roundTrip, sha1, sha256, smallVersion } from './remote-acceptance.js';
 
 // ---------------------------------------------------------------- environment
@@ -478,6 +479,31 @@ function registerTests(): void {
         cloneUrl: url,
         check: async (why: string) => assert.is((await checkLayout(prefix)).orphans, 0, `${why}: packs without .idx`),
       });
+    } finally {
+      cleanup(root);
+      await deletePrefix(prefix);
+    }
+  });
+
+  test('a merged version kept as recipes travels as them: push sends no chunk to a remote with its base and adapter, a clone rebuilds it bit for bit (the puller proves what S3 cannot)', async () => {
+    const prefix = newPrefix('recipes');
+    const url = urlOf(prefix);
+    const root = tmpDir('mstore-s3recipes-');
+    try {
+      resetSeeds();
+      const c = caseA(path.join(root, 'cases'));
+      const ws = storeCase(path.join(root, 'ws'), c.base, c.adapter);
+      ok(ws, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin', '--recipes']);
+      ok(ws, ['push', url, 'v001', 'adapters/v001']);
+      const p = okJson<PushJson & { recipesSent: number; chunksSent: number }>(ws, ['push', url, 'merged/v001']);
+      assert.is(p.chunksSent, 0);
+      assert.is(p.recipesSent, 2);
+      const cl = path.join(root, 'clone');
+      ok(root, ['clone', url, cl]);
+      assert.is(okJson<{ index: { recipes: number } }>(cl, ['fsck']).index.recipes, 2);
+      ok(ws, ['checkout', 'merged/v001', '--to', path.join(root, 'a')]);
+      ok(cl, ['checkout', 'merged/v001', '--to', path.join(root, 'b')]);
+      assert.equal(treeDigest(path.join(root, 'b')), treeDigest(path.join(root, 'a')));
     } finally {
       cleanup(root);
       await deletePrefix(prefix);
