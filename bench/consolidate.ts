@@ -15,13 +15,20 @@
  * disk at peak is the lowest free space against the free space after it ended (scratch it
  * removed), its growth the free space before against after (what it stored).
  *
+ * Then (acceptance 1-3) the merged weights kept as recipes, the default: the store's growth for
+ * a consolidation against the merged version's size; a push of the merged version to a store that
+ * holds its base and adapter, over a path and over HTTP (`mstore serve`), in bytes sent against
+ * the merged version's size; and a checkout of it (rebuilt from its recipes) against a checkout of
+ * the same version kept as bytes (materialized in that store), interleaved, with the checkout's
+ * peak RSS.
+ *
  * Env: MSTORE_BENCH_DIR (work dir; default os.tmpdir()), MSTORE_BENCH_REPS (3),
  * MSTORE_BENCH_LAYERS (19: ~0.9 GB), MSTORE_HF_PYTHON (an interpreter with torch, transformers and
  * peft; default the venv `bash .ci/run` builds, then python3). Exit status: 0 when every
  * acceptance figure passes, 1 otherwise.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, rmSync, statfsSync, writeFileSync, chmodSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync, chmodSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CLI, DIST, GNU_TIME, MiB, cliLine, envNumber as num, median, run, secs, settle, table, x, type Row, workDir } from './lib.js';
@@ -81,6 +88,35 @@ async function measured(args: string[], cwd: string): Promise<Measured> {
   return { ms, user, sys, maxKb, extra: after - low, growth: before - after };
 }
 
+const TOKEN = 'bench-consolidate-push-token-0123456789';
+
+/**
+ * Runs `fn` with `mstore serve` of the bare store `store` on a loopback port, added as remote
+ * `bench-http` of the workspace `ws` (a push token in BENCH_TOKEN). The server's output goes to a
+ * file: `fn` runs synchronously and must not leave it blocked on a full pipe.
+ */
+async function overHttp<T>(store: string, ws: string, fn: (remote: string) => T): Promise<T> {
+  const tokens = path.join(path.dirname(store), 'tokens');
+  writeFileSync(tokens, `push ${TOKEN}\n`);
+  const log = path.join(path.dirname(store), 'serve.log');
+  const fd = openSync(log, 'w');
+  const child = spawn(process.execPath, [CLI, 'serve', store, '--listen', '127.0.0.1:0', '--tokens', tokens], { stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  try {
+    let url: string | undefined;
+    for (let i = 0; i < 300 && !url; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      url = /listening on (https?:\/\/\S+)/.exec(readFileSync(log, 'utf8'))?.[1];
+      if (child.exitCode !== null) throw new Error(`mstore serve exited ${child.exitCode}: ${readFileSync(log, 'utf8')}`);
+    }
+    if (!url) throw new Error('mstore serve printed no "listening on" line in 30 s');
+    run(process.execPath, [CLI, 'remote', 'add', 'bench-http', url, '--token-env', 'BENCH_TOKEN'], { cwd: ws });
+    return fn('bench-http');
+  } finally {
+    child.kill('SIGTERM');
+  }
+}
+
 async function main(): Promise<void> {
   if (!GNU_TIME) {
     process.stderr.write('bench: needs GNU time (/usr/bin/time)\n');
@@ -104,7 +140,8 @@ async function main(): Promise<void> {
   );
   const hook = path.join(ws, '.mstore', 'hooks', 'consolidate');
   const shipped = readFileSync(hook);
-  const consolidateArgs = ['consolidate', '--base', 'v001', '--adapter', 'adapters/v001', '--worker', 'builtin'];
+  // Bytes kept, as before recipes: the time and disk figures compare like with like (acceptance 6).
+  const consolidateArgs = ['consolidate', '--base', 'v001', '--adapter', 'adapters/v001', '--worker', 'builtin', '--store-bytes'];
   /** Removes the merged version and collects its data: the next consolidate stores its output anew. */
   const forget = (): void => {
     mstore(['rm', 'merged/latest', '--confirm', '--no-backup']);
@@ -130,6 +167,29 @@ async function main(): Promise<void> {
   writeFileSync(hook, shipped);
   forget();
 
+  // Recipes (the default): growth, push over a path and HTTP, checkout against bytes.
+  const recipe = await measured(consolidateArgs.slice(0, -1), ws);
+  const merged = JSON.parse(mstore(['show', 'merged/latest', '--json'])) as { files: { size: number }[] };
+  const mergedBytes = merged.files.reduce((a, f) => a + f.size, 0);
+  const remote = path.join(root, 'remote');
+  mstore(['init', '--bare', remote]);
+  mstore(['push', remote, 'v001', 'adapters/v001']);
+  const pushed = JSON.parse(mstore(['push', remote, 'merged/latest', '--json'])) as { bytesSent: number; chunksSent: number };
+  const http = path.join(root, 'remote-http');
+  mstore(['init', '--bare', http]);
+  mstore(['push', http, 'v001', 'adapters/v001']);
+  const viaHttp = await overHttp(http, ws, (url) => JSON.parse(run(process.execPath, [CLI, 'push', url, 'merged/latest', '--json'], { cwd: ws, env: { BENCH_TOKEN: TOKEN } }).stdout) as { bytesSent: number });
+  // The remote keeps bytes (materialized there): checkouts of the same version, rebuilt against read.
+  run(process.execPath, [CLI, 'materialize', 'merged/latest'], { cwd: remote });
+  const co: { recipe: Measured[]; bytes: Measured[] } = { recipe: [], bytes: [] };
+  for (let i = 0; i < REPS; i++) {
+    for (const who of i % 2 === 0 ? (['recipe', 'bytes'] as const) : (['bytes', 'recipe'] as const)) {
+      const to = path.join(root, `co-${who}-${i}`);
+      co[who].push(await measured(['checkout', 'merged/latest', '--to', to], who === 'recipe' ? ws : remote));
+      rmSync(to, { recursive: true, force: true });
+    }
+  }
+
   const model = made.base_bytes;
   const gb = (b: number): string => `${(b / 1e9).toFixed(3)} GB`;
   const pct = (b: number): string => `${((100 * b) / model).toFixed(1)} %`;
@@ -150,7 +210,18 @@ async function main(): Promise<void> {
   rows.push({ what: 'consolidate through its own hook (before)', value: secs(hooked.ms), ratio: `${x(hooked.ms / mMerge)} merge-lora`, target: 'context, one run' });
   rows.push({ what: '  extra disk at its peak', value: gb(hooked.extra), ratio: `${pct(hooked.extra)} of the model`, target: 'context' });
   rows.push({ what: 'merge-lora output on disk (its peak)', value: gb(median(t.merge.map((m) => m.growth + m.extra))), target: 'context' });
+  const share = (b: number): string => `${((100 * b) / mergedBytes).toFixed(3)} % of the merged version`;
+  accept({ what: 'consolidate, recipes kept (default): store growth', value: gb(recipe.growth), ratio: share(recipe.growth), target: '<= 1 %', pass: recipe.growth <= 0.01 * mergedBytes });
+  accept({ what: 'push of it to a store with base and adapter (path)', value: `${pushed.bytesSent} B`, ratio: share(pushed.bytesSent), target: '<= 1 %', pass: pushed.bytesSent <= 0.01 * mergedBytes });
+  accept({ what: '  the same over HTTP (mstore serve)', value: `${viaHttp.bytesSent} B`, ratio: share(viaHttp.bytesSent), target: '<= 1 %', pass: viaHttp.bytesSent <= 0.01 * mergedBytes });
+  const coBytes = median(co.bytes.map((m) => m.ms));
+  const coRecipe = median(co.recipe.map((m) => m.ms));
+  rows.push({ what: 'checkout of it, kept as bytes', value: secs(coBytes), ratio: '1.00x', target: 'anchor' });
+  accept({ what: 'checkout of it, rebuilt from its recipes', value: secs(coRecipe), ratio: `${x(coRecipe / coBytes)} bytes`, target: '<= 3.00x', pass: coRecipe <= 3 * coBytes });
+  const rss = Math.max(...co.recipe.map((m) => m.maxKb / 1024));
+  accept({ what: '  its peak RSS (max over reps)', value: `${rss.toFixed(0)} MB`, target: '<= 300 MB', pass: rss <= 300 });
   process.stdout.write(`${table(rows)}\n\n`);
+  process.stdout.write(`checkout (wall): bytes ${all(co.bytes, (m) => m.ms, secs)}; recipe ${all(co.recipe, (m) => m.ms, secs)}; CPU user+sys: bytes ${all(co.bytes, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}; recipe ${all(co.recipe, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}\n`);
   process.stdout.write(`all reps (wall): merge-lora ${all(t.merge, (m) => m.ms, secs)}; consolidate ${all(t.streamed, (m) => m.ms, secs)}\n`);
   process.stdout.write(
     `CPU user+sys: merge-lora ${all(t.merge, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}; consolidate ${all(t.streamed, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}; own hook ${(hooked.user + hooked.sys).toFixed(2)} s\n`,

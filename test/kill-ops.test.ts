@@ -1,6 +1,6 @@
 /**
  * kill -9 of the commands that crash.test.ts, gc.test.ts and the push tests do not kill: pull,
- * clone, rm, prune, restore, import, backup, consolidate and `fsck --repair-index`. Each is killed at moments
+ * clone, rm, prune, restore, import, backup, consolidate, materialize, a push that sends a recipe and `fsck --repair-index`. Each is killed at moments
  * spread over its own measured duration (not fixed times, which land in node's start-up), plus
  * once as soon as it has changed the store's files. After every kill: fsck is clean where it
  * ran, every ref names the version it named before (or the one the command moves it to) and
@@ -365,7 +365,71 @@ test('kill -9 of backup: the backup store names only verified versions; the reru
 });
 
 test('kill -9 of consolidate (in-process, writing into the store): no merged version, or the whole one; the rerun completes', async () => {
-  // A base of 8 tensors of 4 MiB and a rank-8 adapter on all of them, made once, committed per run.
+  const made = consolidateInputs();
+  const merged = (now: Map<string, string>): string[] => [...now.keys()].filter((k) => k.startsWith('refs/tags/merged/'));
+  await killScenario('consolidate', {
+    prepare: () => commitInputs(made),
+    cwd: () => ws,
+    args: ['consolidate', '--base', 'bases/v001', '--adapter', 'adapters/v001', '--worker', 'builtin'],
+    store: () => ws,
+    watch: () => path.join(ws, '.mstore'),
+    afterKill: (now) => assert.ok(merged(now).length <= 1, merged(now).join(', ')),
+    done: (now) => assert.ok(merged(now).length >= 1 && merged(now).length <= 2, merged(now).join(', ')),
+  });
+});
+
+/** Commits the consolidate inputs into the run's workspace: bases/v001 and adapters/v001. */
+function commitInputs(made: string): void {
+  cpSync(made, ws, { recursive: true });
+  ok(ws, ['commit', '-m', 'base', '--line', 'bases', 'base']);
+  ok(ws, ['commit', '-m', 'adapter', '--line', 'adapters', 'adapter']);
+}
+
+const recipesIn = (store: string): number => (JSON.parse(ok(store, ['fsck', '--json'])) as { index: { recipes: number } }).index.recipes;
+
+test('kill -9 of materialize: the merged version is its recipes or its bytes, never neither; the rerun completes', async () => {
+  const made = consolidateInputs();
+  await killScenario('materialize', {
+    prepare: () => {
+      commitInputs(made);
+      ok(ws, ['consolidate', '--base', 'bases/v001', '--adapter', 'adapters/v001', '--worker', 'builtin']);
+      assert.is(recipesIn(ws), 1, 'kept as its recipe');
+    },
+    cwd: () => ws,
+    args: ['materialize', 'merged/v001'],
+    store: () => ws,
+    watch: () => path.join(ws, '.mstore'),
+    done: () => assert.is(recipesIn(ws), 0, 'stored as bytes'),
+  });
+});
+
+test('kill -9 of a push that sends a recipe: the remote proves it before recording it, and no ref names it before; the rerun completes', async () => {
+  const made = consolidateInputs();
+  const mergedOn = (now: Map<string, string>): boolean => now.has('refs/tags/merged/v001');
+  await killScenario('push (a recipe)', {
+    prepare: () => {
+      commitInputs(made);
+      ok(ws, ['consolidate', '--base', 'bases/v001', '--adapter', 'adapters/v001', '--worker', 'builtin']);
+      rmSync(remote, { recursive: true, force: true });
+      ok(run, ['init', '--bare', remote]);
+      ok(ws, ['push', remote, 'bases/v001', 'adapters/v001']);
+    },
+    cwd: () => ws,
+    args: ['push', remote, 'merged/v001'],
+    store: () => remote,
+    watch: () => remote,
+    afterKill: (now) => {
+      if (mergedOn(now)) assert.is(recipesIn(remote), 1, 'a remote ref names it only once its recipe is recorded');
+    },
+    done: (now) => {
+      assert.ok(mergedOn(now));
+      assert.is(recipesIn(remote), 1, 'kept there as its recipe');
+    },
+  });
+});
+
+/** A base of 8 tensors of 4 MiB and a rank-8 adapter on all of them, made once. */
+function consolidateInputs(): string {
   const made = path.join(root, 'consolidate-inputs');
   if (!existsSync(made)) {
     mkdirSync(path.join(made, 'base'), { recursive: true });
@@ -382,21 +446,8 @@ test('kill -9 of consolidate (in-process, writing into the store): no merged ver
     );
     writeFileSync(path.join(made, 'adapter', 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ['up_proj'] }));
   }
-  const merged = (now: Map<string, string>): string[] => [...now.keys()].filter((k) => k.startsWith('refs/tags/merged/'));
-  await killScenario('consolidate', {
-    prepare: () => {
-      cpSync(made, ws, { recursive: true });
-      ok(ws, ['commit', '-m', 'base', '--line', 'bases', 'base']);
-      ok(ws, ['commit', '-m', 'adapter', '--line', 'adapters', 'adapter']);
-    },
-    cwd: () => ws,
-    args: ['consolidate', '--base', 'bases/v001', '--adapter', 'adapters/v001', '--worker', 'builtin'],
-    store: () => ws,
-    watch: () => path.join(ws, '.mstore'),
-    afterKill: (now) => assert.ok(merged(now).length <= 1, merged(now).join(', ')),
-    done: (now) => assert.ok(merged(now).length >= 1 && merged(now).length <= 2, merged(now).join(', ')),
-  });
-});
+  return made;
+}
 
 test('kill -9 of fsck --repair-index: nothing is lost; fsck says what to repair; the rerun completes', async () => {
   await killScenario('fsck --repair-index', {

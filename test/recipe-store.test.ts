@@ -1,5 +1,5 @@
 /**
- * Issue 19: consolidate --recipes keeps each merged weight file as its recipe (docs/format.md
+ * Issue 19: consolidate keeps each merged weight file as its recipe (docs/format.md
  * §18) instead of its bytes. The version's files are the same (same content ids) as when bytes
  * are kept; every reader rebuilds and checks the bytes (checkout, verify, a range read); gc keeps
  * a recipe's inputs after its base version is removed; materialize turns it back into bytes;
@@ -8,7 +8,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cpSync, mkdirSync, readFileSync, openSync, readSync, writeSync, closeSync, existsSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, rmSync, openSync, readSync, writeSync, closeSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { cleanup, mstore, mstoreJson, sha256File, storeState, tmpDir, treeDigest } from './helpers.js';
 import { current, ok as okEnv, withBox } from './deploy-helpers.js';
@@ -43,13 +43,13 @@ interface Pair {
   grew: { bytes: number; recipes: number };
 }
 
-/** The same case consolidated twice, in two stores: bytes kept, and recipes kept. */
+/** The same case consolidated twice, in two stores: bytes kept (--store-bytes), and recipes kept (the default). */
 function pair(name: string, c: Case): Pair {
   const bytes = storeCase(path.join(root, `${name}-bytes`), c.base, c.adapter);
   const recipes = storeCase(path.join(root, `${name}-recipes`), c.base, c.adapter);
   const before = { bytes: packBytes(bytes), recipes: packBytes(recipes) };
-  ok(bytes, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin']);
-  const out = ok(recipes, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin', '--recipes']);
+  ok(bytes, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin', '--store-bytes']);
+  const out = ok(recipes, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin']);
   assert.match(out, /kept as recipes/);
   return { bytes, recipes, grew: { bytes: packBytes(bytes) - before.bytes, recipes: packBytes(recipes) - before.recipes } };
 }
@@ -95,6 +95,20 @@ test('a range read rebuilds and returns the same bytes as the whole file (the Hu
       await reader.close();
     }
   });
+});
+
+test('diff --tensors --stats of a version kept as recipes says what it says of the same version kept as bytes', async () => {
+  const out: string[] = [];
+  for (const ws of [A.bytes, A.recipes]) {
+    for (const f of ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']) cpSync(path.join(ws, 'base', f), path.join(ws, f));
+    const r = mstore(ws, ['diff', 'merged/v001', 'workspace', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', '--tensors', '--stats', '--json']);
+    assert.ok(r.code === 0 || r.code === 1, r.stderr);
+    const d = JSON.parse(r.stdout) as { files: unknown; tensors: unknown };
+    out.push(JSON.stringify({ files: d.files, tensors: d.tensors }, null, 1));
+    for (const f of ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']) rmSync(path.join(ws, f));
+  }
+  assert.match(out[0], /"status": "changed"/);
+  assert.is(out[1], out[0]);
 });
 
 test("gc keeps a recipe's inputs when its base and adapter versions are removed; materialize stores the bytes, after which gc frees the inputs", async () => {
@@ -176,6 +190,21 @@ test('damage: a flipped byte in an input chunk is found by verify and refused by
   const v2 = mstore(ws, ['verify', 'merged/v001']);
   assert.is(v2.code, 1, 'the changed record, now in the index too, is refused');
   assert.match(v2.stdout, /recipe's input|bytes in the recipe/);
+
+  // A recipe of a kernel version this mstore does not implement: reported with the version needed, never rebuilt.
+  const fd2 = openSync(rec.file, 'r+');
+  writeSync(fd2, Buffer.from(s[at], 'latin1'), 0, 1, rec.entry.offset + at); // the size as it was
+  const k = s.indexOf('"kernel":"mstore-merge/1"') + '"kernel":"mstore-merge/'.length;
+  writeSync(fd2, Buffer.from('7', 'latin1'), 0, 1, rec.entry.offset + k);
+  closeSync(fd2);
+  ok(ws, ['fsck', '--repair-index']);
+  const v3 = mstore(ws, ['verify', 'merged/v001', '--quick']);
+  assert.is(v3.code, 1);
+  assert.match(v3.stdout, /merge kernel mstore-merge\/7; this mstore implements mstore-merge\/1 only/);
+  const c3 = mstore(ws, ['checkout', 'merged/v001', '--to', path.join(root, 'E-kernel')]);
+  assert.is(c3.code, 1);
+  assert.match(c3.stderr, /mstore-merge\/7/);
+  assert.ok(!existsSync(path.join(root, 'E-kernel', 'model.safetensors')), 'nothing written');
 });
 
 test('transfers carry the recipe: push to a store holding base and adapter sends no chunk; the remote rebuilt it before its refs moved; clone and backup take the recipe and its inputs', async () => {
@@ -183,7 +212,7 @@ test('transfers carry the recipe: push to a store holding base and adapter sends
   resetSeeds();
   const c = caseA(mkdirp(path.join(root, 'cases-push')));
   storeCase(ws, c.base, c.adapter);
-  ok(ws, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin', '--recipes']);
+  ok(ws, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin']);
   const remote = path.join(root, 'remote');
   ok(root, ['init', '--bare', remote]);
   ok(ws, ['push', remote, 'v001', 'adapters/v001']);
@@ -246,7 +275,7 @@ test('deploy over HTTP of a merged version kept as recipes to a box holding its 
     okEnv(b.ws, ['commit', '-m', 'base', 'base']);
     cpSync(c.adapter, path.join(b.ws, 'adapter'), { recursive: true });
     okEnv(b.ws, ['commit', '-m', 'adapter', '--line', 'adapters', 'adapter']);
-    okEnv(b.ws, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin', '--recipes']);
+    okEnv(b.ws, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin']);
     okEnv(b.ws, ['push', 'box', 'v001', 'adapters/v001']);
     const d = JSON.parse(okEnv(b.ws, ['deploy', 'box', 'merged/v001', '--json'])) as { push: { chunksSent: number; recipesSent: number } };
     assert.is(d.push.chunksSent, 0, 'no chunk sent');

@@ -493,7 +493,7 @@ function registerTests(): void {
       resetSeeds();
       const c = caseA(path.join(root, 'cases'));
       const ws = storeCase(path.join(root, 'ws'), c.base, c.adapter);
-      ok(ws, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin', '--recipes']);
+      ok(ws, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--worker', 'builtin']);
       ok(ws, ['push', url, 'v001', 'adapters/v001']);
       const p = okJson<PushJson & { recipesSent: number; chunksSent: number }>(ws, ['push', url, 'merged/v001']);
       assert.is(p.chunksSent, 0);

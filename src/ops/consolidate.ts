@@ -59,7 +59,10 @@ export interface ConsolidateOptions {
   onStep?: (step: ConsolidateStep) => void;
   /** In-process merge: merged bytes written so far, of `total`. */
   onProgress?: (p: { done: number; total: number }) => void;
-  /** How the built-in merge keeps merged weight files: as recipes, or as bytes (merge-stored.ts). */
+  /**
+   * How the in-process built-in merge keeps merged weight files (merge-stored.ts): as recipes
+   * (default) or as bytes. A hook's output (a store's own hook, the torch worker) is kept as bytes.
+   */
   keep?: 'recipe' | 'bytes';
 }
 
@@ -330,10 +333,10 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
 
         if (inProcess) {
           current = step('merge');
-          const m = await mergeStored(store, reader, baseView, adapterView, proven, { onProgress: (done, total) => opts.onProgress?.({ done, total }), exclude: adapterInBase, keep: opts.keep });
+          const m = await mergeStored(store, reader, baseView, adapterView, proven, { onProgress: (done, total) => opts.onProgress?.({ done, total }), exclude: adapterInBase, keep: opts.keep ?? 'recipe' });
           merged = m;
           report = { worker: 'mstore-ts', device: 'cpu', kernel: m.kernel };
-          keptAsRecipes = opts.keep === 'recipe' ? m.recipes.size : 0;
+          keptAsRecipes = (opts.keep ?? 'recipe') === 'recipe' ? m.recipes.size : 0;
         } else {
           current = step('materialise');
           await mkdir(work, { recursive: true });

@@ -97,7 +97,8 @@ export async function mergeStored(store: Store, reader: ContentReader, base: Ver
       } else {
         // The chunk plan is the output's own header: the base's, padded (mergedHead).
         const header = parseSafetensorsHeader(head.subarray(0, 8), head.subarray(8), size);
-        const out = writer.stream(size, `${f.name} (merged)`, header);
+        // Bytes asked for (--store-bytes) replace a recipe an earlier consolidation kept for the same content.
+        const out = writer.stream(size, `${f.name} (merged)`, header, undefined, { replaceRecipe: opts.keep === 'bytes' });
         await merger.write(f, out, plan, model, (n) => opts.onProgress?.((done += n), total));
         r = await out.end();
       }

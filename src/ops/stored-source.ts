@@ -13,6 +13,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { MstoreError } from '../lib/errors.js';
+import { sha256 } from '../lib/hashing.js';
 import type { ContentReader } from '../repo/content-reader.js';
 import type { ManifestChunk } from '../repo/index-db.js';
 import type { GitRepo } from '../repo/git.js';
@@ -93,12 +94,14 @@ export class StoredSource implements ByteSource {
   /** With `whole`: reads the chunks no read reached, and throws unless the file hashes to its oid. */
   async proveWhole(): Promise<void> {
     if (!this.whole) throw new Error('internal: proveWhole() on a StoredSource opened without whole');
-    // Content another source of this reader proved (the same base file read through a recipe) is not read again.
-    if (this.reader.wholeProven.has(this.oid)) return;
+    // The same content through the same manifest, proven by another source of this reader (a base
+    // file read through a recipe and through its version), is not read again.
+    const key = `${this.oid}:${sha256(Buffer.concat(this.chunks.map((c) => c.id))).toString('hex')}`;
+    if (this.reader.wholeProven.has(key)) return;
     while (this.hashed < this.chunks.length) await this.load(this.hashed);
     const digest = this.whole.copy().digest('hex');
     if (digest !== this.oid) throw new MstoreError('ECORRUPT', `${this.name}: content hashes to ${digest}, expected ${this.oid} (file manifest damaged)`);
-    this.reader.wholeProven.add(this.oid);
+    this.reader.wholeProven.add(key);
   }
 
   async close(): Promise<void> {

@@ -67,8 +67,10 @@ export class ContentReader {
 
   /** Recipe content a range read proved whole earlier (slices rebuilds to the end only once). */
   private readonly proven = new Set<string>();
-  /** Content its readers proved whole through this reader (ops' StoredSource): each proven once. */
+  /** Content its readers proved whole through this reader, by oid and manifest (ops' StoredSource): each proven once. */
   readonly wholeProven = new Set<string>();
+  /** Where a range read of recipe content left its rebuild (recipeRange), by oid. */
+  private readonly cursors = new Map<string, { pieces: AsyncGenerator<Buffer>; at: number; piece: Buffer }>();
 
   constructor(
     private readonly index: StoreIndex,
@@ -282,6 +284,8 @@ export class ContentReader {
    * range; each chunk read is re-hashed to its id (every read is verified).
    */
   async readRange(oid: string, start: number, length: number, display = oid): Promise<Buffer> {
+    const form = this.form(oid, display);
+    if (form.kind === 'recipe') return this.recipeRange(oid, form.record, form.size, start, length, display);
     const parts: Buffer[] = [];
     for await (const s of this.slices(oid, start, start + length, display)) parts.push(s);
     return Buffer.concat(parts);
@@ -375,6 +379,37 @@ export class ContentReader {
     this.proven.add(oid);
   }
 
+  /**
+   * A range of recipe content through a cursor kept per file: reads at ascending offsets (a tensor
+   * diff in file order) continue one rebuild instead of each rebuilding from the start. The
+   * content is proven whole first (recipeSlices), so every byte returned is verified.
+   */
+  private async recipeRange(oid: string, record: Buffer, size: number, start: number, length: number, display: string): Promise<Buffer> {
+    const end = Math.min(start + length, size);
+    if (start >= end) return Buffer.alloc(0);
+    if (!this.proven.has(oid)) {
+      await this.rebuilderFor(oid, display).rebuild(this, oid, record, display, () => undefined);
+      this.proven.add(oid);
+    }
+    let c = this.cursors.get(oid);
+    if (!c || c.at > start) {
+      await c?.pieces.return(undefined);
+      c = { pieces: this.recipeSlices(oid, record, size, 0, size, display), at: 0, piece: Buffer.alloc(0) };
+      this.cursors.set(oid, c);
+    }
+    const out = Buffer.alloc(end - start);
+    for (;;) {
+      const from = Math.max(start, c.at);
+      const to = Math.min(end, c.at + c.piece.length);
+      if (from < to) c.piece.copy(out, from - start, from - c.at, to - c.at);
+      if (c.at + c.piece.length >= end) return out;
+      c.at += c.piece.length;
+      const next = await c.pieces.next();
+      if (next.done) throw new MstoreError('ECORRUPT', `${display}: its rebuild ended at byte ${c.at} of ${size}`);
+      c.piece = next.value;
+    }
+  }
+
   private rebuilderFor(oid: string, display: string): Rebuilder {
     if (!this.rebuilder) throw new MstoreError('EMISSING', `${display}: content ${oid} is kept as a recipe, which this reader cannot rebuild`);
     return this.rebuilder;
@@ -461,6 +496,8 @@ export class ContentReader {
   }
 
   async close(): Promise<void> {
+    for (const c of this.cursors.values()) await c.pieces.return(undefined).catch(() => undefined);
+    this.cursors.clear();
     await this.pool.drainAll().catch(() => undefined);
     await this.packFiles.close();
     await this.rebuilder?.close();

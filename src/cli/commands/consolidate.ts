@@ -15,7 +15,7 @@ interface Args {
   python?: string;
   push?: string;
   deploy: boolean;
-  recipes: boolean;
+  storeBytes: boolean;
   json: boolean;
 }
 
@@ -32,10 +32,10 @@ export const consolidateCommand: CommandModule<object, Args> = {
       .option('python', { type: 'string', requiresArg: true, describe: 'Python interpreter for the torch worker (default: $MSTORE_PYTHON or python3)' })
       .option('push', { type: 'string', requiresArg: true, describe: 'then push the merged version to this remote' })
       .option('deploy', { type: 'boolean', default: false, describe: 'with --push: then deploy it there (docs/deploy.md)' })
-      .option('recipes', { type: 'boolean', default: false, describe: 'built-in merge: keep each merged weight file as its recipe (base, adapter, kernel version), rebuilt bit for bit when read, instead of its bytes (docs/format.md §18)' })
+      .option('store-bytes', { type: 'boolean', default: false, describe: "keep the merged weights as bytes (by default the built-in merge keeps each as its recipe: base, adapter and kernel version, rebuilt bit for bit when read; docs/format.md §18)" })
       .option('json', { type: 'boolean', default: false })
       .example('$0 consolidate --base base/v001 --adapter v003', 'merge v003 (an adapter) into the base model')
-      .example('$0 consolidate --base base/v001 --adapter v003 --worker builtin --recipes', 'the merged weights cost their recipe, not their size')
+      .example('$0 consolidate --base base/v001 --adapter v003 --store-bytes', 'keep the merged weights as bytes (a store about to lose its base)')
       .example('$0 consolidate --base v001:model --adapter adapters/v004 --push box --deploy', 'merge, record, push to the box and make it live')
       .example('$0 consolidate --base v001:model --adapter v004:adapter -m "math merge"', 'name the directories inside the versions') as never,
   handler: handler(async (a) => {
@@ -53,7 +53,7 @@ export const consolidateCommand: CommandModule<object, Args> = {
           line: a.line,
           worker: a.worker,
           python: a.python,
-          keep: a.recipes ? 'recipe' : 'bytes',
+          keep: a.storeBytes ? 'bytes' : 'recipe',
           // A step after the merge ends its bar before its line is printed.
           onStep: tty ? (s) => (bar?.stop(), process.stderr.write(dim(`consolidate: ${s}\n`))) : undefined,
           onHookOutput: (l) => process.stderr.write(`hook: ${l}\n`),
@@ -64,7 +64,7 @@ export const consolidateCommand: CommandModule<object, Args> = {
           out(
             `${r.version} (${r.commit.slice(0, 12)}): ${name(r.adapter)} merged into ${name(r.base)} ` +
               `by ${r.worker} on ${r.device} in ${formatDuration(r.seconds)}${r.backup ? `; backed up to '${r.backup}' first` : ''}` +
-              (r.recipes ? `; ${r.recipes} weight file(s) kept as recipes` : a.recipes ? '; kept as bytes (recipes need the built-in merge of weights in chunks)' : ''),
+              (r.recipes ? `; ${r.recipes} weight file(s) kept as recipes` : ''),
           );
         }
         let pushed: PushResult | undefined;

@@ -248,17 +248,28 @@ class Ctx {
     const counts = { added: 0, removed: 0, changed: 0, unchanged: 0 };
     let bytesChanged = 0;
     let bytesTotalB = 0;
-    const tensors: TensorChange[] = [];
-    for (const name of names) {
+    const byName = new Map<string, TensorChange>();
+    // Compared in B's file order (then A's): a side rebuilt from a recipe is read front to back
+    // once (content-reader.ts, recipeRange), not from its start for every tensor. Listed by name.
+    const at = (n: string): [string, number] => {
+      const t = hB.tensors.get(n) ?? hA.tensors.get(n)!;
+      return [t.file, t.start];
+    };
+    const order = [...names].sort((x, y) => {
+      const [fx, sx] = at(x);
+      const [fy, sy] = at(y);
+      return fx < fy ? -1 : fx > fy ? 1 : sx - sy;
+    });
+    for (const name of order) {
       const ta = hA.tensors.get(name);
       const tb = hB.tensors.get(name);
       const c = await this.tensor(name, ta, tb);
       counts[c.status]++;
       bytesChanged += c.changedBytes;
       if (tb) bytesTotalB += tb.end - tb.start;
-      tensors.push(c);
+      byName.set(name, c);
     }
-    return { kind, path: where, counts, bytesChanged, bytesTotalB, tensors };
+    return { kind, path: where, counts, bytesChanged, bytesTotalB, tensors: names.map((n) => byName.get(n)!) };
   }
 
   private async tensor(name: string, ta: Located | undefined, tb: Located | undefined): Promise<TensorChange> {
