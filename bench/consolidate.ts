@@ -1,13 +1,14 @@
 /**
- * `npm run bench:consolidate` (issue 19, acceptance 6): `mstore consolidate --worker builtin`
+ * `npm run bench:consolidate` (issue 19, acceptances 1-3 and 6): `mstore consolidate --worker builtin`
  * of a real ~0.9 GB Qwen3-shaped model (written by transformers, 4 shards) and a real peft
  * all-linear r=16 adapter takes <= 2x the wall time of `mstore merge-lora` on the same
  * directories, and at its peak uses <= 5 % of the model in extra disk (scratch), same run.
  *
  * bench/qwen3_model.py makes the model and the adapter (seeded) with the venv's transformers
  * and peft; both are committed to a store. Each rep runs, in alternating order and each after
- * `sync`: merge-lora into a new directory (removed after), and consolidate, whose merged version
- * is then removed and collected (`rm`, `gc --grace 0`) so every rep stores its output anew. The
+ * `sync`: merge-lora into a new directory (removed after), and consolidate, as it runs by default
+ * (merged weights kept as recipes) and with --store-bytes, whose merged version is then removed and
+ * collected (`rm`, `gc --grace 0`) so every rep stores its output anew. The
  * store's own hook (the default, one comment longer, so it gets directories as before issue 19)
  * runs once as the anchor of what changed. Timings are process wall times (performance.now
  * around the process; node startup included), CPU and peak RSS from GNU time. Disk: the free
@@ -17,8 +18,9 @@
  *
  * Then (acceptance 1-3) the merged weights kept as recipes, the default: the store's growth for
  * a consolidation against the merged version's size; a push of the merged version to a store that
- * holds its base and adapter, over a path and over HTTP (`mstore serve`), in bytes sent against
- * the merged version's size; and a checkout of it (rebuilt from its recipes) against a checkout of
+ * holds its base and adapter, over a path and to S3 (where RGW runs: scripts/rgw-start.sh), in
+ * bytes sent against the merged version's size, and over HTTP (`mstore serve`) to a box that holds
+ * the base only (what a deploy sends), against the adapter's size; and a checkout of it (rebuilt from its recipes) against a checkout of
  * the same version kept as bytes (materialized in that store), interleaved, with the checkout's
  * peak RSS.
  *
@@ -28,7 +30,7 @@
  * acceptance figure passes, 1 otherwise.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync, chmodSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync, chmodSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CLI, DIST, GNU_TIME, MiB, cliLine, envNumber as num, median, run, secs, settle, table, x, type Row, workDir } from './lib.js';
@@ -90,6 +92,19 @@ async function measured(args: string[], cwd: string): Promise<Measured> {
 
 const TOKEN = 'bench-consolidate-push-token-0123456789';
 
+/** The S3 environment: AWS_ENDPOINT_URL set, or the env file scripts/rgw-start.sh writes; undefined without. */
+function s3Env(): Record<string, string> | undefined {
+  if (process.env.AWS_ENDPOINT_URL) return {};
+  const file = path.join(process.env.CEPH_DIR ?? path.join(os.tmpdir(), 'mstore-rgw'), 'env');
+  if (!existsSync(file)) return undefined;
+  const env: Record<string, string> = {};
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line);
+    if (m) env[m[1]] = m[2];
+  }
+  return env.AWS_ENDPOINT_URL ? env : undefined;
+}
+
 /**
  * Runs `fn` with `mstore serve` of the bare store `store` on a loopback port, added as remote
  * `bench-http` of the workspace `ws` (a push token in BENCH_TOKEN). The server's output goes to a
@@ -147,15 +162,16 @@ async function main(): Promise<void> {
     mstore(['rm', 'merged/latest', '--confirm', '--no-backup']);
     mstore(['gc', '--grace', '0']);
   };
-  const t: { merge: Measured[]; streamed: Measured[] } = { merge: [], streamed: [] };
+  const t: { merge: Measured[]; streamed: Measured[]; recipes: Measured[] } = { merge: [], streamed: [], recipes: [] };
+  const orders = [['merge', 'recipes', 'streamed'], ['recipes', 'streamed', 'merge'], ['streamed', 'merge', 'recipes']] as const;
   for (let i = 0; i < REPS; i++) {
-    for (const who of i % 2 === 0 ? (['merge', 'streamed'] as const) : (['streamed', 'merge'] as const)) {
+    for (const who of orders[i % orders.length]) {
       if (who === 'merge') {
         const out = path.join(root, `out-${i}`);
         t.merge.push(await measured(['merge-lora', '--base', 'base', '--adapter', 'adapter', '--out', out], ws));
         rmSync(out, { recursive: true, force: true });
       } else {
-        t.streamed.push(await measured(consolidateArgs, ws));
+        t[who].push(await measured(who === 'recipes' ? consolidateArgs.slice(0, -1) : consolidateArgs, ws));
         forget();
       }
     }
@@ -167,18 +183,27 @@ async function main(): Promise<void> {
   writeFileSync(hook, shipped);
   forget();
 
-  // Recipes (the default): growth, push over a path and HTTP, checkout against bytes.
-  const recipe = await measured(consolidateArgs.slice(0, -1), ws);
+  // Recipes (the default) kept: push over a path and HTTP, checkout against bytes.
+  mstore(consolidateArgs.slice(0, -1));
   const merged = JSON.parse(mstore(['show', 'merged/latest', '--json'])) as { files: { size: number }[] };
   const mergedBytes = merged.files.reduce((a, f) => a + f.size, 0);
   const remote = path.join(root, 'remote');
   mstore(['init', '--bare', remote]);
   mstore(['push', remote, 'v001', 'adapters/v001']);
   const pushed = JSON.parse(mstore(['push', remote, 'merged/latest', '--json'])) as { bytesSent: number; chunksSent: number };
+  // The inference box holds the base only: the merged version costs its adapter (a deploy pushes it so).
   const http = path.join(root, 'remote-http');
   mstore(['init', '--bare', http]);
-  mstore(['push', http, 'v001', 'adapters/v001']);
+  mstore(['push', http, 'v001']);
   const viaHttp = await overHttp(http, ws, (url) => JSON.parse(run(process.execPath, [CLI, 'push', url, 'merged/latest', '--json'], { cwd: ws, env: { BENCH_TOKEN: TOKEN } }).stdout) as { bytesSent: number });
+  // S3 (RGW, where `scripts/rgw-start.sh` left its environment) with base and adapter.
+  const s3 = s3Env();
+  let viaS3: { bytesSent: number } | undefined;
+  if (s3) {
+    const url = `s3://${s3.MSTORE_S3_BUCKET ?? 'mstore-test'}/bench-consolidate-${process.pid}-${Date.now().toString(36)}`;
+    run(process.execPath, [CLI, 'push', url, 'v001', 'adapters/v001'], { cwd: ws, env: s3 });
+    viaS3 = JSON.parse(run(process.execPath, [CLI, 'push', url, 'merged/latest', '--json'], { cwd: ws, env: s3 }).stdout) as { bytesSent: number };
+  }
   // The remote keeps bytes (materialized there): checkouts of the same version, rebuilt against read.
   run(process.execPath, [CLI, 'materialize', 'merged/latest'], { cwd: remote });
   const co: { recipe: Measured[]; bytes: Measured[] } = { recipe: [], bytes: [] };
@@ -196,7 +221,9 @@ async function main(): Promise<void> {
   const all = (ms: Measured[], f: (m: Measured) => number, fmt: (n: number) => string): string => ms.map((m) => fmt(f(m))).join(', ');
   const mMerge = median(t.merge.map((m) => m.ms));
   const mStream = median(t.streamed.map((m) => m.ms));
-  const extra = Math.max(...t.streamed.map((m) => m.extra));
+  const mRecipes = median(t.recipes.map((m) => m.ms));
+  const extra = Math.max(...t.streamed.map((m) => m.extra), ...t.recipes.map((m) => m.extra));
+  const growth = median(t.recipes.map((m) => m.growth));
   const rows: Row[] = [];
   let pass = true;
   const accept = (r: Row & { pass: boolean }): void => {
@@ -204,32 +231,42 @@ async function main(): Promise<void> {
     rows.push(r);
   };
   rows.push({ what: 'mstore merge-lora (directories)', value: secs(mMerge), ratio: '1.00x', target: 'anchor' });
-  accept({ what: 'mstore consolidate --worker builtin', value: secs(mStream), ratio: `${x(mStream / mMerge)} merge-lora`, target: '<= 2.00x', pass: mStream <= 2 * mMerge });
-  accept({ what: '  extra disk at its peak (max over reps)', value: gb(extra), ratio: `${pct(extra)} of the model`, target: '<= 5 %', pass: extra <= 0.05 * model });
-  rows.push({ what: '  store growth (median)', value: gb(median(t.streamed.map((m) => m.growth))), ratio: pct(median(t.streamed.map((m) => m.growth))), target: 'context (bytes kept)' });
+  accept({ what: 'mstore consolidate --worker builtin', value: secs(mRecipes), ratio: `${x(mRecipes / mMerge)} merge-lora`, target: '<= 2.00x', pass: mRecipes <= 2 * mMerge });
+  accept({ what: '  the same, --store-bytes', value: secs(mStream), ratio: `${x(mStream / mMerge)} merge-lora`, target: '<= 2.00x', pass: mStream <= 2 * mMerge });
+  accept({ what: '  extra disk at its peak (max over reps, both)', value: gb(extra), ratio: `${pct(extra)} of the model`, target: '<= 5 %', pass: extra <= 0.05 * model });
+  rows.push({ what: '  store growth, --store-bytes (median)', value: gb(median(t.streamed.map((m) => m.growth))), ratio: pct(median(t.streamed.map((m) => m.growth))), target: 'context (bytes kept)' });
   rows.push({ what: 'consolidate through its own hook (before)', value: secs(hooked.ms), ratio: `${x(hooked.ms / mMerge)} merge-lora`, target: 'context, one run' });
   rows.push({ what: '  extra disk at its peak', value: gb(hooked.extra), ratio: `${pct(hooked.extra)} of the model`, target: 'context' });
   rows.push({ what: 'merge-lora output on disk (its peak)', value: gb(median(t.merge.map((m) => m.growth + m.extra))), target: 'context' });
   const share = (b: number): string => `${((100 * b) / mergedBytes).toFixed(3)} % of the merged version`;
-  accept({ what: 'consolidate, recipes kept (default): store growth', value: gb(recipe.growth), ratio: share(recipe.growth), target: '<= 1 %', pass: recipe.growth <= 0.01 * mergedBytes });
+  accept({ what: 'consolidate, recipes kept (default): store growth', value: `${(growth / 1e6).toFixed(3)} MB`, ratio: share(growth), target: '<= 1 %', pass: growth <= 0.01 * mergedBytes });
   accept({ what: 'push of it to a store with base and adapter (path)', value: `${pushed.bytesSent} B`, ratio: share(pushed.bytesSent), target: '<= 1 %', pass: pushed.bytesSent <= 0.01 * mergedBytes });
-  accept({ what: '  the same over HTTP (mstore serve)', value: `${viaHttp.bytesSent} B`, ratio: share(viaHttp.bytesSent), target: '<= 1 %', pass: viaHttp.bytesSent <= 0.01 * mergedBytes });
+  if (viaS3) accept({ what: '  the same to S3 (RGW)', value: `${viaS3.bytesSent} B`, ratio: share(viaS3.bytesSent), target: '<= 1 %', pass: viaS3.bytesSent <= 0.01 * mergedBytes });
+  else rows.push({ what: '  the same to S3', value: 'skipped', target: 'no RGW environment (scripts/rgw-start.sh)' });
+  const overAdapter = viaHttp.bytesSent - made.adapter_bytes;
+  accept({
+    what: 'push over HTTP to a box with the base only',
+    value: `${(viaHttp.bytesSent / 1e6).toFixed(2)} MB`,
+    ratio: `adapter + ${share(overAdapter)}`,
+    target: '<= adapter + 1 %',
+    pass: viaHttp.bytesSent <= made.adapter_bytes + 0.01 * mergedBytes,
+  });
   const coBytes = median(co.bytes.map((m) => m.ms));
   const coRecipe = median(co.recipe.map((m) => m.ms));
   rows.push({ what: 'checkout of it, kept as bytes', value: secs(coBytes), ratio: '1.00x', target: 'anchor' });
   accept({ what: 'checkout of it, rebuilt from its recipes', value: secs(coRecipe), ratio: `${x(coRecipe / coBytes)} bytes`, target: '<= 3.00x', pass: coRecipe <= 3 * coBytes });
-  const rss = Math.max(...co.recipe.map((m) => m.maxKb / 1024));
-  accept({ what: '  its peak RSS (max over reps)', value: `${rss.toFixed(0)} MB`, target: '<= 300 MB', pass: rss <= 300 });
+  const coRss = Math.max(...co.recipe.map((m) => m.maxKb / 1024));
+  accept({ what: '  its peak RSS (max over reps)', value: `${coRss.toFixed(0)} MB`, target: '<= 300 MB', pass: coRss <= 300 });
   process.stdout.write(`${table(rows)}\n\n`);
   process.stdout.write(`checkout (wall): bytes ${all(co.bytes, (m) => m.ms, secs)}; recipe ${all(co.recipe, (m) => m.ms, secs)}; CPU user+sys: bytes ${all(co.bytes, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}; recipe ${all(co.recipe, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}\n`);
-  process.stdout.write(`all reps (wall): merge-lora ${all(t.merge, (m) => m.ms, secs)}; consolidate ${all(t.streamed, (m) => m.ms, secs)}\n`);
+  const cpu = (n: number): string => `${n.toFixed(2)} s`;
+  const rss = (ms: Measured[]): string => `${Math.max(...ms.map((m) => m.maxKb / 1024)).toFixed(0)} MB`;
+  process.stdout.write(`all reps (wall): merge-lora ${all(t.merge, (m) => m.ms, secs)}; consolidate ${all(t.recipes, (m) => m.ms, secs)}; --store-bytes ${all(t.streamed, (m) => m.ms, secs)}\n`);
   process.stdout.write(
-    `CPU user+sys: merge-lora ${all(t.merge, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}; consolidate ${all(t.streamed, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}; own hook ${(hooked.user + hooked.sys).toFixed(2)} s\n`,
+    `CPU user+sys: merge-lora ${all(t.merge, (m) => m.user + m.sys, cpu)}; consolidate ${all(t.recipes, (m) => m.user + m.sys, cpu)}; --store-bytes ${all(t.streamed, (m) => m.user + m.sys, cpu)}; own hook ${cpu(hooked.user + hooked.sys)}\n`,
   );
-  process.stdout.write(
-    `peak RSS: merge-lora ${Math.max(...t.merge.map((m) => m.maxKb / 1024)).toFixed(0)} MB; consolidate ${Math.max(...t.streamed.map((m) => m.maxKb / 1024)).toFixed(0)} MB; own hook ${(hooked.maxKb / 1024).toFixed(0)} MB\n`,
-  );
-  process.stdout.write(`extra disk per rep: consolidate ${all(t.streamed, (m) => m.extra, gb)}\n`);
+  process.stdout.write(`peak RSS: merge-lora ${rss(t.merge)}; consolidate ${rss(t.recipes)}; --store-bytes ${rss(t.streamed)}; own hook ${(hooked.maxKb / 1024).toFixed(0)} MB\n`);
+  process.stdout.write(`extra disk per rep: consolidate ${all(t.recipes, (m) => m.extra, gb)}; --store-bytes ${all(t.streamed, (m) => m.extra, gb)}; growth per rep: consolidate ${all(t.recipes, (m) => m.growth, (n) => `${(n / 1e6).toFixed(3)} MB`)}\n`);
   process.exit(pass ? 0 : 1);
 }
 

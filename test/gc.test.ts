@@ -1,6 +1,7 @@
 /**
  * gc safety (issue 3, acceptance 2): a random sequence of commit, tag, rm, restore, prune,
- * consolidate (issue 19: a merged version must outlive its base and adapter) and gc never
+ * consolidate (issue 19: a merged version, kept as recipes, must outlive its base and adapter
+ * versions), materialize and gc never
  * removes data a live or restorable version needs; kill -9 of gc at random moments leaves every
  * version intact and the next gc completes.
  */
@@ -15,6 +16,8 @@ import { executeRemoval, restoreRef } from '../src/ops/retention/remove.js';
 import { planPrune } from '../src/ops/retention/prune.js';
 import { gc } from '../src/ops/retention/gc.js';
 import { consolidate } from '../src/ops/consolidate.js';
+import { materialize } from '../src/ops/materialize.js';
+import { listVersionFiles } from '../src/repo/version-files.js';
 import { checkout } from '../src/ops/checkout.js';
 import { refRoots } from '../src/repo/reach.js';
 import { MstoreError } from '../src/lib/errors.js';
@@ -66,7 +69,7 @@ test('200+ random operations (consolidations among them): gc never removes what 
   const commitOf = new Map<string, string>(); // version name -> commit
   // Commits a gc may have freed (not live, outside that gc's grace): their restore may fail.
   const mayBeFreed = new Set<string>();
-  const counts: Record<string, number> = { commit: 0, tag: 0, rm: 0, restore: 0, restoreRefused: 0, prune: 0, consolidate: 0, gc: 0, checked: 0, mergedWithoutBase: 0 };
+  const counts: Record<string, number> = { commit: 0, tag: 0, rm: 0, restore: 0, restoreRefused: 0, prune: 0, consolidate: 0, materialize: 0, gc: 0, checked: 0, mergedWithoutBase: 0, recipesChecked: 0 };
   const baseOf = new Map<string, string>(); // merged commit -> its base commit
   const liveVersions = async (): Promise<Map<string, string>> => {
     const { roots } = await refRoots(store.repo);
@@ -90,9 +93,16 @@ test('200+ random operations (consolidations among them): gc never removes what 
         expected.set(c.commit!, digestKey(treeDigest(ws)));
         commitOf.set(c.version!, c.commit!);
         counts.commit++;
-      } else if (r < 0.36) {
+      } else if (r < 0.34) {
         await createTag(store, `t${op}`, pick([...live.keys()]));
         counts.tag++;
+      } else if (r < 0.36) {
+        // materialize: a merged version kept as recipes gets its bytes (its inputs may then go).
+        const merged = [...live].filter(([v, c]) => v.startsWith('merged/') && baseOf.has(c));
+        if (!merged.length) continue;
+        const [v] = pick(merged);
+        const done = await materialize(store, v);
+        if (done.files.length) counts.materialize++;
       } else if (r < 0.52) {
         const v = pick([...live.keys()]);
         await executeRemoval(store, [v], { reason: 'rm', noBackup: true });
@@ -162,8 +172,10 @@ test('200+ random operations (consolidations among them): gc never removes what 
           if (!expected.has(c)) continue;
           assert.is(await checkoutDigest(store, c, scratch), expected.get(c), `live commit ${c} after gc #${counts.gc} (seed ${seed})`);
           counts.checked++;
-          // A merged version whose base no ref keeps (a gc may have freed it) still checks out.
+          // A merged version whose base no ref keeps (a gc may have freed it) still checks out,
+          // rebuilt from its recipes where it is kept as them.
           if (baseOf.has(c) && !liveCommits.has(baseOf.get(c)!)) counts.mergedWithoutBase++;
+          if (baseOf.has(c) && (await listVersionFiles(store.repo, c)).some((f) => f.kind === 'lfs' && store.index.hasRecipe(Buffer.from(f.oid, 'hex')))) counts.recipesChecked++;
         }
         // Every version removed within the grace period (and not already freed) checks out too.
         for (const [v, at] of removedAt) {
@@ -187,8 +199,8 @@ test('200+ random operations (consolidations among them): gc never removes what 
     assert.is(fsck.unreachable.chunks, 0, 'gc --grace 0 leaves no unreachable chunk');
     assert.is(git(path.join(ws, '.mstore/git'), ['fsck', '--strict']).code, 0);
     // The sequence really exercised every operation.
-    for (const k of ['commit', 'tag', 'rm', 'restore', 'prune', 'consolidate', 'gc']) assert.ok(counts[k] > 0, `no ${k} in the sequence: ${JSON.stringify(counts)}`);
-    assert.ok(counts.gc >= 20 && counts.checked >= 100 && counts.mergedWithoutBase > 0, JSON.stringify(counts));
+    for (const k of ['commit', 'tag', 'rm', 'restore', 'prune', 'consolidate', 'materialize', 'gc']) assert.ok(counts[k] > 0, `no ${k} in the sequence: ${JSON.stringify(counts)}`);
+    assert.ok(counts.gc >= 20 && counts.checked >= 100 && counts.mergedWithoutBase > 0 && counts.recipesChecked > 0, JSON.stringify(counts));
     if (process.env.MSTORE_TEST_VERBOSE) console.error(`gc property test (seed ${seed}): ${JSON.stringify(counts)}`);
     took('property test');
   } finally {
