@@ -299,7 +299,6 @@ async function writeWeightFile(file: StFile, out: WeightOut, plan: AdapterPlan, 
  */
 export class WeightMerger {
   readonly pool: KernelPool;
-  private readonly blocks = new Blocks();
   private readonly blockBytes: number;
 
   constructor(opts: { threads: number; simd?: boolean; blockBytes?: number }) {
@@ -308,9 +307,13 @@ export class WeightMerger {
     this.blockBytes = opts.blockBytes ?? 1024 * 1024;
   }
 
-  /** `file` (one of `base`'s weight files) merged with `plan`, front to back into `out`; `onBytes` counts what was written. */
+  /**
+   * `file` (one of `base`'s weight files) merged with `plan`, front to back into `out`; `onBytes`
+   * counts what was written. Each call has block buffers of its own: writes may run at once (two
+   * files a reader rebuilds, one paused while the other runs) on the same kernel threads.
+   */
   write(file: StFile, out: WeightOut, plan: AdapterPlan, base: BaseModel, onBytes: (n: number, tensor: string) => void = () => undefined): Promise<void> {
-    return writeWeightFile(file, out, plan, base, { pool: this.pool, blocks: this.blocks, blockBytes: this.blockBytes, onBytes });
+    return writeWeightFile(file, out, plan, base, { pool: this.pool, blocks: new Blocks(), blockBytes: this.blockBytes, onBytes });
   }
 
   /** `write` into a new file at `outPath`, fsynced. */

@@ -336,7 +336,7 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
           const m = await mergeStored(store, reader, baseView, adapterView, proven, { onProgress: (done, total) => opts.onProgress?.({ done, total }), exclude: adapterInBase, keep: opts.keep ?? 'recipe' });
           merged = m;
           report = { worker: 'mstore-ts', device: 'cpu', kernel: m.kernel };
-          keptAsRecipes = (opts.keep ?? 'recipe') === 'recipe' ? m.recipes.size : 0;
+          keptAsRecipes = m.keptAsRecipes;
         } else {
           current = step('materialise');
           await mkdir(work, { recursive: true });

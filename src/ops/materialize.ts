@@ -10,7 +10,7 @@
 import os from 'node:os';
 import { MstoreError } from '../lib/errors.js';
 import { parseSafetensorsHeader } from '../format/safetensors.js';
-import { parseRecipe } from '../format/recipe.js';
+import { parseRecipe, recipeInputs } from '../format/recipe.js';
 import { ContentWriter } from '../repo/content.js';
 import type { Store } from '../repo/store.js';
 import { resolveRev } from '../repo/versions.js';
@@ -30,42 +30,69 @@ export interface MaterializeResult {
 export async function materialize(store: Store, rev: string, opts: { onProgress?: (p: { done: number; total: number }) => void } = {}): Promise<MaterializeResult> {
   return store.withLock('materialize', async () => {
     const commit = await resolveRev(store.repo, rev);
-    const todo = new Map<string, { path: string; size: number; record: Buffer }>();
+    const todo = new Map<string, { display: string; path: string; size: number; record: Buffer }>();
     for (const f of await listVersionFiles(store.repo, commit)) {
       if (f.kind !== 'lfs' || todo.has(f.oid)) continue;
       const key = Buffer.from(f.oid, 'hex');
       if (store.index.hasFile(key)) continue;
       const record = store.index.recipe(key);
       if (!record) throw new MstoreError('EMISSING', `${rev}:${f.path}: content ${f.oid} is not in the store`);
-      todo.set(f.oid, { path: f.path, size: f.size, record });
+      todo.set(f.oid, { display: `${rev}:${f.path}`, path: f.path, size: f.size, record });
     }
     const result: MaterializeResult = { commit, files: [...todo.values()].map((t) => t.path), bytes: 0, newBytes: 0 };
-    if (!todo.size) return result;
-    const total = [...todo.values()].reduce((a, t) => a + t.size, 0);
-    const reader = openReader(store);
-    const merger = new WeightMerger({ threads: Math.max(1, os.availableParallelism()) });
-    const writer = new ContentWriter(store.sink(), store.hasher, store.config.chunking);
-    try {
-      for (const [oid, t] of todo) {
-        const display = `${rev}:${t.path}`;
-        const recipe = parseRecipe(t.record, `${display} (its recipe)`);
-        const { model } = await openRecipe(reader, merger, recipe, display, false);
-        const { head, size } = mergedHead(model.files.find((f) => f.name === recipe.file)!);
-        const out = writer.stream(size, display, parseSafetensorsHeader(head.subarray(0, 8), head.subarray(8), size), (n) => opts.onProgress?.({ done: (result.bytes += n), total }), { replaceRecipe: true });
-        // The rebuild resolves only once the bytes hashed to oid; only then is the manifest written.
-        await rebuild(reader, merger, recipe, oid, display, out);
-        const stored = await out.end();
-        if (stored.oid !== oid) throw new MstoreError('ECORRUPT', `${display}: stored as ${stored.oid}, expected ${oid}`);
-      }
-      await writer.finish();
-      result.newBytes = writer.newBytes;
-      return result;
-    } catch (e) {
-      await writer.abort();
-      throw e;
-    } finally {
-      await merger.close();
-      await reader.close();
-    }
+    const stored = await storeBytes(store, todo, opts.onProgress);
+    result.bytes = stored.bytes;
+    result.newBytes = stored.newBytes;
+    return result;
   });
+}
+
+/**
+ * Makes sure every file `record` (a recipe received) reads is held in chunks: an input this store
+ * holds only as a recipe (a merged model merged again, whose bytes the sender keeps) is rebuilt
+ * here and stored as bytes, so recipes never read recipes. The caller holds the writer lock.
+ */
+export async function inputsInChunks(store: Store, record: Buffer, display: string): Promise<void> {
+  const todo = new Map<string, { display: string; size: number; record: Buffer }>();
+  for (const i of recipeInputs(parseRecipe(record, `${display} (its recipe)`))) {
+    const key = Buffer.from(i.oid, 'hex');
+    const held = store.index.hasFile(key) ? undefined : store.index.recipe(key);
+    if (held) todo.set(i.oid, { display: `${display} (its recipe's input ${i.name})`, size: i.size, record: held });
+  }
+  await storeBytes(store, todo);
+}
+
+/**
+ * Rebuilds each recipe of `todo` (by oid) straight into the object sink, chunked as a commit
+ * chunks it, its manifest written only once the bytes hashed to the oid; all recorded in one
+ * publish, which drops the recipe rows. The caller holds the writer lock.
+ */
+async function storeBytes(store: Store, todo: Map<string, { display: string; size: number; record: Buffer }>, onProgress?: (p: { done: number; total: number }) => void): Promise<{ bytes: number; newBytes: number }> {
+  const out = { bytes: 0, newBytes: 0 };
+  if (!todo.size) return out;
+  const total = [...todo.values()].reduce((a, t) => a + t.size, 0);
+  const reader = openReader(store);
+  const merger = new WeightMerger({ threads: Math.max(1, os.availableParallelism()) });
+  const writer = new ContentWriter(store.sink(), store.hasher, store.config.chunking);
+  try {
+    for (const [oid, t] of todo) {
+      const recipe = parseRecipe(t.record, `${t.display} (its recipe)`);
+      const { model } = await openRecipe(reader, merger, recipe, t.display, false);
+      const { head, size } = mergedHead(model.files.find((f) => f.name === recipe.file)!);
+      const stream = writer.stream(size, t.display, parseSafetensorsHeader(head.subarray(0, 8), head.subarray(8), size), (n) => onProgress?.({ done: (out.bytes += n), total }), { replaceRecipe: true });
+      // The rebuild resolves only once the bytes hashed to oid; only then is the manifest written.
+      await rebuild(reader, merger, recipe, oid, t.display, stream);
+      const stored = await stream.end();
+      if (stored.oid !== oid) throw new MstoreError('ECORRUPT', `${t.display}: stored as ${stored.oid}, expected ${oid}`);
+    }
+    await writer.finish();
+    out.newBytes = writer.newBytes;
+    return out;
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  } finally {
+    await merger.close();
+    await reader.close();
+  }
 }

@@ -40,6 +40,8 @@ export interface StoredMerge {
   weightFiles: string[];
   /** The recipe of each merged weight file, by its content id (none when an input is not in chunks). */
   recipes: Map<string, Recipe>;
+  /** How many merged weight files the store holds as recipes (`keep: 'recipe'`), not as bytes. */
+  keptAsRecipes: number;
   skipped: string[];
   configChanges: string[];
 }
@@ -80,6 +82,8 @@ export async function mergeStored(store: Store, reader: ContentReader, base: Ver
     const flat: FlatTree = new Map();
     const gitBlobs = new Map<string, Buffer>();
     let totalBytes = 0;
+    /** Merged files held as recipes (made so now, or already held so). */
+    let kept = 0;
     const total = model.files.reduce((s, f) => s + mergedHead(f).size, 0);
     let done = 0;
     for (const f of model.files) {
@@ -92,7 +96,9 @@ export async function mergeStored(store: Store, reader: ContentReader, base: Ver
         const hash = createHash('sha256');
         await merger.write(made, { write: async (b) => void hash.update(b) }, fromRecipe.plan, fromRecipe.model, (n) => opts.onProgress?.((done += n), total));
         r = { oid: hash.digest('hex') };
-        sink.addRecipe(Buffer.from(r.oid, 'hex'), encodeRecipe(recipe), `${f.name} (merged)`)?.catch(() => undefined);
+        const before = sink.newRecipes;
+        await sink.addRecipe(Buffer.from(r.oid, 'hex'), encodeRecipe(recipe), `${f.name} (merged)`);
+        if (sink.newRecipes > before || store.index.hasRecipe(Buffer.from(r.oid, 'hex'))) kept++;
         if (made.source instanceof StoredSource) await made.source.proveWhole();
       } else {
         // The chunk plan is the output's own header: the base's, padded (mergedHead).
@@ -144,6 +150,7 @@ export async function mergeStored(store: Store, reader: ContentReader, base: Ver
       threads,
       weightFiles: model.files.map((f) => f.name),
       recipes,
+      keptAsRecipes: kept,
       skipped: others.skipped,
       configChanges,
     };

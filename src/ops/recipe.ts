@@ -143,9 +143,14 @@ export class RecipeRebuilder implements Rebuilder {
   }
 }
 
+/** Recipe content proven whole, per store handle: a server's requests share their proofs. */
+const provenIn = new WeakMap<Store, Set<string>>();
+
 /** A reader of `store`'s content that rebuilds what the store keeps as recipes: the one every command uses. */
 export function openReader(store: Store, hasher: ParallelHasher = store.hasher): ContentReader {
-  return new ContentReader(store.index, hasher, store.packsDir, new RecipeRebuilder());
+  let proven = provenIn.get(store);
+  if (!proven) provenIn.set(store, (proven = new Set()));
+  return new ContentReader(store.index, hasher, store.packsDir, new RecipeRebuilder(), proven);
 }
 
 /**

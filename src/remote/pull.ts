@@ -16,6 +16,7 @@ import { GitObjectStage } from '../repo/git-stage.js';
 import { moveRefs, type RefLogEntry, type RefMove } from '../repo/reflog.js';
 import { verify } from '../ops/integrity/verify.js';
 import { proveRecipe } from '../ops/recipe.js';
+import { inputsInChunks } from '../ops/materialize.js';
 import { parseRecipe, recipeInputs } from '../format/recipe.js';
 import { checkObject } from './wire.js';
 import { ReceiptHasher } from '../repo/receipt.js';
@@ -208,7 +209,8 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       const recipe = parseRecipe(record, `${remote.display}: recipe ${oid}`);
       if (recipe.size !== sizes.get(oid)) throw new MstoreError('EREMOTE', `${remote.display}: the recipe of ${oid} makes ${recipe.size} bytes, the pointer says ${sizes.get(oid)}`);
       for (const i of recipeInputs(recipe)) {
-        if (manifests.has(i.oid) || store.index.hasFile(Buffer.from(i.oid, 'hex'))) continue;
+        // One this store holds as a recipe is rebuilt here (inputsInChunks), not fetched.
+        if (manifests.has(i.oid) || store.index.hasContent(Buffer.from(i.oid, 'hex'))) continue;
         inputs.add(i.oid);
         sizes.set(i.oid, i.size);
       }
@@ -279,6 +281,7 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       await sink.publish();
       // Recipes once the files they read are in: each rebuilt and hashed to its id, then recorded.
       for (const [oid, record] of recipes) {
+        await inputsInChunks(store, record, `${content.get(oid)!.uses[0]} (from ${remote.display})`);
         await proveRecipe(store, oid, record, `${content.get(oid)!.uses[0]} (from ${remote.display})`);
         await sink.addRecipe(Buffer.from(oid, 'hex'), record, `recipe ${oid}`);
         whole.add(oid);

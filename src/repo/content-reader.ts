@@ -65,20 +65,23 @@ export class ContentReader {
   private readonly pool = new SlotPool();
   private readonly packFiles: PackFiles;
 
-  /** Recipe content a range read proved whole earlier (slices rebuilds to the end only once). */
-  private readonly proven = new Set<string>();
+  /** Recipe content proven whole (by oid and record): a range of it is rebuilt to its end only. */
+  private readonly proven: Set<string>;
   /** Content its readers proved whole through this reader, by oid and manifest (ops' StoredSource): each proven once. */
   readonly wholeProven = new Set<string>();
-  /** Where a range read of recipe content left its rebuild (recipeRange), by oid. */
-  private readonly cursors = new Map<string, { pieces: AsyncGenerator<Buffer>; at: number; piece: Buffer }>();
+  /** Where a range read of recipe content left its rebuild (recipeRange). */
+  private cursor: { oid: string; pieces: AsyncGenerator<Buffer>; at: number; piece: Buffer } | undefined;
 
   constructor(
     private readonly index: StoreIndex,
     private readonly hasher: ParallelHasher,
     packsDir: string,
     private readonly rebuilder?: Rebuilder,
+    /** Shared by the readers of one store in a process (a server's requests): a proof is made once. */
+    proven: Set<string> = new Set(),
   ) {
     this.packFiles = new PackFiles(packsDir);
+    this.proven = proven;
   }
 
   /** How the store holds `oid`, or EMISSING naming `display`. */
@@ -324,16 +327,19 @@ export class ContentReader {
 
   /**
    * slices() of recipe content: rebuilt from the start (a merge writes front to back), the range
-   * yielded as it passes, the rest rebuilt to the hash check. A range short of the whole file is
-   * yielded only from content proven whole: a first rebuild proves it (once per reader), so a
-   * damaged recipe never yields a byte (a whole-file read throws after its last, as above).
+   * yielded as it passes. Nothing unverified reaches the caller as whole: a range short of the
+   * whole file is yielded only from content proven whole (a first rebuild proves it, remembered by
+   * `proven`; the rebuild then stops at the range's end), and a whole-file read holds its last
+   * piece back until the bytes hashed to the oid (a failure cuts it short, as a server's response).
    */
   private async *recipeSlices(oid: string, record: Buffer, size: number, start: number, end: number, display: string): AsyncGenerator<Buffer> {
     const rebuilder = this.rebuilderFor(oid, display);
     const stop = Math.min(end, size);
-    if (!(start <= 0 && stop === size) && !this.proven.has(oid)) {
+    const whole = start <= 0 && stop === size;
+    const key = provenKey(oid, record);
+    if (!whole && !this.proven.has(key)) {
       await rebuilder.rebuild(this, oid, record, display, () => undefined);
-      this.proven.add(oid);
+      this.proven.add(key);
     }
     // The rebuild pushes, this generator pulls: the rebuild waits while a few pieces are queued.
     const queue: Buffer[] = [];
@@ -343,6 +349,7 @@ export class ContentReader {
     let abandoned = false;
     let failed: unknown;
     let pos = 0;
+    const STOP = new Error('range read');
     const producer = rebuilder
       .rebuild(this, oid, record, display, async (bytes) => {
         if (abandoned) throw new Error('the reader stopped');
@@ -352,16 +359,20 @@ export class ContentReader {
         const b = Math.min(stop, pos);
         if (a < b) queue.push(Buffer.from(bytes.subarray(a - from, b - from)));
         wake?.();
+        // Proven content: the rest of a partial range is not rebuilt.
+        if (!whole && pos >= stop) throw STOP;
         while (queue.length >= QUEUED_PIECES && !abandoned) await new Promise<void>((r) => (resume = r));
       })
       .then(
         () => void (done = true),
-        (e: unknown) => void ((failed = e), (done = true)),
+        (e: unknown) => void ((failed = e === STOP ? undefined : e), (done = true)),
       )
       .finally(() => wake?.());
     try {
       for (;;) {
-        if (queue.length) {
+        // A whole file's last piece waits for the hash check; a proven range's does not.
+        if (queue.length > (whole && !done ? 1 : 0)) {
+          if (done && failed !== undefined) break;
           yield queue.shift()!;
           resume?.();
           continue;
@@ -376,38 +387,51 @@ export class ContentReader {
       await producer;
     }
     if (failed !== undefined) throw failed;
-    this.proven.add(oid);
+    if (whole) this.proven.add(key);
   }
 
   /**
-   * A range of recipe content through a cursor kept per file: reads at ascending offsets (a tensor
-   * diff in file order) continue one rebuild instead of each rebuilding from the start. The
-   * content is proven whole first (recipeSlices), so every byte returned is verified.
+   * A range of recipe content through a cursor: reads at ascending offsets (a tensor diff in file
+   * order) continue one rebuild instead of each rebuilding from the start. One cursor per reader
+   * (one paused rebuild: memory stays bounded); the content is proven whole first, so every byte
+   * returned is verified.
    */
   private async recipeRange(oid: string, record: Buffer, size: number, start: number, length: number, display: string): Promise<Buffer> {
     const end = Math.min(start + length, size);
     if (start >= end) return Buffer.alloc(0);
-    if (!this.proven.has(oid)) {
+    const key = provenKey(oid, record);
+    if (!this.proven.has(key)) {
+      await this.closeCursor();
       await this.rebuilderFor(oid, display).rebuild(this, oid, record, display, () => undefined);
-      this.proven.add(oid);
+      this.proven.add(key);
     }
-    let c = this.cursors.get(oid);
-    if (!c || c.at > start) {
-      await c?.pieces.return(undefined);
-      c = { pieces: this.recipeSlices(oid, record, size, 0, size, display), at: 0, piece: Buffer.alloc(0) };
-      this.cursors.set(oid, c);
+    let c = this.cursor;
+    if (!c || c.oid !== oid || c.at > start) {
+      await this.closeCursor();
+      c = this.cursor = { oid, pieces: this.recipeSlices(oid, record, size, 0, size, display), at: 0, piece: Buffer.alloc(0) };
     }
     const out = Buffer.alloc(end - start);
-    for (;;) {
-      const from = Math.max(start, c.at);
-      const to = Math.min(end, c.at + c.piece.length);
-      if (from < to) c.piece.copy(out, from - start, from - c.at, to - c.at);
-      if (c.at + c.piece.length >= end) return out;
-      c.at += c.piece.length;
-      const next = await c.pieces.next();
-      if (next.done) throw new MstoreError('ECORRUPT', `${display}: its rebuild ended at byte ${c.at} of ${size}`);
-      c.piece = next.value;
+    try {
+      for (;;) {
+        const from = Math.max(start, c.at);
+        const to = Math.min(end, c.at + c.piece.length);
+        if (from < to) c.piece.copy(out, from - start, from - c.at, to - c.at);
+        if (c.at + c.piece.length >= end) return out;
+        c.at += c.piece.length;
+        const next = await c.pieces.next();
+        if (next.done) throw new MstoreError('ECORRUPT', `${display}: its rebuild ended at byte ${c.at} of ${size}`);
+        c.piece = next.value;
+      }
+    } catch (e) {
+      this.cursor = undefined;
+      throw e;
     }
+  }
+
+  private async closeCursor(): Promise<void> {
+    const c = this.cursor;
+    this.cursor = undefined;
+    await c?.pieces.return(undefined).catch(() => undefined);
   }
 
   private rebuilderFor(oid: string, display: string): Rebuilder {
@@ -496,12 +520,16 @@ export class ContentReader {
   }
 
   async close(): Promise<void> {
-    for (const c of this.cursors.values()) await c.pieces.return(undefined).catch(() => undefined);
-    this.cursors.clear();
+    await this.closeCursor();
     await this.pool.drainAll().catch(() => undefined);
     await this.packFiles.close();
     await this.rebuilder?.close();
   }
+}
+
+/** What a proof of recipe content is remembered by: its oid and its record's hash (another record proves nothing). */
+function provenKey(oid: string, record: Buffer): string {
+  return `${oid}:${sha256(record).toString('hex')}`;
 }
 
 /** The size a recipe record names (it is parsed again, whole, by the rebuild). */

@@ -34,6 +34,7 @@ const RESERVE_BASE = 256 * 1024;
 import type { PackInfo } from './pack.js';
 import { ENTRY_CHUNK, ENTRY_FILE, ENTRY_RECIPE } from './pack.js';
 import { now as clockNow } from '../lib/clock.js';
+import { parseRecipe, recipeInputs } from '../format/recipe.js';
 import { fault } from '../lib/faults.js';
 
 export interface ChunkLocation {
@@ -103,6 +104,11 @@ export interface NewRecipe {
 export interface NewRows {
   files: NewFile[];
   recipes?: NewRecipe[];
+  /**
+   * A recipe whose inputs the index lacks (gc freed them meanwhile): 'refuse' (default) fails the
+   * batch with EMISSING, recording nothing; 'skip' leaves it out (reindexing a crashed writer's packs).
+   */
+  orphans?: 'refuse' | 'skip';
 }
 
 /** The one error for an index lmdb cannot use: names the file and the repair. */
@@ -329,13 +335,14 @@ export class StoreIndex {
         }
       }
     }
+    const recipeKept = this.recipesWithInputs(recipeRows, fileRows, rows.orphans ?? 'refuse');
     chunkRows.sort((a, b) => Buffer.compare(a[0], b[0]));
     fileRows.sort((a, b) => Buffer.compare(a[0], b[0]));
-    recipeRows.sort((a, b) => Buffer.compare(a[0], b[0]));
-    if (!chunkRows.length && !fileRows.length && !recipeRows.length && !packs.length && !statUpdates?.size) return;
+    recipeKept.sort((a, b) => Buffer.compare(a[0], b[0]));
+    if (!chunkRows.length && !fileRows.length && !recipeKept.length && !packs.length && !statUpdates?.size) return;
     const created = clockNow().toISOString();
     const sized = (r: [Buffer, Buffer][]): number => r.reduce((a, [, v]) => a + 32 + v.length, 0);
-    const bytes = chunkRows.length * 76 + sized(fileRows) + sized(recipeRows) + packs.length * 160 + statBytes(statUpdates);
+    const bytes = chunkRows.length * 76 + sized(fileRows) + sized(recipeKept) + packs.length * 160 + statBytes(statUpdates);
     this.write(bytes, () => {
       for (const [k, v] of chunkRows) this.chunks.put(k, v);
       // Bytes replace a recipe (materialize): one form per oid.
@@ -343,10 +350,29 @@ export class StoreIndex {
         this.files.put(k, v);
         this.recipes.remove(k);
       }
-      for (const [k, v] of recipeRows) if (!this.files.doesExist(k)) this.recipes.put(k, v);
+      for (const [k, v] of recipeKept) this.recipes.put(k, v);
       for (const p of packs) this.packs.put(p.id, { size: p.size, entries: p.entries.length, created });
       if (statUpdates) this.applyStats(statUpdates);
     });
+  }
+
+  /**
+   * The recipe rows a batch may record: none for content held already (one form per oid; a
+   * recipe row is never replaced), and none whose inputs the index (or the batch) lacks in chunks
+   * (docs/format.md §6.5a): such a batch is refused with EMISSING, or, reindexing, the row skipped.
+   */
+  private recipesWithInputs(recipeRows: [Buffer, Buffer][], fileRows: [Buffer, Buffer][], orphans: 'refuse' | 'skip'): [Buffer, Buffer][] {
+    const adding = new Set(fileRows.map(([k]) => k.toString('hex')));
+    const kept: [Buffer, Buffer][] = [];
+    for (const [k, v] of recipeRows) {
+      if (adding.has(k.toString('hex')) || this.hasContent(k)) continue;
+      const lacking = recipeInputs(parseRecipe(v, `recipe ${k.toString('hex')}`)).find((i) => !adding.has(i.oid) && !this.hasFile(Buffer.from(i.oid, 'hex')));
+      if (!lacking) kept.push([k, v]);
+      else if (orphans === 'refuse') {
+        throw new MstoreError('EMISSING', `recipe ${k.toString('hex')} reads ${lacking.name} (${lacking.oid}), which this store no longer holds in chunks; nothing was recorded`);
+      }
+    }
+    return kept;
   }
 
   /** Every row of one database, each decoded; lmdb's or the decoder's failure is a damaged index. */

@@ -69,6 +69,8 @@ export class ObjectSink {
   newChunks = 0;
   newBytes = 0;
   newFiles = 0;
+  /** Recipes this sink stored (addRecipe calls that found the content absent). */
+  newRecipes = 0;
   /** Git objects this sink stored (addGitObject calls that found the object absent). */
   newGitObjects = 0;
 
@@ -130,21 +132,25 @@ export class ObjectSink {
 
   /**
    * Writes the recipe `record` (docs/format.md §18) for content `oid` unless the store or this
-   * sink holds that content (then undefined). The caller has proven it (rebuilt the content and
+   * sink holds that content (then nothing). The caller has proven it (rebuilt the content and
    * hashed it to `oid`); this checks that every input it reads is held in chunks, here or in
    * this sink (handed in before the publish that records the recipe), else EMISSING naming it.
    */
-  addRecipe(oid: Buffer, record: Buffer, display: string): Promise<void> | undefined {
-    if (this.hasFile(oid)) return undefined;
+  async addRecipe(oid: Buffer, record: Buffer, display: string): Promise<void> {
+    if (this.hasFile(oid)) return;
     for (const input of recipeInputs(parseRecipe(record, display))) {
       if (!this.hasManifest(Buffer.from(input.oid, 'hex'))) {
         throw new MstoreError('EMISSING', `${display}: its recipe reads ${input.name} (${input.oid}), which this store does not hold in chunks`);
       }
     }
+    // The format first: a pack holding a recipe may be sealed (and, after a kill, indexed) any time after.
+    await this.target.allowRecipes();
     const key = oid.toString('hex');
+    if (this.recipes.has(key)) return;
     this.recipes.add(key);
     this.pendingRecipes.set(key, { oid, record });
-    return this.packs.add(ENTRY_RECIPE, oid, record);
+    this.newRecipes++;
+    await this.packs.add(ENTRY_RECIPE, oid, record);
   }
 
   /**
@@ -218,7 +224,6 @@ export class ObjectSink {
         if (r) recipes.push(r);
       }
     }
-    if (recipes.length) await this.target.allowRecipes();
     this.target.index.recordPacks(packs, { files, recipes }, statUpdates);
     for (const f of files) this.pending.delete(f.oid.toString('hex'));
     for (const r of recipes) this.pendingRecipes.delete(r.oid.toString('hex'));

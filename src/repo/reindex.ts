@@ -13,6 +13,8 @@ import { parseRecipe } from '../format/recipe.js';
 export interface PackStore {
   index: StoreIndex;
   packsDir: string;
+  /** Makes the store's format one that holds recipes (store.ts), before a recipe is recorded. */
+  allowRecipes(): Promise<void>;
 }
 
 /** Every pack id present on disk. */
@@ -71,6 +73,9 @@ export async function indexPacks(store: PackStore, ids?: string[]): Promise<Rein
       damaged.push({ pack: id, error: (e as Error).message });
     }
   }
-  if (packs.length) store.index.recordPacks(packs, { files, recipes });
+  // A recipe found in a pack makes the store mstore/2 (a writer killed before its bump sealed it).
+  if (recipes.length) await store.allowRecipes();
+  // A recipe whose inputs are gone (gc freed them after a writer died) is left out; gc drops its entry.
+  if (packs.length) store.index.recordPacks(packs, { files, recipes, orphans: 'skip' });
   return { indexed: packs.map((p) => p.id), damaged };
 }

@@ -5,6 +5,7 @@
  * what the target lacks is copied, and every chunk is re-hashed as it is read.
  */
 import { proveRecipe } from '../recipe.js';
+import { inputsInChunks } from '../materialize.js';
 import { parseRecipe, recipeInputs } from '../../format/recipe.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { MstoreError } from '../../lib/errors.js';
@@ -86,7 +87,8 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
       }
       recipes.push({ oid: use.oid, record, display: use.uses[0] });
       for (const i of recipeInputs(parseRecipe(record, `${use.uses[0]} (its recipe)`))) {
-        if (queued.has(i.oid) || dst.index.hasFile(Buffer.from(i.oid, 'hex'))) continue;
+        // One the target holds as a recipe is rebuilt there (inputsInChunks), not copied.
+        if (queued.has(i.oid) || dst.index.hasContent(Buffer.from(i.oid, 'hex'))) continue;
         queued.add(i.oid);
         addFile(Buffer.from(i.oid, 'hex'), `${use.uses[0]} (its recipe's input ${i.name})`);
       }
@@ -117,6 +119,7 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
       await sink.publish();
       // Each recipe proven in the target (rebuilt from what it now holds) before it is recorded there.
       for (const r of recipes) {
+        await inputsInChunks(dst, r.record, r.display);
         await proveRecipe(dst, r.oid, r.record, r.display);
         await sink.addRecipe(Buffer.from(r.oid, 'hex'), r.record, r.display);
       }

@@ -153,6 +153,7 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
   const recipes = await recipeProblems(store, tables, indexed, problems);
   // Pack entries the index does not know (only for indexed packs; unindexed ones are reported whole).
   let dupes = 0;
+  let orphans = 0;
   for (const [pack, t] of tables) {
     if (!indexed.has(pack)) continue;
     let lost = 0;
@@ -162,12 +163,17 @@ async function check(store: Store, repaired: FsckResult['repaired']): Promise<Fs
         if (!loc) lost++;
         else if (loc.pack !== pack || loc.offset !== e.offset) dupes++;
       } else if (e.type === ENTRY_FILE && !index.hasFile(e.id)) lost++;
-      // A recipe whose content has bytes now (materialize) is superseded, not lost: gc drops it.
-      else if (e.type === ENTRY_RECIPE && !index.hasContent(e.id)) lost++;
+      // A recipe whose content has bytes now (materialize) is superseded, not lost; one whose
+      // inputs are gone (its writer died, gc freed them) cannot be recorded: gc drops both.
+      else if (e.type === ENTRY_RECIPE && !index.hasContent(e.id)) {
+        if (await recipeReadable(store, pack, e)) lost++;
+        else orphans++;
+      }
     }
     if (lost) problems.push(`pack ${pack}: ${lost} entr${lost === 1 ? 'y is' : 'ies are'} not in the index (run 'mstore fsck --repair-index')`);
   }
   if (dupes) notes.push(`${dupes} chunk copies are duplicates of chunks stored elsewhere (gc drops them)`);
+  if (orphans) notes.push(`${orphans} recipe entries read files the store no longer holds, and are not in the index (left by a writer that did not finish; gc drops them)`);
 
   // Git objects: every one read once (re-hashed, git-objects.ts) and parsed; first those refs
   // reach, walking their links, then the rest. Git packs against their own checksums.
@@ -344,30 +350,37 @@ async function cacheProblems(store: Store): Promise<string[]> {
  */
 async function recipeProblems(store: Store, tables: Map<string, Map<number, PackEntry>>, indexed: Set<string>, problems: string[]): Promise<Map<string, string[]>> {
   const index = store.index;
-  const inPacks = new Map<string, { pack: string; entry: PackEntry }>();
-  for (const [pack, t] of tables) if (indexed.has(pack)) for (const e of t.values()) if (e.type === ENTRY_RECIPE) inPacks.set(e.id.toString('hex'), { pack, entry: e });
+  const inPacks = new Map<string, { pack: string; entry: PackEntry }[]>();
+  for (const [pack, t] of tables) {
+    if (!indexed.has(pack)) continue;
+    for (const e of t.values()) if (e.type === ENTRY_RECIPE) inPacks.set(e.id.toString('hex'), [...(inPacks.get(e.id.toString('hex')) ?? []), { pack, entry: e }]);
+  }
   const out = new Map<string, string[]>();
   for (const [oid, record] of index.recipeRows()) {
     const key = oid.toString('hex');
     const where = `recipe ${key}`;
-    const at = inPacks.get(key);
-    if (!at) {
+    const copies = inPacks.get(key) ?? [];
+    if (!copies.length) {
       problems.push(`index: ${where} is in no indexed pack`);
       continue;
     }
-    const stored = Buffer.alloc(at.entry.length);
-    const fh = await open(packPath(store.packsDir, at.pack), 'r');
-    try {
-      await fh.read(stored, 0, stored.length, at.entry.offset);
-    } finally {
-      await fh.close();
+    // The row must be the bytes of one of its pack entries (two writers may have stored it twice).
+    let same = false;
+    for (const at of copies) {
+      const stored = Buffer.alloc(at.entry.length);
+      const fh = await open(packPath(store.packsDir, at.pack), 'r');
+      try {
+        await fh.read(stored, 0, stored.length, at.entry.offset);
+      } finally {
+        await fh.close();
+      }
+      same ||= stored.equals(record);
     }
-    if (!stored.equals(record)) {
-      problems.push(`${where} in pack ${at.pack} differs from its index row (run 'mstore fsck --repair-index' if the pack's record is sound)`);
+    if (!same) {
+      problems.push(`${where} in pack ${copies.map((c) => c.pack).join(', ')} differs from its index row (run 'mstore fsck --repair-index' if the pack's record is sound)`);
     }
     let inputs: string[];
     try {
-      parseRecipe(stored, `${where} in pack ${at.pack}`);
       inputs = recipeInputs(parseRecipe(record, `${where} in the index`)).map((i) => i.oid);
     } catch (e) {
       problems.push((e as Error).message);
@@ -378,4 +391,20 @@ async function recipeProblems(store: Store, tables: Map<string, Map<number, Pack
     for (const input of inputs) if (!index.hasFile(Buffer.from(input, 'hex'))) problems.push(`${where} reads ${input}, which the store does not hold in chunks`);
   }
   return out;
+}
+
+/** Whether a recipe entry in `pack` parses and reads only files the store holds in chunks (so the index should have it). */
+async function recipeReadable(store: Store, pack: string, e: PackEntry): Promise<boolean> {
+  const record = Buffer.alloc(e.length);
+  const fh = await open(packPath(store.packsDir, pack), 'r');
+  try {
+    await fh.read(record, 0, record.length, e.offset);
+  } finally {
+    await fh.close();
+  }
+  try {
+    return recipeInputs(parseRecipe(record, `recipe ${e.id.toString('hex')}`)).every((i) => store.index.hasFile(Buffer.from(i.oid, 'hex')));
+  } catch {
+    return true; // a damaged record: reported as an entry the index lacks
+  }
 }

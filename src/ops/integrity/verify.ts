@@ -67,12 +67,16 @@ export interface Problem {
   chunk?: string;
   pack?: string;
   message: string;
+  /** Content present but kept as a recipe of a merge kernel this mstore does not implement. */
+  unsupported?: boolean;
 }
 
 export interface VersionReport {
   name: string;
   commit: string;
   ok: boolean;
+  /** Every file's content is in the store, whether or not this mstore can read all of it (ok, or only recipes of a kernel it lacks). */
+  present: boolean;
   problems: string[];
 }
 
@@ -131,7 +135,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
     for (const p of r.problems) broken.set(p.oid ?? p.ref, [...(broken.get(p.oid ?? p.ref) ?? []), p.ref]);
     for (const [oid, refs] of broken) {
       const name = preferredName(refs);
-      byVersion.set(oid, { name, commit: oid, ok: true, problems: [] });
+      byVersion.set(oid, { name, commit: oid, ok: true, present: true, problems: [] });
       const msg = r.problems.find((p) => (p.oid ?? p.ref) === oid)!.message.replace(/^\S+ -> /, '');
       problems.push({ versions: [name], files: [], message: `${name}: version record ${msg}` });
     }
@@ -139,7 +143,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
 
   const report = (name: string, commit: string): VersionReport => {
     let v = byVersion.get(commit);
-    if (!v) byVersion.set(commit, (v = { name, commit, ok: true, problems: [] }));
+    if (!v) byVersion.set(commit, (v = { name, commit, ok: true, present: true, problems: [] }));
     return v;
   };
   const fail = (p: Problem): void => {
@@ -234,7 +238,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
         continue;
       }
       if (recipe.kernel !== MERGE_KERNEL) {
-        fail({ ...where, message: `${label}: content ${oid} is rebuilt by merge kernel ${recipe.kernel}; this mstore implements ${MERGE_KERNEL} only: use an mstore that implements ${recipe.kernel}` });
+        fail({ ...where, unsupported: true, message: `${label}: content ${oid} is rebuilt by merge kernel ${recipe.kernel}; this mstore implements ${MERGE_KERNEL} only: use an mstore that implements ${recipe.kernel}` });
         continue;
       }
       if (recipe.size !== use.size) {
@@ -400,6 +404,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       for (const v of byVersion.values()) {
         if (v.name === name) {
           v.ok = false;
+          v.present &&= !!p.unsupported;
           v.problems.push(p.message);
         }
       }

@@ -61,9 +61,11 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
     if (refs.problems.length) {
       throw new MstoreError('ECORRUPT', `gc refused: ${refs.problems[0].message} (a broken ref hides what it needs; run mstore fsck)`);
     }
+    // Present is what gc needs: a recipe of a merge kernel this mstore lacks is content too.
     const presence = await verify(store, { commits: refs.roots, mode: 'quick' });
-    if (!presence.ok) {
-      throw new MstoreError('ECORRUPT', `gc refused, nothing removed: the presence check failed (${presence.problems[0].message}); run mstore verify --all`);
+    const absent = presence.problems.find((p) => !p.unsupported);
+    if (absent) {
+      throw new MstoreError('ECORRUPT', `gc refused, nothing removed: the presence check failed (${absent.message}); run mstore verify --all`);
     }
     // Removed versions within the grace period stay restorable, unless an earlier gc with a
     // shorter grace already freed their content: those are past saving and not kept.
@@ -72,44 +74,57 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
     const restorable: Roots = new Map();
     if (history.size) {
       const check = await verify(store, { commits: history, mode: 'quick' });
-      for (const v of check.versions) if (v.ok) restorable.set(v.commit, history.get(v.commit)!);
+      for (const v of check.versions) if (v.present) restorable.set(v.commit, history.get(v.commit)!);
     }
     const roots = mergeRoots(refs.roots, restorable);
     const content = await contentOf(store.repo, roots.keys(), (c) => c.slice(0, 12));
-    // Content kept as a recipe needs its recipe and the files it reads (which are in chunks).
-    const neededFiles = new Set<string>();
-    const neededRecipes = new Set<string>();
-    for (const oid of content.keys()) {
-      const record = index.file(Buffer.from(oid, 'hex')) ? undefined : index.recipe(Buffer.from(oid, 'hex'));
-      if (!record) {
-        neededFiles.add(oid);
-        continue;
-      }
-      neededRecipes.add(oid);
-      for (const input of recipeInputs(parseRecipe(record, `recipe ${oid} in the index`))) neededFiles.add(input.oid);
-    }
-    const neededChunks = new Set<string>();
-    for (const oid of neededFiles) for (const c of index.file(Buffer.from(oid, 'hex'))!.chunks) neededChunks.add(c.id.toString('hex'));
-
-    // Classify every old-enough pack's entries.
-    const plans: PackPlan[] = [];
+    // Every pack's table; the young ones (written within the grace period) are not touched.
+    const tables = new Map<string, PackEntry[]>();
     const youngFiles = new Set<string>();
     let young = 0;
     const packIds = index.packIds();
     for (const id of packIds) {
-      const info = index.packInfo(id)!;
-      let entries: PackEntry[];
       try {
-        entries = await readPackTable(store.packsDir, id);
+        tables.set(id, await readPackTable(store.packsDir, id));
       } catch {
         damaged.push(id);
         continue;
       }
-      if (Date.parse(info.created) > since.getTime()) {
+      if (Date.parse(index.packInfo(id)!.created) > since.getTime()) {
         young++;
-        for (const e of entries) if (e.type === ENTRY_FILE || e.type === ENTRY_RECIPE) youngFiles.add(e.id.toString('hex'));
+        for (const e of tables.get(id)!) if (e.type === ENTRY_FILE || e.type === ENTRY_RECIPE) youngFiles.add(e.id.toString('hex'));
+      }
+    }
+    const protectedPacks = new Set(damaged);
+
+    // Content kept as a recipe needs its recipe and the files it reads (which are in chunks). A
+    // recipe row gc keeps for another reason (young, or a damaged pack) keeps its inputs too:
+    // no recipe row ever outlives the files it reads.
+    const neededFiles = new Set<string>();
+    const neededRecipes = new Set<string>();
+    for (const oid of content.keys()) {
+      if (index.file(Buffer.from(oid, 'hex')) || !index.hasRecipe(Buffer.from(oid, 'hex'))) neededFiles.add(oid);
+      else neededRecipes.add(oid);
+    }
+    const dropRecipes: Buffer[] = [];
+    for (const [oid, record] of index.recipeRows()) {
+      const key = oid.toString('hex');
+      if (!neededRecipes.has(key) && !youngFiles.has(key) && !protectedPacks.size) {
+        dropRecipes.push(oid);
         continue;
       }
+      for (const input of recipeInputs(parseRecipe(record, `recipe ${key} in the index`))) neededFiles.add(input.oid);
+    }
+    const dropping = new Set(dropRecipes.map((b) => b.toString('hex')));
+    const neededChunks = new Set<string>();
+    for (const oid of neededFiles) for (const c of index.file(Buffer.from(oid, 'hex'))?.chunks ?? []) neededChunks.add(c.id.toString('hex'));
+
+    // Classify every old-enough pack's entries.
+    const plans: PackPlan[] = [];
+    for (const id of packIds) {
+      const info = index.packInfo(id)!;
+      const entries = tables.get(id);
+      if (!entries || Date.parse(info.created) > since.getTime()) continue;
       const plan: PackPlan = { id, size: info.size, live: [], dead: [] };
       for (const e of entries) {
         const key = e.id.toString('hex');
@@ -118,13 +133,12 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
           const loc = index.chunk(e.id);
           live = neededChunks.has(key) && !!loc && loc.pack === id && loc.offset === e.offset;
         } else if (e.type === ENTRY_FILE) live = neededFiles.has(key);
-        else live = e.type === ENTRY_RECIPE && neededRecipes.has(key);
+        else live = e.type === ENTRY_RECIPE && index.hasRecipe(e.id) && !dropping.has(key);
         (live ? plan.live : plan.dead).push(e);
       }
       if (plan.dead.length) plans.push(plan);
     }
     const touched = new Set(plans.map((p) => p.id));
-    const protectedPacks = new Set(damaged);
 
     const result: GcResult = {
       dryRun: !!opts.dryRun,
@@ -148,11 +162,6 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
     for (const [oid] of index.fileRows()) {
       const key = oid.toString('hex');
       if (!neededFiles.has(key) && !youngFiles.has(key) && !protectedPacks.size) dropFiles.push(oid);
-    }
-    const dropRecipes: Buffer[] = [];
-    for (const [oid] of index.recipeRows()) {
-      const key = oid.toString('hex');
-      if (!neededRecipes.has(key) && !youngFiles.has(key) && !protectedPacks.size) dropRecipes.push(oid);
     }
     result.chunks.removed = dropChunks.length;
     result.chunks.kept = neededChunks.size;

@@ -7,6 +7,7 @@
  * fast-forward rules, a presence walk and a full verify of every new version.
  */
 import { proveRecipe } from '../../ops/recipe.js';
+import { inputsInChunks } from '../../ops/materialize.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Store } from '../../repo/store.js';
@@ -98,6 +99,7 @@ export class StoreRemote implements Remote {
     const index = this.store.index;
     if (kind === 'chunk') return ids.filter((id) => !index.hasChunk(Buffer.from(id, 'hex')));
     if (kind === 'file') return ids.filter((id) => !index.hasContent(Buffer.from(id, 'hex')));
+    if (kind === 'recipe') throw new MstoreError('EBADINPUT', 'recipes are asked for as files');
     return gitObjects(this.store.gitdir).absent(ids);
   }
 
@@ -164,6 +166,7 @@ export class StoreRemote implements Remote {
             if (sink.hasFile(oid)) continue;
             // The files it reads arrived before it: published, the rebuild reads them, then it is recorded.
             await publish();
+            await store.withLock('receive', () => inputsInChunks(store, o.data, `recipe ${o.id}`), this.lockTimeoutMs);
             await proveRecipe(store, o.id, o.data, `recipe ${o.id}`);
             await sink.addRecipe(oid, Buffer.from(o.data), `recipe ${o.id}`);
             proven.push(o.id);
@@ -214,7 +217,8 @@ export class StoreRemote implements Remote {
       }
       return;
     }
-    if (kind === 'file' || kind === 'recipe') {
+    if (kind === 'recipe') throw new MstoreError('EBADINPUT', 'recipes are fetched as files');
+    if (kind === 'file') {
       for (const id of ids) {
         const f = store.index.file(Buffer.from(id, 'hex'));
         const record = f ? undefined : store.index.recipe(Buffer.from(id, 'hex'));

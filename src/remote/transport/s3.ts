@@ -266,7 +266,9 @@ export class S3Remote implements Remote {
     }
     for (const e of entries) {
       (e.kind === 'chunk' ? this.chunkLocs : this.fileLocs).set(e.id, e.loc);
+      // The form is the one of the location kept (the last read), whichever pushes stored both.
       if (e.kind === 'recipe') this.recipeIds.add(e.id);
+      else if (e.kind === 'file') this.recipeIds.delete(e.id);
     }
     this.packs.add(id);
   }
