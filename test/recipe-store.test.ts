@@ -207,7 +207,7 @@ test('damage: a flipped byte in an input chunk is found by verify and refused by
   assert.ok(!existsSync(path.join(root, 'E-kernel', 'model.safetensors')), 'nothing written');
 });
 
-test('transfers carry the recipe: push to a store holding base and adapter sends no chunk; the remote rebuilt it before its refs moved; clone and backup take the recipe and its inputs', async () => {
+test('transfers carry the recipe: push to a store holding base and adapter sends no chunk; the remote rebuilt it before its refs moved; clone, backup and a bundle take the recipe and its inputs; the files layout the rebuilt bytes', async () => {
   const ws = path.join(root, 'A-push');
   resetSeeds();
   const c = caseA(mkdirp(path.join(root, 'cases-push')));
@@ -239,11 +239,22 @@ test('transfers carry the recipe: push to a store holding base and adapter sends
   assert.is(mstoreJson<{ index: { recipes: number } }>(bk, ['fsck']).index.recipes, 2);
   assert.ok(mstoreJson<{ ok: boolean }>(bk, ['verify', '--all']).ok);
 
-  // A bundle cannot carry a recipe yet: refused in one line, nothing written.
-  const x = mstore(ws, ['export', 'merged/v001', '-o', path.join(root, 'm.tar')]);
-  assert.is(x.code, 1);
-  assert.match(x.stderr, /kept as a recipe/);
-  assert.ok(!existsSync(path.join(root, 'm.tar')));
+  // A bundle of the merged version alone carries its recipes and their inputs; a fresh store imports
+  // it, proving each recipe, and checks it out bit for bit. The files layout holds the rebuilt bytes.
+  const tar = path.join(root, 'm.tar');
+  const x = mstoreJson<{ manifests: number; chunks: number; bytes: number }>(ws, ['export', 'merged/v001', '-o', tar]);
+  assert.ok(x.bytes < 1.5 * packBytes(ws), `a bundle of ${x.bytes} bytes carries the inputs (the store holds ${packBytes(ws)}), not the merged bytes too`);
+  const im = path.join(root, 'A-import');
+  ok(root, ['init', im]);
+  ok(im, ['import', tar]);
+  assert.is(mstoreJson<{ index: { recipes: number } }>(im, ['fsck']).index.recipes, 2);
+  assert.equal(checkout(im, 'merged/v001', path.join(root, 'import-co')), treeDigest(path.join(root, 'A-co-b')));
+  const files = path.join(root, 'm-files.tar');
+  ok(ws, ['export', 'merged/v001', '-o', files, '--format', 'files']);
+  const fl = path.join(root, 'A-import-files');
+  ok(root, ['init', fl]);
+  ok(fl, ['import', files]);
+  assert.equal(checkout(fl, 'merged/v001', path.join(root, 'import-files-co')), treeDigest(path.join(root, 'A-co-b')));
 });
 
 test('a recipe whose rebuild does not hash to its id is refused by the receiver, and no ref moves', async () => {

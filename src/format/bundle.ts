@@ -17,6 +17,7 @@ export const BUNDLE_FORMAT = 'mstore.bundle/1';
 
 export const GIT_ENTRY = /^git\/([0-9a-f]{40})$/;
 export const FILE_ENTRY = /^files\/([0-9a-f]{64})$/;
+export const RECIPE_ENTRY = /^recipes\/([0-9a-f]{64})$/;
 export const CHUNK_ENTRY = /^chunks\/([0-9a-f]{64})$/;
 
 /** Limits on what import reads into memory. */

@@ -153,13 +153,6 @@ export function openReader(store: Store, hasher: ParallelHasher = store.hasher):
   return new ContentReader(store.index, hasher, store.packsDir, new RecipeRebuilder(), proven);
 }
 
-/**
- * The refusal of a transfer that cannot carry content kept as a recipe yet (`what`: push, a
- * bundle, ...): names the file and the way out, and nothing is sent.
- */
-export function keptAsRecipe(display: string, oid: string, what: string): MstoreError {
-  return new MstoreError('EBADINPUT', `${display}: content ${oid} is kept as a recipe (docs/format.md §18), which ${what} cannot carry yet; run 'mstore materialize' on its version first`);
-}
 
 /**
  * Proves a recipe received for content `oid` (a push, a pull, a copy): rebuilds the content from

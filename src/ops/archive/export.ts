@@ -11,7 +11,8 @@
  * are read one at a time. The tar is written to a temporary name beside the output, fsynced
  * and renamed, so a failed export leaves no partial file.
  */
-import { keptAsRecipe, openReader } from '../recipe.js';
+import { parseRecipe, recipeInputs } from '../../format/recipe.js';
+import { openReader } from '../recipe.js';
 import { unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { pack as tarPack, type Header, type Pack } from 'tar-stream';
@@ -149,47 +150,61 @@ async function gitClosure(store: Store, roots: string[]): Promise<Map<string, Gi
 }
 
 interface Content {
-  /** oid hex -> manifest bytes and size. */
+  /** oid hex -> manifest bytes and size (a recipe's inputs included). */
   manifests: Map<string, { manifest: Buffer; size: number }>;
+  /** oid hex -> recipe record, for content kept as a recipe (docs/format.md §18). */
+  recipes: Map<string, Buffer>;
   /** chunk id hex -> length, pack, offset, and a file that uses it (for messages). */
   chunks: Map<string, { length: number; pack: string; offset: number; use: string }>;
   bytes: number;
 }
 
-/** The lfs content of the versions (not of their ancestors): manifests and chunks, checked against the index. */
+/**
+ * The lfs content of the versions (not of their ancestors), checked against the index: manifests
+ * and chunks, and for content kept as a recipe its record and the manifests and chunks of the
+ * files it reads.
+ */
 async function collectContent(store: Store, versions: Selected[]): Promise<Content> {
   const repo = store.repo;
   const index = store.index;
-  const manifests: Content['manifests'] = new Map();
-  const chunks: Content['chunks'] = new Map();
-  let bytes = 0;
+  const content: Content = { manifests: new Map(), recipes: new Map(), chunks: new Map(), bytes: 0 };
+  const addManifest = (oid: string, size: number, use: string): void => {
+    const f = index.file(Buffer.from(oid, 'hex'));
+    if (!f) throw new MstoreError('EMISSING', `${use}: content ${oid} is not in the store (missing file manifest)`);
+    const total = f.chunks.reduce((a, c) => a + c.length, 0);
+    if (total !== f.size || f.size !== size) {
+      throw new MstoreError('ECORRUPT', `${use}: manifest of ${oid} adds up to ${total} bytes, the pointer says ${size}`);
+    }
+    for (const c of f.chunks) {
+      const id = c.id.toString('hex');
+      if (content.chunks.has(id)) continue;
+      const loc = index.chunk(c.id);
+      if (!loc) throw new MstoreError('EMISSING', `${use}: chunk ${id} is missing from the store`);
+      if (loc.length !== c.length) throw new MstoreError('ECORRUPT', `${use}: chunk ${id} has length ${loc.length} in the index, ${c.length} in the manifest`);
+      if (c.length > MAX_CHUNK_BYTES) throw new MstoreError('EBADINPUT', `${use}: chunk ${id} is larger than ${MAX_CHUNK_BYTES} bytes`);
+      content.chunks.set(id, { length: c.length, pack: loc.pack, offset: loc.offset, use });
+    }
+    content.manifests.set(oid, { manifest: encodeManifest(f.chunks), size: f.size });
+  };
+  const counted = new Set<string>();
   for (const v of versions) {
     for (const [p, e] of modelEntries(await repo.readFlatTree(v.tree))) {
       if (e.mode === '120000') continue;
       const ptr = parsePointer(await repo.readBlob(e.blob), `${v.name}:${p}`);
-      if (!ptr || manifests.has(ptr.oid)) continue;
+      if (!ptr || counted.has(ptr.oid)) continue;
+      counted.add(ptr.oid);
       const use = `${v.name}:${p}`;
-      const f = index.file(Buffer.from(ptr.oid, 'hex'));
-      if (!f && index.hasRecipe(Buffer.from(ptr.oid, 'hex'))) throw keptAsRecipe(use, ptr.oid, 'a bundle');
-      if (!f) throw new MstoreError('EMISSING', `${use}: content ${ptr.oid} is not in the store (missing file manifest)`);
-      const total = f.chunks.reduce((a, c) => a + c.length, 0);
-      if (total !== f.size || f.size !== ptr.size) {
-        throw new MstoreError('ECORRUPT', `${use}: manifest of ${ptr.oid} adds up to ${total} bytes, the pointer says ${ptr.size}`);
-      }
-      for (const c of f.chunks) {
-        const id = c.id.toString('hex');
-        if (chunks.has(id)) continue;
-        const loc = index.chunk(c.id);
-        if (!loc) throw new MstoreError('EMISSING', `${use}: chunk ${id} is missing from the store`);
-        if (loc.length !== c.length) throw new MstoreError('ECORRUPT', `${use}: chunk ${id} has length ${loc.length} in the index, ${c.length} in the manifest`);
-        if (c.length > MAX_CHUNK_BYTES) throw new MstoreError('EBADINPUT', `${use}: chunk ${id} is larger than ${MAX_CHUNK_BYTES} bytes`);
-        chunks.set(id, { length: c.length, pack: loc.pack, offset: loc.offset, use });
-      }
-      manifests.set(ptr.oid, { manifest: encodeManifest(f.chunks), size: f.size });
-      bytes += f.size;
+      const record = index.file(Buffer.from(ptr.oid, 'hex')) ? undefined : index.recipe(Buffer.from(ptr.oid, 'hex'));
+      if (record) {
+        const recipe = parseRecipe(record, `${use} (its recipe)`);
+        if (recipe.size !== ptr.size) throw new MstoreError('ECORRUPT', `${use}: the recipe of ${ptr.oid} makes ${recipe.size} bytes, the pointer says ${ptr.size}`);
+        content.recipes.set(ptr.oid, record);
+        for (const i of recipeInputs(recipe)) if (!content.manifests.has(i.oid)) addManifest(i.oid, i.size, `${use} (its recipe's input ${i.name})`);
+      } else if (!content.manifests.has(ptr.oid)) addManifest(ptr.oid, ptr.size, use);
+      content.bytes += ptr.size;
     }
   }
-  return { manifests, chunks, bytes };
+  return content;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -369,6 +384,9 @@ async function writeBundle(
     const data = wrapObject(o.type, o.content);
     if (data.length > MAX_GIT_OBJECT_BYTES) throw new MstoreError('EBADINPUT', `git object ${oid} is larger than ${MAX_GIT_OBJECT_BYTES} bytes; import would refuse it`);
     await tar.add({ ...file, name: `git/${oid}`, size: 0 }, data);
+  }
+  for (const oid of [...content.recipes.keys()].sort()) {
+    await tar.add({ ...file, name: `recipes/${oid}`, size: 0 }, content.recipes.get(oid)!);
   }
   for (const oid of [...content.manifests.keys()].sort()) {
     await tar.add({ ...file, name: `files/${oid}`, size: 0 }, content.manifests.get(oid)!.manifest);

@@ -11,8 +11,11 @@ import { parsePointer, type Pointer } from '../../format/pointer.js';
 import { moveRefs, type RefMove } from '../../repo/reflog.js';
 import { refCollision } from '../../repo/versions.js';
 import { verify } from '../integrity/verify.js';
+import { proveRecipe } from '../recipe.js';
+import { inputsInChunks } from '../materialize.js';
+import { RECIPE_RECORD_MAX, parseRecipe, recipeInputs, type Recipe } from '../../format/recipe.js';
 import {
-  BUNDLE_HEADER, CHUNK_ENTRY, FILE_ENTRY, GIT_ENTRY, MAX_BUNDLE_HEADER_BYTES, MAX_GIT_OBJECT_BYTES, MAX_MANIFEST_BYTES,
+  BUNDLE_HEADER, CHUNK_ENTRY, FILE_ENTRY, GIT_ENTRY, RECIPE_ENTRY, MAX_BUNDLE_HEADER_BYTES, MAX_GIT_OBJECT_BYTES, MAX_MANIFEST_BYTES,
   bundleObjectLinks as objectLinks, parseBundleHeader, type BundleHeader,
 } from '../../format/bundle.js'; // objectLinks here: what a bundle may hold (§16.5.2)
 import { isGitType, sha1Hex, unwrapObject, type GitType, type Link } from '../../format/git-links.js';
@@ -35,19 +38,23 @@ interface BundlePlan {
   objects: Map<string, { type: GitType; links: Link[] }>;
   /** File oid -> manifest bytes, size. */
   manifests: Map<string, { manifest: Buffer; size: number }>;
+  /** File oid -> recipe record, for content the bundle carries as its recipe (docs/format.md §18). */
+  recipes: Map<string, Buffer>;
   /** Chunk id -> length, for chunks in the bundle. */
   chunks: Map<string, number>;
 }
 
-const SECTIONS = ['header', 'git', 'files', 'chunks'] as const;
+const SECTIONS = ['header', 'git', 'recipes', 'files', 'chunks'] as const;
+/** Section numbers, in the order entries come (SECTIONS); chunks are the last. */
+const GIT = 1;
+const RECIPES = 2;
+const FILES = 3;
 
 function sectionOf(name: string): { section: number; id: string } | undefined {
-  let m = GIT_ENTRY.exec(name);
-  if (m) return { section: 1, id: m[1] };
-  m = FILE_ENTRY.exec(name);
-  if (m) return { section: 2, id: m[1] };
-  m = CHUNK_ENTRY.exec(name);
-  if (m) return { section: 3, id: m[1] };
+  for (const [section, re] of [GIT_ENTRY, RECIPE_ENTRY, FILE_ENTRY, CHUNK_ENTRY].entries()) {
+    const m = re.exec(name);
+    if (m) return { section: section + 1, id: m[1] };
+  }
   return undefined;
 }
 
@@ -157,7 +164,9 @@ async function planRefs(store: Store, src: ObjectSource, header: BundleHeader, d
 
 async function scanBundle(store: Store, file: string, display: string): Promise<BundlePlan> {
   const index = store.index;
-  const plan: BundlePlan = { header: undefined as unknown as BundleHeader, entries: [], objects: new Map(), manifests: new Map(), chunks: new Map() };
+  const plan: BundlePlan = { header: undefined as unknown as BundleHeader, entries: [], objects: new Map(), manifests: new Map(), recipes: new Map(), chunks: new Map() };
+  /** Files the bundle's recipes read: oid -> size and a use for messages. */
+  const inputs = new Map<string, { size: number; use: string }>();
   const pointers = new Map<string, Pointer>();
   const src = new ObjectSource(store, plan.objects);
   /** Needed lfs content: oid -> size and a use for messages. */
@@ -211,14 +220,14 @@ async function scanBundle(store: Store, file: string, display: string): Promise<
       continue;
     }
     const s = sectionOf(name);
-    if (!s) throw bad(name, 'not a bundle entry name (git/<40 hex>, files/<64 hex>, chunks/<64 hex>)');
+    if (!s) throw bad(name, 'not a bundle entry name (git/<40 hex>, recipes/<64 hex>, files/<64 hex>, chunks/<64 hex>)');
     if (last && (s.section < last.section || (s.section === last.section && s.id <= last.id))) {
       throw bad(name, `out of order (after '${last.section ? `${SECTIONS[last.section]}/${last.id}` : BUNDLE_HEADER}'): entries are sorted, each once`);
     }
     if (s.section > 1 && !needed) needed = await neededContent();
     last = s;
     plan.entries.push({ name, size: n });
-    if (s.section === 1) {
+    if (s.section === GIT) {
       if (n > MAX_GIT_OBJECT_BYTES) throw bad(name, `larger than ${MAX_GIT_OBJECT_BYTES} bytes`);
       const data = await readBody(e);
       if (sha1Hex(data) !== s.id) throw bad(name, `its bytes hash to ${sha1Hex(data)}, not to its name`);
@@ -235,10 +244,28 @@ async function scanBundle(store: Store, file: string, display: string): Promise<
         const ptr = parsePointer(o.content, name);
         if (ptr) pointers.set(s.id, ptr);
       }
-    } else if (s.section === 2) {
-      if (n > MAX_MANIFEST_BYTES) throw bad(name, `larger than ${MAX_MANIFEST_BYTES} bytes`);
+    } else if (s.section === RECIPES) {
+      if (n > RECIPE_RECORD_MAX) throw bad(name, `larger than ${RECIPE_RECORD_MAX} bytes`);
       const use = needed!.get(s.id);
       if (!use) throw bad(name, 'not the content of any file of the bundled versions');
+      const record = await readBody(e);
+      let recipe: Recipe;
+      try {
+        recipe = parseRecipe(record, name);
+      } catch (err) {
+        throw bad(name, (err as Error).message.replace(`${name}: `, ''));
+      }
+      if (recipe.size !== use.size) throw bad(name, `it makes ${recipe.size} bytes, ${use.use} has ${use.size}`);
+      for (const i of recipeInputs(recipe)) {
+        const cur = inputs.get(i.oid) ?? needed!.get(i.oid);
+        if (cur && cur.size !== i.size) throw bad(name, `its input ${i.name} (${i.oid}) is ${i.size} bytes here, ${cur.size} for ${cur.use}`);
+        if (!inputs.has(i.oid)) inputs.set(i.oid, { size: i.size, use: `${use.use} (its recipe's input ${i.name})` });
+      }
+      plan.recipes.set(s.id, record);
+    } else if (s.section === FILES) {
+      if (n > MAX_MANIFEST_BYTES) throw bad(name, `larger than ${MAX_MANIFEST_BYTES} bytes`);
+      const use = needed!.get(s.id) ?? inputs.get(s.id);
+      if (!use) throw bad(name, 'not the content of any file of the bundled versions, nor a file one of its recipes reads');
       const manifest = await readBody(e);
       const total = manifestSize(manifest);
       if (typeof total === 'string') throw bad(name, total);
@@ -265,8 +292,8 @@ async function scanBundle(store: Store, file: string, display: string): Promise<
   if (!needed) needed = await neededContent();
 
   // Completeness: content, chunks, and every object the refs and versions reach.
-  for (const [oid, use] of needed) {
-    if (!plan.manifests.has(oid) && !index.hasContent(Buffer.from(oid, 'hex'))) {
+  for (const [oid, use] of [...needed, ...inputs]) {
+    if (!plan.manifests.has(oid) && !plan.recipes.has(oid) && !index.hasContent(Buffer.from(oid, 'hex'))) {
       throw new MstoreError('EBADINPUT', `${display}: the content of ${use.use} (${oid}) is in neither the bundle nor this store; nothing imported`);
     }
   }
@@ -318,6 +345,7 @@ export async function importBundle(store: Store, file: string, display: string, 
     const changed = (why: string): MstoreError =>
       new MstoreError('EBADINPUT', `${display} changed after it was checked (${why}); no refs written, the data written so far is unreferenced`);
     const sink = store.sink();
+    const proven = new Set<string>();
     let done = 0;
     try {
       let i = 0;
@@ -335,12 +363,14 @@ export async function importBundle(store: Store, file: string, display: string, 
         }
         const s = sectionOf(name)!;
         const data = await readBody(e);
-        if (s.section === 1) {
+        if (s.section === RECIPES) {
+          if (!data.equals(plan.recipes.get(s.id)!)) throw changed(`${name} differs`);
+        } else if (s.section === GIT) {
           if (sha1Hex(data) !== s.id) throw changed(`${name} no longer hashes to its name`);
           const o = unwrapObject(data);
           if (typeof o === 'string' || o.type !== plan.objects.get(s.id)?.type) throw changed(`${name} is not the object it was`);
           await sink.addGitObject(o.type, o.content, s.id);
-        } else if (s.section === 2) {
+        } else if (s.section === FILES) {
           const m = plan.manifests.get(s.id)!;
           if (!data.equals(m.manifest)) throw changed(`${name} differs`);
           sink.addFile(Buffer.from(s.id, 'hex'), m.size, data)?.catch(() => undefined);
@@ -353,6 +383,15 @@ export async function importBundle(store: Store, file: string, display: string, 
       if (i !== plan.entries.length) throw changed(`it has ${i} entries, not ${plan.entries.length}`);
       // Content first (sealed, fsynced, indexed), as a commit does.
       await sink.publish();
+      // Then each recipe, proven here (rebuilt from what this store now holds) before it is recorded.
+      for (const [oid, record] of plan.recipes) {
+        if (store.index.hasContent(Buffer.from(oid, 'hex'))) continue;
+        await inputsInChunks(store, record, `${display}: recipes/${oid}`);
+        await proveRecipe(store, oid, record, `${display}: recipes/${oid}`);
+        await sink.addRecipe(Buffer.from(oid, 'hex'), record, `${display}: recipes/${oid}`);
+        proven.add(oid);
+      }
+      await sink.publish();
     } catch (e) {
       await sink.abandon(false);
       throw e;
@@ -360,7 +399,7 @@ export async function importBundle(store: Store, file: string, display: string, 
 
     // Every byte of every imported version, re-read from this store, before any ref is written.
     const commits = new Map(plan.header.versions.map((v) => [v.commit, [v.name]]));
-    const check = await verify(store, { commits, mode: 'full' });
+    const check = await verify(store, { commits, mode: 'full', wholeOnReceipt: proven });
     if (!check.ok) {
       const more = check.problems.length > 1 ? ` (+${check.problems.length - 1} more)` : '';
       throw new MstoreError(
