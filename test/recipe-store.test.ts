@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert';
 import { cpSync, mkdirSync, readFileSync, rmSync, openSync, readSync, writeSync, closeSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { cleanup, mstore, mstoreJson, sha256File, storeState, tmpDir, treeDigest } from './helpers.js';
-import { current, ok as okEnv, withBox } from './deploy-helpers.js';
+import { current, ok as okEnv, READ_TOKEN, withBox } from './deploy-helpers.js';
 import { withStoreAt } from './in-process.js';
 import { caseA, caseE, resetSeeds, storeCase, type Case } from './merge-cases.js';
 import { listVersionFiles } from '../src/repo/version-files.js';
@@ -296,6 +296,16 @@ test('deploy over HTTP of a merged version kept as recipes to a box holding its 
     for (const f of JSON.parse(okEnv(b.ws, ['show', 'merged/v001', '--json'])).files as { path: string; oid: string }[]) {
       assert.is(sha256File(path.join(dir, f.path)), f.oid, f.path);
     }
+    // The box's Hugging Face API serves the rebuilt bytes: a whole file, and a range of it.
+    const want = readFileSync(path.join(dir, 'model-00001-of-00002.safetensors'));
+    const url = `${b.server.url}/box/resolve/merged%2Fv001/model-00001-of-00002.safetensors`;
+    const auth = { authorization: `Bearer ${READ_TOKEN}` };
+    const whole = await fetch(url, { headers: auth });
+    assert.is(whole.status, 200);
+    assert.ok(Buffer.from(await whole.arrayBuffer()).equals(want), 'the whole file');
+    const part = await fetch(url, { headers: { ...auth, range: 'bytes=1000-50999' } });
+    assert.is(part.status, 206);
+    assert.ok(Buffer.from(await part.arrayBuffer()).equals(want.subarray(1000, 51000)), 'a range of it');
   }),
 );
 
