@@ -196,14 +196,6 @@ async function main(): Promise<void> {
   mstore(['init', '--bare', http]);
   mstore(['push', http, 'v001']);
   const viaHttp = await overHttp(http, ws, (url) => JSON.parse(run(process.execPath, [CLI, 'push', url, 'merged/latest', '--json'], { cwd: ws, env: { BENCH_TOKEN: TOKEN } }).stdout) as { bytesSent: number });
-  // S3 (RGW, where `scripts/rgw-start.sh` left its environment) with base and adapter.
-  const s3 = s3Env();
-  let viaS3: { bytesSent: number } | undefined;
-  if (s3) {
-    const url = `s3://${s3.MSTORE_S3_BUCKET ?? 'mstore-test'}/bench-consolidate-${process.pid}-${Date.now().toString(36)}`;
-    run(process.execPath, [CLI, 'push', url, 'v001', 'adapters/v001'], { cwd: ws, env: s3 });
-    viaS3 = JSON.parse(run(process.execPath, [CLI, 'push', url, 'merged/latest', '--json'], { cwd: ws, env: s3 }).stdout) as { bytesSent: number };
-  }
   // The remote keeps bytes (materialized there): checkouts of the same version, rebuilt against read.
   run(process.execPath, [CLI, 'materialize', 'merged/latest'], { cwd: remote });
   const co: { recipe: Measured[]; bytes: Measured[] } = { recipe: [], bytes: [] };
@@ -215,6 +207,15 @@ async function main(): Promise<void> {
     }
   }
 
+  // S3 (RGW, where `scripts/rgw-start.sh` left its environment) with base and adapter: last, as
+  // RGW goes on writing what it received for a while (it would slow what runs next).
+  const s3 = s3Env();
+  let viaS3: { bytesSent: number } | undefined;
+  if (s3) {
+    const url = `s3://${s3.MSTORE_S3_BUCKET ?? 'mstore-test'}/bench-consolidate-${process.pid}-${Date.now().toString(36)}`;
+    run(process.execPath, [CLI, 'push', url, 'v001', 'adapters/v001'], { cwd: ws, env: s3 });
+    viaS3 = JSON.parse(run(process.execPath, [CLI, 'push', url, 'merged/latest', '--json'], { cwd: ws, env: s3 }).stdout) as { bytesSent: number };
+  }
   const model = made.base_bytes;
   const gb = (b: number): string => `${(b / 1e9).toFixed(3)} GB`;
   const pct = (b: number): string => `${((100 * b) / model).toFixed(1)} %`;
