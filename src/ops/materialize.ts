@@ -16,7 +16,7 @@ import type { Store } from '../repo/store.js';
 import { resolveRev } from '../repo/versions.js';
 import { listVersionFiles } from '../repo/version-files.js';
 import { mergedHead, WeightMerger } from '../merge/merge.js';
-import { openReader, openRecipe, rebuild } from './recipe.js';
+import { openInputs, openReader, rebuild, recipeInputsKey, type OpenRecipe } from './recipe.js';
 
 export interface MaterializeResult {
   commit: string;
@@ -75,13 +75,17 @@ async function storeBytes(store: Store, todo: Map<string, { display: string; siz
   const merger = new WeightMerger({ threads: Math.max(1, os.availableParallelism()) });
   const writer = new ContentWriter(store.sink(), store.hasher, store.config.chunking);
   try {
+    // The files of one merge share their inputs: opened once (the adapter and shard headers read once).
+    const opened = new Map<string, OpenRecipe>();
     for (const [oid, t] of todo) {
       const recipe = parseRecipe(t.record, `${t.display} (its recipe)`);
-      const { model } = await openRecipe(reader, merger, recipe, t.display, false);
-      const { head, size } = mergedHead(model.files.find((f) => f.name === recipe.file)!);
+      const key = recipeInputsKey(recipe);
+      if (!opened.has(key)) opened.set(key, await openInputs(reader, merger, recipe, t.display, false));
+      const inputs = opened.get(key)!;
+      const { head, size } = mergedHead(inputs.model.files.find((f) => f.name === recipe.file)!);
       const stream = writer.stream(size, t.display, parseSafetensorsHeader(head.subarray(0, 8), head.subarray(8), size), (n) => onProgress?.({ done: (out.bytes += n), total }), { replaceRecipe: true });
       // The rebuild resolves only once the bytes hashed to oid; only then is the manifest written.
-      await rebuild(reader, merger, recipe, oid, t.display, stream);
+      await rebuild(reader, merger, recipe, oid, t.display, stream, inputs);
       const stored = await stream.end();
       if (stored.oid !== oid) throw new MstoreError('ECORRUPT', `${t.display}: stored as ${stored.oid}, expected ${oid}`);
     }

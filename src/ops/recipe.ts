@@ -79,7 +79,7 @@ export interface OpenRecipe {
  * (consolidate, which has no content id to check its output against); without, each chunk read
  * is re-hashed to its id and the caller hashes the output.
  */
-export async function openRecipe(reader: ContentReader, merger: WeightMerger, recipe: Recipe, display: string, whole: boolean): Promise<OpenRecipe> {
+export async function openInputs(reader: ContentReader, merger: WeightMerger, recipe: Recipe, display: string, whole: boolean): Promise<OpenRecipe> {
   if (recipe.kernel !== MERGE_KERNEL) {
     throw new MstoreError('EBADINPUT', `${display} is rebuilt by merge kernel ${recipe.kernel}; this mstore implements ${MERGE_KERNEL} only (docs/merge.md): use an mstore that implements ${recipe.kernel}`);
   }
@@ -97,9 +97,26 @@ export async function openRecipe(reader: ContentReader, merger: WeightMerger, re
   const order = model.files.map((f) => f.name).join('\n');
   if (order !== recipe.base.files.map((f) => f.name).join('\n')) throw new MstoreError('ECORRUPT', `${display}: its recipe lists the base files ${recipe.base.files.map((f) => f.name).join(', ')}, its base model reads ${model.files.map((f) => f.name).join(', ')}`);
   const plan = await planAdapterIn(dirs.adapter, model, merger.pool).catch(damaged);
-  const file = model.files.find((f) => f.name === recipe.file)!;
-  if (mergedHead(file).size !== recipe.size) throw new MstoreError('ECORRUPT', `${display}: its recipe says ${recipe.size} bytes, its inputs make ${mergedHead(file).size}`);
   return { model, plan, dirs };
+}
+
+/** openInputs, and the file the recipe makes checked against the size the record says. */
+export async function openRecipe(reader: ContentReader, merger: WeightMerger, recipe: Recipe, display: string, whole: boolean): Promise<OpenRecipe> {
+  const open = await openInputs(reader, merger, recipe, display, whole);
+  recipeFile(open, recipe, display);
+  return open;
+}
+
+/** The base file a recipe merges, checked against the size the record says. */
+function recipeFile(open: OpenRecipe, recipe: Recipe, display: string): BaseModel['files'][number] {
+  const file = open.model.files.find((f) => f.name === recipe.file)!;
+  if (mergedHead(file).size !== recipe.size) throw new MstoreError('ECORRUPT', `${display}: its recipe says ${recipe.size} bytes, its inputs make ${mergedHead(file).size}`);
+  return file;
+}
+
+/** What the merged files of one merge share: the same inputs, kernel and texts (the recipe without its file and size). */
+export function recipeInputsKey(recipe: Recipe): string {
+  return createHash('sha256').update(encodeRecipe({ ...recipe, file: recipe.base.files[0].name, size: 0 })).digest('hex');
 }
 
 /**
@@ -108,11 +125,11 @@ export async function openRecipe(reader: ContentReader, merger: WeightMerger, re
  * well); until then `out` holds unverified bytes (callers publish only after). A recipe of
  * another merge kernel version is refused naming the version it needs.
  */
-export async function rebuild(reader: ContentReader, merger: WeightMerger, recipe: Recipe, oid: string, display: string, out: WeightOut): Promise<void> {
-  const { model, plan } = await openRecipe(reader, merger, recipe, display, false);
-  const file = model.files.find((f) => f.name === recipe.file)!;
+export async function rebuild(reader: ContentReader, merger: WeightMerger, recipe: Recipe, oid: string, display: string, out: WeightOut, inputs?: OpenRecipe): Promise<void> {
+  const open = inputs ?? (await openRecipe(reader, merger, recipe, display, false));
+  const file = recipeFile(open, recipe, display);
   const hash = createHash('sha256');
-  await merger.write(file, { write: (b) => (hash.update(b), out.write(b)) }, plan, model);
+  await merger.write(file, { write: (b) => (hash.update(b), out.write(b)) }, open.plan, open.model);
   const digest = hash.digest('hex');
   if (digest !== oid) throw new MstoreError('ECORRUPT', `${display}: rebuilt from its recipe, it hashes to ${digest}, expected ${oid}`);
 }
@@ -129,12 +146,26 @@ function checkSize(reader: ContentReader, f: RecipeInput, display: string): void
  */
 export class RecipeRebuilder implements Rebuilder {
   private merger: WeightMerger | undefined;
+  /**
+   * The inputs last opened (base model and adapter plan), by recipeInputsKey: the shards of one
+   * merged model share them, so a checkout reads the adapter and the shard headers once, not once
+   * per shard.
+   */
+  private opened: { key: string; open: Promise<OpenRecipe> } | undefined;
   constructor(private readonly threads = Math.max(1, os.availableParallelism())) {}
 
   async rebuild(reader: ContentReader, oid: string, record: Buffer, display: string, write: (bytes: Uint8Array) => Promise<void> | void): Promise<void> {
     const recipe = parseRecipe(record, `${display} (its recipe)`);
-    this.merger ??= new WeightMerger({ threads: this.threads });
-    await rebuild(reader, this.merger, recipe, oid, display, { write: async (b) => write(b) });
+    const merger = (this.merger ??= new WeightMerger({ threads: this.threads }));
+    const key = recipeInputsKey(recipe);
+    if (this.opened?.key !== key) {
+      const open = openInputs(reader, merger, recipe, display, false).catch((e: unknown) => {
+        if (this.opened?.open === open) this.opened = undefined;
+        throw e;
+      });
+      this.opened = { key, open };
+    }
+    await rebuild(reader, merger, recipe, oid, display, { write: async (b) => write(b) }, await this.opened.open);
   }
 
   async close(): Promise<void> {
