@@ -26,7 +26,8 @@
  *
  * Env: MSTORE_BENCH_DIR (work dir; default os.tmpdir()), MSTORE_BENCH_REPS (3),
  * MSTORE_BENCH_LAYERS (19: ~0.9 GB), MSTORE_HF_PYTHON (an interpreter with torch, transformers and
- * peft; default the venv `bash .ci/run` builds, then python3). Exit status: 0 when every
+ * peft; default the venv `bash .ci/run` builds, then python3), MSTORE_BENCH_S3=0 (skip S3; what the
+ * bench pushes there is deleted after). Exit status: 0 when every
  * acceptance figure passes, 1 otherwise.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -91,6 +92,28 @@ async function measured(args: string[], cwd: string): Promise<Measured> {
 }
 
 const TOKEN = 'bench-consolidate-push-token-0123456789';
+
+/** Removes what the bench pushed to S3 (every key under `prefix`). */
+async function deletePrefix(env: Record<string, string>, bucket: string, prefix: string): Promise<void> {
+  const sdk = await import('@aws-sdk/client-s3');
+  const e = { ...process.env, ...env };
+  const client = new sdk.S3Client({
+    endpoint: e.AWS_ENDPOINT_URL,
+    region: e.AWS_REGION ?? 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: e.AWS_ACCESS_KEY_ID ?? '', secretAccessKey: e.AWS_SECRET_ACCESS_KEY ?? '' },
+  });
+  try {
+    for (;;) {
+      const listed = await client.send(new sdk.ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}/` }));
+      const keys = (listed.Contents ?? []).map((o) => ({ Key: o.Key! }));
+      if (!keys.length) return;
+      await client.send(new sdk.DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys } }));
+    }
+  } finally {
+    client.destroy();
+  }
+}
 
 /** The S3 environment: AWS_ENDPOINT_URL set, or the env file scripts/rgw-start.sh writes; undefined without. */
 function s3Env(): Record<string, string> | undefined {
@@ -209,12 +232,18 @@ async function main(): Promise<void> {
 
   // S3 (RGW, where `scripts/rgw-start.sh` left its environment) with base and adapter: last, as
   // RGW goes on writing what it received for a while (it would slow what runs next).
-  const s3 = s3Env();
+  // MSTORE_BENCH_S3=0 skips it (the test RGW keeps objects in memory: 8 GiB by default).
+  const s3 = process.env.MSTORE_BENCH_S3 === '0' ? undefined : s3Env();
   let viaS3: { bytesSent: number } | undefined;
   if (s3) {
-    const url = `s3://${s3.MSTORE_S3_BUCKET ?? 'mstore-test'}/bench-consolidate-${process.pid}-${Date.now().toString(36)}`;
-    run(process.execPath, [CLI, 'push', url, 'v001', 'adapters/v001'], { cwd: ws, env: s3 });
-    viaS3 = JSON.parse(run(process.execPath, [CLI, 'push', url, 'merged/latest', '--json'], { cwd: ws, env: s3 }).stdout) as { bytesSent: number };
+    const bucket = s3.MSTORE_S3_BUCKET ?? process.env.MSTORE_S3_BUCKET ?? 'mstore-test';
+    const prefix = `bench-consolidate-${process.pid}-${Date.now().toString(36)}`;
+    try {
+      run(process.execPath, [CLI, 'push', `s3://${bucket}/${prefix}`, 'v001', 'adapters/v001'], { cwd: ws, env: s3 });
+      viaS3 = JSON.parse(run(process.execPath, [CLI, 'push', `s3://${bucket}/${prefix}`, 'merged/latest', '--json'], { cwd: ws, env: s3 }).stdout) as { bytesSent: number };
+    } finally {
+      await deletePrefix(s3, bucket, prefix);
+    }
   }
   const model = made.base_bytes;
   const gb = (b: number): string => `${(b / 1e9).toFixed(3)} GB`;
