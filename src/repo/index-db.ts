@@ -146,7 +146,8 @@ function statBytes(updates: Map<string, StatEntry | null> | undefined): number {
 export class StoreIndex {
   private readonly chunks: Database<Buffer, Buffer>;
   private readonly files: Database<Buffer, Buffer>;
-  private readonly recipes: Database<Buffer, Buffer>;
+  /** Absent in an index an older mstore wrote, opened read-only (it cannot be created there): no recipes. */
+  private readonly recipes: Database<Buffer, Buffer> | undefined;
   private readonly packs: Database<{ size: number; entries: number; created: string }, string>;
   private readonly stats: Database<StatEntry, string>;
 
@@ -158,7 +159,8 @@ export class StoreIndex {
   ) {
     this.chunks = this.root.openDB({ name: 'chunks', keyEncoding: 'binary', encoding: 'binary' });
     this.files = this.root.openDB({ name: 'files', keyEncoding: 'binary', encoding: 'binary' });
-    this.recipes = this.root.openDB({ name: 'recipes', keyEncoding: 'binary', encoding: 'binary' });
+    // lmdb gives nothing for a database a read-only environment lacks (an older mstore's index).
+    this.recipes = this.root.openDB({ name: 'recipes', keyEncoding: 'binary', encoding: 'binary' }) ?? undefined;
     this.packs = this.root.openDB({ name: 'packs' });
     this.stats = this.root.openDB({ name: 'stat' });
   }
@@ -274,11 +276,11 @@ export class StoreIndex {
 
   /** The recipe record of content kept as its recipe (no manifest), or undefined. */
   recipe(oid: Buffer): Buffer | undefined {
-    return this.read(() => this.recipes.getBinary(oid) ?? undefined);
+    return this.read(() => this.recipes?.getBinary(oid) ?? undefined);
   }
 
   hasRecipe(oid: Buffer): boolean {
-    return this.read(() => this.recipes.doesExist(oid));
+    return this.read(() => this.recipes?.doesExist(oid) ?? false);
   }
 
   /**
@@ -348,9 +350,9 @@ export class StoreIndex {
       // Bytes replace a recipe (materialize): one form per oid.
       for (const [k, v] of fileRows) {
         this.files.put(k, v);
-        this.recipes.remove(k);
+        this.recipes?.remove(k);
       }
-      for (const [k, v] of recipeKept) this.recipes.put(k, v);
+      for (const [k, v] of recipeKept) this.recipes?.put(k, v);
       for (const p of packs) this.packs.put(p.id, { size: p.size, entries: p.entries.length, created });
       if (statUpdates) this.applyStats(statUpdates);
     });
@@ -399,8 +401,8 @@ export class StoreIndex {
   }
 
   /** Every recipe row: oid and record bytes. */
-  recipeRows(): Generator<[Buffer, Buffer]> {
-    return this.rows(this.recipes, (v) => Buffer.from(v));
+  *recipeRows(): Generator<[Buffer, Buffer]> {
+    if (this.recipes) yield* this.rows(this.recipes, (v) => Buffer.from(v));
   }
 
   packInfo(id: string): { size: number; entries: number; created: string } | undefined {
@@ -433,7 +435,7 @@ export class StoreIndex {
       for (const [k, v] of rows) this.chunks.put(k, v);
       for (const k of change.dropChunks) this.chunks.remove(k);
       for (const k of change.dropFiles) this.files.remove(k);
-      for (const k of change.dropRecipes) this.recipes.remove(k);
+      for (const k of change.dropRecipes) this.recipes?.remove(k);
       for (const id of change.dropPacks) this.packs.remove(id);
       for (const p of change.newPacks) this.packs.put(p.id, { size: p.size, entries: p.entries.length, created });
       for (const k of change.dropStats) this.stats.remove(k);
