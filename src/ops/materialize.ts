@@ -39,11 +39,7 @@ export async function materialize(store: Store, rev: string, opts: { onProgress?
       if (!record) throw new MstoreError('EMISSING', `${rev}:${f.path}: content ${f.oid} is not in the store`);
       todo.set(f.oid, { display: `${rev}:${f.path}`, path: f.path, size: f.size, record });
     }
-    const result: MaterializeResult = { commit, files: [...todo.values()].map((t) => t.path), bytes: 0, newBytes: 0 };
-    const stored = await storeBytes(store, todo, opts.onProgress);
-    result.bytes = stored.bytes;
-    result.newBytes = stored.newBytes;
-    return result;
+    return { commit, files: [...todo.values()].map((t) => t.path), ...(await storeBytes(store, todo, opts.onProgress)) };
   });
 }
 
@@ -56,7 +52,7 @@ export async function inputsInChunks(store: Store, record: Buffer, display: stri
   const todo = new Map<string, { display: string; size: number; record: Buffer }>();
   for (const i of recipeInputs(parseRecipe(record, `${display} (its recipe)`))) {
     const key = Buffer.from(i.oid, 'hex');
-    const held = store.index.hasFile(key) ? undefined : store.index.recipe(key);
+    const held = store.index.heldAsRecipe(key);
     if (held) todo.set(i.oid, { display: `${display} (its recipe's input ${i.name})`, size: i.size, record: held });
   }
   await storeBytes(store, todo);

@@ -184,23 +184,3 @@ export function openReader(store: Store, hasher: ParallelHasher = store.hasher):
   return new ContentReader(store.index, hasher, store.packsDir, new RecipeRebuilder(), proven);
 }
 
-
-/**
- * Proves a recipe received for content `oid` (a push, a pull, a copy): rebuilds the content from
- * `store` and hashes it to `oid`, writing nothing; throws ECORRUPT naming `display` otherwise.
- * The receiver records the recipe only after this.
- */
-export async function proveRecipe(store: Store, oid: string, record: Buffer, display: string): Promise<void> {
-  const reader = openReader(store);
-  try {
-    const recipe = parseRecipe(record, `${display} (its recipe)`);
-    const rebuilder = new RecipeRebuilder();
-    try {
-      await rebuilder.rebuild(reader, oid, encodeRecipe(recipe), display, () => undefined);
-    } finally {
-      await rebuilder.close();
-    }
-  } finally {
-    await reader.close();
-  }
-}

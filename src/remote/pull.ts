@@ -15,8 +15,7 @@ import { GITLINK_MODE, objectLinks, unwrapObject } from '../format/git-links.js'
 import { GitObjectStage } from '../repo/git-stage.js';
 import { moveRefs, type RefLogEntry, type RefMove } from '../repo/reflog.js';
 import { verify } from '../ops/integrity/verify.js';
-import { proveRecipe } from '../ops/recipe.js';
-import { inputsInChunks } from '../ops/materialize.js';
+import { takeRecipes } from '../ops/recipe-intake.js';
 import { parseRecipe, recipeInputs } from '../format/recipe.js';
 import { checkObject } from './wire.js';
 import { ReceiptHasher } from '../repo/receipt.js';
@@ -280,13 +279,9 @@ export async function pull(store: Store, remote: Remote, opts: PullOptions = {})
       result.filesReceived = sink.newFiles;
       await sink.publish();
       // Recipes once the files they read are in: each rebuilt and hashed to its id, then recorded.
-      for (const [oid, record] of recipes) {
-        await inputsInChunks(store, record, `${content.get(oid)!.uses[0]} (from ${remote.display})`);
-        await proveRecipe(store, oid, record, `${content.get(oid)!.uses[0]} (from ${remote.display})`);
-        await sink.addRecipe(Buffer.from(oid, 'hex'), record, `recipe ${oid}`);
-        whole.add(oid);
-        result.recipesReceived++;
-      }
+      const taken = await takeRecipes(store, sink, [...recipes].map(([oid, record]) => ({ oid, record, display: `${content.get(oid)!.uses[0]} (from ${remote.display})` })));
+      for (const oid of taken) whole.add(oid);
+      result.recipesReceived = taken.length;
       await sink.publish();
     } catch (e) {
       // Keep what arrived whole (a rerun fetches only the rest); drop the rest.

@@ -127,7 +127,7 @@ export async function push(store: Store, remote: Remote, opts: PushOptions = {})
   const inputs = new Map<string, string>();
   for (const oid of missingFiles) {
     const use = content.get(oid)?.uses[0] ?? oid;
-    const record = store.index.file(Buffer.from(oid, 'hex')) ? undefined : store.index.recipe(Buffer.from(oid, 'hex'));
+    const record = store.index.heldAsRecipe(Buffer.from(oid, 'hex'));
     if (!record) {
       addFile(oid, use);
       continue;

@@ -279,6 +279,11 @@ export class StoreIndex {
     return this.read(() => this.recipes?.getBinary(oid) ?? undefined);
   }
 
+  /** The recipe of content held as its recipe only: bytes win should a manifest hold it too (fsck reports that). */
+  heldAsRecipe(oid: Buffer): Buffer | undefined {
+    return this.hasFile(oid) ? undefined : this.recipe(oid);
+  }
+
   hasRecipe(oid: Buffer): boolean {
     return this.read(() => this.recipes?.doesExist(oid) ?? false);
   }

@@ -292,3 +292,16 @@ export async function readPackTable(packsDir: string, id: string): Promise<PackE
     closeSync(fd);
   }
 }
+
+/** The bytes of one entry of a pack on disk (a recipe or manifest record; chunks are read by ContentReader). */
+export async function readPackEntry(packsDir: string, id: string, e: PackEntry): Promise<Buffer> {
+  const data = Buffer.alloc(e.length);
+  const fh = await open(packPath(packsDir, id), 'r');
+  try {
+    const { bytesRead } = await fh.read(data, 0, e.length, e.offset);
+    if (bytesRead !== e.length) throw new Error(`pack ${id}: entry ${e.id.toString('hex')} is cut short`);
+  } finally {
+    await fh.close();
+  }
+  return data;
+}

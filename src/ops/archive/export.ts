@@ -194,7 +194,7 @@ async function collectContent(store: Store, versions: Selected[]): Promise<Conte
       if (!ptr || counted.has(ptr.oid)) continue;
       counted.add(ptr.oid);
       const use = `${v.name}:${p}`;
-      const record = index.file(Buffer.from(ptr.oid, 'hex')) ? undefined : index.recipe(Buffer.from(ptr.oid, 'hex'));
+      const record = index.heldAsRecipe(Buffer.from(ptr.oid, 'hex'));
       if (record) {
         const recipe = parseRecipe(record, `${use} (its recipe)`);
         if (recipe.size !== ptr.size) throw new MstoreError('ECORRUPT', `${use}: the recipe of ${ptr.oid} makes ${recipe.size} bytes, the pointer says ${ptr.size}`);

@@ -11,8 +11,7 @@ import { parsePointer, type Pointer } from '../../format/pointer.js';
 import { moveRefs, type RefMove } from '../../repo/reflog.js';
 import { refCollision } from '../../repo/versions.js';
 import { verify } from '../integrity/verify.js';
-import { proveRecipe } from '../recipe.js';
-import { inputsInChunks } from '../materialize.js';
+import { takeRecipes } from '../recipe-intake.js';
 import { RECIPE_RECORD_MAX, parseRecipe, recipeInputs, type Recipe } from '../../format/recipe.js';
 import {
   BUNDLE_HEADER, CHUNK_ENTRY, FILE_ENTRY, GIT_ENTRY, RECIPE_ENTRY, MAX_BUNDLE_HEADER_BYTES, MAX_GIT_OBJECT_BYTES, MAX_MANIFEST_BYTES,
@@ -384,13 +383,7 @@ export async function importBundle(store: Store, file: string, display: string, 
       // Content first (sealed, fsynced, indexed), as a commit does.
       await sink.publish();
       // Then each recipe, proven here (rebuilt from what this store now holds) before it is recorded.
-      for (const [oid, record] of plan.recipes) {
-        if (store.index.hasContent(Buffer.from(oid, 'hex'))) continue;
-        await inputsInChunks(store, record, `${display}: recipes/${oid}`);
-        await proveRecipe(store, oid, record, `${display}: recipes/${oid}`);
-        await sink.addRecipe(Buffer.from(oid, 'hex'), record, `${display}: recipes/${oid}`);
-        proven.add(oid);
-      }
+      for (const oid of await takeRecipes(store, sink, [...plan.recipes].map(([oid, record]) => ({ oid, record, display: `${display}: recipes/${oid}` })))) proven.add(oid);
       await sink.publish();
     } catch (e) {
       await sink.abandon(false);

@@ -4,8 +4,7 @@
  * git objects (dependencies first), then a full verify in the target, then the refs. Only
  * what the target lacks is copied, and every chunk is re-hashed as it is read.
  */
-import { proveRecipe } from '../recipe.js';
-import { inputsInChunks } from '../materialize.js';
+import { takeRecipes } from '../recipe-intake.js';
 import { parseRecipe, recipeInputs } from '../../format/recipe.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { MstoreError } from '../../lib/errors.js';
@@ -80,7 +79,7 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
       const oid = Buffer.from(use.oid, 'hex');
       if (dst.index.hasContent(oid) || queued.has(use.oid)) continue;
       queued.add(use.oid);
-      const record = src.index.file(oid) ? undefined : src.index.recipe(oid);
+      const record = src.index.heldAsRecipe(oid);
       if (!record) {
         addFile(oid, use.uses[0]);
         continue;
@@ -118,11 +117,7 @@ export async function copyVersions(src: Store, dst: Store, opts: CopyOptions): P
       }
       await sink.publish();
       // Each recipe proven in the target (rebuilt from what it now holds) before it is recorded there.
-      for (const r of recipes) {
-        await inputsInChunks(dst, r.record, r.display);
-        await proveRecipe(dst, r.oid, r.record, r.display);
-        await sink.addRecipe(Buffer.from(r.oid, 'hex'), r.record, r.display);
-      }
+      await takeRecipes(dst, sink, recipes);
       await sink.publish();
     } catch (e) {
       await sink.abandon(false);

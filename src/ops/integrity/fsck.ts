@@ -10,7 +10,6 @@
  * index is a problem named with its repair, not a crash.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { MstoreError, errorLine } from '../../lib/errors.js';
@@ -19,7 +18,7 @@ import { gitObjects } from '../../repo/git-objects.js';
 import { rebuildRecords, staleRecords } from '../../repo/versions.js';
 import { localRefs } from '../../repo/refs.js';
 import type { Store } from '../../repo/store.js';
-import { ENTRY_CHUNK, ENTRY_FILE, ENTRY_RECIPE, packPath, readPackTable, type PackEntry } from '../../repo/pack.js';
+import { ENTRY_CHUNK, ENTRY_FILE, ENTRY_RECIPE, readPackEntry, readPackTable, type PackEntry } from '../../repo/pack.js';
 import { parseRecipe, recipeInputs } from '../../format/recipe.js';
 import { indexPacks, listPackFiles } from '../../repo/reindex.js';
 import { contentOf, refRoots } from '../../repo/reach.js';
@@ -366,16 +365,7 @@ async function recipeProblems(store: Store, tables: Map<string, Map<number, Pack
     }
     // The row must be the bytes of one of its pack entries (two writers may have stored it twice).
     let same = false;
-    for (const at of copies) {
-      const stored = Buffer.alloc(at.entry.length);
-      const fh = await open(packPath(store.packsDir, at.pack), 'r');
-      try {
-        await fh.read(stored, 0, stored.length, at.entry.offset);
-      } finally {
-        await fh.close();
-      }
-      same ||= stored.equals(record);
-    }
+    for (const at of copies) same ||= (await readPackEntry(store.packsDir, at.pack, at.entry)).equals(record);
     if (!same) {
       problems.push(`${where} in pack ${copies.map((c) => c.pack).join(', ')} differs from its index row (run 'mstore fsck --repair-index' if the pack's record is sound)`);
     }
@@ -395,14 +385,8 @@ async function recipeProblems(store: Store, tables: Map<string, Map<number, Pack
 
 /** Whether a recipe entry in `pack` parses and reads only files the store holds in chunks (so the index should have it). */
 async function recipeReadable(store: Store, pack: string, e: PackEntry): Promise<boolean> {
-  const record = Buffer.alloc(e.length);
-  const fh = await open(packPath(store.packsDir, pack), 'r');
   try {
-    await fh.read(record, 0, record.length, e.offset);
-  } finally {
-    await fh.close();
-  }
-  try {
+    const record = await readPackEntry(store.packsDir, pack, e);
     return recipeInputs(parseRecipe(record, `recipe ${e.id.toString('hex')}`)).every((i) => store.index.hasFile(Buffer.from(i.oid, 'hex')));
   } catch {
     return true; // a damaged record: reported as an entry the index lacks

@@ -225,8 +225,8 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
   const todo = [...files].map(([oid, use]) => ({ oid, use, input: undefined as string | undefined }));
   const queued = new Set(files.keys());
   for (const { oid, use, input } of todo) {
-    const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
-    const label = (where.files[0] + (where.files.length > 1 ? ` (+${where.files.length - 1} more)` : '')) + (input ? ` (its recipe's input ${input})` : '');
+    const { where, label: uses } = usesOf(use);
+    const label = uses + (input ? ` (its recipe's input ${input})` : '');
     const f = index.file(Buffer.from(oid, 'hex'));
     const record = f || input ? undefined : index.recipe(Buffer.from(oid, 'hex'));
     if (record) {
@@ -317,8 +317,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
             continue;
           }
           const use = files.get(oid)!;
-          const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
-          const label = where.files[0] + (where.files.length > 1 ? ` (+${where.files.length - 1} more)` : '');
+          const { where, label } = usesOf(use);
           try {
             const res = await r.check(oid, verified, {
               chunkIds: opts.chunkIds,
@@ -354,8 +353,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
           bytes += use.size;
           continue;
         }
-        const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
-        const label = where.files[0] + (where.files.length > 1 ? ` (+${where.files.length - 1} more)` : '');
+        const { where, label } = usesOf(use);
         await reader
           .read(oid, label, () => undefined, (n) => {
             bytes += n;
@@ -374,7 +372,7 @@ async function verifyLocked(store: Store, opts: VerifyOptions): Promise<VerifyRe
       const total = picked.reduce((a, c) => a + c.length, 0);
       for (const c of picked) {
         const use = files.get(c.oid)!;
-        const where = { versions: unique(use.uses.map((u) => u.version)), files: use.uses.map((u) => `${u.version}:${u.path}`) };
+        const { where } = usesOf(use);
         const ok = await reader.checkChunk(c.id, c).catch(() => false);
         if (!ok) fail({ ...where, chunk: c.id.toString('hex'), pack: c.pack, message: `${where.files[0]}: chunk ${c.id.toString('hex')} in pack ${c.pack} is damaged (hash mismatch)` });
         bytes += c.length;
@@ -423,6 +421,12 @@ function preferredName(refs: string[]): string {
 
 function shortName(ref: string): string {
   return ref.replace(/^refs\/(tags|heads)\//, '');
+}
+
+/** Where a file's problems are reported (its versions and uses), and how a message names it (its first use, and how many more). */
+function usesOf(use: FileUse): { where: { versions: string[]; files: string[] }; label: string } {
+  const files = use.uses.map((u) => `${u.version}:${u.path}`);
+  return { where: { versions: unique(use.uses.map((u) => u.version)), files }, label: files[0] + (files.length > 1 ? ` (+${files.length - 1} more)` : '') };
 }
 
 function unique<T>(xs: T[]): T[] {

@@ -103,8 +103,7 @@ export async function gc(store: Store, opts: GcOptions): Promise<GcResult> {
     const neededFiles = new Set<string>();
     const neededRecipes = new Set<string>();
     for (const oid of content.keys()) {
-      if (index.file(Buffer.from(oid, 'hex')) || !index.hasRecipe(Buffer.from(oid, 'hex'))) neededFiles.add(oid);
-      else neededRecipes.add(oid);
+      (index.heldAsRecipe(Buffer.from(oid, 'hex')) ? neededRecipes : neededFiles).add(oid);
     }
     const dropRecipes: Buffer[] = [];
     for (const [oid, record] of index.recipeRows()) {

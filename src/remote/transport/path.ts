@@ -6,8 +6,7 @@
  * whole; packs are fsynced before they move in, git objects written atomically), and refs move only in updateRefs, after a compare-and-swap, the
  * fast-forward rules, a presence walk and a full verify of every new version.
  */
-import { proveRecipe } from '../../ops/recipe.js';
-import { inputsInChunks } from '../../ops/materialize.js';
+import { takeRecipes, type ArrivedRecipe } from '../../ops/recipe-intake.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Store } from '../../repo/store.js';
@@ -120,6 +119,7 @@ export class StoreRemote implements Remote {
       const receipt = shared ? (this.receipt ??= new ReceiptHasher(store.hasher)) : new ReceiptHasher(store.hasher);
       const inFlight = new InFlight(IN_FLIGHT_BYTES);
       let proven: string[] = [];
+      const recipes: ArrivedRecipe[] = [];
       const publish = async (): Promise<void> => {
         await inFlight.drain();
         await sink.publish();
@@ -162,15 +162,8 @@ export class StoreRemote implements Remote {
             await sink.addFile(oid, size, Buffer.from(o.data));
             stored++;
           } else if (o.kind === 'recipe') {
-            const oid = Buffer.from(o.id, 'hex');
-            if (sink.hasFile(oid)) continue;
-            // The files it reads arrived before it: published, the rebuild reads them, then it is recorded.
-            await publish();
-            await store.withLock('receive', () => inputsInChunks(store, o.data, `recipe ${o.id}`), this.lockTimeoutMs);
-            await proveRecipe(store, o.id, o.data, `recipe ${o.id}`);
-            await sink.addRecipe(oid, Buffer.from(o.data), `recipe ${o.id}`);
-            proven.push(o.id);
-            stored++;
+            // Taken in at the end: they are proven from what the store holds, the files they read published.
+            recipes.push({ oid: o.id, record: Buffer.from(o.data), display: `recipe ${o.id}` });
           } else {
             const nul = o.data.indexOf(0);
             const type = o.data.subarray(0, nul).toString('latin1').split(' ')[0] as GitType;
@@ -183,6 +176,12 @@ export class StoreRemote implements Remote {
           if (sink.unpublishedBytes >= PUBLISH_EVERY) await publish();
         }
         await publish();
+        if (recipes.length) {
+          const taken = await takeRecipes(store, sink, recipes, (fn) => store.withLock('receive', fn, this.lockTimeoutMs));
+          proven.push(...taken);
+          stored += taken.length;
+          await publish();
+        }
       } catch (e) {
         const badData = e instanceof MstoreError && (e.code === 'ECORRUPT' || e.code === 'EBADINPUT' || e.code === 'EBADNAME');
         // Bad data: drop what this upload has not yet published. A broken connection:
