@@ -161,6 +161,7 @@ test('damage: a flipped byte in an input chunk is found by verify and refused by
   const c = mstore(ws, ['checkout', 'merged/v001', '--to', to]);
   assert.is(c.code, 1);
   assert.not.match(c.stderr, /\n\s+at /, 'no stack trace');
+  assert.match(c.stderr, `chunk ${base.chunk} in pack ${base.loc.pack} is damaged`, 'the damaged chunk named');
   assert.ok(!existsSync(path.join(to, 'model.safetensors')), 'nothing written');
   flip(packFile, base.loc.offset + 10);
   assert.ok(mstoreJson<{ ok: boolean }>(ws, ['verify', '--all']).ok, 'mended');

@@ -14,7 +14,7 @@ import { cleanup, tmpDir } from './helpers.js';
 import { withStoreAt } from './in-process.js';
 import { caseA, caseE, resetSeeds, storeCase } from './merge-cases.js';
 import { encodeRecipe, parseRecipe, type Recipe } from '../src/format/recipe.js';
-import { rebuild } from '../src/ops/recipe.js';
+import { openRecipe, rebuild } from '../src/ops/recipe.js';
 import { mergeStored } from '../src/ops/merge-stored.js';
 import { VersionDir } from '../src/ops/stored-source.js';
 import { ContentReader } from '../src/repo/content-reader.js';
@@ -169,18 +169,49 @@ test('a rebuild refuses another kernel version (before reading anything), a chan
     err = await failure({ ...recipe, base: { ...recipe.base, index: null } });
     assert.is(err.code, 'ECORRUPT');
     assert.match(err.message, `merged:${recipe.file}: its recipe does not make a merge: `);
+    /** Flips one byte of a pack. */
+    const flip = (pack: string, at: number): void => {
+      const fd = openSync(packPath(s.packsDir, pack), 'r+');
+      const b = Buffer.alloc(1);
+      readSync(fd, b, 0, 1, at);
+      writeSync(fd, Buffer.from([b[0] ^ 1]), 0, 1, at);
+      closeSync(fd);
+    };
     // A flipped byte in the first chunk of the base's first shard.
     const shard = recipe.base.files[0];
     const first = s.index.file(Buffer.from(shard.oid, 'hex'))!.chunks[0];
     const loc = s.index.chunk(first.id)!;
-    const fd = openSync(packPath(s.packsDir, loc.pack), 'r+');
-    const b = Buffer.alloc(1);
-    readSync(fd, b, 0, 1, loc.offset + 3);
-    writeSync(fd, Buffer.from([b[0] ^ 1]), 0, 1, loc.offset + 3);
-    closeSync(fd);
+    flip(loc.pack, loc.offset + 3);
     err = await failure(recipe);
     assert.is(err.code, 'ECORRUPT');
     assert.match(err.message, `merged:${recipe.file} (its recipe's base file ${shard.name}): chunk ${first.id.toString('hex')} in pack ${loc.pack} is damaged`);
+    flip(loc.pack, loc.offset + 3);
+
+    // A rebuild whose output its caller hashes (a checkout, on its hash worker) reads the file's
+    // base chunks unchecked: damage to one (here after its inputs were opened, as a server's
+    // reader holds them) is named once the output fails its hash.
+    const own = recipe.base.files.find((f) => f.name === recipe.file)!;
+    const chunks = s.index.file(Buffer.from(own.oid, 'hex'))!.chunks;
+    const last = chunks[chunks.length - 1];
+    const lastLoc = s.index.chunk(last.id)!;
+    const display = `merged:${recipe.file}`;
+    const merger = new WeightMerger({ threads: 2 });
+    try {
+      const inputs = await openRecipe(reader, merger, recipe, display, false);
+      const hashed = async (): Promise<unknown> => {
+        const h = createHash('sha256');
+        const digest = async (): Promise<string> => h.digest('hex');
+        return rebuild(reader, merger, recipe, oid, display, { write: async (b) => void h.update(b) }, inputs, digest).then(() => undefined, (x: unknown) => x);
+      };
+      assert.is(await hashed(), undefined, 'sound inputs rebuild');
+      flip(lastLoc.pack, lastLoc.offset + last.length - 2);
+      const e = (await hashed()) as MstoreError;
+      assert.ok(e instanceof MstoreError, 'refused');
+      assert.is(e.code, 'ECORRUPT');
+      assert.match(e.message, `${display} (its recipe's base file ${own.name}): chunk ${last.id.toString('hex')} in pack ${lastLoc.pack} is damaged`);
+    } finally {
+      await merger.close();
+    }
   });
 });
 

@@ -141,11 +141,13 @@ export function createKernel(options: KernelOptions = {}): Kernel {
 
   /**
    * The hot loop, acc[0..cols) = fma(p_k, Q[k, 0..cols), acc) in k order, as a WebAssembly SIMD
-   * function assembled here: 16 columns per step in four f32x4 accumulators, then 4, then 1.
-   * WebAssembly has no fused multiply-add, so each step promotes to f64 (where the product of two
-   * fp32 values is exact), adds, and rounds once to fp32: what an FMA sgemm (MKL, CUDA: the torch
-   * peft runs on) computes, and exactly what the JS fallback below computes. Signature:
-   * row(p, q, acc, r, cols), byte addresses.
+   * function assembled here: 16 columns per step in eight f64x2 accumulators, then 4, then 1.
+   * WebAssembly has no fused multiply-add, so each step works in f64, where the product of two
+   * fp32 values is exact: it adds the product and rounds once to fp32 (demote, then promote back,
+   * exactly): what an FMA sgemm (MKL, CUDA: the torch peft runs on) computes, and exactly what
+   * the JS fallback below computes. Q is held promoted to f64 (wasmSetup), once per tensor, so a
+   * step promotes nothing but its rounded sum. Signature: row(p, q64, acc, r, cols), byte
+   * addresses; p and acc are fp32, q64 is Q as f64.
    */
   function assembleRow(): ArrayBuffer {
     const u = (n: number): number[] => {
@@ -179,81 +181,84 @@ export function createKernel(options: KernelOptions = {}): Kernel {
     const F32_DEMOTE = 0xb6;
     const F64_MUL = 0xa2;
     const F64_ADD = 0xa0;
+    const F32_LOAD = [0x2a, 2, 0];
+    const F64_LOAD = [0x2b, 3, 0];
+    const F32_STORE = [0x38, 2, 0];
     const f64splat = simd(0x14);
     const f64add = simd(0xf0);
     const f64mul = simd(0xf2);
     const promoteLow = simd(0x5f);
     const demoteZero = simd(0x5e);
-    /** Lanes 2 and 3 of one vector moved to lanes 0 and 1 (both operands the same vector). */
-    const highHalf = simd(0x0d, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
     /** Lanes 0 and 1 of the first vector, then lanes 0 and 1 of the second. */
     const joinLow = simd(0x0d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
     const ADD = 0x6a;
     const GT_U = 0x4b;
     const GE_U = 0x4f;
     const SHL = 0x74;
-    // params 0 p, 1 q, 2 acc, 3 r, 4 cols; locals 5 j, 6 k, 7 qk, 8 stride, 9 pk (i32 addr), 10..13 a0..a3,
-    // 14 pv (v128), 15 x (f32), 16 pd (p as f64x2), 17 qv, 18 lo (v128)
-    const addr = (base: number, idx: number): number[] => [...get(base), ...get(idx), ...i32c(2), SHL, ADD];
-    /** a = fma(p, q, a) lane by lane: each half promoted to f64x2 (the product is exact there), added, demoted once. */
-    const fmaStep = (a: number, qOff: number): number[] => [
-      ...get(7), ...load(qOff), ...set(17),
-      ...get(a), ...promoteLow, ...get(16), ...get(17), ...promoteLow, ...f64mul, ...f64add, ...demoteZero, ...set(18),
-      ...get(18),
-      ...get(a), ...get(a), ...highHalf, ...promoteLow, ...get(16), ...get(17), ...get(17), ...highHalf, ...promoteLow, ...f64mul, ...f64add, ...demoteZero,
-      ...joinLow, ...set(a),
-    ];
-    const width = (w: number, accs: number): number[] => {
+    // params 0 p, 1 q64, 2 acc, 3 r, 4 cols; locals 5 j, 6 k, 7 qk (q64 address of column j, row k),
+    // 8 stride (bytes of a q64 row), 9 x (f32, the scalar tail), 10 pd (p_k as f64x2), 11.. accumulators (f64x2)
+    const J = 5, K = 6, QK = 7, STRIDE = 8, X = 9, PD = 10, A0 = 11;
+    const addr = (base: number, idx: number, shift: number): number[] => [...get(base), ...get(idx), ...i32c(shift), SHL, ADD];
+    /** p_k as f64 in both lanes. */
+    const pk = (k: number): number[] => [...addr(0, k, 2), ...F32_LOAD, F64_PROMOTE, ...f64splat, ...set(PD)];
+    /** a = fp32(a + p·q) for two lanes: the product exact in f64, the sum rounded once to fp32 (and held as f64). */
+    const fmaStep = (a: number, qOff: number): number[] => [...get(a), ...get(PD), ...get(QK), ...simd(0x00, 3, ...u(qOff)), ...f64mul, ...f64add, ...demoteZero, ...promoteLow, ...set(a)];
+    /** a = fp32(p·q): the first step (one rounding of the exact product). */
+    const firstStep = (a: number, qOff: number): number[] => [...get(PD), ...get(QK), ...simd(0x00, 3, ...u(qOff)), ...f64mul, ...demoteZero, ...promoteLow, ...set(a)];
+    /** Columns [j, j + w) while they fit, in w / 2 accumulators. */
+    const width = (w: number): number[] => {
+      const accs = w / 2;
       const first: number[] = [];
       const step: number[] = [];
       for (let a = 0; a < accs; a++) {
-        first.push(...get(14), ...get(7), ...load(a * 16), ...fmul, ...set(10 + a));
-        step.push(...fmaStep(10 + a, a * 16));
+        first.push(...firstStep(A0 + a, a * 16));
+        step.push(...fmaStep(A0 + a, a * 16));
       }
+      // Two accumulators demoted and joined into one f32x4 per 16-byte store.
       const stores: number[] = [];
-      for (let a = 0; a < accs; a++) stores.push(...addr(2, 5), ...get(10 + a), ...store(a * 16));
+      for (let a = 0; a < accs; a += 2) stores.push(...addr(2, J, 2), ...get(A0 + a), ...demoteZero, ...get(A0 + a + 1), ...demoteZero, ...joinLow, ...store(a * 8));
       return [
         0x02, 0x40, 0x03, 0x40,
-        ...get(5), ...i32c(w), ADD, ...get(4), GT_U, 0x0d, 1,
-        ...addr(1, 5), ...set(7),
-        ...get(0), 0x2a, 2, 0, ...splat, ...set(14),
+        ...get(J), ...i32c(w), ADD, ...get(4), GT_U, 0x0d, 1,
+        ...addr(1, J, 3), ...set(QK),
+        ...get(0), ...F32_LOAD, F64_PROMOTE, ...f64splat, ...set(PD),
         ...first,
-        ...i32c(1), ...set(6),
+        ...i32c(1), ...set(K),
         0x02, 0x40, 0x03, 0x40,
-        ...get(6), ...get(3), GE_U, 0x0d, 1,
-        ...get(7), ...get(8), ADD, ...set(7),
-        ...addr(0, 6), 0x2a, 2, 0, F64_PROMOTE, ...f64splat, ...set(16),
+        ...get(K), ...get(3), GE_U, 0x0d, 1,
+        ...get(QK), ...get(STRIDE), ADD, ...set(QK),
+        ...pk(K),
         ...step,
-        ...get(6), ...i32c(1), ADD, ...set(6),
+        ...get(K), ...i32c(1), ADD, ...set(K),
         0x0c, 0, 0x0b, 0x0b,
         ...stores,
-        ...get(5), ...i32c(w), ADD, ...set(5),
+        ...get(J), ...i32c(w), ADD, ...set(J),
         0x0c, 0, 0x0b, 0x0b,
       ];
     };
-    // scalar tail: x = p0*q[j]; x += p_k*q[k][j]
+    // The scalar tail, column by column: x = fp32(p_0·q); x = fp32(x + p_k·q) in k order.
     const tail = [
       0x02, 0x40, 0x03, 0x40,
-      ...get(5), ...get(4), GE_U, 0x0d, 1,
-      ...addr(1, 5), ...set(7),
-      ...get(0), 0x2a, 2, 0, ...get(7), 0x2a, 2, 0, 0x94, ...set(15),
-      ...i32c(1), ...set(6),
+      ...get(J), ...get(4), GE_U, 0x0d, 1,
+      ...addr(1, J, 3), ...set(QK),
+      ...get(0), ...F32_LOAD, F64_PROMOTE, ...get(QK), ...F64_LOAD, F64_MUL, F32_DEMOTE, ...set(X),
+      ...i32c(1), ...set(K),
       0x02, 0x40, 0x03, 0x40,
-      ...get(6), ...get(3), GE_U, 0x0d, 1,
-      ...get(7), ...get(8), ADD, ...set(7),
-      ...get(15), F64_PROMOTE, ...addr(0, 6), 0x2a, 2, 0, F64_PROMOTE, ...get(7), 0x2a, 2, 0, F64_PROMOTE, F64_MUL, F64_ADD, F32_DEMOTE, ...set(15),
-      ...get(6), ...i32c(1), ADD, ...set(6),
+      ...get(K), ...get(3), GE_U, 0x0d, 1,
+      ...get(QK), ...get(STRIDE), ADD, ...set(QK),
+      ...get(X), F64_PROMOTE, ...addr(0, K, 2), ...F32_LOAD, F64_PROMOTE, ...get(QK), ...F64_LOAD, F64_MUL, F64_ADD, F32_DEMOTE, ...set(X),
+      ...get(K), ...i32c(1), ADD, ...set(K),
       0x0c, 0, 0x0b, 0x0b,
-      ...addr(2, 5), ...get(15), 0x38, 2, 0,
-      ...get(5), ...i32c(1), ADD, ...set(5),
+      ...addr(2, J, 2), ...get(X), ...F32_STORE,
+      ...get(J), ...i32c(1), ADD, ...set(J),
       0x0c, 0, 0x0b, 0x0b,
     ];
     const body = [
-      4, 5, 0x7f, 5, 0x7b, 1, 0x7d, 3, 0x7b, // locals: 5 × i32, 5 × v128, 1 × f32, 3 × v128
-      ...get(4), ...i32c(2), SHL, ...set(8),
-      ...i32c(0), ...set(5),
-      ...width(16, 4),
-      ...width(4, 1),
+      3, 4, 0x7f, 1, 0x7d, 9, 0x7b, // locals: 4 × i32 (5-8), 1 × f32 (9), 9 × v128 (10-18)
+      ...get(4), ...i32c(3), SHL, ...set(STRIDE),
+      ...i32c(0), ...set(J),
+      ...width(16),
+      ...width(4),
       ...tail,
       0x0b,
     ];
@@ -322,7 +327,7 @@ export function createKernel(options: KernelOptions = {}): Kernel {
       wasmBf16 = undefined;
     }
   }
-  // wasm memory layout: [0, pBytes) the P row, Q [r × cols], acc [cols], a source row and an output row (bf16).
+  // wasm memory layout: [0, pBytes) the P row, Q [r × cols] as f64, acc [cols], a source row and an output row (bf16).
   let wasmQ: Float32Array | null = null;
   let wasmQOff = 0;
   let wasmAccOff = 0;
@@ -335,14 +340,15 @@ export function createKernel(options: KernelOptions = {}): Kernel {
   function wasmSetup(P: Float32Array, Q: Float32Array, r: number, cols: number): void {
     const al = (n: number): number => Math.ceil(n / 16) * 16;
     const pBytes = al(r * 4);
-    const need = pBytes + al(r * cols * 4) + al(cols * 4) + 2 * al(cols * 2) + 64;
+    const need = pBytes + al(r * cols * 8) + al(cols * 4) + 2 * al(cols * 2) + 64;
     const have = memory!.buffer.byteLength;
     if (need > have) memory!.grow(Math.ceil((need - have) / 65536));
     wasmQOff = pBytes;
-    wasmAccOff = wasmQOff + al(r * cols * 4);
+    wasmAccOff = wasmQOff + al(r * cols * 8);
     wasmSrcOff = wasmAccOff + al(cols * 4);
     wasmDstOff = wasmSrcOff + al(cols * 2);
-    if (wasmQ !== Q) new Float32Array(memory!.buffer, wasmQOff, r * cols).set(Q);
+    // Promoted once per tensor (every fp32 is an f64 exactly), not once per row and step.
+    if (wasmQ !== Q) new Float64Array(memory!.buffer, wasmQOff, r * cols).set(Q);
     wasmQ = Q;
     wasmP = new Float32Array(memory!.buffer, 0, r);
     acc = new Float32Array(memory!.buffer, wasmAccOff, cols);

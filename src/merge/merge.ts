@@ -170,22 +170,32 @@ async function factors(op: TensorOp, rows: number, cols: number, pool: KernelPoo
 
 interface WriteCtx {
   pool: KernelPool;
+  /** Where a file's bytes are read: its own source, or the one the caller gave for the file being written. */
+  sourceOf: (file: StFile) => ByteSource;
   blocks: Blocks;
   blockBytes: number;
   onBytes: (n: number, tensor: string) => void;
 }
 
+/** The rows and columns an op's kernel jobs see: a vector (bias) delta is one column. */
+function opShape(op: TensorOp, baseRef: TensorRef): { rows: number; cols: number } {
+  return op.delta?.kind === 'vector' ? { rows: elements(baseRef.info.shape), cols: 1 } : matrixShape(baseRef.info.shape);
+}
+
+/** An op's factors (read from the adapter), being read: started one tensor ahead (writeWeightFile). */
+function factorsAhead(op: TensorOp, baseRef: TensorRef, pool: KernelPool): Promise<Factors | undefined> {
+  const { rows, cols } = opShape(op, baseRef);
+  const p = factors(op, rows, cols, pool);
+  p.catch(() => undefined); // thrown where it is awaited, if it is
+  return p;
+}
+
 /** One merged tensor, block by block: read the next block and write the last while the threads compute. */
-async function mergeTensor(op: TensorOp, baseRef: TensorRef, out: WeightOut, ctx: WriteCtx): Promise<void> {
+async function mergeTensor(op: TensorOp, baseRef: TensorRef, f: Factors | undefined, out: WeightOut, ctx: WriteCtx): Promise<void> {
   const src = op.replace ?? baseRef;
   const srcDtype = floatDtype(src);
   const dstDtype = floatDtype(baseRef);
-  let { rows, cols } = matrixShape(baseRef.info.shape);
-  if (op.delta?.kind === 'vector') {
-    rows = elements(baseRef.info.shape);
-    cols = 1;
-  }
-  const f = await factors(op, rows, cols, ctx.pool);
+  const { rows, cols } = opShape(op, baseRef);
   const srcRow = cols * DTYPE_BYTES[srcDtype];
   const dstRow = cols * DTYPE_BYTES[dstDtype];
   const per = Math.max(1, Math.floor(ctx.blockBytes / Math.max(1, srcRow, dstRow)));
@@ -196,7 +206,7 @@ async function mergeTensor(op: TensorOp, baseRef: TensorRef, out: WeightOut, ctx
     const r0 = b * per;
     const n = Math.min(rows, r0 + per) - r0;
     const buf = ctx.blocks.get(b % 2, n * srcRow);
-    const p = src.file.source.read(buf, inPos + r0 * srcRow).then(
+    const p = ctx.sourceOf(src.file).read(buf, inPos + r0 * srcRow).then(
       () => buf,
       (e: Error) => {
         throw e instanceof MstoreError && e.code === 'EBADINPUT' ? new MstoreError('EBADINPUT', `${e.message}, in tensor ${src.info.name}`) : e;
@@ -284,11 +294,25 @@ async function writeWeightFile(file: StFile, out: WeightOut, plan: AdapterPlan, 
   await out.write(head);
   ctx.onBytes(head.length, '');
   const buf = new Uint8Array(COPY_PIECE);
-  for (const info of file.header.tensors) {
-    const op = plan.ops.get(info.name);
-    const ref = base.tensors.get(info.name)!;
-    if (op) await mergeTensor(op, ref, out, ctx);
-    else await copyRange(file.source, out, file.header.dataStart + info.begin, info.end - info.begin, buf, (b) => ctx.onBytes(b, info.name));
+  // The next merged tensor's factors are read while this one merges: between tensors, the
+  // threads would otherwise wait for the adapter's reads (a model has hundreds of small tensors).
+  const merged = file.header.tensors.filter((info) => plan.ops.has(info.name));
+  const ahead = (m: number): { m: number; f: Promise<Factors | undefined> } | undefined =>
+    m < merged.length ? { m, f: factorsAhead(plan.ops.get(merged[m].name)!, base.tensors.get(merged[m].name)!, ctx.pool) } : undefined;
+  let next = ahead(0);
+  try {
+    for (const info of file.header.tensors) {
+      const op = plan.ops.get(info.name);
+      const ref = base.tensors.get(info.name)!;
+      if (op) {
+        const f = await next!.f;
+        next = ahead(next!.m + 1);
+        await mergeTensor(op, ref, f, out, ctx);
+      } else await copyRange(ctx.sourceOf(file), out, file.header.dataStart + info.begin, info.end - info.begin, buf, (b) => ctx.onBytes(b, info.name));
+    }
+  } finally {
+    // A failure leaves no adapter read in flight behind it.
+    await next?.f.catch(() => undefined);
   }
 }
 
@@ -311,9 +335,12 @@ export class WeightMerger {
    * `file` (one of `base`'s weight files) merged with `plan`, front to back into `out`; `onBytes`
    * counts what was written. Each call has block buffers of its own: writes may run at once (two
    * files a reader rebuilds, one paused while the other runs) on the same kernel threads.
+   * `source`, when given, is where `file`'s own bytes are read instead of `file.source`: the
+   * same bytes read another way (a store's reader that leaves their proof to the output's hash).
    */
-  write(file: StFile, out: WeightOut, plan: AdapterPlan, base: BaseModel, onBytes: (n: number, tensor: string) => void = () => undefined): Promise<void> {
-    return writeWeightFile(file, out, plan, base, { pool: this.pool, blocks: new Blocks(), blockBytes: this.blockBytes, onBytes });
+  write(file: StFile, out: WeightOut, plan: AdapterPlan, base: BaseModel, onBytes: (n: number, tensor: string) => void = () => undefined, source: ByteSource = file.source): Promise<void> {
+    const sourceOf = (f: StFile): ByteSource => (f === file ? source : f.source);
+    return writeWeightFile(file, out, plan, base, { pool: this.pool, sourceOf, blocks: new Blocks(), blockBytes: this.blockBytes, onBytes });
   }
 
   /** `write` into a new file at `outPath`, fsynced. */

@@ -13,7 +13,7 @@ export interface ByteSource {
   /** What errors call it: a path, or a version's file. */
   readonly name: string;
   readonly size: number;
-  /** Fills `into` with the bytes at `pos`; throws when the file ends first. */
+  /** Fills `into` with the bytes at `pos`; throws when the file ends first. Reads may overlap. */
   read(into: Uint8Array, pos: number): Promise<void>;
   close(): Promise<void>;
 }

@@ -17,7 +17,7 @@ import { MERGE_KERNEL } from '../merge/kernel.js';
 import { mergedHead, planAdapterIn, WeightMerger } from '../merge/merge.js';
 import type { AdapterPlan } from '../merge/plan.js';
 import type { WeightOut } from '../merge/source.js';
-import { StoredDir, type StoredEntry, type VersionDir } from './stored-source.js';
+import { StoredDir, StoredSource, type StoredEntry, type VersionDir } from './stored-source.js';
 
 const ADAPTER_CONFIG = 'adapter_config.json';
 
@@ -121,17 +121,38 @@ export function recipeInputsKey(recipe: Recipe): string {
 
 /**
  * Rebuilds the file `oid` (`display` in errors) from its recipe into `out`, front to back, and
- * resolves only when the bytes hash to `oid` (every input chunk read was re-hashed to its id as
- * well); until then `out` holds unverified bytes (callers publish only after). A recipe of
- * another merge kernel version is refused naming the version it needs.
+ * resolves only when the bytes hash to `oid`; until then `out` holds unverified bytes (callers
+ * publish only after). Without `digest`, every input chunk read is re-hashed to its id as well
+ * and the output is hashed here. With `digest` (the sha256 of what `out` got, hashed by the
+ * caller, who publishes nothing before this resolves), the base file's chunks are read unchecked:
+ * the output's hash proves them, as a stored file's proves its chunks, and a damaged chunk is
+ * named after a mismatch. A recipe of another merge kernel version is refused naming the version
+ * it needs.
  */
-export async function rebuild(reader: ContentReader, merger: WeightMerger, recipe: Recipe, oid: string, display: string, out: WeightOut, inputs?: OpenRecipe): Promise<void> {
+export async function rebuild(reader: ContentReader, merger: WeightMerger, recipe: Recipe, oid: string, display: string, out: WeightOut, inputs?: OpenRecipe, digest?: () => Promise<string>): Promise<void> {
   const open = inputs ?? (await openRecipe(reader, merger, recipe, display, false));
   const file = recipeFile(open, recipe, display);
-  const hash = createHash('sha256');
-  await merger.write(file, { write: (b) => (hash.update(b), out.write(b)) }, open.plan, open.model);
-  const digest = hash.digest('hex');
-  if (digest !== oid) throw new MstoreError('ECORRUPT', `${display}: rebuilt from its recipe, it hashes to ${digest}, expected ${oid}`);
+  const stored = digest && file.source instanceof StoredSource ? file.source : undefined;
+  // The damage a failure came from, when a chunk the output's hash was to prove is damaged.
+  const named = async (e: unknown): Promise<never> => {
+    if (stored && e instanceof MstoreError && e.code === 'ECORRUPT') await stored.findDamage();
+    throw e;
+  };
+  let got: string;
+  if (digest) {
+    const unchecked = stored?.unchecked();
+    try {
+      await merger.write(file, out, open.plan, open.model, undefined, unchecked).catch(named);
+    } finally {
+      await unchecked?.close();
+    }
+    got = await digest();
+  } else {
+    const hash = createHash('sha256');
+    await merger.write(file, { write: (b) => (hash.update(b), out.write(b)) }, open.plan, open.model);
+    got = hash.digest('hex');
+  }
+  if (got !== oid) await named(new MstoreError('ECORRUPT', `${display}: rebuilt from its recipe, it hashes to ${got}, expected ${oid}`));
 }
 
 /** An input's stored size must be the one the recipe names (a different file under the same id cannot be: this catches a damaged record). */
@@ -154,7 +175,7 @@ export class RecipeRebuilder implements Rebuilder {
   private opened: { key: string; open: Promise<OpenRecipe> } | undefined;
   constructor(private readonly threads = Math.max(1, os.availableParallelism())) {}
 
-  async rebuild(reader: ContentReader, oid: string, record: Buffer, display: string, write: (bytes: Uint8Array) => Promise<void> | void): Promise<void> {
+  async rebuild(reader: ContentReader, oid: string, record: Buffer, display: string, write: (bytes: Uint8Array) => Promise<void> | void, digest?: () => Promise<string>): Promise<void> {
     const recipe = parseRecipe(record, `${display} (its recipe)`);
     const merger = (this.merger ??= new WeightMerger({ threads: this.threads }));
     const key = recipeInputsKey(recipe);
@@ -165,7 +186,7 @@ export class RecipeRebuilder implements Rebuilder {
       });
       this.opened = { key, open };
     }
-    await rebuild(reader, merger, recipe, oid, display, { write: async (b) => write(b) }, await this.opened.open);
+    await rebuild(reader, merger, recipe, oid, display, { write: async (b) => write(b) }, await this.opened.open, digest);
   }
 
   async close(): Promise<void> {

@@ -10,6 +10,10 @@
  * order, into the file's sha256 (the merge reads front to back, so this is one more hash of
  * each byte, not a re-read: chunks a read skips are read to fill the gap), and `proveWhole()`
  * reads what no read reached and checks that digest against the oid.
+ *
+ * A rebuild of recipe content whose every byte is held back until it hashed to its content id
+ * (a checkout) reads its base file through `unchecked()`: that hash proves the chunks, as a
+ * stored file's hash proves its own, and `findDamage()` names a damaged chunk after a mismatch.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { MstoreError } from '../lib/errors.js';
@@ -26,6 +30,8 @@ export class StoredSource implements ByteSource {
   /** Where each chunk starts in the file. */
   private readonly starts: number[];
   private last: { index: number; data: Buffer } | undefined;
+  /** The last load asked for, settled (load). */
+  private loading: Promise<unknown> = Promise.resolve();
   private readonly whole: Hash | undefined;
   /** Chunks [0, hashed) went into `whole`, in order. */
   private hashed = 0;
@@ -62,8 +68,18 @@ export class StoredSource implements ByteSource {
     return lo;
   }
 
-  /** Chunk `i`, verified; with `whole`, every chunk up to it hashed in order first. */
-  private async load(i: number): Promise<Buffer> {
+  /**
+   * Chunk `i`, verified; with `whole`, every chunk up to it hashed in order first. Loads run one
+   * at a time, in the order asked: reads may overlap (the merge reads the adapter's next factors
+   * while it merges a tensor), and the file's hash must take its chunks in order.
+   */
+  private load(i: number): Promise<Buffer> {
+    const p = this.loading.then(() => this.loadNow(i));
+    this.loading = p.catch(() => undefined);
+    return p;
+  }
+
+  private async loadNow(i: number): Promise<Buffer> {
     if (this.last?.index === i) return this.last.data;
     if (this.whole) {
       while (this.hashed < i) this.whole.update(await this.reader.chunk(this.chunks[this.hashed++], this.name));
@@ -77,18 +93,57 @@ export class StoredSource implements ByteSource {
     return data;
   }
 
-  async read(into: Uint8Array, pos: number): Promise<void> {
+  read(into: Uint8Array, pos: number): Promise<void> {
+    return this.readThrough(into, pos, (i) => this.load(i));
+  }
+
+  /** Fills `into` from `pos` with the chunks `load` gives. */
+  private async readThrough(into: Uint8Array, pos: number, load: (i: number) => Promise<Buffer>): Promise<void> {
     if (pos < 0 || pos + into.length > this.size) {
       throw new MstoreError('EBADINPUT', `${this.name}: bytes ${pos}-${pos + into.length} asked of a file of ${this.size}`);
     }
     let done = 0;
     for (let i = into.length ? this.chunkAt(pos) : this.chunks.length; done < into.length; i++) {
-      const data = await this.load(i);
+      const data = await load(i);
       const from = pos + done - this.starts[i];
       const n = Math.min(data.length - from, into.length - done);
       into.set(data.subarray(from, from + n), done);
       done += n;
     }
+  }
+
+  /**
+   * The same bytes read without re-hashing each chunk to its id, for a rebuild whose output is
+   * hashed to its content id before anything is published: that hash proves every byte read, and
+   * findDamage() names a damaged chunk after a mismatch. Its own last chunk: views read at once.
+   */
+  unchecked(): ByteSource {
+    // The chunk read last and the one after it, already being read: the merge reads front to back,
+    // and a chunk read while the kernel works on the last block costs the kernel no wait.
+    let last: { index: number; data: Promise<Buffer> } | undefined;
+    let ahead: { index: number; data: Promise<Buffer> } | undefined;
+    const fetch = (i: number): { index: number; data: Promise<Buffer> } => {
+      const data = this.reader.chunkUnchecked(this.chunks[i], this.name);
+      data.catch(() => undefined); // a read ahead that fails is thrown where it is awaited, if it is
+      return { index: i, data };
+    };
+    const load = (i: number): Promise<Buffer> => {
+      if (last?.index !== i) {
+        last = ahead?.index === i ? ahead : fetch(i);
+        ahead = i + 1 < this.chunks.length ? fetch(i + 1) : undefined;
+      }
+      return last.data;
+    };
+    const close = async (): Promise<void> => {
+      await Promise.allSettled([last?.data, ahead?.data]);
+      last = ahead = undefined;
+    };
+    return { name: this.name, size: this.size, read: (into, pos) => this.readThrough(into, pos, load), close };
+  }
+
+  /** Throws naming the first chunk that does not re-hash to its id (each read through chunk()); resolves when none. */
+  async findDamage(): Promise<void> {
+    for (const c of this.chunks) await this.reader.chunk(c, this.name);
   }
 
   /** With `whole`: reads the chunks no read reached, and throws unless the file hashes to its oid. */

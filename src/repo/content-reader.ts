@@ -19,6 +19,13 @@ import { parseRecipe } from '../format/recipe.js';
 /** Pieces of a recipe's rebuild a range read holds before the rebuild waits for its consumer. */
 const QUEUED_PIECES = 4;
 
+/**
+ * The slot a rebuild fills before writing and hashing it: the merge hands over blocks of about
+ * 1 MiB, and a hash message and a write for each would cost more than the copy; four slots of
+ * 4 MiB keep a rebuild's memory small (peak RSS must not grow with the model).
+ */
+const REBUILD_SLOT_BYTES = 4 * 1024 * 1024;
+
 /** Background fdatasync cadence for materialised files. */
 const SYNC_EVERY = 64 * 1024 * 1024;
 
@@ -43,11 +50,14 @@ class PackFiles {
 /**
  * Rebuilds content kept as a recipe: writes its bytes in order to `write` and resolves only when
  * they hashed to `oid`, or throws naming `display` (a recipe of a merge kernel this mstore does
- * not implement names the version it needs). Implemented in ops/recipe.ts (the merge is above
- * repo); readers that can meet recipes are made there (ops' openReader).
+ * not implement names the version it needs). With `digest`, the caller hashes what `write` gets
+ * (on its hash worker) and publishes nothing before this resolves: the rebuild then leaves the
+ * proof of its inputs' chunks to that hash, as a stored file's hash proves its chunks. Implemented
+ * in ops/recipe.ts (the merge is above repo); readers that can meet recipes are made there (ops'
+ * openReader).
  */
 export interface Rebuilder {
-  rebuild(reader: ContentReader, oid: string, record: Buffer, display: string, write: (bytes: Uint8Array) => Promise<void> | void): Promise<void>;
+  rebuild(reader: ContentReader, oid: string, record: Buffer, display: string, write: (bytes: Uint8Array) => Promise<void> | void, digest?: () => Promise<string>): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -95,20 +105,50 @@ export class ContentReader {
   }
 
   /**
-   * Rebuilds recipe content into `write`, in pieces of at most a slot, each piece in a slot
-   * (bounded memory, as for chunks); resolves once the bytes hashed to `oid`.
+   * Rebuilds recipe content into `write` through the slots (bounded memory, as for chunks), each
+   * slot filled before it is written and hashed to `oid` on the hash worker; resolves once the
+   * bytes hashed to `oid` (`write` publishes nothing before: see Rebuilder's `digest`).
    */
-  private async rebuild(oid: string, record: Buffer, display: string, write: (data: Buffer, slot: Slot) => void): Promise<void> {
-    await this.rebuilderFor(oid, display).rebuild(this, oid, record, display, async (bytes) => {
-      for (let o = 0; o < bytes.length; ) {
-        const n = Math.min(SLOT_BYTES, bytes.length - o);
-        const slot = await this.pool.acquire(n);
-        slot.buf.set(bytes.subarray(o, o + n));
-        write(slot.buf.subarray(0, n), slot);
-        o += n;
+  private async rebuild(oid: string, record: Buffer, size: number, display: string, write: (data: Buffer, slot: Slot) => void): Promise<void> {
+    const job = this.hasher.begin(size);
+    let slot: Slot | undefined;
+    let filled = 0;
+    const flush = (): void => {
+      if (slot && filled) {
+        slot.track(job.update(slot.sab, 0, filled));
+        write(slot.buf.subarray(0, filled), slot);
       }
-    });
-    await this.pool.drainAll();
+      slot = undefined;
+    };
+    const digest = async (): Promise<string> => {
+      flush();
+      return job.digest();
+    };
+    try {
+      await this.rebuilderFor(oid, display).rebuild(
+        this,
+        oid,
+        record,
+        display,
+        async (bytes) => {
+          for (let o = 0; o < bytes.length; ) {
+            if (!slot) {
+              slot = await this.pool.acquire(REBUILD_SLOT_BYTES);
+              filled = 0;
+            }
+            const n = Math.min(slot.buf.length - filled, bytes.length - o);
+            slot.buf.set(bytes.subarray(o, o + n), filled);
+            filled += n;
+            o += n;
+            if (filled === slot.buf.length) flush();
+          }
+        },
+        digest,
+      );
+      flush(); // nothing left behind, should a rebuilder have proven its bytes without `digest`
+    } finally {
+      await this.pool.drainAll();
+    }
   }
 
   /** Chunk reads grouped into runs that are contiguous in one pack, at most one slot each. */
@@ -143,7 +183,7 @@ export class ContentReader {
   async read(oid: string, display: string, sink: (data: Buffer, slot: Slot) => void, onBytes?: BytesCallback): Promise<number> {
     const form = this.form(oid, display);
     if (form.kind === 'recipe') {
-      await this.rebuild(oid, form.record, display, (data, slot) => {
+      await this.rebuild(oid, form.record, form.size, display, (data, slot) => {
         sink(data, slot);
         onBytes?.(data.length);
       });
@@ -448,6 +488,25 @@ export class ContentReader {
     const { bytesRead } = await fh.read(buf, 0, c.length, loc.offset);
     if (bytesRead !== c.length || !sha256(buf).equals(c.id)) {
       throw new MstoreError('ECORRUPT', `${display}: chunk ${c.id.toString('hex')} in pack ${loc.pack} is damaged (hash mismatch)`);
+    }
+    return buf;
+  }
+
+  /**
+   * One chunk of a manifest read from its pack without re-hashing it: only for a reader whose
+   * output is hashed to its content id before anything is published (that hash proves every
+   * byte it read, as a stored file's proves its chunks; chunk() names the damage after).
+   */
+  async chunkUnchecked(c: ManifestChunk, display: string): Promise<Buffer> {
+    const loc = this.index.chunk(c.id);
+    if (!loc) throw new MstoreError('EMISSING', `${display}: chunk ${c.id.toString('hex')} is missing from the store`);
+    const fh = await this.packFiles.get(loc.pack);
+    const buf = Buffer.allocUnsafe(c.length);
+    let got = 0;
+    while (got < c.length) {
+      const { bytesRead } = await fh.read(buf, got, c.length - got, loc.offset + got);
+      if (bytesRead === 0) throw new MstoreError('ECORRUPT', `${display}: chunk ${c.id.toString('hex')} in pack ${loc.pack} is damaged (the pack ends inside it)`);
+      got += bytesRead;
     }
     return buf;
   }
