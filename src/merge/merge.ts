@@ -12,7 +12,7 @@ import { MstoreError } from '../lib/errors.js';
 import { writeInPieces } from '../lib/fsutil.js';
 import { openBaseModel, type BaseModel } from './base-model.js';
 import { isKohyaKey, planKohya } from './kohya.js';
-import { MERGE_KERNEL, type RowJob } from './kernel.js';
+import { MERGE_KERNEL, type RowJob, type RowResult } from './kernel.js';
 import { planPeft } from './peft.js';
 import { matrixShape, type AdapterPlan, type TensorOp } from './plan.js';
 import { KernelPool } from './pool.js';
@@ -215,49 +215,71 @@ async function mergeTensor(op: TensorOp, baseRef: TensorRef, f: Factors | undefi
     p.catch(() => undefined);
     return p;
   };
+  /** Block `b`'s rows posted to the threads, from its input, into its output buffer. */
+  const compute = (b: number, input: Uint8Array): { dst: Uint8Array; result: Promise<RowResult> } => {
+    const r0 = b * per;
+    const n = Math.min(rows, r0 + per) - r0;
+    const dst = ctx.blocks.get(2 + (b % 2), n * dstRow);
+    const job: RowJob = {
+      src: input,
+      srcDtype,
+      dst,
+      dstDtype,
+      rows: n,
+      cols,
+      r: f?.r ?? 0,
+      P: f?.P ?? null,
+      Q: f?.Q ?? null,
+      pRow0: r0,
+      scale: f?.scale ?? 1,
+      mag: f?.mag ?? null,
+      roundDelta: !!f?.roundDelta,
+    };
+    const result = ctx.pool.run(job);
+    result.catch(() => undefined); // handled where it is awaited
+    return { dst, result };
+  };
+  // Three stages in flight: block b+1 computing, block b being written, block b+2 being read.
+  // The next block is posted as soon as the last one is done, before its write starts: the
+  // threads do not wait on this thread's copy of each output block.
   let nextRead: Promise<Uint8Array> | undefined = read(0);
+  let computing: { dst: Uint8Array; result: Promise<RowResult> } | undefined;
   let lastWrite: Promise<void> | undefined;
   try {
+    computing = compute(0, await nextRead);
+    nextRead = nBlocks > 1 ? read(1) : undefined;
     for (let b = 0; b < nBlocks; b++) {
-      const input: Uint8Array = await nextRead!;
-      const r0 = b * per;
-      const n = Math.min(rows, r0 + per) - r0;
-      const dst = ctx.blocks.get(2 + (b % 2), n * dstRow);
-      const job: RowJob = {
-        src: input,
-        srcDtype,
-        dst,
-        dstDtype,
-        rows: n,
-        cols,
-        r: f?.r ?? 0,
-        P: f?.P ?? null,
-        Q: f?.Q ?? null,
-        pRow0: r0,
-        scale: f?.scale ?? 1,
-        mag: f?.mag ?? null,
-        roundDelta: !!f?.roundDelta,
-      };
-      const computing = ctx.pool.run(job);
-      nextRead = b + 1 < nBlocks ? read(b + 1) : undefined;
-      const res = await computing;
-      if (lastWrite) await lastWrite;
+      const res = await computing!.result;
+      const { dst } = computing!;
       if (res.bad > 0) {
+        const r0 = b * per;
+        const n = Math.min(rows, r0 + per) - r0;
         const at = r0 * cols + res.firstBad;
         throw new MstoreError(
           'ECORRUPT',
           `merged tensor ${op.target} has NaN/Inf values (${res.bad} in rows ${r0}-${r0 + n - 1}, first at element ${at}; from ${op.keys.join(', ')})`,
         );
       }
-      // In order: the previous block's write finished above.
+      computing = undefined;
+      if (b + 1 < nBlocks) {
+        const input = await nextRead!;
+        // Block b+1's output buffer is block b-1's: its write must be done with it.
+        if (lastWrite) await lastWrite;
+        lastWrite = undefined;
+        computing = compute(b + 1, input);
+        // Block b+2 reads into block b's input buffer, which the threads are done with.
+        nextRead = b + 2 < nBlocks ? read(b + 2) : undefined;
+      }
+      // In order: block b-1's write finished above (or below, for the last block).
+      if (lastWrite) await lastWrite;
       lastWrite = out.write(dst).then(() => ctx.onBytes(dst.length, op.target));
       lastWrite.catch(() => undefined); // handled where it is awaited
     }
     if (lastWrite) await lastWrite;
   } catch (e) {
-    // A failed read (a damaged chunk in a store) must not leave a write or a read in flight
-    // into the block buffers, or a rejection nobody awaits, behind the error.
-    await Promise.allSettled([lastWrite, nextRead]);
+    // A failure (a damaged chunk in a store, a failed write) must not leave a write, a read or
+    // a computation in flight into the block buffers, or a rejection nobody awaits, behind it.
+    await Promise.allSettled([lastWrite, nextRead, computing?.result]);
     throw e;
   }
 }
