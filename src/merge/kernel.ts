@@ -335,6 +335,7 @@ export function createKernel(options: KernelOptions = {}): Kernel {
   let wasmDstOff = 0;
   let wasmP = new Float32Array(0);
   let wasmSrc = new Uint8Array(0);
+  let wasmSrc16 = new Uint16Array(0);
   let wasmDst = new Uint8Array(0);
   let wasmDst16 = new Uint16Array(0);
   function wasmSetup(P: Float32Array, Q: Float32Array, r: number, cols: number): void {
@@ -353,6 +354,7 @@ export function createKernel(options: KernelOptions = {}): Kernel {
     wasmP = new Float32Array(memory!.buffer, 0, r);
     acc = new Float32Array(memory!.buffer, wasmAccOff, cols);
     wasmSrc = new Uint8Array(memory!.buffer, wasmSrcOff, cols * 2);
+    wasmSrc16 = new Uint16Array(memory!.buffer, wasmSrcOff, cols);
     wasmDst = new Uint8Array(memory!.buffer, wasmDstOff, cols * 2);
     wasmDst16 = new Uint16Array(memory!.buffer, wasmDstOff, cols);
   }
@@ -424,12 +426,13 @@ export function createKernel(options: KernelOptions = {}): Kernel {
   function bf16Row(job: RowJob, i: number, off: number, scale: number): number {
     const { src, dst, cols, r, P, pRow0 } = job;
     const pr = (pRow0 + i) * r;
-    wasmP.set(P!.subarray(pr, pr + r));
+    // Element by element, not through a subarray: a row is short work, an allocation per row shows.
+    for (let k = 0; k < r; k++) wasmP[k] = P![pr + k];
     wasmRow!(0, wasmQOff, wasmAccOff, r, cols);
     wasmSrc.set(src.subarray(off * 2, off * 2 + cols * 2));
     const groups = cols >>> 3;
     const flagged = wasmBf16!(wasmSrcOff, wasmAccOff, wasmDstOff, groups, scale) !== 0;
-    const s16 = new Uint16Array(wasmSrc.buffer, wasmSrcOff, cols);
+    const s16 = wasmSrc16;
     for (let j = groups * 8; j < cols; j++) {
       wrowBits[0] = s16[j] << 16;
       wrow[0] = wrow[0] + Math.fround(acc[j] * scale);

@@ -1,5 +1,5 @@
 /**
- * Runs the kernel on worker threads: a block's rows are split between the threads, which read
+ * Runs the kernel on worker threads: a block's rows are shared out between the threads, which read
  * and write the block through SharedArrayBuffers (no copies). The worker code is the kernel's
  * own source text (kernel.ts keeps `createKernel` self-contained), evaluated in the worker, so
  * it works the same from dist/src and from the single-file bundle.
@@ -19,18 +19,32 @@ interface WorkerReply {
   error?: string;
 }
 
+// Each thread takes the block's rows a grain at a time from a shared counter until none are
+// left, so a thread that shares its core with another (the hash worker, this thread) takes fewer
+// rows instead of holding the block up: a fixed half each left the other thread idle.
 const workerSource = (options: KernelOptions): string => `'use strict';
 const { parentPort } = require('node:worker_threads');
 const kernel = (${createKernel.toString()})(${JSON.stringify(options)});
 parentPort.on('message', (m) => {
   try {
-    const r = kernel.mergeRows(m.job, m.start, m.end);
-    parentPort.postMessage({ id: m.id, bad: r.bad, firstBad: r.firstBad });
+    let bad = 0;
+    let firstBad = -1;
+    for (;;) {
+      const start = Atomics.add(m.next, 0, m.grain);
+      if (start >= m.job.rows) break;
+      const r = kernel.mergeRows(m.job, start, Math.min(start + m.grain, m.job.rows));
+      bad += r.bad;
+      if (r.firstBad >= 0 && (firstBad < 0 || r.firstBad < firstBad)) firstBad = r.firstBad;
+    }
+    parentPort.postMessage({ id: m.id, bad, firstBad });
   } catch (e) {
     parentPort.postMessage({ id: m.id, error: String((e && e.stack) || e) });
   }
 });
 `;
+
+/** Grains of rows per thread per block: enough that a slowed thread's share moves to the others. */
+const GRAINS_PER_THREAD = 8;
 
 /** Below this many elements a block runs on the calling thread: a message round trip costs more. */
 const MIN_PARALLEL_ELEMENTS = 1 << 15;
@@ -75,12 +89,12 @@ export class KernelPool {
     this.pending.clear();
   }
 
-  private post(w: Worker, job: RowJob, start: number, end: number): Promise<RowResult> {
+  private post(w: Worker, job: RowJob, next: Int32Array, grain: number): Promise<RowResult> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      w.postMessage({ id, job, start, end });
+      w.postMessage({ id, job, next, grain });
     });
   }
 
@@ -91,19 +105,15 @@ export class KernelPool {
       job.rows * job.cols >= MIN_PARALLEL_ELEMENTS &&
       [job.src, job.dst, job.P, job.Q, job.mag].every(isShared);
     if (!parallel) return this.local.mergeRows(job, 0, job.rows);
-    const parts = Math.min(this.workers.length, job.rows);
-    const results = await Promise.all(
-      Array.from({ length: parts }, (_, t) => {
-        const start = Math.floor((job.rows * t) / parts);
-        const end = Math.floor((job.rows * (t + 1)) / parts);
-        return this.post(this.workers[t], job, start, end);
-      }),
-    );
+    const grain = Math.max(1, Math.ceil(job.rows / (this.workers.length * GRAINS_PER_THREAD)));
+    const next = new Int32Array(new SharedArrayBuffer(4));
+    const threads = this.workers.slice(0, Math.ceil(job.rows / grain));
+    const results = await Promise.all(threads.map((w) => this.post(w, job, next, grain)));
     let bad = 0;
     let firstBad = -1;
     for (const r of results) {
       bad += r.bad;
-      if (firstBad < 0 && r.firstBad >= 0) firstBad = r.firstBad;
+      if (r.firstBad >= 0 && (firstBad < 0 || r.firstBad < firstBad)) firstBad = r.firstBad;
     }
     return { bad, firstBad };
   }
