@@ -21,7 +21,9 @@
  * holds its base and adapter, over a path and to S3 (where RGW runs: scripts/rgw-start.sh), in
  * bytes sent against the merged version's size, and over HTTP (`mstore serve`) to a box that holds
  * the base only (what a deploy sends), against the adapter's size; and a checkout of it (rebuilt from its recipes) against a checkout of
- * the same version kept as bytes (materialized in that store), interleaved, with the checkout's
+ * the same version kept as bytes (materialized in that store), interleaved after one untimed
+ * checkout of each (the first read of a store after the runs above, which wrote gigabytes, finds
+ * its packs out of the page cache: that measures the disk, not the rebuild), with the checkout's
  * peak RSS.
  *
  * Env: MSTORE_BENCH_DIR (work dir; default os.tmpdir()), MSTORE_BENCH_REPS (3),
@@ -222,6 +224,12 @@ async function main(): Promise<void> {
   // The remote keeps bytes (materialized there): checkouts of the same version, rebuilt against read.
   run(process.execPath, [CLI, 'materialize', 'merged/latest'], { cwd: remote });
   const co: { recipe: Measured[]; bytes: Measured[] } = { recipe: [], bytes: [] };
+  const first: Partial<Record<'recipe' | 'bytes', Measured>> = {};
+  for (const who of ['recipe', 'bytes'] as const) {
+    const to = path.join(root, `co-${who}-warm`);
+    first[who] = await measured(['checkout', 'merged/latest', '--to', to], who === 'recipe' ? ws : remote);
+    rmSync(to, { recursive: true, force: true });
+  }
   for (let i = 0; i < REPS; i++) {
     for (const who of i % 2 === 0 ? (['recipe', 'bytes'] as const) : (['bytes', 'recipe'] as const)) {
       const to = path.join(root, `co-${who}-${i}`);
@@ -283,12 +291,12 @@ async function main(): Promise<void> {
   });
   const coBytes = median(co.bytes.map((m) => m.ms));
   const coRecipe = median(co.recipe.map((m) => m.ms));
-  rows.push({ what: 'checkout of it, kept as bytes', value: secs(coBytes), ratio: '1.00x', target: 'anchor' });
-  accept({ what: 'checkout of it, rebuilt from its recipes', value: secs(coRecipe), ratio: `${x(coRecipe / coBytes)} bytes`, target: '<= 3.00x', pass: coRecipe <= 3 * coBytes });
-  const coRss = Math.max(...co.recipe.map((m) => m.maxKb / 1024));
-  accept({ what: '  its peak RSS (max over reps)', value: `${coRss.toFixed(0)} MB`, target: '<= 300 MB', pass: coRss <= 300 });
+  rows.push({ what: 'checkout of it, kept as bytes (warm)', value: secs(coBytes), ratio: '1.00x', target: 'anchor' });
+  accept({ what: 'checkout of it, rebuilt from its recipes (warm)', value: secs(coRecipe), ratio: `${x(coRecipe / coBytes)} bytes`, target: '<= 3.00x', pass: coRecipe <= 3 * coBytes });
+  const coRss = Math.max(...[first.recipe!, ...co.recipe].map((m) => m.maxKb / 1024));
+  accept({ what: '  its peak RSS (max over all its checkouts)', value: `${coRss.toFixed(0)} MB`, target: '<= 300 MB', pass: coRss <= 300 });
   process.stdout.write(`${table(rows)}\n\n`);
-  process.stdout.write(`checkout (wall): bytes ${all(co.bytes, (m) => m.ms, secs)}; recipe ${all(co.recipe, (m) => m.ms, secs)}; CPU user+sys: bytes ${all(co.bytes, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}; recipe ${all(co.recipe, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}\n`);
+  process.stdout.write(`checkout (wall): the untimed first, bytes ${secs(first.bytes!.ms)}, recipe ${secs(first.recipe!.ms)}; bytes ${all(co.bytes, (m) => m.ms, secs)}; recipe ${all(co.recipe, (m) => m.ms, secs)}; CPU user+sys: bytes ${all(co.bytes, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}; recipe ${all(co.recipe, (m) => m.user + m.sys, (n) => `${n.toFixed(2)} s`)}\n`);
   const cpu = (n: number): string => `${n.toFixed(2)} s`;
   const rss = (ms: Measured[]): string => `${Math.max(...ms.map((m) => m.maxKb / 1024)).toFixed(0)} MB`;
   process.stdout.write(`all reps (wall): merge-lora ${all(t.merge, (m) => m.ms, secs)}; consolidate ${all(t.recipes, (m) => m.ms, secs)}; --store-bytes ${all(t.streamed, (m) => m.ms, secs)}\n`);

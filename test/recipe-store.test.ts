@@ -8,11 +8,12 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cpSync, mkdirSync, readFileSync, rmSync, openSync, readSync, writeSync, closeSync, existsSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, rmSync, openSync, readSync, writeSync, closeSync, existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cleanup, mstore, mstoreJson, sha256File, storeState, tmpDir, treeDigest } from './helpers.js';
 import { current, ok as okEnv, READ_TOKEN, withBox } from './deploy-helpers.js';
 import { withStoreAt } from './in-process.js';
+import { hfPython } from './hf-helpers.js';
 import { caseA, caseE, resetSeeds, storeCase, type Case } from './merge-cases.js';
 import { listVersionFiles } from '../src/repo/version-files.js';
 import { resolveRev } from '../src/repo/versions.js';
@@ -80,6 +81,77 @@ test('kept as recipes: the same version (same content ids), a fraction of the gr
   const fsck = mstoreJson<{ ok: boolean; index: { recipes: number } }>(A.recipes, ['fsck']);
   assert.ok(fsck.ok);
   assert.is(fsck.index.recipes, 2, 'one recipe per merged shard');
+});
+
+test("a hook's output is kept as recipes where the built-in merge reproduces it, checked by running it (the store's own hook, the torch worker); a file it does not reproduce keeps the bytes the hook wrote", async () => {
+  resetSeeds();
+  const c = caseA(mkdirp(path.join(root, 'cases-hook')));
+  const hooked = (name: string, hook: string | undefined, args: string[]): { ws: string; kept: number; grew: number } => {
+    const ws = storeCase(path.join(root, `hook-${name}`), c.base, c.adapter);
+    if (hook !== undefined) writeFileSync(path.join(ws, '.mstore', 'hooks', 'consolidate'), hook, { mode: 0o755 });
+    const before = packBytes(ws);
+    const r = JSON.parse(ok(ws, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--json', ...args])) as { recipes: number };
+    return { ws, kept: r.recipes, grew: packBytes(ws) - before };
+  };
+  // The reference: the in-process merge (recipes) and --store-bytes (how much bytes grow a store).
+  const ref = hooked('ref', undefined, ['--worker', 'builtin']);
+  assert.is(ref.kept, 2);
+  const reference = await versionFiles(ref.ws, 'merged/v001');
+  const bytes = hooked('bytes', undefined, ['--worker', 'builtin', '--store-bytes']);
+  assert.is(bytes.kept, 0);
+  const shipped = readFileSync(path.join(ref.ws, '.mstore', 'hooks', 'consolidate'), 'utf8');
+  // The store's own hook (the default, one comment longer: it gets directories and runs merge-lora).
+  const own = hooked('own', `${shipped}\n// this store's own copy\n`, ['--worker', 'builtin']);
+  assert.is(own.kept, 2, 'both shards kept as recipes');
+  assert.ok(own.grew * 20 < bytes.grew, `the store grew by ${own.grew} bytes, by ${bytes.grew} with bytes kept`);
+  assert.equal(await versionFiles(own.ws, 'merged/v001'), reference, 'the same version');
+  assert.equal(checkout(own.ws, 'merged/v001', path.join(root, 'hook-own-co')), checkout(bytes.ws, 'merged/v001', path.join(root, 'hook-bytes-co')));
+  // The torch worker (the shipped hook, --worker python): torch on the CPU sums as the kernel does.
+  const torch = hooked('torch', undefined, ['--worker', 'python', '--python', hfPython()]);
+  assert.is(torch.kept, 2, "the torch worker's shards kept as recipes");
+  assert.equal(await versionFiles(torch.ws, 'merged/v001'), reference);
+  // A hook whose second shard differs from the built-in merge by one bit: that shard keeps its bytes.
+  const other = hooked(
+    'other',
+    `#!/usr/bin/env node
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const job = JSON.parse(fs.readFileSync(0, 'utf8'));
+execFileSync(job.tools.node, [job.tools.mstore, 'merge-lora', '--base', job.base, '--adapter', job.adapter, '--out', job.output], { stdio: ['ignore', 'ignore', 'inherit'] });
+const fd = fs.openSync(path.join(job.output, 'model-00002-of-00002.safetensors'), 'r+');
+const at = fs.fstatSync(fd).size - 2; // the last element's low byte: a mantissa bit, the value stays finite
+const b = Buffer.alloc(1);
+fs.readSync(fd, b, 0, 1, at);
+b[0] ^= 1;
+fs.writeSync(fd, b, 0, 1, at);
+fs.closeSync(fd);
+`,
+    [],
+  );
+  assert.is(other.kept, 1, 'the first shard kept as its recipe');
+  const files = await versionFiles(other.ws, 'merged/v001');
+  const oidOf = (list: string[], name: string): string => list.find((f) => f.startsWith(`${name} `))!.split(' ')[3];
+  assert.is(oidOf(files, 'model-00001-of-00002.safetensors'), oidOf(reference, 'model-00001-of-00002.safetensors'));
+  const second = oidOf(files, 'model-00002-of-00002.safetensors');
+  assert.is.not(second, oidOf(reference, 'model-00002-of-00002.safetensors'), "the hook's own bytes");
+  await withStoreAt(other.ws, async (s) => {
+    assert.ok(s.index.file(Buffer.from(second, 'hex')), 'held in chunks');
+    assert.ok(s.index.hasRecipe(Buffer.from(oidOf(files, 'model-00001-of-00002.safetensors'), 'hex')), 'held as its recipe');
+  });
+  const co = checkout(other.ws, 'merged/v001', path.join(root, 'hook-other-co'));
+  assert.is(co.get('model-00002-of-00002.safetensors'), `${second}:-`, 'checked out as the hook wrote it');
+  assert.ok(mstoreJson<{ ok: boolean }>(other.ws, ['verify', '--all']).ok);
+
+  // An adapter the built-in merge refuses (made for another base), through a hook that ignores it
+  // and copies the base: nothing to reproduce, the consolidation keeps the hook's bytes.
+  const e = caseE(mkdirp(path.join(root, 'cases-hook-e')));
+  const foreign = storeCase(path.join(root, 'hook-foreign'), c.base, e.adapter);
+  writeFileSync(path.join(foreign, '.mstore', 'hooks', 'consolidate'), `#!/bin/sh\nset -e\nout=$(node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s);console.log(j.base+"\\n"+j.output)})')\ncp -r "$(echo "$out" | head -1)" "$(echo "$out" | tail -1)"\n`, { mode: 0o755 });
+  const r = JSON.parse(ok(foreign, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--json'])) as { recipes: number };
+  assert.is(r.recipes, 0, 'kept as bytes');
+  const copied = await versionFiles(foreign, 'merged/v001');
+  assert.is(oidOf(copied, 'model-00001-of-00002.safetensors'), oidOf(await versionFiles(foreign, 'v001'), 'base/model-00001-of-00002.safetensors'), "the hook's output: the base's bytes");
 });
 
 test('a range read rebuilds and returns the same bytes as the whole file (the Hugging Face API and diff read ranges)', async () => {

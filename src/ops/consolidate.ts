@@ -31,7 +31,9 @@ import { checkout } from './checkout.js';
 import { ContentWriter } from '../repo/content.js';
 import { mergeStored } from './merge-stored.js';
 import { VersionDir } from './stored-source.js';
-import { identifyFile } from '../repo/identify.js';
+import { identifyFile, pointerIdentity } from '../repo/identify.js';
+import { encodeRecipe } from '../format/recipe.js';
+import { reproducedByBuiltin, type Reproduced } from './hook-recipes.js';
 import { gitMode, scanWorkspace } from '../repo/workspace.js';
 import { readSafetensorsHeader, type SafetensorsHeader } from '../format/safetensors.js';
 import { writeVersion } from '../repo/version-write.js';
@@ -61,7 +63,8 @@ export interface ConsolidateOptions {
   onProgress?: (p: { done: number; total: number }) => void;
   /**
    * How the in-process built-in merge keeps merged weight files (merge-stored.ts): as recipes
-   * (default) or as bytes. A hook's output (a store's own hook, the torch worker) is kept as bytes.
+   * (default) or as bytes. A hook's output (a store's own hook, the torch worker) is kept as
+   * recipes where the built-in merge reproduces it (hook-recipes.ts), unless 'bytes'.
    */
   keep?: 'recipe' | 'bytes';
 }
@@ -76,7 +79,7 @@ export interface ConsolidateResult {
   device: string;
   seconds: number;
   backup: string | undefined;
-  /** Merged weight files kept as their recipes (`keep: 'recipe'` with the built-in merge), not as bytes. */
+  /** Merged weight files kept as their recipes (`keep: 'recipe'`), not as bytes. */
   recipes: number;
 }
 
@@ -226,15 +229,30 @@ async function runConsolidateHook(hook: string, job: ConsolidateJob, onLine?: (l
 }
 
 /** Stores a directory's files as the content of a new version: flat tree, git blobs, bytes. */
-async function ingestDirectory(store: Store, dir: string): Promise<{ flat: FlatTree; gitBlobs: Map<string, Buffer>; totalBytes: number }> {
+async function ingestDirectory(
+  store: Store,
+  dir: string,
+  asRecipes: Map<string, Reproduced>,
+): Promise<{ flat: FlatTree; gitBlobs: Map<string, Buffer>; totalBytes: number; keptAsRecipes: number }> {
   const { files } = await scanWorkspace(dir);
-  const writer = new ContentWriter(store.sink(), store.hasher, store.config.chunking);
+  const sink = store.sink();
+  const writer = new ContentWriter(sink, store.hasher, store.config.chunking);
   const flat: FlatTree = new Map();
   const gitBlobs = new Map<string, Buffer>();
   let totalBytes = 0;
+  let keptAsRecipes = 0;
   try {
     for (const f of files) {
-      const id = await identifyFile(store.repo, f, store.config.textMaxBytes, writer);
+      const r = f.isLink ? undefined : asRecipes.get(f.path);
+      let id: { blob: string; gitContent: Buffer; size: number };
+      if (r) {
+        // Reproduced by the built-in merge: its recipe is kept, not the bytes the hook wrote
+        // (content the store holds already, in either form, stays as it is).
+        const before = sink.newRecipes;
+        await sink.addRecipe(Buffer.from(r.oid, 'hex'), encodeRecipe(r.recipe), `${f.path} (merged)`);
+        if (sink.newRecipes > before || store.index.hasRecipe(Buffer.from(r.oid, 'hex'))) keptAsRecipes++;
+        id = await pointerIdentity(store.repo, r.oid, r.size, 0);
+      } else id = await identifyFile(store.repo, f, store.config.textMaxBytes, writer);
       flat.set(f.path, { mode: gitMode(f), blob: id.blob });
       gitBlobs.set(id.blob, id.gitContent);
       totalBytes += id.size;
@@ -244,7 +262,7 @@ async function ingestDirectory(store: Store, dir: string): Promise<{ flat: FlatT
     await writer.abort();
     throw e;
   }
-  return { flat, gitBlobs, totalBytes };
+  return { flat, gitBlobs, totalBytes, keptAsRecipes };
 }
 
 function pythonOf(opts: ConsolidateOptions): string {
@@ -297,6 +315,7 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
       let report: { worker?: string; device?: string; kernel?: string } = {};
       let adapterCfg: unknown;
       let keptAsRecipes = 0;
+      let hookRecipes = new Map<string, Reproduced>();
 
       // The default hook's built-in worker runs here, in-process, reading the store and writing
       // into it (merge-stored.ts); a store's own hook and the torch worker get directories.
@@ -369,6 +388,10 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
 
           current = step('validate');
           await validateOutput(basePath, output);
+          // Each merged weight file the built-in merge reproduces bit for bit (run to check) is kept as its recipe.
+          if ((opts.keep ?? 'recipe') === 'recipe' && inChunks(baseView) && inChunks(adapterView)) {
+            hookRecipes = await reproducedByBuiltin(store, reader, baseView, adapterView, output, (done, total) => opts.onProgress?.({ done, total }));
+          }
 
           hookOutput = output;
         }
@@ -384,7 +407,9 @@ export async function consolidate(store: Store, opts: ConsolidateOptions): Promi
       }
 
       current = step('commit');
-      const { flat, gitBlobs, totalBytes } = merged ?? (await ingestDirectory(store, hookOutput!));
+      const ingested = merged ? undefined : await ingestDirectory(store, hookOutput!, hookRecipes);
+      const { flat, gitBlobs, totalBytes } = merged ?? ingested!;
+      if (ingested) keptAsRecipes = ingested.keptAsRecipes;
       const seconds = (Date.now() - started) / 1000;
       const cfg = adapterCfg as { r?: number; lora_alpha?: number; use_rslora?: boolean } | undefined;
       const scaling = cfg?.r && cfg.lora_alpha !== undefined ? cfg.lora_alpha / (cfg.use_rslora ? Math.sqrt(cfg.r) : cfg.r) : undefined;

@@ -86,7 +86,8 @@ async function gitIdentity(repo: GitRepo, data: Buffer): Promise<ContentIdentity
   return { kind: 'git', oid: sha256Hex(data), blob: await repo.hashBlob(data), size: data.length, gitContent: data, newBytes: data.length };
 }
 
-async function pointerIdentity(repo: GitRepo, oid: string, size: number, newBytes: number): Promise<ContentIdentity> {
+/** Content `oid` of `size` bytes as a file of a tree: its git-lfs pointer, a git blob. */
+export async function pointerIdentity(repo: GitRepo, oid: string, size: number, newBytes: number): Promise<ContentIdentity> {
   const pointer = Buffer.from(renderPointer({ oid, size }));
   return { kind: 'lfs', oid, blob: await repo.hashBlob(pointer), size, gitContent: pointer, newBytes };
 }
