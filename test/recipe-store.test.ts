@@ -143,15 +143,51 @@ fs.closeSync(fd);
   assert.is(co.get('model-00002-of-00002.safetensors'), `${second}:-`, 'checked out as the hook wrote it');
   assert.ok(mstoreJson<{ ok: boolean }>(other.ws, ['verify', '--all']).ok);
 
+  // A hook that leaves its second shard as a link into blobs/ (a Hugging Face snapshot's layout):
+  // the link is recorded as the hook left it, the first shard still kept as its recipe.
+  const linked = hooked(
+    'linked',
+    `#!/usr/bin/env node
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const job = JSON.parse(fs.readFileSync(0, 'utf8'));
+execFileSync(job.tools.node, [job.tools.mstore, 'merge-lora', '--base', job.base, '--adapter', job.adapter, '--out', job.output], { stdio: ['ignore', 'ignore', 'inherit'] });
+fs.mkdirSync(path.join(job.output, 'blobs'));
+fs.renameSync(path.join(job.output, 'model-00002-of-00002.safetensors'), path.join(job.output, 'blobs', 'b2'));
+fs.symlinkSync('blobs/b2', path.join(job.output, 'model-00002-of-00002.safetensors'));
+`,
+    [],
+  );
+  assert.is(linked.kept, 1, 'the regular shard kept as its recipe');
+  const linkedFiles = await versionFiles(linked.ws, 'merged/v001');
+  assert.ok(linkedFiles.some((f) => f.startsWith('model-00002-of-00002.safetensors 120000 link')), linkedFiles.join('\n'));
+  assert.is(oidOf(linkedFiles, 'blobs/b2'), oidOf(reference, 'model-00002-of-00002.safetensors'), 'the file it links to holds the merge');
+
   // An adapter the built-in merge refuses (made for another base), through a hook that ignores it
   // and copies the base: nothing to reproduce, the consolidation keeps the hook's bytes.
   const e = caseE(mkdirp(path.join(root, 'cases-hook-e')));
   const foreign = storeCase(path.join(root, 'hook-foreign'), c.base, e.adapter);
-  writeFileSync(path.join(foreign, '.mstore', 'hooks', 'consolidate'), `#!/bin/sh\nset -e\nout=$(node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s);console.log(j.base+"\\n"+j.output)})')\ncp -r "$(echo "$out" | head -1)" "$(echo "$out" | tail -1)"\n`, { mode: 0o755 });
+  const copyHook = `#!/bin/sh\nset -e\nout=$(node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s);console.log(j.base+"\\n"+j.output)})')\ncp -r "$(echo "$out" | head -1)" "$(echo "$out" | tail -1)"\n`;
+  writeFileSync(path.join(foreign, '.mstore', 'hooks', 'consolidate'), copyHook, { mode: 0o755 });
   const r = JSON.parse(ok(foreign, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--json'])) as { recipes: number };
   assert.is(r.recipes, 0, 'kept as bytes');
   const copied = await versionFiles(foreign, 'merged/v001');
   assert.is(oidOf(copied, 'model-00001-of-00002.safetensors'), oidOf(await versionFiles(foreign, 'v001'), 'base/model-00001-of-00002.safetensors'), "the hook's output: the base's bytes");
+
+  // An adapter whose every value is about 1.7e38: the built-in merge overflows to Inf, while the
+  // hook (it copies the base) wrote finite values. Not reproduced: the hook's bytes are kept.
+  const huge = mkdirp(path.join(root, 'cases-hook-huge'));
+  cpSync(c.adapter, huge, { recursive: true });
+  const st = path.join(huge, 'adapter_model.safetensors');
+  const data = readFileSync(st);
+  const dataStart = 8 + Number(data.readBigUInt64LE(0));
+  for (let i = dataStart; i + 1 < data.length; i += 2) data.writeUInt16LE(0x7f00, i);
+  writeFileSync(st, data);
+  const overflow = storeCase(path.join(root, 'hook-huge'), c.base, huge);
+  writeFileSync(path.join(overflow, '.mstore', 'hooks', 'consolidate'), copyHook, { mode: 0o755 });
+  const h = JSON.parse(ok(overflow, ['consolidate', '--base', 'v001:base', '--adapter', 'adapters/v001:adapter', '--json'])) as { recipes: number };
+  assert.is(h.recipes, 0, 'kept as bytes');
 });
 
 test('a range read rebuilds and returns the same bytes as the whole file (the Hugging Face API and diff read ranges)', async () => {

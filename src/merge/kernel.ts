@@ -37,6 +37,12 @@ export interface RowJob {
   P: Float32Array | null;
   /** Right factor, row-major [r × cols]. */
   Q: Float32Array | null;
+  /**
+   * Names Q across threads: jobs with the same key have the same Q, so a thread keeps it as it
+   * holds it (promoted to f64) from one block to the next. A worker gets a new array object with
+   * each message; without a key, Q is known by that object.
+   */
+  qKey?: number;
   pRow0: number;
   /** fp32 scale applied to Σ P Q. */
   scale: number;
@@ -329,6 +335,7 @@ export function createKernel(options: KernelOptions = {}): Kernel {
   }
   // wasm memory layout: [0, pBytes) the P row, Q [r × cols] as f64, acc [cols], a source row and an output row (bf16).
   let wasmQ: Float32Array | null = null;
+  let wasmQKey: number | undefined;
   let wasmQOff = 0;
   let wasmAccOff = 0;
   let wasmSrcOff = 0;
@@ -338,7 +345,7 @@ export function createKernel(options: KernelOptions = {}): Kernel {
   let wasmSrc16 = new Uint16Array(0);
   let wasmDst = new Uint8Array(0);
   let wasmDst16 = new Uint16Array(0);
-  function wasmSetup(P: Float32Array, Q: Float32Array, r: number, cols: number): void {
+  function wasmSetup(P: Float32Array, Q: Float32Array, r: number, cols: number, qKey: number | undefined): void {
     const al = (n: number): number => Math.ceil(n / 16) * 16;
     const pBytes = al(r * 4);
     const need = pBytes + al(r * cols * 8) + al(cols * 4) + 2 * al(cols * 2) + 64;
@@ -349,8 +356,9 @@ export function createKernel(options: KernelOptions = {}): Kernel {
     wasmSrcOff = wasmAccOff + al(cols * 4);
     wasmDstOff = wasmSrcOff + al(cols * 2);
     // Promoted once per tensor (every fp32 is an f64 exactly), not once per row and step.
-    if (wasmQ !== Q) new Float64Array(memory!.buffer, wasmQOff, r * cols).set(Q);
+    if (qKey !== undefined ? qKey !== wasmQKey : wasmQ !== Q) new Float64Array(memory!.buffer, wasmQOff, r * cols).set(Q);
     wasmQ = Q;
+    wasmQKey = qKey;
     wasmP = new Float32Array(memory!.buffer, 0, r);
     acc = new Float32Array(memory!.buffer, wasmAccOff, cols);
     wasmSrc = new Uint8Array(memory!.buffer, wasmSrcOff, cols * 2);
@@ -456,7 +464,7 @@ export function createKernel(options: KernelOptions = {}): Kernel {
     const { src, srcDtype, dst, dstDtype, cols, r, P, Q, pRow0, mag } = job;
     const scale = Math.fround(job.scale);
     ensure(cols);
-    if (wasmRow && r > 0 && P && Q) wasmSetup(P, Q, r, cols);
+    if (wasmRow && r > 0 && P && Q) wasmSetup(P, Q, r, cols, job.qKey);
     let bad = 0;
     let firstBad = -1;
     const fastBf16 = !!wasmBf16 && srcDtype === 0 && dstDtype === 0 && !mag && !job.roundDelta && r > 0 && !!P && !!Q;

@@ -142,30 +142,35 @@ function shared(a: Float32Array): Float32Array {
 interface Factors {
   P: Float32Array;
   Q: Float32Array;
+  /** Names this Q to the kernel threads (RowJob.qKey). */
+  qKey: number;
   r: number;
   scale: number;
   mag: Float32Array | null;
   roundDelta?: boolean;
 }
 
+/** A new Q's key: unique in this process (each factors() call makes a new Q). */
+let nextQKey = 1;
+
 /** The Δ factors of an op, as the kernel wants them: P [rows × r], Q [r × cols]. */
 async function factors(op: TensorOp, rows: number, cols: number, pool: KernelPool): Promise<Factors | undefined> {
   const d = op.delta;
   if (!d) return undefined;
   if (d.kind === 'vector') {
-    return { P: shared(await readTensorF32(d.vector, pool.local)), Q: shared(Float32Array.of(1)), r: 1, scale: d.scale, mag: null };
+    return { P: shared(await readTensorF32(d.vector, pool.local)), Q: shared(Float32Array.of(1)), qKey: nextQKey++, r: 1, scale: d.scale, mag: null };
   }
   const up = await readTensorF32(d.up, pool.local);
   const down = await readTensorF32(d.down, pool.local);
   const r = d.rank;
   const mag = d.magnitude ? shared(await readTensorF32(d.magnitude, pool.local)) : null;
-  if (!d.transpose) return { P: shared(up), Q: shared(down), r, scale: d.scale, mag, roundDelta: d.roundDelta };
+  if (!d.transpose) return { P: shared(up), Q: shared(down), qKey: nextQKey++, r, scale: d.scale, mag, roundDelta: d.roundDelta };
   // Δ = (up @ down)ᵀ: P[i, k] = down[k, i], Q[k, j] = up[j, k].
   const P = new Float32Array(new SharedArrayBuffer(rows * r * 4));
   const Q = new Float32Array(new SharedArrayBuffer(r * cols * 4));
   for (let k = 0; k < r; k++) for (let i = 0; i < rows; i++) P[i * r + k] = down[k * rows + i];
   for (let j = 0; j < cols; j++) for (let k = 0; k < r; k++) Q[k * cols + j] = up[j * r + k];
-  return { P, Q, r, scale: d.scale, mag, roundDelta: d.roundDelta };
+  return { P, Q, qKey: nextQKey++, r, scale: d.scale, mag, roundDelta: d.roundDelta };
 }
 
 interface WriteCtx {
@@ -189,6 +194,9 @@ function factorsAhead(op: TensorOp, baseRef: TensorRef, pool: KernelPool): Promi
   p.catch(() => undefined); // thrown where it is awaited, if it is
   return p;
 }
+
+/** A merged value that is NaN or ±Inf: what the arithmetic made of its inputs, not damage to them. */
+export class NonFiniteMerge extends MstoreError {}
 
 /** One merged tensor, block by block: read the next block and write the last while the threads compute. */
 async function mergeTensor(op: TensorOp, baseRef: TensorRef, f: Factors | undefined, out: WeightOut, ctx: WriteCtx): Promise<void> {
@@ -230,6 +238,7 @@ async function mergeTensor(op: TensorOp, baseRef: TensorRef, f: Factors | undefi
       r: f?.r ?? 0,
       P: f?.P ?? null,
       Q: f?.Q ?? null,
+      qKey: f?.qKey,
       pRow0: r0,
       scale: f?.scale ?? 1,
       mag: f?.mag ?? null,
@@ -255,7 +264,7 @@ async function mergeTensor(op: TensorOp, baseRef: TensorRef, f: Factors | undefi
         const r0 = b * per;
         const n = Math.min(rows, r0 + per) - r0;
         const at = r0 * cols + res.firstBad;
-        throw new MstoreError(
+        throw new NonFiniteMerge(
           'ECORRUPT',
           `merged tensor ${op.target} has NaN/Inf values (${res.bad} in rows ${r0}-${r0 + n - 1}, first at element ${at}; from ${op.keys.join(', ')})`,
         );

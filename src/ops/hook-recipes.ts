@@ -9,14 +9,14 @@
  */
 import { createHash } from 'node:crypto';
 import os from 'node:os';
+import { lstat, open } from 'node:fs/promises';
 import path from 'node:path';
 import { MstoreError } from '../lib/errors.js';
 import type { Recipe } from '../format/recipe.js';
 import type { ContentReader } from '../repo/content-reader.js';
 import type { Store } from '../repo/store.js';
-import { hashFile } from '../repo/workspace.js';
 import { openBaseModel } from '../merge/base-model.js';
-import { WeightMerger, planAdapterIn } from '../merge/merge.js';
+import { NonFiniteMerge, WeightMerger, planAdapterIn } from '../merge/merge.js';
 import { openRecipe, recipeInputsKey, recipesOf, type OpenRecipe } from './recipe.js';
 import type { VersionDir } from './stored-source.js';
 
@@ -30,9 +30,12 @@ export interface Reproduced {
 /**
  * The merged weight files under `output` (the hook's output directory, laid out as the base
  * model's) that the built-in merge of `adapter` into `base` reproduces bit for bit, by their
- * path in `output`. Each is hashed as it lies on disk, then made from its recipe (every input
- * chunk re-hashed to its id as it is read) and hashed: only equal digests count. A file whose
- * size is not the recipe's is not merged again. `onProgress` counts the bytes merged.
+ * path in `output`. Each regular file of its recipe's size is compared with what the built-in
+ * merge makes from the recipe (every input chunk re-hashed to its id as it is read), block by
+ * block, stopping at the first difference; the content id is the hash of the merge's bytes, equal
+ * to the file's. A link, a file of another size, a difference or a non-finite value the built-in
+ * merge makes (the hook's output is finite: validated) is not reproduced. `onProgress` counts
+ * the recipes' bytes checked.
  */
 export async function reproducedByBuiltin(
   store: Store,
@@ -58,25 +61,67 @@ export async function reproducedByBuiltin(
     // The files of one merge share their inputs: opened once.
     const opened = new Map<string, OpenRecipe>();
     const total = [...recipes.values()].reduce((a, r) => a + r.size, 0);
-    let done = 0;
+    /** The bytes of the recipes checked before this one. */
+    let before = 0;
     for (const [name, recipe] of recipes) {
       const file = path.join(output, ...name.split('/'));
-      const { oid, stat } = await hashFile(file, `the hook's output ${name}`);
-      if (stat.size !== recipe.size) {
-        onProgress?.((done += recipe.size), total);
-        continue;
+      const st = await lstat(file).catch(() => undefined);
+      let oid: string | undefined;
+      if (st?.isFile() && st.size === recipe.size) {
+        const key = recipeInputsKey(recipe);
+        if (!opened.has(key)) opened.set(key, await openRecipe(reader, merger, recipe, `the hook's output ${name} (made again by the built-in merge)`, false));
+        let made = 0;
+        oid = await sameBytes(file, recipe, opened.get(key)!, merger, (n) => onProgress?.(before + (made += n), total));
       }
-      const display = `the hook's output ${name} (made again by the built-in merge)`;
-      const key = recipeInputsKey(recipe);
-      if (!opened.has(key)) opened.set(key, await openRecipe(reader, merger, recipe, display, false));
-      const inputs = opened.get(key)!;
-      const made = inputs.model.files.find((f) => f.name === recipe.file)!;
-      const hash = createHash('sha256');
-      await merger.write(made, { write: async (b) => void hash.update(b) }, inputs.plan, inputs.model, (n) => onProgress?.((done += n), total));
-      if (hash.digest('hex') === oid) out.set(name, { oid, size: stat.size, recipe });
+      if (oid) out.set(name, { oid, size: recipe.size, recipe });
+      onProgress?.((before += recipe.size), total);
     }
     return out;
   } finally {
     await merger.close();
+  }
+}
+
+/** The merge stopped at the first block that differs from the hook's file. */
+const DIFFERS = new Error('differs');
+
+/**
+ * The sha256 of what the built-in merge makes from `recipe` (through `inputs`), when it equals
+ * `file` byte for byte; undefined at the first difference (or a non-finite value it makes).
+ */
+async function sameBytes(file: string, recipe: Recipe, inputs: OpenRecipe, merger: WeightMerger, onBytes: (n: number) => void): Promise<string | undefined> {
+  const made = inputs.model.files.find((f) => f.name === recipe.file)!;
+  const fh = await open(file, 'r');
+  try {
+    const hash = createHash('sha256');
+    let theirs = Buffer.alloc(0);
+    let pos = 0;
+    await merger.write(
+      made,
+      {
+        write: async (b) => {
+          if (theirs.length < b.length) theirs = Buffer.allocUnsafe(b.length);
+          for (let got = 0; got < b.length; ) {
+            const { bytesRead } = await fh.read(theirs, got, b.length - got, pos + got);
+            if (bytesRead === 0) throw DIFFERS; // the file ends first
+            got += bytesRead;
+          }
+          if (!theirs.subarray(0, b.length).equals(b)) throw DIFFERS;
+          hash.update(b);
+          pos += b.length;
+        },
+      },
+      inputs.plan,
+      inputs.model,
+      onBytes,
+    );
+    // Nothing past the merge's last byte either.
+    if ((await fh.stat()).size !== pos) return undefined;
+    return hash.digest('hex');
+  } catch (e) {
+    if (e === DIFFERS || e instanceof NonFiniteMerge) return undefined;
+    throw e;
+  } finally {
+    await fh.close();
   }
 }

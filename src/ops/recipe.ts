@@ -133,9 +133,16 @@ export async function rebuild(reader: ContentReader, merger: WeightMerger, recip
   const open = inputs ?? (await openRecipe(reader, merger, recipe, display, false));
   const file = recipeFile(open, recipe, display);
   const stored = digest && file.source instanceof StoredSource ? file.source : undefined;
-  // The damage a failure came from, when a chunk the output's hash was to prove is damaged.
+  // The damage a failure came from, when a chunk the output's hash was to prove is damaged (a
+  // failure to look, a pack that cannot be read, leaves the failure as it was).
   const named = async (e: unknown): Promise<never> => {
-    if (stored && e instanceof MstoreError && e.code === 'ECORRUPT') await stored.findDamage();
+    if (stored && e instanceof MstoreError && e.code === 'ECORRUPT') {
+      const damage = await stored.findDamage().then(
+        () => undefined,
+        (d: unknown) => d,
+      );
+      if (damage instanceof MstoreError) throw damage;
+    }
     throw e;
   };
   let got: string;

@@ -118,6 +118,7 @@ export class StoredSource implements ByteSource {
    * findDamage() names a damaged chunk after a mismatch. Its own last chunk: views read at once.
    */
   unchecked(): ByteSource {
+    if (this.whole) throw new Error('internal: unchecked() on a StoredSource opened with whole (its reads prove the file)');
     // The chunk read last and the one after it, already being read: the merge reads front to back,
     // and a chunk read while the kernel works on the last block costs the kernel no wait.
     let last: { index: number; data: Promise<Buffer> } | undefined;

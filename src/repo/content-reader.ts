@@ -19,11 +19,7 @@ import { parseRecipe } from '../format/recipe.js';
 /** Pieces of a recipe's rebuild a range read holds before the rebuild waits for its consumer. */
 const QUEUED_PIECES = 4;
 
-/**
- * The slot a rebuild fills before writing and hashing it: the merge hands over blocks of about
- * 1 MiB, and a hash message and a write for each would cost more than the copy; four slots of
- * 4 MiB keep a rebuild's memory small (peak RSS must not grow with the model).
- */
+/** What a rebuild fills a slot with before it hashes and writes it: a message and a write per 1 MiB merge block cost more than the copy. */
 const REBUILD_SLOT_BYTES = 4 * 1024 * 1024;
 
 /** Background fdatasync cadence for materialised files. */
@@ -111,6 +107,8 @@ export class ContentReader {
    */
   private async rebuild(oid: string, record: Buffer, size: number, display: string, write: (data: Buffer, slot: Slot) => void): Promise<void> {
     const job = this.hasher.begin(size);
+    // Held untracked across the merge's blocks: a reader runs one read() at a time (checkout, verify
+    // and export read file after file), or the round robin could hand the slot out twice.
     let slot: Slot | undefined;
     let filled = 0;
     const flush = (): void => {
@@ -136,19 +134,22 @@ export class ContentReader {
               slot = await this.pool.acquire(REBUILD_SLOT_BYTES);
               filled = 0;
             }
-            const n = Math.min(slot.buf.length - filled, bytes.length - o);
+            const n = Math.min(REBUILD_SLOT_BYTES - filled, bytes.length - o);
             slot.buf.set(bytes.subarray(o, o + n), filled);
             filled += n;
             o += n;
-            if (filled === slot.buf.length) flush();
+            if (filled === REBUILD_SLOT_BYTES) flush();
           }
         },
         digest,
       );
       flush(); // nothing left behind, should a rebuilder have proven its bytes without `digest`
-    } finally {
-      await this.pool.drainAll();
+    } catch (e) {
+      // The rebuild's own error, not a write it left in flight that failed after it.
+      await this.pool.drainAll().catch(() => undefined);
+      throw e;
     }
+    await this.pool.drainAll();
   }
 
   /** Chunk reads grouped into runs that are contiguous in one pack, at most one slot each. */
