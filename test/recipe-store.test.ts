@@ -1,7 +1,8 @@
 /**
  * Issue 19: consolidate keeps each merged weight file as its recipe (docs/format.md
  * §18) instead of its bytes. The version's files are the same (same content ids) as when bytes
- * are kept; every reader rebuilds and checks the bytes (checkout, verify, a range read); gc keeps
+ * are kept; a hook's output (a store's own hook, the torch worker) is kept so where the built-in
+ * merge reproduces it; every reader rebuilds and checks the bytes (checkout, verify, a range read); gc keeps
  * a recipe's inputs after its base version is removed; materialize turns it back into bytes;
  * damage to an input chunk or to the record is found and refused; transfers that cannot carry a
  * recipe yet refuse in one line.
