@@ -35,11 +35,16 @@ export function mstore(cwd: string, args: string[], env: Record<string, string> 
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** Runs mstore and returns its stdout; throws with stderr when it fails. */
+export function mstoreOk(cwd: string, args: string[]): string {
+  const r = mstore(cwd, args);
+  if (r.code !== 0) throw new Error(`mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
 /** Runs mstore and parses --json output; throws with stderr when it fails. */
 export function mstoreJson<T = unknown>(cwd: string, args: string[]): T {
-  const r = mstore(cwd, [...args, '--json']);
-  if (r.code !== 0) throw new Error(`mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as T;
+  return JSON.parse(mstoreOk(cwd, [...args, '--json'])) as T;
 }
 
 export function spawnMstore(cwd: string, args: string[]) {

@@ -8,7 +8,7 @@
 import { cpSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createKernel, type DtypeCode } from '../src/merge/kernel.js';
-import { mstore, prng } from './helpers.js';
+import { mstoreOk, prng } from './helpers.js';
 
 const K = createKernel();
 
@@ -385,10 +385,7 @@ export function caseG(root: string, dtype: Dt, name: string): Case {
  * (adapters/v001; a kohya file goes into the directory); `extras` adds files to `base/` first.
  */
 export function storeCase(ws: string, base: string, adapter: string, extras: (baseDir: string) => void = () => undefined): string {
-  const ok = (args: string[]): void => {
-    const r = mstore(ws, args);
-    if (r.code !== 0) throw new Error(`mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-  };
+  const ok = (args: string[]): void => void mstoreOk(ws, args);
   mkdirSync(ws);
   ok(['init']);
   cpSync(base, path.join(ws, 'base'), { recursive: true });

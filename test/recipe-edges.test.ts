@@ -11,7 +11,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cleanup, mstore, mstoreJson, tmpDir, writeF32 } from './helpers.js';
+import { cleanup, mstore, mstoreJson, mstoreOk, tmpDir, writeF32 } from './helpers.js';
 import { withStoreAt } from './in-process.js';
 import { listVersionFiles } from '../src/repo/version-files.js';
 import { resolveRev } from '../src/repo/versions.js';
@@ -22,11 +22,7 @@ import { parseRecipe, recipeInputs } from '../src/format/recipe.js';
 const root = tmpDir('mstore-recipe-edges-');
 test.after(() => cleanup(root));
 
-const ok = (ws: string, args: string[]): string => {
-  const r = mstore(ws, args);
-  if (r.code !== 0) throw new Error(`mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-  return r.stdout;
-};
+const ok = mstoreOk;
 
 const LAYERS = 4;
 const names = Array.from({ length: LAYERS }, (_, i) => `model.layers.${i}.mlp.up_proj`);

@@ -11,7 +11,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cpSync, mkdirSync, readFileSync, rmSync, openSync, readSync, writeSync, closeSync, existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cleanup, mstore, mstoreJson, sha256File, storeState, tmpDir, treeDigest } from './helpers.js';
+import { cleanup, mstore, mstoreJson, mstoreOk, sha256File, storeState, tmpDir, treeDigest } from './helpers.js';
 import { current, ok as okEnv, READ_TOKEN, withBox } from './deploy-helpers.js';
 import { withStoreAt } from './in-process.js';
 import { hfPython } from './hf-helpers.js';
@@ -24,11 +24,7 @@ import { packPath, readPackTable, ENTRY_RECIPE } from '../src/repo/pack.js';
 const root = tmpDir('mstore-recipe-store-');
 test.after(() => cleanup(root));
 
-const ok = (ws: string, args: string[]): string => {
-  const r = mstore(ws, args);
-  if (r.code !== 0) throw new Error(`mstore ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-  return r.stdout;
-};
+const ok = mstoreOk;
 
 /** Bytes under the store's packs/ (what consolidate added). */
 function packBytes(ws: string): number {

@@ -17,7 +17,8 @@ import type { ContentReader } from '../repo/content-reader.js';
 import type { Store } from '../repo/store.js';
 import { openBaseModel } from '../merge/base-model.js';
 import { NonFiniteMerge, WeightMerger, planAdapterIn } from '../merge/merge.js';
-import { openRecipe, recipeInputsKey, recipesOf, type OpenRecipe } from './recipe.js';
+import { LastOpened, recipeFile, recipesOf, type OpenRecipe } from './recipe.js';
+import type { StFile } from '../merge/tensors.js';
 import type { VersionDir } from './stored-source.js';
 
 /** A weight file of a hook's output the built-in merge reproduced: its content id, size and recipe. */
@@ -58,8 +59,7 @@ export async function reproducedByBuiltin(
     const plan = model && (await planAdapterIn(adapter, model, merger.pool).catch(unmergeable));
     if (!model || !plan) return out;
     const recipes = await recipesOf(model, plan, base, adapter, (oid) => store.index.hasFile(Buffer.from(oid, 'hex')));
-    // The files of one merge share their inputs: opened once.
-    const opened = new Map<string, OpenRecipe>();
+    const opened = new LastOpened();
     const total = [...recipes.values()].reduce((a, r) => a + r.size, 0);
     /** The bytes of the recipes checked before this one. */
     let before = 0;
@@ -68,10 +68,10 @@ export async function reproducedByBuiltin(
       const st = await lstat(file).catch(() => undefined);
       let oid: string | undefined;
       if (st?.isFile() && st.size === recipe.size) {
-        const key = recipeInputsKey(recipe);
-        if (!opened.has(key)) opened.set(key, await openRecipe(reader, merger, recipe, `the hook's output ${name} (made again by the built-in merge)`, false));
+        const display = `the hook's output ${name} (made again by the built-in merge)`;
+        const inputs = await opened.get(reader, merger, recipe, display);
         let made = 0;
-        oid = await sameBytes(file, recipe, opened.get(key)!, merger, (n) => onProgress?.(before + (made += n), total));
+        oid = await sameBytes(file, recipeFile(inputs, recipe, display), inputs, merger, (n) => onProgress?.(before + (made += n), total));
       }
       if (oid) out.set(name, { oid, size: recipe.size, recipe });
       onProgress?.((before += recipe.size), total);
@@ -86,11 +86,10 @@ export async function reproducedByBuiltin(
 const DIFFERS = new Error('differs');
 
 /**
- * The sha256 of what the built-in merge makes from `recipe` (through `inputs`), when it equals
+ * The sha256 of what the built-in merge makes of the base file `made` (through `inputs`), when it equals
  * `file` byte for byte; undefined at the first difference (or a non-finite value it makes).
  */
-async function sameBytes(file: string, recipe: Recipe, inputs: OpenRecipe, merger: WeightMerger, onBytes: (n: number) => void): Promise<string | undefined> {
-  const made = inputs.model.files.find((f) => f.name === recipe.file)!;
+async function sameBytes(file: string, made: StFile, inputs: OpenRecipe, merger: WeightMerger, onBytes: (n: number) => void): Promise<string | undefined> {
   const fh = await open(file, 'r');
   try {
     const hash = createHash('sha256');

@@ -16,7 +16,7 @@ import type { Store } from '../repo/store.js';
 import { resolveRev } from '../repo/versions.js';
 import { listVersionFiles } from '../repo/version-files.js';
 import { mergedHead, WeightMerger } from '../merge/merge.js';
-import { openInputs, openReader, rebuild, recipeInputsKey, type OpenRecipe } from './recipe.js';
+import { LastOpened, openReader, rebuild, recipeFile } from './recipe.js';
 
 export interface MaterializeResult {
   commit: string;
@@ -71,14 +71,11 @@ async function storeBytes(store: Store, todo: Map<string, { display: string; siz
   const merger = new WeightMerger({ threads: Math.max(1, os.availableParallelism()) });
   const writer = new ContentWriter(store.sink(), store.hasher, store.config.chunking);
   try {
-    // The files of one merge share their inputs: opened once (the adapter and shard headers read once).
-    const opened = new Map<string, OpenRecipe>();
+    const opened = new LastOpened();
     for (const [oid, t] of todo) {
       const recipe = parseRecipe(t.record, `${t.display} (its recipe)`);
-      const key = recipeInputsKey(recipe);
-      if (!opened.has(key)) opened.set(key, await openInputs(reader, merger, recipe, t.display, false));
-      const inputs = opened.get(key)!;
-      const { head, size } = mergedHead(inputs.model.files.find((f) => f.name === recipe.file)!);
+      const inputs = await opened.get(reader, merger, recipe, t.display);
+      const { head, size } = mergedHead(recipeFile(inputs, recipe, t.display));
       const stream = writer.stream(size, t.display, parseSafetensorsHeader(head.subarray(0, 8), head.subarray(8), size), (n) => onProgress?.({ done: (out.bytes += n), total }), { replaceRecipe: true });
       // The rebuild resolves only once the bytes hashed to oid; only then is the manifest written.
       await rebuild(reader, merger, recipe, oid, t.display, stream, inputs);

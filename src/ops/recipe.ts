@@ -108,7 +108,7 @@ export async function openRecipe(reader: ContentReader, merger: WeightMerger, re
 }
 
 /** The base file a recipe merges, checked against the size the record says. */
-function recipeFile(open: OpenRecipe, recipe: Recipe, display: string): BaseModel['files'][number] {
+export function recipeFile(open: OpenRecipe, recipe: Recipe, display: string): BaseModel['files'][number] {
   const file = open.model.files.find((f) => f.name === recipe.file)!;
   if (mergedHead(file).size !== recipe.size) throw new MstoreError('ECORRUPT', `${display}: its recipe says ${recipe.size} bytes, its inputs make ${mergedHead(file).size}`);
   return file;
@@ -169,31 +169,42 @@ function checkSize(reader: ContentReader, f: RecipeInput, display: string): void
 }
 
 /**
+ * The inputs last opened (base model and adapter plan), by recipeInputsKey: the merged files of
+ * one merge share them, so the adapter and the shard headers are read once, not once per file.
+ * One set is held, whatever the number of merges met. Callers pass the same reader and merger
+ * every time (an adapter plan belongs to its merger's threads).
+ */
+export class LastOpened {
+  private last: { key: string; open: Promise<OpenRecipe> } | undefined;
+
+  get(reader: ContentReader, merger: WeightMerger, recipe: Recipe, display: string): Promise<OpenRecipe> {
+    const key = recipeInputsKey(recipe);
+    if (this.last?.key !== key) {
+      const open = openInputs(reader, merger, recipe, display, false);
+      // A failed open is not kept: the next call tries again (and this one's caller gets the error).
+      open.catch(() => {
+        if (this.last?.open === open) this.last = undefined;
+      });
+      this.last = { key, open };
+    }
+    return this.last.open;
+  }
+}
+
+/**
  * The Rebuilder every reader of a store gets (repo/content-reader.ts): recipes rebuilt by the
  * built-in merge, its kernel threads started on the first recipe a reader meets.
  */
 export class RecipeRebuilder implements Rebuilder {
   private merger: WeightMerger | undefined;
-  /**
-   * The inputs last opened (base model and adapter plan), by recipeInputsKey: the shards of one
-   * merged model share them, so a checkout reads the adapter and the shard headers once, not once
-   * per shard.
-   */
-  private opened: { key: string; open: Promise<OpenRecipe> } | undefined;
+  private readonly opened = new LastOpened();
   constructor(private readonly threads = Math.max(1, os.availableParallelism())) {}
 
   async rebuild(reader: ContentReader, oid: string, record: Buffer, display: string, write: (bytes: Uint8Array) => Promise<void> | void, digest?: () => Promise<string>): Promise<void> {
     const recipe = parseRecipe(record, `${display} (its recipe)`);
     const merger = (this.merger ??= new WeightMerger({ threads: this.threads }));
-    const key = recipeInputsKey(recipe);
-    if (this.opened?.key !== key) {
-      const open = openInputs(reader, merger, recipe, display, false).catch((e: unknown) => {
-        if (this.opened?.open === open) this.opened = undefined;
-        throw e;
-      });
-      this.opened = { key, open };
-    }
-    await rebuild(reader, merger, recipe, oid, display, { write: async (b) => write(b) }, await this.opened.open, digest);
+    const inputs = await this.opened.get(reader, merger, recipe, display);
+    await rebuild(reader, merger, recipe, oid, display, { write: async (b) => write(b) }, inputs, digest);
   }
 
   async close(): Promise<void> {
